@@ -1,0 +1,123 @@
+"""Camera math. OpenCV pinhole cameras (x right, y down, z forward), poses camera-to-world (c2w).
+
+Every function names the convention it uses. Shapes are in the docstrings; N = number of points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def intrinsics_from_fov(width: int, height: int, fov_y_deg: float) -> np.ndarray:
+    """(3, 3) pinhole K with square pixels and the principal point at the image centre."""
+    fy = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2.0)
+    return np.array([[fy, 0.0, (width - 1) / 2.0], [0.0, fy, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def fov_y_deg_of(K: np.ndarray, height: int) -> float:
+    return math.degrees(2.0 * math.atan(0.5 * height / K[1, 1]))
+
+
+def invert_pose(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid (4, 4) transform (c2w <-> w2c)."""
+    R, t = T[:3, :3], T[:3, 3]
+    out = np.eye(4, dtype=np.float64)
+    out[:3, :3] = R.T
+    out[:3, 3] = -R.T @ t
+    return out
+
+
+def look_at_c2w(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
+    """(4, 4) OpenCV c2w of a camera at ``eye`` looking at ``target`` with world ``up`` (+Y)."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)  # OpenCV: x = right = forward x up
+    if np.linalg.norm(x) < 1e-9:
+        x = np.cross(z, np.array([0.0, 0.0, 1.0]))
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)  # y points down
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
+    return c2w
+
+
+def pixel_rays_camera(K: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) float32 camera-space directions with z = 1 for every pixel centre."""
+    u = np.arange(width, dtype=np.float32)
+    v = np.arange(height, dtype=np.float32)
+    uu, vv = np.meshgrid(u, v)
+    x = (uu - K[0, 2]) / K[0, 0]
+    y = (vv - K[1, 2]) / K[1, 1]
+    return np.stack([x, y, np.ones_like(x)], axis=-1).astype(np.float32)
+
+
+def valid_depth_mask(depth: np.ndarray, max_depth: float = np.inf) -> np.ndarray:
+    """(H, W) bool: finite, > 0 and < max_depth. NaN/inf and 0 are invalid."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(depth) & (depth > 0) & (depth < max_depth)
+
+
+def unproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, max_depth: float = np.inf,
+                    stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Lift a z-depth image to world points.
+
+    depth: (H, W) z-depth metres (0/NaN/inf invalid). Returns (points (N, 3) float64 world,
+    flat pixel indices (N,) int64 into the (H, W) image of the valid pixels). ``stride`` subsamples.
+    """
+    h, w = depth.shape
+    if stride > 1:
+        sub = depth[::stride, ::stride]
+        mask = valid_depth_mask(sub, max_depth)
+        vv, uu = np.nonzero(mask)
+        z = sub[vv, uu].astype(np.float64)
+        u_full, v_full = uu * stride, vv * stride
+    else:
+        mask = valid_depth_mask(depth, max_depth)
+        vv, uu = np.nonzero(mask)
+        z = depth[vv, uu].astype(np.float64)
+        u_full, v_full = uu, vv
+    x = (u_full - K[0, 2]) / K[0, 0] * z
+    y = (v_full - K[1, 2]) / K[1, 1] * z
+    cam = np.stack([x, y, z], axis=1)
+    world = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    return world, v_full.astype(np.int64) * w + u_full.astype(np.int64)
+
+
+def world_to_camera(points: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    """(N, 3) world points -> (N, 3) OpenCV camera coordinates."""
+    return points @ w2c[:3, :3].T + w2c[:3, 3]
+
+
+def world_to_pixels(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project (N, 3) world points. Returns (uv (N, 2) float pixel coordinates, z (N,) camera depth).
+
+    Points behind the camera get z <= 0; their uv are meaningless (callers mask on z > 0).
+    """
+    cam = world_to_camera(points, w2c)
+    z = cam[:, 2]
+    safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
+    u = K[0, 0] * cam[:, 0] / safe + K[0, 2]
+    v = K[1, 1] * cam[:, 1] / safe + K[1, 2]
+    return np.stack([u, v], axis=1), z
+
+
+def reproject_depth(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray,
+                    depth_dst: np.ndarray, K_dst: np.ndarray, c2w_dst: np.ndarray,
+                    max_depth: float = np.inf, stride: int = 1) -> np.ndarray:
+    """Lift ``depth_src`` to the world, project into the destination camera and compare.
+
+    Returns (M,) float64 |z_projected - depth_dst| for the source pixels that land on a valid
+    destination pixel (nearest-pixel lookup). A correct pair of poses gives small values.
+    """
+    pts, _ = unproject_depth(depth_src, K_src, c2w_src, max_depth=max_depth, stride=stride)
+    uv, z = world_to_pixels(pts, K_dst, invert_pose(c2w_dst))
+    h, w = depth_dst.shape
+    u = np.rint(uv[:, 0]).astype(np.int64)
+    v = np.rint(uv[:, 1]).astype(np.int64)
+    inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    d = depth_dst[v[inside], u[inside]]
+    ok = valid_depth_mask(d, max_depth)
+    return np.abs(z[inside][ok] - d[ok].astype(np.float64))

@@ -1,0 +1,262 @@
+"""The fused global point map: a voxel-hashed running mean of every observed surface point.
+
+Each occupied voxel keeps the mean world position and mean colour of the pixels that fell into it,
+an observation count (weight), the first and last frame index that saw it, and the map version at
+which it last changed (for incremental streaming).
+
+Fusing a frame costs O(pixels in the frame), independent of the map size: the frame's points are
+reduced per voxel first (``torch.unique``), then looked up in an ``open3d.core.HashMap`` (voxel key ->
+row), and only those rows of the column arrays are touched.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import open3d.core as o3c
+import torch
+
+from recon.camera import unproject_depth
+
+_KEY_BITS = 21
+_KEY_OFFSET = 1 << (_KEY_BITS - 1)  # voxel coordinates in [-2^20, 2^20) fit in 21 bits each
+_KEY_MASK = (1 << _KEY_BITS) - 1
+
+
+def voxel_keys(voxel_coords: np.ndarray) -> np.ndarray:
+    """(N, 3) int64 integer voxel coordinates -> (N,) int64 packed keys (21 bits per axis)."""
+    v = voxel_coords.astype(np.int64) + _KEY_OFFSET
+    return (v[:, 0] << (2 * _KEY_BITS)) | (v[:, 1] << _KEY_BITS) | v[:, 2]
+
+
+def voxel_coords_of_keys(keys: np.ndarray) -> np.ndarray:
+    """(N,) packed keys -> (N, 3) int64 voxel coordinates (inverse of :func:`voxel_keys`)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    return np.stack([(keys >> (2 * _KEY_BITS)) & _KEY_MASK, (keys >> _KEY_BITS) & _KEY_MASK,
+                     keys & _KEY_MASK], axis=1) - _KEY_OFFSET
+
+
+@dataclass
+class FuseStats:
+    """What one call to :meth:`VoxelPointMap.fuse` did."""
+
+    version: int
+    points_in: int      # valid pixels fused
+    voxels_touched: int
+    voxels_new: int
+
+
+class VoxelPointMap:
+    """Incremental voxel point map. Positions in metres, +Y-up world; colours uint8 RGB.
+
+    voxel_size: edge of a voxel in metres.  max_depth: pixels farther than this are ignored.
+    min_weight: voxels observed fewer times are hidden from :meth:`points` (1 = show everything).
+    """
+
+    COLUMNS = ("keys", "pos_sum", "color_sum", "weight", "first_seen", "last_seen", "modified")
+    _LOG_VERSIONS = 512  # how many versions of change-logs to keep for changed_since()
+
+    def __init__(self, voxel_size: float = 0.1, max_depth: float = 50.0, min_weight: int = 1,
+                 initial_capacity: int = 1 << 16):
+        if not voxel_size > 0:
+            raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
+        self.voxel_size = float(voxel_size)
+        self.max_depth = float(max_depth)
+        self.min_weight = int(min_weight)
+        self.version = 0
+        self._size = 0
+        cap = max(int(initial_capacity), 16)
+        self.keys = np.zeros(cap, np.int64)
+        self.pos_sum = np.zeros((cap, 3), np.float64)
+        self.color_sum = np.zeros((cap, 3), np.float32)
+        self.weight = np.zeros(cap, np.float32)
+        self.first_seen = np.zeros(cap, np.int32)
+        self.last_seen = np.zeros(cap, np.int32)
+        self.modified = np.zeros(cap, np.int32)
+        self._hash = o3c.HashMap(cap, key_dtype=o3c.int64, key_element_shape=(1,),
+                                 value_dtype=o3c.int32, value_element_shape=(1,))
+        self._log: deque[tuple[int, np.ndarray]] = deque(maxlen=self._LOG_VERSIONS)
+
+    # ------------------------------------------------------------------ size and storage
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, c)[: self._size].nbytes for c in self.COLUMNS)
+
+    def _reserve(self, n: int) -> None:
+        cap = self.keys.shape[0]
+        if n <= cap:
+            return
+        new_cap = max(n, 2 * cap)
+        for name in self.COLUMNS:
+            old = getattr(self, name)
+            grown = np.zeros((new_cap,) + old.shape[1:], old.dtype)
+            grown[: self._size] = old[: self._size]
+            setattr(self, name, grown)
+
+    def _lookup_or_insert(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(M,) unique keys -> (rows (M,) int64, is_new (M,) bool); new keys get fresh rows."""
+        o3_keys = o3c.Tensor.from_numpy(np.ascontiguousarray(keys.reshape(-1, 1)))
+        buf, found = self._hash.find(o3_keys)
+        found = found.numpy().astype(bool)
+        rows = np.empty(len(keys), np.int64)
+        if found.any():
+            values = self._hash.value_tensor()[buf.to(o3c.int64)].numpy().reshape(-1)
+            rows[found] = values[found]
+        is_new = ~found
+        n_new = int(is_new.sum())
+        if n_new:
+            new_rows = np.arange(self._size, self._size + n_new, dtype=np.int64)
+            self._reserve(self._size + n_new)
+            self._hash.insert(o3c.Tensor.from_numpy(np.ascontiguousarray(keys[is_new].reshape(-1, 1))),
+                              o3c.Tensor.from_numpy(new_rows.astype(np.int32).reshape(-1, 1)))
+            rows[is_new] = new_rows
+            self.keys[new_rows] = keys[is_new]
+            self._size += n_new
+        return rows, is_new
+
+    # ------------------------------------------------------------------ fusion
+    def fuse(self, depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, c2w: np.ndarray,
+             frame_index: int, confidence: np.ndarray | None = None, stride: int = 1) -> FuseStats:
+        """Fuse one RGB-D frame. depth (H, W) z-depth metres (0/NaN/inf ignored), rgb (H, W, 3) uint8."""
+        if not np.all(np.isfinite(c2w)):
+            raise ValueError("camera pose contains NaN/inf; the frame was not fused")
+        points, pix = unproject_depth(depth, K, c2w, max_depth=self.max_depth, stride=stride)
+        colors = rgb.reshape(-1, 3)[pix]
+        weights = None
+        if confidence is not None:
+            weights = confidence.reshape(-1)[pix].astype(np.float32)
+            keep = np.isfinite(weights) & (weights > 0)
+            points, colors, weights = points[keep], colors[keep], weights[keep]
+        return self.fuse_points(points, colors, frame_index, weights)
+
+    def fuse_points(self, points: np.ndarray, colors: np.ndarray, frame_index: int,
+                    weights: np.ndarray | None = None) -> FuseStats:
+        """Fuse (N, 3) world points with (N, 3) uint8 colours observed by frame ``frame_index``."""
+        finite = np.isfinite(points).all(axis=1)
+        if not finite.all():
+            points, colors = points[finite], colors[finite]
+            weights = None if weights is None else weights[finite]
+        self.version += 1
+        if len(points) == 0:
+            self._log.append((self.version, np.zeros(0, np.int64)))
+            return FuseStats(self.version, 0, 0, 0)
+        coords = np.floor(points / self.voxel_size).astype(np.int64)
+        if np.abs(coords).max() >= _KEY_OFFSET:
+            raise ValueError(f"points beyond ±{_KEY_OFFSET * self.voxel_size:.0f} m cannot be keyed")
+        keys = torch.from_numpy(voxel_keys(coords))
+        unique_keys, inverse = torch.unique(keys, return_inverse=True)
+        m = unique_keys.shape[0]
+        w = torch.ones(len(points), dtype=torch.float64) if weights is None else torch.from_numpy(
+            weights.astype(np.float64))
+        pos = torch.zeros((m, 3), dtype=torch.float64).index_add_(
+            0, inverse, torch.from_numpy(points.astype(np.float64, copy=False)) * w[:, None])
+        col = torch.zeros((m, 3), dtype=torch.float64).index_add_(
+            0, inverse, torch.from_numpy(colors.astype(np.float64)) * w[:, None])
+        wsum = torch.zeros(m, dtype=torch.float64).index_add_(0, inverse, w)
+
+        rows, is_new = self._lookup_or_insert(unique_keys.numpy())
+        self.pos_sum[rows] += pos.numpy()
+        self.color_sum[rows] += col.numpy().astype(np.float32)
+        self.weight[rows] += wsum.numpy().astype(np.float32)
+        self.first_seen[rows[is_new]] = frame_index
+        self.last_seen[rows] = frame_index
+        self.modified[rows] = self.version
+        self._log.append((self.version, rows))
+        return FuseStats(self.version, len(points), m, int(is_new.sum()))
+
+    # ------------------------------------------------------------------ queries
+    def _visible_rows(self, rows: np.ndarray | None = None, upto_frame: int | None = None) -> np.ndarray:
+        if rows is None:
+            rows = np.arange(self._size)
+        keep = self.weight[rows] >= self.min_weight
+        if upto_frame is not None:
+            keep &= self.first_seen[rows] <= upto_frame
+        return rows[keep]
+
+    def rows_points(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean positions (N, 3) float32 and colours (N, 3) uint8 of the given rows."""
+        w = self.weight[rows][:, None]
+        pts = (self.pos_sum[rows] / w).astype(np.float32)
+        cols = np.clip(np.rint(self.color_sum[rows] / w), 0, 255).astype(np.uint8)
+        return pts, cols
+
+    def points(self, upto_frame: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All (shown) points: (N, 3) float32 world positions, (N, 3) uint8 colours.
+
+        upto_frame: only voxels first seen at or before this frame index (the map 'as it was').
+        """
+        return self.rows_points(self._visible_rows(upto_frame=upto_frame))
+
+    def points_float64(self) -> np.ndarray:
+        rows = self._visible_rows()
+        return self.pos_sum[rows] / self.weight[rows][:, None]
+
+    def changed_since(self, version: int) -> np.ndarray:
+        """Rows (int64, sorted, unique) added or changed after map version ``version``.
+
+        Uses the per-version change log (cost ~ size of the change); falls back to a scan of the
+        map when ``version`` is older than the log.
+        """
+        if version >= self.version:
+            return np.zeros(0, np.int64)
+        if self._log and self._log[0][0] <= version + 1:
+            parts = [rows for v, rows in self._log if v > version]
+            return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return np.nonzero(self.modified[: self._size] > version)[0]
+
+    def rows_in_box(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Rows whose mean position lies inside the axis-aligned box [lo, hi]."""
+        rows = self._visible_rows()
+        pts = self.pos_sum[rows] / self.weight[rows][:, None]
+        inside = np.all((pts >= np.asarray(lo)) & (pts <= np.asarray(hi)), axis=1)
+        return rows[inside]
+
+    def points_in_box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows_points(self.rows_in_box(lo, hi))
+
+    def rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of the given voxel keys, -1 where absent."""
+        if len(keys) == 0:
+            return np.zeros(0, np.int64)
+        buf, found = self._hash.find(o3c.Tensor.from_numpy(np.ascontiguousarray(
+            np.asarray(keys, np.int64).reshape(-1, 1))))
+        found = found.numpy().astype(bool)
+        rows = np.full(len(keys), -1, np.int64)
+        if found.any():
+            rows[found] = self._hash.value_tensor()[buf.to(o3c.int64)].numpy().reshape(-1)[found]
+        return rows
+
+    def keys_of_points(self, points: np.ndarray) -> np.ndarray:
+        """Voxel keys of (N, 3) world points."""
+        return voxel_keys(np.floor(np.asarray(points) / self.voxel_size).astype(np.int64))
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Arrays that fully describe the map (for safetensors)."""
+        out = {name: np.ascontiguousarray(getattr(self, name)[: self._size]) for name in self.COLUMNS}
+        out["meta"] = np.array([self.voxel_size, self.max_depth, self.min_weight, self.version], np.float64)
+        return out
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, np.ndarray]) -> "VoxelPointMap":
+        missing = [c for c in cls.COLUMNS + ("meta",) if c not in state]
+        if missing:
+            raise ValueError(f"point map file lacks arrays {missing}; the session is incomplete or corrupt")
+        voxel_size, max_depth, min_weight, version = state["meta"].tolist()
+        n = len(state["keys"])
+        if any(len(state[c]) != n for c in cls.COLUMNS):
+            raise ValueError("point map arrays have different lengths; the session is corrupt")
+        m = cls(voxel_size, max_depth, int(min_weight), initial_capacity=max(n, 16))
+        for name in cls.COLUMNS:
+            getattr(m, name)[:n] = state[name]
+        m._size = n
+        m.version = int(version)
+        if n:
+            m._hash.insert(o3c.Tensor.from_numpy(np.ascontiguousarray(state["keys"].reshape(-1, 1))),
+                           o3c.Tensor.from_numpy(np.arange(n, dtype=np.int32).reshape(-1, 1)))
+        return m

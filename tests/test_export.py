@@ -1,0 +1,389 @@
+"""Export round trips (PLY, GLB, TUM, transforms.json, MP4), failure safety, colour maps and TSDF geometry."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import open3d as o3d
+import pytest
+import trimesh
+
+from recon.camera import intrinsics_from_fov, invert_pose, look_at_c2w, pixel_rays_camera
+from recon.visual import TURBO_LUT, colorize_depth, colorize_scalar
+from scenes import export as ex
+from scenes.export import (ExportError, read_ply, read_tum_trajectory, write_glb, write_mp4, write_ply,
+                           write_transforms_json, write_tum_trajectory)
+from worldmodel.frame import Frame
+
+H, W = 48, 64
+WALL_Z = -3.0  # a wall at world z = -3 (cameras near the origin look along -z)
+
+
+def wall_frame(i: int, eye, target, h: int = H, w: int = W) -> Frame:
+    """Exact z-depth of the plane world z = WALL_Z seen by an OpenCV camera at ``eye`` looking at ``target``."""
+    K = intrinsics_from_fov(w, h, 60.0)
+    c2w = look_at_c2w(np.asarray(eye, float), np.asarray(target, float))
+    rays = pixel_rays_camera(K, h, w).astype(np.float64) @ c2w[:3, :3].T  # z_cam = 1 per ray
+    depth = ((WALL_Z - c2w[2, 3]) / rays[..., 2]).astype(np.float32)
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[..., 0] = np.linspace(0, 255, w).astype(np.uint8)[None]
+    rgb[..., 1] = np.linspace(0, 255, h).astype(np.uint8)[:, None]
+    rgb[..., 2] = (40 * i) % 256
+    return Frame(index=i, rgb=rgb, depth=depth, K=K, c2w=c2w)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Frame]:
+    out = []
+    for i, x in enumerate(np.linspace(-0.4, 0.4, 5)):
+        out.append(wall_frame(i, eye=(x, 0.1 * i, 0.2 * i), target=(0.5 * x, 0.0, WALL_Z)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cloud() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    pts = rng.normal(size=(5000, 3)) * np.array([3.0, 1.0, 5.0])
+    cols = rng.integers(0, 256, size=(5000, 3), dtype=np.uint8)
+    return pts, cols
+
+
+# ----------------------------------------------------------------------------------------- colour maps
+
+
+def test_colorize_depth_invalid_black_and_monotone_range():
+    d = np.tile(np.linspace(1.0, 10.0, 32, dtype=np.float32), (4, 1))
+    d[0, 0], d[1, 1], d[2, 2], d[3, 3] = 0.0, np.nan, np.inf, -1.0
+    img = colorize_depth(d, near=1.0, far=10.0)
+    assert img.shape == (4, 32, 3) and img.dtype == np.uint8
+    for y, x in [(0, 0), (1, 1), (2, 2), (3, 3)]:
+        assert (img[y, x] == 0).all()
+    assert (img[0, -1] == TURBO_LUT[255]).all() and (img[1, 0] == TURBO_LUT[0]).all()
+    auto = colorize_depth(d)  # robust percentiles
+    assert auto.shape == (4, 32, 3) and (auto[0, 0] == 0).all()
+    assert TURBO_LUT.shape == (256, 3) and TURBO_LUT.dtype == np.uint8
+
+
+def test_colorize_scalar():
+    c = colorize_scalar(np.array([0.0, 5.0, 10.0, np.nan]), lo=0.0, hi=10.0)
+    assert c.shape == (4, 3) and c.dtype == np.uint8
+    assert (c[0] == TURBO_LUT[0]).all() and (c[2] == TURBO_LUT[255]).all() and (c[3] == 0).all()
+    assert colorize_scalar(np.arange(100)).shape == (100, 3)
+
+
+# ------------------------------------------------------------------------------------------------ PLY
+
+
+def test_ply_roundtrip_open3d_trimesh_ours(tmp_path, cloud):
+    pts, cols = cloud
+    p = write_ply(tmp_path / "map.ply", pts, cols)
+    assert p.exists() and not list(tmp_path.glob(".*tmp*"))
+    pts32 = pts.astype(np.float32)
+
+    pcd = o3d.io.read_point_cloud(str(p))
+    assert len(pcd.points) == len(pts)
+    np.testing.assert_allclose(np.asarray(pcd.points), pts32, atol=1e-6)
+    np.testing.assert_array_equal(np.rint(np.asarray(pcd.colors) * 255).astype(np.uint8), cols)
+
+    tm = trimesh.load(p)
+    assert len(tm.vertices) == len(pts)
+    np.testing.assert_allclose(tm.vertices, pts32, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(tm.colors)[:, :3], cols)
+
+    rp, rc = read_ply(p)
+    np.testing.assert_array_equal(rp, pts32)
+    np.testing.assert_array_equal(rc, cols)
+
+
+def test_ply_drops_nonfinite_and_reads_ascii_via_open3d(tmp_path, cloud):
+    pts, cols = cloud
+    bad = pts[:10].copy()
+    bad[3, 1] = np.nan
+    p = write_ply(tmp_path / "a.ply", bad, cols[:10])
+    rp, rc = read_ply(p)
+    assert len(rp) == 9 and (rc == np.delete(cols[:10], 3, axis=0)).all()
+
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts[:20]))
+    pcd.colors = o3d.utility.Vector3dVector(cols[:20] / 255.0)
+    o3d.io.write_point_cloud(str(tmp_path / "ascii.ply"), pcd, write_ascii=True)
+    rp, rc = read_ply(tmp_path / "ascii.ply")
+    np.testing.assert_allclose(rp, pts[:20], atol=1e-4)
+    np.testing.assert_array_equal(rc, cols[:20])
+
+
+def test_ply_rejects_bad_shapes(tmp_path, cloud):
+    pts, cols = cloud
+    with pytest.raises(ExportError, match="colors"):
+        write_ply(tmp_path / "x.ply", pts, cols[:-1])
+    with pytest.raises(ExportError, match="points"):
+        write_ply(tmp_path / "x.ply", pts[:, :2], cols)
+    assert not (tmp_path / "x.ply").exists()
+
+
+# ------------------------------------------------------------------------------------------------ GLB
+
+
+def _pointclouds(scene) -> list:
+    geoms = scene.geometry.values() if isinstance(scene, trimesh.Scene) else [scene]
+    return [g for g in geoms if isinstance(g, trimesh.PointCloud)]
+
+
+def test_glb_points_only(tmp_path, cloud):
+    pts, cols = cloud
+    p = write_glb(tmp_path / "map.glb", pts, cols)
+    scene = trimesh.load(p)
+    (pc,) = _pointclouds(scene)
+    assert len(pc.vertices) == len(pts)
+    np.testing.assert_allclose(pc.vertices, pts.astype(np.float32), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(pc.colors)[:, :3], cols)
+
+
+def test_glb_with_cameras_mesh_and_subsample(tmp_path, cloud, frames):
+    pts, cols = cloud
+    c2ws = np.stack([f.c2w for f in frames])
+    box = trimesh.creation.box(extents=(1, 1, 1))
+    p = write_glb(tmp_path / "scene.glb", pts, cols, c2ws=c2ws, K=frames[0].K, image_size=(W, H),
+                  mesh=box, max_points=1000)
+    scene = trimesh.load(p)
+    assert isinstance(scene, trimesh.Scene)
+    (pc,) = _pointclouds(scene)
+    assert len(pc.vertices) == 1000
+    # every exported point is one of the inputs with its own colour
+    lookup = {tuple(v): tuple(c) for v, c in zip(pts.astype(np.float32).tolist(), cols.tolist())}
+    for v, c in zip(pc.vertices[:50].astype(np.float32).tolist(), np.asarray(pc.colors)[:50, :3].tolist()):
+        assert lookup[tuple(v)] == tuple(c)
+    paths = [g for g in scene.geometry.values() if isinstance(g, trimesh.path.Path3D)]
+    assert paths, "camera path / frustum geometry missing"
+    path_pts = np.concatenate([g.vertices for g in paths])
+    for c in c2ws[:, :3, 3]:  # every camera centre is drawn
+        assert np.min(np.linalg.norm(path_pts - c, axis=1)) < 1e-5
+    meshes = [g for g in scene.geometry.values() if isinstance(g, trimesh.Trimesh)]
+    assert meshes and len(meshes[0].faces) == 12
+
+    # frustum geometry: the image-plane corners lie at depth frustum_scale in front of the camera
+    segs = ex.camera_wireframe_segments(c2ws[:1], frames[0].K, (W, H), 0.3)
+    corner = segs[0, 0, 1]
+    cam = invert_pose(c2ws[0])[:3, :3] @ corner + invert_pose(c2ws[0])[:3, 3]
+    assert abs(cam[2] - 0.3) < 1e-9 and cam[0] < 0 and cam[1] < 0  # pixel (0, 0): left, up
+
+
+def test_glb_many_cameras_every_kth(tmp_path):
+    c2ws = np.stack([look_at_c2w(np.array([0.1 * i, 0, 0]), np.array([0.1 * i, 0, -1.0])) for i in range(1000)])
+    p = write_glb(tmp_path / "cams.glb", np.zeros((0, 3)), np.zeros((0, 3), np.uint8), c2ws=c2ws, max_frustums=50)
+    scene = trimesh.load(p)
+    assert any(isinstance(g, trimesh.path.Path3D) for g in scene.geometry.values())
+
+
+# ------------------------------------------------------------------------------------------------ TUM
+
+
+def test_tum_roundtrip(tmp_path):
+    rng = np.random.default_rng(3)
+    from scipy.spatial.transform import Rotation
+
+    c2ws = np.tile(np.eye(4), (20, 1, 1))
+    c2ws[:, :3, :3] = Rotation.random(20, random_state=4).as_matrix()
+    c2ws[:, :3, 3] = rng.normal(size=(20, 3)) * 10
+    p = write_tum_trajectory(tmp_path / "traj.txt", c2ws)
+    ts, back = read_tum_trajectory(p)
+    np.testing.assert_allclose(ts, np.arange(20) / 10.0)
+    np.testing.assert_allclose(back, c2ws, atol=1e-6)
+    first = [ln for ln in p.read_text().splitlines() if not ln.startswith("#")][0].split()
+    assert len(first) == 8
+    q = Rotation.from_matrix(c2ws[0, :3, :3]).as_quat()  # scalar last
+    assert np.allclose(np.abs([float(v) for v in first[4:]]), np.abs(q), atol=1e-8)
+
+    ts2, _ = read_tum_trajectory(write_tum_trajectory(tmp_path / "t2.txt", c2ws, timestamps=np.arange(20) * 0.5))
+    np.testing.assert_allclose(ts2, np.arange(20) * 0.5)
+    with pytest.raises(ExportError, match="timestamps"):
+        write_tum_trajectory(tmp_path / "t3.txt", c2ws, timestamps=np.arange(3))
+
+
+# ------------------------------------------------------------------------------------- transforms.json
+
+
+def test_transforms_json(tmp_path, frames):
+    out = tmp_path / "ns"
+    tj = write_transforms_json(out, frames)
+    meta = json.loads(tj.read_text())
+    assert meta["camera_model"] == "OPENCV" and meta["w"] == W and meta["h"] == H
+    assert meta["depth_unit_scale_factor"] == 0.001
+    np.testing.assert_allclose([meta["fl_x"], meta["fl_y"], meta["cx"], meta["cy"]],
+                               [frames[0].K[0, 0], frames[0].K[1, 1], frames[0].K[0, 2], frames[0].K[1, 2]])
+    assert len(meta["frames"]) == len(frames)
+    for f, e in zip(frames, meta["frames"]):
+        assert e["file_path"] == f"images/frame_{f.index:05d}.png"
+        rgb = iio.imread(out / e["file_path"])
+        np.testing.assert_array_equal(rgb, f.rgb)
+        dpng = iio.imread(out / e["depth_file_path"])
+        assert dpng.dtype == np.uint16
+        depth = dpng.astype(np.float64) * meta["depth_unit_scale_factor"]
+        assert np.abs(depth - f.depth).max() <= 1e-3
+        gl = np.asarray(e["transform_matrix"])
+        np.testing.assert_allclose(gl @ np.diag([1.0, -1.0, -1.0, 1.0]), f.c2w, atol=1e-12)
+        # OpenGL camera looks along -z: the GL -z axis is our forward
+        np.testing.assert_allclose(-gl[:3, 2], f.forward, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ MP4
+
+
+def test_mp4(tmp_path, frames):
+    odd = [wall_frame(i, eye=(0.1 * i, 0, 0), target=(0, 0, WALL_Z), h=35, w=47) for i in range(6)]
+    for fs, (w, h) in [(frames, (2 * W, H)), (odd, (94, 36))]:
+        p = write_mp4(tmp_path / f"v{w}.mp4", iter(fs), fps=10, progress=True)
+        assert p.exists() and p.stat().st_size > 0
+        got = list(iio.imiter(p, plugin="pyav") if _has_pyav() else _ffmpeg_frames(p))
+        assert len(got) == len(fs)
+        assert got[0].shape == (h, w, 3)
+    p = write_mp4(tmp_path / "r.mp4", frames, depth_range=(2.0, 5.0))
+    assert p.exists()
+
+
+def _has_pyav() -> bool:
+    try:
+        import av  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _ffmpeg_frames(p: Path):
+    import imageio
+
+    reader = imageio.get_reader(str(p), format="FFMPEG")
+    try:
+        yield from reader
+    finally:
+        reader.close()
+
+
+# ----------------------------------------------------------------------------------------- failures
+
+
+def test_missing_folder_and_file_as_folder(tmp_path, cloud, frames):
+    pts, cols = cloud
+    c2ws = np.stack([f.c2w for f in frames])
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for target in [tmp_path / "nope" / "deeper" / "a.out", blocker / "a.out"]:
+        for call in [lambda t: write_ply(t, pts, cols), lambda t: write_glb(t, pts, cols),
+                     lambda t: write_tum_trajectory(t, c2ws), lambda t: write_mp4(t, frames)]:
+            with pytest.raises(ExportError) as ei:
+                call(target)
+            msg = str(ei.value)
+            assert "\n" not in msg and str(target) in msg and ("create it" in msg or "another folder" in msg)
+    with pytest.raises(ExportError, match="file"):
+        write_transforms_json(blocker, frames)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_read_only_folder(tmp_path, cloud):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(ExportError, match="another folder"):
+            write_ply(ro / "a.ply", *cloud)
+    finally:
+        ro.chmod(0o755)
+
+
+def test_failed_export_keeps_existing_file(tmp_path, cloud, frames):
+    # Disk full in the middle of a write: original file untouched, no temp file left behind.
+    target = tmp_path / "map.ply"
+    target.write_bytes(b"precious")
+
+    def chunks():
+        yield b"partial data"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(ExportError) as ei:
+        ex._write_bytes_atomic(target, chunks())
+    assert "No space left on device" in str(ei.value) and "\n" not in str(ei.value)
+    assert target.read_bytes() == b"precious"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["map.ply"]
+
+    # A video whose frames change size midway fails after encoding started: old video survives.
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"old video")
+    bad = [frames[0], frames[1], wall_frame(9, eye=(0, 0, 0), target=(0, 0, WALL_Z), h=20, w=20)]
+    with pytest.raises(ExportError, match="one size"):
+        write_mp4(video, iter(bad))
+    assert video.read_bytes() == b"old video"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["map.ply", "v.mp4"]
+
+    # Invalid input: nothing written at all.
+    with pytest.raises(ExportError):
+        write_ply(target, cloud[0], cloud[1][:3])
+    assert target.read_bytes() == b"precious"
+
+
+def test_written_file_permissions_are_not_private(tmp_path, cloud):
+    p = write_ply(tmp_path / "a.ply", *cloud)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+# ----------------------------------------------------------------------------------------------- TSDF
+
+
+def test_tsdf_mesh_lies_on_the_wall(frames):
+    from recon.tsdf import TSDFFusion, tsdf_mesh
+
+    voxel = 0.04
+    mesh = tsdf_mesh(frames, voxel_size=voxel, depth_max=10.0)
+    assert isinstance(mesh, trimesh.Trimesh) and len(mesh.faces) > 100
+    err = np.abs(mesh.vertices[:, 2] - WALL_Z)
+    assert err.max() < voxel, err.max()
+    assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    # The mesh covers what the cameras see: vertices project inside the first view, and the
+    # wall region in front of camera 0 is covered.
+    f0 = frames[0]
+    w2c = invert_pose(f0.c2w)
+    cam = mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3]
+    assert (cam[:, 2] > 0).all()
+    centre_hit = f0.c2w[:3, 3] + f0.forward * float(f0.depth[H // 2, W // 2])
+    assert np.min(np.linalg.norm(mesh.vertices - centre_hit, axis=1)) < 2 * voxel
+    # colour comes from the images (red grows to the right in every frame)
+    fusion = TSDFFusion(voxel_size=voxel, depth_max=10.0)
+    for f in frames:
+        fusion.integrate(f)
+    pts, cols = fusion.point_cloud()
+    assert len(pts) > 100 and np.abs(pts[:, 2] - WALL_Z).max() < voxel
+    assert cols.dtype == np.uint8 and cols[:, 0].std() > 20
+    assert len(fusion.mesh().vertices) == len(mesh.vertices)
+
+
+def test_tsdf_box_corner_and_empty():
+    """A box-shaped room corner (two perpendicular walls): vertices lie on one of the two planes."""
+    from recon.tsdf import TSDFFusion
+
+    h, w = 60, 80
+    K = intrinsics_from_fov(w, h, 70.0)
+    frames = []
+    for i, x in enumerate([-0.3, 0.0, 0.3]):
+        c2w = look_at_c2w(np.array([x, 0.0, 0.0]), np.array([1.5, 0.0, -2.0]))
+        rays = pixel_rays_camera(K, h, w).astype(np.float64) @ c2w[:3, :3].T
+        o = c2w[:3, 3]
+        with np.errstate(divide="ignore"):
+            t_back = np.where(rays[..., 2] < 0, (-2.0 - o[2]) / rays[..., 2], np.inf)   # wall z = -2
+            t_side = np.where(rays[..., 0] > 0, (1.5 - o[0]) / rays[..., 0], np.inf)    # wall x = 1.5
+        depth = np.minimum(t_back, t_side).astype(np.float32)
+        rgb = np.full((h, w, 3), 128, np.uint8)
+        frames.append(Frame(index=i, rgb=rgb, depth=depth, K=K, c2w=c2w))
+    fusion = TSDFFusion(voxel_size=0.05, depth_max=8.0)
+    assert len(fusion.mesh().vertices) == 0  # nothing integrated yet
+    for f in frames:
+        fusion.integrate(f)
+    v = fusion.mesh().vertices
+    assert len(v) > 100
+    d = np.minimum(np.abs(v[:, 2] + 2.0), np.abs(v[:, 0] - 1.5))
+    assert d.max() < 0.05, d.max()
+    assert (np.abs(v[:, 0] - 1.5) < 0.05).sum() > 20 and (np.abs(v[:, 2] + 2.0) < 0.05).sum() > 20

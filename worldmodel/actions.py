@@ -1,0 +1,167 @@
+"""DeepVerse action grammar and camera kinematics.
+
+One step is written ``(`` translation steering ``)``, e.g. ``(FN)(fRL)(SN)``:
+
+- translation: S (stay), F, B, L, R (forward, back, left, right), fL, fR (forward-left/right diagonals),
+  rL, rR (rear-left/right diagonals);
+- steering: N (none), L (turn left = counter-clockwise seen from above, i.e. +yaw about world +Y), R.
+
+A step first translates in the horizontal plane along the current heading, then turns.
+A continuous action (:class:`TargetPose`) asks for a view at an exact camera pose instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+TRANSLATIONS = ("S", "F", "B", "L", "R", "fL", "fR", "rL", "rR")
+STEERINGS = ("N", "L", "R")
+
+# (forward, left) unit components of each translation in the camera's heading frame.
+_D = 1.0 / math.sqrt(2.0)
+TRANSLATION_VECTORS: dict[str, tuple[float, float]] = {
+    "S": (0.0, 0.0), "F": (1.0, 0.0), "B": (-1.0, 0.0), "L": (0.0, 1.0), "R": (0.0, -1.0),
+    "fL": (_D, _D), "fR": (_D, -_D), "rL": (-_D, _D), "rR": (-_D, -_D),
+}
+STEERING_SIGN = {"N": 0.0, "L": 1.0, "R": -1.0}
+
+
+class ActionParseError(ValueError):
+    """A malformed action string; ``position`` is the 0-based character offset of ``token``."""
+
+    def __init__(self, text: str, position: int, token: str, expected: str):
+        self.text, self.position, self.token, self.expected = text, position, token, expected
+        shown = repr(token) if token else "end of text"
+        super().__init__(
+            f"bad action at position {position}: found {shown}, expected {expected} "
+            f"(write steps like (FN)(fLR)(BN); translations {'/'.join(TRANSLATIONS)}, steerings N/L/R)"
+        )
+
+
+@dataclass(frozen=True)
+class Action:
+    """One discrete DeepVerse step: a translation token and a steering token."""
+
+    translation: str
+    steering: str
+
+    def __post_init__(self) -> None:
+        if self.translation not in TRANSLATIONS or self.steering not in STEERINGS:
+            raise ValueError(f"invalid action ({self.translation}{self.steering})")
+
+    def __str__(self) -> str:
+        return f"({self.translation}{self.steering})"
+
+    @classmethod
+    def parse(cls, text: str) -> "Action":
+        actions = parse_actions(text)
+        if len(actions) != 1:
+            raise ActionParseError(text, 0, text, "exactly one step")
+        return actions[0]
+
+
+@dataclass(frozen=True, eq=False)
+class TargetPose:
+    """A continuous action: generate the view at this camera-to-world pose, (4, 4) float64."""
+
+    c2w: np.ndarray
+
+    def __str__(self) -> str:
+        x, y, z = self.c2w[:3, 3]
+        return f"(pose {x:.2f},{y:.2f},{z:.2f})"
+
+
+def parse_actions(text: str) -> list[Action]:
+    """Parse ``"(FN)(fLR)(BN)"`` into actions; whitespace between steps is ignored.
+
+    Raises ActionParseError naming the 0-based position and the offending token.
+    """
+    actions: list[Action] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i == n:
+            break
+        if text[i] != "(":
+            raise ActionParseError(text, i, text[i], "'('")
+        i += 1
+        if text.startswith(("fL", "fR", "rL", "rR"), i):
+            translation, i = text[i:i + 2], i + 2
+        elif i < n and text[i] in "SFBLR":
+            translation, i = text[i], i + 1
+        else:
+            raise ActionParseError(text, i, text[i:i + 1], f"a translation ({'/'.join(TRANSLATIONS)})")
+        if i < n and text[i] in "NLR":
+            steering, i = text[i], i + 1
+        else:
+            raise ActionParseError(text, i, text[i:i + 1], "a steering (N/L/R)")
+        if i >= n or text[i] != ")":
+            raise ActionParseError(text, i, text[i:i + 1], "')'")
+        i += 1
+        actions.append(Action(translation, steering))
+    if not actions:
+        raise ActionParseError(text, 0, "", "at least one step such as (FN)")
+    return actions
+
+
+def format_actions(actions: list[Action]) -> str:
+    return "".join(str(a) for a in actions)
+
+
+ALL_ACTIONS = tuple(Action(t, s) for t in TRANSLATIONS for s in STEERINGS)
+
+
+def yaw_rotation(angle_rad: float) -> np.ndarray:
+    """(3, 3) rotation about world +Y; positive = counter-clockwise seen from above (turn left)."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def heading_axes(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal unit (forward, left) vectors of a camera in the +Y-up world, each (3,)."""
+    forward = c2w[:3, 2].astype(np.float64).copy()
+    forward[1] = 0.0
+    norm = np.linalg.norm(forward)
+    if norm < 1e-9:  # looking straight up/down: use the camera's 'up' edge as heading
+        forward = -c2w[:3, 1].astype(np.float64).copy()
+        forward[1] = 0.0
+        norm = max(np.linalg.norm(forward), 1e-12)
+    forward /= norm
+    left = np.cross(np.array([0.0, 1.0, 0.0]), forward)  # +Y x forward points left
+    return forward, left
+
+
+@dataclass(frozen=True)
+class Kinematics:
+    """How a discrete action moves the camera: metres per step and degrees of yaw per step."""
+
+    step_m: float = 0.5
+    yaw_deg: float = 10.0
+
+    def apply(self, c2w: np.ndarray, action: Action) -> np.ndarray:
+        """Return the (4, 4) c2w after ``action`` (translate along the heading, then yaw in place)."""
+        forward, left = heading_axes(c2w)
+        f, l = TRANSLATION_VECTORS[action.translation]
+        out = np.array(c2w, dtype=np.float64, copy=True)
+        out[:3, 3] += self.step_m * (f * forward + l * left)
+        yaw = math.radians(self.yaw_deg) * STEERING_SIGN[action.steering]
+        out[:3, :3] = yaw_rotation(yaw) @ out[:3, :3]
+        return out
+
+    def nearest_action(self, c2w_from: np.ndarray, c2w_to: np.ndarray) -> Action:
+        """The discrete action whose result lies closest to ``c2w_to`` (position, then heading)."""
+        best, best_cost = ALL_ACTIONS[0], math.inf
+        target_fwd, _ = heading_axes(c2w_to)
+        for action in ALL_ACTIONS:
+            moved = self.apply(c2w_from, action)
+            fwd, _ = heading_axes(moved)
+            cost = np.linalg.norm(moved[:3, 3] - c2w_to[:3, 3]) / max(self.step_m, 1e-9)
+            angle = math.acos(float(np.clip(np.dot(fwd, target_fwd), -1.0, 1.0)))
+            cost += angle / max(math.radians(self.yaw_deg), 1e-9)
+            if cost < best_cost:
+                best, best_cost = action, cost
+        return best

@@ -1,0 +1,99 @@
+"""Core data types shared by every layer: Frame, Context and the WorldModel protocol.
+
+Conventions (see DESIGN.md): metres, right-handed +Y-up world, OpenCV camera axes (x right, y down,
+z forward), poses are camera-to-world 4x4 (``c2w``), depth is float32 z-depth with 0 = invalid,
+images are uint8 HxWx3 RGB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from worldmodel.actions import Action, TargetPose
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One generated (or recorded) view of the world.
+
+    index: position of the frame along its branch (0 = first frame).
+    rgb: (H, W, 3) uint8.  depth: (H, W) float32 z-depth in metres, 0 = invalid.
+    K: (3, 3) pinhole intrinsics in pixels.  c2w: (4, 4) float64 OpenCV camera -> +Y-up world.
+    action: the action that produced this frame from the previous one (None for the first frame).
+    confidence: optional (H, W) float32 in [0, 1].
+    """
+
+    index: int
+    rgb: np.ndarray
+    depth: np.ndarray
+    K: np.ndarray
+    c2w: np.ndarray
+    action: Action | TargetPose | None = None
+    confidence: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        h, w = self.depth.shape
+        if self.rgb.shape != (h, w, 3) or self.rgb.dtype != np.uint8:
+            raise ValueError(f"Frame.rgb must be ({h}, {w}, 3) uint8, got {self.rgb.shape} {self.rgb.dtype}")
+        if self.K.shape != (3, 3) or self.c2w.shape != (4, 4):
+            raise ValueError("Frame.K must be 3x3 and Frame.c2w 4x4")
+
+    @property
+    def height(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.depth.shape[1])
+
+    @property
+    def position(self) -> np.ndarray:
+        """Camera centre in world coordinates, (3,)."""
+        return self.c2w[:3, 3]
+
+    @property
+    def forward(self) -> np.ndarray:
+        """Unit viewing direction (camera +z) in world coordinates, (3,)."""
+        return self.c2w[:3, 2]
+
+    def with_index(self, index: int) -> "Frame":
+        return replace(self, index=index)
+
+
+@dataclass
+class Context:
+    """What a world model is conditioned on when it generates the next frame.
+
+    recent: the last few frames of the current branch, oldest first (never empty during a step).
+    memory: past keyframes retrieved for the target view (may be empty).
+    memory_scores: one score per memory frame, same order.
+    cache: optional geometric conditioning rendered from the fused map into the target view:
+        dict with "rgb" (H, W, 3) uint8, "depth" (H, W) float32 and "valid" (H, W) bool.
+    """
+
+    recent: list[Frame]
+    memory: list[Frame] = field(default_factory=list)
+    memory_scores: list[float] = field(default_factory=list)
+    cache: dict | None = None
+
+    @property
+    def last(self) -> Frame:
+        return self.recent[-1]
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    """A source of frames. Backends: procedural (ray-cast), replay (recorded), learned models."""
+
+    name: str
+
+    def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
+        """Start a new world; ``start`` is an optional c2w for the first camera."""
+        ...
+
+    def step(self, action: Action | TargetPose, context: Context) -> Frame:
+        """Generate the frame that follows ``context.last`` under ``action``."""
+        ...

@@ -5,8 +5,9 @@ an observation count (weight), the first and last frame index that saw it, and t
 which it last changed (for incremental streaming).
 
 Fusing a frame costs O(pixels in the frame), independent of the map size: the frame's points are
-reduced per voxel first (``torch.unique``), then looked up in an ``open3d.core.HashMap`` (voxel key ->
-row), and only those rows of the column arrays are touched.
+reduced per voxel first (``np.unique`` + ``np.bincount``), then looked up in a vectorised hash table
+(voxel key -> row, :class:`recon.voxelhash.Int64HashTable`), and only those rows of the column arrays
+are touched.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import open3d.core as o3c
-import torch
 
 from recon.camera import unproject_depth
+from recon.voxelhash import Int64HashTable
 
 _KEY_BITS = 21
 _KEY_OFFSET = 1 << (_KEY_BITS - 1)  # voxel coordinates in [-2^20, 2^20) fit in 21 bits each
@@ -46,6 +46,7 @@ class FuseStats:
     points_in: int      # valid pixels fused
     voxels_touched: int
     voxels_new: int
+    rows: np.ndarray    # (voxels_touched,) int64 map rows this frame observed (for the memory bank)
 
 
 class VoxelPointMap:
@@ -75,8 +76,7 @@ class VoxelPointMap:
         self.first_seen = np.zeros(cap, np.int32)
         self.last_seen = np.zeros(cap, np.int32)
         self.modified = np.zeros(cap, np.int32)
-        self._hash = o3c.HashMap(cap, key_dtype=o3c.int64, key_element_shape=(1,),
-                                 value_dtype=o3c.int32, value_element_shape=(1,))
+        self._hash = Int64HashTable(cap)
         self._log: deque[tuple[int, np.ndarray]] = deque(maxlen=self._LOG_VERSIONS)
 
     # ------------------------------------------------------------------ size and storage
@@ -100,20 +100,13 @@ class VoxelPointMap:
 
     def _lookup_or_insert(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(M,) unique keys -> (rows (M,) int64, is_new (M,) bool); new keys get fresh rows."""
-        o3_keys = o3c.Tensor.from_numpy(np.ascontiguousarray(keys.reshape(-1, 1)))
-        buf, found = self._hash.find(o3_keys)
-        found = found.numpy().astype(bool)
-        rows = np.empty(len(keys), np.int64)
-        if found.any():
-            values = self._hash.value_tensor()[buf.to(o3c.int64)].numpy().reshape(-1)
-            rows[found] = values[found]
-        is_new = ~found
+        rows = self._hash.find(keys)
+        is_new = rows < 0
         n_new = int(is_new.sum())
         if n_new:
             new_rows = np.arange(self._size, self._size + n_new, dtype=np.int64)
             self._reserve(self._size + n_new)
-            self._hash.insert(o3c.Tensor.from_numpy(np.ascontiguousarray(keys[is_new].reshape(-1, 1))),
-                              o3c.Tensor.from_numpy(new_rows.astype(np.int32).reshape(-1, 1)))
+            self._hash.insert(keys[is_new], new_rows)
             rows[is_new] = new_rows
             self.keys[new_rows] = keys[is_new]
             self._size += n_new
@@ -144,30 +137,26 @@ class VoxelPointMap:
         self.version += 1
         if len(points) == 0:
             self._log.append((self.version, np.zeros(0, np.int64)))
-            return FuseStats(self.version, 0, 0, 0)
+            return FuseStats(self.version, 0, 0, 0, np.zeros(0, np.int64))
         coords = np.floor(points / self.voxel_size).astype(np.int64)
         if np.abs(coords).max() >= _KEY_OFFSET:
             raise ValueError(f"points beyond ±{_KEY_OFFSET * self.voxel_size:.0f} m cannot be keyed")
-        keys = torch.from_numpy(voxel_keys(coords))
-        unique_keys, inverse = torch.unique(keys, return_inverse=True)
-        m = unique_keys.shape[0]
-        w = torch.ones(len(points), dtype=torch.float64) if weights is None else torch.from_numpy(
-            weights.astype(np.float64))
-        pos = torch.zeros((m, 3), dtype=torch.float64).index_add_(
-            0, inverse, torch.from_numpy(points.astype(np.float64, copy=False)) * w[:, None])
-        col = torch.zeros((m, 3), dtype=torch.float64).index_add_(
-            0, inverse, torch.from_numpy(colors.astype(np.float64)) * w[:, None])
-        wsum = torch.zeros(m, dtype=torch.float64).index_add_(0, inverse, w)
+        unique_keys, inverse = np.unique(voxel_keys(coords), return_inverse=True)
+        m = len(unique_keys)
+        w = np.ones(len(points)) if weights is None else weights.astype(np.float64)
+        pos = np.stack([np.bincount(inverse, points[:, i] * w, minlength=m) for i in range(3)], axis=1)
+        col = np.stack([np.bincount(inverse, colors[:, i] * w, minlength=m) for i in range(3)], axis=1)
+        wsum = np.bincount(inverse, w, minlength=m)
 
-        rows, is_new = self._lookup_or_insert(unique_keys.numpy())
-        self.pos_sum[rows] += pos.numpy()
-        self.color_sum[rows] += col.numpy().astype(np.float32)
-        self.weight[rows] += wsum.numpy().astype(np.float32)
+        rows, is_new = self._lookup_or_insert(unique_keys)
+        self.pos_sum[rows] += pos
+        self.color_sum[rows] += col.astype(np.float32)
+        self.weight[rows] += wsum.astype(np.float32)
         self.first_seen[rows[is_new]] = frame_index
         self.last_seen[rows] = frame_index
         self.modified[rows] = self.version
         self._log.append((self.version, rows))
-        return FuseStats(self.version, len(points), m, int(is_new.sum()))
+        return FuseStats(self.version, len(points), m, int(is_new.sum()), rows)
 
     # ------------------------------------------------------------------ queries
     def _visible_rows(self, rows: np.ndarray | None = None, upto_frame: int | None = None) -> np.ndarray:
@@ -223,13 +212,7 @@ class VoxelPointMap:
         """Rows of the given voxel keys, -1 where absent."""
         if len(keys) == 0:
             return np.zeros(0, np.int64)
-        buf, found = self._hash.find(o3c.Tensor.from_numpy(np.ascontiguousarray(
-            np.asarray(keys, np.int64).reshape(-1, 1))))
-        found = found.numpy().astype(bool)
-        rows = np.full(len(keys), -1, np.int64)
-        if found.any():
-            rows[found] = self._hash.value_tensor()[buf.to(o3c.int64)].numpy().reshape(-1)[found]
-        return rows
+        return self._hash.find(np.asarray(keys, np.int64))
 
     def keys_of_points(self, points: np.ndarray) -> np.ndarray:
         """Voxel keys of (N, 3) world points."""
@@ -256,7 +239,7 @@ class VoxelPointMap:
             getattr(m, name)[:n] = state[name]
         m._size = n
         m.version = int(version)
-        if n:
-            m._hash.insert(o3c.Tensor.from_numpy(np.ascontiguousarray(state["keys"].reshape(-1, 1))),
-                           o3c.Tensor.from_numpy(np.arange(n, dtype=np.int32).reshape(-1, 1)))
+        if len(np.unique(state["keys"])) != n:
+            raise ValueError("point map has duplicate voxel keys; the session is corrupt")
+        m._hash.insert(state["keys"], np.arange(n, dtype=np.int64))
         return m

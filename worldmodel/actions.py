@@ -165,3 +165,24 @@ class Kinematics:
             if cost < best_cost:
                 best, best_cost = action, cost
         return best
+
+
+def action_to_text(action: Action | TargetPose | None) -> str:
+    """Serialise an action for JSON/metadata: ``"(FN)"``, ``"pose:[16 numbers]"`` or ``""``."""
+    if action is None:
+        return ""
+    if isinstance(action, TargetPose):
+        return "pose:" + ",".join(repr(float(v)) for v in np.asarray(action.c2w, dtype=np.float64).reshape(-1))
+    return str(action)
+
+
+def action_from_text(text: str) -> Action | TargetPose | None:
+    """Inverse of :func:`action_to_text`; raises ValueError (ActionParseError) on malformed text."""
+    if not text:
+        return None
+    if text.startswith("pose:"):
+        values = np.array([float(v) for v in text[5:].split(",")], dtype=np.float64)
+        if values.shape != (16,) or not np.isfinite(values).all():
+            raise ValueError(f"a pose action needs 16 finite numbers, got {values.size}")
+        return TargetPose(values.reshape(4, 4))
+    return Action.parse(text)

@@ -19,6 +19,7 @@ Conventions: metres, right-handed +Y-up world, OpenCV cameras, c2w float64, dept
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -351,6 +352,20 @@ class ProceduralWorld:
         self._scene: _Scene | None = None
         self._aux_scene: _Scene | None = None  # for distance_to_surface
         self._ray_cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def describe(self) -> dict:
+        """JSON-able description from which :func:`worldmodel.registry.create_world` rebuilds this world."""
+        return {"kind": "procedural", "seed": self.seed, "config": dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_description(cls, desc: dict) -> "ProceduralWorld":
+        cfg = dict(desc.get("config", {}))
+        kin = Kinematics(**cfg.pop("kinematics", {}))
+        known = {f.name for f in dataclasses.fields(ProceduralConfig)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise ValueError(f"unknown procedural settings {sorted(unknown)}")
+        return cls(ProceduralConfig(**cfg, kinematics=kin), seed=int(desc.get("seed", 0)))
 
     # ---- chunks -------------------------------------------------------------------------------------
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""WorldStudio command line. `python launch.py` starts the studio; `python launch.py --help` lists the rest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_world_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--world", default="procedural",
+                   help="world to explore: procedural | procedural:fly | replay:PATH (default: procedural)")
+    p.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"),
+                   help="frame size in pixels (default: 256 256)")
+    p.add_argument("--voxel", type=float, default=0.1, help="fused-map voxel size in metres (default: 0.1)")
+    p.add_argument("--step-m", type=float, default=0.5, help="metres moved per translation step (default: 0.5)")
+    p.add_argument("--yaw-deg", type=float, default=10.0, help="degrees turned per steering step (default: 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    view = sub.add_parser("view", help="start the studio in the browser (the default command)")
+    _add_world_args(view)
+    view.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1; 0.0.0.0 shares it on your network)")
+    view.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    view.add_argument("--session", default=None, help="open a saved session folder instead of a new world")
+
+    run = sub.add_parser("run", help="explore headless and write PLY, GLB, MP4, trajectory, transforms.json, session")
+    _add_world_args(run)
+    what = run.add_mutually_exclusive_group(required=True)
+    what.add_argument("--actions", help='action string in DeepVerse grammar, e.g. "(FN)(FN)(fLN)(BR)"')
+    what.add_argument("--steps", type=int, help="number of steps of a generated walk (see --walk)")
+    run.add_argument("--walk", choices=("random", "forward", "orbit"), default="random",
+                     help="walk used with --steps: random (seeded wander), forward, orbit (default: random)")
+    run.add_argument("--out", required=True, help="output folder (created if missing)")
+    run.add_argument("--no-video", action="store_true", help="skip frames.mp4")
+
+    bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
+    bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
+    bench.add_argument("--only", default=None,
+                       help="comma-separated sections to run (default: all); see the README's bench table")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["view", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command == "view":
+        from studio.app import main as studio_main
+
+        return studio_main(args)
+    if args.command == "run":
+        from scenes.headless import main as run_main
+
+        return run_main(args)
+    if args.command == "bench":
+        from studio.bench import main as bench_main
+
+        return bench_main(args)
+    build_parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

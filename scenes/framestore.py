@@ -1,0 +1,170 @@
+"""Where the frames of a scene live: the newest in RAM, the rest on disk (one safetensors file each).
+
+Every frame gets a store id (``fid``) when it is added; branches refer to frames by id. RAM holds at most
+``ram_frames`` full frames (LRU); a frame evicted from RAM is written to ``root/frames/<fid>.safetensors``
+first, so a 10k-step session keeps bounded RAM. ``root`` is a private temporary folder unless given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import save_file
+
+from worldmodel.actions import action_from_text, action_to_text
+from worldmodel.frame import Frame
+
+
+class FrameFileError(ValueError):
+    """A frame file is missing or corrupt; the message names it."""
+
+
+def frame_file_name(fid: int) -> str:
+    return f"{fid:07d}.safetensors"
+
+
+def write_frame(path: Path, frame: Frame) -> None:
+    """Write one frame (arrays in safetensors, index/action as string metadata)."""
+    arrays = {"rgb": np.ascontiguousarray(frame.rgb), "depth": np.ascontiguousarray(frame.depth, dtype=np.float32),
+              "K": np.asarray(frame.K, dtype=np.float64), "c2w": np.asarray(frame.c2w, dtype=np.float64)}
+    if frame.confidence is not None:
+        arrays["confidence"] = np.ascontiguousarray(frame.confidence, dtype=np.float32)
+    meta = {"index": str(frame.index), "action": action_to_text(frame.action)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(arrays, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def read_frame(path: Path) -> Frame:
+    """Read a frame written by :func:`write_frame`; FrameFileError names the file when it is bad."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        return Frame(index=int(meta.get("index", "0")), rgb=arrays["rgb"], depth=arrays["depth"], K=arrays["K"],
+                     c2w=arrays["c2w"], action=action_from_text(meta.get("action", "")),
+                     confidence=arrays.get("confidence"))
+    except FileNotFoundError:
+        raise FrameFileError(f"frame file {path} is missing; the session folder is incomplete") from None
+    except (SafetensorError, KeyError, ValueError, OSError) as e:
+        raise FrameFileError(f"frame file {path} is corrupt ({str(e).splitlines()[0][:120]}); "
+                             "the session cannot be opened as is") from None
+
+
+def check_frame_header(path: Path) -> None:
+    """Raise FrameFileError unless ``path`` is a safetensors file with a frame's arrays (data not read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            names = set(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FrameFileError(f"frame file {path} is corrupt ({str(e).splitlines()[0][:120]}); "
+                             "the session cannot be opened as is") from None
+    if not {"rgb", "depth", "K", "c2w"} <= names:
+        raise FrameFileError(f"frame file {path} lacks arrays {sorted({'rgb', 'depth', 'K', 'c2w'} - names)}")
+
+
+class FrameStore:
+    """Frames by id: RAM LRU of ``ram_frames`` full frames over a folder of safetensors files."""
+
+    def __init__(self, root: str | Path | None = None, ram_frames: int = 256):
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="worldstudio-frames-")) if root is None else Path(root)
+        (self.root / "frames").mkdir(parents=True, exist_ok=True)
+        self.ram_frames = max(1, int(ram_frames))
+        self._ram: OrderedDict[int, Frame] = OrderedDict()
+        self._on_disk: set[int] = set()
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return self._next_id
+
+    def path_of(self, fid: int) -> Path:
+        return self.root / "frames" / frame_file_name(fid)
+
+    def add(self, frame: Frame) -> int:
+        fid = self._next_id
+        self._next_id += 1
+        self._ram[fid] = frame
+        self._evict()
+        return fid
+
+    def get(self, fid: int) -> Frame:
+        frame = self._ram.get(fid)
+        if frame is not None:
+            self._ram.move_to_end(fid)
+            return frame
+        if not 0 <= fid < self._next_id:
+            raise KeyError(f"no frame with id {fid}")
+        frame = read_frame(self.path_of(fid))
+        self._ram[fid] = frame
+        self._evict()
+        return frame
+
+    def _evict(self) -> None:
+        while len(self._ram) > self.ram_frames:
+            fid, frame = self._ram.popitem(last=False)
+            if fid not in self._on_disk:
+                write_frame(self.path_of(fid), frame)
+                self._on_disk.add(fid)
+
+    @property
+    def ram_bytes(self) -> int:
+        return sum(f.rgb.nbytes + f.depth.nbytes for f in self._ram.values())
+
+    def save_to(self, folder: Path, fids: list[int], progress=None) -> None:
+        """Write frames ``fids`` to ``folder/frames/`` (copying those already on disk)."""
+        (folder / "frames").mkdir(parents=True, exist_ok=True)
+        for fid in fids:
+            dst = folder / "frames" / frame_file_name(fid)
+            src = self.path_of(fid)
+            if fid in self._on_disk and src.exists():
+                if not (dst.exists() and os.path.samefile(src, dst)):  # hard links of a reopened session
+                    tmp = dst.with_name(dst.name + ".tmp")
+                    shutil.copyfile(src, tmp)
+                    tmp.replace(dst)
+            else:
+                write_frame(dst, self._ram[fid] if fid in self._ram else self.get(fid))
+            if progress is not None:
+                progress(1)
+
+    @classmethod
+    def open_existing(cls, folder: Path, count: int, ram_frames: int = 256) -> "FrameStore":
+        """A store over ``folder/frames`` holding ids 0..count-1 (files are read lazily, checked here)."""
+        missing = [frame_file_name(i) for i in range(count) if not (folder / "frames" / frame_file_name(i)).is_file()]
+        if missing:
+            raise FrameFileError(f"session folder {folder} lacks frames/{missing[0]} (and {len(missing) - 1} more); "
+                                 "copy the whole session folder")
+        for i in range(count):  # headers only: cheap, and a corrupt file is named now rather than mid-walk
+            check_frame_header(folder / "frames" / frame_file_name(i))
+        # Work in a private copy-on-write root so that stepping on never changes the saved session.
+        store = cls(None, ram_frames)
+        for i in range(count):
+            dst = store.path_of(i)
+            try:
+                dst.hardlink_to(folder / "frames" / frame_file_name(i))
+            except OSError:
+                shutil.copyfile(folder / "frames" / frame_file_name(i), dst)
+        store._on_disk = set(range(count))
+        store._next_id = count
+        return store
+
+    def close(self) -> None:
+        self._ram.clear()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __del__(self) -> None:  # best effort: temporary frames do not outlive the process
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass

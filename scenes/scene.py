@@ -1,0 +1,319 @@
+"""Scene: the world being explored. The one place that orchestrates a step: model -> fuse -> remember.
+
+A Scene owns the world model, the fused point map, the frame store and the branches. The studio and the
+headless ``run`` both drive a Scene, so what works headless works in the browser.
+
+Branches and the cursor: a branch is a list of frame ids (position p = the p-th frame of that walk).
+``seek(p)`` moves the cursor back (the map is shown 'as it was' by filtering on first-seen position);
+stepping from a cursor that is not at the end of the branch forks a new branch that shares frames
+0..p with its parent, and the map (and memory) are rebuilt from those frames. Old branches stay until
+discarded and can be switched to and exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from recon.pointmap import FuseStats, VoxelPointMap
+from scenes import export as ex
+from scenes.framestore import FrameStore
+from worldmodel.actions import Action, TargetPose
+from worldmodel.frame import Context, Frame, WorldModel
+
+
+class SceneError(ValueError):
+    """A request the scene cannot carry out (bad branch name, nothing to export...); says what to do."""
+
+
+@dataclass
+class SceneConfig:
+    voxel_size: float = 0.1        # metres, edge of a fused-map voxel
+    max_depth: float = 60.0        # pixels farther than this are not fused (metres, z-depth)
+    recent_frames: int = 4         # how many of the latest frames the model is conditioned on
+    ram_frames: int = 256          # full frames kept in RAM; older ones live on disk
+    memory_k: int = 4              # how many past keyframes are retrieved for each step (0 = none)
+
+
+@dataclass
+class Branch:
+    name: str
+    fids: list[int] = field(default_factory=list)
+    parent: str | None = None
+    fork_position: int | None = None  # last position shared with the parent
+
+
+@dataclass
+class StepResult:
+    frame: Frame
+    fid: int
+    branch: str
+    fused: FuseStats
+    model_ms: float
+    fuse_ms: float
+    memory_ms: float
+    forked_from: str | None = None   # parent branch name when this step started a new branch
+    memory_fids: list[int] = field(default_factory=list)
+    memory_scores: list[float] = field(default_factory=list)
+
+
+class MemoryProvider(Protocol):
+    """Geometry-aware memory (memory/): what the Scene asks of it. See memory.bank.GeometricMemory."""
+
+    def reset(self) -> None: ...
+
+    def observe(self, frame: Frame, fid: int, fused: FuseStats, pointmap: VoxelPointMap) -> None: ...
+
+    def build_context(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
+                      pointmap: VoxelPointMap, k: int) -> tuple[list[int], list[float], dict | None]:
+        """-> (keyframe fids, scores, cache render dict or None) for the target view."""
+        ...
+
+
+def predict_target_pose(last: Frame, action: Action | TargetPose, model: WorldModel) -> np.ndarray:
+    """Where the camera will be after ``action``: the kinematics of the model (or the target pose)."""
+    if isinstance(action, TargetPose):
+        return np.asarray(action.c2w, dtype=np.float64)
+    kin = getattr(getattr(model, "config", None), "kinematics", None)
+    if kin is None:
+        from worldmodel.actions import Kinematics
+
+        kin = Kinematics()
+    return kin.apply(last.c2w, action)
+
+
+class Scene:
+    """World model + fused map + frames + branches. Not thread-safe: one owner (the studio worker) drives it."""
+
+    def __init__(self, model: WorldModel, config: SceneConfig | None = None, memory: MemoryProvider | None = None,
+                 store: FrameStore | None = None):
+        self.model = model
+        self.config = config or SceneConfig()
+        self.memory = memory
+        self.store = store or FrameStore(ram_frames=self.config.ram_frames)
+        self.map = self._new_map()
+        self.branches: dict[str, Branch] = {}
+        self.branch_name = "main"
+        self.cursor = -1
+        self.seed = 0
+        self.last_step: StepResult | None = None
+
+    # ------------------------------------------------------------------ state
+    def _new_map(self) -> VoxelPointMap:
+        return VoxelPointMap(self.config.voxel_size, self.config.max_depth)
+
+    @property
+    def branch(self) -> Branch:
+        return self.branches[self.branch_name]
+
+    @property
+    def length(self) -> int:
+        """Frames in the current branch."""
+        return len(self.branches[self.branch_name].fids) if self.branches else 0
+
+    def frame_at(self, position: int, branch: str | None = None) -> Frame:
+        fids = self.branches[branch or self.branch_name].fids
+        return self.store.get(fids[position])
+
+    @property
+    def current(self) -> Frame:
+        """The frame at the cursor."""
+        if self.cursor < 0:
+            raise SceneError("the scene has no frames yet; call reset() first")
+        return self.frame_at(self.cursor)
+
+    def iter_frames(self, branch: str | None = None, upto: int | None = None) -> Iterator[Frame]:
+        fids = self._branch(branch).fids
+        end = len(fids) if upto is None else upto + 1
+        for fid in fids[:end]:
+            yield self.store.get(fid)
+
+    def poses(self, branch: str | None = None) -> np.ndarray:
+        """(M, 4, 4) c2w of the branch's frames."""
+        return np.stack([f.c2w for f in self.iter_frames(branch)]) if self._branch(branch).fids else np.zeros((0, 4, 4))
+
+    def _branch(self, name: str | None) -> Branch:
+        name = name or self.branch_name
+        if name not in self.branches:
+            raise SceneError(f"no branch named {name!r}; branches: {', '.join(self.branches) or 'none'}")
+        return self.branches[name]
+
+    # ------------------------------------------------------------------ stepping
+    def reset(self, seed: int | None = None, start: np.ndarray | None = None) -> Frame:
+        """Start a new world (drops all branches); returns frame 0."""
+        if seed is not None:
+            self.seed = int(seed)
+        frame = self.model.reset(self.seed, start)
+        self.map = self._new_map()
+        if self.memory is not None:
+            self.memory.reset()
+        fid = self.store.add(frame)
+        self.branches = {"main": Branch("main", [fid])}
+        self.branch_name, self.cursor = "main", 0
+        fused = self._fuse(frame, fid)
+        self.last_step = StepResult(frame, fid, "main", fused, 0.0, 0.0, 0.0)
+        return frame
+
+    def _fuse(self, frame: Frame, fid: int) -> FuseStats:
+        fused = self.map.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence)
+        if self.memory is not None:
+            self.memory.observe(frame, fid, fused, self.map)
+        return fused
+
+    def step(self, action: Action | TargetPose) -> StepResult:
+        """Generate the next frame from the cursor, fuse it and remember it. Forks when the cursor is not last."""
+        if self.cursor < 0:
+            raise SceneError("the scene has no frames yet; call reset() first")
+        forked_from = None
+        if self.cursor < self.length - 1:
+            forked_from = self.branch_name
+            self._fork()
+        fids = self.branch.fids
+        recent = [self.store.get(f) for f in fids[max(0, len(fids) - self.config.recent_frames):]]
+        context = Context(recent=recent)
+        t0 = time.perf_counter()
+        if self.memory is not None and self.config.memory_k > 0:
+            last = recent[-1]
+            target = predict_target_pose(last, action, self.model)
+            mem_fids, scores, cache = self.memory.build_context(target, last.K, last.width, last.height, self.map,
+                                                               self.config.memory_k)
+            context.memory = [self.store.get(f) for f in mem_fids]
+            context.memory_scores = list(scores)
+            context.cache = cache
+        else:
+            mem_fids, scores = [], []
+        t1 = time.perf_counter()
+        frame = self.model.step(action, context)
+        frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
+        t2 = time.perf_counter()
+        fid = self.store.add(frame)
+        fids.append(fid)
+        self.cursor = len(fids) - 1
+        fused = self._fuse(frame, fid)
+        t3 = time.perf_counter()
+        self.last_step = StepResult(frame, fid, self.branch_name, fused, model_ms=1e3 * (t2 - t1),
+                                    fuse_ms=1e3 * (t3 - t2), memory_ms=1e3 * (t1 - t0), forked_from=forked_from,
+                                    memory_fids=list(mem_fids), memory_scores=[float(s) for s in scores])
+        return self.last_step
+
+    def run(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> list[StepResult]:
+        actions = list(actions)
+        it: Iterable = actions
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(actions, desc="steps", unit="frame")
+        return [self.step(a) for a in it]
+
+    # ------------------------------------------------------------------ history and branches
+    def seek(self, position: int) -> Frame:
+        """Move the cursor to ``position`` of the current branch (the next step forks from there)."""
+        if not 0 <= position < self.length:
+            raise SceneError(f"position {position} is outside the branch (0..{self.length - 1})")
+        self.cursor = int(position)
+        return self.current
+
+    def _unique_branch_name(self) -> str:
+        i = len(self.branches)
+        while f"b{i}" in self.branches:
+            i += 1
+        return f"b{i}"
+
+    def _fork(self) -> None:
+        parent = self.branch
+        name = self._unique_branch_name()
+        self.branches[name] = Branch(name, parent.fids[: self.cursor + 1], parent.name, self.cursor)
+        self.branch_name = name
+        self._rebuild_map()
+
+    def _rebuild_map(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Fuse the current branch's frames 0..cursor into a fresh map (and memory)."""
+        self.map = self._new_map()
+        if self.memory is not None:
+            self.memory.reset()
+        fids = self.branch.fids[: self.cursor + 1]
+        for i, fid in enumerate(fids):
+            self._fuse(self.store.get(fid), fid)
+            if progress is not None:
+                progress(i + 1, len(fids))
+
+    def switch_branch(self, name: str, progress: Callable[[int, int], None] | None = None) -> None:
+        """Make ``name`` the current branch (cursor at its end) and rebuild the map from its frames."""
+        self._branch(name)
+        self.branch_name = name
+        self.cursor = self.length - 1
+        self._rebuild_map(progress)
+
+    def discard_branch(self, name: str) -> None:
+        """Forget a branch that is not the current one (its frames stay in the store)."""
+        self._branch(name)
+        if name == self.branch_name:
+            raise SceneError(f"branch {name!r} is the current one; switch to another branch before discarding it")
+        del self.branches[name]
+
+    def map_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fused points (N, 3) float32 and colours (N, 3) uint8 'as they were' at the cursor."""
+        upto = None if self.cursor >= self.length - 1 else self.cursor
+        return self.map.points(upto_frame=upto)
+
+    # ------------------------------------------------------------------ exports
+    def _export_frames(self, branch: str | None) -> list[Frame]:
+        frames = list(self.iter_frames(branch))
+        if not frames:
+            raise SceneError("nothing to export yet; generate some frames first")
+        return frames
+
+    def export_ply(self, path: str | Path) -> Path:
+        pts, cols = self.map_points()
+        return ex.write_ply(path, pts, cols)
+
+    def export_glb(self, path: str | Path, mesh: bool = False, branch: str | None = None) -> Path:
+        """Points + camera path (frustums); ``mesh=True`` adds an open3d TSDF mesh of the branch's frames."""
+        pts, cols = self.map_points()
+        poses = self.poses(branch)
+        f0 = self.frame_at(0, branch)
+        tsdf = None
+        if mesh:
+            from recon.tsdf import tsdf_mesh
+
+            tsdf = tsdf_mesh(self.iter_frames(branch), voxel_size=max(self.config.voxel_size, 0.02),
+                             depth_max=self.config.max_depth)
+        return ex.write_glb(path, pts, cols, c2ws=poses, K=f0.K, image_size=(f0.width, f0.height), mesh=tsdf)
+
+    def export_trajectory(self, path: str | Path, branch: str | None = None) -> Path:
+        return ex.write_tum_trajectory(path, self.poses(branch))
+
+    def export_transforms(self, folder: str | Path, branch: str | None = None) -> Path:
+        return ex.write_transforms_json(folder, self._export_frames(branch))
+
+    def export_mp4(self, path: str | Path, branch: str | None = None, fps: int = 10, progress: bool = False) -> Path:
+        return ex.write_mp4(path, self.iter_frames(branch), fps=fps, progress=progress)
+
+    def export_all(self, folder: str | Path, progress: bool = False, video: bool = True) -> dict[str, Path]:
+        """The headless bundle: scene.ply, scene.glb, frames.mp4, trajectory.txt, transforms.json, session/.
+
+        Each file is written atomically, so a failure part-way keeps what was already written."""
+        from scenes.session import save_session
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"ply": self.export_ply(out / "scene.ply"), "glb": self.export_glb(out / "scene.glb")}
+        if video:
+            written["mp4"] = self.export_mp4(out / "frames.mp4", progress=progress)
+        written["trajectory"] = self.export_trajectory(out / "trajectory.txt")
+        written["transforms"] = self.export_transforms(out)
+        written["session"] = save_session(self, out / "session", progress=progress)
+        return written
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def scene_config_from_dict(d: dict) -> SceneConfig:
+    known = {f.name for f in dataclasses.fields(SceneConfig)}
+    return SceneConfig(**{k: v for k, v in d.items() if k in known})

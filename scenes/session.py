@@ -1,0 +1,172 @@
+"""Session save/load: a folder that reproduces a Scene exactly. No pickle: JSON + safetensors.
+
+Layout::
+
+    session.json            format, world description, scene config, branches, cursor (written last)
+    map.safetensors         the fused point map of the current branch (VoxelPointMap.state_dict)
+    memory.safetensors      the memory bank's state, when the scene has one that can save itself
+    frames/0000000.safetensors ...   every frame referenced by a branch (rgb, depth, K, c2w [, confidence])
+
+A folder without session.json is not a session (a save that failed half-way leaves none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from recon.pointmap import VoxelPointMap
+from scenes.framestore import FrameFileError, FrameStore
+from scenes.scene import Branch, Scene, SceneError, scene_config_from_dict
+from worldmodel.registry import WorldSpecError, world_from_description
+
+FORMAT = "worldstudio-session"
+VERSION = 1
+
+
+class SessionError(ValueError):
+    """A session cannot be saved or opened; the one-line message says why and what to do."""
+
+
+def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Path:
+    """Write ``scene`` to ``folder`` (created if needed). Returns the folder."""
+    folder = Path(folder).expanduser()
+    if scene.cursor < 0:
+        raise SessionError("nothing to save yet; generate a frame first")
+    describe = getattr(scene.model, "describe", None)
+    if describe is None:
+        raise SessionError(f"world {getattr(scene.model, 'name', '?')} cannot describe itself; it cannot be saved")
+    fids = sorted({fid for b in scene.branches.values() for fid in b.fids})
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise SessionError(f"cannot save to {folder}: it is a file; choose a folder")
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / "session.json").is_file():
+            raise SessionError(f"cannot save to {folder}: it holds other files; choose an empty or new folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        old = folder / "session.json"
+        if old.exists():
+            old.unlink()  # the folder is not a valid session until the new json is written
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(fids), desc="session frames", unit="frame")
+        scene.store.save_to(folder, fids, progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+        save_file(scene.map.state_dict(), str(folder / "map.safetensors"))
+        memory_state = getattr(scene.memory, "state_dict", None)
+        if memory_state is not None:
+            save_file(memory_state(), str(folder / "memory.safetensors"))
+        meta = {
+            "format": FORMAT, "version": VERSION,
+            "world": scene.model.describe(),
+            "scene": dataclasses.asdict(scene.config),
+            "seed": scene.seed,
+            "frame_ids": fids,
+            "branches": [dataclasses.asdict(b) for b in scene.branches.values()],
+            "current_branch": scene.branch_name,
+            "cursor": scene.cursor,
+        }
+        tmp = folder / "session.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, folder / "session.json")
+    except OSError as e:
+        raise SessionError(f"cannot save session to {folder}: {e.strerror or e}; free disk space or choose "
+                           "another folder (the scene in memory is unchanged)") from None
+    return folder
+
+
+def _fail(folder: Path, why: str) -> SessionError:
+    return SessionError(f"{folder} is not a usable WorldStudio session: {why}")
+
+
+def read_session_meta(folder: str | Path) -> dict:
+    folder = Path(folder).expanduser()
+    path = folder / "session.json"
+    if not path.is_file():
+        raise _fail(folder, "session.json is missing; pick the folder that contains session.json")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeError, json.JSONDecodeError) as e:
+        raise _fail(folder, f"session.json is unreadable ({str(e)[:80]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _fail(folder, "session.json is not a WorldStudio session file")
+    if meta.get("version") != VERSION:
+        raise _fail(folder, f"session version {meta.get('version')} is not supported (this build reads {VERSION})")
+    return meta
+
+
+def load_session(folder: str | Path, memory=None, ram_frames: int | None = None) -> Scene:
+    """Open a saved session: same world, branches, cursor and the identical fused map."""
+    folder = Path(folder).expanduser()
+    meta = read_session_meta(folder)
+    try:
+        config = scene_config_from_dict(meta["scene"])
+        if ram_frames is not None:
+            config.ram_frames = int(ram_frames)
+        model = world_from_description(meta["world"])
+        fids = [int(f) for f in meta["frame_ids"]]
+        if fids != list(range(len(fids))):
+            raise _fail(folder, "frame ids are not 0..N-1")
+        branches = {}
+        for b in meta["branches"]:
+            br = Branch(str(b["name"]), [int(x) for x in b["fids"]], b.get("parent"), b.get("fork_position"))
+            if not br.fids or min(br.fids) < 0 or max(br.fids) >= len(fids):
+                raise _fail(folder, f"branch {br.name!r} refers to frames that are not in the session")
+            branches[br.name] = br
+        current, cursor = str(meta["current_branch"]), int(meta["cursor"])
+        if current not in branches or not 0 <= cursor < len(branches[current].fids):
+            raise _fail(folder, "the current branch or cursor is out of range")
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, SessionError):
+            raise
+        if isinstance(e, WorldSpecError):
+            raise _fail(folder, str(e)) from None
+        raise _fail(folder, f"session.json lacks or garbles a field ({e})") from None
+    try:
+        store = FrameStore.open_existing(folder, len(fids), ram_frames=config.ram_frames)
+    except FrameFileError as e:
+        raise SessionError(str(e)) from None
+    scene = Scene(model, config, memory=memory, store=store)
+    scene.seed = int(meta.get("seed", 0))
+    scene.branches, scene.branch_name, scene.cursor = branches, current, cursor
+    try:
+        scene.map = VoxelPointMap.from_state_dict(load_file(str(folder / "map.safetensors")))
+    except FileNotFoundError:
+        raise _fail(folder, "map.safetensors is missing") from None
+    except (SafetensorError, ValueError, OSError) as e:
+        raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
+    if memory is not None:
+        _restore_memory(scene, folder)
+    try:
+        scene.frame_at(cursor)  # read one frame now: a corrupt file is reported at open, not at the first step
+    except FrameFileError as e:
+        raise SessionError(str(e)) from None
+    return scene
+
+
+def _restore_memory(scene: Scene, folder: Path) -> None:
+    """Memory state from memory.safetensors when present and loadable, else rebuilt by re-observing frames."""
+    path = folder / "memory.safetensors"
+    load_state = getattr(scene.memory, "load_state_dict", None)
+    if path.is_file() and load_state is not None:
+        try:
+            load_state(load_file(str(path)))
+            return
+        except (SafetensorError, ValueError, KeyError, OSError):
+            pass
+    scene.memory.reset()
+    # Rebuilding memory needs the per-frame fuse rows: re-fuse the branch into a scratch map with the same
+    # settings and order, which assigns the same rows as the saved map.
+    scratch = scene._new_map()
+    for fid in scene.branch.fids:
+        f = scene.store.get(fid)
+        fused = scratch.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence)
+        scene.memory.observe(f, fid, fused, scratch)

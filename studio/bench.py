@@ -1,0 +1,146 @@
+"""`python launch.py bench`: speed and memory figures (targets in DESIGN.md). Prints a table; never asserts.
+
+Each section is a function returning {metric: number}; ``--only a,b`` runs some of them. Timings are
+medians over repetitions (the machine is noisy: compare ratios within one run).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def _median_ms(fn: Callable[[], object], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_procedural(quick: bool) -> dict[str, float]:
+    """Procedural frame (ray cast + shade) at 256x256 and 512x512, median over a short walk."""
+    from scenes.headless import generated_walk
+    from worldmodel.frame import Context
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    out = {}
+    for size in (256, 512):
+        world = ProceduralWorld(ProceduralConfig(width=size, height=size), seed=0)
+        frames = [world.reset(0)]
+        for a in generated_walk("random", 10, 0):
+            frames.append(world.step(a, Context(recent=frames[-1:])))
+        poses = [f.c2w for f in frames]
+        reps = 3 if quick else 10
+        out[f"procedural_ms_{size}"] = float(np.median([_median_ms(lambda p=p: world.render(p), 1)
+                                                        for p in poses[:reps] * 2]))
+    return out
+
+
+def bench_fusion(quick: bool) -> dict[str, float]:
+    """Fusion ms per 256x256 frame after 10, 100 and 1000 frames of a wandering walk (flat = good)."""
+    from scenes.headless import generated_walk
+    from recon.pointmap import VoxelPointMap
+    from worldmodel.frame import Context
+    from worldmodel.procedural import ProceduralWorld
+
+    n = 300 if quick else 1000
+    marks = [m for m in (10, 100, 1000) if m <= n]
+    world = ProceduralWorld(seed=0)
+    pmap = VoxelPointMap(voxel_size=0.1, max_depth=60.0)
+    frame = world.reset(0)
+    times, sizes = [], []
+    from tqdm import tqdm
+
+    walk = generated_walk("random", n, 1)
+    for i in tqdm(range(n), desc="fusion walk", unit="frame", file=sys.stderr):
+        t0 = time.perf_counter()
+        pmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, i)
+        times.append(time.perf_counter() - t0)
+        sizes.append(len(pmap))
+        frame = world.step(walk[i], Context(recent=[frame]))
+    out = {}
+    for m in marks:
+        window = times[max(0, m - 10):m]
+        out[f"fuse_ms_at_{m}"] = 1e3 * float(np.median(window))
+        out[f"map_points_at_{m}"] = float(sizes[m - 1])
+    out["map_mb_at_end"] = pmap.nbytes / 2**20
+    return out
+
+
+def bench_export(quick: bool) -> dict[str, float]:
+    """PLY and GLB export of a 5M-point map (synthetic points; files go to a temporary folder)."""
+    from scenes.export import write_glb, write_ply
+
+    n = 1_000_000 if quick else 5_000_000
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(n, 3)).astype(np.float32) * 20
+    cols = rng.integers(0, 256, size=(n, 3), dtype=np.uint8)
+    tag = "1m" if quick else "5m"
+    with tempfile.TemporaryDirectory() as d:
+        ply = _median_ms(lambda: write_ply(Path(d) / "a.ply", pts, cols), 3) / 1e3
+        glb = _median_ms(lambda: write_glb(Path(d) / "a.glb", pts, cols), 3) / 1e3
+    return {f"ply_export_s_{tag}": ply, f"glb_export_s_{tag}": glb}
+
+
+SECTIONS: dict[str, Callable[[bool], dict[str, float]]] = {
+    "procedural": bench_procedural,
+    "fusion": bench_fusion,
+    "export": bench_export,
+}
+
+
+def register_section(name: str, fn: Callable[[bool], dict[str, float]]) -> None:
+    SECTIONS[name] = fn
+
+
+def _load_optional_sections() -> None:
+    """Sections owned by other layers register here (each module exposes ``bench_sections()``)."""
+    import importlib
+
+    for module in ("memory.bench", "studio.bench_studio", "worldmodel.neural_bench"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue
+            raise
+        for name, fn in mod.bench_sections().items():
+            SECTIONS[name] = fn
+
+
+def main(args) -> int:
+    _load_optional_sections()
+    names = list(SECTIONS) if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        print(f"error: unknown bench section(s) {unknown}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    results: dict[str, float] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        res = SECTIONS[name](args.quick)
+        results.update(res)
+        print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    results["peak_rss_mb"] = peak_rss_mb()
+    width = max(len(k) for k in results)
+    print(f"{'metric':<{width}}  value")
+    print(f"{'-' * width}  ----------")
+    for k, v in results.items():
+        print(f"{k:<{width}}  {v:,.3f}" if abs(v) < 1e6 else f"{k:<{width}}  {v:,.0f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0

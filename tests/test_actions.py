@@ -1,0 +1,98 @@
+"""DeepVerse action grammar and camera kinematics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from worldmodel.actions import (ALL_ACTIONS, Action, ActionParseError, Kinematics, TargetPose, action_from_text,
+                                action_to_text, format_actions, parse_actions)
+from recon.camera import look_at_c2w
+
+
+def test_valid_strings_from_deepverse():
+    acts = parse_actions("(rLN)(fRL)(BN)(LN)(RN)")
+    assert [str(a) for a in acts] == ["(rLN)", "(fRL)", "(BN)", "(LN)", "(RN)"]
+    assert format_actions(acts) == "(rLN)(fRL)(BN)(LN)(RN)"
+    assert parse_actions(" (FN) (SL)\n(fLR) ") == [Action("F", "N"), Action("S", "L"), Action("fL", "R")]
+    assert len(ALL_ACTIONS) == 27
+
+
+@pytest.mark.parametrize("text,position,token", [
+    ("(rL)", 3, ")"),         # rL is a translation: the steering is missing
+    ("(fR_L)", 3, "_"),
+    ("(B)", 2, ")"),
+    ("(N)", 1, "N"),
+    ("(FRB)", 3, "B"),
+    ("(FN)(FN", 7, ""),
+    ("(FN)x(FN)", 4, "x"),
+    ("", 0, ""),
+])
+def test_invalid_strings_name_position_and_token(text, position, token):
+    with pytest.raises(ActionParseError) as info:
+        parse_actions(text)
+    err = info.value
+    assert (err.position, err.token) == (position, token)
+    msg = str(err)
+    assert f"position {position}" in msg and "\n" not in msg
+
+
+def _start():
+    return look_at_c2w(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 13.0]))  # looking along +Z
+
+
+def test_forward_moves_along_heading_and_left_is_counter_clockwise():
+    kin = Kinematics(step_m=0.5, yaw_deg=10.0)
+    c2w = _start()
+    fwd = kin.apply(c2w, Action("F", "N"))
+    assert np.allclose(fwd[:3, 3], [1.0, 2.0, 3.5]) and np.allclose(fwd[:3, :3], c2w[:3, :3])
+    left = kin.apply(c2w, Action("L", "N"))
+    # Facing +Z with +Y up, the camera's left is +X (right-handed: right = forward x up = -X).
+    assert np.allclose(left[:3, 3], [1.5, 2.0, 3.0])
+    assert np.allclose(c2w[:3, 0], [-1.0, 0.0, 0.0])  # OpenCV x (right) is -X here
+    turned = kin.apply(c2w, Action("S", "L"))
+    f = turned[:3, 2]
+    # Counter-clockwise seen from above (+Y looking down): +Z turns towards +X.
+    assert math.isclose(math.degrees(math.atan2(f[0], f[2])), 10.0, abs_tol=1e-9)
+    assert np.allclose(turned[:3, 3], c2w[:3, 3])
+    diag = kin.apply(c2w, Action("fR", "N"))
+    assert np.allclose(diag[:3, 3] - c2w[:3, 3], 0.5 * np.array([-1, 0, 1]) / math.sqrt(2))
+
+
+def test_kinematics_keep_a_rigid_upright_camera():
+    kin = Kinematics(step_m=1.0, yaw_deg=15.0)
+    c2w = _start()
+    for a in parse_actions("(FL)(fRR)(rLL)(BN)(RN)" * 10):
+        c2w = kin.apply(c2w, a)
+    R = c2w[:3, :3]
+    assert np.allclose(R.T @ R, np.eye(3), atol=1e-9) and math.isclose(np.linalg.det(R), 1.0, abs_tol=1e-9)
+    assert abs(c2w[1, 3] - 2.0) < 1e-9  # translations stay horizontal
+    assert abs(R[1, 0]) < 1e-9            # no roll
+
+
+def test_full_turn_returns_home():
+    kin = Kinematics(step_m=1.0, yaw_deg=10.0)
+    c2w = _start()
+    for _ in range(36):
+        c2w = kin.apply(c2w, Action("F", "L"))
+    assert np.allclose(c2w[:3, :3], _start()[:3, :3], atol=1e-9)
+    assert np.linalg.norm(c2w[:3, 3] - _start()[:3, 3]) < 1e-6  # a closed 36-gon
+
+
+def test_nearest_action_inverts_apply():
+    kin = Kinematics()
+    c2w = _start()
+    for a in ALL_ACTIONS:
+        assert kin.nearest_action(c2w, kin.apply(c2w, a)) == a
+
+
+def test_action_text_roundtrip():
+    pose = TargetPose(_start())
+    back = action_from_text(action_to_text(pose))
+    assert isinstance(back, TargetPose) and np.array_equal(back.c2w, pose.c2w)
+    assert action_from_text(action_to_text(Action("fL", "R"))) == Action("fL", "R")
+    assert action_from_text("") is None
+    with pytest.raises(ValueError):
+        action_from_text("pose:1,2,3")

@@ -1,0 +1,129 @@
+"""Camera math and the fused point map, checked against the procedural world's exact surface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recon.camera import (intrinsics_from_fov, invert_pose, look_at_c2w, reproject_depth, unproject_depth,
+                          world_to_pixels)
+from recon.pointmap import VoxelPointMap
+from recon.voxelhash import Int64HashTable
+
+
+def test_unproject_project_roundtrip():
+    rng = np.random.default_rng(0)
+    K = intrinsics_from_fov(64, 48, 60.0)
+    c2w = look_at_c2w(np.array([3.0, 1.0, -2.0]), np.array([0.0, 0.5, 4.0]))
+    depth = rng.uniform(0.5, 20.0, size=(48, 64)).astype(np.float32)
+    depth[5, 7] = 0.0
+    depth[6, 8] = np.nan
+    depth[7, 9] = np.inf
+    pts, pix = unproject_depth(depth, K, c2w)
+    assert len(pts) == 48 * 64 - 3 and np.isfinite(pts).all()
+    uv, z = world_to_pixels(pts, K, invert_pose(c2w))
+    assert np.allclose(uv[:, 0], pix % 64, atol=1e-6) and np.allclose(uv[:, 1], pix // 64, atol=1e-6)
+    assert np.allclose(z, depth.reshape(-1)[pix], rtol=1e-6)
+
+
+def test_hash_table_matches_a_dict():
+    rng = np.random.default_rng(1)
+    table, ref = Int64HashTable(8), {}
+    for _ in range(40):
+        keys = np.unique(rng.integers(0, 2**40, size=rng.integers(1, 3000)))
+        found = table.find(keys)
+        assert all(ref.get(int(k), -1) == v for k, v in zip(keys, found))
+        new = keys[found < 0]
+        table.insert(new, np.arange(len(ref), len(ref) + len(new)))
+        ref.update({int(k): len(ref) + i for i, k in enumerate(new)})
+    assert len(table) == len(ref)
+    assert (table.find(np.array([2**41, 2**42])) == -1).all()
+
+
+def test_fused_points_lie_on_the_true_surface(walk_world, walk_frames):
+    voxel = 0.1
+    pmap = VoxelPointMap(voxel_size=voxel, max_depth=60.0)
+    for f in walk_frames:
+        pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    pts, cols = pmap.points()
+    assert len(pts) > 20_000
+    d = walk_world.distance_to_surface(pts)
+    assert np.median(d) <= voxel / 2
+    assert np.percentile(d, 95) <= 2 * voxel
+    # colours are the frames' colours: each voxel's colour is close to what the frames saw there
+    f = walk_frames[-1]
+    uv, z = world_to_pixels(pts.astype(np.float64), f.K, invert_pose(f.c2w))
+    u, v = np.rint(uv[:, 0]).astype(int), np.rint(uv[:, 1]).astype(int)
+    ok = (z > 0) & (u >= 0) & (u < f.width) & (v >= 0) & (v < f.height)
+    ok[ok] &= np.abs(f.depth[v[ok], u[ok]] - z[ok]) < 0.05
+    diff = np.abs(cols[ok].astype(int) - f.rgb[v[ok], u[ok]].astype(int)).mean()
+    assert ok.sum() > 1000 and diff < 20
+
+
+def test_depth_reprojects_between_frames(walk_frames):
+    a, b = walk_frames[4], walk_frames[6]
+    err = reproject_depth(a.depth, a.K, a.c2w, b.depth, b.K, b.c2w, max_depth=40.0)
+    assert len(err) > 5000 and np.median(err) < 0.05
+    # reading the pose the wrong way round is clearly wrong
+    bad = reproject_depth(a.depth, a.K, invert_pose(a.c2w), b.depth, b.K, b.c2w, max_depth=40.0)
+    assert len(bad) < 100 or np.median(bad) > 0.5
+
+
+def test_map_rejects_invalid_depth_and_counts_observations():
+    K = intrinsics_from_fov(32, 24, 60.0)
+    c2w = np.eye(4)
+    depth = np.full((24, 32), 2.0, np.float32)
+    depth[:4] = np.nan
+    depth[4:8] = np.inf
+    depth[8:10] = 0.0
+    depth[10:12] = 500.0  # beyond max_depth
+    rgb = np.full((24, 32, 3), 100, np.uint8)
+    pmap = VoxelPointMap(voxel_size=0.05, max_depth=50.0)
+    s1 = pmap.fuse(depth, rgb, K, c2w, 0)
+    assert s1.points_in == 12 * 32
+    pts, _ = pmap.points()
+    assert np.isfinite(pts).all() and np.allclose(pts[:, 2], 2.0, atol=1e-6)
+    s2 = pmap.fuse(depth, rgb, K, c2w, 1)
+    assert s2.voxels_new == 0 and len(pmap) == s1.voxels_new
+    assert (pmap.weight[: len(pmap)] > 1).all() and (pmap.last_seen[: len(pmap)] == 1).all()
+    with pytest.raises(ValueError, match="NaN"):
+        pmap.fuse(depth, rgb, K, np.full((4, 4), np.nan), 2)
+
+
+def test_changed_since_and_box_queries(walk_frames):
+    pmap = VoxelPointMap(voxel_size=0.2)
+    for f in walk_frames[:3]:
+        pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    v = pmap.version
+    rows_before = len(pmap)
+    stats = pmap.fuse(walk_frames[3].depth, walk_frames[3].rgb, walk_frames[3].K, walk_frames[3].c2w, 3)
+    changed = pmap.changed_since(v)
+    assert len(changed) == stats.voxels_touched
+    assert set(range(rows_before, len(pmap))) <= set(changed.tolist())
+    # the fallback scan (version older than the log) agrees
+    assert np.array_equal(np.nonzero(pmap.modified[: len(pmap)] > v)[0], changed)
+    pts, _ = pmap.points()
+    lo, hi = np.percentile(pts, 25, axis=0), np.percentile(pts, 75, axis=0)
+    inside, _ = pmap.points_in_box(lo, hi)
+    expect = np.all((pts >= lo) & (pts <= hi), axis=1).sum()
+    assert len(inside) == expect > 0
+    # the map as it was at frame 1
+    early, _ = pmap.points(upto_frame=1)
+    assert 0 < len(early) < len(pts)
+
+
+def test_state_dict_roundtrip_and_corruption(walk_frames):
+    pmap = VoxelPointMap(voxel_size=0.15)
+    for f in walk_frames[:4]:
+        pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    state = pmap.state_dict()
+    back = VoxelPointMap.from_state_dict(state)
+    for c in VoxelPointMap.COLUMNS:
+        assert np.array_equal(getattr(back, c)[: len(back)], getattr(pmap, c)[: len(pmap)])
+    f = walk_frames[4]
+    a, b = pmap.fuse(f.depth, f.rgb, f.K, f.c2w, 4), back.fuse(f.depth, f.rgb, f.K, f.c2w, 4)
+    assert (a.voxels_new, a.voxels_touched) == (b.voxels_new, b.voxels_touched)
+    broken = dict(state)
+    broken["weight"] = broken["weight"][:-1]
+    with pytest.raises(ValueError, match="corrupt"):
+        VoxelPointMap.from_state_dict(broken)

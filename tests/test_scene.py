@@ -1,0 +1,177 @@
+"""Scene orchestration, history and branches, sessions, and the headless `launch.py run`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recon.pointmap import VoxelPointMap
+from scenes.export import read_ply, read_tum_trajectory
+from scenes.scene import Scene, SceneConfig, SceneError
+from scenes.session import SessionError, load_session, save_session
+from worldmodel.actions import Action, TargetPose, parse_actions
+from worldmodel.registry import WorldSpecError, create_world
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_scene(ram_frames: int = 256, seed: int = 5) -> Scene:
+    scene = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.2, ram_frames=ram_frames))
+    scene.reset(seed)
+    return scene
+
+
+def same_map(a: VoxelPointMap, b: VoxelPointMap) -> bool:
+    return len(a) == len(b) and all(np.array_equal(getattr(a, c)[: len(a)], getattr(b, c)[: len(b)])
+                                    for c in VoxelPointMap.COLUMNS)
+
+
+def test_step_fuses_and_reports_timings():
+    scene = make_scene()
+    n0 = len(scene.map)
+    r = scene.step(Action("F", "N"))
+    assert r.frame.index == 1 and scene.length == 2 and scene.cursor == 1
+    assert len(scene.map) > n0 and r.fused.points_in > 0
+    assert r.model_ms > 0 and r.fuse_ms > 0
+    assert np.linalg.norm(r.frame.position[[0, 2]] - scene.frame_at(0).position[[0, 2]]) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_same_seed_same_frames_and_map():
+    walks = []
+    for _ in range(2):
+        s = make_scene(seed=11)
+        s.run(parse_actions("(FN)(fLL)(FR)(BN)"))
+        walks.append(s)
+    a, b = walks
+    for fa, fb in zip(a.iter_frames(), b.iter_frames()):
+        assert np.array_equal(fa.rgb, fb.rgb) and np.array_equal(fa.depth, fb.depth)
+    assert same_map(a.map, b.map)
+
+
+def test_frames_spill_to_disk_and_read_back_identical():
+    scene = make_scene(ram_frames=3)
+    scene.run(parse_actions("(FN)" * 8))
+    assert scene.store.ram_bytes <= 3 * (96 * 72 * 3 + 96 * 72 * 4)
+    ref = make_scene(ram_frames=100)
+    ref.run(parse_actions("(FN)" * 8))
+    for fa, fb in zip(scene.iter_frames(), ref.iter_frames()):
+        assert np.array_equal(fa.rgb, fb.rgb) and np.array_equal(fa.c2w, fb.c2w) and fa.action == fb.action
+
+
+def test_seek_shows_the_past_and_stepping_forks_a_branch():
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FN)(FN)(FL)(FL)"))
+    full = len(scene.map_points()[0])
+    scene.seek(2)
+    assert len(scene.map_points()[0]) < full
+    r = scene.step(Action("B", "R"))
+    assert r.forked_from == "main" and scene.branch_name != "main"
+    assert scene.length == 4 and scene.branches["main"].fids[:3] == scene.branch.fids[:3]
+    # the rebuilt map is exactly the map of the new branch's frames fused from scratch
+    ref = VoxelPointMap(scene.config.voxel_size, scene.config.max_depth)
+    for f in scene.iter_frames():
+        ref.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence)
+    assert same_map(scene.map, ref)
+    forked = scene.branch_name
+    scene.switch_branch("main")
+    assert scene.length == 6 and scene.cursor == 5
+    scene.discard_branch(forked)
+    assert list(scene.branches) == ["main"]
+    with pytest.raises(SceneError, match="current"):
+        scene.discard_branch("main")
+    with pytest.raises(SceneError, match="no branch"):
+        scene.switch_branch("nope")
+
+
+def test_session_roundtrip_reproduces_map_and_continues(tmp_path):
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FN)(fLN)(FL)"))
+    scene.seek(2)
+    scene.step(TargetPose(scene.frame_at(1).c2w))
+    save_session(scene, tmp_path / "s")
+    loaded = load_session(tmp_path / "s")
+    assert same_map(scene.map, loaded.map)
+    assert loaded.branch_name == scene.branch_name and loaded.cursor == scene.cursor
+    assert {n: b.fids for n, b in loaded.branches.items()} == {n: b.fids for n, b in scene.branches.items()}
+    for fa, fb in zip(scene.iter_frames(), loaded.iter_frames()):
+        assert np.array_equal(fa.rgb, fb.rgb) and np.array_equal(fa.c2w, fb.c2w)
+        assert str(fa.action) == str(fb.action)
+    # both continue identically
+    ra, rb = scene.step(Action("F", "R")), loaded.step(Action("F", "R"))
+    assert np.array_equal(ra.frame.rgb, rb.frame.rgb) and same_map(scene.map, loaded.map)
+    # saving again over the same session folder works; the loaded scene never writes into it
+    save_session(loaded, tmp_path / "s")
+    assert load_session(tmp_path / "s").length == loaded.length
+
+
+def test_corrupt_sessions_give_one_line_errors(tmp_path):
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FN)"))
+    folder = save_session(scene, tmp_path / "s")
+    with pytest.raises(SessionError, match="session.json is missing"):
+        load_session(tmp_path)
+    (folder / "frames" / "0000001.safetensors").write_bytes(b"garbage")
+    with pytest.raises(SessionError, match=r"s/frames/0000001.safetensors is corrupt"):
+        load_session(folder)
+    (folder / "frames" / "0000002.safetensors").unlink()
+    with pytest.raises(SessionError, match="lacks frames/0000002"):
+        load_session(folder)
+    (folder / "map.safetensors").write_bytes(b"\x00" * 20)
+    meta = json.loads((folder / "session.json").read_text())
+    meta["world"]["kind"] = "mystery"
+    (folder / "session.json").write_text(json.dumps(meta))
+    with pytest.raises(SessionError, match="unknown world"):
+        load_session(folder)
+    (folder / "session.json").write_text("{not json")
+    with pytest.raises(SessionError, match="unreadable"):
+        load_session(folder)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SessionError, match="other files"):
+        save_session(scene, other)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_world_spec():
+    with pytest.raises(WorldSpecError, match="procedural"):
+        create_world("minecraft")
+
+
+def _run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_headless_run_writes_every_export(tmp_path):
+    out = tmp_path / "out"
+    res = _run_cli("run", "--world", "procedural", "--seed", "0", "--size", "96", "72",
+                   "--actions", "(FN)(FN)(fLN)(FR)(FN)", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    for name in ("scene.ply", "scene.glb", "frames.mp4", "trajectory.txt", "transforms.json",
+                 "session/session.json"):
+        assert (out / name).is_file(), name
+    pts, cols = read_ply(out / "scene.ply")
+    assert len(pts) > 1000 and cols.dtype == np.uint8
+    ts, poses = read_tum_trajectory(out / "trajectory.txt")
+    assert len(poses) == 6
+    loaded = load_session(out / "session")
+    assert len(loaded.map.points()[0]) == len(pts)
+    assert np.allclose(loaded.poses(), poses, atol=1e-6)
+
+
+def test_headless_run_rejects_bad_actions_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("already made")
+    res = _run_cli("run", "--actions", "(FN)(FN)(fR_L)", "--out", str(out))
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "position 11" in lines[0] and "'_'" in lines[0]
+    assert "Traceback" not in res.stderr
+    assert (out / "keep.txt").read_text() == "already made" and sorted(p.name for p in out.iterdir()) == ["keep.txt"]

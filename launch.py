@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output folder (created if missing)")
     run.add_argument("--no-video", action="store_true", help="skip frames.mp4")
 
+    ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
+    ev.add_argument("path", help="sequence folder: TUM RGB-D, 7-Scenes/3DMatch, generic, or per-frame PLY folder")
+    ev.add_argument("--voxel", type=float, default=0.02, help="voxel size in metres for both methods (default 0.02)")
+    ev.add_argument("--reference", default=None, help="reference mesh or point cloud (PLY/OBJ/GLB) for accuracy")
+    ev.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
+
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     bench.add_argument("--only", default=None,
@@ -60,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from scenes.headless import main as run_main
 
         return run_main(args)
+    if args.command == "eval-recon":
+        from scenes.evaluate import main as eval_main
+
+        return eval_main(args)
     if args.command == "bench":
         from studio.bench import main as bench_main
 

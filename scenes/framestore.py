@@ -35,6 +35,9 @@ def write_frame(path: Path, frame: Frame) -> None:
               "K": np.asarray(frame.K, dtype=np.float64), "c2w": np.asarray(frame.c2w, dtype=np.float64)}
     if frame.confidence is not None:
         arrays["confidence"] = np.ascontiguousarray(frame.confidence, dtype=np.float32)
+    if frame.world_points is not None:
+        arrays["world_points"] = np.ascontiguousarray(frame.world_points, dtype=np.float32)
+        arrays["world_colors"] = np.ascontiguousarray(frame.world_colors, dtype=np.uint8)
     meta = {"index": str(frame.index), "action": action_to_text(frame.action)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(arrays, str(tmp), metadata=meta)
@@ -51,7 +54,8 @@ def read_frame(path: Path) -> Frame:
             arrays = {k: f.get_tensor(k) for k in f.keys()}
         return Frame(index=int(meta.get("index", "0")), rgb=arrays["rgb"], depth=arrays["depth"], K=arrays["K"],
                      c2w=arrays["c2w"], action=action_from_text(meta.get("action", "")),
-                     confidence=arrays.get("confidence"))
+                     confidence=arrays.get("confidence"), world_points=arrays.get("world_points"),
+                     world_colors=arrays.get("world_colors"))
     except FileNotFoundError:
         raise FrameFileError(f"frame file {path} is missing; the session folder is incomplete") from None
     except (SafetensorError, KeyError, ValueError, OSError) as e:

@@ -75,6 +75,13 @@ class MemoryProvider(Protocol):
         ...
 
 
+def fuse_frame(pointmap: VoxelPointMap, frame: Frame) -> FuseStats:
+    """Fuse a frame's depth (or its world points, for point-cloud sources) into ``pointmap``."""
+    if frame.world_points is not None:
+        return pointmap.fuse_points(frame.world_points, frame.world_colors, frame.index)
+    return pointmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence)
+
+
 def predict_target_pose(last: Frame, action: Action | TargetPose, model: WorldModel) -> np.ndarray:
     """Where the camera will be after ``action``: the kinematics of the model (or the target pose)."""
     if isinstance(action, TargetPose):
@@ -160,7 +167,7 @@ class Scene:
         return frame
 
     def _fuse(self, frame: Frame, fid: int) -> FuseStats:
-        fused = self.map.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence)
+        fused = fuse_frame(self.map, frame)
         if self.memory is not None:
             self.memory.observe(frame, fid, fused, self.map)
         return fused

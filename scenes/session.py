@@ -23,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from recon.pointmap import VoxelPointMap
 from scenes.framestore import FrameFileError, FrameStore
-from scenes.scene import Branch, Scene, SceneError, scene_config_from_dict
+from scenes.scene import Branch, Scene, fuse_frame, scene_config_from_dict
 from worldmodel.registry import WorldSpecError, world_from_description
 
 FORMAT = "worldstudio-session"
@@ -168,5 +168,5 @@ def _restore_memory(scene: Scene, folder: Path) -> None:
     scratch = scene._new_map()
     for fid in scene.branch.fids:
         f = scene.store.get(fid)
-        fused = scratch.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence)
+        fused = fuse_frame(scratch, f)
         scene.memory.observe(f, fid, fused, scratch)

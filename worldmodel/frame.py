@@ -24,6 +24,9 @@ class Frame:
     K: (3, 3) pinhole intrinsics in pixels.  c2w: (4, 4) float64 OpenCV camera -> +Y-up world.
     action: the action that produced this frame from the previous one (None for the first frame).
     confidence: optional (H, W) float32 in [0, 1].
+    world_points / world_colors: optional (N, 3) float32 world points and (N, 3) uint8 colours, for sources
+        that deliver a point cloud per frame instead of depth (e.g. DeepVerse/Aether per-frame PLY files);
+        when given, fusion uses them and ``depth`` may be all zeros.
     """
 
     index: int
@@ -33,6 +36,8 @@ class Frame:
     c2w: np.ndarray
     action: Action | TargetPose | None = None
     confidence: np.ndarray | None = None
+    world_points: np.ndarray | None = None
+    world_colors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         h, w = self.depth.shape
@@ -40,6 +45,11 @@ class Frame:
             raise ValueError(f"Frame.rgb must be ({h}, {w}, 3) uint8, got {self.rgb.shape} {self.rgb.dtype}")
         if self.K.shape != (3, 3) or self.c2w.shape != (4, 4):
             raise ValueError("Frame.K must be 3x3 and Frame.c2w 4x4")
+        if self.world_points is not None:
+            n = len(self.world_points)
+            colors = self.world_colors
+            if self.world_points.shape != (n, 3) or colors is None or colors.shape != (n, 3) or colors.dtype != np.uint8:
+                raise ValueError("Frame.world_points must be (N, 3) with world_colors (N, 3) uint8")
 
     @property
     def height(self) -> int:

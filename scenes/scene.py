@@ -109,6 +109,7 @@ class Scene:
         self.cursor = -1
         self.seed = 0
         self.last_step: StepResult | None = None
+        self.last_cache: dict | None = None  # the cache render handed to the model at the last step
 
     # ------------------------------------------------------------------ state
     def _new_map(self) -> VoxelPointMap:
@@ -192,6 +193,7 @@ class Scene:
             context.memory = [self.store.get(f) for f in mem_fids]
             context.memory_scores = list(scores)
             context.cache = cache
+            self.last_cache = cache
         else:
             mem_fids, scores = [], []
         t1 = time.perf_counter()
@@ -239,11 +241,11 @@ class Scene:
         self._rebuild_map()
 
     def _rebuild_map(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Fuse the current branch's frames 0..cursor into a fresh map (and memory)."""
+        """Fuse the current branch's frames into a fresh map (and memory)."""
         self.map = self._new_map()
         if self.memory is not None:
             self.memory.reset()
-        fids = self.branch.fids[: self.cursor + 1]
+        fids = self.branch.fids
         for i, fid in enumerate(fids):
             self._fuse(self.store.get(fid), fid)
             if progress is not None:
@@ -254,6 +256,13 @@ class Scene:
         self._branch(name)
         self.branch_name = name
         self.cursor = self.length - 1
+        self._rebuild_map(progress)
+
+    def set_voxel_size(self, voxel_size: float, progress: Callable[[int, int], None] | None = None) -> None:
+        """Re-fuse the current branch at another voxel size (metres)."""
+        if not (isinstance(voxel_size, (int, float)) and 0.005 <= voxel_size <= 5.0):
+            raise SceneError(f"voxel size must be between 0.005 and 5 metres, got {voxel_size!r}")
+        self.config.voxel_size = float(voxel_size)
         self._rebuild_map(progress)
 
     def discard_branch(self, name: str) -> None:

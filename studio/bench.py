@@ -7,7 +7,6 @@ medians over repetitions (the machine is noisy: compare ratios within one run).
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from studio.bench_util import peak_rss_mb
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -24,10 +25,6 @@ def _median_ms(fn: Callable[[], object], reps: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(times))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def bench_procedural(quick: bool) -> dict[str, float]:

@@ -1,0 +1,176 @@
+"""Export and reopen: files sent to the browser (send_file_download) with a progress notification, session
+save to a folder, and opening a session (folder on this machine or an uploaded .zip) or a new world."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import viser
+
+from scenes.scene import Scene
+from scenes.session import SessionError, load_session, save_session
+
+if TYPE_CHECKING:
+    from studio.app import Studio
+
+MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The folder's files in a .zip (stored: safetensors and PNG do not compress much)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                z.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def unzip_session(content: bytes, target: Path) -> Path:
+    """Extract an uploaded session .zip safely; returns the folder that holds session.json."""
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise SessionError(f"upload is {len(content) / 2**30:.1f} GiB, more than the "
+                           f"{MAX_UPLOAD_BYTES / 2**30:.0f} GiB limit; open the folder by path instead")
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as z:
+            names = z.namelist()
+            if any(n.startswith(("/", "\\")) or ".." in Path(n).parts for n in names):
+                raise SessionError("the .zip holds paths outside its folder; it was not opened")
+            if sum(i.file_size for i in z.infolist()) > 4 * MAX_UPLOAD_BYTES:
+                raise SessionError("the .zip unpacks to more than 8 GiB; open the folder by path instead")
+            z.extractall(target)
+    except zipfile.BadZipFile:
+        raise SessionError("the upload is not a .zip of a session folder; zip the folder that holds "
+                           "session.json and upload that") from None
+    found = sorted(target.rglob("session.json"), key=lambda p: len(p.parts))
+    if not found:
+        raise SessionError("the .zip holds no session.json; zip the folder that holds session.json")
+    return found[0].parent
+
+
+class ExportPanel:
+    def __init__(self, studio: "Studio"):
+        self.studio = studio
+        gui = studio.server.gui
+        with gui.add_folder("Export", order=3):
+            gui.add_markdown("Exports the current branch (map as shown at the cursor).")
+            for label, make in (
+                ("PLY point cloud", self._ply), ("GLB (points + cameras)", self._glb(False)),
+                ("GLB + TSDF mesh", self._glb(True)), ("MP4 (RGB | depth)", self._mp4),
+                ("Trajectory (TUM)", self._trajectory), ("transforms.json (zip)", self._transforms),
+                ("Session (zip)", self._session_zip),
+            ):
+                button = gui.add_button(label, icon=viser.Icon.DOWNLOAD)
+                button.on_click(self._export_clicked(label, make))
+            self.save_path = gui.add_text("Save session to folder", initial_value="sessions/latest")
+            save = gui.add_button("Save session", icon=viser.Icon.DEVICE_FLOPPY)
+            save.on_click(self._save_clicked)
+        with gui.add_folder("Open", order=4, expand_by_default=False):
+            self.open_path = gui.add_text("Session folder", initial_value="",
+                                          hint="a folder on this machine that holds session.json")
+            open_button = gui.add_button("Open session folder", icon=viser.Icon.FOLDER_OPEN)
+            open_button.on_click(self._open_clicked)
+            upload = gui.add_upload_button("Upload session (.zip)", icon=viser.Icon.UPLOAD, mime_type=".zip")
+            upload.on_upload(self._uploaded)
+            self.seed = gui.add_number("Seed", 0, step=1)
+            new = gui.add_button("New world", icon=viser.Icon.WORLD)
+            new.on_click(self._new_world)
+
+    # ------------------------------------------------------------------ exports
+    def _export_clicked(self, label: str, make: Callable[[Scene, Path], Path]):
+        def handler(event: viser.GuiEvent) -> None:
+            client = event.client
+            note = client.add_notification(f"Exporting {label}", "working…", loading=True,
+                                           with_close_button=False) if client else None
+
+            def run(scene: Scene) -> tuple[str, bytes]:
+                with tempfile.TemporaryDirectory(prefix="worldstudio-export-") as tmp:
+                    path = make(scene, Path(tmp))
+                    return path.name, path.read_bytes()
+
+            def done(result: tuple[str, bytes]) -> None:
+                name, data = result
+                if client is not None:
+                    client.send_file_download(name, data, save_immediately=True)
+                if note is not None:
+                    note.title, note.body = f"Exported {label}", f"{name} ({len(data) / 2**20:.1f} MB)"
+                    note.loading, note.with_close_button, note.auto_close_seconds = False, True, 5.0
+
+            def failed(message: str) -> None:
+                if note is not None:
+                    note.title, note.body, note.color = f"Export failed: {label}", message, "red"
+                    note.loading, note.with_close_button = False, True
+
+            self.studio.submit(f"export {label}", run, client, on_done=done, on_error=failed)
+        return handler
+
+    @staticmethod
+    def _ply(scene: Scene, tmp: Path) -> Path:
+        return scene.export_ply(tmp / "scene.ply")
+
+    @staticmethod
+    def _glb(mesh: bool):
+        def make(scene: Scene, tmp: Path) -> Path:
+            return scene.export_glb(tmp / ("scene_mesh.glb" if mesh else "scene.glb"), mesh=mesh)
+        return make
+
+    @staticmethod
+    def _mp4(scene: Scene, tmp: Path) -> Path:
+        return scene.export_mp4(tmp / "frames.mp4")
+
+    @staticmethod
+    def _trajectory(scene: Scene, tmp: Path) -> Path:
+        return scene.export_trajectory(tmp / "trajectory.txt")
+
+    @staticmethod
+    def _transforms(scene: Scene, tmp: Path) -> Path:
+        scene.export_transforms(tmp / "dataset")
+        out = tmp / "transforms.zip"
+        out.write_bytes(zip_folder(tmp / "dataset"))
+        return out
+
+    @staticmethod
+    def _session_zip(scene: Scene, tmp: Path) -> Path:
+        save_session(scene, tmp / "session")
+        out = tmp / "session.zip"
+        out.write_bytes(zip_folder(tmp / "session"))
+        return out
+
+    def _save_clicked(self, event: viser.GuiEvent) -> None:
+        folder = Path(self.save_path.value).expanduser()
+
+        def run(scene: Scene) -> Path:
+            return save_session(scene, folder)
+
+        self.studio.submit("save session", run, event.client,
+                           on_done=lambda p: self.studio.notify(event.client, "Session saved", str(p.resolve())))
+
+    # ------------------------------------------------------------------ open
+    def _open_clicked(self, event: viser.GuiEvent) -> None:
+        folder = Path(self.open_path.value).expanduser()
+        self.studio.submit("open session", lambda _: self.studio.replace_scene(load_session(folder, **self.studio.memory_kwargs())),
+                           event.client, on_done=lambda _: self.studio.notify(event.client, "Session opened", str(folder)))
+
+    def _uploaded(self, event: viser.GuiEvent) -> None:
+        upload = event.target.value
+        client = event.client
+
+        def run(_: Scene) -> None:
+            tmp = Path(tempfile.mkdtemp(prefix="worldstudio-upload-"))
+            try:
+                folder = unzip_session(upload.content, tmp)
+                self.studio.replace_scene(load_session(folder, **self.studio.memory_kwargs()))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # the loaded scene keeps its own copy of the frames
+
+        self.studio.submit("open upload", run, client,
+                           on_done=lambda _: self.studio.notify(client, "Session opened", upload.name))
+
+    def _new_world(self, event: viser.GuiEvent) -> None:
+        seed = int(self.seed.value)
+        self.studio.submit(f"new world {seed}", lambda scene: scene.reset(seed), event.client)

@@ -1,0 +1,78 @@
+"""The movable live panel: newest frame (RGB and colour-mapped depth), frame number and frames/s, the cache
+render with its agreement figures, and what each step costs."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+import viser
+
+from recon.visual import colorize_depth
+from scenes.scene import Scene, StepResult
+from studio.bench_util import process_rss_mb
+
+
+def _blank(h: int = 96, w: int = 128) -> np.ndarray:
+    return np.full((h, w, 3), 30, np.uint8)
+
+
+class LivePanel:
+    def __init__(self, server: viser.ViserServer):
+        gui = server.gui
+        self.panel = gui.add_panel()
+        with self.panel.add_tab("Live", viser.Icon.VIDEO):
+            self.status = gui.add_markdown("Frame **0**")
+            self.rgb = gui.add_image(_blank(), label="RGB", format="jpeg", jpeg_quality=85)
+            self.depth = gui.add_image(_blank(), label="Depth (near blue, far red)", format="jpeg", jpeg_quality=85)
+        with self.panel.add_tab("Memory", viser.Icon.BRAIN):
+            self.memory_md = gui.add_markdown("No memory retrieved yet.")
+            self.show_cache = gui.add_checkbox("Show cache render", False,
+                                               hint="the fused map rendered into the new camera (what the model is given)")
+            self.cache_rgb = gui.add_image(_blank(), label="Cache render (RGB)", format="jpeg", visible=False)
+            self.cache_depth = gui.add_image(_blank(), label="Cache render (depth)", format="jpeg", visible=False)
+            self.show_cache.on_update(lambda _: self._cache_visibility())
+        with self.panel.add_tab("Cost", viser.Icon.CHART_BAR):
+            self.cost = gui.add_markdown("")
+        self.panel.dock_right()
+        self.panel.set_width(340)
+        self._times: collections.deque[float] = collections.deque(maxlen=20)
+
+    def _cache_visibility(self) -> None:
+        self.cache_rgb.visible = self.cache_depth.visible = bool(self.show_cache.value)
+
+    def update(self, scene: Scene, step: StepResult | None, stream_ms: float, stream_bytes: int,
+               points_shown: int, agreement: dict | None, cache: dict | None) -> None:
+        frame = scene.current
+        now = time.monotonic()
+        if step is not None:
+            self._times.append(now)
+        fps = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 and \
+            self._times[-1] > self._times[0] else 0.0
+        behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
+        self.status.content = (f"Frame **{frame.index}**{behind} · branch **{scene.branch_name}** · "
+                               f"{fps:.1f} frames/s")
+        self.rgb.image = frame.rgb
+        self.depth.image = colorize_depth(frame.depth, 0.5, 60.0)
+        if step is not None and step.memory_fids:
+            rows = [f"| {i + 1} | {scene.store.get(fid).index} | {s:.3f} |"
+                    for i, (fid, s) in enumerate(zip(step.memory_fids, step.memory_scores))]
+            text = "| # | frame | score |\n|---|---|---|\n" + "\n".join(rows)
+            if agreement:
+                text += (f"\n\nNew frame vs cache: **{agreement.get('psnr_db', float('nan')):.1f} dB** PSNR, "
+                         f"depth error **{100 * agreement.get('depth_abs_err_m', float('nan')):.1f} cm**, "
+                         f"coverage {100 * agreement.get('coverage', 0.0):.0f} %")
+            self.memory_md.content = text
+        if cache is not None and self.show_cache.value:
+            self.cache_rgb.image = np.where(cache["valid"][..., None], cache["rgb"], 30).astype(np.uint8)
+            self.cache_depth.image = colorize_depth(np.where(cache["valid"], cache["depth"], 0), 0.5, 60.0)
+        last = step or scene.last_step
+        cost = [f"- points in map: **{len(scene.map):,}** (shown {points_shown:,})",
+                f"- frames: **{scene.length}** in branch, {len(scene.store)} stored, {len(scene.branches)} branches"]
+        if last is not None:
+            cost.append(f"- last step: model **{last.model_ms:.1f} ms**, memory {last.memory_ms:.1f} ms, "
+                        f"fuse **{last.fuse_ms:.1f} ms**, stream {stream_ms:.1f} ms ({stream_bytes / 1024:.0f} KiB)")
+        cost.append(f"- memory in use: **{process_rss_mb():.0f} MB** RSS "
+                    f"(map {scene.map.nbytes / 2**20:.0f} MB, frames in RAM {scene.store.ram_bytes / 2**20:.0f} MB)")
+        self.cost.content = "\n".join(cost)

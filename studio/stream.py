@@ -1,0 +1,209 @@
+"""Incremental streaming of the fused map to the browser: per-step delta nodes, consolidated into chunks.
+
+Each map row (voxel) belongs to a fixed cubic chunk of ``chunk_m`` metres, derived from its voxel key (so
+membership never changes). A step sends one *delta* node holding only the voxels that step added. To keep
+the number of nodes bounded, once more than ``max_deltas`` deltas are pending, the oldest one is retired:
+its chunks that have not been re-sent since are re-sent whole (one node per chunk), then the delta node is
+removed. Bytes per step therefore depend on what the new frame saw, never on the size of the map.
+Scrubbing to an earlier frame, changing the colour mode or replacing the map (fork, branch switch,
+session load) re-sends every chunk once.
+
+Chunk positions are sent relative to the chunk's corner (node position = corner), so viser's float16
+points keep millimetre precision even kilometres from the origin; delta nodes are sent as float32.
+
+The streamer produces :class:`ChunkPayload` lists; a sink (the viser scene, or a byte counter in the bench)
+applies them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from recon.pointmap import VoxelPointMap, voxel_coords_of_keys
+from recon.visual import colorize_scalar
+
+COLOUR_MODES = ("rgb", "depth", "height", "age", "observations")
+
+
+@dataclass
+class ChunkPayload:
+    """One chunk node to (re)send: local points (N, 3) float32 relative to ``origin`` (3,), colours (N, 3) uint8.
+    N == 0 means: remove the node."""
+
+    name: str
+    origin: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    precision: str = "float16"
+
+    @property
+    def nbytes_on_wire(self) -> int:
+        """Approximate bytes viser sends: float16 (or float32) positions + uint8 colours."""
+        return len(self.points) * (3 * (2 if self.precision == "float16" else 4) + 3)
+
+
+class ChunkSink(Protocol):
+    def apply(self, payloads: list[ChunkPayload]) -> None: ...
+
+
+@dataclass
+class ColourContext:
+    mode: str = "rgb"
+    camera_position: np.ndarray | None = None   # for "depth": distance from this point
+    frame_count: int = 1                         # for "age": colour range 0..frame_count-1
+
+
+def point_colours(pmap: VoxelPointMap, rows: np.ndarray, points: np.ndarray, rgb: np.ndarray,
+                  ctx: ColourContext) -> np.ndarray:
+    """(N, 3) uint8 display colours of ``rows`` under the colour mode (turbo map for scalars)."""
+    if ctx.mode == "rgb" or len(rows) == 0:
+        return rgb
+    if ctx.mode == "depth":
+        cam = np.zeros(3) if ctx.camera_position is None else ctx.camera_position
+        return colorize_scalar(np.linalg.norm(points - cam, axis=1), lo=0.0, hi=40.0)
+    if ctx.mode == "height":
+        return colorize_scalar(points[:, 1], lo=-10.0, hi=25.0)
+    if ctx.mode == "age":
+        return colorize_scalar(pmap.first_seen[rows].astype(np.float32), lo=0.0, hi=max(1.0, ctx.frame_count - 1.0))
+    if ctx.mode == "observations":
+        return colorize_scalar(np.log2(pmap.weight[rows]), lo=0.0, hi=7.0)
+    raise ValueError(f"unknown colour mode {ctx.mode!r}; choose one of {', '.join(COLOUR_MODES)}")
+
+
+class MapStreamer:
+    """Tracks which map rows live in which chunk, which chunks the browser has and the pending deltas."""
+
+    def __init__(self, chunk_m: float = 8.0, prefix: str = "/map", max_deltas: int = 8):
+        self.chunk_m = float(chunk_m)
+        self.prefix = prefix
+        self.max_deltas = int(max_deltas)
+        self._map: VoxelPointMap | None = None
+        self._known_rows = 0
+        self._chunk_rows: dict[tuple[int, int, int], list[np.ndarray]] = {}
+        self._sent: set[tuple[int, int, int]] = set()
+        self._sent_at: dict[tuple[int, int, int], int] = {}  # update counter when a chunk was last sent whole
+        self._deltas: deque[tuple[int, str, set]] = deque()   # (update counter, node name, chunks it touched)
+        self._tick = 0
+        self._shown_upto: int | None = None
+        self.last_bytes = 0
+        self.last_nodes = 0
+
+    def _chunk_of_rows(self, pmap: VoxelPointMap, rows: np.ndarray) -> np.ndarray:
+        vox_per_chunk = max(1, int(round(self.chunk_m / pmap.voxel_size)))
+        return np.floor_divide(voxel_coords_of_keys(pmap.keys[rows]), vox_per_chunk)
+
+    def _index_new_rows(self, pmap: VoxelPointMap) -> tuple[np.ndarray, set[tuple[int, int, int]]]:
+        """Assign rows added since the last call to chunks; returns (new rows, chunks that gained rows)."""
+        n = len(pmap)
+        rows = np.arange(self._known_rows, n, dtype=np.int64)
+        self._known_rows = n
+        if len(rows) == 0:
+            return rows, set()
+        chunks = self._chunk_of_rows(pmap, rows)
+        uniq, inverse = np.unique(chunks, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+        touched = set()
+        for i, c in enumerate(map(tuple, uniq.tolist())):
+            self._chunk_rows.setdefault(c, []).append(rows[order[bounds[i]:bounds[i + 1]]])
+            touched.add(c)
+        return rows, touched
+
+    def _rows(self, chunk: tuple[int, int, int]) -> np.ndarray:
+        parts = self._chunk_rows[chunk]
+        if len(parts) > 1:
+            parts[:] = [np.concatenate(parts)]
+        return parts[0]
+
+    def _points(self, pmap: VoxelPointMap, rows: np.ndarray, name: str, origin: np.ndarray,
+                upto_frame: int | None, ctx: ColourContext, precision: str) -> ChunkPayload:
+        keep = pmap.weight[rows] >= pmap.min_weight
+        if upto_frame is not None:
+            keep &= pmap.first_seen[rows] <= upto_frame
+        rows = rows[keep]
+        pts, rgb = pmap.rows_points(rows)
+        cols = point_colours(pmap, rows, pts, rgb, ctx)
+        return ChunkPayload(name, origin, (pts - origin).astype(np.float32), cols, precision)
+
+    def _chunk_payload(self, pmap, chunk, upto_frame, ctx) -> ChunkPayload:
+        origin = np.asarray(chunk, dtype=np.float64) * self.chunk_m
+        p = self._points(pmap, self._rows(chunk), self._name(chunk), origin, upto_frame, ctx, "float16")
+        self._sent_at[chunk] = self._tick
+        if len(p.points):
+            self._sent.add(chunk)
+        else:
+            self._sent.discard(chunk)
+        return p
+
+    @staticmethod
+    def _removal(name: str) -> ChunkPayload:
+        return ChunkPayload(name, np.zeros(3), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
+
+    def update(self, pmap: VoxelPointMap, upto_frame: int | None = None, ctx: ColourContext | None = None,
+               full: bool = False) -> list[ChunkPayload]:
+        """Payloads that bring the browser up to date with ``pmap`` (shown up to ``upto_frame``)."""
+        ctx = ctx or ColourContext()
+        self._tick += 1
+        payloads: list[ChunkPayload] = []
+        if pmap is not self._map:  # a new map object (fork, branch switch, load): drop every old node
+            payloads += [self._removal(self._name(c)) for c in self._sent]
+            payloads += [self._removal(name) for _, name, _ in self._deltas]
+            self._map, self._known_rows, self._chunk_rows = pmap, 0, {}
+            self._sent, self._sent_at, self._deltas = set(), {}, deque()
+            full = True
+        new_rows, touched = self._index_new_rows(pmap)
+        if upto_frame != self._shown_upto:
+            full, self._shown_upto = True, upto_frame
+        if full:
+            payloads += [self._removal(name) for _, name, _ in self._deltas]
+            self._deltas.clear()
+            for c in sorted(self._chunk_rows):
+                p = self._chunk_payload(pmap, c, upto_frame, ctx)
+                if len(p.points) or p.name in {self._name(x) for x in touched} or c in self._sent_at:
+                    payloads.append(p)
+        elif len(new_rows):
+            name = f"{self.prefix}/d_{self._tick}"
+            origin = np.floor(pmap.rows_points(new_rows[:1])[0][0] / self.chunk_m) * self.chunk_m
+            payloads.append(self._points(pmap, new_rows, name, origin.astype(np.float64), upto_frame, ctx, "float32"))
+            self._deltas.append((self._tick, name, touched))
+            while len(self._deltas) > self.max_deltas:
+                tick, old_name, chunks = self._deltas.popleft()
+                for c in sorted(chunks):
+                    if self._sent_at.get(c, -1) < tick:
+                        payloads.append(self._chunk_payload(pmap, c, upto_frame, ctx))
+                payloads.append(self._removal(old_name))
+        self.last_bytes = sum(p.nbytes_on_wire for p in payloads)
+        self.last_nodes = len(payloads)
+        return payloads
+
+    def _name(self, chunk) -> str:
+        return f"{self.prefix}/c_{chunk[0]}_{chunk[1]}_{chunk[2]}"
+
+    @property
+    def node_count(self) -> int:
+        return len(self._sent) + len(self._deltas)
+
+
+class CountingSink:
+    """A sink that only counts (bench, tests)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.nodes: dict[str, int] = {}
+
+    def apply(self, payloads: list[ChunkPayload]) -> None:
+        for p in payloads:
+            self.bytes += p.nbytes_on_wire
+            if len(p.points):
+                self.nodes[p.name] = len(p.points)
+            else:
+                self.nodes.pop(p.name, None)
+
+    @property
+    def points(self) -> int:
+        return sum(self.nodes.values())

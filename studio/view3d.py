@@ -1,0 +1,169 @@
+"""The 3D view: fused map (streamed by chunks), current camera frustum with its image, camera trail,
+retrieved memory keyframes. Called only from the worker thread (after each command)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import viser
+from scipy.spatial.transform import Rotation
+
+from recon.camera import fov_y_deg_of
+from scenes.scene import Scene
+from studio.stream import ChunkPayload, ColourContext, MapStreamer
+from worldmodel.frame import Frame
+
+TRAIL_BLOCK = 64          # camera-trail segments per scene node (bounded bytes per step)
+CURRENT_COLOUR = (255, 60, 200)
+TRAIL_COLOUR = (255, 140, 40)
+MEMORY_COLOUR = (40, 200, 255)
+
+
+def c2w_to_wxyz_position(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV c2w -> viser (wxyz quaternion, position); viser cameras use OpenCV axes too."""
+    x, y, z, w = Rotation.from_matrix(c2w[:3, :3]).as_quat()
+    return np.array([w, x, y, z]), np.asarray(c2w[:3, 3], dtype=np.float64)
+
+
+def thumbnail(rgb: np.ndarray, max_side: int = 96) -> np.ndarray:
+    step = max(1, int(math.ceil(max(rgb.shape[:2]) / max_side)))
+    return np.ascontiguousarray(rgb[::step, ::step])
+
+
+class ViserSink:
+    """Applies chunk payloads to a viser scene (one point-cloud node per payload name)."""
+
+    def __init__(self, server: viser.ViserServer):
+        self.server = server
+        self.handles: dict[str, viser.PointCloudHandle] = {}
+        self.point_size = 0.08
+        self.bytes_sent = 0
+
+    def apply(self, payloads: list[ChunkPayload]) -> None:
+        for p in payloads:
+            old = self.handles.pop(p.name, None)
+            if len(p.points) == 0:
+                if old is not None:
+                    old.remove()
+                continue
+            self.handles[p.name] = self.server.scene.add_point_cloud(
+                p.name, p.points, p.colors, point_size=self.point_size, point_shape="square",
+                precision=p.precision, position=tuple(p.origin), point_shading="flat")
+            self.bytes_sent += p.nbytes_on_wire
+
+    def set_point_size(self, size: float) -> None:
+        self.point_size = float(size)
+        for h in self.handles.values():
+            h.point_size = self.point_size
+
+    @property
+    def points_shown(self) -> int:
+        return sum(len(h.points) for h in self.handles.values())
+
+
+@dataclass
+class ViewSettings:
+    colour_mode: str = "rgb"
+    show_trail: bool = True
+    thumbnail_every: int = 10
+
+
+class SceneView:
+    """Keeps the viser scene in step with a Scene: incremental map, trail, current camera, memory."""
+
+    def __init__(self, server: viser.ViserServer):
+        self.server = server
+        self.sink = ViserSink(server)
+        self.streamer = MapStreamer()
+        self.settings = ViewSettings()
+        self._trail_key: tuple | None = None   # (branch name, length) the trail was drawn for
+        self._trail_blocks: dict[int, viser.LineSegmentsHandle] = {}
+        self._thumbs: dict[int, viser.CameraFrustumHandle] = {}
+        self._memory_nodes: list = []
+        self.last_stream_bytes = 0
+
+    # ------------------------------------------------------------------ map
+    def sync_map(self, scene: Scene, full: bool = False) -> int:
+        """Send what changed in the map; returns bytes sent."""
+        upto = None if scene.cursor >= scene.length - 1 else scene.cursor
+        ctx = ColourContext(self.settings.colour_mode, scene.current.position, scene.length)
+        payloads = self.streamer.update(scene.map, upto_frame=upto, ctx=ctx, full=full)
+        self.sink.apply(payloads)
+        self.last_stream_bytes = self.streamer.last_bytes
+        return self.last_stream_bytes
+
+    # ------------------------------------------------------------------ cameras
+    def sync_cameras(self, scene: Scene) -> None:
+        frame = scene.current
+        self._current_camera(frame)
+        self._sync_trail(scene)
+
+    def _current_camera(self, frame: Frame) -> None:
+        wxyz, pos = c2w_to_wxyz_position(frame.c2w)
+        self.server.scene.add_camera_frustum(
+            "/camera/current", fov=math.radians(fov_y_deg_of(frame.K, frame.height)),
+            aspect=frame.width / frame.height, scale=0.6, color=CURRENT_COLOUR, image=thumbnail(frame.rgb, 128),
+            format="jpeg", jpeg_quality=80, wxyz=wxyz, position=pos, thickness=0.03)
+
+    def _sync_trail(self, scene: Scene) -> None:
+        """Draw the camera path in blocks of TRAIL_BLOCK segments (only the last block changes per step)
+        and a thumbnail frustum on every ``thumbnail_every``-th frame."""
+        key = (scene.branch_name, scene.length)
+        if key == self._trail_key:
+            return
+        previous = self._trail_key
+        if previous is None or previous[0] != key[0] or key[1] < previous[1]:
+            self.clear_trail()
+            first_block = 0
+        else:
+            first_block = max(0, (previous[1] - 2) // TRAIL_BLOCK)
+        self._trail_key = key
+        if not self.settings.show_trail:
+            return
+        n = scene.length
+        block = first_block
+        while block * TRAIL_BLOCK < n - 1:
+            lo, hi = block * TRAIL_BLOCK, min(n - 1, (block + 1) * TRAIL_BLOCK)
+            pts = np.stack([scene.frame_at(i).position for i in range(lo, hi + 1)]).astype(np.float32)
+            self._trail_blocks[block] = self.server.scene.add_line_segments(
+                f"/trail/block_{block}", np.stack([pts[:-1], pts[1:]], axis=1), TRAIL_COLOUR, thickness=0.05)
+            block += 1
+        for i in range(0, n, max(1, self.settings.thumbnail_every)):
+            if i in self._thumbs:
+                continue
+            f = scene.frame_at(i)
+            wxyz, pos = c2w_to_wxyz_position(f.c2w)
+            self._thumbs[i] = self.server.scene.add_camera_frustum(
+                f"/trail/thumb_{i}", fov=math.radians(fov_y_deg_of(f.K, f.height)), aspect=f.width / f.height,
+                scale=0.35, color=TRAIL_COLOUR, image=thumbnail(f.rgb, 64), format="jpeg", jpeg_quality=70,
+                wxyz=wxyz, position=pos, thickness=0.02)
+
+    def clear_trail(self) -> None:
+        for h in [*self._trail_blocks.values(), *self._thumbs.values()]:
+            h.remove()
+        self._trail_blocks.clear()
+        self._thumbs.clear()
+        self._trail_key = None
+
+    def set_trail_visible(self, scene: Scene, visible: bool) -> None:
+        self.settings.show_trail = visible
+        self.clear_trail()
+        if visible:
+            self._sync_trail(scene)
+
+    # ------------------------------------------------------------------ memory
+    def show_memory(self, scene: Scene, fids: list[int], scores: list[float]) -> None:
+        """Highlight the keyframes retrieved for the last step, with their scores."""
+        for h in self._memory_nodes:
+            h.remove()
+        self._memory_nodes = []
+        for rank, (fid, score) in enumerate(zip(fids, scores)):
+            f = scene.store.get(fid)
+            wxyz, pos = c2w_to_wxyz_position(f.c2w)
+            self._memory_nodes.append(self.server.scene.add_camera_frustum(
+                f"/memory/kf_{rank}", fov=math.radians(fov_y_deg_of(f.K, f.height)), aspect=f.width / f.height,
+                scale=0.5, color=MEMORY_COLOUR, wxyz=wxyz, position=pos, thickness=0.04))
+            self._memory_nodes.append(self.server.scene.add_label(
+                f"/memory/label_{rank}", f"#{rank + 1} frame {f.index}: {score:.2f}", position=pos + [0, 0.4, 0]))

@@ -1,0 +1,118 @@
+"""The studio's worker thread: the only thread that touches the Scene.
+
+GUI callbacks (from any browser tab) only ``submit`` commands; the worker runs them in order, then calls
+``after`` so the view is synced from the same thread — nothing races the map. Camera-steering targets
+are coalesced (only the newest pending one runs). Autoplay steps when the queue is idle.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from scenes.scene import Scene
+
+
+@dataclass
+class Command:
+    label: str
+    run: Callable[[Scene], Any]
+    coalesce_key: str | None = None        # pending commands with the same key are replaced by the newest
+    on_error: Callable[[str], None] | None = None
+    on_done: Callable[[Any], None] | None = None
+    seq: int = field(default=0)
+
+
+class SceneWorker:
+    """Runs commands against ``scene`` on one thread. ``after(command, result)`` runs after each command."""
+
+    def __init__(self, scene: Scene, after: Callable[[Command, Any], None],
+                 on_error: Callable[[str, str], None]):
+        self.scene = scene
+        self._after = after
+        self._on_error = on_error
+        self._queue: queue.Queue[Command | None] = queue.Queue()
+        self._latest: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.autoplay: Callable[[], Command | None] | None = None  # returns the next autoplay command or None
+        self.autoplay_hz = 0.0
+        self._last_autoplay = 0.0
+        self.busy = False
+        self._thread = threading.Thread(target=self._loop, name="scene-worker", daemon=True)
+        self._stopped = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def submit(self, command: Command) -> None:
+        with self._lock:
+            self._seq += 1
+            command.seq = self._seq
+            if command.coalesce_key is not None:
+                self._latest[command.coalesce_key] = command.seq
+        self._queue.put(command)
+
+    def wake(self) -> None:
+        """Make the loop re-read the autoplay settings now."""
+        self._queue.put(Command("wake", run=None))  # type: ignore[arg-type]
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until the queue is empty and no command runs (tests, scripts)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._queue.empty() and not self.busy:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _next_autoplay_timeout(self) -> float | None:
+        if self.autoplay is None or self.autoplay_hz <= 0:
+            return None
+        return max(0.0, self._last_autoplay + 1.0 / self.autoplay_hz - time.monotonic())
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            timeout = self._next_autoplay_timeout()
+            try:
+                command = self._queue.get(timeout=timeout) if timeout is not None else self._queue.get()
+            except queue.Empty:
+                command = self.autoplay() if self.autoplay is not None else None
+                self._last_autoplay = time.monotonic()
+                if command is None:
+                    continue
+            if command is None:
+                break
+            if command.run is None:  # wake-up only
+                continue
+            if command.coalesce_key is not None and self._latest.get(command.coalesce_key) != command.seq:
+                continue  # a newer target of the same kind is queued
+            self.busy = True
+            try:
+                result = command.run(self.scene)
+                if command.on_done is not None:
+                    command.on_done(result)
+                self._after(command, result)
+            except Exception as e:  # noqa: BLE001 - a failed command must not kill the studio
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if command.on_error is not None:
+                    command.on_error(message)
+                else:
+                    self._on_error(command.label, message)
+                if not isinstance(e, (ValueError, OSError, RuntimeError)):
+                    traceback.print_exc()
+            finally:
+                self.busy = False

@@ -222,7 +222,7 @@ def main(args) -> int:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); try --port {args.port + 1}",
               file=sys.stderr)
         return 2
-    print(f"WorldStudio is running: http://{args.host}:{args.port}"
+    print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}"
           "  (Ctrl-C to stop)", flush=True)
     try:
         while True:

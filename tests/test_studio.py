@@ -1,0 +1,157 @@
+"""The studio without a browser: streaming, worker ordering, commands, exports and uploads."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+import zipfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from scenes.scene import Scene, SceneConfig
+from scenes.session import SessionError, save_session
+from studio.app import Studio
+from studio.export_panel import ExportPanel, unzip_session, zip_folder
+from studio.stream import ColourContext, CountingSink, MapStreamer
+from studio.worker import Command, SceneWorker
+from worldmodel.actions import parse_actions
+from worldmodel.registry import create_world
+from studio.bench_studio import _grow
+
+
+def small_scene(seed: int = 0) -> Scene:
+    scene = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.2))
+    scene.reset(seed)
+    return scene
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_streamed_points_match_the_map_including_the_past():
+    scene = small_scene()
+    streamer, sink = MapStreamer(chunk_m=4.0, max_deltas=3), CountingSink()
+    sink.apply(streamer.update(scene.map))
+    for a in parse_actions("(FN)(FL)(FL)(FN)(fRN)(FN)(FR)"):
+        scene.step(a)
+        sink.apply(streamer.update(scene.map))
+        assert streamer.node_count <= len(streamer._chunk_rows) + 3  # deltas stay bounded
+    sink.apply(streamer.update(scene.map, full=True))
+    assert sink.points == len(scene.map.points()[0])
+    # scrubbing back shows exactly the map as it was
+    scene.seek(2)
+    sink.apply(streamer.update(scene.map, upto_frame=2))
+    assert sink.points == len(scene.map_points()[0]) < len(scene.map)
+    # a fork replaces the map object: every old node is dropped and the new map sent
+    scene.step(parse_actions("(BN)")[0])
+    sink.apply(streamer.update(scene.map))
+    assert sink.points == len(scene.map.points()[0])
+
+
+def test_bytes_per_step_do_not_grow_with_the_map():
+    sent = []
+    for extra in (0, 400_000):
+        scene = small_scene(seed=4)
+        _grow(scene, extra)
+        streamer = MapStreamer()
+        streamer.update(scene.map)
+        per_step = []
+        for a in parse_actions("(FN)(FN)(FL)(FN)(FR)(FN)"):
+            scene.step(a)
+            streamer.update(scene.map, ctx=ColourContext("age", frame_count=scene.length))
+            per_step.append(streamer.last_bytes)
+        sent.append(per_step)
+    assert sent[0] == sent[1]  # identical walks: identical traffic, whatever else the map holds
+    assert max(sent[1]) < 400_000 * 9 / 20
+
+
+def test_worker_runs_in_order_and_coalesces_camera_targets():
+    scene = small_scene()
+    done, errors = [], []
+    gate = threading.Event()
+    worker = SceneWorker(scene, after=lambda c, r: done.append(c.label), on_error=lambda l, m: errors.append((l, m)))
+    worker.start()
+    worker.submit(Command("block", lambda s: gate.wait(5)))
+    for i in range(5):
+        worker.submit(Command(f"target {i}", lambda s: None, coalesce_key="cam"))
+    worker.submit(Command("bad", lambda s: s.seek(99)))
+    worker.submit(Command("last", lambda s: None))
+    gate.set()
+    assert worker.wait_idle(10)
+    worker.stop()
+    assert done == ["block", "target 4", "last"]
+    assert len(errors) == 1 and "position 99" in errors[0][1]
+
+
+@pytest.fixture()
+def studio():
+    app = Studio(small_scene(), port=free_port())
+    assert app.worker.wait_idle(30)
+    yield app
+    app.close()
+
+
+def test_studio_commands_step_seek_fork_and_camera_steering(studio):
+    for a in parse_actions("(FN)(FN)(FN)"):
+        studio.submit_step(a, None)
+    assert studio.worker.wait_idle(30)
+    scene = studio.worker.scene
+    assert scene.length == 4 and studio.controls.timeline.value == 3
+    studio.submit("seek", lambda s: s.seek(1), None)
+    studio.submit_step(parse_actions("(RN)")[0], None)
+    assert studio.worker.wait_idle(30)
+    assert scene.branch_name != "main" and set(studio.controls.branch.options) == {"main", scene.branch_name}
+    assert studio.view.sink.points_shown > 0
+    # fly the viewer camera: the world model renders the view at that pose
+    target = scene.current.c2w.copy()
+    target[:3, 3] += [1.0, 0.5, 0.0]
+    x, y, z, w = Rotation.from_matrix(target[:3, :3]).as_quat()
+    camera = SimpleNamespace(wxyz=np.array([w, x, y, z]), position=target[:3, 3], client=None)
+    studio.controls.steer_by_camera.value = "exact pose"
+    studio.controls.camera_moved(camera)
+    assert studio.worker.wait_idle(30)
+    assert np.allclose(scene.current.c2w[:3, :3], target[:3, :3], atol=1e-9)
+    assert np.allclose(scene.current.c2w[[0, 2], 3], target[[0, 2], 3])
+
+
+def test_exports_from_the_studio_are_complete_files(studio, tmp_path):
+    scene = studio.worker.scene
+    scene.run(parse_actions("(FN)(FN)"))
+    ply = ExportPanel._ply(scene, tmp_path)
+    assert ply.read_bytes().startswith(b"ply\nformat binary_little_endian")
+    z = ExportPanel._session_zip(scene, tmp_path)
+    folder = unzip_session(z.read_bytes(), tmp_path / "unzipped")
+    assert (folder / "session.json").is_file()
+
+
+def test_uploads_that_are_not_sessions_are_refused(tmp_path):
+    with pytest.raises(SessionError, match="not a .zip"):
+        unzip_session(b"hello", tmp_path / "a")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../../evil.txt", "x")
+    with pytest.raises(SessionError, match="outside"):
+        unzip_session(buf.getvalue(), tmp_path / "b")
+    assert not (tmp_path / "evil.txt").exists()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("notes.txt", "x")
+    with pytest.raises(SessionError, match="no session.json"):
+        unzip_session(buf.getvalue(), tmp_path / "c")
+    from studio import export_panel
+
+    huge = export_panel.MAX_UPLOAD_BYTES
+    export_panel.MAX_UPLOAD_BYTES = 10
+    try:
+        with pytest.raises(SessionError, match="limit"):
+            unzip_session(b"x" * 11, tmp_path / "d")
+    finally:
+        export_panel.MAX_UPLOAD_BYTES = huge

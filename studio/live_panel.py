@@ -38,6 +38,7 @@ class LivePanel:
         self.panel.dock_right()
         self.panel.set_width(340)
         self._times: collections.deque[float] = collections.deque(maxlen=20)
+        self._step_stream = (0.0, 0)  # (ms, bytes) of the last step's map streaming
 
     def _cache_visibility(self) -> None:
         self.cache_rgb.visible = self.cache_depth.visible = bool(self.show_cache.value)
@@ -48,6 +49,7 @@ class LivePanel:
         now = time.monotonic()
         if step is not None:
             self._times.append(now)
+            self._step_stream = (stream_ms, stream_bytes)
         fps = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 and \
             self._times[-1] > self._times[0] else 0.0
         behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
@@ -68,11 +70,13 @@ class LivePanel:
             self.cache_rgb.image = np.where(cache["valid"][..., None], cache["rgb"], 30).astype(np.uint8)
             self.cache_depth.image = colorize_depth(np.where(cache["valid"], cache["depth"], 0), 0.5, 60.0)
         last = step or scene.last_step
-        cost = [f"- points in map: **{len(scene.map):,}** (shown {points_shown:,})",
+        cost = [f"- points in map: **{len(scene.map):,}** (browser nodes hold {points_shown:,}, "
+                "incl. deltas not yet merged)",
                 f"- frames: **{scene.length}** in branch, {len(scene.store)} stored, {len(scene.branches)} branches"]
         if last is not None:
             cost.append(f"- last step: model **{last.model_ms:.1f} ms**, memory {last.memory_ms:.1f} ms, "
-                        f"fuse **{last.fuse_ms:.1f} ms**, stream {stream_ms:.1f} ms ({stream_bytes / 1024:.0f} KiB)")
+                        f"fuse **{last.fuse_ms:.1f} ms**, stream {self._step_stream[0]:.1f} ms "
+                        f"({self._step_stream[1] / 1024:.0f} KiB)")
         cost.append(f"- memory in use: **{process_rss_mb():.0f} MB** RSS "
                     f"(map {scene.map.nbytes / 2**20:.0f} MB, frames in RAM {scene.store.ram_bytes / 2**20:.0f} MB)")
         self.cost.content = "\n".join(cost)

@@ -3,6 +3,7 @@ save to a folder, and opening a session (folder on this machine or an uploaded .
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import tempfile
@@ -77,8 +78,10 @@ class ExportPanel:
             open_button.on_click(self._open_clicked)
             upload = gui.add_upload_button("Upload session (.zip)", icon=viser.Icon.UPLOAD, mime_type=".zip")
             upload.on_upload(self._uploaded)
+            self.world = gui.add_text("World", initial_value="procedural",
+                                      hint="procedural | procedural:fly | replay:/path/to/sequence")
             self.seed = gui.add_number("Seed", 0, step=1)
-            new = gui.add_button("New world", icon=viser.Icon.WORLD)
+            new = gui.add_button("Open world", icon=viser.Icon.WORLD)
             new.on_click(self._new_world)
 
     # ------------------------------------------------------------------ exports
@@ -172,5 +175,16 @@ class ExportPanel:
                            on_done=lambda _: self.studio.notify(client, "Session opened", upload.name))
 
     def _new_world(self, event: viser.GuiEvent) -> None:
-        seed = int(self.seed.value)
-        self.studio.submit(f"new world {seed}", lambda scene: scene.reset(seed), event.client)
+        spec, seed = self.world.value.strip(), int(self.seed.value)
+
+        def run(scene: Scene) -> None:
+            from worldmodel.registry import create_world
+
+            current = scene.current
+            kin = getattr(getattr(scene.model, "config", None), "kinematics", None)
+            model = create_world(spec, seed=seed, width=current.width, height=current.height, kinematics=kin)
+            fresh = Scene(model, dataclasses.replace(scene.config), **self.studio.memory_kwargs())
+            fresh.reset(seed)
+            self.studio.replace_scene(fresh)
+
+        self.studio.submit(f"open world {spec}", run, event.client)

@@ -155,3 +155,15 @@ def test_uploads_that_are_not_sessions_are_refused(tmp_path):
             unzip_session(b"x" * 11, tmp_path / "d")
     finally:
         export_panel.MAX_UPLOAD_BYTES = huge
+
+
+def test_open_world_from_the_ui_and_bad_spec_keeps_the_scene(studio):
+    studio.exports.world.value, studio.exports.seed.value = "procedural:fly", 3
+    studio.exports._new_world(SimpleNamespace(client=None))
+    assert studio.worker.wait_idle(30)
+    scene = studio.worker.scene
+    assert scene.model.config.fly and scene.seed == 3 and scene.length == 1
+    studio.exports.world.value = "minecraft"
+    studio.exports._new_world(SimpleNamespace(client=None))
+    assert studio.worker.wait_idle(30)
+    assert studio.worker.scene is scene

@@ -1,7 +1,8 @@
 """Build a world model from a short spec string (CLI/UI) or from a saved description (sessions).
 
-Spec strings: ``procedural`` (walks on the terrain), ``procedural:fly`` (keeps its height);
-other backends register themselves in ``_FACTORIES`` / ``_FROM_DESCRIPTION``.
+Spec strings: ``procedural`` (walks on the terrain), ``procedural:fly`` (keeps its height),
+``replay:PATH`` (a recorded sequence, see worldmodel/replay.py); other backends register themselves in
+``_FACTORIES`` / ``_FROM_DESCRIPTION``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,20 @@ def _procedural(arg: str, seed: int, width: int, height: int, kinematics: Kinema
     return ProceduralWorld(cfg, seed=seed)
 
 
-_FACTORIES: dict[str, Callable[..., WorldModel]] = {"procedural": _procedural}
+def _replay(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel:
+    """``replay:PATH[?up=+z&stride=2&max_frames=N]``; frames keep the recording's size (width/height unused)."""
+    from worldmodel.replay import ReplayWorld, parse_replay_arg
+
+    if not arg:
+        raise WorldSpecError("replay needs a folder: replay:/path/to/sequence (TUM, 7-Scenes, generic or PLY folder)")
+    try:
+        path, opts = parse_replay_arg(arg)
+    except ValueError:
+        raise WorldSpecError(f"bad replay options in {arg!r}; use e.g. replay:/data/seq?up=+z&stride=2") from None
+    return ReplayWorld.open(path, **opts)
+
+
+_FACTORIES: dict[str, Callable[..., WorldModel]] = {"procedural": _procedural, "replay": _replay}
 
 
 def _procedural_from(desc: dict) -> WorldModel:
@@ -34,7 +48,16 @@ def _procedural_from(desc: dict) -> WorldModel:
     return ProceduralWorld.from_description(desc)
 
 
-_FROM_DESCRIPTION: dict[str, Callable[[dict], WorldModel]] = {"procedural": _procedural_from}
+def _replay_from(desc: dict) -> WorldModel:
+    from worldmodel.replay import ReplayWorld
+
+    try:
+        return ReplayWorld.from_description(desc)
+    except ValueError as e:  # SequenceError and friends: say that it is the recording, not the session file
+        raise WorldSpecError(f"its replay recording cannot be opened: {e}") from None
+
+
+_FROM_DESCRIPTION: dict[str, Callable[[dict], WorldModel]] = {"procedural": _procedural_from, "replay": _replay_from}
 
 
 def register(kind: str, factory: Callable[..., WorldModel], from_description: Callable[[dict], WorldModel]) -> None:

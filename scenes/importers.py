@@ -1,0 +1,753 @@
+"""Read recorded RGB-D sequences and world-model outputs as lazy sequences of :class:`Frame`.
+
+Every reader converts to the project's conventions at the edge: metres, right-handed **+Y-up** world,
+OpenCV cameras (x right, y down, z forward), ``c2w`` float64 (4, 4), float32 z-depth with 0 = invalid,
+uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval-recon"):
+
+- ``tum``: TUM RGB-D (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``). Colour and depth are associated by
+  nearest timestamp (at most 0.02 s apart, one-to-one), the ground-truth pose is interpolated at the colour
+  timestamp (linear translation, slerp rotation), depth = value / 5000, K = (525, 525, 319.5, 239.5).
+  The motion-capture world is z-up; it is rotated to +Y-up (``world_up="+z"``).
+- ``7scenes``: 7-Scenes / 3DMatch (``frame-XXXXXX.color.png|jpg``, ``.depth.png``, ``.pose.txt``,
+  ``camera-intrinsics.txt`` here or in the parent folder), depth = value / 1000, 65535 = invalid.
+  The world is the recording's first (roughly level) camera frame, y down (``world_up="-y"``).
+- ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt``, ``intrinsics.txt``
+  or ``worldstudio.json`` (``world_up="+y"``: poses already in our convention unless told otherwise).
+- ``ply``: a folder of per-frame PLY point clouds in world coordinates (DeepVerse ``run.py --add_ply`` writes
+  ``<video>_frame<i>.ply``; Aether similar), optionally with the video and a ``poses.txt``. Frames carry
+  ``world_points``/``world_colors``; depth is all zeros. DeepVerse's world is its first camera's OpenCV
+  frame (y down), so the default is ``world_up="-y"``.
+
+An optional ``worldstudio.json`` in any sequence folder overrides settings: ``world_up`` ("+x".."-z"),
+``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx cy``, ``camera`` ("opencv" | "opengl",
+generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has).
+Keyword arguments of :func:`open_sequence` override both.
+
+Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
+file is checked to exist when the sequence is opened, and frame 0 is decoded then, so a partial folder fails
+at once with a :class:`SequenceError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from recon.camera import intrinsics_from_fov, invert_pose
+from worldmodel.frame import Frame
+
+FORMATS = ("tum", "7scenes", "generic", "ply")
+CONFIG_FILE = "worldstudio.json"
+TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
+TUM_DEPTH_SCALE = 1.0 / 5000.0
+TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
+TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
+SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
+DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "generic": "+y", "ply": "-y"}
+_IMAGE_EXT = (".png", ".jpg", ".jpeg")
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+_FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
+                 "rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
+
+
+class SequenceError(ValueError):
+    """A sequence folder cannot be read; the one-line message names the file and says what to do."""
+
+
+# --------------------------------------------------------------------------------------------- conventions
+
+
+def up_rotation(world_up: str) -> np.ndarray:
+    """(4, 4) rotation taking a source world whose up axis is ``world_up`` ("+x".."-z") to our +Y-up world.
+
+    Rows of the 3x3 block are our X, Y, Z axes written in source coordinates: Y = the source up axis,
+    X = the first source axis perpendicular to it, Z = X x Y (right-handed). "+z" -> (x, z, -y);
+    "-y" -> (x, -y, -z) (a 180 degree turn about x: the OpenCV-like y-down world); "+y" -> identity.
+    """
+    s = str(world_up).strip().lower()
+    if len(s) == 1:
+        s = "+" + s
+    if len(s) != 2 or s[0] not in "+-" or s[1] not in "xyz":
+        raise SequenceError(f"world_up must be one of +x -x +y -y +z -z, got {world_up!r}")
+    up = np.zeros(3)
+    up["xyz".index(s[1])] = 1.0 if s[0] == "+" else -1.0
+    x = np.array([1.0, 0.0, 0.0]) if s[1] != "x" else np.array([0.0, 0.0, -up[0]])
+    z = np.cross(x, up)
+    A = np.eye(4)
+    A[:3, :3] = np.stack([x, up, z])
+    return A
+
+
+def _natural_key(p: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def _last_number(name: str) -> int | None:
+    m = re.findall(r"\d+", name)
+    return int(m[-1]) if m else None
+
+
+def _check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
+    if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
+        raise SequenceError(f"{where}: pose is not a finite 4x4 matrix; fix or remove it")
+    R = c2w[:3, :3]
+    if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
+        raise SequenceError(f"{where}: pose rotation is not orthonormal (det {np.linalg.det(R):.3f}); "
+                            "write rigid camera-to-world matrices")
+    if np.abs(c2w[3] - [0, 0, 0, 1]).max() > 1e-6:
+        raise SequenceError(f"{where}: last pose row must be 0 0 0 1")
+    return c2w
+
+
+def _numbers(path: Path) -> list[tuple[int, list[float]]]:
+    """Non-comment lines of a text file as (line number, floats); commas count as spaces."""
+    if not path.is_file():
+        raise SequenceError(f"{path} is missing; the sequence folder is incomplete")
+    rows = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise SequenceError(f"cannot read {path}: {e.strerror or e}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            rows.append((n, [float(v) for v in s.replace(",", " ").split()]))
+        except ValueError:
+            raise SequenceError(f"{path}:{n}: not numbers: {s[:60]!r}; fix or remove that line") from None
+    return rows
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise SequenceError(f"cannot read {path}: not a valid image ({str(e)[:80]}); "
+                            "copy the file again or remove the frame") from None
+
+
+def _read_depth(path: Path, scale: float, invalid: int | None = None) -> np.ndarray:
+    """(H, W) float32 metres from a 16-bit PNG (value * scale) or a float .npy in metres; 0 = invalid."""
+    if path.suffix.lower() == ".npy":
+        try:
+            d = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
+        except (OSError, ValueError) as e:
+            raise SequenceError(f"cannot read {path}: {str(e)[:80]}; write a float (H, W) .npy in metres") from None
+        if d.ndim != 2 or not np.issubdtype(d.dtype, np.floating):
+            raise SequenceError(f"{path}: depth .npy must be a float (H, W) array in metres, got {d.dtype} {d.shape}")
+        d = d.astype(np.float32)
+        d[~np.isfinite(d) | (d < 0)] = 0.0
+        return d
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            raw = np.asarray(im)
+    except FileNotFoundError:
+        raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise SequenceError(f"cannot read {path}: not a valid depth PNG ({str(e)[:80]}); "
+                            "copy the file again or remove the frame") from None
+    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
+        raise SequenceError(f"{path}: depth PNG must be single-channel 16-bit, got {raw.dtype} {raw.shape}")
+    raw = raw.astype(np.uint16) if raw.dtype != np.uint16 else raw
+    d = raw.astype(np.float32) * np.float32(scale)
+    if invalid is not None:
+        d[raw == invalid] = 0.0
+    return d
+
+
+def _load_config(folder: Path) -> dict:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeError, json.JSONDecodeError) as e:
+        raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); fix or delete it") from None
+    if not isinstance(cfg, dict):
+        raise SequenceError(f"{path} must hold a JSON object such as {{\"depth_scale\": 0.001}}")
+    return cfg
+
+
+def _K_from_config(cfg: dict, where: Path) -> np.ndarray | None:
+    try:
+        if "K" in cfg:
+            K = np.asarray(cfg["K"], dtype=np.float64).reshape(3, 3)
+        elif all(k in cfg for k in ("fx", "fy", "cx", "cy")):
+            K = np.array([[cfg["fx"], 0.0, cfg["cx"]], [0.0, cfg["fy"], cfg["cy"]], [0.0, 0.0, 1.0]], dtype=np.float64)
+        else:
+            return None
+    except (TypeError, ValueError):
+        raise SequenceError(f"{where / CONFIG_FILE}: K must be 3x3 numbers (or give fx, fy, cx, cy)") from None
+    return _check_K(K, where / CONFIG_FILE)
+
+
+def _check_K(K: np.ndarray, where) -> np.ndarray:
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise SequenceError(f"{where}: intrinsics need positive finite focal lengths")
+    return K
+
+
+def _read_intrinsics(path: Path) -> np.ndarray:
+    """A 3x3 matrix (9 numbers) or ``fx fy cx cy`` (4 numbers) from a text file."""
+    vals = [v for _, row in _numbers(path) for v in row]
+    if len(vals) == 9:
+        K = np.asarray(vals, dtype=np.float64).reshape(3, 3)
+    elif len(vals) == 4:
+        fx, fy, cx, cy = vals
+        K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    else:
+        raise SequenceError(f"{path}: expected a 3x3 matrix (9 numbers) or 'fx fy cx cy', got {len(vals)} numbers")
+    return _check_K(K, path)
+
+
+# --------------------------------------------------------------------------------------------- sequences
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A recorded sequence opened lazily: ``len(seq)``, ``seq[i]`` -> Frame, ``for f in seq``.
+
+    path: the folder.  format: one of FORMATS.  c2ws: (N, 4, 4) float64 poses, already +Y-up (cheap to use
+    without reading images).  timestamps: (N,) seconds (TUM) or frame numbers.  world_up: the source axis
+    that was mapped to +Y.  has_depth: False for point-cloud sequences.  notes: what the reader assumed
+    or dropped.  Frames keep their position in the sequence as ``Frame.index``; a few are cached.
+    """
+
+    path: Path
+    format: str
+    c2ws: np.ndarray
+    timestamps: np.ndarray
+    world_up: str
+    has_depth: bool = True
+    notes: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    _cache: "OrderedDict[int, Frame]" = field(default_factory=OrderedDict, repr=False)
+    cache_size: int = 4
+
+    def __len__(self) -> int:
+        return int(len(self.c2ws))
+
+    def __getitem__(self, i: int) -> Frame:
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"frame {i} is outside the sequence (0..{n - 1})")
+        f = self._cache.get(i)
+        if f is None:
+            f = self._read(i)
+            self._cache[i] = f
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(i)
+        return f
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def _read(self, i: int) -> Frame:  # pragma: no cover - every format overrides it
+        raise NotImplementedError
+
+    def files(self, i: int) -> list[Path]:
+        """The files frame ``i`` is read from (for messages)."""
+        return []
+
+    def describe(self) -> dict:
+        """JSON-able: enough to open the same sequence again with :func:`open_sequence`."""
+        return {"path": str(self.path), "format": self.format, "frames": len(self), "world_up": self.world_up,
+                **self.options}
+
+
+@dataclass(eq=False)
+class _ImageSequence(Sequence):
+    """RGB-D frames from per-frame image files (TUM, 7-Scenes, generic)."""
+
+    rgb_files: list[Path] = field(default_factory=list)
+    depth_files: list[Path] = field(default_factory=list)
+    Ks: list[np.ndarray] | np.ndarray = field(default_factory=list)
+    depth_scale: float = 0.001
+    depth_invalid: int | None = None
+
+    def files(self, i: int) -> list[Path]:
+        return [self.rgb_files[i], self.depth_files[i]]
+
+    def _read(self, i: int) -> Frame:
+        rgb = _read_rgb(self.rgb_files[i])
+        depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid)
+        if depth.shape != rgb.shape[:2]:
+            raise SequenceError(f"{self.depth_files[i]}: depth is {depth.shape[1]}x{depth.shape[0]} but its colour "
+                                f"image {self.rgb_files[i].name} is {rgb.shape[1]}x{rgb.shape[0]}; "
+                                "register depth to colour first")
+        K = np.asarray(self.Ks[i] if isinstance(self.Ks, list) else self.Ks, dtype=np.float64)
+        return Frame(index=i, rgb=rgb, depth=depth, K=K.copy(), c2w=self.c2ws[i].copy())
+
+
+# --------------------------------------------------------------------------------------------- TUM
+
+
+def _read_tum_list(path: Path) -> tuple[np.ndarray, list[Path]]:
+    if not path.is_file():
+        raise SequenceError(f"{path} is missing; a TUM folder needs rgb.txt, depth.txt and groundtruth.txt")
+    stamps, files = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        parts = s.split()
+        try:
+            t = float(parts[0])
+            if len(parts) < 2:
+                raise ValueError
+        except ValueError:
+            raise SequenceError(f"{path}:{n}: expected 'timestamp filename', got {s[:60]!r}") from None
+        stamps.append(t)
+        files.append(path.parent / parts[1])
+    if not stamps:
+        raise SequenceError(f"{path} lists no images; is the download complete?")
+    return np.asarray(stamps, dtype=np.float64), files
+
+
+def associate(t_a: np.ndarray, t_b: np.ndarray, max_dt: float = TUM_MAX_DT) -> list[tuple[int, int]]:
+    """One-to-one nearest-timestamp matching as TUM's associate.py: candidate pairs closer than ``max_dt``,
+    taken greedily by increasing time difference. Returns (i, j) pairs sorted by i."""
+    order = np.argsort(t_b)
+    tb = t_b[order]
+    cand = []
+    for i, t in enumerate(t_a):
+        lo, hi = np.searchsorted(tb, [t - max_dt, t + max_dt])
+        for k in range(lo, hi):
+            d = abs(tb[k] - t)
+            if d <= max_dt:
+                cand.append((d, i, int(order[k])))
+    cand.sort()
+    used_a, used_b, pairs = set(), set(), []
+    for _, i, j in cand:
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            pairs.append((i, j))
+    return sorted(pairs)
+
+
+def interpolate_poses(gt: np.ndarray, t: np.ndarray, max_gap: float = TUM_MAX_GT_GAP) -> tuple[np.ndarray, np.ndarray]:
+    """TUM ground truth (M, 8) ``t tx ty tz qx qy qz qw`` -> poses (N, 4, 4) at times ``t`` (N,)
+    (linear translation, slerp rotation) and a (N,) bool mask of times inside the ground truth with
+    bracketing samples at most ``max_gap`` seconds apart."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    order = np.argsort(gt[:, 0], kind="stable")
+    gt = gt[order]
+    keep = np.concatenate([[True], np.diff(gt[:, 0]) > 0])
+    gt = gt[keep]
+    ts = gt[:, 0]
+    inside = (t >= ts[0]) & (t <= ts[-1])
+    k = np.clip(np.searchsorted(ts, t), 1, len(ts) - 1)
+    ok = inside & (ts[k] - ts[k - 1] <= max_gap) if len(ts) > 1 else inside & (t == ts[0])
+    poses = np.tile(np.eye(4), (len(t), 1, 1))
+    if ok.any():
+        tq = t[ok]
+        if len(ts) == 1:
+            poses[ok, :3, :3] = Rotation.from_quat(gt[0, 4:8]).as_matrix()
+            poses[ok, :3, 3] = gt[0, 1:4]
+        else:
+            poses[ok, :3, :3] = Slerp(ts, Rotation.from_quat(gt[:, 4:8]))(tq).as_matrix()
+            poses[ok, :3, 3] = np.stack([np.interp(tq, ts, gt[:, c]) for c in (1, 2, 3)], axis=1)
+    return poses, ok
+
+
+def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    rgb_t, rgb_f = _read_tum_list(folder / "rgb.txt")
+    dep_t, dep_f = _read_tum_list(folder / "depth.txt")
+    gt_path = folder / "groundtruth.txt"
+    if not gt_path.is_file():
+        raise SequenceError(f"{gt_path} is missing; a TUM folder needs it for the camera poses "
+                            "(download the sequence's groundtruth.txt)")
+    rows = _numbers(gt_path)
+    bad = next(((n, r) for n, r in rows if len(r) != 8), None)
+    if bad:
+        raise SequenceError(f"{gt_path}:{bad[0]}: expected 8 numbers 'timestamp tx ty tz qx qy qz qw', got {len(bad[1])}")
+    if not rows:
+        raise SequenceError(f"{gt_path} holds no poses; download the complete file")
+    gt = np.asarray([r for _, r in rows], dtype=np.float64)
+    if not np.isfinite(gt).all() or (np.linalg.norm(gt[:, 4:8], axis=1) < 1e-9).any():
+        raise SequenceError(f"{gt_path} contains NaN/inf or zero quaternions; fix or drop those lines")
+    pairs = associate(rgb_t, dep_t)
+    notes = []
+    if len(pairs) < len(rgb_t):
+        notes.append(f"{len(rgb_t) - len(pairs)} colour images have no depth within {TUM_MAX_DT} s (skipped)")
+    if not pairs:
+        raise SequenceError(f"{folder}: no colour image has a depth image within {TUM_MAX_DT} s; "
+                            "rgb.txt and depth.txt do not belong together")
+    ri = np.array([p[0] for p in pairs])
+    di = np.array([p[1] for p in pairs])
+    poses, ok = interpolate_poses(gt, rgb_t[ri])
+    if not ok.all():
+        notes.append(f"{int((~ok).sum())} frames lie outside the ground truth or in a gap (skipped)")
+    if not ok.any():
+        raise SequenceError(f"{gt_path} does not cover the image timestamps "
+                            f"({rgb_t[ri].min():.2f}..{rgb_t[ri].max():.2f}); is it from another sequence?")
+    ri, di, poses = ri[ok], di[ok], poses[ok]
+    rgb_files = [rgb_f[i] for i in ri]
+    depth_files = [dep_f[j] for j in di]
+    for listed, files in (("rgb.txt", rgb_files), ("depth.txt", depth_files)):
+        missing = next((p for p in files if not p.is_file()), None)
+        if missing is not None:
+            raise SequenceError(f"{missing} is missing (listed in {listed}); copy it again or remove its line "
+                                f"from {listed}")
+    K = _K_from_config(cfg, folder)
+    A = up_rotation(up)
+    return _ImageSequence(
+        path=folder, format="tum", c2ws=A @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
+        rgb_files=rgb_files, depth_files=depth_files, Ks=TUM_K.copy() if K is None else K,
+        depth_scale=float(cfg.get("depth_scale", TUM_DEPTH_SCALE)))
+
+
+# --------------------------------------------------------------------------------------------- 7-Scenes
+
+
+def _seven_scenes_frames(folder: Path) -> list[Path]:
+    return sorted((p for ext in _IMAGE_EXT for p in folder.glob(f"frame-*.color{ext}")), key=_natural_key)
+
+
+def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    colors = _seven_scenes_frames(folder)
+    notes = []
+    K = _K_from_config(cfg, folder)
+    if K is None:
+        for cand in (folder / "camera-intrinsics.txt", folder.parent / "camera-intrinsics.txt"):
+            if cand.is_file():
+                K = _read_intrinsics(cand)
+                break
+    if K is None:
+        K = SEVEN_SCENES_K.copy()
+        notes.append("no camera-intrinsics.txt: using 7-Scenes' documented fx=fy=585, cx=320, cy=240")
+    kept, depth_files, poses = [], [], []
+    for c in colors:
+        stem = c.name[: c.name.index(".color")]
+        d, p = c.with_name(stem + ".depth.png"), c.with_name(stem + ".pose.txt")
+        for f in (d, p):
+            if not f.is_file():
+                raise SequenceError(f"{f} is missing (its colour image {c.name} exists); copy it again or "
+                                    f"delete {c.name}")
+        vals = [v for _, r in _numbers(p) for v in r]
+        if len(vals) not in (12, 16):
+            raise SequenceError(f"{p}: expected a 4x4 camera-to-world matrix (16 numbers), got {len(vals)}")
+        M = np.eye(4)
+        M[: len(vals) // 4] = np.asarray(vals, dtype=np.float64).reshape(-1, 4)
+        if not np.isfinite(M).all():
+            notes.append(f"{p.name} has an invalid (inf/NaN) pose: frame skipped")
+            continue
+        poses.append(_check_pose(M, str(p)))
+        kept.append(c)
+        depth_files.append(d)
+    colors = kept
+    if not poses:
+        raise SequenceError(f"{folder}: no frame has a valid pose")
+    A = up_rotation(up)
+    return _ImageSequence(
+        path=folder, format="7scenes", c2ws=A @ np.stack(poses),
+        timestamps=np.array([_last_number(c.name) or i for i, c in enumerate(colors)], dtype=np.float64),
+        world_up=up, notes=notes, rgb_files=colors, depth_files=depth_files, Ks=K,
+        depth_scale=float(cfg.get("depth_scale", 0.001)), depth_invalid=65535)
+
+
+# --------------------------------------------------------------------------------------------- generic
+
+
+def read_poses_file(path: Path) -> np.ndarray:
+    """(N, 4, 4) c2w from ``poses.txt``: per line 16 numbers (row-major 4x4), 12 (3x4) or a TUM line
+    ``timestamp tx ty tz qx qy qz qw``; a 4x4 may also span four lines of 4 numbers."""
+    from scipy.spatial.transform import Rotation
+
+    rows = _numbers(path)
+    if rows and all(len(r) == 4 for _, r in rows) and len(rows) % 4 == 0:
+        rows = [(rows[i][0], [v for _, r in rows[i:i + 4] for v in r]) for i in range(0, len(rows), 4)]
+    out = []
+    for n, r in rows:
+        M = np.eye(4)
+        if len(r) == 16:
+            M = np.asarray(r, dtype=np.float64).reshape(4, 4)
+        elif len(r) == 12:
+            M[:3] = np.asarray(r, dtype=np.float64).reshape(3, 4)
+        elif len(r) == 8:
+            q = np.asarray(r[4:8], dtype=np.float64)
+            if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
+                raise SequenceError(f"{path}:{n}: invalid quaternion")
+            M[:3, :3] = Rotation.from_quat(q).as_matrix()
+            M[:3, 3] = r[1:4]
+        else:
+            raise SequenceError(f"{path}:{n}: expected 16 numbers (a row-major c2w 4x4), 12 (3x4) or a TUM line "
+                                f"'t tx ty tz qx qy qz qw', got {len(r)}")
+        out.append(_check_pose(M, f"{path}:{n}"))
+    if not out:
+        raise SequenceError(f"{path} holds no poses")
+    return np.stack(out)
+
+
+def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    rgb_dir, depth_dir = folder / "rgb", folder / "depth"
+    if not rgb_dir.is_dir():
+        raise SequenceError(f"{rgb_dir} is missing; a generic folder needs rgb/, depth/, poses.txt and intrinsics")
+    if not depth_dir.is_dir():
+        raise SequenceError(f"{depth_dir} is missing; put one depth .npy (metres) or 16-bit .png per image there")
+    rgb_files = sorted((p for p in rgb_dir.iterdir() if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
+    if not rgb_files:
+        raise SequenceError(f"{rgb_dir} holds no .png/.jpg images")
+    depth_all = {p.stem: p for p in depth_dir.iterdir() if p.suffix.lower() in (".npy", ".png")}
+    depth_files = []
+    for p in rgb_files:
+        d = depth_all.get(p.stem)
+        if d is None:
+            raise SequenceError(f"{depth_dir / (p.stem + '.npy')} (or .png) is missing for {p.relative_to(folder)}; "
+                                "depth files must have the same names as the images")
+        depth_files.append(d)
+    poses = read_poses_file(folder / "poses.txt")
+    if len(poses) != len(rgb_files):
+        raise SequenceError(f"{folder / 'poses.txt'} has {len(poses)} poses but rgb/ has {len(rgb_files)} images; "
+                            "write one pose per image, in file-name order")
+    camera = str(cfg.get("camera", "opencv")).lower()
+    if camera not in ("opencv", "opengl"):
+        raise SequenceError(f"{folder / CONFIG_FILE}: camera must be 'opencv' or 'opengl', got {camera!r}")
+    if camera == "opengl":
+        poses = poses @ _GL_TO_CV
+    K = _K_from_config(cfg, folder)
+    if K is None:
+        intr = folder / "intrinsics.txt"
+        if not intr.is_file():
+            raise SequenceError(f"{intr} is missing; write 'fx fy cx cy' (or a 3x3 matrix) there, or put "
+                                f"fx/fy/cx/cy in {CONFIG_FILE}")
+        K = _read_intrinsics(intr)
+    A = up_rotation(up)
+    return _ImageSequence(
+        path=folder, format="generic", c2ws=A @ poses, timestamps=np.arange(len(poses), dtype=np.float64),
+        world_up=up, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
+        depth_scale=float(cfg.get("depth_scale", 0.001)), options={"camera": camera})
+
+
+# --------------------------------------------------------------------------------------------- per-frame PLY
+
+
+@dataclass(eq=False)
+class _PlySequence(Sequence):
+    """Per-frame world point clouds (DeepVerse / Aether outputs) with an optional video for the images."""
+
+    ply_files: list[Path] = field(default_factory=list)
+    video: Path | None = None
+    video_index: list[int] = field(default_factory=list)
+    video_panels: int | None = None
+    K_override: np.ndarray | None = None
+    _video_frames: dict | None = field(default=None, repr=False)
+
+    def files(self, i: int) -> list[Path]:
+        return [self.ply_files[i]] + ([self.video] if self.video else [])
+
+    def _load_video(self) -> dict:
+        """Decode the video once, keeping only the frames some PLY refers to (left panel)."""
+        if self._video_frames is not None:
+            return self._video_frames
+        frames: dict[int, np.ndarray] = {}
+        if self.video is not None:
+            import imageio_ffmpeg
+
+            wanted = set(self.video_index)
+            try:
+                gen = imageio_ffmpeg.read_frames(str(self.video))
+                meta = next(gen)
+                w, h = meta["size"]
+                panels = self.video_panels or (2 if w >= 2.2 * h else 1)
+                pw = w // panels
+                for k, raw in enumerate(gen):
+                    if k in wanted:
+                        img = np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
+                        frames[k] = np.ascontiguousarray(img[:, :pw])
+                    if k >= max(wanted, default=-1):
+                        break
+                gen.close()
+            except (OSError, RuntimeError, StopIteration, ValueError) as e:
+                raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
+                                    "remove the video to use placeholder images") from None
+            missing = wanted - set(frames)
+            if missing:
+                self.notes.append(f"{len(missing)} PLY frames have no video frame (placeholder images)")
+        self._video_frames = frames
+        return frames
+
+    def _read(self, i: int) -> Frame:
+        from scenes.export import ExportError, read_ply
+
+        try:
+            pts, cols = read_ply(self.ply_files[i])
+        except (ExportError, ValueError, OSError) as e:
+            raise SequenceError(f"cannot read {self.ply_files[i]}: {str(e)[:100]}; copy it again or remove it") from None
+        A = up_rotation(self.world_up)
+        pts = (pts.astype(np.float64) @ A[:3, :3].T).astype(np.float32)
+        finite = np.isfinite(pts).all(axis=1)
+        pts, cols = pts[finite], cols[finite]
+        img = self._load_video().get(self.video_index[i])
+        c2w = self.c2ws[i].copy()
+        if img is None:
+            img = _placeholder_image(pts, cols, c2w)
+        h, w = img.shape[:2]
+        K = self.K_override if self.K_override is not None else intrinsics_from_fov(w, h, 60.0)
+        return Frame(index=i, rgb=img, depth=np.zeros((h, w), np.float32), K=np.array(K, dtype=np.float64),
+                     c2w=c2w, world_points=pts, world_colors=cols)
+
+
+def _placeholder_image(pts: np.ndarray, cols: np.ndarray, c2w: np.ndarray, size=(128, 96)) -> np.ndarray:
+    """A small (H, W, 3) uint8 preview: the points splatted from the frame's camera (60 degree view),
+    or their mean colour when none is in view."""
+    w, h = size
+    K = intrinsics_from_fov(w, h, 60.0)
+    mean = cols.mean(axis=0).astype(np.uint8) if len(cols) else np.array([128, 128, 128], np.uint8)
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = mean
+    if len(pts):
+        w2c = invert_pose(c2w)
+        cam = pts.astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+        front = cam[:, 2] > 1e-3
+        cam, c = cam[front], cols[front]
+        u = np.rint(K[0, 0] * cam[:, 0] / np.maximum(cam[:, 2], 1e-3) + K[0, 2]).astype(np.int64)
+        v = np.rint(K[1, 1] * cam[:, 1] / np.maximum(cam[:, 2], 1e-3) + K[1, 2]).astype(np.int64)
+        ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        order = np.argsort(-cam[ok, 2])  # far first, near last: nearest colour wins
+        img[v[ok][order], u[ok][order]] = c[ok][order]
+    return img
+
+
+def _open_ply(folder: Path, cfg: dict, up: str) -> _PlySequence:
+    plys = sorted(folder.glob("*.ply"), key=_natural_key)
+    if not plys:
+        raise SequenceError(f"{folder} holds no .ply files")
+    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mp4", ".mov", ".avi", ".webm", ".mkv"))
+    video = None
+    if videos:  # prefer the video whose name the PLYs extend (DeepVerse: generated_video.mp4 + generated_video_frame8.ply)
+        video = next((v for v in videos if plys[0].stem.startswith(v.stem)), videos[0])
+    nums = [_last_number(p.stem[len(video.stem):] if video and p.stem.startswith(video.stem) else p.stem) for p in plys]
+    video_index = nums if all(n is not None for n in nums) and len(set(nums)) == len(nums) else list(range(len(plys)))
+    A = up_rotation(up)
+    notes = []
+    poses_path = folder / "poses.txt"
+    if poses_path.is_file():
+        poses = read_poses_file(poses_path)
+        if len(poses) != len(plys):
+            raise SequenceError(f"{poses_path} has {len(poses)} poses but the folder has {len(plys)} PLY files; "
+                                "write one pose per PLY (file-name order) or delete poses.txt")
+    else:
+        poses = np.tile(np.eye(4), (len(plys), 1, 1))
+        notes.append("no poses.txt: every frame gets the first camera's pose (identity in the source world)")
+    panels = cfg.get("video_panels")
+    return _PlySequence(
+        path=folder, format="ply", c2ws=A @ poses, timestamps=np.asarray(video_index, dtype=np.float64),
+        world_up=up, has_depth=False, notes=notes, ply_files=plys, video=video, video_index=list(video_index),
+        video_panels=int(panels) if panels else None, K_override=_K_from_config(cfg, folder))
+
+
+# --------------------------------------------------------------------------------------------- entry points
+
+
+def _detect(folder: Path) -> str | None:
+    if any((folder / n).is_file() for n in ("rgb.txt", "depth.txt", "groundtruth.txt")):
+        return "tum"
+    if _seven_scenes_frames(folder):
+        return "7scenes"
+    if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
+        return "generic"
+    if any(folder.glob("*.ply")):
+        return "ply"
+    return None
+
+
+def detect_format(path) -> str:
+    """Which reader a folder needs: "tum", "7scenes", "generic" or "ply" (SequenceError when none fits)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise SequenceError(f"{folder}: no such folder; pass a recorded sequence folder ({_FORMATS_HELP})")
+    if not folder.is_dir():
+        raise SequenceError(f"{folder} is a file; pass the folder that contains it")
+    fmt = _detect(folder)
+    if fmt is not None:
+        return fmt
+    subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and _detect(p))
+    if subs:
+        raise SequenceError(f"{folder} holds several sequences ({', '.join(subs[:6])}{'...' if len(subs) > 6 else ''}); "
+                            "pass one of them")
+    raise SequenceError(f"{folder} is not a recognised sequence folder: {_FORMATS_HELP}")
+
+
+_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "generic": _open_generic, "ply": _open_ply}
+
+
+def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,
+                  format: str | None = None, check_first: bool = True) -> Sequence:
+    """Open a sequence folder lazily (format detected unless given).
+
+    max_frames: keep only the first N frames (after ``stride``).  stride: keep every k-th frame.
+    world_up: the source world's up axis ("+x".."-z"); default per format (or ``worldstudio.json``).
+    check_first: decode frame 0 now, so a corrupt folder fails at open. Raises SequenceError.
+    """
+    folder = Path(path).expanduser().resolve()
+    fmt = format or detect_format(folder)
+    if fmt not in _OPENERS:
+        raise SequenceError(f"unknown sequence format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if int(stride) < 1:
+        raise SequenceError(f"stride must be >= 1, got {stride}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise SequenceError(f"max_frames must be >= 1, got {max_frames}")
+    cfg = _load_config(folder)
+    up = str(world_up or cfg.get("world_up") or DEFAULT_UP[fmt])
+    up_rotation(up)  # validate early
+    seq = _OPENERS[fmt](folder, cfg, up)
+    if stride > 1 or max_frames is not None:
+        keep = np.arange(0, len(seq), int(stride))
+        if max_frames is not None:
+            keep = keep[: int(max_frames)]
+        _subset(seq, keep)
+    seq.options.update({"stride": int(stride), "max_frames": None if max_frames is None else int(max_frames)})
+    if check_first and len(seq):
+        seq[0]
+    return seq
+
+
+def _subset(seq: Sequence, keep: np.ndarray) -> None:
+    """Restrict ``seq`` in place to the frames ``keep`` (indices into it)."""
+    idx = [int(i) for i in keep]
+    seq.c2ws = seq.c2ws[idx]
+    seq.timestamps = seq.timestamps[idx]
+    for name in ("rgb_files", "depth_files", "ply_files", "video_index"):
+        if hasattr(seq, name):
+            setattr(seq, name, [getattr(seq, name)[i] for i in idx])
+    if isinstance(getattr(seq, "Ks", None), list) and seq.Ks:  # type: ignore[attr-defined]
+        seq.Ks = [seq.Ks[i] for i in idx]  # type: ignore[attr-defined]
+    seq._cache.clear()
+
+
+def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: float = 0.5) -> int:
+    """Index of the pose in ``c2ws`` (N, 4, 4) closest to ``c2w``: camera distance (m) plus
+    ``metres_per_radian`` x the angle between the rotations."""
+    d = np.linalg.norm(c2ws[:, :3, 3] - c2w[:3, 3], axis=1)
+    tr = np.einsum("nij,ij->n", c2ws[:, :3, :3], c2w[:3, :3])  # trace(R_i^T R)
+    ang = np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0))
+    return int(np.argmin(d + metres_per_radian * ang))
+
+
+__all__ = ["FORMATS", "Sequence", "SequenceError", "associate", "detect_format",
+           "interpolate_poses", "nearest_pose_index", "open_sequence", "read_poses_file", "up_rotation"]

@@ -1,0 +1,137 @@
+"""Replay backend: a recorded sequence (TUM, 7-Scenes/3DMatch, generic folder, per-frame PLYs) as a WorldModel.
+
+``create_world("replay:/path/to/seq")`` opens the folder with :func:`scenes.importers.open_sequence`;
+options follow a ``?``: ``replay:/data/seq?up=+z&stride=2&max_frames=300``.
+
+Stepping plays the recording: a discrete :class:`Action` returns the recorded frame after the one the
+context ends on (the action itself is ignored: the recording decides where the camera goes); a
+:class:`TargetPose` jumps to the recorded frame whose pose is nearest (camera distance + 0.5 m per radian
+of rotation). At the end the last frame is returned again and :attr:`ReplayWorld.finished` is True.
+
+Layering note: reading files is the scenes layer's job (``scenes/importers.py``); this module only
+imports it lazily, when a replay is opened by path, so ``worldmodel`` keeps no import-time dependency
+on ``scenes``. A ready :class:`~scenes.importers.Sequence` can be passed in directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from worldmodel.actions import Action, TargetPose
+from worldmodel.frame import Context, Frame
+
+_OPTION_KEYS = {"up": "world_up", "world_up": "world_up", "stride": "stride", "max_frames": "max_frames"}
+
+
+def parse_replay_arg(arg: str) -> tuple[str, dict]:
+    """``"/data/seq?up=+z&stride=2"`` -> ("/data/seq", {"world_up": "+z", "stride": 2}).
+
+    The part after the last ``?`` is read as options only when every item is a known ``key=value``;
+    otherwise the whole string is the path."""
+    path, sep, query = arg.rpartition("?")
+    if not sep:
+        return arg, {}
+    opts: dict = {}
+    for item in query.split("&"):
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in _OPTION_KEYS:
+            return arg, {}
+        name = _OPTION_KEYS[key]
+        opts[name] = value.strip() if name == "world_up" else int(value)
+    return path, opts
+
+
+class ReplayWorld:
+    """A WorldModel that plays back a recorded sequence. Frames keep the recording's size and intrinsics.
+
+    sequence: an opened ``scenes.importers.Sequence`` (lazy, indexable, with ``c2ws`` (N, 4, 4)).
+    ``position`` is the index in the recording of the frame returned last (-1 before ``reset``).
+    """
+
+    name = "replay"
+
+    def __init__(self, sequence) -> None:
+        if len(sequence) == 0:
+            raise ValueError(f"{sequence.path}: the sequence has no frames")
+        self.sequence = sequence
+        self.position = -1
+
+    @classmethod
+    def open(cls, path: str | Path, world_up: str | None = None, stride: int = 1,
+             max_frames: int | None = None) -> "ReplayWorld":
+        """Open a sequence folder (format detected). Raises scenes.importers.SequenceError (a ValueError)."""
+        from scenes.importers import open_sequence  # lazy: see the module docstring
+
+        return cls(open_sequence(path, max_frames=max_frames, stride=stride, world_up=world_up))
+
+    # ---- WorldModel --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    @property
+    def finished(self) -> bool:
+        """True once the last recorded frame has been returned (further steps repeat it)."""
+        return self.position >= len(self.sequence) - 1
+
+    def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
+        """Frame 0 of the recording (``seed`` is ignored); with ``start`` (c2w), the recorded frame nearest to it."""
+        self.position = 0 if start is None else self._nearest(np.asarray(start, dtype=np.float64))
+        return replace(self.sequence[self.position], index=0, action=None)
+
+    def step(self, action: Action | TargetPose, context: Context) -> Frame:
+        """The next recorded frame after ``context.last`` (Action), or the one nearest a TargetPose."""
+        if isinstance(action, TargetPose):
+            self.position = self._nearest(np.asarray(action.c2w, dtype=np.float64))
+        elif isinstance(action, Action):
+            self.position = min(self._locate(context.last) + 1, len(self.sequence) - 1)
+        else:
+            raise TypeError(f"ReplayWorld.step expects an Action or TargetPose, got {type(action).__name__}")
+        return replace(self.sequence[self.position], index=context.last.index + 1, action=action)
+
+    def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
+        """(4, 4) c2w of the frame :meth:`step` would return (for memory retrieval before the step)."""
+        if isinstance(action, TargetPose):
+            return self.sequence.c2ws[self._nearest(np.asarray(action.c2w, dtype=np.float64))].copy()
+        return self.sequence.c2ws[min(self._locate(last) + 1, len(self.sequence) - 1)].copy()
+
+    # ---- where are we in the recording -------------------------------------------------------------
+    def _nearest(self, c2w: np.ndarray) -> int:
+        from scenes.importers import nearest_pose_index
+
+        return nearest_pose_index(self.sequence.c2ws, c2w)
+
+    def _locate(self, frame: Frame) -> int:
+        """Recording index of ``frame``: the current position when its pose matches (so static stretches
+        advance), else the recorded frame with the same pose (after seek/fork or a reopened session),
+        else the nearest pose."""
+        c2ws = self.sequence.c2ws
+        if 0 <= self.position < len(c2ws) and np.allclose(c2ws[self.position], frame.c2w, atol=1e-9):
+            return self.position
+        same = np.nonzero(np.abs(c2ws - frame.c2w).reshape(len(c2ws), -1).max(axis=1) < 1e-9)[0]
+        if len(same):
+            return int(same[0])
+        return self._nearest(np.asarray(frame.c2w, dtype=np.float64))
+
+    # ---- sessions ----------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """JSON-able description; ``world_from_description`` reopens the same recording."""
+        d = self.sequence.describe()
+        return {"kind": "replay", "path": str(Path(d["path"]).resolve()), "format": d.get("format"),
+                "world_up": d.get("world_up"), "stride": int(d.get("stride", 1)),
+                "max_frames": d.get("max_frames"), "frames": len(self.sequence)}
+
+    @classmethod
+    def from_description(cls, desc: dict) -> "ReplayWorld":
+        path = desc.get("path")
+        if not path:
+            raise ValueError("replay description has no path")
+        world = cls.open(path, world_up=desc.get("world_up"), stride=int(desc.get("stride") or 1),
+                         max_frames=desc.get("max_frames"))
+        if desc.get("frames") is not None and int(desc["frames"]) != len(world):
+            raise ValueError(f"{path} now has {len(world)} frames, the session recorded {desc['frames']}; "
+                             "the recording changed since the session was saved")
+        return world

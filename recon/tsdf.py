@@ -28,14 +28,14 @@ class TSDFFusion:
 
     voxel_size: metres. depth_max: depth beyond this (metres) is ignored.
     trunc_voxel_multiplier: truncation distance in voxels (open3d default 8).
-    weight_threshold: minimum accumulated weight (~ number of observations) for a surface to be
-    extracted; 1.0 keeps surfaces seen once (generated worlds rarely see a surface 3 times).
+    weight_threshold: a surface is extracted where its accumulated weight (~ number of observations) is
+    strictly above this; 0.5 keeps surfaces seen once (generated worlds rarely see a surface 3 times).
     block_count: initial hash-map capacity in 16^3-voxel blocks. It grows automatically (doubling);
     keep it small: open3d allocates and clears all of it up front (20000 blocks = 1.6 GB, 5 s).
     """
 
     def __init__(self, voxel_size: float = 0.05, depth_max: float = 20.0, device: str = "CPU:0",
-                 trunc_voxel_multiplier: float = 8.0, weight_threshold: float = 1.0,
+                 trunc_voxel_multiplier: float = 8.0, weight_threshold: float = 0.5,
                  block_resolution: int = 16, block_count: int = 1000) -> None:
         if not voxel_size > 0:
             raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
@@ -115,7 +115,7 @@ class TSDFFusion:
 
 
 def tsdf_mesh(frames: Iterable[Frame], voxel_size: float = 0.05, depth_max: float = 20.0,
-              device: str = "CPU:0", weight_threshold: float = 1.0,
+              device: str = "CPU:0", weight_threshold: float = 0.5,
               trunc_voxel_multiplier: float = 8.0) -> trimesh.Trimesh:
     """Fuse ``frames`` into a TSDF volume and return its mesh (trimesh with vertex colours)."""
     fusion = TSDFFusion(voxel_size=voxel_size, depth_max=depth_max, device=device,

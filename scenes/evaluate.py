@@ -33,14 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from recon.camera import invert_pose, valid_depth_mask
-from recon.pointmap import VoxelPointMap
+from recon.pointmap import SAMPLES_PER_VOXEL, VoxelPointMap, auto_stride
 from recon.tsdf import TSDFFusion
 from worldmodel.frame import Frame
 
 DEFAULT_MAX_DEPTH = 20.0     # metres, for both methods
 OCCLUSION_VOXELS = 3.0       # map points this many voxels behind the nearest map surface at a pixel are hidden
 MAX_FOOTPRINT_PX = 12        # cap on the half-size of a point's screen footprint (pixels)
-SAMPLES_PER_VOXEL = 2.0      # auto_stride: depth pixels per voxel side at the median depth
 
 
 class EvalError(ValueError):
@@ -48,17 +47,6 @@ class EvalError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- geometry
-
-
-def auto_stride(depth: np.ndarray, K: np.ndarray, voxel: float, samples_per_voxel: float = SAMPLES_PER_VOXEL) -> int:
-    """Pixel stride that keeps about ``samples_per_voxel`` depth samples along a voxel side at the frame's
-    median valid depth: floor(f * voxel / (z_median * samples)), at least 1. (H, W) depth, (3, 3) K."""
-    valid = valid_depth_mask(depth)
-    if not valid.any():
-        return 1
-    z = float(np.median(depth[valid]))
-    f = 0.5 * (K[0, 0] + K[1, 1])
-    return max(1, int(math.floor(f * voxel / (z * samples_per_voxel))))
 
 
 def project_zbuffer(points: np.ndarray, K: np.ndarray, c2w: np.ndarray, height: int, width: int,
@@ -186,7 +174,7 @@ def accuracy_completeness(recon: np.ndarray, reference: np.ndarray, voxel: float
 def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = None,
                       max_depth: float = DEFAULT_MAX_DEPTH, stride: int | str = "auto", peer: bool = True,
                       progress: bool = False) -> dict:
-    """Fuse ``seq`` (a scenes.importers.Sequence or any list of Frames) with ours and the TSDF peer.
+    """Fuse ``seq`` (a worldmodel.recordings.Sequence or any list of Frames) with ours and the TSDF peer.
 
     stride: pixel stride for our fusion, an int or "auto" (:func:`auto_stride`, per frame).
     Returns a flat {metric: number} dict (see the module docstring); peer metrics are absent when the
@@ -307,7 +295,7 @@ def format_table(metrics: dict, title: str = "") -> str:
 
 def main(args) -> int:
     """CLI entry (launch.py eval-recon): prints the table, optionally writes --json; errors -> exit 2."""
-    from scenes.importers import SequenceError, open_sequence
+    from worldmodel.recordings import SequenceError, open_sequence
 
     try:
         seq = open_sequence(args.path, max_frames=args.max_frames)

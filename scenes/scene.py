@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from recon.pointmap import FuseStats, VoxelPointMap
+from recon.pointmap import FuseStats, VoxelPointMap, auto_stride
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
@@ -38,6 +38,7 @@ class SceneConfig:
     recent_frames: int = 4         # how many of the latest frames the model is conditioned on
     ram_frames: int = 256          # full frames kept in RAM; older ones live on disk
     memory_k: int = 4              # how many past keyframes are retrieved for each step (0 = none)
+    fuse_stride: int = 0           # pixel stride for fusion; 0 = auto (about 2 depth samples per voxel side)
 
 
 @dataclass
@@ -75,15 +76,24 @@ class MemoryProvider(Protocol):
         ...
 
 
-def fuse_frame(pointmap: VoxelPointMap, frame: Frame) -> FuseStats:
-    """Fuse a frame's depth (or its world points, for point-cloud sources) into ``pointmap``."""
+def fuse_frame(pointmap: VoxelPointMap, frame: Frame, stride: int = 0) -> FuseStats:
+    """Fuse a frame's depth (or its world points, for point-cloud sources) into ``pointmap``.
+
+    stride: pixel stride; 0 picks :func:`recon.pointmap.auto_stride` (large recorded frames at coarse
+    voxels need far fewer pixels than they have)."""
     if frame.world_points is not None:
         return pointmap.fuse_points(frame.world_points, frame.world_colors, frame.index)
-    return pointmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence)
+    if stride <= 0:
+        stride = auto_stride(frame.depth, frame.K, pointmap.voxel_size)
+    return pointmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence, stride=stride)
 
 
 def predict_target_pose(last: Frame, action: Action | TargetPose, model: WorldModel) -> np.ndarray:
-    """Where the camera will be after ``action``: the kinematics of the model (or the target pose)."""
+    """Where the camera will be after ``action``: the model's own prediction when it has one (replays),
+    else the target pose, else the model's action kinematics."""
+    predict = getattr(model, "predict_c2w", None)
+    if predict is not None:
+        return predict(last, action)
     if isinstance(action, TargetPose):
         return np.asarray(action.c2w, dtype=np.float64)
     kin = getattr(getattr(model, "config", None), "kinematics", None)
@@ -168,7 +178,7 @@ class Scene:
         return frame
 
     def _fuse(self, frame: Frame, fid: int) -> FuseStats:
-        fused = fuse_frame(self.map, frame)
+        fused = fuse_frame(self.map, frame, self.config.fuse_stride)
         if self.memory is not None:
             self.memory.observe(frame, fid, fused, self.map)
         return fused

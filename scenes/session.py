@@ -168,5 +168,5 @@ def _restore_memory(scene: Scene, folder: Path) -> None:
     scratch = scene._new_map()
     for fid in scene.branch.fids:
         f = scene.store.get(fid)
-        fused = fuse_frame(scratch, f)
+        fused = fuse_frame(scratch, f, scene.config.fuse_stride)
         scene.memory.observe(f, fid, fused, scratch)

@@ -20,7 +20,7 @@ from recon.camera import invert_pose, reproject_depth, unproject_depth
 from recon.pointmap import VoxelPointMap
 from scenes import evaluate
 from scenes.export import depth_to_png_mm, write_mp4, write_ply
-from scenes.importers import SequenceError, detect_format, open_sequence, up_rotation
+from worldmodel.recordings import SequenceError, detect_format, open_sequence, up_rotation
 from scenes.scene import Scene, SceneConfig, fuse_frame
 from scenes.session import load_session, save_session
 from worldmodel.actions import Action, TargetPose

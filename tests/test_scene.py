@@ -12,7 +12,7 @@ import pytest
 
 from recon.pointmap import VoxelPointMap
 from scenes.export import read_ply, read_tum_trajectory
-from scenes.scene import Scene, SceneConfig, SceneError
+from scenes.scene import Scene, SceneConfig, SceneError, fuse_frame
 from scenes.session import SessionError, load_session, save_session
 from worldmodel.actions import Action, TargetPose, parse_actions
 from worldmodel.registry import WorldSpecError, create_world
@@ -75,7 +75,7 @@ def test_seek_shows_the_past_and_stepping_forks_a_branch():
     # the rebuilt map is exactly the map of the new branch's frames fused from scratch
     ref = VoxelPointMap(scene.config.voxel_size, scene.config.max_depth)
     for f in scene.iter_frames():
-        ref.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence)
+        fuse_frame(ref, f, scene.config.fuse_stride)
     assert same_map(scene.map, ref)
     forked = scene.branch_name
     scene.switch_branch("main")

@@ -1,6 +1,6 @@
 """Replay backend: a recorded sequence (TUM, 7-Scenes/3DMatch, generic folder, per-frame PLYs) as a WorldModel.
 
-``create_world("replay:/path/to/seq")`` opens the folder with :func:`scenes.importers.open_sequence`;
+``create_world("replay:/path/to/seq")`` opens the folder with :func:`worldmodel.recordings.open_sequence`;
 options follow a ``?``: ``replay:/data/seq?up=+z&stride=2&max_frames=300``.
 
 Stepping plays the recording: a discrete :class:`Action` returns the recorded frame after the one the
@@ -8,9 +8,8 @@ context ends on (the action itself is ignored: the recording decides where the c
 :class:`TargetPose` jumps to the recorded frame whose pose is nearest (camera distance + 0.5 m per radian
 of rotation). At the end the last frame is returned again and :attr:`ReplayWorld.finished` is True.
 
-Layering note: reading files is the scenes layer's job (``scenes/importers.py``); this module only
-imports it lazily, when a replay is opened by path, so ``worldmodel`` keeps no import-time dependency
-on ``scenes``. A ready :class:`~scenes.importers.Sequence` can be passed in directly.
+The readers live in :mod:`worldmodel.recordings`; a ready :class:`~worldmodel.recordings.Sequence` can be
+passed in directly.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ def parse_replay_arg(arg: str) -> tuple[str, dict]:
 class ReplayWorld:
     """A WorldModel that plays back a recorded sequence. Frames keep the recording's size and intrinsics.
 
-    sequence: an opened ``scenes.importers.Sequence`` (lazy, indexable, with ``c2ws`` (N, 4, 4)).
+    sequence: an opened ``worldmodel.recordings.Sequence`` (lazy, indexable, with ``c2ws`` (N, 4, 4)).
     ``position`` is the index in the recording of the frame returned last (-1 before ``reset``).
     """
 
@@ -63,8 +62,8 @@ class ReplayWorld:
     @classmethod
     def open(cls, path: str | Path, world_up: str | None = None, stride: int = 1,
              max_frames: int | None = None) -> "ReplayWorld":
-        """Open a sequence folder (format detected). Raises scenes.importers.SequenceError (a ValueError)."""
-        from scenes.importers import open_sequence  # lazy: see the module docstring
+        """Open a sequence folder (format detected). Raises worldmodel.recordings.SequenceError (a ValueError)."""
+        from worldmodel.recordings import open_sequence
 
         return cls(open_sequence(path, max_frames=max_frames, stride=stride, world_up=world_up))
 
@@ -100,7 +99,7 @@ class ReplayWorld:
 
     # ---- where are we in the recording -------------------------------------------------------------
     def _nearest(self, c2w: np.ndarray) -> int:
-        from scenes.importers import nearest_pose_index
+        from worldmodel.recordings import nearest_pose_index
 
         return nearest_pose_index(self.sequence.c2ws, c2w)
 

@@ -592,12 +592,7 @@ class _PlySequence(Sequence):
         return frames
 
     def _read(self, i: int) -> Frame:
-        from scenes.export import ExportError, read_ply
-
-        try:
-            pts, cols = read_ply(self.ply_files[i])
-        except (ExportError, ValueError, OSError) as e:
-            raise SequenceError(f"cannot read {self.ply_files[i]}: {str(e)[:100]}; copy it again or remove it") from None
+        pts, cols = read_ply_points(self.ply_files[i])
         A = up_rotation(self.world_up)
         pts = (pts.astype(np.float64) @ A[:3, :3].T).astype(np.float32)
         finite = np.isfinite(pts).all(axis=1)
@@ -610,6 +605,22 @@ class _PlySequence(Sequence):
         K = self.K_override if self.K_override is not None else intrinsics_from_fov(w, h, 60.0)
         return Frame(index=i, rgb=img, depth=np.zeros((h, w), np.float32), K=np.array(K, dtype=np.float64),
                      c2w=c2w, world_points=pts, world_colors=cols)
+
+
+def read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A PLY point cloud (any variant open3d reads) -> (points (N, 3) float32, colours (N, 3) uint8, white if none)."""
+    import open3d as o3d
+
+    pcd = o3d.io.read_point_cloud(str(path), format="ply")
+    pts = np.asarray(pcd.points, dtype=np.float32)
+    if len(pts) == 0:
+        raise SequenceError(f"cannot read {path}: no points in it (corrupt or not a point-cloud PLY); "
+                            "copy it again or remove it")
+    if pcd.has_colors():
+        cols = np.clip(np.rint(np.asarray(pcd.colors) * 255.0), 0, 255).astype(np.uint8)
+    else:
+        cols = np.full((len(pts), 3), 255, np.uint8)
+    return pts, cols
 
 
 def _placeholder_image(pts: np.ndarray, cols: np.ndarray, c2w: np.ndarray, size=(128, 96)) -> np.ndarray:

@@ -1,0 +1,348 @@
+"""The keyframe bank: which frames are remembered, what of them stays in RAM, and retrieval for a target view.
+
+:class:`GeometricMemory` implements ``scenes.scene.MemoryProvider``. The Scene calls :meth:`observe` after
+fusing every frame and :meth:`build_context` before every step.
+
+Keyframe policy: the first frame, then every frame whose pose differs from the last keyframe by at least
+``key_translation_m`` metres or ``key_rotation_deg`` degrees.
+
+RAM per keyframe (full frames stay in the Scene's frame store, on disk): fid, frame index, c2w, K, image
+size, an RGB-D thumbnail (``1 / thumbnail_factor`` of each side; depth float16) and the map blocks it
+observed (the level-0 representative rows of the 8^3-voxel blocks its pixels fell in, int32; see
+:mod:`memory.grid`). At 256x256 and 0.1 m voxels that is about 30 kB per keyframe, against 460 kB for the
+full frame.
+
+Retrieval rules (:mod:`memory.retrieval`): ``"ours"`` (default), ``"deepverse"``, ``"worldmem"``.
+Keyframes from the last ``exclude_recent`` frames are not retrieved: they are in ``Context.recent`` already.
+
+Conventions: metres, +Y-up world, OpenCV cameras, c2w float64, depth float32 z-depth 0 = invalid.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from memory.cache import render_map_cache
+from memory.grid import BLOCK_VOXELS, MapGrid
+from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
+                              valid_camera, view_candidates, visible_blocks)
+from recon.pointmap import FuseStats, VoxelPointMap
+from worldmodel.frame import Frame
+
+RULES = ("ours", "deepverse", "worldmem")
+STATE_VERSION = 1
+
+
+@dataclass
+class MemoryConfig:
+    """Settings of :class:`GeometricMemory` (distances in metres, angles in degrees)."""
+
+    retrieval_rule: str = "ours"      # "ours" | "deepverse" | "worldmem"
+    key_translation_m: float = 0.75   # a frame becomes a keyframe when it moved this far from the last one ...
+    key_rotation_deg: float = 15.0    # ... or turned this much
+    thumbnail_factor: int = 4         # thumbnails keep 1/factor of each image side
+    exclude_recent: int = 4           # keyframes of the last this-many frames are not retrieved (0 = all)
+    # ours
+    n_candidates: int = 32            # keyframes nearest to the target camera that are scored
+    candidate_radius_m: float = 60.0
+    max_view_angle_deg: float = 120.0 # candidates look at most this far away from the target's view direction
+    zbuffer_width: int = 48           # width in pixels of the visibility z-buffer
+    visible_range_m: float | None = None  # None: the map's max_depth
+    recency: float = 0.05             # weight of freshness (1 - age / now) in the greedy pick
+    min_share: float = 0.05           # redundant keyframes fill leftover slots only above this share
+    fallback_nearest: bool = True     # nothing co-visible (unexplored view): fall back to the DeepVerse rule
+    # baselines
+    deepverse_nearest: int = 5
+    worldmem_samples: int = 8192
+    worldmem_radius_m: float = 30.0
+    worldmem_recency: float = 0.2
+    # cache render
+    render_cache: bool = True
+    cache_lod_pixels: float = 0.0     # > 0: far cells draw one voxel per block spanning <= this many pixels
+    cell_m: float = 4.0               # cell edge of the map's spatial index
+
+    def __post_init__(self) -> None:
+        if self.retrieval_rule not in RULES:
+            raise ValueError(f"retrieval_rule must be one of {', '.join(RULES)}, got {self.retrieval_rule!r}")
+        if self.thumbnail_factor < 1:
+            raise ValueError(f"thumbnail_factor must be >= 1, got {self.thumbnail_factor}")
+
+
+def _grow(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` with room for at least ``n`` entries along axis 0 (capacity doubles)."""
+    if n <= len(a):
+        return a
+    out = np.zeros((max(n, 2 * len(a), 16),) + a.shape[1:], a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+def thumbnail(rgb: np.ndarray, depth: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Downsample an RGB-D frame by ``factor``: block-mean colour (uint8), centre-sample depth (float16)."""
+    h, w = depth.shape
+    th, tw = max(1, h // factor), max(1, w // factor)
+    f_y, f_x = max(1, h // th), max(1, w // tw)
+    blocks = rgb[: th * f_y, : tw * f_x].reshape(th, f_y, tw, f_x, 3).astype(np.float32)
+    small_rgb = np.clip(np.rint(blocks.mean(axis=(1, 3))), 0, 255).astype(np.uint8)
+    d = depth[f_y // 2:: f_y, f_x // 2:: f_x][:th, :tw]
+    d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
+    return small_rgb, np.minimum(d, 65000.0).astype(np.float16)
+
+
+class GeometricMemory:
+    """Keyframe bank + geometry-aware retrieval + cache render (the Scene's ``MemoryProvider``)."""
+
+    def __init__(self, config: MemoryConfig | None = None):
+        self.config = config or MemoryConfig()
+        self.grid = MapGrid(cell_m=self.config.cell_m)
+        self.index = CentreIndex()
+        self.last_timings: dict[str, float] = {}
+        self.reset()
+
+    # ------------------------------------------------------------------ storage
+    def reset(self) -> None:
+        """Forget every keyframe (the Scene calls this when it starts or rebuilds a map)."""
+        self._n = 0
+        self._fid = np.zeros(0, np.int64)
+        self._index = np.zeros(0, np.int64)
+        self._c2w = np.zeros((0, 4, 4))
+        self._K = np.zeros((0, 3, 3))
+        self._size = np.zeros((0, 2), np.int64)
+        self._thumb_rgb: list[np.ndarray] = []
+        self._thumb_depth: list[np.ndarray] = []
+        self._offsets = np.zeros(1, np.int64)
+        self._rows = np.zeros(0, np.int32)
+        self._last_index = -1
+        self._mark = np.zeros(0, np.int32)
+        self.index.reset()
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def fids(self) -> np.ndarray:
+        """(N,) int64 frame-store ids of the keyframes, oldest first."""
+        return self._fid[: self._n]
+
+    @property
+    def frame_indices(self) -> np.ndarray:
+        return self._index[: self._n]
+
+    @property
+    def poses(self) -> np.ndarray:
+        """(N, 4, 4) c2w of the keyframes."""
+        return self._c2w[: self._n]
+
+    def thumbnail(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keyframe ``i``'s thumbnail: (rgb (h, w, 3) uint8, depth (h, w) float32)."""
+        return self._thumb_rgb[i], self._thumb_depth[i].astype(np.float32)
+
+    def observed_rows(self, i: int) -> np.ndarray:
+        """Sorted level-0 map rows of the blocks keyframe ``i`` observed, (M,) int64."""
+        return self._rows[self._offsets[i]: self._offsets[i + 1]].astype(np.int64)
+
+    def arrays(self) -> KeyframeArrays:
+        n = self._n
+        return KeyframeArrays(self._c2w[:n], self._K[:n], self._size[:n], self._index[:n],
+                              self._offsets[: n + 1], self._rows[: self._offsets[n]])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the bank keeps per keyframe in RAM, summed (thumbnails, poses, observed blocks)."""
+        n = self._n
+        per = sum(a[:n].nbytes for a in (self._fid, self._index, self._c2w, self._K, self._size))
+        thumbs = sum(a.nbytes for a in self._thumb_rgb) + sum(a.nbytes for a in self._thumb_depth)
+        return per + thumbs + self._offsets[: n + 1].nbytes + int(self._offsets[n]) * 4
+
+    @property
+    def index_nbytes(self) -> int:
+        """Bytes of the derived indexes (map grid, scratch), which scale with the map, not the bank."""
+        return self.grid.nbytes + self._mark.nbytes
+
+    # ------------------------------------------------------------------ observing
+    def is_keyframe(self, c2w: np.ndarray) -> bool:
+        """Pose policy: the first frame, then a move of key_translation_m or a turn of key_rotation_deg."""
+        if self._n == 0:
+            return True
+        last = self._c2w[self._n - 1]
+        if np.linalg.norm(c2w[:3, 3] - last[:3, 3]) >= self.config.key_translation_m:
+            return True
+        cos = (np.trace(last[:3, :3].T @ c2w[:3, :3]) - 1.0) / 2.0
+        return math.degrees(math.acos(float(np.clip(cos, -1.0, 1.0)))) >= self.config.key_rotation_deg
+
+    def observe(self, frame: Frame, fid: int, fused: FuseStats, pointmap: VoxelPointMap) -> None:
+        """Called after ``frame`` (store id ``fid``) was fused into ``pointmap``; keeps it if it is a keyframe."""
+        c2w = np.asarray(frame.c2w, dtype=np.float64)
+        if not valid_camera(c2w, frame.K, frame.width, frame.height):
+            return
+        self._last_index = max(self._last_index, int(frame.index))
+        if not self.is_keyframe(c2w):
+            return
+        rows = np.asarray(fused.rows, dtype=np.int64)
+        if len(rows):
+            self.grid.sync(pointmap)
+            rows = np.unique(self.grid.rep[rows])
+        self._append(fid, frame.index, c2w, frame.K, (frame.width, frame.height),
+                     *thumbnail(frame.rgb, frame.depth, self.config.thumbnail_factor), rows)
+
+    def _append(self, fid: int, index: int, c2w: np.ndarray, K: np.ndarray, size: tuple[int, int],
+                thumb_rgb: np.ndarray, thumb_depth: np.ndarray, rows: np.ndarray) -> None:
+        n = self._n
+        self._fid, self._index = _grow(self._fid, n + 1), _grow(self._index, n + 1)
+        self._c2w, self._K, self._size = _grow(self._c2w, n + 1), _grow(self._K, n + 1), _grow(self._size, n + 1)
+        self._offsets = _grow(self._offsets, n + 2)
+        m = int(self._offsets[n])
+        self._rows = _grow(self._rows, m + len(rows))
+        self._fid[n], self._index[n], self._c2w[n], self._K[n], self._size[n] = fid, index, c2w, K, size
+        self._rows[m: m + len(rows)] = rows
+        self._offsets[n + 1] = m + len(rows)
+        self._thumb_rgb.append(thumb_rgb)
+        self._thumb_depth.append(thumb_depth)
+        self._n = n + 1
+
+    # ------------------------------------------------------------------ retrieval
+    def eligible(self) -> np.ndarray:
+        """(N,) bool: keyframes old enough to be retrieved (not in the recent context window)."""
+        idx = self.frame_indices
+        if self.config.exclude_recent <= 0:
+            return np.ones(len(idx), bool)
+        return idx <= self._last_index - self.config.exclude_recent
+
+    def retrieve(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
+                 pointmap: VoxelPointMap | None, k: int, rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Bank indices (k',) int64 and scores (k',) float64 of the keyframes for the target view, best first.
+
+        Empty for an empty bank, k <= 0 or a degenerate camera (non-finite or non-rigid pose, bad K,
+        empty image)."""
+        cfg = self.config
+        rule = rule or cfg.retrieval_rule
+        if rule not in RULES:
+            raise ValueError(f"unknown retrieval rule {rule!r}; choose one of {', '.join(RULES)}")
+        target_c2w = np.asarray(target_c2w, dtype=np.float64)
+        empty = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        if self._n == 0 or k <= 0 or not valid_camera(target_c2w, K, width, height):
+            return empty
+        K = np.asarray(K, dtype=np.float64)
+        bank, eligible = self.arrays(), self.eligible()
+        now = self._last_index + 1
+        if rule == "deepverse":
+            return retrieve_deepverse(bank, self.index, target_c2w, k, eligible, cfg.deepverse_nearest)
+        if rule == "worldmem":
+            return retrieve_worldmem(bank, self.index, target_c2w, K, width, height, k, now, eligible,
+                                     cfg.worldmem_samples, cfg.worldmem_radius_m, cfg.worldmem_recency)
+        idx, scores = empty
+        if pointmap is not None and len(pointmap):
+            t0 = time.perf_counter()
+            self.grid.sync(pointmap)
+            far = cfg.visible_range_m or pointmap.max_depth
+            rows, weights = visible_blocks(self.grid, K, target_c2w, width, height, far, cfg.zbuffer_width)
+            t1 = time.perf_counter()
+            cand = view_candidates(bank, self.index, target_c2w, cfg.n_candidates, cfg.candidate_radius_m,
+                                   cfg.max_view_angle_deg, eligible)
+            if len(self._mark) <= self.grid.known:  # one spare entry that stays 0 (see greedy_cover)
+                self._mark = np.zeros(max(self.grid.known + 1, 2 * len(self._mark)), np.int32)
+            idx, scores = greedy_cover(bank, cand, rows, weights, k, now, cfg.recency, cfg.min_share, self._mark)
+            self.last_timings.update(visible_ms=1e3 * (t1 - t0), cover_ms=1e3 * (time.perf_counter() - t1))
+        if len(idx) == 0 and cfg.fallback_nearest:
+            idx, _ = retrieve_deepverse(bank, self.index, target_c2w, k, eligible, cfg.deepverse_nearest)
+            scores = np.zeros(len(idx))  # nothing known to be co-visible
+        return idx, scores
+
+    def render_cache(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
+                     pointmap: VoxelPointMap) -> dict:
+        """The fused map rendered into the target view: {"rgb", "depth", "valid"} (see memory.cache)."""
+        return render_map_cache(pointmap, self.grid, np.asarray(K, dtype=np.float64),
+                                np.asarray(target_c2w, dtype=np.float64), width, height,
+                                lod_pixels=self.config.cache_lod_pixels)
+
+    def build_context(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
+                      pointmap: VoxelPointMap | None, k: int) -> tuple[list[int], list[float], dict | None]:
+        """-> (keyframe fids, scores, cache render dict or None) for the camera about to be generated."""
+        t0 = time.perf_counter()
+        target_c2w = np.asarray(target_c2w, dtype=np.float64)
+        if not valid_camera(target_c2w, K, width, height):
+            return [], [], None
+        idx, scores = self.retrieve(target_c2w, K, width, height, pointmap, k)
+        t1 = time.perf_counter()
+        cache = None
+        if self.config.render_cache and pointmap is not None and len(pointmap):
+            cache = self.render_cache(target_c2w, K, int(width), int(height), pointmap)
+        self.last_timings.update(retrieve_ms=1e3 * (t1 - t0), cache_ms=1e3 * (time.perf_counter() - t1))
+        return self.fids[idx].tolist(), [float(s) for s in scores], cache
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat arrays (safetensors-compatible) that describe the bank; ragged parts are concatenated."""
+        n = self._n
+        shapes = np.array([t.shape[:2] for t in self._thumb_rgb], np.int64).reshape(n, 2)
+        return {
+            "meta": np.array([STATE_VERSION, BLOCK_VOXELS[0], self.config.thumbnail_factor, self._last_index, n],
+                             np.int64),
+            "fid": self._fid[:n].copy(), "frame_index": self._index[:n].copy(),
+            "c2w": self._c2w[:n].copy(), "K": self._K[:n].copy(), "size": self._size[:n].copy(),
+            "thumb_shape": shapes,
+            "thumb_rgb": np.concatenate([t.reshape(-1) for t in self._thumb_rgb]) if n else np.zeros(0, np.uint8),
+            "thumb_depth": (np.concatenate([t.reshape(-1) for t in self._thumb_depth]) if n
+                            else np.zeros(0, np.float16)),
+            "row_offsets": self._offsets[: n + 1].copy(),
+            "rows": self._rows[: self._offsets[n]].copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore a bank saved by :meth:`state_dict`; ValueError (one line) when it is incomplete or corrupt."""
+        def fail(why: str) -> ValueError:
+            return ValueError(f"memory state is corrupt: {why}; "
+                              "delete memory.safetensors to rebuild it from the frames")
+
+        expected = {"meta": np.int64, "fid": np.int64, "frame_index": np.int64, "c2w": np.float64, "K": np.float64,
+                    "size": np.int64, "thumb_shape": np.int64, "thumb_rgb": np.uint8, "thumb_depth": np.float16,
+                    "row_offsets": np.int64, "rows": np.int32}
+        missing = [k for k in expected if k not in state]
+        if missing:
+            raise fail(f"arrays {missing} are missing")
+        for key, dtype in expected.items():
+            if np.asarray(state[key]).dtype != dtype:
+                raise fail(f"{key} has dtype {np.asarray(state[key]).dtype}, expected {np.dtype(dtype)}")
+        meta = state["meta"]
+        if meta.shape != (5,) or meta[0] != STATE_VERSION:
+            raise fail(f"unknown format {meta[:1].tolist()} (this build writes version {STATE_VERSION})")
+        if meta[1] != BLOCK_VOXELS[0]:
+            raise fail(f"it was made with {meta[1]}-voxel blocks, this build uses {BLOCK_VOXELS[0]}")
+        n = int(meta[4])
+        shapes = {"fid": (n,), "frame_index": (n,), "c2w": (n, 4, 4), "K": (n, 3, 3), "size": (n, 2),
+                  "thumb_shape": (n, 2), "row_offsets": (n + 1,)}
+        for key, shape in shapes.items():
+            if state[key].shape != shape:
+                raise fail(f"{key} has shape {state[key].shape}, expected {shape} for {n} keyframes")
+        offsets, rows = state["row_offsets"], state["rows"]
+        if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(rows):
+            raise fail("row offsets do not describe the row array")
+        if len(rows) and rows.min() < 0:
+            raise fail("negative map rows")
+        if not (np.isfinite(state["c2w"]).all() and np.isfinite(state["K"]).all()):
+            raise fail("non-finite camera poses or intrinsics")
+        ts = state["thumb_shape"]
+        if np.any(ts < 1) or np.any(state["size"] < 1):
+            raise fail("empty image sizes")
+        pixels = ts[:, 0] * ts[:, 1]
+        if state["thumb_rgb"].shape != (int(pixels.sum()) * 3,) or state["thumb_depth"].shape != (int(pixels.sum()),):
+            raise fail("thumbnail arrays do not match their shapes")
+        self.reset()
+        n_alloc = max(n, 1)
+        self._fid, self._index = _grow(self._fid, n_alloc), _grow(self._index, n_alloc)
+        self._c2w, self._K, self._size = _grow(self._c2w, n_alloc), _grow(self._K, n_alloc), _grow(self._size, n_alloc)
+        self._fid[:n], self._index[:n] = state["fid"], state["frame_index"]
+        self._c2w[:n], self._K[:n], self._size[:n] = state["c2w"], state["K"], state["size"]
+        self._offsets = offsets.astype(np.int64).copy()
+        self._rows = rows.astype(np.int32).copy()
+        p_rgb = np.concatenate([[0], np.cumsum(pixels * 3)])
+        p_d = np.concatenate([[0], np.cumsum(pixels)])
+        for i, (h, w) in enumerate(ts):
+            self._thumb_rgb.append(state["thumb_rgb"][p_rgb[i]: p_rgb[i + 1]].reshape(h, w, 3).copy())
+            self._thumb_depth.append(state["thumb_depth"][p_d[i]: p_d[i + 1]].reshape(h, w).copy())
+        self._n = n
+        self._last_index = int(meta[3])

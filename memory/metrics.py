@@ -1,0 +1,37 @@
+"""Agreement between a generated frame and the cache render of the fused map into the same view.
+
+Shown live in the studio: a learned model that stays consistent with what was seen before reproduces the
+cache wherever the cache has content.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: dict) -> dict[str, float]:
+    """Compare a frame with a cache render of the same camera.
+
+    frame_rgb (H, W, 3) uint8, frame_depth (H, W) float32 z-depth (0 = invalid), cache as returned by
+    :func:`memory.cache.render_cache` (same H, W). Returns
+    psnr_db: PSNR of the frame's colours over the cache's valid pixels (inf if identical, nan if none),
+    depth_abs_err_m: median |depth difference| over pixels valid in both (nan if none),
+    coverage: share of the image where the cache has content.
+    """
+    valid = np.asarray(cache["valid"], bool)
+    if frame_rgb.shape[:2] != valid.shape or frame_depth.shape != valid.shape:
+        raise ValueError(f"frame {frame_rgb.shape[:2]} and cache {valid.shape} have different sizes")
+    n = int(valid.sum())
+    if n:
+        diff = frame_rgb[valid].astype(np.float64) - np.asarray(cache["rgb"])[valid].astype(np.float64)
+        mse = float(np.mean(diff * diff))
+        psnr = math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    else:
+        psnr = math.nan
+    with np.errstate(invalid="ignore"):
+        both = valid & np.isfinite(frame_depth) & (frame_depth > 0)
+    err = np.abs(frame_depth[both].astype(np.float64) - np.asarray(cache["depth"])[both])
+    return {"psnr_db": psnr, "depth_abs_err_m": float(np.median(err)) if len(err) else math.nan,
+            "coverage": n / valid.size if valid.size else 0.0}

@@ -1,0 +1,359 @@
+"""Geometry-aware memory: retrieval against ray-cast co-visibility, cache renders, robustness, Scene integration.
+
+Ground truth comes from the procedural world: ``render_hits`` gives, for every pixel, the exact surface
+point and triangle, so whether a past keyframe saw what the target camera sees is known exactly.
+Run with ``pytest -s`` to see the recall table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from memory import GeometricMemory, MemoryConfig, agreement, render_cache
+from memory.grid import MapGrid
+from recon.camera import intrinsics_from_fov, invert_pose, look_at_c2w
+from recon.pointmap import VoxelPointMap
+from scenes.scene import Scene, SceneConfig
+from scenes.session import load_session, save_session
+from worldmodel.actions import parse_actions
+from worldmodel.frame import Context, Frame
+from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+W, H = 128, 96
+OUT, TURN, BACK = 10, 18, 20
+# walk away, turn round (18 x 10 degrees), walk back past the start, turn round again, walk out again
+RETURN_WALK = "(FN)" * OUT + "(SL)" * TURN + "(FN)" * BACK + "(SL)" * TURN + "(FN)" * 12
+RULES = ("ours", "deepverse", "worldmem")
+K_RETRIEVE = 4
+GT_W, GT_H = 64, 48
+RELEVANT = 0.3  # a keyframe "really sees the same surface" when it sees >= 30 % of the target's pixels
+
+
+def walk(world: ProceduralWorld, actions: str) -> list[Frame]:
+    frames = [world.reset(world.seed)]
+    for a in parse_actions(actions):
+        frames.append(world.step(a, Context(recent=frames[-4:])))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def return_walk():
+    """Frames of the return walk, the three memories' picks at every target after the first turn, and
+    ground-truth ray casts (64x48) of every frame."""
+    world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
+    frames = walk(world, RETURN_WALK)
+    Kg = intrinsics_from_fov(GT_W, GT_H, world.config.fov_y_deg)
+    hits = [world.render_hits(f.c2w, Kg, GT_W, GT_H) for f in frames]
+    memories = {r: GeometricMemory(MemoryConfig(retrieval_rule=r)) for r in RULES}
+    pmap = VoxelPointMap(0.1, 60.0)
+    picks = []  # (target t, bank fids, eligible mask, {rule: bank indices})
+    for t, f in enumerate(frames):
+        if t > OUT + TURN:
+            m = memories["ours"]
+            picks.append((t, m.fids.copy(), m.eligible(),
+                          {r: mem.retrieve(f.c2w, f.K, W, H, pmap, K_RETRIEVE)[0] for r, mem in memories.items()}))
+        fused = pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+        for mem in memories.values():
+            mem.observe(f, t, fused, pmap)
+    return {"world": world, "frames": frames, "hits": hits, "Kg": Kg, "picks": picks, "memories": memories,
+            "map": pmap}
+
+
+def covisible_pixels(hits: list[dict], Kg: np.ndarray, frames: list[Frame], target: int, source: int) -> np.ndarray:
+    """(P,) bool over the target's surface pixels: does camera ``source`` see that very surface point?
+
+    The target pixel's exact hit point is projected into the source camera; it is co-visible when the
+    source's own ray through that pixel hits the same triangle or a point at the same depth (not occluded).
+    """
+    ht, hs = hits[target], hits[source]
+    valid = ht["depth"] > 0
+    pts = ht["points"][valid].astype(np.float64)
+    tri_t = (ht["geometry_ids"][valid].astype(np.int64) << 32) | ht["primitive_ids"][valid]
+    w2c = invert_pose(frames[source].c2w)
+    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
+    z = cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.rint(Kg[0, 0] * cam[:, 0] / z + Kg[0, 2])
+        v = np.rint(Kg[1, 1] * cam[:, 1] / z + Kg[1, 2])
+    inside = (z > 0) & (u >= 0) & (u < GT_W) & (v >= 0) & (v < GT_H)
+    ui, vi = u[inside].astype(int), v[inside].astype(int)
+    tri_s = (hs["geometry_ids"][vi, ui].astype(np.int64) << 32) | hs["primitive_ids"][vi, ui]
+    ds = hs["depth"][vi, ui]
+    out = np.zeros(len(pts), bool)
+    out[inside] = (ds > 0) & ((tri_s == tri_t[inside]) | (np.abs(ds - z[inside]) < 0.03 * z[inside] + 0.05))
+    return out
+
+
+def test_walk_back_retrieval_recall(return_walk):
+    frames, hits, Kg = return_walk["frames"], return_walk["hits"], return_walk["Kg"]
+    recall = {r: [] for r in RULES}
+    cover = {r: [] for r in RULES}
+    for t, fids, eligible, picked in return_walk["picks"]:
+        masks = np.array([covisible_pixels(hits, Kg, frames, t, int(fid)) for fid in fids])  # (N, P)
+        share = np.where(eligible, masks.mean(axis=1), -1.0)
+        relevant = set(np.flatnonzero(share >= RELEVANT).tolist())
+        for rule, idx in picked.items():
+            assert len(idx) <= K_RETRIEVE and len(set(idx.tolist())) == len(idx)
+            assert eligible[idx].all(), f"{rule} returned a keyframe from the recent context window"
+            cover[rule].append(masks[idx].any(axis=0).mean() if len(idx) else 0.0)
+            if relevant:
+                recall[rule].append(len(relevant & set(idx.tolist())) / min(K_RETRIEVE, len(relevant)))
+    n = len(recall["ours"])
+    print(f"\nwalk away and turn back ({len(return_walk['picks'])} targets, {n} with a keyframe that sees "
+          f">= {RELEVANT:.0%} of the view; bank {len(return_walk['memories']['ours'])} keyframes)")
+    print(f"{'rule':<10} {'recall@' + str(K_RETRIEVE):>9} {'gt coverage':>12}")
+    for rule in RULES:
+        print(f"{rule:<10} {np.mean(recall[rule]):>9.3f} {np.mean(cover[rule]):>12.3f}")
+    assert n >= 20
+    assert np.mean(recall["ours"]) > np.mean(recall["deepverse"])
+    assert np.mean(recall["ours"]) >= 0.8
+    assert np.mean(cover["ours"]) >= np.mean(cover["deepverse"])
+
+
+def test_scores_are_covisibility_shares(return_walk):
+    mem, pmap, f = return_walk["memories"]["ours"], return_walk["map"], return_walk["frames"][-1]
+    idx, scores = mem.retrieve(f.c2w, f.K, W, H, pmap, K_RETRIEVE)
+    assert len(idx) == K_RETRIEVE and np.all((scores > 0) & (scores <= 1))
+    # the best pick of a view identical to a keyframe's is that keyframe (or one that sees as much)
+    key = len(mem) - 8
+    idx, scores = mem.retrieve(mem.poses[key], f.K, W, H, pmap, 1)
+    assert scores[0] >= 0.8
+
+
+@pytest.fixture(scope="module")
+def fine_map():
+    """The outgoing leg fused at 3 cm (voxels about a pixel wide at these distances), to 40 m (beyond that
+    the procedural world fogs colours by viewing distance, which no view-independent map can reproduce)."""
+    world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
+    frames = walk(world, "(FN)" * OUT)
+    pmap = VoxelPointMap(0.03, 40.0)
+    for f in frames:
+        pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    return frames, pmap
+
+
+def test_cache_render_reproduces_a_keyframe(fine_map):
+    frames, pmap = fine_map
+    mem = GeometricMemory()
+    for i in (0, 5, 10):
+        f = frames[i]
+        cache = mem.render_cache(f.c2w, f.K, W, H, pmap)
+        a = agreement(f.rgb, f.depth, cache)
+        seen = (f.depth > 0) & (f.depth < 40.0)
+        assert a["psnr_db"] >= 30.0, (i, a)
+        assert a["depth_abs_err_m"] <= 0.03, (i, a)
+        assert (cache["valid"] & seen).sum() / seen.sum() >= 0.95, i
+        assert a["coverage"] >= 0.6, (i, a)
+    # an area never seen has little coverage: the start, looking back
+    back = frames[0].c2w.copy()
+    back[:3, :3] = back[:3, :3] @ np.diag([-1.0, 1.0, -1.0])
+    assert mem.render_cache(back, frames[0].K, W, H, pmap)["valid"].mean() < 0.2
+
+
+def test_render_cache_z_test_and_footprints():
+    K = intrinsics_from_fov(64, 48, 60.0)
+    c2w = np.eye(4)
+    g = np.stack(np.meshgrid(np.arange(-4, 4, 0.05), np.arange(-3, 3, 0.05)), -1).reshape(-1, 2)
+    wall = np.column_stack([g, np.full(len(g), 5.0)]).astype(np.float32)
+    near = np.array([[0.0, 0.0, 2.0]], np.float32)
+    pts = np.vstack([wall, near])
+    cols = np.vstack([np.full((len(wall), 3), 50, np.uint8), [[200, 10, 10]]])
+    sparse = render_cache(pts, cols, K, c2w, 64, 48)             # one pixel per point
+    cubes = render_cache(pts, cols, K, c2w, 64, 48, point_size=0.05)
+    assert cubes["valid"].all() and np.allclose(cubes["depth"][cubes["rgb"][..., 0] == 50], 5.0, atol=1e-4)
+    # the near cube hides the wall behind it, over its footprint (f * 0.05 / 2 ~ 1 pixel)
+    hidden = cubes["rgb"][..., 0] == 200
+    assert 1 <= hidden.sum() <= 9 and np.allclose(cubes["depth"][hidden], 2.0)
+    assert sparse["rgb"][24, 32, 0] == 200 or sparse["rgb"][23, 31, 0] == 200
+    # points behind the camera or beyond far are not drawn; nothing in, nothing out
+    assert not render_cache(pts * [1, 1, -1], cols, K, c2w, 64, 48)["valid"].any()
+    assert not render_cache(pts, cols, K, c2w, 64, 48, far=1.0)["valid"].any()
+    empty = render_cache(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), K, c2w, 64, 48)
+    assert empty["rgb"].shape == (48, 64, 3) and not empty["valid"].any()
+
+
+def test_agreement_metrics():
+    rgb = np.full((4, 5, 3), 100, np.uint8)
+    depth = np.full((4, 5), 2.0, np.float32)
+    cache = {"rgb": rgb.copy(), "depth": depth + 0.1, "valid": np.zeros((4, 5), bool)}
+    a = agreement(rgb, depth, cache)
+    assert math.isnan(a["psnr_db"]) and math.isnan(a["depth_abs_err_m"]) and a["coverage"] == 0.0
+    cache["valid"][:2] = True
+    cache["rgb"][0, 0] = 110
+    a = agreement(rgb, depth, cache)
+    assert a["coverage"] == 0.5 and a["depth_abs_err_m"] == pytest.approx(0.1, abs=1e-6)
+    assert a["psnr_db"] == pytest.approx(10 * math.log10(255**2 / (100 / 10)), rel=1e-6)
+    with pytest.raises(ValueError):
+        agreement(rgb[:2], depth, cache)
+
+
+def test_empty_tiny_bank_and_degenerate_poses(walk_frames):
+    f0 = walk_frames[0]
+    pmap = VoxelPointMap(0.1, 60.0)
+    for rule in RULES:
+        mem = GeometricMemory(MemoryConfig(retrieval_rule=rule, exclude_recent=0))
+        idx, scores = mem.retrieve(f0.c2w, f0.K, f0.width, f0.height, pmap, 4)
+        assert len(idx) == 0 and len(scores) == 0
+        assert mem.build_context(f0.c2w, f0.K, f0.width, f0.height, pmap, 4) == ([], [], None)
+        mem.observe(f0, 7, pmap.fuse(f0.depth, f0.rgb, f0.K, f0.c2w, f0.index), pmap)
+        fids, scores, cache = mem.build_context(f0.c2w, f0.K, f0.width, f0.height, pmap, 4)
+        assert fids == [7] and len(scores) == 1 and cache["valid"].mean() > 0.5
+        pmap = VoxelPointMap(0.1, 60.0)
+    mem = GeometricMemory(MemoryConfig(exclude_recent=0))
+    for i, f in enumerate(walk_frames[:6]):
+        mem.observe(f, i, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index), pmap)
+    bad = {"nan": np.full((4, 4), np.nan), "scaled": np.diag([2.0, 2.0, 2.0, 1.0]), "zeros": np.zeros((4, 4))}
+    for name, c2w in bad.items():
+        for rule in RULES:
+            idx, _ = mem.retrieve(c2w, f0.K, f0.width, f0.height, pmap, 4, rule=rule)
+            assert len(idx) == 0, (name, rule)
+        assert mem.build_context(c2w, f0.K, f0.width, f0.height, pmap, 4) == ([], [], None)
+    for K, w, h in ((f0.K, 0, 10), (f0.K, 10, 0), (np.zeros((3, 3)), 10, 10), (np.full((3, 3), np.nan), 10, 10)):
+        assert mem.build_context(f0.c2w, K, w, h, pmap, 4) == ([], [], None)
+    # straight up and straight down are valid cameras: no crash, sensible output
+    eye = f0.position
+    for target in (eye + [0.0, 10.0, 0.0], eye - [0.0, 10.0, 0.0]):
+        c2w = look_at_c2w(eye, target)
+        for rule in RULES:
+            idx, scores = mem.retrieve(c2w, f0.K, f0.width, f0.height, pmap, 4, rule=rule)
+            assert len(idx) <= 4 and np.isfinite(scores).all()
+        fids, scores, cache = mem.build_context(c2w, f0.K, f0.width, f0.height, pmap, 4)
+        assert cache["rgb"].shape == (f0.height, f0.width, 3)
+    ahead = eye + 6.0 * f0.forward  # the ground 6 m ahead of the start was seen by the first frames
+    looking_down = mem.build_context(look_at_c2w(ahead, ahead - [0.0, 10.0, 0.0]), f0.K, f0.width, f0.height, pmap, 4)
+    assert looking_down[2]["valid"].mean() > 0.5
+    # a frame with a broken pose is ignored, not stored
+    n = len(mem)
+    broken = Frame(99, f0.rgb, f0.depth, f0.K, np.full((4, 4), np.nan))
+    mem.observe(broken, 99, pmap.fuse(f0.depth, f0.rgb, f0.K, f0.c2w, 99), pmap)
+    assert len(mem) == n
+    with pytest.raises(ValueError):
+        MemoryConfig(retrieval_rule="nearest")
+
+
+def test_keyframe_policy_and_ram_bound(return_walk):
+    mem, frames = return_walk["memories"]["ours"], return_walk["frames"]
+    idx = mem.frame_indices.tolist()
+    assert idx[0] == 0
+    assert set(range(0, OUT + 1, 2)) <= set(idx) and 1 not in idx  # 0.5 m steps, 0.75 m threshold
+    turn = [i for i in idx if OUT < i <= OUT + TURN]
+    assert len(turn) == TURN // 2  # 10 degree turns, 15 degree threshold
+    full = W * H * (3 + 4)
+    assert mem.nbytes / len(mem) < 0.15 * full
+    rgb, depth = mem.thumbnail(0)
+    assert rgb.shape == (H // 4, W // 4, 3) and depth.shape == (H // 4, W // 4)
+    assert np.allclose(depth, frames[0].depth[2::4, 2::4], rtol=1e-3, atol=1e-2)
+    assert not any(isinstance(v, Frame) for v in vars(mem).values())
+
+
+def test_grid_incremental_equals_rebuild(return_walk):
+    pmap = return_walk["map"]
+    inc = return_walk["memories"]["ours"].grid
+    inc.sync(pmap)
+    inc._merge()
+    fresh = MapGrid()
+    fresh.sync(pmap)
+    for name in ("keys", "rows", "level", "rep"):
+        assert np.array_equal(getattr(inc, name), getattr(fresh, name)), name
+    assert np.allclose(inc.xyz, fresh.xyz, atol=1e-5)
+    # every row's representative is the first row of its 8^3 block and has level 0
+    assert (fresh.level[fresh.rep] == 0).all() and (fresh.rep <= np.arange(len(fresh.rep))).all()
+
+
+def test_state_dict_roundtrip_and_corruption(return_walk, tmp_path):
+    mem = return_walk["memories"]["ours"]
+    path = tmp_path / "memory.safetensors"
+    save_file(mem.state_dict(), str(path))
+    back = GeometricMemory()
+    back.load_state_dict(load_file(str(path)))
+    for key, value in mem.state_dict().items():
+        assert np.array_equal(value, back.state_dict()[key]), key
+    f, pmap = return_walk["frames"][-1], return_walk["map"]
+    a, b = mem.retrieve(f.c2w, f.K, W, H, pmap, 4), back.retrieve(f.c2w, f.K, W, H, pmap, 4)
+    assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+    empty = GeometricMemory()
+    save_file(empty.state_dict(), str(path))
+    empty.load_state_dict(load_file(str(path)))
+    assert len(empty) == 0
+    good = mem.state_dict()
+    broken = [{k: v for k, v in good.items() if k != "rows"},
+              {**good, "row_offsets": good["row_offsets"][::-1].copy()},
+              {**good, "c2w": np.full_like(good["c2w"], np.nan)},
+              {**good, "meta": np.array([99, 8, 4, 0, 0], np.int64)},
+              {**good, "thumb_rgb": good["thumb_rgb"][:-1]},
+              {**good, "fid": good["fid"].astype(np.float32)}]
+    for state in broken:
+        with pytest.raises(ValueError) as err:
+            GeometricMemory().load_state_dict(state)
+        assert "\n" not in str(err.value) and "memory state" in str(err.value)
+
+
+class RecordingWorld:
+    """A procedural world that records the Context it is given (a learned model would consume it)."""
+
+    name = "procedural"
+
+    def __init__(self, world: ProceduralWorld):
+        self.world, self.config, self.contexts = world, world.config, []
+
+    def describe(self) -> dict:
+        return self.world.describe()
+
+    def reset(self, seed, start=None):
+        return self.world.reset(seed, start)
+
+    def step(self, action, context):
+        self.contexts.append(context)
+        return self.world.step(action, context)
+
+
+def test_scene_passes_memory_and_cache_and_sessions_restore_it(tmp_path):
+    model = RecordingWorld(ProceduralWorld(ProceduralConfig(width=96, height=72), seed=5))
+    scene = Scene(model, SceneConfig(voxel_size=0.1, memory_k=3), memory=GeometricMemory())
+    scene.reset(5)
+    results = scene.run(parse_actions("(FN)" * 6 + "(SL)" * 18 + "(FN)" * 4))
+    assert len(model.contexts) == len(results)
+    with_memory = 0
+    for r, ctx in zip(results, model.contexts):
+        assert len(ctx.memory) == len(r.memory_fids) == len(r.memory_scores) <= 3
+        for fid, frame in zip(r.memory_fids, ctx.memory):
+            assert np.array_equal(frame.rgb, scene.store.get(fid).rgb) and frame.rgb.shape == (72, 96, 3)
+            assert frame.index <= r.frame.index - 1 - scene.memory.config.exclude_recent
+        assert ctx.memory_scores == r.memory_scores
+        assert ctx.cache is not None and ctx.cache["rgb"].shape == (72, 96, 3)
+        assert ctx.cache["depth"].dtype == np.float32 and ctx.cache["valid"].dtype == bool
+        with_memory += bool(ctx.memory)
+    assert with_memory >= len(results) - 6
+    # coming back round, the cache already knows most of what the new frame shows
+    surface = (results[-1].frame.depth > 0) & (results[-1].frame.depth < scene.config.max_depth)
+    assert (model.contexts[-1].cache["valid"] & surface).sum() / surface.sum() > 0.6
+    assert results[-1].memory_ms > 0
+
+    folder = save_session(scene, tmp_path / "s")
+    loaded = load_session(folder, memory=GeometricMemory())
+    for key, value in scene.memory.state_dict().items():
+        assert np.array_equal(value, loaded.memory.state_dict()[key]), key
+    last = scene.current
+    target = look_at_c2w(last.position, last.position + [1.0, 0.0, 0.0])
+    expect = scene.memory.build_context(target, last.K, 96, 72, scene.map, 3)
+    got = loaded.memory.build_context(target, last.K, 96, 72, loaded.map, 3)
+    assert expect[:2] == got[:2] and np.array_equal(expect[2]["rgb"], got[2]["rgb"])
+    # a corrupt memory file is rebuilt from the frames, to the same bank
+    (folder / "memory.safetensors").write_bytes(b"not a safetensors file")
+    rebuilt = load_session(folder, memory=GeometricMemory())
+    for key, value in scene.memory.state_dict().items():
+        assert np.array_equal(value, rebuilt.memory.state_dict()[key]), key
+    # stepping on from the loaded session keeps retrieving
+    r = loaded.step(parse_actions("(FN)")[0])
+    assert r.memory_fids and loaded.memory.last_timings["retrieve_ms"] > 0
+
+
+def test_bench_section_is_registered():
+    from memory.bench import bench_sections
+
+    sections = bench_sections()
+    assert set(sections) == {"memory"} and callable(sections["memory"])

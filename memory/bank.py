@@ -62,6 +62,7 @@ class MemoryConfig:
     worldmem_recency: float = 0.2
     # cache render
     render_cache: bool = True
+    cache_max_side: int = 128         # the cache is rendered at most this many pixels on its long side (0 = frame size)
     cache_lod_pixels: float = 0.0     # > 0: far cells draw one voxel per block spanning <= this many pixels
     cell_m: float = 4.0               # cell edge of the map's spatial index
 
@@ -70,6 +71,19 @@ class MemoryConfig:
             raise ValueError(f"retrieval_rule must be one of {', '.join(RULES)}, got {self.retrieval_rule!r}")
         if self.thumbnail_factor < 1:
             raise ValueError(f"thumbnail_factor must be >= 1, got {self.thumbnail_factor}")
+
+
+def scaled_camera(K: np.ndarray, width: int, height: int, max_side: int) -> tuple[np.ndarray, int, int]:
+    """The same camera at most ``max_side`` pixels on its long side: (K' (3, 3), width', height').
+
+    Pixel centres stay at integer coordinates: u' = (u + 0.5) * s - 0.5."""
+    s = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
+    if s == 1.0:
+        return K, width, height
+    Ks = K.copy()
+    Ks[0, 0], Ks[1, 1] = K[0, 0] * s, K[1, 1] * s
+    Ks[0, 2], Ks[1, 2] = (K[0, 2] + 0.5) * s - 0.5, (K[1, 2] + 0.5) * s - 0.5
+    return Ks, max(1, round(width * s)), max(1, round(height * s))
 
 
 def _grow(a: np.ndarray, n: int) -> np.ndarray:
@@ -270,7 +284,10 @@ class GeometricMemory:
         t1 = time.perf_counter()
         cache = None
         if self.config.render_cache and pointmap is not None and len(pointmap):
-            cache = self.render_cache(target_c2w, K, int(width), int(height), pointmap)
+            cK, cw, ch = scaled_camera(np.asarray(K, dtype=np.float64), int(width), int(height),
+                                       self.config.cache_max_side)
+            cache = self.render_cache(target_c2w, cK, cw, ch, pointmap)
+            cache["K"] = cK
         self.last_timings.update(retrieve_ms=1e3 * (t1 - t0), cache_ms=1e3 * (time.perf_counter() - t1))
         return self.fids[idx].tolist(), [float(s) for s in scores], cache
 

@@ -15,14 +15,20 @@ def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: dict) -> di
     """Compare a frame with a cache render of the same camera.
 
     frame_rgb (H, W, 3) uint8, frame_depth (H, W) float32 z-depth (0 = invalid), cache as returned by
-    :func:`memory.cache.render_cache` (same H, W). Returns
+    :func:`memory.cache.render_cache` (same view; it may be smaller, then the frame is sampled at the
+    cache's pixel centres). Returns
     psnr_db: PSNR of the frame's colours over the cache's valid pixels (inf if identical, nan if none),
     depth_abs_err_m: median |depth difference| over pixels valid in both (nan if none),
     coverage: share of the image where the cache has content.
     """
     valid = np.asarray(cache["valid"], bool)
-    if frame_rgb.shape[:2] != valid.shape or frame_depth.shape != valid.shape:
-        raise ValueError(f"frame {frame_rgb.shape[:2]} and cache {valid.shape} have different sizes")
+    if frame_rgb.shape[:2] != frame_depth.shape:
+        raise ValueError(f"frame rgb {frame_rgb.shape[:2]} and depth {frame_depth.shape} have different sizes")
+    if frame_depth.shape != valid.shape:  # a smaller cache: compare at its pixel centres (nearest frame pixel)
+        (h, w), (ch, cw) = frame_depth.shape, valid.shape
+        rows = np.minimum(np.round((np.arange(ch) + 0.5) * h / ch - 0.5).astype(int), h - 1)
+        cols = np.minimum(np.round((np.arange(cw) + 0.5) * w / cw - 0.5).astype(int), w - 1)
+        frame_rgb, frame_depth = frame_rgb[rows][:, cols], frame_depth[rows][:, cols]
     n = int(valid.sum())
     if n:
         diff = frame_rgb[valid].astype(np.float64) - np.asarray(cache["rgb"])[valid].astype(np.float64)

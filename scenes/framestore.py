@@ -63,6 +63,23 @@ def read_frame(path: Path) -> Frame:
                              "the session cannot be opened as is") from None
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` hold ``src``'s bytes: a hard link when both are on one file system, else a copy.
+
+    Frame files are never modified in place (writes go through a temporary file and a rename), so
+    sharing them by hard link is safe."""
+    if dst.exists():
+        if os.path.samefile(src, dst):
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+
+
 def check_frame_header(path: Path) -> None:
     """Raise FrameFileError unless ``path`` is a safetensors file with a frame's arrays (data not read)."""
     from safetensors import safe_open
@@ -132,34 +149,29 @@ class FrameStore:
             dst = folder / "frames" / frame_file_name(fid)
             src = self.path_of(fid)
             if fid in self._on_disk and src.exists():
-                if not (dst.exists() and os.path.samefile(src, dst)):  # hard links of a reopened session
-                    tmp = dst.with_name(dst.name + ".tmp")
-                    shutil.copyfile(src, tmp)
-                    tmp.replace(dst)
+                link_or_copy(src, dst)
             else:
                 write_frame(dst, self._ram[fid] if fid in self._ram else self.get(fid))
             if progress is not None:
                 progress(1)
 
     @classmethod
-    def open_existing(cls, folder: Path, count: int, ram_frames: int = 256) -> "FrameStore":
-        """A store over ``folder/frames`` holding ids 0..count-1 (files are read lazily, checked here)."""
-        missing = [frame_file_name(i) for i in range(count) if not (folder / "frames" / frame_file_name(i)).is_file()]
+    def open_existing(cls, folder: Path, fids: list[int], ram_frames: int = 256) -> "FrameStore":
+        """A store over the frames ``fids`` in ``folder/frames`` (checked here, read lazily).
+
+        The store works on its own hard links (or copies) of the files, so stepping on, or saving over the
+        folder later, never changes what was opened."""
+        missing = [frame_file_name(i) for i in fids if not (folder / "frames" / frame_file_name(i)).is_file()]
         if missing:
             raise FrameFileError(f"session folder {folder} lacks frames/{missing[0]} (and {len(missing) - 1} more); "
                                  "copy the whole session folder")
-        for i in range(count):  # headers only: cheap, and a corrupt file is named now rather than mid-walk
+        for i in fids:  # headers only: cheap, and a corrupt file is named now rather than mid-walk
             check_frame_header(folder / "frames" / frame_file_name(i))
-        # Work in a private copy-on-write root so that stepping on never changes the saved session.
         store = cls(None, ram_frames)
-        for i in range(count):
-            dst = store.path_of(i)
-            try:
-                dst.hardlink_to(folder / "frames" / frame_file_name(i))
-            except OSError:
-                shutil.copyfile(folder / "frames" / frame_file_name(i), dst)
-        store._on_disk = set(range(count))
-        store._next_id = count
+        for i in fids:
+            link_or_copy(folder / "frames" / frame_file_name(i), store.path_of(i))
+        store._on_disk = set(fids)
+        store._next_id = max(fids) + 1 if fids else 0
         return store
 
     def close(self) -> None:

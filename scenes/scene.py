@@ -213,10 +213,14 @@ class Scene:
         fid = self.store.add(frame)
         fids.append(fid)
         self.cursor = len(fids) - 1
-        fused = self._fuse(frame, fid)
+        fused = fuse_frame(self.map, frame, self.config.fuse_stride)
         t3 = time.perf_counter()
+        if self.memory is not None:
+            self.memory.observe(frame, fid, fused, self.map)
+        t4 = time.perf_counter()
         self.last_step = StepResult(frame, fid, self.branch_name, fused, model_ms=1e3 * (t2 - t1),
-                                    fuse_ms=1e3 * (t3 - t2), memory_ms=1e3 * (t1 - t0), forked_from=forked_from,
+                                    fuse_ms=1e3 * (t3 - t2), memory_ms=1e3 * (t1 - t0 + t4 - t3),
+                                    forked_from=forked_from,
                                     memory_fids=list(mem_fids), memory_scores=[float(s) for s in scores])
         return self.last_step
 

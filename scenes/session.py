@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -43,27 +45,28 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
     if describe is None:
         raise SessionError(f"world {getattr(scene.model, 'name', '?')} cannot describe itself; it cannot be saved")
     fids = sorted({fid for b in scene.branches.values() for fid in b.fids})
+    if folder.exists() and not folder.is_dir():
+        raise SessionError(f"cannot save to {folder}: it is a file; choose a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "session.json").is_file():
+        raise SessionError(f"cannot save to {folder}: it holds other files; choose an empty or new folder")
+    # Everything is written to a staging folder beside the target, which then replaces it: a save that
+    # fails (disk full, no permission) leaves the previous session as it was.
+    staging = folder.parent / f".{folder.name}.saving-{uuid.uuid4().hex[:8]}"
     try:
-        if folder.exists() and not folder.is_dir():
-            raise SessionError(f"cannot save to {folder}: it is a file; choose a folder")
-        if folder.is_dir() and any(folder.iterdir()) and not (folder / "session.json").is_file():
-            raise SessionError(f"cannot save to {folder}: it holds other files; choose an empty or new folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        old = folder / "session.json"
-        if old.exists():
-            old.unlink()  # the folder is not a valid session until the new json is written
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(fids), desc="session frames", unit="frame")
-        scene.store.save_to(folder, fids, progress=bar.update if bar else None)
+        scene.store.save_to(staging, fids, progress=bar.update if bar else None)
         if bar:
             bar.close()
-        save_file(scene.map.state_dict(), str(folder / "map.safetensors"))
+        save_file(scene.map.state_dict(), str(staging / "map.safetensors"))
         memory_state = getattr(scene.memory, "state_dict", None)
         if memory_state is not None:
-            save_file(memory_state(), str(folder / "memory.safetensors"))
+            save_file(memory_state(), str(staging / "memory.safetensors"))
         meta = {
             "format": FORMAT, "version": VERSION,
             "world": scene.model.describe(),
@@ -74,12 +77,18 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
             "current_branch": scene.branch_name,
             "cursor": scene.cursor,
         }
-        tmp = folder / "session.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, folder / "session.json")
+        (staging / "session.json").write_text(json.dumps(meta, indent=1))
+        if folder.exists():
+            retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, retired)
+            os.replace(staging, folder)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, folder)
     except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
         raise SessionError(f"cannot save session to {folder}: {e.strerror or e}; free disk space or choose "
-                           "another folder (the scene in memory is unchanged)") from None
+                           "another folder (the scene in memory and any earlier save are unchanged)") from None
     return folder
 
 
@@ -113,12 +122,13 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None)
             config.ram_frames = int(ram_frames)
         model = world_from_description(meta["world"])
         fids = [int(f) for f in meta["frame_ids"]]
-        if fids != list(range(len(fids))):
-            raise _fail(folder, "frame ids are not 0..N-1")
+        if fids != sorted(set(fids)) or (fids and fids[0] < 0):
+            raise _fail(folder, "frame ids are not sorted unique numbers")
+        known = set(fids)
         branches = {}
         for b in meta["branches"]:
             br = Branch(str(b["name"]), [int(x) for x in b["fids"]], b.get("parent"), b.get("fork_position"))
-            if not br.fids or min(br.fids) < 0 or max(br.fids) >= len(fids):
+            if not br.fids or not set(br.fids) <= known:
                 raise _fail(folder, f"branch {br.name!r} refers to frames that are not in the session")
             branches[br.name] = br
         current, cursor = str(meta["current_branch"]), int(meta["cursor"])
@@ -131,7 +141,7 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None)
             raise _fail(folder, str(e)) from None
         raise _fail(folder, f"session.json lacks or garbles a field ({e})") from None
     try:
-        store = FrameStore.open_existing(folder, len(fids), ram_frames=config.ram_frames)
+        store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames)
     except FrameFileError as e:
         raise SessionError(str(e)) from None
     scene = Scene(model, config, memory=memory, store=store)

@@ -189,6 +189,9 @@ def test_agreement_metrics():
     assert a["psnr_db"] == pytest.approx(10 * math.log10(255**2 / (100 / 10)), rel=1e-6)
     with pytest.raises(ValueError):
         agreement(rgb[:2], depth, cache)
+    # a smaller cache of the same view is compared at its pixel centres
+    big_rgb, big_depth = np.repeat(np.repeat(rgb, 2, 0), 2, 1), np.repeat(np.repeat(depth, 2, 0), 2, 1)
+    assert agreement(big_rgb, big_depth, cache) == a
 
 
 def test_empty_tiny_bank_and_degenerate_poses(walk_frames):
@@ -222,7 +225,9 @@ def test_empty_tiny_bank_and_degenerate_poses(walk_frames):
             idx, scores = mem.retrieve(c2w, f0.K, f0.width, f0.height, pmap, 4, rule=rule)
             assert len(idx) <= 4 and np.isfinite(scores).all()
         fids, scores, cache = mem.build_context(c2w, f0.K, f0.width, f0.height, pmap, 4)
-        assert cache["rgb"].shape == (f0.height, f0.width, 3)
+        # rendered at most MemoryConfig.cache_max_side (128) on the long side, with its own intrinsics
+        assert cache["rgb"].shape == (96, 128, 3) and cache["valid"].shape == (96, 128)
+        assert cache["K"][0, 0] == pytest.approx(f0.K[0, 0] * 128 / f0.width)
     ahead = eye + 6.0 * f0.forward  # the ground 6 m ahead of the start was seen by the first frames
     looking_down = mem.build_context(look_at_c2w(ahead, ahead - [0.0, 10.0, 0.0]), f0.K, f0.width, f0.height, pmap, 4)
     assert looking_down[2]["valid"].mean() > 0.5

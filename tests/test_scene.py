@@ -109,6 +109,33 @@ def test_session_roundtrip_reproduces_map_and_continues(tmp_path):
     assert load_session(tmp_path / "s").length == loaded.length
 
 
+def test_discarded_branch_and_failed_save_lose_nothing(tmp_path, monkeypatch):
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FN)(FN)"))
+    scene.seek(1)
+    scene.step(Action("B", "N"))          # fork: frames of 'main' past position 1 are only in 'main'
+    forked = scene.branch_name
+    scene.switch_branch("main")
+    scene.discard_branch(forked)          # the saved frame ids now have a gap
+    folder = save_session(scene, tmp_path / "s")
+    loaded = load_session(folder)
+    assert same_map(scene.map, loaded.map) and loaded.length == scene.length
+    # a save over it that fails half-way (disk full) leaves the earlier save intact and no litter
+    scene.step(Action("F", "N"))
+    import scenes.session as session_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(session_module, "save_file", disk_full)
+    with pytest.raises(SessionError, match="No space left on device; free disk space"):
+        save_session(scene, folder)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    again = load_session(folder)
+    assert again.length == loaded.length and same_map(again.map, loaded.map)
+
+
 def test_corrupt_sessions_give_one_line_errors(tmp_path):
     scene = make_scene()
     scene.run(parse_actions("(FN)(FN)"))

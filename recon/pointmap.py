@@ -66,23 +66,36 @@ class FuseStats:
     rows: np.ndarray    # (voxels_touched,) int64 map rows this frame observed (for the memory bank)
 
 
+CARVE_STEPS = (2, 3, 4, 6, 8, 12, 16)  # free-space samples, in voxels in front of each measured surface
+CARVE_CLEARANCE = 1.5                   # a sample must be this many voxels off the surface (along its normal)
+CARVE_MIN_STRIDE = 3                    # carving casts every k-th ray at most (coverage builds up over frames)
+
+
 class VoxelPointMap:
     """Incremental voxel point map. Positions in metres, +Y-up world; colours uint8 RGB.
 
     voxel_size: edge of a voxel in metres.  max_depth: pixels farther than this are ignored.
     min_weight: voxels observed fewer times are hidden from :meth:`points` (1 = show everything).
+    carve: free-space carving. Each fused ray also samples the space just in front of its surface
+        (CARVE_STEPS voxels along the ray); existing voxels found there count a *free* frame. A voxel is
+        hidden once more than ``carve_ratio`` times as many frames saw through it as saw it: noisy or
+        inconsistent depth (a fast-turning sensor, a generative model) stops leaving ghost surfaces in
+        front of the real ones. Cost stays O(pixels): samples are hash look-ups, never a scan of the map.
     """
 
-    COLUMNS = ("keys", "pos_sum", "color_sum", "weight", "first_seen", "last_seen", "modified")
+    COLUMNS = ("keys", "pos_sum", "color_sum", "weight", "first_seen", "last_seen", "modified",
+               "seen_frames", "free_frames")
     _LOG_VERSIONS = 512  # how many versions of change-logs to keep for changed_since()
 
     def __init__(self, voxel_size: float = 0.1, max_depth: float = 50.0, min_weight: int = 1,
-                 initial_capacity: int = 1 << 16):
+                 initial_capacity: int = 1 << 16, carve: bool = True, carve_ratio: float = 0.5):
         if not voxel_size > 0:
             raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
         self.voxel_size = float(voxel_size)
         self.max_depth = float(max_depth)
         self.min_weight = int(min_weight)
+        self.carve = bool(carve)
+        self.carve_ratio = float(carve_ratio)
         self.version = 0
         self._size = 0
         cap = max(int(initial_capacity), 16)
@@ -93,6 +106,8 @@ class VoxelPointMap:
         self.first_seen = np.zeros(cap, np.int32)
         self.last_seen = np.zeros(cap, np.int32)
         self.modified = np.zeros(cap, np.int32)
+        self.seen_frames = np.zeros(cap, np.int32)   # frames that observed the voxel
+        self.free_frames = np.zeros(cap, np.int32)   # frames whose rays passed through it (carving)
         self._hash = Int64HashTable(cap)
         self._log: deque[tuple[int, np.ndarray]] = deque(maxlen=self._LOG_VERSIONS)
 
@@ -142,7 +157,47 @@ class VoxelPointMap:
             weights = confidence.reshape(-1)[pix].astype(np.float32)
             keep = np.isfinite(weights) & (weights > 0)
             points, colors, weights = points[keep], colors[keep], weights[keep]
-        return self.fuse_points(points, colors, frame_index, weights)
+        stats = self.fuse_points(points, colors, frame_index, weights)
+        if self.carve and len(points):
+            self._carve(depth, K, np.asarray(c2w, dtype=np.float64), max(CARVE_MIN_STRIDE, 2 * stride), stats.rows)
+        return stats
+
+    def _carve(self, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, stride: int,
+               observed_rows: np.ndarray) -> None:
+        """Count a free frame for existing voxels just in front of this frame's surfaces (not those it saw).
+
+        Rays are taken every ``stride`` pixels. A sample ``steps`` voxels before the surface is used only when
+        its clearance from the surface, steps * cos(angle between ray and surface normal), is at least
+        CARVE_CLEARANCE voxels, so rays grazing a surface do not carve the surface itself."""
+        d = np.where(valid_depth_mask(depth, self.max_depth), depth, 0.0)[::stride, ::stride].astype(np.float64)
+        h, w = d.shape
+        if h < 2 or w < 2:
+            return
+        vv, uu = np.mgrid[0:h, 0:w] * stride
+        cam = np.stack([(uu - K[0, 2]) / K[0, 0] * d, (vv - K[1, 2]) / K[1, 1] * d, d], axis=-1)  # (h, w, 3)
+        normal = np.cross(cam[:-1, 1:] - cam[:-1, :-1], cam[1:, :-1] - cam[:-1, :-1])            # (h-1, w-1, 3)
+        ok = (d[:-1, :-1] > 0) & (d[:-1, 1:] > 0) & (d[1:, :-1] > 0)
+        ray = cam[:-1, :-1][ok]
+        n = normal[ok]
+        cos = np.abs((n * ray).sum(axis=1)) / np.maximum(np.linalg.norm(n, axis=1) * np.linalg.norm(ray, axis=1), 1e-12)
+        R, origin = c2w[:3, :3], c2w[:3, 3]
+        world = ray @ R.T + origin
+        rays = world - origin
+        z = ray[:, 2]
+        samples = []
+        for steps in CARVE_STEPS:
+            scale = 1.0 - steps * self.voxel_size / z  # the point ``steps`` voxels nearer along the ray
+            use = (scale > 0.05) & (steps * cos >= CARVE_CLEARANCE)
+            samples.append(origin + rays[use] * scale[use, None])
+        rows = self._hash.find(self.keys_of_points(np.concatenate(samples)))
+        rows = np.unique(rows[rows >= 0])
+        if len(rows):
+            carved = rows[~np.isin(rows, observed_rows)]
+            self.free_frames[carved] += 1
+            if len(carved):
+                self.version += 1
+                self.modified[carved] = self.version
+                self._log.append((self.version, carved))
 
     def fuse_points(self, points: np.ndarray, colors: np.ndarray, frame_index: int,
                     weights: np.ndarray | None = None) -> FuseStats:
@@ -171,15 +226,21 @@ class VoxelPointMap:
         self.weight[rows] += wsum.astype(np.float32)
         self.first_seen[rows[is_new]] = frame_index
         self.last_seen[rows] = frame_index
+        self.seen_frames[rows] += 1
         self.modified[rows] = self.version
         self._log.append((self.version, rows))
         return FuseStats(self.version, len(points), m, int(is_new.sum()), rows)
 
     # ------------------------------------------------------------------ queries
+    def visible_mask(self, rows: np.ndarray) -> np.ndarray:
+        """(M,) bool: which of ``rows`` are shown (observed often enough, and not carved away)."""
+        return (self.weight[rows] >= self.min_weight) & (self.free_frames[rows] <= self.carve_ratio
+                                                         * self.seen_frames[rows])
+
     def _visible_rows(self, rows: np.ndarray | None = None, upto_frame: int | None = None) -> np.ndarray:
         if rows is None:
             rows = np.arange(self._size)
-        keep = self.weight[rows] >= self.min_weight
+        keep = self.visible_mask(rows)
         if upto_frame is not None:
             keep &= self.first_seen[rows] <= upto_frame
         return rows[keep]
@@ -239,7 +300,8 @@ class VoxelPointMap:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Arrays that fully describe the map (for safetensors)."""
         out = {name: np.ascontiguousarray(getattr(self, name)[: self._size]) for name in self.COLUMNS}
-        out["meta"] = np.array([self.voxel_size, self.max_depth, self.min_weight, self.version], np.float64)
+        out["meta"] = np.array([self.voxel_size, self.max_depth, self.min_weight, self.version, self.carve,
+                                self.carve_ratio], np.float64)
         return out
 
     @classmethod
@@ -247,11 +309,15 @@ class VoxelPointMap:
         missing = [c for c in cls.COLUMNS + ("meta",) if c not in state]
         if missing:
             raise ValueError(f"point map file lacks arrays {missing}; the session is incomplete or corrupt")
-        voxel_size, max_depth, min_weight, version = state["meta"].tolist()
+        meta = state["meta"].tolist()
+        if len(meta) != 6:
+            raise ValueError("point map settings are garbled; the session is corrupt")
+        voxel_size, max_depth, min_weight, version, carve, carve_ratio = meta
         n = len(state["keys"])
         if any(len(state[c]) != n for c in cls.COLUMNS):
             raise ValueError("point map arrays have different lengths; the session is corrupt")
-        m = cls(voxel_size, max_depth, int(min_weight), initial_capacity=max(n, 16))
+        m = cls(voxel_size, max_depth, int(min_weight), initial_capacity=max(n, 16), carve=bool(carve),
+                carve_ratio=carve_ratio)
         for name in cls.COLUMNS:
             getattr(m, name)[:n] = state[name]
         m._size = n

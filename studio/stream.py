@@ -122,7 +122,7 @@ class MapStreamer:
 
     def _points(self, pmap: VoxelPointMap, rows: np.ndarray, name: str, origin: np.ndarray,
                 upto_frame: int | None, ctx: ColourContext, precision: str) -> ChunkPayload:
-        keep = pmap.weight[rows] >= pmap.min_weight
+        keep = pmap.visible_mask(rows)
         if upto_frame is not None:
             keep &= pmap.first_seen[rows] <= upto_frame
         rows = rows[keep]

@@ -91,7 +91,7 @@ def test_map_rejects_invalid_depth_and_counts_observations():
 
 
 def test_changed_since_and_box_queries(walk_frames):
-    pmap = VoxelPointMap(voxel_size=0.2)
+    pmap = VoxelPointMap(voxel_size=0.2, carve=False)  # carving also marks the voxels it sees through
     for f in walk_frames[:3]:
         pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
     v = pmap.version
@@ -110,6 +110,35 @@ def test_changed_since_and_box_queries(walk_frames):
     # the map as it was at frame 1
     early, _ = pmap.points(upto_frame=1)
     assert 0 < len(early) < len(pts)
+
+
+def test_free_space_carving_removes_ghost_surfaces():
+    """A frame with wrong depth leaves a ghost wall 0.8 m (8 voxels) in front of the real one; frames that
+    see the real wall through it carve the ghost away, and the real wall stays."""
+    K = intrinsics_from_fov(64, 48, 60.0)
+    c2w = np.eye(4)
+    rgb = np.full((48, 64, 3), 90, np.uint8)
+    wall, ghost = np.full((48, 64), 5.0, np.float32), np.full((48, 64), 4.25, np.float32)
+    ghosts = {}
+    for carve in (False, True):
+        pmap = VoxelPointMap(voxel_size=0.1, carve=carve)
+        pmap.fuse(wall, rgb, K, c2w, 0)
+        pmap.fuse(ghost, rgb, K, c2w, 1)
+        # the camera moves a little while it looks at the wall (carving casts every 3rd ray of each frame)
+        shifts = [(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
+        for i, (dx, dy) in enumerate(shifts, start=2):
+            shifted = c2w.copy()
+            shifted[:2, 3] = dx, dy
+            pmap.fuse(wall, rgb, K, shifted, i)
+        pts = pmap.points()[0]
+        z = pts[:, 2]
+        assert (np.abs(z - 5.0) < 0.1).sum() > 1000            # the real wall is kept
+        # ghost voxels away from the image border (where every shifted view looks through them)
+        inner = (np.abs(pts[:, 0]) < 2.5) & (np.abs(pts[:, 1]) < 1.8)
+        ghosts[carve] = int((inner & (np.abs(z - 4.25) < 0.1)).sum())
+    assert ghosts[False] > 1000 and ghosts[True] < 0.02 * ghosts[False]
+    # a surface seen by every frame is never carved by its own rays
+    assert (pmap.free_frames[: len(pmap)][np.abs(pmap.rows_points(np.arange(len(pmap)))[0][:, 2] - 5.0) < 0.1] == 0).all()
 
 
 def test_state_dict_roundtrip_and_corruption(walk_frames):

@@ -189,8 +189,9 @@ class VoxelPointMap:
             scale = 1.0 - steps * self.voxel_size / z  # the point ``steps`` voxels nearer along the ray
             use = (scale > 0.05) & (steps * cos >= CARVE_CLEARANCE)
             samples.append(origin + rays[use] * scale[use, None])
-        rows = self._hash.find(self.keys_of_points(np.concatenate(samples)))
-        rows = np.unique(rows[rows >= 0])
+        # Neighbouring rays share voxels: look each voxel up once (hash probes miss the cache on big maps).
+        rows = self._hash.find(np.unique(self.keys_of_points(np.concatenate(samples))))
+        rows = rows[rows >= 0]
         if len(rows):
             carved = rows[~np.isin(rows, observed_rows)]
             self.free_frames[carved] += 1

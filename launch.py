@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--voxel", type=float, default=0.02, help="voxel size in metres for both methods (default 0.02)")
     ev.add_argument("--reference", default=None, help="reference mesh or point cloud (PLY/OBJ/GLB) for accuracy")
     ev.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    ev.add_argument("--no-carve", action="store_true",
+                    help="fuse without free-space carving (ghost surfaces from noisy depth are kept)")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")

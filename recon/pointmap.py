@@ -76,11 +76,13 @@ class VoxelPointMap:
 
     voxel_size: edge of a voxel in metres.  max_depth: pixels farther than this are ignored.
     min_weight: voxels observed fewer times are hidden from :meth:`points` (1 = show everything).
-    carve: free-space carving. Each fused ray also samples the space just in front of its surface
+    carve: free-space carving, for noisy depth (sensors, learned models; the procedural world's depth is
+        exact and does not need it). Each fused ray also samples the space just in front of its surface
         (CARVE_STEPS voxels along the ray); existing voxels found there count a *free* frame. A voxel is
         hidden once more than ``carve_ratio`` times as many frames saw through it as saw it: noisy or
         inconsistent depth (a fast-turning sensor, a generative model) stops leaving ghost surfaces in
-        front of the real ones. Cost stays O(pixels): samples are hash look-ups, never a scan of the map.
+        front of the real ones. Cost stays O(pixels): samples are hash look-ups, never a scan of the map
+        (about +5 ms per 256x256 frame here).
     """
 
     COLUMNS = ("keys", "pos_sum", "color_sum", "weight", "first_seen", "last_seen", "modified",
@@ -88,7 +90,7 @@ class VoxelPointMap:
     _LOG_VERSIONS = 512  # how many versions of change-logs to keep for changed_since()
 
     def __init__(self, voxel_size: float = 0.1, max_depth: float = 50.0, min_weight: int = 1,
-                 initial_capacity: int = 1 << 16, carve: bool = True, carve_ratio: float = 0.5):
+                 initial_capacity: int = 1 << 16, carve: bool = False, carve_ratio: float = 0.5):
         if not voxel_size > 0:
             raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
         self.voxel_size = float(voxel_size)

@@ -173,7 +173,7 @@ def accuracy_completeness(recon: np.ndarray, reference: np.ndarray, voxel: float
 
 def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = None,
                       max_depth: float = DEFAULT_MAX_DEPTH, stride: int | str = "auto", peer: bool = True,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, carve: bool = True) -> dict:
     """Fuse ``seq`` (a worldmodel.recordings.Sequence or any list of Frames) with ours and the TSDF peer.
 
     stride: pixel stride for our fusion, an int or "auto" (:func:`auto_stride`, per frame).
@@ -186,7 +186,7 @@ def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = N
     if n == 0:
         raise EvalError("the sequence has no frames")
     bar = _bar(progress, n, "fuse")
-    ours = VoxelPointMap(voxel, max_depth=max_depth)
+    ours = VoxelPointMap(voxel, max_depth=max_depth, carve=carve)
     tsdf = TSDFFusion(voxel_size=voxel, depth_max=max_depth) if peer else None
     fuse_ms, peer_ms, strides, load_ms, has_depth = [], [], [], [], False
     for i in range(n):
@@ -299,7 +299,8 @@ def main(args) -> int:
 
     try:
         seq = open_sequence(args.path, max_frames=args.max_frames)
-        metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True)
+        metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True,
+                                    carve=not args.no_carve)
     except (SequenceError, EvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

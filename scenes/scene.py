@@ -39,6 +39,7 @@ class SceneConfig:
     ram_frames: int = 256          # full frames kept in RAM; older ones live on disk
     memory_k: int = 4              # how many past keyframes are retrieved for each step (0 = none)
     fuse_stride: int = 0           # pixel stride for fusion; 0 = auto (about 2 depth samples per voxel side)
+    carve: bool | None = None      # free-space carving; None = on unless the model's depth is exact
 
 
 @dataclass
@@ -123,7 +124,10 @@ class Scene:
 
     # ------------------------------------------------------------------ state
     def _new_map(self) -> VoxelPointMap:
-        return VoxelPointMap(self.config.voxel_size, self.config.max_depth)
+        carve = self.config.carve
+        if carve is None:  # recorded or generated depth is noisy; the procedural world's is exact
+            carve = not getattr(self.model, "exact_depth", False)
+        return VoxelPointMap(self.config.voxel_size, self.config.max_depth, carve=carve)
 
     @property
     def branch(self) -> Branch:

@@ -47,7 +47,10 @@ def bench_procedural(quick: bool) -> dict[str, float]:
 
 
 def bench_fusion(quick: bool) -> dict[str, float]:
-    """Fusion ms per 256x256 frame after 10, 100 and 1000 frames of a wandering walk (flat = good)."""
+    """Fusion ms per 256x256 frame after 10, 100 and 1000 frames of a wandering walk (flat = good).
+
+    As the Scene fuses procedural frames: exact depth, so no free-space carving; ``fuse_carve_ms_*`` is the
+    same walk fused with carving, as recorded or generated depth is."""
     from scenes.headless import generated_walk
     from recon.pointmap import VoxelPointMap
     from worldmodel.frame import Context
@@ -56,24 +59,26 @@ def bench_fusion(quick: bool) -> dict[str, float]:
     n = 300 if quick else 1000
     marks = [m for m in (10, 100, 1000) if m <= n]
     world = ProceduralWorld(seed=0)
-    pmap = VoxelPointMap(voxel_size=0.1, max_depth=60.0)
+    plain = VoxelPointMap(voxel_size=0.1, max_depth=60.0)
+    carving = VoxelPointMap(voxel_size=0.1, max_depth=60.0, carve=True)
     frame = world.reset(0)
-    times, sizes = [], []
+    times, carve_times, sizes = [], [], []
     from tqdm import tqdm
 
     walk = generated_walk("random", n, 1)
     for i in tqdm(range(n), desc="fusion walk", unit="frame", file=sys.stderr):
-        t0 = time.perf_counter()
-        pmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, i)
-        times.append(time.perf_counter() - t0)
-        sizes.append(len(pmap))
+        for pmap, log in ((plain, times), (carving, carve_times)):
+            t0 = time.perf_counter()
+            pmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, i)
+            log.append(time.perf_counter() - t0)
+        sizes.append(len(plain))
         frame = world.step(walk[i], Context(recent=[frame]))
     out = {}
     for m in marks:
-        window = times[max(0, m - 10):m]
-        out[f"fuse_ms_at_{m}"] = 1e3 * float(np.median(window))
+        out[f"fuse_ms_at_{m}"] = 1e3 * float(np.median(times[max(0, m - 10):m]))
+        out[f"fuse_carve_ms_at_{m}"] = 1e3 * float(np.median(carve_times[max(0, m - 10):m]))
         out[f"map_points_at_{m}"] = float(sizes[m - 1])
-    out["map_mb_at_end"] = pmap.nbytes / 2**20
+    out["map_mb_at_end"] = plain.nbytes / 2**20
     return out
 
 

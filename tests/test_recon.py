@@ -141,6 +141,17 @@ def test_free_space_carving_removes_ghost_surfaces():
     assert (pmap.free_frames[: len(pmap)][np.abs(pmap.rows_points(np.arange(len(pmap)))[0][:, 2] - 5.0) < 0.1] == 0).all()
 
 
+def test_carving_keeps_exact_surfaces(walk_frames):
+    """On exact (ray-cast) depth nothing is in front of the surfaces: carving hides almost nothing,
+    including ground seen at grazing angles."""
+    plain, carving = VoxelPointMap(0.1, 60.0), VoxelPointMap(0.1, 60.0, carve=True)
+    for f in walk_frames:
+        for pmap in (plain, carving):
+            pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    assert len(carving) == len(plain)
+    assert len(carving.points()[0]) >= 0.995 * len(plain.points()[0])
+
+
 def test_state_dict_roundtrip_and_corruption(walk_frames):
     pmap = VoxelPointMap(voxel_size=0.15)
     for f in walk_frames[:4]:

@@ -127,7 +127,8 @@ def test_eval_recon_on_tum_reports_both_methods(tum_path, tmp_path, capsys):
     Measured: ours ~11 mm, the TSDF ~9 mm on these 30 frames (the TSDF averages Kinect noise along rays;
     a voxel-mean map keeps the noisy front layer) -- asserted as 'within 2 cm' and 'ours <= 1.5x peer'."""
     out = tmp_path / "eval.json"
-    rc = evaluate.main(Namespace(path=str(tum_path), voxel=0.02, reference=None, max_frames=30, json=str(out)))
+    rc = evaluate.main(Namespace(path=str(tum_path), voxel=0.02, reference=None, max_frames=30, json=str(out),
+                                   no_carve=False))
     assert rc == 0
     table = capsys.readouterr().out
     assert "ours (voxel map)" in table and "peer (open3d TSDF)" in table and "median |dz|" in table

@@ -41,6 +41,13 @@ def test_step_fuses_and_reports_timings():
     assert np.linalg.norm(r.frame.position[[0, 2]] - scene.frame_at(0).position[[0, 2]]) == pytest.approx(0.5, abs=1e-6)
 
 
+def test_carving_follows_the_depth_source():
+    assert not make_scene().map.carve  # ray-cast depth is exact
+    forced = Scene(create_world("procedural", width=32, height=24), SceneConfig(carve=True))
+    forced.reset(0)
+    assert forced.map.carve
+
+
 def test_same_seed_same_frames_and_map():
     walks = []
     for _ in range(2):

@@ -343,6 +343,7 @@ class ProceduralWorld:
     """Infinite seeded procedural world rendered by ray casting (satisfies worldmodel.frame.WorldModel)."""
 
     name = "procedural"
+    exact_depth = True  # ray-cast depth: the fused map needs no free-space carving
 
     def __init__(self, config: ProceduralConfig | None = None, seed: int = 0):
         self.config = config or ProceduralConfig()

@@ -25,7 +25,6 @@ Metrics (names as written by ``--json``; ``peer_`` prefix for the TSDF):
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path

@@ -10,7 +10,7 @@ import numpy as np
 from scenes.export import ExportError
 from scenes.scene import Scene, SceneConfig
 from scenes.session import SessionError
-from worldmodel.actions import ALL_ACTIONS, Action, ActionParseError, Kinematics, parse_actions
+from worldmodel.actions import Action, ActionParseError, Kinematics, parse_actions
 from worldmodel.registry import WorldSpecError, create_world
 
 

@@ -19,7 +19,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 

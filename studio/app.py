@@ -13,6 +13,8 @@ from typing import Any, Callable
 import numpy as np
 import viser
 
+from memory.bank import GeometricMemory
+from memory.metrics import agreement
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
 from studio.export_panel import ExportPanel
@@ -66,7 +68,8 @@ class InspectPanel:
 
 
 class Studio:
-    def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080, memory_factory=None):
+    def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080,
+                 memory_factory: Callable[[], GeometricMemory] = GeometricMemory):
         self.server = viser.ViserServer(host=host, port=port, label="WorldStudio", verbose=False)
         self.server.scene.set_up_direction("+y")
         self.memory_factory = memory_factory
@@ -86,7 +89,8 @@ class Studio:
 
     # ------------------------------------------------------------------ commands
     def memory_kwargs(self) -> dict:
-        return {"memory": self.memory_factory()} if self.memory_factory else {}
+        """Keyword arguments that give a scene opened from the studio its own memory bank."""
+        return {"memory": self.memory_factory()}
 
     def submit(self, label: str, run: Callable[[Scene], Any], client: viser.ClientHandle | None,
                coalesce: str | None = None, on_done: Callable[[Any], None] | None = None,
@@ -147,13 +151,7 @@ class Studio:
 
     @staticmethod
     def _agreement(step: StepResult, cache: dict | None) -> dict | None:
-        if cache is None:
-            return None
-        try:
-            from memory.metrics import agreement
-        except ModuleNotFoundError:
-            return None
-        return agreement(step.frame.rgb, step.frame.depth, cache)
+        return None if cache is None else agreement(step.frame.rgb, step.frame.depth, cache)
 
     def _follow(self, client: viser.ClientHandle, c2w: np.ndarray) -> None:
         """Chase view: behind and above the camera, looking where it looks."""
@@ -184,24 +182,15 @@ def build_scene(args) -> Scene:
     """The scene the studio opens on: a saved session (--session) or a new world."""
     from worldmodel.registry import create_world
 
-    memory = _memory_factory()
     if getattr(args, "session", None):
         from scenes.session import load_session
 
-        return load_session(args.session, **({"memory": memory()} if memory else {}))
+        return load_session(args.session, memory=GeometricMemory())
     model = create_world(args.world, seed=args.seed, width=args.size[0], height=args.size[1],
                          kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg))
-    scene = Scene(model, SceneConfig(voxel_size=args.voxel), memory=memory() if memory else None)
+    scene = Scene(model, SceneConfig(voxel_size=args.voxel), memory=GeometricMemory())
     scene.reset(args.seed)
     return scene
-
-
-def _memory_factory():
-    try:
-        from memory.bank import GeometricMemory
-    except ModuleNotFoundError:
-        return None
-    return GeometricMemory
 
 
 def main(args) -> int:
@@ -217,7 +206,7 @@ def main(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        studio = Studio(scene, host=args.host, port=args.port, memory_factory=_memory_factory())
+        studio = Studio(scene, host=args.host, port=args.port)
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); try --port {args.port + 1}",
               file=sys.stderr)

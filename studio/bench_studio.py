@@ -37,15 +37,15 @@ def _grow(scene, n_points: int) -> None:
 def bench_studio(quick: bool) -> dict[str, float]:
     from scenes.headless import generated_walk
     from scenes.scene import Scene, SceneConfig
-    from studio.app import Studio, _memory_factory
+    from memory.bank import GeometricMemory
+    from studio.app import Studio
     from worldmodel.registry import create_world
 
     out: dict[str, float] = {}
     sizes = {"100k": 100_000, "1m": 1_000_000} if quick else {"100k": 100_000, "1m": 1_000_000, "3m": 3_000_000}
     steps = 8 if quick else 20
     for tag, n in sizes.items():
-        memory = _memory_factory()
-        scene = Scene(create_world("procedural"), SceneConfig(voxel_size=0.1), memory=memory() if memory else None)
+        scene = Scene(create_world("procedural"), SceneConfig(voxel_size=0.1), memory=GeometricMemory())
         scene.reset(0)
         _grow(scene, n)
         studio = Studio(scene, port=_free_port())

@@ -152,7 +152,7 @@ class Controls:
                 if kin is None:
                     raise ValueError("this world has no action kinematics; use 'exact pose'")
                 return scene.step(kin.nearest_action(scene.current.c2w, c2w))
-            self.studio.submit(f"step towards camera", nearest, camera.client, coalesce="camera-target")
+            self.studio.submit("step towards camera", nearest, camera.client, coalesce="camera-target")
 
     # ------------------------------------------------------------------ timeline and branches
     def sync(self, scene: Scene) -> None:

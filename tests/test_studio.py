@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import socket
 import threading
-import time
 import zipfile
 from types import SimpleNamespace
 
@@ -14,9 +13,9 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from scenes.scene import Scene, SceneConfig
-from scenes.session import SessionError, save_session
+from scenes.session import SessionError
 from studio.app import Studio
-from studio.export_panel import ExportPanel, unzip_session, zip_folder
+from studio.export_panel import ExportPanel, unzip_session
 from studio.stream import ColourContext, CountingSink, MapStreamer
 from studio.worker import Command, SceneWorker
 from worldmodel.actions import parse_actions

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from memory.bank import GeometricMemory
 from scenes.scene import Scene, SceneConfig
 from studio.app import Studio
 from worldmodel.registry import create_world
@@ -32,7 +33,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def studio():
     # Small frames and coarse voxels keep the browser scene small (software WebGL).
-    scene = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.25))
+    scene = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.25),
+                  memory=GeometricMemory())
     scene.reset(0)
     app = Studio(scene, port=free_port())
     assert app.worker.wait_idle(30)

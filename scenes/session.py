@@ -1,4 +1,4 @@
-"""Session save/load: a folder that reproduces a Scene exactly. No pickle: JSON + safetensors.
+"""Session save/load: a folder that reproduces a Scene exactly, in JSON + safetensors only (no Python object files).
 
 Layout::
 

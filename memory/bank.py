@@ -30,6 +30,7 @@ from memory.cache import render_map_cache
 from memory.grid import BLOCK_VOXELS, MapGrid
 from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
                               valid_camera, view_candidates, visible_blocks)
+from recon.camera import resize_intrinsics
 from recon.pointmap import FuseStats, VoxelPointMap
 from worldmodel.frame import Frame
 
@@ -76,14 +77,12 @@ class MemoryConfig:
 def scaled_camera(K: np.ndarray, width: int, height: int, max_side: int) -> tuple[np.ndarray, int, int]:
     """The same camera at most ``max_side`` pixels on its long side: (K' (3, 3), width', height').
 
-    Pixel centres stay at integer coordinates: u' = (u + 0.5) * s - 0.5."""
+    Pixel centres stay at integer coordinates (see recon.camera.resize_intrinsics)."""
     s = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
     if s == 1.0:
         return K, width, height
-    Ks = K.copy()
-    Ks[0, 0], Ks[1, 1] = K[0, 0] * s, K[1, 1] * s
-    Ks[0, 2], Ks[1, 2] = (K[0, 2] + 0.5) * s - 0.5, (K[1, 2] + 0.5) * s - 0.5
-    return Ks, max(1, round(width * s)), max(1, round(height * s))
+    out_w, out_h = max(1, round(width * s)), max(1, round(height * s))
+    return resize_intrinsics(K, width, height, out_w, out_h), out_w, out_h
 
 
 def _grow(a: np.ndarray, n: int) -> np.ndarray:

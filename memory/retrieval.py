@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 
 from memory.cache import rasterize
 from memory.grid import BLOCK_VOXELS, Frustum, MapGrid
-from recon.camera import invert_pose
+from recon.camera import invert_pose, resize_intrinsics
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float64))
 
@@ -227,13 +227,8 @@ def retrieve_worldmem(bank: KeyframeArrays, index: CentreIndex, target_c2w: np.n
 
 def coarse_intrinsics(K: np.ndarray, width: int, height: int, out_width: int) -> tuple[np.ndarray, int, int]:
     """K rescaled to an image ``out_width`` pixels wide (same field of view; pixel centres at integers)."""
-    s = out_width / float(width)
-    out_height = max(1, int(round(height * s)))
-    sy = out_height / float(height)
-    Kc = np.array(K, dtype=np.float64, copy=True)
-    Kc[0, 0], Kc[0, 2] = K[0, 0] * s, (K[0, 2] + 0.5) * s - 0.5
-    Kc[1, 1], Kc[1, 2] = K[1, 1] * sy, (K[1, 2] + 0.5) * sy - 0.5
-    return Kc, int(out_width), out_height
+    out_height = max(1, int(round(height * out_width / float(width))))
+    return resize_intrinsics(K, width, height, out_width, out_height), int(out_width), out_height
 
 
 def visible_blocks(grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int, height: int, far: float,

@@ -16,6 +16,17 @@ def intrinsics_from_fov(width: int, height: int, fov_y_deg: float) -> np.ndarray
     return np.array([[fy, 0.0, (width - 1) / 2.0], [0.0, fy, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
+def resize_intrinsics(K: np.ndarray, width: int, height: int, out_width: int, out_height: int) -> np.ndarray:
+    """(3, 3) K of the same camera imaged at ``out_width`` x ``out_height`` (same field of view).
+
+    Pixel centres stay at integer coordinates: u' = (u + 0.5) * out_width / width - 0.5."""
+    sx, sy = out_width / float(width), out_height / float(height)
+    out = np.array(K, dtype=np.float64, copy=True)
+    out[0, 0], out[0, 2] = K[0, 0] * sx, (K[0, 2] + 0.5) * sx - 0.5
+    out[1, 1], out[1, 2] = K[1, 1] * sy, (K[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
 def fov_y_deg_of(K: np.ndarray, height: int) -> float:
     return math.degrees(2.0 * math.atan(0.5 * height / K[1, 1]))
 

@@ -197,10 +197,10 @@ class VoxelPointMap:
         if len(rows):
             carved = rows[~np.isin(rows, observed_rows)]
             self.free_frames[carved] += 1
-            if len(carved):
-                self.version += 1
+            if len(carved):  # part of this fuse's change: same version, one log entry
                 self.modified[carved] = self.version
-                self._log.append((self.version, carved))
+                version, changed = self._log[-1]
+                self._log[-1] = (version, np.union1d(changed, carved))
 
     def fuse_points(self, points: np.ndarray, colors: np.ndarray, frame_index: int,
                     weights: np.ndarray | None = None) -> FuseStats:
@@ -261,10 +261,6 @@ class VoxelPointMap:
         upto_frame: only voxels first seen at or before this frame index (the map 'as it was').
         """
         return self.rows_points(self._visible_rows(upto_frame=upto_frame))
-
-    def points_float64(self) -> np.ndarray:
-        rows = self._visible_rows()
-        return self.pos_sum[rows] / self.weight[rows][:, None]
 
     def changed_since(self, version: int) -> np.ndarray:
         """Rows (int64, sorted, unique) added or changed after map version ``version``.

@@ -177,15 +177,18 @@ class Scene:
         fid = self.store.add(frame)
         self.branches = {"main": Branch("main", [fid])}
         self.branch_name, self.cursor = "main", 0
-        fused = self._fuse(frame, fid)
-        self.last_step = StepResult(frame, fid, "main", fused, 0.0, 0.0, 0.0)
+        fused, fuse_ms, observe_ms = self._fuse(frame, fid)
+        self.last_step = StepResult(frame, fid, "main", fused, 0.0, fuse_ms, observe_ms)
         return frame
 
-    def _fuse(self, frame: Frame, fid: int) -> FuseStats:
+    def _fuse(self, frame: Frame, fid: int) -> tuple[FuseStats, float, float]:
+        """Fuse ``frame`` into the map and show it to the memory -> (stats, fuse ms, memory ms)."""
+        t0 = time.perf_counter()
         fused = fuse_frame(self.map, frame, self.config.fuse_stride)
+        t1 = time.perf_counter()
         if self.memory is not None:
             self.memory.observe(frame, fid, fused, self.map)
-        return fused
+        return fused, 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)
 
     def step(self, action: Action | TargetPose) -> StepResult:
         """Generate the next frame from the cursor, fuse it and remember it. Forks when the cursor is not last."""
@@ -217,13 +220,9 @@ class Scene:
         fid = self.store.add(frame)
         fids.append(fid)
         self.cursor = len(fids) - 1
-        fused = fuse_frame(self.map, frame, self.config.fuse_stride)
-        t3 = time.perf_counter()
-        if self.memory is not None:
-            self.memory.observe(frame, fid, fused, self.map)
-        t4 = time.perf_counter()
+        fused, fuse_ms, observe_ms = self._fuse(frame, fid)
         self.last_step = StepResult(frame, fid, self.branch_name, fused, model_ms=1e3 * (t2 - t1),
-                                    fuse_ms=1e3 * (t3 - t2), memory_ms=1e3 * (t1 - t0 + t4 - t3),
+                                    fuse_ms=fuse_ms, memory_ms=1e3 * (t1 - t0) + observe_ms,
                                     forked_from=forked_from,
                                     memory_fids=list(mem_fids), memory_scores=[float(s) for s in scores])
         return self.last_step
@@ -240,6 +239,8 @@ class Scene:
     # ------------------------------------------------------------------ history and branches
     def seek(self, position: int) -> Frame:
         """Move the cursor to ``position`` of the current branch (the next step forks from there)."""
+        if self.cursor < 0:
+            raise SceneError("the scene has no frames yet; call reset() first")
         if not 0 <= position < self.length:
             raise SceneError(f"position {position} is outside the branch (0..{self.length - 1})")
         self.cursor = int(position)
@@ -265,7 +266,7 @@ class Scene:
             self.memory.reset()
         fids = self.branch.fids
         for i, fid in enumerate(fids):
-            self._fuse(self.store.get(fid), fid)
+            self._fuse(self.store.get(fid), fid)  # timings are not needed here
             if progress is not None:
                 progress(i + 1, len(fids))
 
@@ -306,16 +307,17 @@ class Scene:
         pts, cols = self.map_points()
         return ex.write_ply(path, pts, cols)
 
-    def export_glb(self, path: str | Path, mesh: bool = False, branch: str | None = None) -> Path:
-        """Points + camera path (frustums); ``mesh=True`` adds an open3d TSDF mesh of the branch's frames."""
+    def export_glb(self, path: str | Path, mesh: bool = False) -> Path:
+        """The current branch: map points as shown, camera path with frustums; ``mesh=True`` adds an open3d
+        TSDF mesh of its frames. (The map belongs to the current branch: switch branch to export another.)"""
         pts, cols = self.map_points()
-        poses = self.poses(branch)
-        f0 = self.frame_at(0, branch)
+        poses = self.poses()
+        f0 = self.frame_at(0)
         tsdf = None
         if mesh:
             from recon.tsdf import tsdf_mesh
 
-            tsdf = tsdf_mesh(self.iter_frames(branch), voxel_size=max(self.config.voxel_size, 0.02),
+            tsdf = tsdf_mesh(self.iter_frames(), voxel_size=max(self.config.voxel_size, 0.02),
                              depth_max=self.config.max_depth)
         return ex.write_glb(path, pts, cols, c2ws=poses, K=f0.K, image_size=(f0.width, f0.height), mesh=tsdf)
 

@@ -143,21 +143,25 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None)
         store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames)
     except FrameFileError as e:
         raise SessionError(str(e)) from None
-    scene = Scene(model, config, memory=memory, store=store)
-    scene.seed = int(meta.get("seed", 0))
-    scene.branches, scene.branch_name, scene.cursor = branches, current, cursor
     try:
-        scene.map = VoxelPointMap.from_state_dict(load_file(str(folder / "map.safetensors")))
-    except FileNotFoundError:
-        raise _fail(folder, "map.safetensors is missing") from None
-    except (SafetensorError, ValueError, OSError) as e:
-        raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
-    if memory is not None:
-        _restore_memory(scene, folder)
-    try:
-        scene.frame_at(cursor)  # read one frame now: a corrupt file is reported at open, not at the first step
-    except FrameFileError as e:
-        raise SessionError(str(e)) from None
+        scene = Scene(model, config, memory=memory, store=store)
+        scene.seed = int(meta.get("seed", 0))
+        scene.branches, scene.branch_name, scene.cursor = branches, current, cursor
+        try:
+            scene.map = VoxelPointMap.from_state_dict(load_file(str(folder / "map.safetensors")))
+        except FileNotFoundError:
+            raise _fail(folder, "map.safetensors is missing") from None
+        except (SafetensorError, ValueError, OSError) as e:
+            raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
+        if memory is not None:
+            _restore_memory(scene, folder)
+        try:
+            scene.frame_at(cursor)  # read one frame now: a corrupt file is reported at open, not at the first step
+        except FrameFileError as e:
+            raise SessionError(str(e)) from None
+    except BaseException:
+        store.close()  # the private copy of the frames goes with the failed load
+        raise
     return scene
 
 

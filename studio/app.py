@@ -33,8 +33,10 @@ class InspectPanel:
         gui = studio.server.gui
         with gui.add_folder("Inspect", order=2):
             self.point_size = gui.add_slider("Point size", 0.01, 0.5, 0.01, 0.08)
-            self.point_size.on_update(lambda _: studio.view.sink.set_point_size(self.point_size.value))
-            self.colour = gui.add_dropdown("Colour by", list(COLOUR_MODES), initial_value="rgb")
+            self.point_size.on_update(self._point_size_changed)
+            self.colour = gui.add_dropdown("Colour by", list(COLOUR_MODES), initial_value="rgb",
+                                           hint="depth: distance from the camera where you picked it; age: "
+                                                "first frame blue, frames since you picked it red")
             self.colour.on_update(self._colour_changed)
             self.voxel = gui.add_number("Voxel size (m)", 0.1, min=0.02, max=1.0, step=0.01)
             rebuild = gui.add_button("Apply voxel size", hint="re-fuses the branch's frames at the new size")
@@ -45,11 +47,16 @@ class InspectPanel:
             reset = gui.add_button("Reset view", icon=viser.Icon.HOME)
             reset.on_click(lambda event: studio.look_at_current(event.client))
 
+    def _point_size_changed(self, event: viser.GuiEvent) -> None:
+        size = float(self.point_size.value)
+        self.studio.submit("point size", lambda _: self.studio.view.sink.set_point_size(size), event.client,
+                           coalesce="point-size")
+
     def _colour_changed(self, event: viser.GuiEvent) -> None:
         mode = self.colour.value
 
         def run(scene: Scene) -> None:
-            self.studio.view.settings.colour_mode = mode
+            self.studio.view.set_colour_mode(mode, scene)
             self.studio.full_resync = True
 
         self.studio.submit(f"colour by {mode}", run, event.client)
@@ -99,12 +106,14 @@ class Studio:
             self.notify(client, f"{label} failed", message, error=True)
         self.worker.submit(Command(label, run, coalesce, on_error or report, on_done))
 
-    def step_command(self, action: Action | TargetPose) -> Command:
-        return Command(f"step {action}", lambda scene: scene.step(action))
+    def step_command(self, action: Action | TargetPose, client: viser.ClientHandle | None = None,
+                     coalesce: str | None = None) -> Command:
+        return Command(f"step {action}", lambda scene: scene.step(action), coalesce,
+                       lambda message: self.notify(client, f"step {action} failed", message, error=True))
 
     def submit_step(self, action: Action | TargetPose, client: viser.ClientHandle | None,
                     coalesce: str | None = None) -> None:
-        self.submit(f"step {action}", lambda scene: scene.step(action), client, coalesce=coalesce)
+        self.worker.submit(self.step_command(action, client, coalesce))
 
     def replace_scene(self, scene: Scene) -> None:
         """Swap in another scene (worker thread only): the view drops the old map and trail."""

@@ -66,7 +66,8 @@ class Controls:
             play = gui.add_button("Play actions", icon=viser.Icon.PLAYER_PLAY)
             play.on_click(self._play_clicked)
             self.autoplay = gui.add_checkbox("Autoplay", False, hint="keep stepping with the action below")
-            self.autoplay_action = gui.add_dropdown("Autoplay action", ["(FN)", "(FL)", "(FR)", "(fLN)", "(fRN)", "random"],
+            self.autoplay_action = gui.add_dropdown("Autoplay action",
+                                                    ["(FN)", "(FL)", "(FR)", "(fLN)", "(fRN)", "random"],
                                                     initial_value="(FN)")
             self.autoplay_hz = gui.add_slider("Autoplay rate (steps/s)", 0.5, 20.0, 0.5, 4.0)
             self.autoplay.on_update(lambda _: self._sync_autoplay())
@@ -122,7 +123,8 @@ class Controls:
     def _next_autoplay(self) -> Action:
         choice = self.autoplay_action.value
         if choice == "random":
-            return Action(str(self._rng.choice(["F", "F", "F", "fL", "fR"])), str(self._rng.choice(["N", "N", "L", "R"])))
+            return Action(str(self._rng.choice(["F", "F", "F", "fL", "fR"])),
+                          str(self._rng.choice(["N", "N", "L", "R"])))
         return Action.parse(choice)
 
     def _sync_autoplay(self) -> None:

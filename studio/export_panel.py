@@ -156,8 +156,12 @@ class ExportPanel:
     # ------------------------------------------------------------------ open
     def _open_clicked(self, event: viser.GuiEvent) -> None:
         folder = Path(self.open_path.value).expanduser()
-        self.studio.submit("open session", lambda _: self.studio.replace_scene(load_session(folder, **self.studio.memory_kwargs())),
-                           event.client, on_done=lambda _: self.studio.notify(event.client, "Session opened", str(folder)))
+
+        def run(_: Scene) -> None:
+            self.studio.replace_scene(load_session(folder, **self.studio.memory_kwargs()))
+
+        self.studio.submit("open session", run, event.client,
+                           on_done=lambda _: self.studio.notify(event.client, "Session opened", str(folder)))
 
     def _uploaded(self, event: viser.GuiEvent) -> None:
         upload = event.target.value

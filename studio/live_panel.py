@@ -29,7 +29,8 @@ class LivePanel:
         with self.panel.add_tab("Memory", viser.Icon.BRAIN):
             self.memory_md = gui.add_markdown("No memory retrieved yet.")
             self.show_cache = gui.add_checkbox("Show cache render", False,
-                                               hint="the fused map rendered into the new camera (what the model is given)")
+                                               hint="the fused map rendered into the new camera "
+                                                    "(what the model is given)")
             self.cache_rgb = gui.add_image(_blank(), label="Cache render (RGB)", format="jpeg", visible=False)
             self.cache_depth = gui.add_image(_blank(), label="Cache render (depth)", format="jpeg", visible=False)
             self.show_cache.on_update(lambda _: self._cache_visibility())

@@ -3,10 +3,10 @@
 Each map row (voxel) belongs to a fixed cubic chunk of ``chunk_m`` metres, derived from its voxel key (so
 membership never changes). A step sends one *delta* node holding only the voxels that step added. To keep
 the number of nodes bounded, once more than ``max_deltas`` deltas are pending, the oldest one is retired:
-its chunks that have not been re-sent since are re-sent whole (one node per chunk), then the delta node is
-removed. Bytes per step therefore depend on what the new frame saw, never on the size of the map.
-Scrubbing to an earlier frame, changing the colour mode or replacing the map (fork, branch switch,
-session load) re-sends every chunk once.
+its chunks (those that gained voxels, or lost some to free-space carving, at that step) that have not been
+re-sent since are re-sent whole (one node per chunk), then the delta node is removed. Bytes per step
+therefore depend on what the new frame saw, never on the size of the map. Scrubbing to an earlier frame,
+changing the colour mode or replacing the map (fork, branch switch, session load) re-sends every chunk once.
 
 Chunk positions are sent relative to the chunk's corner (node position = corner), so viser's float16
 points keep millimetre precision even kilometres from the origin; delta nodes are sent as float32.
@@ -86,7 +86,9 @@ class MapStreamer:
         self._chunk_rows: dict[tuple[int, int, int], list[np.ndarray]] = {}
         self._sent: set[tuple[int, int, int]] = set()
         self._sent_at: dict[tuple[int, int, int], int] = {}  # update counter when a chunk was last sent whole
-        self._deltas: deque[tuple[int, str, set]] = deque()   # (update counter, node name, chunks it touched)
+        # pending deltas: (update counter, node name or None, dirty chunks, rows the node shows)
+        self._deltas: deque[tuple[int, str | None, set, np.ndarray]] = deque()
+        self._version = 0                                     # map version the browser is up to date with
         self._tick = 0
         self._shown_upto: int | None = None
         self.last_bytes = 0
@@ -152,34 +154,65 @@ class MapStreamer:
         payloads: list[ChunkPayload] = []
         if pmap is not self._map:  # a new map object (fork, branch switch, load): drop every old node
             payloads += [self._removal(self._name(c)) for c in self._sent]
-            payloads += [self._removal(name) for _, name, _ in self._deltas]
+            payloads += [self._removal(name) for _, name, _, _ in self._deltas if name is not None]
             self._map, self._known_rows, self._chunk_rows = pmap, 0, {}
             self._sent, self._sent_at, self._deltas = set(), {}, deque()
             full = True
+        hidden_rows = self._newly_hidden_rows(pmap)
         new_rows, touched = self._index_new_rows(pmap)
         if upto_frame != self._shown_upto:
             full, self._shown_upto = True, upto_frame
         if full:
-            payloads += [self._removal(name) for _, name, _ in self._deltas]
+            payloads += [self._removal(name) for _, name, _, _ in self._deltas if name is not None]
             self._deltas.clear()
             for c in sorted(self._chunk_rows):
+                was_sent = c in self._sent
                 p = self._chunk_payload(pmap, c, upto_frame, ctx)
-                if len(p.points) or p.name in {self._name(x) for x in touched} or c in self._sent_at:
+                if len(p.points) or was_sent:
                     payloads.append(p)
-        elif len(new_rows):
-            name = f"{self.prefix}/d_{self._tick}"
-            origin = np.floor(pmap.rows_points(new_rows[:1])[0][0] / self.chunk_m) * self.chunk_m
-            payloads.append(self._points(pmap, new_rows, name, origin.astype(np.float64), upto_frame, ctx, "float32"))
-            self._deltas.append((self._tick, name, touched))
-            while len(self._deltas) > self.max_deltas:
-                tick, old_name, chunks = self._deltas.popleft()
-                for c in sorted(chunks):
-                    if self._sent_at.get(c, -1) < tick:
-                        payloads.append(self._chunk_payload(pmap, c, upto_frame, ctx))
-                payloads.append(self._removal(old_name))
+        else:
+            hidden = self._chunks_of(pmap, hidden_rows)
+            name = None
+            if len(new_rows):
+                name = f"{self.prefix}/d_{self._tick}"
+                origin = np.floor(pmap.rows_points(new_rows[:1])[0][0] / self.chunk_m) * self.chunk_m
+                payloads.append(self._points(pmap, new_rows, name, origin.astype(np.float64), upto_frame, ctx,
+                                             "float32"))
+            if name is not None or hidden:
+                self._deltas.append((self._tick, name, touched | hidden, new_rows))
+            # Retire the oldest deltas beyond the budget, and at once any delta that shows a voxel now hidden.
+            stale = [d for d in self._deltas
+                     if len(hidden_rows) and d[1] is not None and np.isin(d[3], hidden_rows).any()]
+            kept = deque(d for d in self._deltas if not any(d is x for x in stale))
+            while len(kept) > self.max_deltas:
+                stale.append(kept.popleft())
+            self._deltas = kept
+            for entry in sorted(stale, key=lambda d: d[0]):
+                payloads += self._retire(pmap, entry, upto_frame, ctx)
         self.last_bytes = sum(p.nbytes_on_wire for p in payloads)
         self.last_nodes = len(payloads)
         return payloads
+
+    def _newly_hidden_rows(self, pmap: VoxelPointMap) -> np.ndarray:
+        """Rows the browser may show that changed since the last update and are now hidden (carved away)."""
+        changed = pmap.changed_since(self._version)
+        self._version = pmap.version
+        changed = changed[changed < self._known_rows]
+        return changed[~pmap.visible_mask(changed)]
+
+    def _chunks_of(self, pmap: VoxelPointMap, rows: np.ndarray) -> set[tuple[int, int, int]]:
+        if len(rows) == 0:
+            return set()
+        return set(map(tuple, np.unique(self._chunk_of_rows(pmap, rows), axis=0).tolist()))
+
+    def _retire(self, pmap: VoxelPointMap, entry, upto_frame, ctx) -> list[ChunkPayload]:
+        """Re-send the delta's dirty chunks not re-sent since it, then remove its node."""
+        tick, name, chunks, _ = entry
+        out = [self._chunk_payload(pmap, c, upto_frame, ctx) for c in sorted(chunks)
+               if self._sent_at.get(c, -1) < tick]
+        if name is not None:
+            out.append(self._removal(name))
+        return out
 
     def _name(self, chunk) -> str:
         return f"{self.prefix}/c_{chunk[0]}_{chunk[1]}_{chunk[2]}"
@@ -190,20 +223,28 @@ class MapStreamer:
 
 
 class CountingSink:
-    """A sink that only counts (bench, tests)."""
+    """A sink that keeps what a browser would hold, without a browser (bench, tests)."""
 
     def __init__(self) -> None:
         self.bytes = 0
-        self.nodes: dict[str, int] = {}
+        self.nodes: dict[str, np.ndarray] = {}  # node name -> (N, 3) float64 world points
 
     def apply(self, payloads: list[ChunkPayload]) -> None:
         for p in payloads:
             self.bytes += p.nbytes_on_wire
             if len(p.points):
-                self.nodes[p.name] = len(p.points)
+                self.nodes[p.name] = p.points.astype(np.float64) + p.origin
             else:
                 self.nodes.pop(p.name, None)
 
     @property
     def points(self) -> int:
-        return sum(self.nodes.values())
+        """Points held, counting a voxel twice while it is both in a delta and in its re-sent chunk."""
+        return sum(len(v) for v in self.nodes.values())
+
+    def voxel_keys(self, voxel_size: float) -> set[int]:
+        """The distinct voxels shown."""
+        if not self.nodes:
+            return set()
+        pts = np.concatenate(list(self.nodes.values()))
+        return set(voxel_keys(np.floor(pts / voxel_size).astype(np.int64)).tolist())

@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from recon.camera import fov_y_deg_of
 from scenes.scene import Scene
-from studio.stream import ChunkPayload, ColourContext, MapStreamer
+from studio.stream import COLOUR_MODES, ChunkPayload, ColourContext, MapStreamer
 from worldmodel.frame import Frame
 
 TRAIL_BLOCK = 64          # camera-trail segments per scene node (bounded bytes per step)
@@ -27,7 +27,7 @@ def c2w_to_wxyz_position(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([w, x, y, z]), np.asarray(c2w[:3, 3], dtype=np.float64)
 
 
-def thumbnail(rgb: np.ndarray, max_side: int = 96) -> np.ndarray:
+def display_thumbnail(rgb: np.ndarray, max_side: int = 96) -> np.ndarray:
     step = max(1, int(math.ceil(max(rgb.shape[:2]) / max_side)))
     return np.ascontiguousarray(rgb[::step, ::step])
 
@@ -65,7 +65,6 @@ class ViserSink:
 
 @dataclass
 class ViewSettings:
-    colour_mode: str = "rgb"
     show_trail: bool = True
     thumbnail_every: int = 10
 
@@ -78,6 +77,9 @@ class SceneView:
         self.sink = ViserSink(server)
         self.streamer = MapStreamer()
         self.settings = ViewSettings()
+        # Colours of the scalar modes are fixed when the mode is picked (distance from the camera there,
+        # age relative to the frames then), so chunks sent at different times stay comparable.
+        self.colour = ColourContext("rgb")
         self._trail_key: tuple | None = None   # (branch name, length) the trail was drawn for
         self._trail_blocks: dict[int, viser.LineSegmentsHandle] = {}
         self._thumbs: dict[int, viser.CameraFrustumHandle] = {}
@@ -88,11 +90,16 @@ class SceneView:
     def sync_map(self, scene: Scene, full: bool = False) -> int:
         """Send what changed in the map; returns bytes sent."""
         upto = None if scene.cursor >= scene.length - 1 else scene.cursor
-        ctx = ColourContext(self.settings.colour_mode, scene.current.position, scene.length)
-        payloads = self.streamer.update(scene.map, upto_frame=upto, ctx=ctx, full=full)
+        payloads = self.streamer.update(scene.map, upto_frame=upto, ctx=self.colour, full=full)
         self.sink.apply(payloads)
         self.last_stream_bytes = self.streamer.last_bytes
         return self.last_stream_bytes
+
+    def set_colour_mode(self, mode: str, scene: Scene) -> None:
+        """Colour the map by ``mode`` from now on (the caller re-sends the whole map once)."""
+        if mode not in COLOUR_MODES:
+            raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOUR_MODES)}")
+        self.colour = ColourContext(mode, scene.current.position.copy(), scene.length)
 
     # ------------------------------------------------------------------ cameras
     def sync_cameras(self, scene: Scene) -> None:
@@ -104,8 +111,9 @@ class SceneView:
         wxyz, pos = c2w_to_wxyz_position(frame.c2w)
         self.server.scene.add_camera_frustum(
             "/camera/current", fov=math.radians(fov_y_deg_of(frame.K, frame.height)),
-            aspect=frame.width / frame.height, scale=0.6, color=CURRENT_COLOUR, image=thumbnail(frame.rgb, 128),
-            format="jpeg", jpeg_quality=80, wxyz=wxyz, position=pos, thickness=0.03)
+            aspect=frame.width / frame.height, scale=0.6, color=CURRENT_COLOUR,
+            image=display_thumbnail(frame.rgb, 128), format="jpeg", jpeg_quality=80, wxyz=wxyz, position=pos,
+            thickness=0.03)
 
     def _sync_trail(self, scene: Scene) -> None:
         """Draw the camera path in blocks of TRAIL_BLOCK segments (only the last block changes per step)
@@ -137,8 +145,8 @@ class SceneView:
             wxyz, pos = c2w_to_wxyz_position(f.c2w)
             self._thumbs[i] = self.server.scene.add_camera_frustum(
                 f"/trail/thumb_{i}", fov=math.radians(fov_y_deg_of(f.K, f.height)), aspect=f.width / f.height,
-                scale=0.35, color=TRAIL_COLOUR, image=thumbnail(f.rgb, 64), format="jpeg", jpeg_quality=70,
-                wxyz=wxyz, position=pos, thickness=0.02)
+                scale=0.35, color=TRAIL_COLOUR, image=display_thumbnail(f.rgb, 64), format="jpeg",
+                jpeg_quality=70, wxyz=wxyz, position=pos, thickness=0.02)
 
     def clear_trail(self) -> None:
         for h in [*self._trail_blocks.values(), *self._thumbs.values()]:

@@ -71,10 +71,10 @@ class SceneWorker:
         return self._queue.qsize()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until the queue is empty and no command runs (tests, scripts)."""
+        """Block until every submitted command has finished (tests, scripts)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self._queue.empty() and not self.busy:
+            if self._queue.unfinished_tasks == 0:
                 return True
             time.sleep(0.01)
         return False
@@ -89,30 +89,40 @@ class SceneWorker:
             timeout = self._next_autoplay_timeout()
             try:
                 command = self._queue.get(timeout=timeout) if timeout is not None else self._queue.get()
+                from_queue = True
             except queue.Empty:
-                command = self.autoplay() if self.autoplay is not None else None
+                next_autoplay = self.autoplay  # read once: the GUI thread may switch autoplay off meanwhile
                 self._last_autoplay = time.monotonic()
+                command, from_queue = (next_autoplay() if next_autoplay is not None else None), False
                 if command is None:
                     continue
-            if command is None:
-                break
-            if command.run is None:  # wake-up only
-                continue
-            if command.coalesce_key is not None and self._latest.get(command.coalesce_key) != command.seq:
-                continue  # a newer target of the same kind is queued
-            self.busy = True
             try:
-                result = command.run(self.scene)
-                if command.on_done is not None:
-                    command.on_done(result)
-                self._after(command, result)
-            except Exception as e:  # noqa: BLE001 - a failed command must not kill the studio
-                message = str(e).splitlines()[0] if str(e) else type(e).__name__
-                if command.on_error is not None:
-                    command.on_error(message)
-                else:
-                    self._on_error(command.label, message)
-                if not isinstance(e, (ValueError, OSError, RuntimeError)):
-                    traceback.print_exc()
+                if command is None:
+                    break
+                if command.run is not None and not self._superseded(command):
+                    self._execute(command)
             finally:
-                self.busy = False
+                if from_queue:
+                    self._queue.task_done()
+
+    def _superseded(self, command: Command) -> bool:
+        """A newer target of the same kind is queued (camera steering, scrubbing)."""
+        return command.coalesce_key is not None and self._latest.get(command.coalesce_key) != command.seq
+
+    def _execute(self, command: Command) -> None:
+        self.busy = True
+        try:
+            result = command.run(self.scene)
+            if command.on_done is not None:
+                command.on_done(result)
+            self._after(command, result)
+        except Exception as e:  # noqa: BLE001 - a failed command must not kill the studio
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if command.on_error is not None:
+                command.on_error(message)
+            else:
+                self._on_error(command.label, message)
+            if not isinstance(e, (ValueError, OSError, RuntimeError)):
+                traceback.print_exc()
+        finally:
+            self.busy = False

@@ -55,6 +55,28 @@ def test_streamed_points_match_the_map_including_the_past():
     assert sink.points == len(scene.map.points()[0])
 
 
+def test_carved_voxels_leave_the_browser_without_a_full_resync():
+    from recon.camera import intrinsics_from_fov
+    from recon.pointmap import VoxelPointMap
+
+    K, rgb = intrinsics_from_fov(64, 48, 60.0), np.full((48, 64, 3), 90, np.uint8)
+    pmap = VoxelPointMap(voxel_size=0.1, carve=True)
+    streamer, sink = MapStreamer(max_deltas=1), CountingSink()
+    frames = [(np.full((48, 64), 5.0, np.float32), 0.0, 0.0), (np.full((48, 64), 4.25, np.float32), 0.0, 0.0)]
+    frames += [(np.full((48, 64), 5.0, np.float32), dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
+    for i, (depth, dx, dy) in enumerate(frames):
+        c2w = np.eye(4)
+        c2w[:2, 3] = dx, dy
+        pmap.fuse(depth, rgb, K, c2w, i)
+        sink.apply(streamer.update(pmap))
+    for _ in range(2):  # retire the pending deltas (nothing new arrives)
+        pmap.fuse(np.zeros((48, 64), np.float32), rgb, K, np.eye(4), len(frames))
+        sink.apply(streamer.update(pmap))
+    visible = pmap.points()[0]
+    assert len(visible) < len(pmap)  # the ghost was carved away ...
+    assert sink.voxel_keys(0.1) == set(pmap.keys_of_points(visible).tolist())  # ... in the browser too
+
+
 def test_bytes_per_step_do_not_grow_with_the_map():
     sent = []
     for extra in (0, 400_000):

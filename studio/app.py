@@ -121,6 +121,8 @@ class Studio:
         self.worker.scene = scene
         self.view.clear_trail()
         self.full_resync = True
+        self.inspect.point_size.value = min(0.5, max(0.01, 0.9 * scene.config.voxel_size))
+        self.inspect.voxel.value = scene.config.voxel_size
         if old is not scene:
             old.close()
 
@@ -143,6 +145,7 @@ class Studio:
         with self.server.atomic():
             if self.full_resync:
                 self.view.sink.set_point_size(self.inspect.point_size.value)
+                self.view.set_scale(scene.config.voxel_size)
             sent = self.view.sync_map(scene, full=self.full_resync)
             self.full_resync = False
             self.view.sync_cameras(scene)

@@ -14,6 +14,15 @@ from scenes.scene import Scene, StepResult
 from studio.bench_util import process_rss_mb
 
 
+def depth_range(depth: np.ndarray) -> tuple[float, float]:
+    """(near, far) metres for colouring: 2nd / 98th percentile of the valid depth (desk or landscape alike)."""
+    valid = depth[np.isfinite(depth) & (depth > 0)]
+    if valid.size == 0:
+        return 0.0, 1.0
+    near, far = np.percentile(valid[:: max(1, valid.size // 20000)], [2.0, 98.0])
+    return float(near), float(max(far, near + 1e-3))
+
+
 def _blank(h: int = 96, w: int = 128) -> np.ndarray:
     return np.full((h, w, 3), 30, np.uint8)
 
@@ -57,7 +66,8 @@ class LivePanel:
         self.status.content = (f"Frame **{frame.index}**{behind} · branch **{scene.branch_name}** · "
                                f"{fps:.1f} frames/s")
         self.rgb.image = frame.rgb
-        self.depth.image = colorize_depth(frame.depth, 0.5, 60.0)
+        near, far = depth_range(frame.depth)
+        self.depth.image = colorize_depth(frame.depth, near, far)
         if step is not None and step.memory_fids:
             rows = [f"| {i + 1} | {scene.store.get(fid).index} | {s:.3f} |"
                     for i, (fid, s) in enumerate(zip(step.memory_fids, step.memory_scores))]
@@ -69,7 +79,7 @@ class LivePanel:
             self.memory_md.content = text
         if cache is not None and self.show_cache.value:
             self.cache_rgb.image = np.where(cache["valid"][..., None], cache["rgb"], 30).astype(np.uint8)
-            self.cache_depth.image = colorize_depth(np.where(cache["valid"], cache["depth"], 0), 0.5, 60.0)
+            self.cache_depth.image = colorize_depth(np.where(cache["valid"], cache["depth"], 0), near, far)
         last = step or scene.last_step
         cost = [f"- points in map: **{len(scene.map):,}** (browser nodes hold {points_shown:,}, "
                 "incl. deltas not yet merged)",

@@ -80,6 +80,7 @@ class SceneView:
         # Colours of the scalar modes are fixed when the mode is picked (distance from the camera there,
         # age relative to the frames then), so chunks sent at different times stay comparable.
         self.colour = ColourContext("rgb")
+        self.size = 0.6  # metres: frustum depth; trail and labels scale with it (see set_scale)
         self._trail_key: tuple | None = None   # (branch name, length) the trail was drawn for
         self._trail_blocks: dict[int, viser.LineSegmentsHandle] = {}
         self._thumbs: dict[int, viser.CameraFrustumHandle] = {}
@@ -94,6 +95,10 @@ class SceneView:
         self.sink.apply(payloads)
         self.last_stream_bytes = self.streamer.last_bytes
         return self.last_stream_bytes
+
+    def set_scale(self, voxel_size: float) -> None:
+        """Size cameras and trail for the scene: a desk at 2 cm voxels or a landscape at 10 cm."""
+        self.size = float(np.clip(6.0 * voxel_size, 0.1, 0.6))
 
     def set_colour_mode(self, mode: str, scene: Scene) -> None:
         """Colour the map by ``mode`` from now on (the caller re-sends the whole map once)."""
@@ -111,9 +116,9 @@ class SceneView:
         wxyz, pos = c2w_to_wxyz_position(frame.c2w)
         self.server.scene.add_camera_frustum(
             "/camera/current", fov=math.radians(fov_y_deg_of(frame.K, frame.height)),
-            aspect=frame.width / frame.height, scale=0.6, color=CURRENT_COLOUR,
+            aspect=frame.width / frame.height, scale=self.size, color=CURRENT_COLOUR,
             image=display_thumbnail(frame.rgb, 128), format="jpeg", jpeg_quality=80, wxyz=wxyz, position=pos,
-            thickness=0.03)
+            thickness=self.size / 20)
 
     def _sync_trail(self, scene: Scene) -> None:
         """Draw the camera path in blocks of TRAIL_BLOCK segments (only the last block changes per step)
@@ -136,7 +141,8 @@ class SceneView:
             lo, hi = block * TRAIL_BLOCK, min(n - 1, (block + 1) * TRAIL_BLOCK)
             pts = np.stack([scene.frame_at(i).position for i in range(lo, hi + 1)]).astype(np.float32)
             self._trail_blocks[block] = self.server.scene.add_line_segments(
-                f"/trail/block_{block}", np.stack([pts[:-1], pts[1:]], axis=1), TRAIL_COLOUR, thickness=0.05)
+                f"/trail/block_{block}", np.stack([pts[:-1], pts[1:]], axis=1), TRAIL_COLOUR,
+                thickness=self.size / 12)
             block += 1
         for i in range(0, n, max(1, self.settings.thumbnail_every)):
             if i in self._thumbs:
@@ -145,8 +151,8 @@ class SceneView:
             wxyz, pos = c2w_to_wxyz_position(f.c2w)
             self._thumbs[i] = self.server.scene.add_camera_frustum(
                 f"/trail/thumb_{i}", fov=math.radians(fov_y_deg_of(f.K, f.height)), aspect=f.width / f.height,
-                scale=0.35, color=TRAIL_COLOUR, image=display_thumbnail(f.rgb, 64), format="jpeg",
-                jpeg_quality=70, wxyz=wxyz, position=pos, thickness=0.02)
+                scale=0.6 * self.size, color=TRAIL_COLOUR, image=display_thumbnail(f.rgb, 64), format="jpeg",
+                jpeg_quality=70, wxyz=wxyz, position=pos, thickness=self.size / 30)
 
     def clear_trail(self) -> None:
         for h in [*self._trail_blocks.values(), *self._thumbs.values()]:
@@ -172,6 +178,7 @@ class SceneView:
             wxyz, pos = c2w_to_wxyz_position(f.c2w)
             self._memory_nodes.append(self.server.scene.add_camera_frustum(
                 f"/memory/kf_{rank}", fov=math.radians(fov_y_deg_of(f.K, f.height)), aspect=f.width / f.height,
-                scale=0.5, color=MEMORY_COLOUR, wxyz=wxyz, position=pos, thickness=0.04))
+                scale=0.8 * self.size, color=MEMORY_COLOUR, wxyz=wxyz, position=pos, thickness=self.size / 15))
             self._memory_nodes.append(self.server.scene.add_label(
-                f"/memory/label_{rank}", f"#{rank + 1} frame {f.index}: {score:.2f}", position=pos + [0, 0.4, 0]))
+                f"/memory/label_{rank}", f"#{rank + 1} frame {f.index}: {score:.2f}",
+                position=pos + [0, 0.7 * self.size, 0]))

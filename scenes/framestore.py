@@ -80,18 +80,27 @@ def link_or_copy(src: Path, dst: Path) -> None:
         tmp.replace(dst)
 
 
-def check_frame_header(path: Path) -> None:
-    """Raise FrameFileError unless ``path`` is a safetensors file with a frame's arrays (data not read)."""
+def read_frame_pose(path: Path) -> np.ndarray:
+    """The (4, 4) c2w of a frame file, checking that it holds a frame's arrays (images are not read).
+
+    Raises FrameFileError naming the file when it is corrupt or incomplete."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as f:
             names = set(f.keys())
+            if not {"rgb", "depth", "K", "c2w"} <= names:
+                raise FrameFileError(f"frame file {path} lacks arrays "
+                                     f"{sorted({'rgb', 'depth', 'K', 'c2w'} - names)}")
+            c2w = np.asarray(f.get_tensor("c2w"), dtype=np.float64)
     except (SafetensorError, OSError, ValueError) as e:
+        if isinstance(e, FrameFileError):
+            raise
         raise FrameFileError(f"frame file {path} is corrupt ({str(e).splitlines()[0][:120]}); "
                              "the session cannot be opened as is") from None
-    if not {"rgb", "depth", "K", "c2w"} <= names:
-        raise FrameFileError(f"frame file {path} lacks arrays {sorted({'rgb', 'depth', 'K', 'c2w'} - names)}")
+    if c2w.shape != (4, 4):
+        raise FrameFileError(f"frame file {path} has a c2w of shape {c2w.shape}, not (4, 4)")
+    return c2w
 
 
 class FrameStore:
@@ -104,6 +113,7 @@ class FrameStore:
         self.ram_frames = max(1, int(ram_frames))
         self._ram: OrderedDict[int, Frame] = OrderedDict()
         self._on_disk: set[int] = set()
+        self._poses: dict[int, np.ndarray] = {}  # every frame's c2w stays in RAM (128 bytes each)
         self._next_id = 0
 
     def __len__(self) -> int:
@@ -116,8 +126,13 @@ class FrameStore:
         fid = self._next_id
         self._next_id += 1
         self._ram[fid] = frame
+        self._poses[fid] = np.array(frame.c2w, dtype=np.float64)
         self._evict()
         return fid
+
+    def pose(self, fid: int) -> np.ndarray:
+        """(4, 4) c2w of frame ``fid``, without reading the frame (poses never leave RAM)."""
+        return self._poses[fid]
 
     def get(self, fid: int) -> Frame:
         frame = self._ram.get(fid)
@@ -165,9 +180,10 @@ class FrameStore:
         if missing:
             raise FrameFileError(f"session folder {folder} lacks frames/{missing[0]} (and {len(missing) - 1} more); "
                                  "copy the whole session folder")
-        for i in fids:  # headers only: cheap, and a corrupt file is named now rather than mid-walk
-            check_frame_header(folder / "frames" / frame_file_name(i))
+        # poses only (no images): cheap, and a corrupt file is named now rather than mid-walk
+        poses = {i: read_frame_pose(folder / "frames" / frame_file_name(i)) for i in fids}
         store = cls(None, ram_frames)
+        store._poses = poses
         for i in fids:
             link_or_copy(folder / "frames" / frame_file_name(i), store.path_of(i))
         store._on_disk = set(fids)

@@ -156,8 +156,13 @@ class Scene:
             yield self.store.get(fid)
 
     def poses(self, branch: str | None = None) -> np.ndarray:
-        """(M, 4, 4) c2w of the branch's frames."""
-        return np.stack([f.c2w for f in self.iter_frames(branch)]) if self._branch(branch).fids else np.zeros((0, 4, 4))
+        """(M, 4, 4) c2w of the branch's frames (from the store's pose table: no frame is read)."""
+        fids = self._branch(branch).fids
+        return np.stack([self.store.pose(f) for f in fids]) if fids else np.zeros((0, 4, 4))
+
+    def position_at(self, position: int) -> np.ndarray:
+        """(3,) camera centre of the frame at ``position`` of the current branch (no frame is read)."""
+        return self.store.pose(self.branch.fids[position])[:3, 3]
 
     def _branch(self, name: str | None) -> Branch:
         name = name or self.branch_name

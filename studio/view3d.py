@@ -139,7 +139,7 @@ class SceneView:
         block = first_block
         while block * TRAIL_BLOCK < n - 1:
             lo, hi = block * TRAIL_BLOCK, min(n - 1, (block + 1) * TRAIL_BLOCK)
-            pts = np.stack([scene.frame_at(i).position for i in range(lo, hi + 1)]).astype(np.float32)
+            pts = np.stack([scene.position_at(i) for i in range(lo, hi + 1)]).astype(np.float32)
             self._trail_blocks[block] = self.server.scene.add_line_segments(
                 f"/trail/block_{block}", np.stack([pts[:-1], pts[1:]], axis=1), TRAIL_COLOUR,
                 thickness=self.size / 12)

@@ -48,6 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fuse without free-space carving (ghost surfaces from noisy depth are kept)")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
 
+    tr = sub.add_parser("train", help="train the learned world model on walks of the procedural world")
+    tr.add_argument("--out", default="runs/neural", help="checkpoint folder (config.json + model.safetensors)")
+    tr.add_argument("--data", default="runs/shards", help="folder of walk shards (made when missing, then reused)")
+    tr.add_argument("--minutes", type=float, default=60.0, help="training time budget (default: 60)")
+    tr.add_argument("--steps", type=int, default=20000, help="at most this many optimiser steps (default: 20000)")
+    tr.add_argument("--batch", type=int, default=12, help="samples per step and process (default: 12)")
+    tr.add_argument("--lr", type=float, default=6e-4, help="peak learning rate (default: 6e-4)")
+    tr.add_argument("--walks", type=int, default=None, help="train on the first N walks only (default: 320)")
+    tr.add_argument("--workers", type=int, default=2, help="processes generating missing shards (default: 2)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of initial weights and sampling (default: 0)")
+    tr.add_argument("--val-walks", type=int, default=None, help="validation walks (default: 8)")
+    tr.add_argument("--walk-steps", type=int, default=80, help="steps per generated walk (default: 80)")
+    tr.add_argument("--widths", type=int, nargs="+", default=[48, 96, 144, 192],
+                    help="U-Net channels per level (default: 48 96 144 192)")
+    tr.add_argument("--val-every", type=int, default=500, help="validate every N steps (default: 500)")
+    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+
+    neval = sub.add_parser("eval", help="evaluate the learned model: rollouts, revisits, baselines (table, plots)")
+    neval.add_argument("--weights", default=None, help="model folder or hub repo id (default: the shipped weights)")
+    neval.add_argument("--walks", type=int, default=4, help="held-out loop walks (default: 4)")
+    neval.add_argument("--steps", type=int, default=80, help="steps per walk (default: 80)")
+    neval.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
+    neval.add_argument("--plots", default=None, metavar="DIR", help="write PSNR-per-step and contact-sheet PNGs")
+
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     bench.add_argument("--only", default=None,
@@ -73,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         from scenes.evaluate import main as eval_main
 
         return eval_main(args)
+    if args.command == "train":
+        from learn.train import main as train_main
+
+        return train_main(args)
+    if args.command == "eval":
+        from learn.evaluate import main as neural_eval_main
+
+        return neural_eval_main(args)
     if args.command == "bench":
         from studio.bench import main as bench_main
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from memory.cache import render_map_cache
 from memory.grid import BLOCK_VOXELS, MapGrid
+from memory.panorama import FarFieldPanorama
 from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
                               valid_camera, view_candidates, visible_blocks)
 from recon.camera import resize_intrinsics
@@ -113,6 +114,7 @@ class GeometricMemory:
         self.config = config or MemoryConfig()
         self.grid = MapGrid(cell_m=self.config.cell_m)
         self.index = CentreIndex()
+        self.far = FarFieldPanorama()  # what lies beyond the map's fuse range (far towers, hills, sky)
         self.last_timings: dict[str, float] = {}
         self.reset()
 
@@ -132,6 +134,7 @@ class GeometricMemory:
         self._last_index = -1
         self._mark = np.zeros(0, np.int32)
         self.index.reset()
+        self.far.reset()
 
     def __len__(self) -> int:
         return self._n
@@ -193,6 +196,11 @@ class GeometricMemory:
         if not valid_camera(c2w, frame.K, frame.width, frame.height):
             return
         self._last_index = max(self._last_index, int(frame.index))
+        self.far.min_depth = pointmap.max_depth
+        step = max(1, frame.width // 160)  # the panorama has ~0.7 degree cells: ~160 px across a view is plenty
+        K_strided = np.array(frame.K, np.float64)
+        K_strided[:2] /= step  # pixel i of the strided image is pixel i * step of the frame
+        self.far.observe(frame.rgb[::step, ::step], frame.depth[::step, ::step], K_strided, c2w)
         if not self.is_keyframe(c2w):
             return
         rows = np.asarray(fused.rows, dtype=np.int64)
@@ -287,6 +295,7 @@ class GeometricMemory:
                                        self.config.cache_max_side)
             cache = self.render_cache(target_c2w, cK, cw, ch, pointmap)
             cache["K"] = cK
+            cache["far_rgb"], cache["far_valid"] = self.far.render(cK, target_c2w, cw, ch)
         self.last_timings.update(retrieve_ms=1e3 * (t1 - t0), cache_ms=1e3 * (time.perf_counter() - t1))
         return self.fids[idx].tolist(), [float(s) for s in scores], cache
 
@@ -306,6 +315,7 @@ class GeometricMemory:
                             else np.zeros(0, np.float16)),
             "row_offsets": self._offsets[: n + 1].copy(),
             "rows": self._rows[: self._offsets[n]].copy(),
+            **self.far.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -360,5 +370,10 @@ class GeometricMemory:
         for i, (h, w) in enumerate(ts):
             self._thumb_rgb.append(state["thumb_rgb"][p_rgb[i]: p_rgb[i + 1]].reshape(h, w, 3).copy())
             self._thumb_depth.append(state["thumb_depth"][p_d[i]: p_d[i + 1]].reshape(h, w).copy())
+        if "far_rgb" in state and "far_valid" in state:  # sessions saved before the far field have none
+            try:
+                self.far.load_state_dict(state)
+            except ValueError as e:
+                raise fail(str(e)) from None
         self._n = n
         self._last_index = int(meta[3])

@@ -664,25 +664,28 @@ class ProceduralWorld:
         c2w = self.spawn_pose() if start is None else self._clamp_above_ground(np.asarray(start, dtype=np.float64))
         return self._frame(0, c2w, None)
 
-    def step(self, action: Action | TargetPose, context: Context) -> Frame:
-        """The frame after ``action`` from ``context.last`` (walking follows terrain and stops at obstacles)."""
-        last = context.last
+    def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
+        """Where the camera ends up after ``action`` from ``last``: the commanded motion, then walking follows
+        the terrain at eye height and stops at obstacles (flying keeps its height above ground)."""
         cfg = self.config
         if isinstance(action, TargetPose):
-            c2w = self._clamp_above_ground(np.asarray(action.c2w, dtype=np.float64))
-        elif isinstance(action, Action):
-            c2w = cfg.kinematics.apply(last.c2w, action)
-            if cfg.fly:
-                c2w = self._clamp_above_ground(c2w)
-                if self.is_blocked(c2w[:3, 3]):
-                    c2w[:3, 3] = last.c2w[:3, 3]
-            else:
-                x, z = c2w[0, 3], c2w[2, 3]
-                probe = np.array([x, float(self.terrain_height(x, z)) + cfg.eye_height, z])
-                if self.is_blocked(probe):
-                    c2w[:3, 3] = last.c2w[:3, 3]
-                x, z = c2w[0, 3], c2w[2, 3]
-                c2w[1, 3] = float(self.terrain_height(x, z)) + cfg.eye_height
-        else:
-            raise TypeError(f"ProceduralWorld.step expects an Action or TargetPose, got {type(action).__name__}")
-        return self._frame(last.index + 1, c2w, action)
+            return self._clamp_above_ground(np.asarray(action.c2w, dtype=np.float64))
+        if not isinstance(action, Action):
+            raise TypeError(f"ProceduralWorld expects an Action or TargetPose, got {type(action).__name__}")
+        c2w = cfg.kinematics.apply(last.c2w, action)
+        if cfg.fly:
+            c2w = self._clamp_above_ground(c2w)
+            if self.is_blocked(c2w[:3, 3]):
+                c2w[:3, 3] = last.c2w[:3, 3]
+            return c2w
+        x, z = c2w[0, 3], c2w[2, 3]
+        probe = np.array([x, float(self.terrain_height(x, z)) + cfg.eye_height, z])
+        if self.is_blocked(probe):
+            c2w[:3, 3] = last.c2w[:3, 3]
+        x, z = c2w[0, 3], c2w[2, 3]
+        c2w[1, 3] = float(self.terrain_height(x, z)) + cfg.eye_height
+        return c2w
+
+    def step(self, action: Action | TargetPose, context: Context) -> Frame:
+        """The frame after ``action`` from ``context.last`` (see :meth:`predict_c2w` for where it is taken)."""
+        return self._frame(context.last.index + 1, self.predict_c2w(context.last, action), action)

@@ -1,0 +1,300 @@
+"""`python launch.py eval`: autoregressive rollouts of the learned model on held-out seeds, against the simulator.
+
+For each held-out seed a loop walk (out along a wandering path, turn round, come back: A -> B -> A, longer than
+any context the model sees) is first driven through the simulator, which fixes the action sequence and the
+true poses. Every mode then replays those actions in its own Scene (its frames fill its own map and memory):
+
+- ``memory_on``: the learned model with the memory inputs (cache render + far field);
+- ``memory_off``: the same network with the memory inputs zeroed;
+- baselines on the simulator's poses (:mod:`learn.baselines`): ``repeat``, ``warp``, ``cache_fill``.
+
+Each generated frame is compared with the simulator's render *at the pose the mode reached*. Metrics:
+``psnr``, ``ssim`` (data range 1), ``depth_absrel`` and ``depth_delta1`` (pixels where both have a surface),
+``pose_drift_pct`` (final position error / path length, %), ``sharpness_ratio_new`` (mean gradient magnitude
+of generated over true pixels where the cache had nothing), PSNR split by cache-covered / uncovered pixels,
+and on the return half: ``revisit_psnr`` (vs the simulator), ``revisit_self_psnr`` (vs the frame the mode made
+at the nearest outbound pose — reported beside, never alone: a blur scores high on it), ``revisit_far_psnr``
+(pixels beyond the fuse range: far towers and sky).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from learn.baselines import BASELINES, BaselineWorld
+from learn.data import Pilot, WalkSpec
+from worldmodel.actions import Kinematics, yaw_rotation
+
+EVAL_SEEDS_START = 0  # held out: training uses 1000+, validation 100..107
+MODES = ("memory_on", "memory_off") + BASELINES
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two (H, W, 3) uint8 images (Gaussian 11x11 window, sigma 1.5, data range 1)."""
+    x = torch.from_numpy(a).permute(2, 0, 1)[None].double() / 255
+    y = torch.from_numpy(b).permute(2, 0, 1)[None].double() / 255
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5 ** 2))
+    g = (g / g.sum())
+    win = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
+
+    def blur(t):
+        return F.conv2d(t, win, groups=3)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def psnr_of(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR (dB) of uint8 images over ``mask`` (all pixels when None); nan for an empty mask."""
+    d = (a.astype(np.float64) - b.astype(np.float64)) / 255
+    d2 = (d ** 2).mean(-1)
+    if mask is not None:
+        if not mask.any():
+            return float("nan")
+        d2 = d2[mask]
+    return float(-10 * math.log10(max(d2.mean(), 1e-10)))
+
+
+def gradient_magnitude(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) mean absolute forward difference of a uint8 image (0 on the last row/column)."""
+    g = rgb.astype(np.float32).mean(-1) / 255
+    out = np.zeros_like(g)
+    out[:-1, :-1] = np.abs(g[1:, :-1] - g[:-1, :-1]) + np.abs(g[:-1, 1:] - g[:-1, :-1])
+    return out
+
+
+@dataclass
+class WalkRecord:
+    """One mode's rollout of one walk: per step frames, truth at the reached poses, cache coverage."""
+
+    frames: list = field(default_factory=list)
+    truth: list = field(default_factory=list)        # (rgb, depth) of the simulator at the frame's pose
+    covered: list = field(default_factory=list)      # (H, W) bool: cache render had a surface
+    cache: list = field(default_factory=list)        # cache rgb (for the contact sheet)
+    true_poses: list = field(default_factory=list)   # the simulator's own trajectory under the actions
+
+
+def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
+    """Drive the simulator along a loop walk -> (actions, true c2w list, return_from index, start c2w)."""
+    from worldmodel.frame import Context
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    world = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
+    rng = np.random.default_rng(seed)
+    start = world.spawn_pose()
+    start[:3, :3] = yaw_rotation(rng.uniform(0, 2 * math.pi)) @ start[:3, :3]
+    frame = world.reset(seed, start)
+    pilot = Pilot(WalkSpec(seed, "loop", steps, size), kinematics)
+    actions, poses = [], [frame.c2w]
+    for t in range(steps):
+        a = pilot.next(t, frame.c2w)
+        frame = world.step(a, Context(recent=[frame]))
+        actions.append(a)
+        poses.append(frame.c2w)
+    return actions, poses, pilot.return_from, start
+
+
+def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int, kinematics: Kinematics,
+            progress=None) -> WalkRecord:
+    """Replay ``actions`` with one mode in its own Scene; record frames and the truth at their poses."""
+    from memory.bank import GeometricMemory, MemoryConfig
+    from scenes.scene import Scene, SceneConfig
+    from worldmodel.neural.world import NeuralWorld
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    sim = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
+    if mode in ("memory_on", "memory_off"):
+        model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics)
+    else:
+        model = BaselineWorld(mode, ProceduralWorld(ProceduralConfig(width=size, height=size,
+                                                                     kinematics=kinematics), seed=seed))
+    memory = None if mode in ("memory_off", "repeat", "warp") else GeometricMemory(MemoryConfig())
+    scene = Scene(model, SceneConfig(memory_k=4 if memory else 0), memory=memory)
+    rec = WalkRecord()
+    try:
+        frame = scene.reset(seed, start)
+        for a in actions:
+            result = scene.step(a)
+            f = result.frame
+            rec.frames.append(f)
+            rec.truth.append(sim.render(f.c2w))
+            cache = scene.last_cache if memory is not None else None
+            rec.covered.append(cache["valid"] if cache is not None and cache["valid"].shape == f.depth.shape
+                               else np.zeros(f.depth.shape, bool))
+            rec.cache.append(cache["rgb"] if cache is not None and cache["rgb"].shape == f.rgb.shape
+                             else np.zeros_like(f.rgb))
+            if progress is not None:
+                progress()
+    finally:
+        scene.close()
+    del frame
+    return rec
+
+
+def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, max_depth: float = 60.0) -> dict:
+    """Per-walk metrics of one mode (see the module docstring)."""
+    steps = len(rec.frames)
+    psnr, ssim_v, cov_psnr, new_psnr, absrel, delta1, sharp_g, sharp_t = ([] for _ in range(8))
+    for f, (t_rgb, t_depth), cov in zip(rec.frames, rec.truth, rec.covered):
+        psnr.append(psnr_of(f.rgb, t_rgb))
+        ssim_v.append(ssim(f.rgb, t_rgb))
+        cov_psnr.append(psnr_of(f.rgb, t_rgb, cov))
+        new_psnr.append(psnr_of(f.rgb, t_rgb, ~cov))
+        both = (t_depth > 0) & (f.depth > 0)
+        if both.any():
+            rel = np.abs(f.depth[both] - t_depth[both]) / t_depth[both]
+            ratio = np.maximum(f.depth[both] / t_depth[both], t_depth[both] / f.depth[both])
+            absrel.append(float(rel.mean()))
+            delta1.append(float((ratio < 1.25).mean()))
+        new = ~cov
+        new[-1, :] = new[:, -1] = False
+        if new.sum() > 100:
+            sharp_g.append(float(gradient_magnitude(f.rgb)[new].mean()))
+            sharp_t.append(float(gradient_magnitude(t_rgb)[new].mean()))
+    path = sum(np.linalg.norm(true_poses[i + 1][:3, 3] - true_poses[i][:3, 3]) for i in range(len(true_poses) - 1))
+    drift = np.linalg.norm(rec.frames[-1].c2w[:3, 3] - true_poses[-1][:3, 3])
+    # revisits: the return half, against the simulator and against the nearest outbound frame of this mode
+    back = range(return_from, steps)
+    revisit = [psnr[i] for i in back]
+    far_psnr, self_psnr = [], []
+    out_pos = np.array([f.c2w[:3, 3] for f in rec.frames[:return_from]])
+    out_fwd = np.array([f.c2w[:3, 2] for f in rec.frames[:return_from]])
+    for i in back:
+        f, (t_rgb, t_depth) = rec.frames[i], rec.truth[i]
+        far = (t_depth <= 0) | (t_depth >= max_depth)
+        far_psnr.append(psnr_of(f.rgb, t_rgb, far))
+        if len(out_pos):
+            d = np.linalg.norm(out_pos - f.c2w[:3, 3], axis=1) + 2.0 * (1 - out_fwd @ f.c2w[:3, 2])
+            j = int(np.argmin(d))
+            if d[j] < 0.75:
+                self_psnr.append(psnr_of(f.rgb, rec.frames[j].rgb))
+
+    def mean(v):
+        v = [x for x in v if np.isfinite(x)]
+        return float(np.mean(v)) if v else float("nan")
+
+    return {"psnr": mean(psnr), "ssim": mean(ssim_v), "psnr_covered": mean(cov_psnr), "psnr_new": mean(new_psnr),
+            "depth_absrel": mean(absrel), "depth_delta1": mean(delta1),
+            "pose_drift_pct": float(100 * drift / max(path, 1e-6)),
+            "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
+            "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
+            "per_step_psnr": psnr}
+
+
+def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,
+             plots: str | Path | None = None) -> dict:
+    """Run every mode on ``walks`` held-out loop walks; returns {metric: value} (flat, JSON-able) and the
+    per-step PSNR curves under "curves"."""
+    from tqdm import tqdm
+
+    kin = Kinematics()
+    bar = tqdm(total=walks * len(modes) * steps, desc="eval", unit="frame", disable=not progress)
+    per_mode: dict[str, list[dict]] = {m: [] for m in modes}
+    sheets = []
+    for w in range(walks):
+        seed = EVAL_SEEDS_START + w
+        actions, poses, return_from, start = simulator_walk(seed, steps, size, kin)
+        records = {}
+        for mode in modes:
+            records[mode] = rollout(mode, seed, actions, start, weights, size, kin, progress=bar.update)
+            per_mode[mode].append(walk_metrics(records[mode], poses, return_from))
+        if w == 0:
+            sheets = records
+            first_return = return_from
+    bar.close()
+    summary: dict = {"walks": walks, "steps": steps, "size": size}
+    for mode, items in per_mode.items():
+        for key in items[0]:
+            if key == "per_step_psnr":
+                continue
+            vals = [it[key] for it in items if np.isfinite(it[key])]
+            summary[f"{key}_{mode}"] = float(np.mean(vals)) if vals else float("nan")
+    summary["curves"] = {m: np.nanmean([it["per_step_psnr"] for it in items], axis=0).tolist()
+                         for m, items in per_mode.items()}
+    if plots is not None:
+        write_plots(Path(plots), summary["curves"], sheets, first_return)
+    return summary
+
+
+def write_plots(folder: Path, curves: dict[str, list[float]], records: dict, return_from: int) -> list[Path]:
+    """PSNR per step (every mode) and a contact sheet (true | generated | cache) of walk 0 -> PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for mode, c in curves.items():
+        ax.plot(np.arange(1, len(c) + 1), c, label=mode, lw=2 if mode.startswith("memory") else 1)
+    ax.axvline(return_from, color="k", ls=":", lw=1)
+    ax.text(return_from + 0.5, ax.get_ylim()[0] + 0.5, "return", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("PSNR vs simulator (dB)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    curve_png = folder / "psnr_per_step.png"
+    fig.savefig(curve_png, dpi=110)
+    plt.close(fig)
+    rec = records.get("memory_on") or next(iter(records.values()))
+    n = len(rec.frames)
+    picks = sorted({5, n // 4, return_from - 1, return_from + (n - return_from) // 2, n - 1} & set(range(n)))
+    rows = [np.concatenate([rec.truth[i][0], rec.frames[i].rgb, rec.cache[i]], axis=1) for i in picks]
+    sheet = np.concatenate(rows, axis=0)
+    fig, ax = plt.subplots(figsize=(7.5, 2.5 * len(picks)))
+    ax.imshow(sheet)
+    ax.set_yticks([(k + 0.5) * rec.frames[0].height for k in range(len(picks))], [f"step {i + 1}" for i in picks])
+    w = rec.frames[0].width
+    ax.set_xticks([w * 0.5, w * 1.5, w * 2.5], ["simulator", "generated (memory on)", "cache render"])
+    fig.tight_layout()
+    sheet_png = folder / "contact_sheet.png"
+    fig.savefig(sheet_png, dpi=110)
+    plt.close(fig)
+    return [curve_png, sheet_png]
+
+
+TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth_delta1", "pose_drift_pct",
+              "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr", "revisit_far_psnr")
+
+
+def format_table(summary: dict) -> str:
+    modes = [m for m in MODES if f"psnr_{m}" in summary]
+    lines = ["| metric | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+    for key in TABLE_KEYS:
+        cells = []
+        for m in modes:
+            v = summary.get(f"{key}_{m}", float("nan"))
+            cells.append("-" if not np.isfinite(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from worldmodel.neural.weights import WeightsError
+    from worldmodel.neural.world import SHIPPED_WEIGHTS
+
+    try:
+        summary = evaluate(args.weights or SHIPPED_WEIGHTS, walks=args.walks, steps=args.steps, plots=args.plots)
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(summary))
+    on, off = summary.get("revisit_psnr_memory_on"), summary.get("revisit_psnr_memory_off")
+    fill = summary.get("revisit_psnr_cache_fill")
+    print(f"revisit_psnr_memory_on {on:.2f} dB, memory_off {off:.2f} dB (gain {on - off:+.2f}), "
+          f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0

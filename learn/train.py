@@ -1,0 +1,400 @@
+"""`python launch.py train`: train the learned world model on walks of the procedural world.
+
+Pipeline: walks are generated once into safetensors shards (parallel processes; reused by later runs), held
+in RAM, and sampled as (last frame -> next frame) pairs with the cache render and far field the live engine
+gave at that step. Against autoregressive drift the last frame carries noise (its level is a model input),
+and a share of the batches is made from the model's own short rollouts: it generates k frames from a true
+start and is then trained on the next step with its own frame as the context.
+
+Losses: L1 + image-gradient L1 on the blended RGB (gradients keep edges sharp), L1 on log depth where the
+truth has a surface, BCE on the sky (no-surface) mask, BCE of the confidence against the realised error,
+L1 on the pose residual (true pose minus kinematic pose) for discrete actions.
+
+Runs on the CPU (bf16 autocast), on a GPU when present, and under ``torchrun --nproc_per_node N``
+(DistributedDataParallel: gloo on CPU, NCCL on GPU). Checkpoints are the pretrained layout (config.json +
+model.safetensors) plus ``train_state.safetensors`` / ``train_state.json`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from learn.data import generate_shards, load_shard
+from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, heading_frame, output_depth, pose_head_input,
+                                     relative_motion)
+from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, save_pretrained
+
+TRAIN_SEEDS = range(1000, 1320)   # walks the model is trained on
+VAL_SEEDS = range(100, 108)       # validation during training (eval uses seeds 0..99, never trained on)
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/neural"
+    data: str = "runs/shards"
+    train_seeds: list[int] = field(default_factory=lambda: list(TRAIN_SEEDS))
+    val_seeds: list[int] = field(default_factory=lambda: list(VAL_SEEDS))
+    steps: int = 20000            # optimiser steps (the run also stops at ``minutes``)
+    minutes: float = 60.0
+    batch: int = 12
+    lr: float = 6e-4
+    warmup: int = 200
+    rollout_share: float = 0.4    # share of batches made from the model's own rollouts (after rollout_after)
+    rollout_after: int = 800
+    max_rollout: int = 3
+    noise_max: float = 0.12       # context-noise level range (uniform in [0, noise_max] for 70 % of samples)
+    val_every: int = 500
+    ckpt_every_min: float = 5.0
+    seed: int = 0
+    workers: int = 2              # processes that generate missing shards
+    walk_steps: int = 80
+    widths: list[int] = field(default_factory=lambda: [48, 96, 144, 192])
+    bf16: bool = True
+    threads: int = 0              # torch threads per process (0 = torch default)
+    model_config: dict = field(default_factory=dict)
+
+
+class WalkBank:
+    """All shards of a seed list in RAM; samples training pairs as torch tensors."""
+
+    def __init__(self, paths: list[Path]):
+        self.walks = [load_shard(p) for p in paths]
+        if not self.walks:
+            raise ValueError("no training walks; generate shards first")
+        self.lengths = np.array([len(w["rgb"]) for w in self.walks])
+
+    def pick(self, rng: np.random.Generator, n: int, back: int = 0) -> list[tuple[int, int]]:
+        """n (walk, t) pairs with t >= 1 + back (so ``back`` earlier true frames exist)."""
+        walks = rng.integers(0, len(self.walks), n)
+        return [(int(w), int(rng.integers(1 + back, self.lengths[w]))) for w in walks]
+
+    def frames(self, picks: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """Tensors of rows (walk, t) (images NCHW float, rgb in [0, 1]; poses float64)."""
+        def stack(key):
+            return np.stack([self.walks[w][key][t] for w, t in picks])
+
+        rgb = torch.from_numpy(stack("rgb")).permute(0, 3, 1, 2).float() / 255
+        return {"rgb": rgb, "depth": torch.from_numpy(stack("depth").astype(np.float32))[:, None],
+                "c2w": torch.from_numpy(stack("c2w")), "kin_c2w": torch.from_numpy(stack("kin_c2w")),
+                "is_action": torch.from_numpy(stack("is_action").astype(np.float32)),
+                "cache_rgb": torch.from_numpy(stack("cache_rgb")).permute(0, 3, 1, 2).float() / 255,
+                "cache_depth": torch.from_numpy(stack("cache_depth").astype(np.float32))[:, None],
+                "far_rgb": torch.from_numpy(stack("far_rgb")).permute(0, 3, 1, 2).float() / 255,
+                "far_valid": torch.from_numpy(stack("far_valid").astype(np.float32))[:, None],
+                "K": torch.from_numpy(np.stack([self.walks[w]["K"] for w, _ in picks])).float()}
+
+
+def corrupt_cache(rgb: torch.Tensor, depth: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cache renders as they are live: sometimes misregistered (shifted 1-3 px, a pose error), with stale or
+    missing patches (dropped rectangles, recoloured patches). (B, 3, H, W), (B, 1, H, W) -> same."""
+    rgb, depth = rgb.clone(), depth.clone()
+    b, _, h, w = rgb.shape
+    r = torch.rand(b, 3, generator=gen)
+    for i in range(b):
+        if r[i, 0] < 0.3:
+            dy, dx = (int(v) for v in torch.randint(-3, 4, (2,), generator=gen))
+            rgb[i], depth[i] = torch.roll(rgb[i], (dy, dx), (1, 2)), torch.roll(depth[i], (dy, dx), (1, 2))
+        if r[i, 1] < 0.3:
+            for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
+                y0, x0 = int(torch.randint(0, h - 8, (1,), generator=gen)), int(torch.randint(0, w - 8, (1,), generator=gen))
+                hh, ww = (int(v) for v in torch.randint(8, 48, (2,), generator=gen))
+                depth[i, :, y0:y0 + hh, x0:x0 + ww] = 0
+                rgb[i, :, y0:y0 + hh, x0:x0 + ww] = 0
+        if r[i, 2] < 0.2:
+            y0, x0 = int(torch.randint(0, h - 8, (1,), generator=gen)), int(torch.randint(0, w - 8, (1,), generator=gen))
+            tint = torch.rand(3, 1, 1, generator=gen) * 0.4 - 0.2
+            rgb[i, :, y0:y0 + 32, x0:x0 + 32] = (rgb[i, :, y0:y0 + 32, x0:x0 + 32] + tint).clamp(0, 1)
+    return rgb, depth
+
+
+def noisy_context(rgb: torch.Tensor, depth: torch.Tensor, level: torch.Tensor, gen: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add context noise of ``level`` (B,): Gaussian on RGB, log-normal on depth, and a blur that grows with
+    the level (what a drifting model's own frames look like)."""
+    lv = level.view(-1, 1, 1, 1)
+    blurred = F.avg_pool2d(F.pad(rgb, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    mix = (lv * 4).clamp(0, 1)
+    rgb = (rgb * (1 - mix) + blurred * mix + lv * torch.randn(rgb.shape, generator=gen)).clamp(0, 1)
+    depth = depth * torch.exp(lv * 0.5 * torch.randn(depth.shape, generator=gen))
+    return rgb, depth
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def frame_losses(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The per-frame losses (see the module docstring); all scalars."""
+    rgb_t = target["rgb"]
+    logd_t, valid_t = encode_depth(target["depth"])
+    err = (out["rgb"] - rgb_t).abs()
+    gx, gy = image_gradients(out["rgb"])
+    tx, ty = image_gradients(rgb_t)
+    grad = (gx - tx).abs().mean() + (gy - ty).abs().mean()
+    depth_l1 = ((out["logd"] - logd_t).abs() * valid_t).sum() / valid_t.sum().clamp_min(1)
+    sky = F.binary_cross_entropy(out["sky"].float().clamp(1e-5, 1 - 1e-5), 1 - valid_t.float())
+    realised = torch.exp(-err.mean(1, keepdim=True).detach() * 10)
+    conf = F.binary_cross_entropy(out["conf"].float().clamp(1e-5, 1 - 1e-5), realised.float())
+    return {"rgb": err.mean(), "grad": grad, "depth": depth_l1, "sky": sky, "conf": conf}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,) PSNR in dB of images in [0, 1]."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return -10 * torch.log10(mse)
+
+
+class Trainer:
+    """One training run (one process of it, under DDP)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model_config = {**DEFAULT_CONFIG, "widths": list(cfg.widths), **cfg.model_config}
+        self.net = build_net(self.model_config).to(self.device)
+        self.module = self.net
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net)
+        self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
+        self.step = 0
+        self.rng = np.random.default_rng(cfg.seed * 1000 + self.rank)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.history: list[dict] = []
+        self.replica_checksums: list[float] = []
+        self.started, self.elapsed_before = time.time(), 0.0  # seconds trained by earlier (resumed) runs
+
+    # ---------------------------------------------------------------- data
+    def load_data(self, progress: bool = True) -> None:
+        cfg = self.cfg
+        if self.rank == 0:  # one rank generates; the others wait at the barrier
+            generate_shards(cfg.data, cfg.train_seeds + cfg.val_seeds, cfg.walk_steps, DEFAULT_CONFIG["size"][0],
+                            workers=cfg.workers, progress=progress)
+        if self.world > 1:
+            torch.distributed.barrier()
+        folder = Path(cfg.data)
+        self.train_bank = WalkBank([folder / f"walk-{s:06d}.safetensors" for s in cfg.train_seeds])
+        self.val_bank = WalkBank([folder / f"walk-{s:06d}.safetensors" for s in cfg.val_seeds])
+
+    # ---------------------------------------------------------------- model pieces
+    def autocast(self):
+        kind = self.device.type
+        return torch.autocast(kind, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def inputs(self, last: dict, target: dict, noise: torch.Tensor):
+        """build_inputs for (last -> target) on the training device."""
+        dev = self.device
+        return build_inputs(last["rgb"].to(dev), last["depth"].to(dev), target["K"].to(dev),
+                                          last["c2w"].to(dev), target["c2w"].to(dev), target["cache_rgb"].to(dev),
+                                          target["cache_depth"].to(dev), target["far_rgb"].to(dev),
+                                          target["far_valid"].to(dev), noise.to(dev),
+                            step_scale=self.model_config["step_m"])
+
+    @torch.no_grad()
+    def predict(self, last: dict, target: dict, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The composed frame for (last -> target), no gradients (rollouts, validation)."""
+        x, motion, sources = self.inputs(last, target, noise)
+        with self.autocast():
+            raw = self.module.frame(x, motion)
+        return compose(raw.float(), sources)
+
+    def pose_inputs(self, last: dict, target: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pose head image input, commanded motion, true residual in the last heading frame (B, 3))."""
+        dev = self.device
+        kin, truth = target["kin_c2w"].to(dev), target["c2w"].to(dev)
+        motion = torch.cat([relative_motion(last["c2w"].to(dev), kin, self.model_config["step_m"]).float(),
+                            torch.zeros(len(kin), 1, device=dev)], dim=1)
+        resid = (heading_frame(last["c2w"].to(dev)).transpose(1, 2) @ (truth[:, :3, 3] - kin[:, :3, 3])[..., None])[..., 0]
+        return pose_head_input(last["depth"].to(dev)), motion, resid.float()
+
+    def pose_error(self, pred: torch.Tensor, resid: torch.Tensor, target: dict) -> torch.Tensor:
+        w = target["is_action"].to(self.device)[:, None]
+        return ((pred - resid).abs() * w).sum() / (w.sum() * 3).clamp_min(1)
+
+    def make_batch(self, bank: WalkBank, n: int, rollout: int) -> tuple[dict, dict, torch.Tensor]:
+        """(last, target, noise level): teacher-forced, or the last frame made by ``rollout`` model steps."""
+        picks = bank.pick(self.rng, n, back=rollout)
+        target = bank.frames(picks)
+        target["cache_rgb"], target["cache_depth"] = corrupt_cache(target["cache_rgb"], target["cache_depth"], self.gen)
+        last = bank.frames([(w, t - 1 - rollout) for w, t in picks])
+        noise = torch.rand(n, generator=self.gen) * self.cfg.noise_max * (torch.rand(n, generator=self.gen) < 0.7)
+        if rollout:
+            noise = torch.zeros(n)
+            with torch.no_grad():
+                for k in range(rollout, 0, -1):
+                    step_target = bank.frames([(w, t - k) for w, t in picks])
+                    out = self.predict(last, step_target, noise)
+                    last = {"rgb": out["rgb"].clamp(0, 1).cpu(), "depth": output_depth(out).cpu(),
+                            "c2w": step_target["c2w"]}
+        else:
+            last["rgb"], last["depth"] = noisy_context(last["rgb"], last["depth"], noise, self.gen)
+        return last, target, noise
+
+    # ---------------------------------------------------------------- loop
+    def progress(self) -> float:
+        """Share of the run done: by steps or by time, whichever is further (the LR follows a cosine of it)."""
+        return min(1.0, max(self.step / self.cfg.steps, self.elapsed() / (60 * self.cfg.minutes)))
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        rollout = 0
+        if self.step >= cfg.rollout_after and self.rng.random() < cfg.rollout_share:
+            rollout = int(self.rng.integers(1, cfg.max_rollout + 1))
+        last, target, noise = self.make_batch(self.train_bank, cfg.batch, rollout)
+        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * self.progress()))
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x, motion, sources = self.inputs(last, target, noise)
+        pose_in, pose_motion, resid = self.pose_inputs(last, target)
+        with self.autocast():
+            raw, pose = self.net(x, motion, pose_in, pose_motion)
+        out = compose(raw.float(), sources)
+        parts = frame_losses(out, {k: v.to(self.device) for k, v in target.items()})
+        parts["pose"] = self.pose_error(pose.float(), resid, target)
+        loss = (parts["rgb"] + 0.5 * parts["grad"] + 0.5 * parts["depth"] + 0.05 * parts["sky"]
+                + 0.02 * parts["conf"] + 0.5 * parts["pose"])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+        self.opt.step()
+        self.step += 1
+        return {"loss": float(loss), "rollout": rollout, **{k: float(v) for k, v in parts.items()}}
+
+    @torch.no_grad()
+    def validate(self, n: int = 48) -> dict[str, float]:
+        """One-step PSNR on held-out walks: memory on, memory zeroed, and copy-the-last-frame."""
+        picks = self.val_bank.pick(np.random.default_rng(12345), n)
+        target = self.val_bank.frames(picks)
+        last = self.val_bank.frames([(w, t - 1) for w, t in picks])
+        zero = torch.zeros(n)
+        on = self.predict(last, target, zero)
+        off_target = {**target, "cache_rgb": torch.zeros_like(target["cache_rgb"]),
+                      "cache_depth": torch.zeros_like(target["cache_depth"]),
+                      "far_valid": torch.zeros_like(target["far_valid"])}
+        off = self.predict(last, off_target, zero)
+        pose_in, pose_motion, resid = self.pose_inputs(last, target)
+        return {"val_psnr": float(psnr(on["rgb"], target["rgb"]).mean()),
+                "val_psnr_memory_off": float(psnr(off["rgb"], target["rgb"]).mean()),
+                "val_psnr_copy_last": float(psnr(last["rgb"], target["rgb"]).mean()),
+                "val_pose_l1": float(self.pose_error(self.module.pose(pose_in, pose_motion), resid, target))}
+
+    def checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        out = Path(self.cfg.out)
+        config = {**self.model_config, "training": {"steps": self.step, "config": asdict(self.cfg),
+                                                    "hardware": describe_hardware(), "history": self.history[-20:]}}
+        save_pretrained(out, config, self.module, half=False)
+        state = {f"opt.{i}.{k}": v for i, s in self.opt.state_dict()["state"].items() for k, v in s.items()
+                 if torch.is_tensor(v)}
+        tmp = out / ".train_state.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        os.replace(tmp, out / "train_state.safetensors")
+        meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
+                "history": self.history, "world_size": self.world, "replica_checksums": self.replica_checksums}
+        (out / ".train_state.json.tmp").write_text(json.dumps(meta))
+        os.replace(out / ".train_state.json.tmp", out / "train_state.json")
+
+    def resume(self) -> bool:
+        out = Path(self.cfg.out)
+        if not (out / "train_state.json").is_file():
+            return False
+        state = load_file(str(out / "model.safetensors"))
+        self.module.load_state_dict(state)
+        meta = json.loads((out / "train_state.json").read_text())
+        tensors = load_file(str(out / "train_state.safetensors"))
+        opt_state = self.opt.state_dict()
+        for key, v in tensors.items():
+            _, i, k = key.split(".", 2)
+            opt_state["state"].setdefault(int(i), {})[k] = v
+        self.opt.load_state_dict(opt_state)
+        self.step = int(meta["step"])
+        self.elapsed_before, self.started = float(meta.get("elapsed_s", 0.0)), time.time()
+        self.history = meta.get("history", [])
+        self.rng.bit_generator.state = meta["rng"]
+        self.gen.manual_seed(self.cfg.seed * 1000 + self.rank + self.step)
+        return True
+
+    def run(self, progress: bool = True) -> dict[str, float]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.started = time.time()
+        last_ckpt = time.time()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank)
+        stats: dict[str, float] = {}
+        while self.step < cfg.steps:
+            stop = torch.tensor([float(self.elapsed() >= 60 * cfg.minutes)])
+            if self.world > 1:  # every rank stops at the same step
+                torch.distributed.all_reduce(stop)
+            if stop.item() > 0:
+                break
+            stats = self.train_step()
+            bar.update()
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", rgb=f"{stats['rgb']:.3f}")
+            if self.step % cfg.val_every == 0 and self.rank == 0:
+                val = self.validate()
+                self.history.append({"step": self.step, "time": time.time(), **val,
+                                     **{k: stats[k] for k in ("loss", "rgb", "depth", "pose")}})
+                bar.write(json.dumps(self.history[-1]))
+            if time.time() - last_ckpt > 60 * cfg.ckpt_every_min:
+                self.checkpoint()
+                last_ckpt = time.time()
+        bar.close()
+        self.replica_checksums = self.checksums()
+        self.checkpoint()
+        return stats
+
+    def checksums(self) -> list[float]:
+        """Sum of |weights| on every rank (one entry per rank): equal entries mean the replicas agree."""
+        local = torch.tensor([float(sum(p.detach().double().abs().sum() for p in self.module.parameters()))],
+                             dtype=torch.float64, device=self.device)
+        if self.world == 1:
+            return [float(local)]
+        everyone = [torch.zeros_like(local) for _ in range(self.world)]
+        torch.distributed.all_gather(everyone, local)
+        return [float(v) for v in everyone]
+
+
+def describe_hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def main(args) -> int:
+    cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, batch=args.batch,
+                      lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
+                      widths=list(args.widths), val_every=args.val_every)
+    if args.walks is not None:
+        cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
+    if args.val_walks is not None:
+        cfg.val_seeds = list(range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_walks))
+    trainer = Trainer(cfg)
+    trainer.load_data()
+    if args.resume and trainer.resume() and trainer.rank == 0:
+        print(f"resumed from {cfg.out} at step {trainer.step}")
+    trainer.run()
+    if trainer.rank == 0:
+        print(f"trained {trainer.step} steps -> {cfg.out}")
+    if trainer.world > 1:
+        torch.distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,124 @@
+"""Reading and writing the learned model's weights: a folder (or a Hugging Face hub repo) holding ``config.json``
+and ``model.safetensors``. Never pickle: weights are opened from strangers.
+
+config.json keys: ``format`` (must be FORMAT), ``size`` ([width, height] the model was trained at),
+``fov_y_deg``, ``widths``, ``emb_dim``, ``refine``, ``step_m`` and ``yaw_deg`` (the kinematics it was trained
+with), ``max_depth`` (fuse range the cache was made with), and free-form ``training`` / ``eval`` records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from worldmodel.neural.net import WorldModelNet
+
+FORMAT = "worldstudio-neural-v1"
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+DEFAULT_CONFIG = {"format": FORMAT, "size": [128, 128], "fov_y_deg": 70.0, "widths": [48, 96, 144, 192],
+                  "emb_dim": 256, "refine": 32, "step_m": 0.5, "yaw_deg": 10.0, "max_depth": 60.0}
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be used; the message says what to do."""
+
+
+def build_net(config: dict) -> WorldModelNet:
+    return WorldModelNet(tuple(config["widths"]), int(config["emb_dim"]), int(config["refine"]))
+
+
+def check_config(config: dict, where: str) -> dict:
+    """Fill defaults and validate types/ranges of a config read from ``where``; raise WeightsError."""
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise WeightsError(f"{where}: not a WorldStudio neural model config (format must be {FORMAT!r}); "
+                           "point at a folder written by save_pretrained or `launch.py train`")
+    cfg = {**DEFAULT_CONFIG, **config}
+    try:
+        size = [int(v) for v in cfg["size"]]
+        widths = [int(v) for v in cfg["widths"]]
+        numbers = [float(cfg[k]) for k in ("fov_y_deg", "step_m", "yaw_deg", "max_depth")]
+        int(cfg["emb_dim"]), int(cfg["refine"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise WeightsError(f"{where}: malformed config value ({e}); re-export the model with save_pretrained") from None
+    if len(size) != 2 or min(size) < 16 or max(size) > 1024 or any(s % 16 for s in size):
+        raise WeightsError(f"{where}: size {size} is unsupported (each side a multiple of 16, 16..1024)")
+    if not widths or any(w % 8 or w <= 0 for w in widths) or not all(math.isfinite(v) and v > 0 for v in numbers):
+        raise WeightsError(f"{where}: widths must be positive multiples of 8 and fov/step/yaw/max_depth positive")
+    return cfg
+
+
+def resolve(path_or_repo_id: str | os.PathLike) -> Path:
+    """A local folder as is; anything else is a hub repo id fetched (or found in the cache) by huggingface_hub."""
+    local = Path(path_or_repo_id).expanduser()
+    if local.is_dir():
+        return local
+    text = str(path_or_repo_id)
+    if local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise WeightsError(f"{text}: no such model folder (expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}, "
+                           "or a hub repo id like 'owner/name')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]))
+    except Exception as e:  # offline and not cached, unknown repo, ...
+        raise WeightsError(f"{text}: could not fetch the model from the hub ({type(e).__name__}); download it once "
+                           "with network access (it is cached afterwards) or pass a local folder") from None
+
+
+def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldModelNet]:
+    """-> (config, network with the weights loaded, eval mode). Raises WeightsError with what to do."""
+    folder = resolve(path_or_repo_id)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise WeightsError(f"{folder}: needs {CONFIG_NAME} and {WEIGHTS_NAME}; re-export with save_pretrained")
+    try:
+        config = json.loads(cfg_path.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{cfg_path}: not valid JSON ({type(e).__name__}); re-export the model") from None
+    config = check_config(config, str(cfg_path))
+    try:
+        state = load_file(str(w_path))
+    except Exception as e:  # safetensors raises its own error types for truncated / lying files
+        raise WeightsError(f"{w_path}: corrupt weights file ({e}); download or re-export it") from None
+    net = build_net(config)
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or extra or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
+                  else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, config says "
+                       f"{tuple(expected[wrong[0]].shape)}")
+        raise WeightsError(f"{w_path}: weights do not match {CONFIG_NAME} ({detail}); use the config the weights "
+                           "were saved with")
+    for k, v in state.items():
+        if not torch.isfinite(v.float()).all():
+            raise WeightsError(f"{w_path}: tensor {k} holds NaN or inf; the file is damaged, re-export it")
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return config, net.eval()
+
+
+def save_pretrained(folder: str | os.PathLike, config: dict, net: WorldModelNet, card: str | None = None,
+                    half: bool = True) -> Path:
+    """Write config.json, model.safetensors (fp16 when ``half``) and a model card; atomic per file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
+    files = {WEIGHTS_NAME: lambda p: save_file(state, str(p), metadata={"format": FORMAT}),
+             CONFIG_NAME: lambda p: p.write_text(json.dumps(check_config(config, "config"), indent=2) + "\n")}
+    if card is not None:
+        files[CARD_NAME] = lambda p: p.write_text(card)
+    for name, write in files.items():
+        tmp = folder / f".{name}.tmp{os.getpid()}"
+        try:
+            write(tmp)
+            os.replace(tmp, folder / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return folder

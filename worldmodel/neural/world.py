@@ -1,0 +1,157 @@
+"""NeuralWorld: the learned world model as a WorldModel backend.
+
+Each step it (1) predicts where the camera ends up — the commanded kinematics plus the pose head's residual
+(the camera rides the terrain: height changes with the ground it sees, and it stops at obstacles) — and
+(2) generates the frame there: RGB, z-depth and a per-pixel confidence, from the last frame, that frame warped
+into the target camera, the cache render of the fused map and the far-field panorama (``Context.cache``), and
+the target's ray map. The Scene asks :meth:`predict_c2w` first, renders the memory at that pose, then calls
+:meth:`step`, which uses the same pose (the pose head is deterministic).
+
+The first frame is the simulator's view for the seed (as DeepVerse starts from an input image), or any RGB-D
+frame handed in as ``first_frame`` (a recording's or a saved session's frame), resized to the model's size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worldmodel.actions import Action, Kinematics, TargetPose
+from worldmodel.frame import Context, Frame
+from worldmodel.neural.inputs import build_inputs, compose, heading_frame, output_depth, pose_head_input, relative_motion
+from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
+
+SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained"
+
+
+def _image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
+
+
+def _depth_tensor(depth: np.ndarray) -> torch.Tensor:
+    d = np.nan_to_num(np.asarray(depth, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.from_numpy(np.maximum(d, 0.0))[None, None]
+
+
+def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return t if t.shape[-2:] == (height, width) else F.interpolate(t, size=(height, width), mode="nearest")
+
+
+class NeuralWorld:
+    """Learned world model (see the module docstring). ``weights``: a folder or hub repo id."""
+
+    name = "neural"
+    exact_depth = False
+
+    def __init__(self, weights: str | os.PathLike = SHIPPED_WEIGHTS, seed: int = 0, kinematics: Kinematics | None = None,
+                 first_frame: Frame | None = None, bf16: bool = True):
+        self.weights = str(weights)
+        self.config, self.net = load_pretrained(weights)
+        self.width, self.height = (int(v) for v in self.config["size"])
+        self.kinematics = kinematics or Kinematics(self.config["step_m"], self.config["yaw_deg"])
+        self.seed = int(seed)
+        self.first_frame = first_frame
+        self.bf16 = bf16
+        from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+        self.simulator = ProceduralWorld(ProceduralConfig(width=self.width, height=self.height,
+                                                          fov_y_deg=float(self.config["fov_y_deg"]),
+                                                          kinematics=self.kinematics), seed=self.seed)
+        self.K = self.simulator.K.copy()
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike = SHIPPED_WEIGHTS, **kwargs) -> "NeuralWorld":
+        """Load ``config.json`` + ``model.safetensors`` from a folder or a hub repo (cached; offline once cached)."""
+        return cls(path_or_repo_id, **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> Path:
+        return save_pretrained(folder, self.config, self.net, card=card)
+
+    def describe(self) -> dict:
+        weights = "" if Path(self.weights).resolve() == SHIPPED_WEIGHTS.resolve() else self.weights
+        return {"kind": "neural", "weights": weights, "seed": self.seed,
+                "kinematics": {"step_m": self.kinematics.step_m, "yaw_deg": self.kinematics.yaw_deg}}
+
+    # ------------------------------------------------------------------ WorldModel
+    def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
+        """Frame 0: ``first_frame`` (resized to the model's size) when given, else the simulator's view."""
+        self.seed = int(seed)
+        if self.first_frame is None:
+            return self.simulator.reset(self.seed, start)
+        f = self.first_frame
+        rgb = _resize(_image_tensor(f.rgb), self.height, self.width)
+        depth = _resize(_depth_tensor(f.depth), self.height, self.width)
+        sx, sy = self.width / f.width, self.height / f.height
+        K = np.array(f.K, np.float64)
+        K[0] *= sx
+        K[1] *= sy
+        K[0, 2], K[1, 2] = (f.K[0, 2] + 0.5) * sx - 0.5, (f.K[1, 2] + 0.5) * sy - 0.5
+        self.K = K
+        c2w = np.asarray(start if start is not None else f.c2w, np.float64)
+        return Frame(0, (rgb[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), depth[0, 0].numpy(),
+                     K, c2w, None)
+
+    @torch.no_grad()
+    def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
+        """Target pose: a TargetPose as given; an action's kinematics plus the learned residual."""
+        if isinstance(action, TargetPose):
+            return np.asarray(action.c2w, np.float64).copy()
+        if not isinstance(action, Action):
+            raise TypeError(f"NeuralWorld expects an Action or TargetPose, got {type(action).__name__}")
+        kin = self.kinematics.apply(last.c2w, action)
+        c_last = torch.from_numpy(np.asarray(last.c2w, np.float64))[None]
+        c_kin = torch.from_numpy(kin)[None]
+        motion = torch.cat([relative_motion(c_last, c_kin, self.config["step_m"]).float(), torch.zeros(1, 1)], 1)
+        depth = _resize(_depth_tensor(last.depth), self.height, self.width)
+        resid = self.net.pose(pose_head_input(depth), motion)[0].double()
+        out = kin.copy()
+        out[:3, 3] += (heading_frame(c_last)[0] @ resid).numpy()
+        return out
+
+    @torch.no_grad()
+    def step(self, action: Action | TargetPose, context: Context) -> Frame:
+        last = context.last
+        target = self.predict_c2w(last, action)
+        h, w = self.height, self.width
+        cache = context.cache
+        if cache is not None:
+            cache_rgb = _resize(_image_tensor(cache.rgb), h, w)
+            cache_depth = _resize(_depth_tensor(np.where(cache.valid, cache.depth, 0)), h, w)
+            far_rgb = _resize(_image_tensor(cache.far_rgb), h, w) if cache.far_rgb is not None else torch.zeros(1, 3, h, w)
+            far_valid = (_resize(torch.from_numpy(cache.far_valid.astype(np.float32))[None, None], h, w)
+                         if cache.far_valid is not None else torch.zeros(1, 1, h, w))
+        else:
+            cache_rgb, cache_depth = torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)
+            far_rgb, far_valid = torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)
+        K = torch.from_numpy(np.asarray(self.K, np.float32))[None]
+        x, motion, sources = build_inputs(
+            _resize(_image_tensor(last.rgb), h, w), _resize(_depth_tensor(last.depth), h, w), K,
+            torch.from_numpy(np.asarray(last.c2w, np.float64))[None], torch.from_numpy(target)[None],
+            cache_rgb, cache_depth, far_rgb, far_valid, torch.zeros(1), step_scale=self.config["step_m"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            raw = self.net.frame(x, motion)
+        out = compose(raw.float(), sources)
+        rgb = (out["rgb"][0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        depth = output_depth(out)[0, 0].numpy().astype(np.float32)
+        conf = out["conf"][0, 0].numpy().astype(np.float32)
+        return Frame(last.index + 1, rgb, depth, self.K.copy(), target, action, confidence=conf)
+
+    def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The simulator's (rgb, depth) at ``c2w`` for side-by-side comparison; None when the world did not
+        start from the simulator (a user-picked first frame has no ground truth)."""
+        if self.first_frame is not None or not np.isfinite(np.asarray(c2w)).all():
+            return None
+        return self.simulator.render(np.asarray(c2w, np.float64))
+
+
+def check_size(world: NeuralWorld, width: int, height: int) -> None:
+    """Raise WeightsError when a requested frame size is not the one the model makes."""
+    if (int(width), int(height)) != (world.width, world.height):
+        raise WeightsError(f"the learned model makes {world.width}x{world.height} frames; use --size "
+                           f"{world.width} {world.height} (or train a model at {width}x{height})")
+
+
+__all__ = ["NeuralWorld", "SHIPPED_WEIGHTS", "WeightsError", "check_size"]

@@ -30,7 +30,7 @@ from memory.cache import render_map_cache
 from memory.grid import BLOCK_VOXELS, MapGrid
 from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
                               valid_camera, view_candidates, visible_blocks)
-from recon.camera import resize_intrinsics
+from worldmodel.camera import resize_intrinsics
 from recon.pointmap import FuseStats, VoxelPointMap
 from worldmodel.frame import Frame
 
@@ -77,7 +77,7 @@ class MemoryConfig:
 def scaled_camera(K: np.ndarray, width: int, height: int, max_side: int) -> tuple[np.ndarray, int, int]:
     """The same camera at most ``max_side`` pixels on its long side: (K' (3, 3), width', height').
 
-    Pixel centres stay at integer coordinates (see recon.camera.resize_intrinsics)."""
+    Pixel centres stay at integer coordinates (see worldmodel.camera.resize_intrinsics)."""
     s = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
     if s == 1.0:
         return K, width, height

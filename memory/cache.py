@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from memory.grid import BLOCK_VOXELS, Frustum, MapGrid
-from recon.camera import invert_pose
+from worldmodel.camera import invert_pose
 from recon.pointmap import VoxelPointMap
 
 _EMPTY = np.iinfo(np.int64).max

@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 
 from memory.cache import rasterize
 from memory.grid import BLOCK_VOXELS, Frustum, MapGrid
-from recon.camera import invert_pose, resize_intrinsics
+from worldmodel.camera import invert_pose, resize_intrinsics
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float64))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon.camera import unproject_depth, valid_depth_mask
+from worldmodel.camera import unproject_depth, valid_depth_mask
 from recon.voxelhash import Int64HashTable
 
 _KEY_BITS = 21

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.camera import invert_pose, valid_depth_mask
+from worldmodel.camera import invert_pose, valid_depth_mask
 from recon.pointmap import SAMPLES_PER_VOXEL, VoxelPointMap, auto_stride
 from recon.tsdf import TSDFFusion
 from worldmodel.frame import Frame

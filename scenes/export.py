@@ -23,6 +23,7 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from recon.visual import colorize_depth, colorize_scalar
+from worldmodel.camera import flip_cv_gl
 from worldmodel.frame import Frame
 
 __all__ = [
@@ -579,9 +580,6 @@ def read_tum_trajectory(path) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ transforms.json
 
-_CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
-
-
 def _png_bytes(img: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -645,7 +643,7 @@ def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = 
         img_rel, depth_rel = f"{sub}/{name}", f"depth/{name}"
         _write_bytes_atomic(out / img_rel, [_png_bytes(np.ascontiguousarray(f.rgb))])
         _write_bytes_atomic(out / depth_rel, [_png_bytes(depth_to_png_mm(f.depth))])
-        c2w_gl = np.asarray(f.c2w, dtype=np.float64) @ _CV_TO_GL
+        c2w_gl = flip_cv_gl(f.c2w)
         entry = {"file_path": img_rel, "depth_file_path": depth_rel,
                  "transform_matrix": c2w_gl.tolist(), "frame_index": int(f.index)}
         if f.width != f0.width or f.height != f0.height or not np.allclose(f.K, f0.K):

@@ -5,29 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from scenes.export import ExportError
 from scenes.scene import Scene, SceneConfig
 from scenes.session import SessionError
-from worldmodel.actions import Action, ActionParseError, Kinematics, parse_actions
+from worldmodel.actions import ActionParseError, Kinematics, generated_walk, parse_actions
 from worldmodel.registry import WorldSpecError, create_world
-
-
-def generated_walk(kind: str, steps: int, seed: int) -> list[Action]:
-    """A walk of ``steps`` actions: 'forward', 'orbit' (forward while turning left) or 'random' (seeded wander)."""
-    if kind == "forward":
-        return [Action("F", "N")] * steps
-    if kind == "orbit":
-        return [Action("F", "L")] * steps
-    rng = np.random.default_rng(seed)
-    walk, turn = [], "N"
-    for _ in range(steps):
-        if rng.random() < 0.15:  # change the turn now and then, so the walk wanders instead of jittering
-            turn = rng.choice(["N", "N", "L", "R"])
-        translation = rng.choice(["F", "F", "F", "fL", "fR", "S"])
-        walk.append(Action(str(translation), str(turn)))
-    return walk
 
 
 def fail(message: str) -> int:

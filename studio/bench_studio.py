@@ -35,7 +35,7 @@ def _grow(scene, n_points: int) -> None:
 
 
 def bench_studio(quick: bool) -> dict[str, float]:
-    from scenes.headless import generated_walk
+    from worldmodel.actions import generated_walk
     from scenes.scene import Scene, SceneConfig
     from memory.bank import GeometricMemory
     from studio.app import Studio

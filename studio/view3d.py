@@ -10,7 +10,7 @@ import numpy as np
 import viser
 from scipy.spatial.transform import Rotation
 
-from recon.camera import fov_y_deg_of
+from worldmodel.camera import fov_y_deg_of
 from scenes.scene import Scene
 from studio.stream import COLOUR_MODES, ChunkPayload, ColourContext, MapStreamer
 from worldmodel.frame import Frame

@@ -13,7 +13,7 @@ import open3d as o3d
 import pytest
 import trimesh
 
-from recon.camera import intrinsics_from_fov, invert_pose, look_at_c2w, pixel_rays_camera
+from worldmodel.camera import intrinsics_from_fov, invert_pose, look_at_c2w, pixel_rays_camera
 from recon.visual import TURBO_LUT, colorize_depth, colorize_scalar
 from scenes import export as ex
 from scenes.export import (ExportError, read_ply, read_tum_trajectory, write_glb, write_mp4, write_ply,

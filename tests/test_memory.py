@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 from memory import GeometricMemory, MemoryConfig, agreement, render_cache
 from memory.grid import MapGrid
-from recon.camera import intrinsics_from_fov, invert_pose, look_at_c2w
+from worldmodel.camera import intrinsics_from_fov, invert_pose, look_at_c2w
 from recon.pointmap import VoxelPointMap
 from scenes.scene import Scene, SceneConfig
 from scenes.session import load_session, save_session

@@ -56,7 +56,7 @@ def test_streamed_points_match_the_map_including_the_past():
 
 
 def test_carved_voxels_leave_the_browser_without_a_full_resync():
-    from recon.camera import intrinsics_from_fov
+    from worldmodel.camera import intrinsics_from_fov
     from recon.pointmap import VoxelPointMap
 
     K, rgb = intrinsics_from_fov(64, 48, 60.0), np.full((48, 64, 3), 90, np.uint8)

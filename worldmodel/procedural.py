@@ -7,7 +7,7 @@ square chunk of ``chunk_size`` metres, so the world is the same however it is wa
 is missing). Generated chunk meshes are kept in a bounded LRU.
 
 Rendering casts one ray per pixel centre with directions ``R @ [(u - cx) / fx, (v - cy) / fy, 1]``, i.e. the
-same pixel convention as :mod:`recon.camera` (pixel centres at integer coordinates), so ``t_hit`` *is* the
+same pixel convention as :mod:`worldmodel.camera` (pixel centres at integer coordinates), so ``t_hit`` *is* the
 z-depth. (``RaycastingScene.create_rays_pinhole`` adds half a pixel, so it is not used.)
 
 Shading: view-independent albedo computed from the world-space hit point (grass noise, checkered paths,
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import open3d as o3d
 
-from recon.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
+from worldmodel.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
 from worldmodel import terrain as tr
 from worldmodel.actions import Action, Kinematics, TargetPose
 from worldmodel.frame import Context, Frame

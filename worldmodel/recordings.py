@@ -39,7 +39,7 @@ from typing import Iterator
 
 import numpy as np
 
-from recon.camera import intrinsics_from_fov, invert_pose
+from worldmodel.camera import intrinsics_from_fov, invert_pose, flip_cv_gl
 from worldmodel.frame import Frame
 
 FORMATS = ("tum", "7scenes", "generic", "ply")
@@ -51,7 +51,6 @@ TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing gr
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
 DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
 
@@ -528,7 +527,7 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if camera not in ("opencv", "opengl"):
         raise SequenceError(f"{folder / CONFIG_FILE}: camera must be 'opencv' or 'opengl', got {camera!r}")
     if camera == "opengl":
-        poses = poses @ _GL_TO_CV
+        poses = flip_cv_gl(poses)  # OpenGL -> OpenCV
     K = _K_from_config(cfg, folder)
     if K is None:
         intr = folder / "intrinsics.txt"

@@ -1,4 +1,5 @@
-"""Camera math. OpenCV pinhole cameras (x right, y down, z forward), poses camera-to-world (c2w).
+"""Camera math, the vocabulary of :class:`worldmodel.frame.Frame`. OpenCV pinhole cameras (x right, y down,
+z forward), poses camera-to-world (c2w). Image sizes are always passed as ``(K, width, height)``.
 
 Every function names the convention it uses. Shapes are in the docstrings; N = number of points.
 """
@@ -8,6 +9,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+
+# Right-multiplying a c2w by this flips the camera's y and z axes: OpenCV (y down, z forward) <-> OpenGL /
+# nerfstudio / Blender (y up, z backward). It is its own inverse.
+CV_GL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def flip_cv_gl(c2w: np.ndarray) -> np.ndarray:
+    """(..., 4, 4) OpenCV c2w -> OpenGL c2w of the same camera, and OpenGL -> OpenCV (the flip is its own inverse)."""
+    return np.asarray(c2w, dtype=np.float64) @ CV_GL_FLIP
 
 
 def intrinsics_from_fov(width: int, height: int, fov_y_deg: float) -> np.ndarray:

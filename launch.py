@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="walk used with --steps: random (seeded wander), forward, orbit (default: random)")
     run.add_argument("--out", required=True, help="output folder (created if missing)")
     run.add_argument("--no-video", action="store_true", help="skip frames.mp4")
+    run.add_argument("--no-memory", action="store_true",
+                     help="no geometry-aware memory (no retrieval, no cache render; the model sees recent frames only)")
+    run.add_argument("--retrieval", choices=("ours", "deepverse", "worldmem"), default="ours",
+                     help="memory retrieval rule (default: ours)")
 
     ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
     ev.add_argument("path", help="sequence folder: TUM RGB-D, 7-Scenes/3DMatch, generic, or per-frame PLY folder")

@@ -1,15 +1,20 @@
-"""`python launch.py run`: explore a world without a browser and write every export."""
+"""`python launch.py run`: explore a world without a browser and write every export.
+
+The scene has geometry-aware memory (as in the studio) unless ``--no-memory``; the session written to
+``OUT/session`` records the retrieval settings and which keyframes each frame was given."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from memory.bank import MemoryConfig
 from scenes.export import ExportError
-from scenes.scene import Scene, SceneConfig
+from scenes.factory import make_scene
+from scenes.scene import SceneConfig
 from scenes.session import SessionError
 from worldmodel.actions import ActionParseError, Kinematics, generated_walk, parse_actions
-from worldmodel.registry import WorldSpecError, create_world
+from worldmodel.registry import WorldSpecError
 
 
 def fail(message: str) -> int:
@@ -27,14 +32,14 @@ def main(args) -> int:
         if args.steps < 1:
             return fail("--steps must be at least 1")
         actions = generated_walk(args.walk, args.steps, args.seed)
+    memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
     try:
-        model = create_world(args.world, seed=args.seed, width=args.size[0], height=args.size[1],
-                             kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg))
+        scene = make_scene(args.world, args.seed, size=tuple(args.size), memory=memory,
+                           kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
+                           config=SceneConfig(voxel_size=args.voxel))
     except (WorldSpecError, ValueError, OSError) as e:
         return fail(str(e))
     out = Path(args.out).expanduser()
-    scene = Scene(model, SceneConfig(voxel_size=args.voxel))
-    scene.reset(args.seed)
     scene.run(actions, progress=True)
     try:
         out.mkdir(parents=True, exist_ok=True)

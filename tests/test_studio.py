@@ -188,3 +188,31 @@ def test_open_world_from_the_ui_and_bad_spec_keeps_the_scene(studio):
     studio.exports._new_world(SimpleNamespace(client=None))
     assert studio.worker.wait_idle(30)
     assert studio.worker.scene is scene
+
+
+def test_apply_voxel_size_rescales_cameras_trail_and_points(studio):
+    """Regression: after *Apply voxel size* the frustums, trail thumbnails and point size kept the old scale."""
+    for a in parse_actions("(FN)(FN)"):
+        studio.submit_step(a, None)
+    assert studio.worker.wait_idle(30)
+    view, old_size = studio.view, studio.view.size
+    assert view._thumbs[0].scale == pytest.approx(0.6 * old_size)
+    studio.inspect.voxel.value = 0.05
+    studio.inspect._voxel_changed(SimpleNamespace(client=None))
+    assert studio.worker.wait_idle(30)
+    scene = studio.worker.scene
+    assert scene.config.voxel_size == 0.05 and view.size == pytest.approx(6 * 0.05) != old_size
+    assert view._thumbs[0].scale == pytest.approx(0.6 * view.size)  # the trail was redrawn at the new scale
+    assert studio.inspect.point_size.value == pytest.approx(0.045)
+    assert view.sink.handles and all(h.point_size == pytest.approx(0.045) for h in view.sink.handles.values())
+    assert view.sink.points_shown == len(scene.map_points()[0])
+
+
+def test_panels_get_narrow_interfaces_not_the_studio():
+    import ast
+    from pathlib import Path
+
+    for name in ("controls", "export_panel", "inspect_panel", "live_panel", "view3d"):
+        tree = ast.parse((Path(__file__).resolve().parents[1] / "studio" / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "studio.app" not in imported, name

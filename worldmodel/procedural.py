@@ -30,7 +30,7 @@ import open3d as o3d
 from worldmodel.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
 from worldmodel import terrain as tr
 from worldmodel.actions import Action, Kinematics, TargetPose
-from worldmodel.frame import Context, Frame
+from worldmodel.frame import BaseWorldModel, Context, Frame
 
 INVALID_ID = np.uint32(o3d.t.geometry.RaycastingScene.INVALID_ID)
 
@@ -339,11 +339,15 @@ class _Scene:
 # --------------------------------------------------------------------------------------------- world
 
 
-class ProceduralWorld:
-    """Infinite seeded procedural world rendered by ray casting (satisfies worldmodel.frame.WorldModel)."""
+class ProceduralWorld(BaseWorldModel):
+    """Infinite seeded procedural world rendered by ray casting (a worldmodel.frame.WorldModel)."""
 
     name = "procedural"
     exact_depth = True  # ray-cast depth: the fused map needs no free-space carving
+
+    @property
+    def kinematics(self) -> Kinematics:  # type: ignore[override]
+        return self.config.kinematics
 
     def __init__(self, config: ProceduralConfig | None = None, seed: int = 0):
         self.config = config or ProceduralConfig()
@@ -355,7 +359,7 @@ class ProceduralWorld:
         self._ray_cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def describe(self) -> dict:
-        """JSON-able description from which :func:`worldmodel.registry.create_world` rebuilds this world."""
+        """JSON-able description from which :func:`worldmodel.registry.world_from_description` rebuilds it."""
         return {"kind": "procedural", "seed": self.seed, "config": dataclasses.asdict(self.config)}
 
     @classmethod

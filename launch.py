@@ -9,7 +9,8 @@ import sys
 
 def _add_world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world", default="procedural",
-                   help="world to explore: procedural | procedural:fly | replay:PATH (default: procedural)")
+                   help="world to explore: procedural | procedural:fly | replay:PATH | a plugin's NAME[:ARGS] "
+                        "(`launch.py worlds` lists them; default: procedural)")
     p.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"),
                    help="frame size in pixels (default: 256 256)")
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fuse without free-space carving (ghost surfaces from noisy depth are kept)")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
 
+    sub.add_parser("worlds", help="list every world --world accepts (built-ins and installed plugins)")
+
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     bench.add_argument("--only", default=None,
@@ -77,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         from scenes.evaluate import main as eval_main
 
         return eval_main(args)
+    if args.command == "worlds":
+        from worldmodel.registry import available_worlds
+
+        for name, entry in available_worlds().items():
+            origin = "" if entry.origin == "built-in" else f"  [plugin: {entry.origin}]"
+            print(f"{name:14s} {entry.description}{origin}")
+        return 0
     if args.command == "bench":
         from studio.bench import main as bench_main
 

@@ -162,12 +162,14 @@ class BaseWorldModel:
     """Defaults of the :class:`WorldModel` contract; subclasses set ``name`` and write reset/step/describe.
 
     ``kinematics`` defaults to ``Kinematics()`` (0.5 m, 10 degrees per step), ``exact_depth`` to False,
-    ``predict_c2w`` moves the last camera by the kinematics (or jumps to a TargetPose).
+    ``predict_c2w`` moves the last camera by the kinematics (or jumps to a TargetPose), ``describe`` returns
+    the spec that ``worldmodel.registry.create_world`` built the world from.
     """
 
     name: str = "world"
     kinematics: Kinematics = Kinematics()
     exact_depth: bool = False
+    created_with: dict[str, Any] | None = None  # set by registry.create_world: how to build this world again
 
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
         raise NotImplementedError
@@ -181,4 +183,5 @@ class BaseWorldModel:
         return self.kinematics.apply(last.c2w, action)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.name}
+        """Default: the spec the registry built this world from (rebuilt by calling its factory again)."""
+        return dict(self.created_with) if self.created_with else {"kind": self.name}

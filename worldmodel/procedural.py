@@ -467,7 +467,7 @@ class ProceduralWorld(BaseWorldModel):
         key = (int(width), int(height), np.asarray(K, dtype=np.float64).tobytes())
         hit = self._ray_cache.get(key)
         if hit is None:
-            cam = pixel_rays_camera(np.asarray(K, dtype=np.float64), int(height), int(width)).reshape(-1, 3)
+            cam = pixel_rays_camera(np.asarray(K, dtype=np.float64), int(width), int(height)).reshape(-1, 3)
             hit = (np.ascontiguousarray(cam[:, 0]), np.ascontiguousarray(cam[:, 1]),
                    np.linalg.norm(cam, axis=1).astype(np.float32))
             self._ray_cache[key] = hit

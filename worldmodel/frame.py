@@ -15,8 +15,22 @@ import numpy as np
 from worldmodel.actions import Action, Kinematics, TargetPose
 
 
+class _DepthImage:
+    """Image size read from the (H, W) ``depth`` array of Frame and CacheView."""
+
+    depth: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.depth.shape[1])
+
+
 @dataclass(frozen=True, eq=False)
-class Frame:
+class Frame(_DepthImage):
     """One generated (or recorded) view of the world.
 
     index: position of the frame along its branch (0 = first frame).
@@ -52,14 +66,6 @@ class Frame:
                 raise ValueError("Frame.world_points must be (N, 3) with world_colors (N, 3) uint8")
 
     @property
-    def height(self) -> int:
-        return int(self.depth.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.depth.shape[1])
-
-    @property
     def position(self) -> np.ndarray:
         """Camera centre in world coordinates, (3,)."""
         return self.c2w[:3, 3]
@@ -74,7 +80,7 @@ class Frame:
 
 
 @dataclass(frozen=True, eq=False)
-class CacheView:
+class CacheView(_DepthImage):
     """The fused map rendered into a target camera (GEN3C-style geometric conditioning; memory.cache).
 
     rgb: (h, w, 3) uint8.  depth: (h, w) float32 z-depth metres, 0 = nothing rendered.
@@ -95,14 +101,6 @@ class CacheView:
             raise ValueError(f"CacheView rgb {self.rgb.shape} / valid {self.valid.shape} do not match depth {(h, w)}")
         if self.K.shape != (3, 3) or self.c2w.shape != (4, 4):
             raise ValueError("CacheView.K must be 3x3 and CacheView.c2w 4x4")
-
-    @property
-    def height(self) -> int:
-        return int(self.depth.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.depth.shape[1])
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Scene: the world being explored. The one place that orchestrates a step: model -> fuse -> remember.
 
 A Scene owns the world model, the fused point map, the frame store and the branches. The studio and the
-headless ``run`` both drive a Scene, so what works headless works in the browser.
+headless ``run`` both drive a Scene (built by :func:`scenes.factory.make_scene`), so what works headless works
+in the browser. It asks of its model only the WorldModel contract (worldmodel.frame) and of its memory only
+:class:`MemoryProvider`; sessions put a scene back with :meth:`Scene.restore`.
 
 Branches and the cursor: a branch is a list of frame ids (position p = the p-th frame of that walk).
 ``seek(p)`` moves the cursor back (the map is shown 'as it was' by filtering on first-seen position);
@@ -16,15 +18,15 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
+from memory.metrics import agreement
 from recon.pointmap import FuseStats, VoxelPointMap, auto_stride
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
-from memory.metrics import agreement
 from worldmodel.frame import CacheView, Context, Frame, WorldModel
 
 
@@ -77,6 +79,7 @@ class StepResult:
     agreement: dict[str, float] | None = None
 
 
+@runtime_checkable
 class MemoryProvider(Protocol):
     """Geometry-aware memory (memory/): everything the Scene and sessions ask of it.
     See memory.bank.GeometricMemory."""

@@ -77,11 +77,11 @@ def camera_to_pixels(cam: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.nda
     """(..., N, 3) OpenCV camera points -> (u, v, z), each (..., N): pixel coordinates and camera depth.
 
     K: (3, 3), or (..., 3, 3) batched with ``cam`` (one camera per leading index). Points with z <= 0
-    get meaningless u, v (callers mask on z)."""
+    get meaningless u, v (inf/nan at z = 0; callers mask on z)."""
     z = cam[..., 2]
-    safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
-    u = K[..., 0, 0, None] * cam[..., 0] / safe + K[..., 0, 2, None]
-    v = K[..., 1, 1, None] * cam[..., 1] / safe + K[..., 1, 2, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = K[..., 0, 0, None] * cam[..., 0] / z + K[..., 0, 2, None]
+        v = K[..., 1, 1, None] * cam[..., 1] / z + K[..., 1, 2, None]
     return u, v, z
 
 
@@ -133,7 +133,10 @@ def world_to_pixels(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple
 
     Points behind the camera get z <= 0; their uv are meaningless (callers mask on z > 0).
     """
-    u, v, z = camera_to_pixels(world_to_camera(points, w2c), K)
+    cam = world_to_camera(points, w2c)
+    z = cam[:, 2].copy()
+    cam[:, 2] = np.where(np.abs(z) < 1e-9, 1e-9, z)  # finite uv everywhere
+    u, v, _ = camera_to_pixels(cam, K)
     return np.stack([u, v], axis=1), z
 
 

@@ -39,7 +39,8 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
     folder = Path(folder).expanduser()
     if scene.cursor < 0:
         raise SessionError("nothing to save yet; generate a frame first")
-    fids = sorted({fid for b in scene.branches.values() for fid in b.fids})
+    saved = {fid for b in scene.branches.values() for fid in b.fids}
+    fids = sorted(saved)
     if folder.exists() and not folder.is_dir():
         raise SessionError(f"cannot save to {folder}: it is a file; choose a folder")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "session.json").is_file():
@@ -73,7 +74,7 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
             # the retrieval choices: the memory's settings and which keyframes each generated frame was given
             "memory": None if scene.memory is None else scene.memory.describe(),
             "retrievals": {str(fid): {"fids": f, "scores": s} for fid, (f, s) in sorted(scene.retrievals.items())
-                           if fid in set(fids)},
+                           if fid in saved},
         }
         (staging / "session.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():
@@ -163,6 +164,8 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
         try:
             scene.restore(branches, current, cursor, seed=int(meta.get("seed", 0)), map_state=map_state,
                           memory_state=memory_state, retrievals=retrievals)
+        except FrameFileError as e:  # a frame file needed to rebuild the memory
+            raise SessionError(str(e)) from None
         except ValueError as e:
             raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
         try:

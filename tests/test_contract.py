@@ -52,8 +52,9 @@ def test_cache_view_checks_its_shapes_and_the_flip_is_an_involution():
     ok = dict(rgb=np.zeros((2, 3, 3), np.uint8), depth=np.zeros((2, 3), np.float32), valid=np.zeros((2, 3), bool),
               K=np.eye(3), c2w=np.eye(4))
     assert CacheView(**ok).width == 3
-    with pytest.raises(ValueError):
-        CacheView(**{**ok, "valid": np.zeros((3, 2), bool)})
+    for bad in ({"valid": np.zeros((3, 2), bool)}, {"depth": np.zeros((2, 3))}, {"K": np.eye(4)}):
+        with pytest.raises(ValueError):
+            CacheView(**{**ok, **bad})
     c2w = look_at_c2w([1, 2, 3], [0, 0, 0])
     assert np.allclose(flip_cv_gl(flip_cv_gl(c2w)), c2w) and np.allclose(flip_cv_gl(c2w)[:3, 2], -c2w[:3, 2])
     assert np.array_equal(CV_GL_FLIP, np.diag([1.0, -1.0, -1.0, 1.0]))

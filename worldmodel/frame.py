@@ -99,6 +99,9 @@ class CacheView(_DepthImage):
         h, w = self.depth.shape
         if self.rgb.shape != (h, w, 3) or self.valid.shape != (h, w):
             raise ValueError(f"CacheView rgb {self.rgb.shape} / valid {self.valid.shape} do not match depth {(h, w)}")
+        if self.rgb.dtype != np.uint8 or self.depth.dtype != np.float32 or self.valid.dtype != bool:
+            raise ValueError(f"CacheView needs uint8 rgb, float32 depth and bool valid, got "
+                             f"{self.rgb.dtype}, {self.depth.dtype}, {self.valid.dtype}")
         if self.K.shape != (3, 3) or self.c2w.shape != (4, 4):
             raise ValueError("CacheView.K must be 3x3 and CacheView.c2w 4x4")
 
@@ -157,7 +160,7 @@ class WorldModel(Protocol):
 
 
 class BaseWorldModel:
-    """Defaults of the :class:`WorldModel` contract; subclasses set ``name`` and write reset/step/describe.
+    """Defaults of the :class:`WorldModel` contract; subclasses set ``name`` and write reset and step.
 
     ``kinematics`` defaults to ``Kinematics()`` (0.5 m, 10 degrees per step), ``exact_depth`` to False,
     ``predict_c2w`` moves the last camera by the kinematics (or jumps to a TargetPose), ``describe`` returns

@@ -216,3 +216,27 @@ def test_panels_get_narrow_interfaces_not_the_studio():
         tree = ast.parse((Path(__file__).resolve().parents[1] / "studio" / f"{name}.py").read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "studio.app" not in imported, name
+
+
+def test_a_step_shows_memory_and_cache_without_reading_them_back_from_the_store():
+    from scenes.factory import make_scene
+    from scenes.scene import SceneConfig
+
+    scene = make_scene("procedural", 0, size=(96, 72), config=SceneConfig(voxel_size=0.2, memory_k=3))
+    scene.run(parse_actions("(FN)(FN)(FN)(SL)" * 3))  # enough keyframes for retrieval
+    app = Studio(scene, port=free_port())
+    try:
+        assert app.worker.wait_idle(30)
+        app.live.show_cache.value = True
+        step = scene.step(parse_actions("(SR)")[0])
+        assert step.memory_fids and step.cache is not None and step.agreement is not None
+        assert len(step.memory_poses) == len(step.memory_indices) == len(step.memory_scores)
+        reads = []
+        real_get = scene.store.get
+        scene.store.get = lambda fid: reads.append(fid) or real_get(fid)
+        app._after(Command("step", lambda s: None), step)
+        assert set(reads) <= {step.fid}  # only the current frame; keyframes and cache come with the step
+        assert f"| 1 | {step.memory_indices[0]} |" in app.live.memory_md.content
+        assert "PSNR" in app.live.memory_md.content and len(app.view._memory_nodes) == 2 * len(step.memory_fids)
+    finally:
+        app.close()

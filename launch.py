@@ -7,12 +7,13 @@ import argparse
 import sys
 
 
-def _add_world_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--world", default="procedural",
-                   help="world to explore: procedural | procedural:fly | replay:PATH (default: procedural)")
+def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
+    p.add_argument("--world", default=default_world,
+                   help="world to explore: neural[:WEIGHTS] | procedural | procedural:fly | replay:PATH | a plugin's "
+                        f"NAME[:ARGS] (`launch.py worlds` lists them; default: {default_world})")
     p.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
-    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"),
-                   help="frame size in pixels (default: 256 256)")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("W", "H"),
+                   help="frame size in pixels (default: the world's own: 256 256 procedural, 128 128 neural)")
     p.add_argument("--voxel", type=float, default=0.1, help="fused-map voxel size in metres (default: 0.1)")
     p.add_argument("--step-m", type=float, default=0.5, help="metres moved per translation step (default: 0.5)")
     p.add_argument("--yaw-deg", type=float, default=10.0, help="degrees turned per steering step (default: 10)")
@@ -23,14 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     view = sub.add_parser("view", help="start the studio in the browser (the default command)")
-    _add_world_args(view)
+    _add_world_args(view, "neural")
     view.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1; 0.0.0.0 shares it on your network)")
     view.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     view.add_argument("--session", default=None, help="open a saved session folder instead of a new world")
 
     run = sub.add_parser("run", help="explore headless and write PLY, GLB, MP4, trajectory, transforms.json, session")
-    _add_world_args(run)
+    _add_world_args(run, "procedural")
     what = run.add_mutually_exclusive_group(required=True)
     what.add_argument("--actions", help='action string in DeepVerse grammar, e.g. "(FN)(FN)(fLN)(BR)"')
     what.add_argument("--steps", type=int, help="number of steps of a generated walk (see --walk)")
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="walk used with --steps: random (seeded wander), forward, orbit (default: random)")
     run.add_argument("--out", required=True, help="output folder (created if missing)")
     run.add_argument("--no-video", action="store_true", help="skip frames.mp4")
+    run.add_argument("--no-memory", action="store_true",
+                     help="no geometry-aware memory (no retrieval, no cache render; the model sees recent frames only)")
+    run.add_argument("--retrieval", choices=("ours", "deepverse", "worldmem"), default="ours",
+                     help="memory retrieval rule (default: ours)")
 
     ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
     ev.add_argument("path", help="sequence folder: TUM RGB-D, 7-Scenes/3DMatch, generic, or per-frame PLY folder")
@@ -72,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     neval.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     neval.add_argument("--plots", default=None, metavar="DIR", help="write PSNR-per-step and contact-sheet PNGs")
 
+    sub.add_parser("worlds", help="list every world --world accepts (built-ins and installed plugins)")
+
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     bench.add_argument("--only", default=None,
@@ -105,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         from learn.evaluate import main as neural_eval_main
 
         return neural_eval_main(args)
+    if args.command == "worlds":
+        from worldmodel.registry import available_worlds
+
+        for name, entry in available_worlds().items():
+            origin = "" if entry.origin == "built-in" else f"  [plugin: {entry.origin}]"
+            print(f"{name:14s} {entry.description}{origin}")
+        return 0
     if args.command == "bench":
         from studio.bench import main as bench_main
 

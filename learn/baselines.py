@@ -58,10 +58,11 @@ class BaselineWorld:
             return Frame(last.index + 1, last.rgb.copy(), last.depth.copy(), last.K.copy(), target, action)
         rgb, depth, mask = warp_frame(last, target)
         cache = context.cache
-        if self.kind == "cache_fill" and cache is not None and cache["rgb"].shape == rgb.shape:
-            valid = cache["valid"]
-            rgb = np.where(valid[..., None], cache["rgb"], rgb)
-            depth = np.where(valid, cache["depth"], depth).astype(np.float32)
-            far = cache["far_valid"] & ~valid & ~mask
-            rgb = np.where(far[..., None], cache["far_rgb"], rgb)
+        if self.kind == "cache_fill" and cache is not None and cache.rgb.shape == rgb.shape:
+            valid = cache.valid
+            rgb = np.where(valid[..., None], cache.rgb, rgb)
+            depth = np.where(valid, cache.depth, depth).astype(np.float32)
+            if cache.far_rgb is not None:
+                far = cache.far_valid & ~valid & ~mask
+                rgb = np.where(far[..., None], cache.far_rgb, rgb)
         return Frame(last.index + 1, rgb, depth.astype(np.float32), last.K.copy(), target, action)

@@ -148,14 +148,14 @@ def generate_walk(spec: WalkSpec, path: Path) -> Path:
             last = scene.current
             action = pilot.next(t - 1, last.c2w)
             result = scene.step(action)
-            cache = scene.last_cache
+            cache = result.cache
             record(t, result.frame)
             is_action = isinstance(action, Action)
             rows["kin_c2w"][t] = kin.apply(last.c2w, action) if is_action else result.frame.c2w
             rows["is_action"][t] = is_action
-            if cache is not None and cache["rgb"].shape[:2] == (s, s):
-                rows["cache_rgb"][t], rows["cache_depth"][t] = cache["rgb"], cache["depth"]
-                rows["far_rgb"][t], rows["far_valid"][t] = cache["far_rgb"], cache["far_valid"]
+            if cache is not None and (cache.width, cache.height) == (s, s):
+                rows["cache_rgb"][t], rows["cache_depth"][t] = cache.rgb, cache.depth
+                rows["far_rgb"][t], rows["far_valid"][t] = cache.far_rgb, cache.far_valid
     finally:
         scene.close()
     rows["K"] = frame.K.astype(np.float64)

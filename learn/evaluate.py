@@ -129,11 +129,10 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
             f = result.frame
             rec.frames.append(f)
             rec.truth.append(sim.render(f.c2w))
-            cache = scene.last_cache if memory is not None else None
-            rec.covered.append(cache["valid"] if cache is not None and cache["valid"].shape == f.depth.shape
-                               else np.zeros(f.depth.shape, bool))
-            rec.cache.append(cache["rgb"] if cache is not None and cache["rgb"].shape == f.rgb.shape
-                             else np.zeros_like(f.rgb))
+            cache = result.cache
+            same_size = cache is not None and cache.depth.shape == f.depth.shape
+            rec.covered.append(cache.valid if same_size else np.zeros(f.depth.shape, bool))
+            rec.cache.append(cache.rgb if same_size else np.zeros_like(f.rgb))
             if progress is not None:
                 progress()
     finally:

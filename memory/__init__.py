@@ -4,6 +4,7 @@ Public API::
 
     from memory import GeometricMemory, MemoryConfig, render_cache, agreement
     scene = Scene(model, SceneConfig(...), memory=GeometricMemory(MemoryConfig(retrieval_rule="ours")))
+    # or: scenes.factory.make_scene("procedural", memory=MemoryConfig(retrieval_rule="worldmem"))
 """
 
 from memory.bank import GeometricMemory, MemoryConfig

@@ -20,6 +20,7 @@ Conventions: metres, +Y-up world, OpenCV cameras, c2w float64, depth float32 z-d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -31,9 +32,9 @@ from memory.grid import BLOCK_VOXELS, MapGrid
 from memory.panorama import FarFieldPanorama
 from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
                               valid_camera, view_candidates, visible_blocks)
-from recon.camera import resize_intrinsics
+from worldmodel.camera import resize_intrinsics
 from recon.pointmap import FuseStats, VoxelPointMap
-from worldmodel.frame import Frame
+from worldmodel.frame import CacheView, Frame
 
 RULES = ("ours", "deepverse", "worldmem")
 STATE_VERSION = 1
@@ -78,7 +79,7 @@ class MemoryConfig:
 def scaled_camera(K: np.ndarray, width: int, height: int, max_side: int) -> tuple[np.ndarray, int, int]:
     """The same camera at most ``max_side`` pixels on its long side: (K' (3, 3), width', height').
 
-    Pixel centres stay at integer coordinates (see recon.camera.resize_intrinsics)."""
+    Pixel centres stay at integer coordinates (see worldmodel.camera.resize_intrinsics)."""
     s = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
     if s == 1.0:
         return K, width, height
@@ -274,15 +275,17 @@ class GeometricMemory:
         return idx, scores
 
     def render_cache(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
-                     pointmap: VoxelPointMap) -> dict:
-        """The fused map rendered into the target view: {"rgb", "depth", "valid"} (see memory.cache)."""
+                     pointmap: VoxelPointMap) -> CacheView:
+        """The fused map rendered into the target view (see memory.cache)."""
         return render_map_cache(pointmap, self.grid, np.asarray(K, dtype=np.float64),
                                 np.asarray(target_c2w, dtype=np.float64), width, height,
                                 lod_pixels=self.config.cache_lod_pixels)
 
     def build_context(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
-                      pointmap: VoxelPointMap | None, k: int) -> tuple[list[int], list[float], dict | None]:
-        """-> (keyframe fids, scores, cache render dict or None) for the camera about to be generated."""
+                      pointmap: VoxelPointMap | None, k: int) -> tuple[list[int], list[float], CacheView | None]:
+        """-> (keyframe fids, scores, cache render or None) for the camera about to be generated.
+
+        The cache is rendered at most ``cache_max_side`` pixels on its long side; its own K says how."""
         t0 = time.perf_counter()
         target_c2w = np.asarray(target_c2w, dtype=np.float64)
         if not valid_camera(target_c2w, K, width, height):
@@ -294,12 +297,22 @@ class GeometricMemory:
             cK, cw, ch = scaled_camera(np.asarray(K, dtype=np.float64), int(width), int(height),
                                        self.config.cache_max_side)
             cache = self.render_cache(target_c2w, cK, cw, ch, pointmap)
-            cache["K"] = cK
-            cache["far_rgb"], cache["far_valid"] = self.far.render(cK, target_c2w, cw, ch)
+            far_rgb, far_valid = self.far.render(cK, target_c2w, cw, ch)
+            cache = dataclasses.replace(cache, far_rgb=far_rgb, far_valid=far_valid)
         self.last_timings.update(retrieve_ms=1e3 * (t1 - t0), cache_ms=1e3 * (time.perf_counter() - t1))
         return self.fids[idx].tolist(), [float(s) for s in scores], cache
 
     # ------------------------------------------------------------------ persistence
+    def describe(self) -> dict:
+        """The retrieval settings as JSON (sessions record them; :meth:`from_description` rebuilds)."""
+        return {"kind": "geometric", **dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_description(cls, desc: dict) -> "GeometricMemory":
+        """A fresh (empty) memory with the settings of :meth:`describe`; unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(MemoryConfig)}
+        return cls(MemoryConfig(**{k: v for k, v in desc.items() if k in known}))
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat arrays (safetensors-compatible) that describe the bank; ragged parts are concatenated."""
         n = self._n

@@ -28,7 +28,7 @@ def _build_walk(quick: bool):
 
     from memory.bank import GeometricMemory
     from recon.pointmap import VoxelPointMap
-    from scenes.headless import generated_walk
+    from worldmodel.actions import generated_walk
     from worldmodel.actions import Kinematics
     from worldmodel.frame import Context
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
@@ -99,7 +99,7 @@ def bench_memory(quick: bool) -> dict[str, float]:
     points (median and p95); bank RAM at 10k keyframes."""
     from memory.cache import render_map_cache
     from memory.grid import MapGrid
-    from recon.camera import intrinsics_from_fov
+    from worldmodel.camera import intrinsics_from_fov
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()

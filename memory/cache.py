@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from memory.grid import BLOCK_VOXELS, Frustum, MapGrid
-from recon.camera import invert_pose
+from worldmodel.camera import invert_pose
 from recon.pointmap import VoxelPointMap
+from worldmodel.frame import CacheView
 
 _EMPTY = np.iinfo(np.int64).max
 
@@ -170,14 +171,18 @@ def rasterize(xyz: np.ndarray, half: np.ndarray, K: np.ndarray, c2w: np.ndarray,
     return zbuffer(np.concatenate(flats), np.concatenate(keys), width, height)
 
 
-def _empty(width: int, height: int) -> dict:
-    return {"rgb": np.zeros((height, width, 3), np.uint8), "depth": np.zeros((height, width), np.float32),
-            "valid": np.zeros((height, width), bool)}
+def _view(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> CacheView:
+    return CacheView(rgb, depth, valid, np.array(K, dtype=np.float64), np.array(c2w, dtype=np.float64))
+
+
+def _empty(K: np.ndarray, c2w: np.ndarray, width: int, height: int) -> CacheView:
+    return _view(np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.float32),
+                 np.zeros((height, width), bool), K, c2w)
 
 
 def render_cache(points: np.ndarray, colors: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int,
                  point_size: float | np.ndarray = 0.0, max_radius: int = 6, near: float = 0.05,
-                 far: float = np.inf) -> dict:
+                 far: float = np.inf) -> CacheView:
     """Z-buffer render of coloured points into a pinhole camera.
 
     points (N, 3) float32 world, colors (N, 3) uint8, K (3, 3), c2w (4, 4) OpenCV camera-to-world.
@@ -185,23 +190,24 @@ def render_cache(points: np.ndarray, colors: np.ndarray, K: np.ndarray, c2w: np.
     centres); cubes cover the pixels whose rays pass through them (at most ``2 * max_radius + 1`` pixels
     wide) and sub-pixel cubes that no pixel ray hits are not drawn. ``point_size=0`` draws each point into
     the pixel it falls in (unstructured points).
-    Returns {"rgb": (H, W, 3) uint8, "depth": (H, W) float32 z-depth (0 = empty), "valid": (H, W) bool}.
+    Returns a :class:`worldmodel.frame.CacheView` (rgb (H, W, 3) uint8, depth (H, W) float32 z-depth with
+    0 = empty, valid (H, W) bool, this K and c2w).
     """
     width, height = int(width), int(height)
     if len(points) == 0 or width <= 0 or height <= 0:
-        return _empty(max(width, 0), max(height, 0))
+        return _empty(K, c2w, max(width, 0), max(height, 0))
     xyz = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)
     half = np.broadcast_to(np.float32(0.5) * np.asarray(point_size, np.float32), (len(points),))
     depth, winner = rasterize(xyz, half, K, c2w, width, height, near, far, max_radius)
     valid = winner >= 0
     rgb = np.zeros((height, width, 3), np.uint8)
     rgb[valid] = np.asarray(colors)[winner[valid]]
-    return {"rgb": rgb, "depth": depth, "valid": valid}
+    return _view(rgb, depth, valid, K, c2w)
 
 
 def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int,
                      height: int, far: float | None = None, lod_pixels: float = 0.0, cube_scale: float = 0.8,
-                     max_radius: int = 6) -> dict:
+                     max_radius: int = 6) -> CacheView:
     """Cache render of the fused map seen from ``c2w`` (see :func:`render_cache`).
 
     Only the cells in the frustum are read (through ``grid``, brought up to date with ``pointmap`` first).
@@ -215,7 +221,7 @@ def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w:
     """
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
-        return _empty(max(width, 0), max(height, 0))
+        return _empty(K, c2w, max(width, 0), max(height, 0))
     grid.sync(pointmap)
     far = pointmap.max_depth if far is None else float(far)
     K = np.asarray(K, dtype=np.float64)
@@ -248,4 +254,4 @@ def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w:
     if valid.any():
         r = winner[valid]
         rgb[valid] = np.clip(np.rint(pointmap.color_sum[r] / pointmap.weight[r][:, None]), 0, 255).astype(np.uint8)
-    return {"rgb": rgb, "depth": depth, "valid": valid}
+    return _view(rgb, depth, valid, K, c2w)

@@ -33,8 +33,9 @@ import numpy as np
 
 from recon.pointmap import VoxelPointMap, voxel_coords_of_keys, voxel_keys
 from recon.voxelhash import Int64HashTable
+from worldmodel.camera import pixels_to_camera
+from worldmodel.hashing import FMIX32, mix32
 
-_M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # MurmurHash3 fmix32 constants
 _HASH_BITS = 10                     # hash bits kept in the sort key
 _LEVEL_BITS = 2
 _LOW_BITS = _HASH_BITS + _LEVEL_BITS
@@ -51,12 +52,7 @@ def row_hash(rows: np.ndarray) -> np.ndarray:
     MurmurHash3's 32-bit finaliser: rows of one frame are consecutive and in voxel-key order, so a plain
     multiplicative hash would order them periodically in space.
     """
-    h = np.asarray(rows).astype(np.uint32)
-    h ^= h >> np.uint32(16)
-    h *= _M1  # wraps mod 2^32
-    h ^= h >> np.uint32(13)
-    h *= _M2
-    h ^= h >> np.uint32(16)
+    h = mix32(np.asarray(rows).astype(np.uint32), FMIX32)
     return (h >> np.uint32(32 - _HASH_BITS)).astype(np.int64)
 
 
@@ -95,7 +91,7 @@ class Frustum:
         centre = -R.T @ t
         us = np.array([-0.5, w - 0.5, w - 0.5, -0.5])
         vs = np.array([-0.5, -0.5, h - 0.5, h - 0.5])
-        cam = np.stack([(us - K[0, 2]) / K[0, 0], (vs - K[1, 2]) / K[1, 1], np.ones(4)], axis=1) * self.far
+        cam = pixels_to_camera(us, vs, self.far, K)
         return np.vstack([centre[None], cam @ R + centre])
 
 

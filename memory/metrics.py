@@ -10,18 +10,20 @@ import math
 
 import numpy as np
 
+from worldmodel.frame import CacheView
 
-def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: dict) -> dict[str, float]:
+
+def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: CacheView) -> dict[str, float]:
     """Compare a frame with a cache render of the same camera.
 
-    frame_rgb (H, W, 3) uint8, frame_depth (H, W) float32 z-depth (0 = invalid), cache as returned by
-    :func:`memory.cache.render_cache` (same view; it may be smaller, then the frame is sampled at the
+    frame_rgb (H, W, 3) uint8, frame_depth (H, W) float32 z-depth (0 = invalid), ``cache`` a render of the same view
+    (:func:`memory.cache.render_cache`; it may be smaller, then the frame is sampled at the
     cache's pixel centres). Returns
     psnr_db: PSNR of the frame's colours over the cache's valid pixels (inf if identical, nan if none),
     depth_abs_err_m: median |depth difference| over pixels valid in both (nan if none),
     coverage: share of the image where the cache has content.
     """
-    valid = np.asarray(cache["valid"], bool)
+    valid = np.asarray(cache.valid, bool)
     if frame_rgb.shape[:2] != frame_depth.shape:
         raise ValueError(f"frame rgb {frame_rgb.shape[:2]} and depth {frame_depth.shape} have different sizes")
     if frame_depth.shape != valid.shape:  # a smaller cache: compare at its pixel centres (nearest frame pixel)
@@ -31,13 +33,13 @@ def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: dict) -> di
         frame_rgb, frame_depth = frame_rgb[rows][:, cols], frame_depth[rows][:, cols]
     n = int(valid.sum())
     if n:
-        diff = frame_rgb[valid].astype(np.float64) - np.asarray(cache["rgb"])[valid].astype(np.float64)
+        diff = frame_rgb[valid].astype(np.float64) - cache.rgb[valid].astype(np.float64)
         mse = float(np.mean(diff * diff))
         psnr = math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
     else:
         psnr = math.nan
     with np.errstate(invalid="ignore"):
         both = valid & np.isfinite(frame_depth) & (frame_depth > 0)
-    err = np.abs(frame_depth[both].astype(np.float64) - np.asarray(cache["depth"])[both])
+    err = np.abs(frame_depth[both].astype(np.float64) - cache.depth[both])
     return {"psnr_db": psnr, "depth_abs_err_m": float(np.median(err)) if len(err) else math.nan,
             "coverage": n / valid.size if valid.size else 0.0}

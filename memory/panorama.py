@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recon.camera import pixel_rays_camera
+from worldmodel.camera import pixel_rays_camera
 
 
 class FarFieldPanorama:
@@ -30,7 +30,7 @@ class FarFieldPanorama:
 
     def _cells(self, K: np.ndarray, c2w: np.ndarray, width: int, height: int) -> np.ndarray:
         """(H*W,) flat panorama cell of each pixel ray of camera (K, c2w)."""
-        cam = pixel_rays_camera(np.asarray(K, np.float64), int(height), int(width)).reshape(-1, 3)
+        cam = pixel_rays_camera(np.asarray(K, np.float64), int(width), int(height)).reshape(-1, 3)
         d = cam @ np.asarray(c2w, np.float64)[:3, :3].T.astype(np.float32)
         d /= np.linalg.norm(d, axis=1, keepdims=True)
         az = np.arctan2(d[:, 0], d[:, 2])

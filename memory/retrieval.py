@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 
 from memory.cache import rasterize
 from memory.grid import BLOCK_VOXELS, Frustum, MapGrid
-from recon.camera import invert_pose, resize_intrinsics
+from worldmodel.camera import camera_to_pixels, invert_pose, resize_intrinsics, world_to_camera
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float64))
 
@@ -157,12 +157,7 @@ def retrieve_deepverse(bank: KeyframeArrays, index: CentreIndex, target_c2w: np.
 
 def in_frustum(points: np.ndarray, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
     """(P,) bool: world points (P, 3) in front of camera ``c2w`` and inside its image."""
-    w2c = invert_pose(c2w)
-    cam = points @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = K[0, 0] * cam[:, 0] / z + K[0, 2]
-        v = K[1, 1] * cam[:, 1] / z + K[1, 2]
+    u, v, z = camera_to_pixels(world_to_camera(points, invert_pose(c2w)), K)
     return (z > 1e-6) & (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5)
 
 
@@ -171,10 +166,7 @@ def _in_frusta(points: np.ndarray, c2w: np.ndarray, K: np.ndarray, size: np.ndar
     R = c2w[:, :3, :3]
     rel = points[None, :, :] - c2w[:, None, :3, 3]            # (C, P, 3)
     cam = np.einsum("cpi,cij->cpj", rel, R)                    # R^T (p - t): camera coordinates
-    z = cam[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = K[:, 0, 0, None] * cam[..., 0] / z + K[:, 0, 2, None]
-        v = K[:, 1, 1, None] * cam[..., 1] / z + K[:, 1, 2, None]
+    u, v, z = camera_to_pixels(cam, K)
     w, h = size[:, 0, None] - 0.5, size[:, 1, None] - 0.5
     return (z > 1e-6) & (u >= -0.5) & (u < w) & (v >= -0.5) & (v < h)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon.camera import unproject_depth, valid_depth_mask
+from worldmodel.camera import pixels_to_camera, unproject_depth, valid_depth_mask
 from recon.voxelhash import Int64HashTable
 
 _KEY_BITS = 21
@@ -176,7 +176,7 @@ class VoxelPointMap:
         if h < 2 or w < 2:
             return
         vv, uu = np.mgrid[0:h, 0:w] * stride
-        cam = np.stack([(uu - K[0, 2]) / K[0, 0] * d, (vv - K[1, 2]) / K[1, 1] * d, d], axis=-1)  # (h, w, 3)
+        cam = pixels_to_camera(uu, vv, d, K)                                                      # (h, w, 3)
         normal = np.cross(cam[:-1, 1:] - cam[:-1, :-1], cam[1:, :-1] - cam[:-1, :-1])            # (h-1, w-1, 3)
         ok = (d[:-1, :-1] > 0) & (d[:-1, 1:] > 0) & (d[1:, :-1] > 0)
         ray = cam[:-1, :-1][ok]

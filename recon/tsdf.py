@@ -19,7 +19,7 @@ import open3d as o3d
 import open3d.core as o3c
 import trimesh
 
-from recon.camera import invert_pose, valid_depth_mask
+from worldmodel.camera import invert_pose, valid_depth_mask
 from worldmodel.frame import Frame
 
 

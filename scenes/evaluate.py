@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.camera import invert_pose, valid_depth_mask
+from worldmodel.camera import camera_to_pixels, invert_pose, valid_depth_mask, world_to_camera
 from recon.pointmap import SAMPLES_PER_VOXEL, VoxelPointMap, auto_stride
 from recon.tsdf import TSDFFusion
 from worldmodel.frame import Frame
@@ -48,7 +48,7 @@ class EvalError(ValueError):
 # --------------------------------------------------------------------------------------------- geometry
 
 
-def project_zbuffer(points: np.ndarray, K: np.ndarray, c2w: np.ndarray, height: int, width: int,
+def project_zbuffer(points: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int,
                     voxel: float, near: float = 0.05) -> dict:
     """Render world points (N, 3) into an OpenCV camera (pixel centres at integer coordinates).
 
@@ -60,13 +60,8 @@ def project_zbuffer(points: np.ndarray, K: np.ndarray, c2w: np.ndarray, height: 
     """
     from scipy.ndimage import minimum_filter
 
-    w2c = invert_pose(np.asarray(c2w, dtype=np.float64))
-    cam = points.astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    keep = z > near
-    cam, z = cam[keep], z[keep]
-    uf = K[0, 0] * cam[:, 0] / z + K[0, 2]
-    vf = K[1, 1] * cam[:, 1] / z + K[1, 2]
+    cam = world_to_camera(points.astype(np.float64), invert_pose(np.asarray(c2w, dtype=np.float64)))
+    uf, vf, z = camera_to_pixels(cam[cam[:, 2] > near], K)
     u, v = np.rint(uf).astype(np.int64), np.rint(vf).astype(np.int64)
     inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
     uf, vf, u, v, z = uf[inside], vf[inside], u[inside], v[inside], z[inside]
@@ -116,7 +111,7 @@ def map_depth_agreement(points: np.ndarray, frame: Frame, voxel: float,
     projection (:func:`sample_depth`).
     """
     h, w = frame.depth.shape
-    r = project_zbuffer(points, frame.K, frame.c2w, h, w, voxel)
+    r = project_zbuffer(points, frame.K, frame.c2w, w, h, voxel)
     visible = r["z"] <= r["front"].reshape(-1)[r["pixel"]] + OCCLUSION_VOXELS * voxel
     d = sample_depth(frame.depth, r["uv"][visible], max_depth)
     ok = d > 0

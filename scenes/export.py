@@ -23,6 +23,8 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from recon.visual import colorize_depth, colorize_scalar
+from worldmodel.camera import flip_cv_gl
+from worldmodel.tum import format_tum, read_tum
 from worldmodel.frame import Frame
 
 __all__ = [
@@ -516,8 +518,6 @@ def write_tum_trajectory(path, c2ws: np.ndarray, timestamps: np.ndarray | None =
     c2ws: (M, 4, 4) camera-to-world (OpenCV camera, as in the scene; no axis change).
     Quaternion is Hamilton, scalar-last (scipy). timestamps: (M,) seconds, default index / 10.
     """
-    from scipy.spatial.transform import Rotation
-
     path = _check_target(path)
     poses = _as_poses(c2ws)
     m = len(poses)
@@ -527,60 +527,23 @@ def write_tum_trajectory(path, c2ws: np.ndarray, timestamps: np.ndarray | None =
         ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
         if ts.shape != (m,) or not np.isfinite(ts).all():
             raise ExportError(f"timestamps must be {m} finite numbers (one per pose), got shape {ts.shape}")
-    R = poses[:, :3, :3]
-    dets = np.linalg.det(R) if m else np.zeros(0)
+    dets = np.linalg.det(poses[:, :3, :3]) if m else np.zeros(0)
     if m and (np.abs(dets - 1.0) > 1e-3).any():
         raise ExportError("c2ws contain rotations that are not proper (det != 1); pass rigid camera-to-world poses")
-    q = Rotation.from_matrix(R).as_quat() if m else np.zeros((0, 4))  # x y z w
-    t = poses[:, :3, 3]
-    lines = ["# WorldStudio camera-to-world trajectory (OpenCV camera, +Y-up world, metres)",
-             "# timestamp tx ty tz qx qy qz qw"]
-    for i in range(m):
-        lines.append(f"{ts[i]:.6f} " + " ".join(f"{v:.9f}" for v in t[i]) + " "
-                     + " ".join(f"{v:.9f}" for v in q[i]))
-    _write_bytes_atomic(path, [("\n".join(lines) + "\n").encode("ascii")])
+    text = format_tum(poses, ts, header="WorldStudio camera-to-world trajectory (OpenCV camera, +Y-up world, metres)")
+    _write_bytes_atomic(path, [text.encode("ascii")])
     return path
 
 
 def read_tum_trajectory(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a TUM trajectory -> (timestamps (M,) float64, c2ws (M, 4, 4) float64)."""
-    from scipy.spatial.transform import Rotation
-
-    path = Path(path).expanduser()
+    """Read a TUM trajectory -> (timestamps (M,) float64, c2ws (M, 4, 4) float64) (see worldmodel.tum)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise ExportError(f"cannot read {path}: {e.strerror or e}; check the path") from None
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        parts = s.replace(",", " ").split()
-        if len(parts) != 8:
-            raise ExportError(f"{path}:{lineno}: expected 8 numbers 'timestamp tx ty tz qx qy qz qw', "
-                              f"got {len(parts)}; pass a TUM trajectory file")
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            raise ExportError(f"{path}:{lineno}: not a number in {s!r}; pass a TUM trajectory file") from None
-    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
-    if not np.isfinite(arr).all():
-        raise ExportError(f"{path}: contains NaN/inf; fix or drop those lines")
-    c2ws = np.tile(np.eye(4), (len(arr), 1, 1))
-    if len(arr):
-        q = arr[:, 4:8]
-        if (np.linalg.norm(q, axis=1) < 1e-12).any():
-            raise ExportError(f"{path}: contains a zero quaternion; fix or drop that line")
-        c2ws[:, :3, :3] = Rotation.from_quat(q).as_matrix()
-        c2ws[:, :3, 3] = arr[:, 1:4]
-    return arr[:, 0].copy(), c2ws
+        return read_tum(path)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------ transforms.json
-
-_CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
-
 
 def _png_bytes(img: np.ndarray) -> bytes:
     from PIL import Image
@@ -645,7 +608,7 @@ def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = 
         img_rel, depth_rel = f"{sub}/{name}", f"depth/{name}"
         _write_bytes_atomic(out / img_rel, [_png_bytes(np.ascontiguousarray(f.rgb))])
         _write_bytes_atomic(out / depth_rel, [_png_bytes(depth_to_png_mm(f.depth))])
-        c2w_gl = np.asarray(f.c2w, dtype=np.float64) @ _CV_TO_GL
+        c2w_gl = flip_cv_gl(f.c2w)
         entry = {"file_path": img_rel, "depth_file_path": depth_rel,
                  "transform_matrix": c2w_gl.tolist(), "frame_index": int(f.index)}
         if f.width != f0.width or f.height != f0.height or not np.allclose(f.K, f0.K):

@@ -1,33 +1,20 @@
-"""`python launch.py run`: explore a world without a browser and write every export."""
+"""`python launch.py run`: explore a world without a browser and write every export.
+
+The scene has geometry-aware memory (as in the studio) unless ``--no-memory``; the session written to
+``OUT/session`` records the retrieval settings and which keyframes each frame was given."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from memory.bank import MemoryConfig
 from scenes.export import ExportError
-from scenes.scene import Scene, SceneConfig
+from scenes.factory import make_scene
+from scenes.scene import SceneConfig
 from scenes.session import SessionError
-from worldmodel.actions import Action, ActionParseError, Kinematics, parse_actions
-from worldmodel.registry import WorldSpecError, create_world
-
-
-def generated_walk(kind: str, steps: int, seed: int) -> list[Action]:
-    """A walk of ``steps`` actions: 'forward', 'orbit' (forward while turning left) or 'random' (seeded wander)."""
-    if kind == "forward":
-        return [Action("F", "N")] * steps
-    if kind == "orbit":
-        return [Action("F", "L")] * steps
-    rng = np.random.default_rng(seed)
-    walk, turn = [], "N"
-    for _ in range(steps):
-        if rng.random() < 0.15:  # change the turn now and then, so the walk wanders instead of jittering
-            turn = rng.choice(["N", "N", "L", "R"])
-        translation = rng.choice(["F", "F", "F", "fL", "fR", "S"])
-        walk.append(Action(str(translation), str(turn)))
-    return walk
+from worldmodel.actions import ActionParseError, Kinematics, generated_walk, parse_actions
+from worldmodel.registry import WorldSpecError
 
 
 def fail(message: str) -> int:
@@ -45,14 +32,14 @@ def main(args) -> int:
         if args.steps < 1:
             return fail("--steps must be at least 1")
         actions = generated_walk(args.walk, args.steps, args.seed)
+    memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
     try:
-        model = create_world(args.world, seed=args.seed, width=args.size[0], height=args.size[1],
-                             kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg))
+        scene = make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, memory=memory,
+                           kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
+                           config=SceneConfig(voxel_size=args.voxel))
     except (WorldSpecError, ValueError, OSError) as e:
         return fail(str(e))
     out = Path(args.out).expanduser()
-    scene = Scene(model, SceneConfig(voxel_size=args.voxel))
-    scene.reset(args.seed)
     scene.run(actions, progress=True)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,9 @@
 """Scene: the world being explored. The one place that orchestrates a step: model -> fuse -> remember.
 
 A Scene owns the world model, the fused point map, the frame store and the branches. The studio and the
-headless ``run`` both drive a Scene, so what works headless works in the browser.
+headless ``run`` both drive a Scene (built by :func:`scenes.factory.make_scene`), so what works headless works
+in the browser. It asks of its model only the WorldModel contract (worldmodel.frame) and of its memory only
+:class:`MemoryProvider`; sessions put a scene back with :meth:`Scene.restore`.
 
 Branches and the cursor: a branch is a list of frame ids (position p = the p-th frame of that walk).
 ``seek(p)`` moves the cursor back (the map is shown 'as it was' by filtering on first-seen position);
@@ -16,15 +18,16 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
+from memory.metrics import agreement
 from recon.pointmap import FuseStats, VoxelPointMap, auto_stride
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
-from worldmodel.frame import Context, Frame, WorldModel
+from worldmodel.frame import CacheView, Context, Frame, WorldModel
 
 
 class SceneError(ValueError):
@@ -52,6 +55,14 @@ class Branch:
 
 @dataclass
 class StepResult:
+    """What one step did, and everything the studio shows about it (no frame needs to be read again).
+
+    cache: the map rendered into the predicted camera, as handed to the model (None without memory).
+    memory_fids / memory_indices / memory_scores / memory_poses: the retrieved keyframes (store ids, frame
+    indices along their branch, scores, (k, 4, 4) c2w), best first.  agreement: the new frame against the
+    cache (memory.metrics.agreement: psnr_db, depth_abs_err_m, coverage) or None.
+    """
+
     frame: Frame
     fid: int
     branch: str
@@ -62,18 +73,40 @@ class StepResult:
     forked_from: str | None = None   # parent branch name when this step started a new branch
     memory_fids: list[int] = field(default_factory=list)
     memory_scores: list[float] = field(default_factory=list)
+    memory_indices: list[int] = field(default_factory=list)
+    memory_poses: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
+    cache: CacheView | None = None
+    agreement: dict[str, float] | None = None
 
 
+@runtime_checkable
 class MemoryProvider(Protocol):
-    """Geometry-aware memory (memory/): what the Scene asks of it. See memory.bank.GeometricMemory."""
+    """Geometry-aware memory (memory/): everything the Scene and sessions ask of it.
+    See memory.bank.GeometricMemory."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Forget everything (a new world, or before the map is rebuilt)."""
+        ...
 
-    def observe(self, frame: Frame, fid: int, fused: FuseStats, pointmap: VoxelPointMap) -> None: ...
+    def observe(self, frame: Frame, fid: int, fused: FuseStats, pointmap: VoxelPointMap) -> None:
+        """``frame`` (store id ``fid``) was just fused into ``pointmap`` (``fused`` says where)."""
+        ...
 
     def build_context(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
-                      pointmap: VoxelPointMap, k: int) -> tuple[list[int], list[float], dict | None]:
-        """-> (keyframe fids, scores, cache render dict or None) for the target view."""
+                      pointmap: VoxelPointMap, k: int) -> tuple[list[int], list[float], CacheView | None]:
+        """-> (keyframe fids, scores, cache render or None) for the target view."""
+        ...
+
+    def describe(self) -> dict:
+        """JSON description of the retrieval settings (written into sessions)."""
+        ...
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat arrays (safetensors) from which :meth:`load_state_dict` restores the memory."""
+        ...
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict`; ValueError (one line) when it is corrupt."""
         ...
 
 
@@ -87,22 +120,6 @@ def fuse_frame(pointmap: VoxelPointMap, frame: Frame, stride: int = 0) -> FuseSt
     if stride <= 0:
         stride = auto_stride(frame.depth, frame.K, pointmap.voxel_size)
     return pointmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence, stride=stride)
-
-
-def predict_target_pose(last: Frame, action: Action | TargetPose, model: WorldModel) -> np.ndarray:
-    """Where the camera will be after ``action``: the model's own prediction when it has one (replays),
-    else the target pose, else the model's action kinematics."""
-    predict = getattr(model, "predict_c2w", None)
-    if predict is not None:
-        return predict(last, action)
-    if isinstance(action, TargetPose):
-        return np.asarray(action.c2w, dtype=np.float64)
-    kin = getattr(getattr(model, "config", None), "kinematics", None)
-    if kin is None:
-        from worldmodel.actions import Kinematics
-
-        kin = Kinematics()
-    return kin.apply(last.c2w, action)
 
 
 class Scene:
@@ -120,13 +137,13 @@ class Scene:
         self.cursor = -1
         self.seed = 0
         self.last_step: StepResult | None = None
-        self.last_cache: dict | None = None  # the cache render handed to the model at the last step
+        self.retrievals: dict[int, tuple[list[int], list[float]]] = {}  # fid -> keyframes retrieved for it
 
     # ------------------------------------------------------------------ state
     def _new_map(self) -> VoxelPointMap:
         carve = self.config.carve
         if carve is None:  # recorded or generated depth is noisy; the procedural world's is exact
-            carve = not getattr(self.model, "exact_depth", False)
+            carve = not self.model.exact_depth
         return VoxelPointMap(self.config.voxel_size, self.config.max_depth, carve=carve)
 
     @property
@@ -179,6 +196,7 @@ class Scene:
         self.map = self._new_map()
         if self.memory is not None:
             self.memory.reset()
+        self.retrievals = {}
         fid = self.store.add(frame)
         self.branches = {"main": Branch("main", [fid])}
         self.branch_name, self.cursor = "main", 0
@@ -207,17 +225,15 @@ class Scene:
         recent = [self.store.get(f) for f in fids[max(0, len(fids) - self.config.recent_frames):]]
         context = Context(recent=recent)
         t0 = time.perf_counter()
+        mem_fids: list[int] = []
         if self.memory is not None and self.config.memory_k > 0:
             last = recent[-1]
-            target = predict_target_pose(last, action, self.model)
+            target = self.model.predict_c2w(last, action)
             mem_fids, scores, cache = self.memory.build_context(target, last.K, last.width, last.height, self.map,
                                                                self.config.memory_k)
             context.memory = [self.store.get(f) for f in mem_fids]
-            context.memory_scores = list(scores)
+            context.memory_scores = [float(s) for s in scores]
             context.cache = cache
-            self.last_cache = cache
-        else:
-            mem_fids, scores = [], []
         t1 = time.perf_counter()
         frame = self.model.step(action, context)
         frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
@@ -226,10 +242,15 @@ class Scene:
         fids.append(fid)
         self.cursor = len(fids) - 1
         fused, fuse_ms, observe_ms = self._fuse(frame, fid)
-        self.last_step = StepResult(frame, fid, self.branch_name, fused, model_ms=1e3 * (t2 - t1),
-                                    fuse_ms=fuse_ms, memory_ms=1e3 * (t1 - t0) + observe_ms,
-                                    forked_from=forked_from,
-                                    memory_fids=list(mem_fids), memory_scores=[float(s) for s in scores])
+        if mem_fids:
+            self.retrievals[fid] = (list(mem_fids), list(context.memory_scores))
+        self.last_step = StepResult(
+            frame, fid, self.branch_name, fused, model_ms=1e3 * (t2 - t1), fuse_ms=fuse_ms,
+            memory_ms=1e3 * (t1 - t0) + observe_ms, forked_from=forked_from, memory_fids=list(mem_fids),
+            memory_scores=list(context.memory_scores), memory_indices=[f.index for f in context.memory],
+            memory_poses=(np.stack([f.c2w for f in context.memory]) if context.memory else np.zeros((0, 4, 4))),
+            cache=context.cache,
+            agreement=None if context.cache is None else agreement(frame.rgb, frame.depth, context.cache))
         return self.last_step
 
     def run(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> list[StepResult]:
@@ -264,16 +285,49 @@ class Scene:
         self.branch_name = name
         self._rebuild_map()
 
-    def _rebuild_map(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Fuse the current branch's frames into a fresh map (and memory)."""
-        self.map = self._new_map()
+    def _rebuild_map(self, progress: Callable[[int, int], None] | None = None, keep_map: bool = False) -> None:
+        """The one rebuild path: fuse the current branch's frames into a fresh map and show them to a reset
+        memory. ``keep_map``: the map stays (a loaded one); the frames are fused into a scratch map with the
+        same settings and order (which assigns the same rows) only to rebuild the memory."""
+        fresh = self._new_map()
+        if not keep_map:
+            self.map = fresh
         if self.memory is not None:
             self.memory.reset()
+        elif keep_map:
+            return
         fids = self.branch.fids
         for i, fid in enumerate(fids):
-            self._fuse(self.store.get(fid), fid)  # timings are not needed here
+            frame = self.store.get(fid)
+            fused = fuse_frame(fresh, frame, self.config.fuse_stride)
+            if self.memory is not None:
+                self.memory.observe(frame, fid, fused, fresh)
             if progress is not None:
                 progress(i + 1, len(fids))
+
+    def restore(self, branches: dict[str, Branch], branch_name: str, cursor: int, seed: int = 0,
+                map_state: dict[str, np.ndarray] | None = None, memory_state: dict[str, np.ndarray] | None = None,
+                retrievals: dict[int, tuple[list[int], list[float]]] | None = None) -> None:
+        """Put the scene back in a saved state (scenes.session): branches, current branch and cursor, seed,
+        the fused map (``map_state`` from VoxelPointMap.state_dict; None: rebuilt from the frames) and the
+        memory (``memory_state``; None or unloadable: rebuilt from the frames). Frames must be in the store.
+        Raises SceneError when the branch or cursor is out of range, ValueError for a corrupt map state."""
+        if branch_name not in branches or not 0 <= cursor < len(branches[branch_name].fids):
+            raise SceneError("the current branch or cursor is out of range")
+        self.branches, self.branch_name, self.cursor, self.seed = dict(branches), branch_name, int(cursor), int(seed)
+        self.retrievals = dict(retrievals or {})
+        self.last_step = None
+        if map_state is None:
+            self._rebuild_map()
+            return
+        self.map = VoxelPointMap.from_state_dict(map_state)
+        if self.memory is not None and memory_state is not None:
+            try:
+                self.memory.load_state_dict(memory_state)
+                return
+            except (ValueError, KeyError):
+                pass
+        self._rebuild_map(keep_map=True)
 
     def switch_branch(self, name: str, progress: Callable[[int, int], None] | None = None) -> None:
         """Make ``name`` the current branch (cursor at its end) and rebuild the map from its frames."""

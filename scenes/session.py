@@ -22,9 +22,8 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from recon.pointmap import VoxelPointMap
 from scenes.framestore import FrameFileError, FrameStore
-from scenes.scene import Branch, Scene, fuse_frame, scene_config_from_dict
+from scenes.scene import Branch, MemoryProvider, Scene, scene_config_from_dict
 from worldmodel.registry import WorldSpecError, world_from_description
 
 FORMAT = "worldstudio-session"
@@ -40,10 +39,8 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
     folder = Path(folder).expanduser()
     if scene.cursor < 0:
         raise SessionError("nothing to save yet; generate a frame first")
-    describe = getattr(scene.model, "describe", None)
-    if describe is None:
-        raise SessionError(f"world {getattr(scene.model, 'name', '?')} cannot describe itself; it cannot be saved")
-    fids = sorted({fid for b in scene.branches.values() for fid in b.fids})
+    saved = {fid for b in scene.branches.values() for fid in b.fids}
+    fids = sorted(saved)
     if folder.exists() and not folder.is_dir():
         raise SessionError(f"cannot save to {folder}: it is a file; choose a folder")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "session.json").is_file():
@@ -63,9 +60,8 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
         if bar:
             bar.close()
         save_file(scene.map.state_dict(), str(staging / "map.safetensors"))
-        memory_state = getattr(scene.memory, "state_dict", None)
-        if memory_state is not None:
-            save_file(memory_state(), str(staging / "memory.safetensors"))
+        if scene.memory is not None:
+            save_file(scene.memory.state_dict(), str(staging / "memory.safetensors"))
         meta = {
             "format": FORMAT, "version": VERSION,
             "world": scene.model.describe(),
@@ -75,6 +71,10 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
             "branches": [dataclasses.asdict(b) for b in scene.branches.values()],
             "current_branch": scene.branch_name,
             "cursor": scene.cursor,
+            # the retrieval choices: the memory's settings and which keyframes each generated frame was given
+            "memory": None if scene.memory is None else scene.memory.describe(),
+            "retrievals": {str(fid): {"fids": f, "scores": s} for fid, (f, s) in sorted(scene.retrievals.items())
+                           if fid in saved},
         }
         (staging / "session.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():
@@ -111,8 +111,10 @@ def read_session_meta(folder: str | Path) -> dict:
     return meta
 
 
-def load_session(folder: str | Path, memory=None, ram_frames: int | None = None) -> Scene:
-    """Open a saved session: same world, branches, cursor and the identical fused map."""
+def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_frames: int | None = None) -> Scene:
+    """Open a saved session: same world, branches, cursor and the identical fused map.
+
+    memory: the memory to restore into (from memory.safetensors, else rebuilt from the frames); None: none."""
     folder = Path(folder).expanduser()
     meta = read_session_meta(folder)
     try:
@@ -131,6 +133,8 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None)
                 raise _fail(folder, f"branch {br.name!r} refers to frames that are not in the session")
             branches[br.name] = br
         current, cursor = str(meta["current_branch"]), int(meta["cursor"])
+        retrievals = {int(fid): ([int(x) for x in r["fids"]], [float(x) for x in r["scores"]])
+                      for fid, r in (meta.get("retrievals") or {}).items()}
         if current not in branches or not 0 <= cursor < len(branches[current].fids):
             raise _fail(folder, "the current branch or cursor is out of range")
     except (KeyError, TypeError, ValueError) as e:
@@ -145,16 +149,25 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None)
         raise SessionError(str(e)) from None
     try:
         scene = Scene(model, config, memory=memory, store=store)
-        scene.seed = int(meta.get("seed", 0))
-        scene.branches, scene.branch_name, scene.cursor = branches, current, cursor
         try:
-            scene.map = VoxelPointMap.from_state_dict(load_file(str(folder / "map.safetensors")))
+            map_state = load_file(str(folder / "map.safetensors"))
         except FileNotFoundError:
             raise _fail(folder, "map.safetensors is missing") from None
         except (SafetensorError, ValueError, OSError) as e:
             raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
-        if memory is not None:
-            _restore_memory(scene, folder)
+        memory_state = None
+        if memory is not None and (folder / "memory.safetensors").is_file():
+            try:
+                memory_state = load_file(str(folder / "memory.safetensors"))
+            except (SafetensorError, OSError):
+                memory_state = None  # rebuilt from the frames
+        try:
+            scene.restore(branches, current, cursor, seed=int(meta.get("seed", 0)), map_state=map_state,
+                          memory_state=memory_state, retrievals=retrievals)
+        except FrameFileError as e:  # a frame file needed to rebuild the memory
+            raise SessionError(str(e)) from None
+        except ValueError as e:
+            raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
         try:
             scene.frame_at(cursor)  # read one frame now: a corrupt file is reported at open, not at the first step
         except FrameFileError as e:
@@ -165,21 +178,7 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None)
     return scene
 
 
-def _restore_memory(scene: Scene, folder: Path) -> None:
-    """Memory state from memory.safetensors when present and loadable, else rebuilt by re-observing frames."""
-    path = folder / "memory.safetensors"
-    load_state = getattr(scene.memory, "load_state_dict", None)
-    if path.is_file() and load_state is not None:
-        try:
-            load_state(load_file(str(path)))
-            return
-        except (SafetensorError, ValueError, KeyError, OSError):
-            pass
-    scene.memory.reset()
-    # Rebuilding memory needs the per-frame fuse rows: re-fuse the branch into a scratch map with the same
-    # settings and order, which assigns the same rows as the saved map.
-    scratch = scene._new_map()
-    for fid in scene.branch.fids:
-        f = scene.store.get(fid)
-        fused = fuse_frame(scratch, f, scene.config.fuse_stride)
-        scene.memory.observe(f, fid, fused, scratch)
+def session_memory_config(folder: str | Path) -> dict | None:
+    """The memory settings a session was saved with (``GeometricMemory.describe()``), or None."""
+    mem = read_session_meta(folder).get("memory")
+    return mem if isinstance(mem, dict) else None

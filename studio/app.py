@@ -13,92 +13,40 @@ from typing import Any, Callable
 import numpy as np
 import viser
 
-from memory.bank import GeometricMemory
-from memory.metrics import agreement
+from scenes.factory import make_scene
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
 from studio.export_panel import ExportPanel
+from studio.inspect_panel import InspectPanel
 from studio.live_panel import LivePanel
-from studio.stream import COLOUR_MODES
 from studio.view3d import SceneView
 from studio.worker import Command, SceneWorker
 from worldmodel.actions import Action, Kinematics, TargetPose
 
 
-class InspectPanel:
-    """Point size, colour mode, voxel size, trail, follow camera, reset view."""
-
-    def __init__(self, studio: "Studio"):
-        self.studio = studio
-        gui = studio.server.gui
-        with gui.add_folder("Inspect", order=2):
-            self.point_size = gui.add_slider("Point size", 0.01, 0.5, 0.01, 0.08)
-            self.point_size.on_update(self._point_size_changed)
-            self.colour = gui.add_dropdown("Colour by", list(COLOUR_MODES), initial_value="rgb",
-                                           hint="depth: distance from the camera where you picked it; age: "
-                                                "first frame blue, frames since you picked it red")
-            self.colour.on_update(self._colour_changed)
-            self.voxel = gui.add_number("Voxel size (m)", 0.1, min=0.02, max=1.0, step=0.01)
-            rebuild = gui.add_button("Apply voxel size", hint="re-fuses the branch's frames at the new size")
-            rebuild.on_click(self._voxel_changed)
-            self.trail = gui.add_checkbox("Show camera trail", True)
-            self.trail.on_update(self._trail_changed)
-            self.follow = gui.add_checkbox("Follow the camera", True, hint="off: look around freely")
-            reset = gui.add_button("Reset view", icon=viser.Icon.HOME)
-            reset.on_click(lambda event: studio.look_at_current(event.client))
-
-    def _point_size_changed(self, event: viser.GuiEvent) -> None:
-        size = float(self.point_size.value)
-        self.studio.submit("point size", lambda _: self.studio.view.sink.set_point_size(size), event.client,
-                           coalesce="point-size")
-
-    def _colour_changed(self, event: viser.GuiEvent) -> None:
-        mode = self.colour.value
-
-        def run(scene: Scene) -> None:
-            self.studio.view.set_colour_mode(mode, scene)
-            self.studio.full_resync = True
-
-        self.studio.submit(f"colour by {mode}", run, event.client)
-
-    def _voxel_changed(self, event: viser.GuiEvent) -> None:
-        size = float(self.voxel.value)
-
-        def run(scene: Scene) -> None:
-            scene.set_voxel_size(size)
-
-        self.studio.submit(f"voxel size {size}", run, event.client)
-
-    def _trail_changed(self, event: viser.GuiEvent) -> None:
-        visible = bool(self.trail.value)
-        self.studio.submit("trail", lambda scene: self.studio.view.set_trail_visible(scene, visible), event.client)
-
-
 class Studio:
-    def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080,
-                 memory_factory: Callable[[], GeometricMemory] = GeometricMemory):
+    """The viser app over one Scene. Panels get narrow callables (submit, notify, ...), never the Studio."""
+
+    def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080):
         self.server = viser.ViserServer(host=host, port=port, label="WorldStudio", verbose=False)
         self.server.scene.set_up_direction("+y")
-        self.memory_factory = memory_factory
         self.view = SceneView(self.server)
         self.worker = SceneWorker(scene, after=self._after, on_error=self._command_failed)
-        self.live = LivePanel(self.server)
-        self.controls = Controls(self)
-        self.inspect = InspectPanel(self)
-        self.exports = ExportPanel(self)
         self.full_resync = True
-        self.inspect.point_size.value = min(0.5, max(0.01, 0.9 * scene.config.voxel_size))
-        self.inspect.voxel.value = scene.config.voxel_size
+        gui = self.server.gui
+        self.live = LivePanel(self.server)
+        self.controls = Controls(gui, self.submit, self.notify, pending=lambda: self.worker.pending,
+                                 set_autoplay=self._set_autoplay, steering_by_camera=self._steering_by_camera)
+        self.inspect = InspectPanel(gui, self.submit, self.view, request_resync=self.request_resync,
+                                    reset_view=self.look_at_current)
+        self.exports = ExportPanel(gui, self.submit, self.notify, replace_scene=self.replace_scene)
+        self.inspect.show_scale(scene.config.voxel_size)
         self.last_agreement: dict | None = None
         self.server.on_client_connect(self._client_connected)
         self.worker.start()
         self.submit("initial view", lambda s: None, None)
 
     # ------------------------------------------------------------------ commands
-    def memory_kwargs(self) -> dict:
-        """Keyword arguments that give a scene opened from the studio its own memory bank."""
-        return {"memory": self.memory_factory()}
-
     def submit(self, label: str, run: Callable[[Scene], Any], client: viser.ClientHandle | None,
                coalesce: str | None = None, on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None) -> None:
@@ -115,14 +63,25 @@ class Studio:
                     coalesce: str | None = None) -> None:
         self.worker.submit(self.step_command(action, client, coalesce))
 
+    def request_resync(self) -> None:
+        """After the running command, resend everything: whole map, camera scale, point size, trail."""
+        self.full_resync = True
+
+    def _set_autoplay(self, next_action: Callable[[], Action] | None, hz: float) -> None:
+        self.worker.autoplay_hz = hz if next_action is not None else 0.0
+        self.worker.autoplay = (lambda: self.step_command(next_action())) if next_action is not None else None
+        self.worker.wake()
+
+    def _steering_by_camera(self, on: bool) -> None:
+        if on:
+            self.inspect.follow.value = False  # following would feed the camera back into itself
+
     def replace_scene(self, scene: Scene) -> None:
         """Swap in another scene (worker thread only): the view drops the old map and trail."""
         old = self.worker.scene
         self.worker.scene = scene
-        self.view.clear_trail()
-        self.full_resync = True
-        self.inspect.point_size.value = min(0.5, max(0.01, 0.9 * scene.config.voxel_size))
-        self.inspect.voxel.value = scene.config.voxel_size
+        self.inspect.show_scale(scene.config.voxel_size)
+        self.request_resync()
         if old is not scene:
             old.close()
 
@@ -143,27 +102,22 @@ class Studio:
         step = result if isinstance(result, StepResult) else None
         t0 = time.perf_counter()
         with self.server.atomic():
-            if self.full_resync:
+            if self.full_resync:  # new scene, voxel size or colours: every node is redrawn at the new scale
                 self.view.sink.set_point_size(self.inspect.point_size.value)
                 self.view.set_scale(scene.config.voxel_size)
+                self.view.clear_trail()
             sent = self.view.sync_map(scene, full=self.full_resync)
             self.full_resync = False
             self.view.sync_cameras(scene)
         stream_ms = 1e3 * (time.perf_counter() - t0)
-        cache = None
         if step is not None:
-            self.view.show_memory(scene, step.memory_fids, step.memory_scores)
-            cache = getattr(scene, "last_cache", None)
-            self.last_agreement = self._agreement(step, cache)
-        self.live.update(scene, step, stream_ms, sent, self.view.sink.points_shown, self.last_agreement, cache)
+            self.view.show_memory(step)
+            self.last_agreement = step.agreement
+        self.live.update(scene, step, stream_ms, sent, self.view.sink.points_shown, self.last_agreement)
         self.controls.sync(scene)
         if self.inspect.follow.value:
             for client in self.server.get_clients().values():
                 self._follow(client, scene.current.c2w)
-
-    @staticmethod
-    def _agreement(step: StepResult, cache: dict | None) -> dict | None:
-        return None if cache is None else agreement(step.frame.rgb, step.frame.depth, cache)
 
     def _follow(self, client: viser.ClientHandle, c2w: np.ndarray) -> None:
         """Chase view: behind and above the camera, looking where it looks."""
@@ -191,18 +145,10 @@ class Studio:
 
 
 def build_scene(args) -> Scene:
-    """The scene the studio opens on: a saved session (--session) or a new world."""
-    from worldmodel.registry import create_world
-
-    if getattr(args, "session", None):
-        from scenes.session import load_session
-
-        return load_session(args.session, memory=GeometricMemory())
-    model = create_world(args.world, seed=args.seed, width=args.size[0], height=args.size[1],
-                         kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg))
-    scene = Scene(model, SceneConfig(voxel_size=args.voxel), memory=GeometricMemory())
-    scene.reset(args.seed)
-    return scene
+    """The scene the studio opens on: a saved session (--session) or a new world, with memory."""
+    return make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, session=args.session,
+                      kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
+                      config=SceneConfig(voxel_size=args.voxel))
 
 
 def main(args) -> int:

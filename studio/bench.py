@@ -29,7 +29,7 @@ def _median_ms(fn: Callable[[], object], reps: int) -> float:
 
 def bench_procedural(quick: bool) -> dict[str, float]:
     """Procedural frame (ray cast + shade) at 256x256 and 512x512, median over a short walk."""
-    from scenes.headless import generated_walk
+    from worldmodel.actions import generated_walk
     from worldmodel.frame import Context
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
@@ -51,7 +51,7 @@ def bench_fusion(quick: bool) -> dict[str, float]:
 
     As the Scene fuses procedural frames: exact depth, so no free-space carving; ``fuse_carve_ms_*`` is the
     same walk fused with carving, as recorded or generated depth is."""
-    from scenes.headless import generated_walk
+    from worldmodel.actions import generated_walk
     from recon.pointmap import VoxelPointMap
     from worldmodel.frame import Context
     from worldmodel.procedural import ProceduralWorld

@@ -35,18 +35,16 @@ def _grow(scene, n_points: int) -> None:
 
 
 def bench_studio(quick: bool) -> dict[str, float]:
-    from scenes.headless import generated_walk
-    from scenes.scene import Scene, SceneConfig
-    from memory.bank import GeometricMemory
+    from scenes.factory import make_scene
+    from scenes.scene import SceneConfig
     from studio.app import Studio
-    from worldmodel.registry import create_world
+    from worldmodel.actions import generated_walk
 
     out: dict[str, float] = {}
     sizes = {"100k": 100_000, "1m": 1_000_000} if quick else {"100k": 100_000, "1m": 1_000_000, "3m": 3_000_000}
     steps = 8 if quick else 20
     for tag, n in sizes.items():
-        scene = Scene(create_world("procedural"), SceneConfig(voxel_size=0.1), memory=GeometricMemory())
-        scene.reset(0)
+        scene = make_scene("procedural", 0, config=SceneConfig(voxel_size=0.1))  # with memory, as the studio
         _grow(scene, n)
         studio = Studio(scene, port=_free_port())
         studio.worker.wait_idle(120)

@@ -6,17 +6,15 @@ Every callback only submits a command to the worker; nothing here touches the Sc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import numpy as np
 import viser
-from scipy.spatial.transform import Rotation
+import viser.transforms as vtf
 
 from scenes.scene import Scene
+from studio.panel_api import Notify, Submit
 from worldmodel.actions import Action, ActionParseError, TargetPose, parse_actions
-
-if TYPE_CHECKING:
-    from studio.app import Studio
 
 # Translation pad, as rows of (label, translation token).
 PAD_ROWS = (
@@ -38,17 +36,25 @@ HOTKEYS = (
 
 def viewer_camera_c2w(camera: viser.CameraHandle) -> np.ndarray:
     """The browser camera as an OpenCV c2w (viser cameras use OpenCV axes)."""
-    w, x, y, z = camera.wxyz
     c2w = np.eye(4)
-    c2w[:3, :3] = Rotation.from_quat([x, y, z, w]).as_matrix()
+    c2w[:3, :3] = vtf.SO3(np.asarray(camera.wxyz, dtype=np.float64)).as_matrix()
     c2w[:3, 3] = camera.position
     return c2w
 
 
 class Controls:
-    def __init__(self, studio: "Studio"):
-        self.studio = studio
-        gui = studio.server.gui
+    """Steer and Timeline folders.
+
+    submit / notify: see studio.panel_api. pending: commands waiting on the worker (hold buttons do not
+    queue a backlog). set_autoplay(next_action or None, steps per second): start/stop autoplay.
+    steering_by_camera(on): told when steering by the viewer camera is switched on or off.
+    """
+
+    def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, pending: Callable[[], int],
+                 set_autoplay: Callable[[Callable[[], Action] | None, float], None],
+                 steering_by_camera: Callable[[bool], None]):
+        self.submit, self.notify, self.pending = submit, notify, pending
+        self.set_autoplay, self.steering_by_camera = set_autoplay, steering_by_camera
         self.turn = "N"
         with gui.add_folder("Steer", order=0):
             for r, row in enumerate(PAD_ROWS):
@@ -96,9 +102,13 @@ class Controls:
         self._syncing = False
 
     # ------------------------------------------------------------------ steering
+    def submit_step(self, action: Action | TargetPose, client: viser.ClientHandle | None,
+                    coalesce: str | None = None) -> None:
+        self.submit(f"step {action}", lambda scene: scene.step(action), client, coalesce)
+
     def _pad_clicked(self, tokens: dict[str, str]):
         def handler(event: viser.GuiEvent) -> None:
-            self.studio.submit_step(Action(tokens[event.target.value], self.turn), event.client)
+            self.submit_step(Action(tokens[event.target.value], self.turn), event.client)
         return handler
 
     def _turn_clicked(self, event: viser.GuiEvent) -> None:
@@ -107,18 +117,18 @@ class Controls:
 
     def _held(self, action: Action):
         def handler(event) -> None:
-            if self.studio.worker.pending < 3:  # holding must not queue up a backlog
-                self.studio.submit_step(action, getattr(event, "client", None))
+            if self.pending() < 3:  # holding must not queue up a backlog
+                self.submit_step(action, getattr(event, "client", None))
         return handler
 
     def _play_clicked(self, event: viser.GuiEvent) -> None:
         try:
             actions = parse_actions(self.action_text.value)
         except ActionParseError as e:
-            self.studio.notify(event.client, "Not played", str(e), error=True)
+            self.notify(event.client, "Not played", str(e), error=True)
             return
         for a in actions:
-            self.studio.submit_step(a, event.client)
+            self.submit_step(a, event.client)
 
     def _next_autoplay(self) -> Action:
         choice = self.autoplay_action.value
@@ -128,14 +138,10 @@ class Controls:
         return Action.parse(choice)
 
     def _sync_autoplay(self) -> None:
-        worker = self.studio.worker
-        worker.autoplay_hz = float(self.autoplay_hz.value) if self.autoplay.value else 0.0
-        worker.autoplay = (lambda: self.studio.step_command(self._next_autoplay())) if self.autoplay.value else None
-        worker.wake()
+        self.set_autoplay(self._next_autoplay if self.autoplay.value else None, float(self.autoplay_hz.value))
 
     def _steer_mode_changed(self) -> None:
-        if self.steer_by_camera.value != "off":
-            self.studio.inspect.follow.value = False  # following would feed the camera back into itself
+        self.steering_by_camera(self.steer_by_camera.value != "off")
 
     def camera_moved(self, camera: viser.CameraHandle) -> None:
         """Viewer camera moved: when steering by camera, ask for the view at that pose (coalesced)."""
@@ -147,14 +153,11 @@ class Controls:
             return
         self._last_camera_target = c2w
         if mode == "exact pose":
-            self.studio.submit_step(TargetPose(c2w), camera.client, coalesce="camera-target")
+            self.submit_step(TargetPose(c2w), camera.client, coalesce="camera-target")
         else:
             def nearest(scene: Scene):
-                kin = getattr(getattr(scene.model, "config", None), "kinematics", None)
-                if kin is None:
-                    raise ValueError("this world has no action kinematics; use 'exact pose'")
-                return scene.step(kin.nearest_action(scene.current.c2w, c2w))
-            self.studio.submit("step towards camera", nearest, camera.client, coalesce="camera-target")
+                return scene.step(scene.model.kinematics.nearest_action(scene.current.c2w, c2w))
+            self.submit("step towards camera", nearest, camera.client, coalesce="camera-target")
 
     # ------------------------------------------------------------------ timeline and branches
     def sync(self, scene: Scene) -> None:
@@ -181,18 +184,18 @@ class Controls:
         if self._syncing or event.client is None:
             return
         position = int(self.timeline.value)
-        self.studio.submit(f"seek {position}", lambda scene: scene.seek(min(position, scene.length - 1)),
+        self.submit(f"seek {position}", lambda scene: scene.seek(min(position, scene.length - 1)),
                            event.client, coalesce="seek")
 
     def _branch_chosen(self, event: viser.GuiEvent) -> None:
         if self._syncing or event.client is None:
             return
         name = self.branch.value
-        self.studio.submit(f"switch to {name}", lambda scene: scene.switch_branch(name), event.client)
+        self.submit(f"switch to {name}", lambda scene: scene.switch_branch(name), event.client)
 
     def _discard_clicked(self, event: viser.GuiEvent) -> None:
         name = self.discard_choice.value
         if name == "—":
-            self.studio.notify(event.client, "Nothing to discard", "there is only one branch", error=True)
+            self.notify(event.client, "Nothing to discard", "there is only one branch", error=True)
             return
-        self.studio.submit(f"discard {name}", lambda scene: scene.discard_branch(name), event.client)
+        self.submit(f"discard {name}", lambda scene: scene.discard_branch(name), event.client)

@@ -9,15 +9,14 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import viser
 
+from scenes.factory import make_scene
 from scenes.scene import Scene
-from scenes.session import SessionError, load_session, save_session
-
-if TYPE_CHECKING:
-    from studio.app import Studio
+from scenes.session import SessionError, save_session
+from studio.panel_api import Notify, Submit
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
 
@@ -55,9 +54,11 @@ def unzip_session(content: bytes, target: Path) -> Path:
 
 
 class ExportPanel:
-    def __init__(self, studio: "Studio"):
-        self.studio = studio
-        gui = studio.server.gui
+    """Export and Open folders. submit / notify: see studio.panel_api; replace_scene(scene): swap the
+    studio's scene for another one (called on the worker thread, inside a submitted command)."""
+
+    def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, replace_scene: Callable[[Scene], None]):
+        self.submit, self.notify, self.replace_scene = submit, notify, replace_scene
         with gui.add_folder("Export", order=3):
             gui.add_markdown("Exports the current branch (map as shown at the cursor).")
             for label, make in (
@@ -79,7 +80,8 @@ class ExportPanel:
             upload = gui.add_upload_button("Upload session (.zip)", icon=viser.Icon.UPLOAD, mime_type=".zip")
             upload.on_upload(self._uploaded)
             self.world = gui.add_text("World", initial_value="procedural",
-                                      hint="procedural | procedural:fly | replay:/path/to/sequence")
+                                      hint="procedural | procedural:fly | replay:/path/to/sequence | a plugin "
+                                           "(python3 launch.py worlds lists them)")
             self.seed = gui.add_number("Seed", 0, step=1)
             new = gui.add_button("Open world", icon=viser.Icon.WORLD)
             new.on_click(self._new_world)
@@ -109,7 +111,7 @@ class ExportPanel:
                     note.title, note.body, note.color = f"Export failed: {label}", message, "red"
                     note.loading, note.with_close_button = False, True
 
-            self.studio.submit(f"export {label}", run, client, on_done=done, on_error=failed)
+            self.submit(f"export {label}", run, client, on_done=done, on_error=failed)
         return handler
 
     @staticmethod
@@ -150,18 +152,18 @@ class ExportPanel:
         def run(scene: Scene) -> Path:
             return save_session(scene, folder)
 
-        self.studio.submit("save session", run, event.client,
-                           on_done=lambda p: self.studio.notify(event.client, "Session saved", str(p.resolve())))
+        self.submit("save session", run, event.client,
+                           on_done=lambda p: self.notify(event.client, "Session saved", str(p.resolve())))
 
     # ------------------------------------------------------------------ open
     def _open_clicked(self, event: viser.GuiEvent) -> None:
         folder = Path(self.open_path.value).expanduser()
 
         def run(_: Scene) -> None:
-            self.studio.replace_scene(load_session(folder, **self.studio.memory_kwargs()))
+            self.replace_scene(make_scene(session=folder))
 
-        self.studio.submit("open session", run, event.client,
-                           on_done=lambda _: self.studio.notify(event.client, "Session opened", str(folder)))
+        self.submit("open session", run, event.client,
+                           on_done=lambda _: self.notify(event.client, "Session opened", str(folder)))
 
     def _uploaded(self, event: viser.GuiEvent) -> None:
         upload = event.target.value
@@ -171,24 +173,19 @@ class ExportPanel:
             tmp = Path(tempfile.mkdtemp(prefix="worldstudio-upload-"))
             try:
                 folder = unzip_session(upload.content, tmp)
-                self.studio.replace_scene(load_session(folder, **self.studio.memory_kwargs()))
+                self.replace_scene(make_scene(session=folder))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)  # the loaded scene keeps its own copy of the frames
 
-        self.studio.submit("open upload", run, client,
-                           on_done=lambda _: self.studio.notify(client, "Session opened", upload.name))
+        self.submit("open upload", run, client,
+                           on_done=lambda _: self.notify(client, "Session opened", upload.name))
 
     def _new_world(self, event: viser.GuiEvent) -> None:
         spec, seed = self.world.value.strip(), int(self.seed.value)
 
         def run(scene: Scene) -> None:
-            from worldmodel.registry import create_world
-
             current = scene.current
-            kin = getattr(getattr(scene.model, "config", None), "kinematics", None)
-            model = create_world(spec, seed=seed, width=current.width, height=current.height, kinematics=kin)
-            fresh = Scene(model, dataclasses.replace(scene.config), **self.studio.memory_kwargs())
-            fresh.reset(seed)
-            self.studio.replace_scene(fresh)
+            self.replace_scene(make_scene(spec, seed, size=None,
+                                          kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config)))
 
-        self.studio.submit(f"open world {spec}", run, event.client)
+        self.submit(f"open world {spec}", run, event.client)

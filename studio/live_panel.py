@@ -54,7 +54,9 @@ class LivePanel:
         self.cache_rgb.visible = self.cache_depth.visible = bool(self.show_cache.value)
 
     def update(self, scene: Scene, step: StepResult | None, stream_ms: float, stream_bytes: int,
-               points_shown: int, agreement: dict | None, cache: dict | None) -> None:
+               points_shown: int, agreement: dict | None) -> None:
+        """Refresh the panel after a command; ``step`` (None when the command was not a step) carries the
+        retrieved keyframes and the cache render, so no frame is read from the store here."""
         frame = scene.current
         now = time.monotonic()
         if step is not None:
@@ -69,17 +71,18 @@ class LivePanel:
         near, far = depth_range(frame.depth)
         self.depth.image = colorize_depth(frame.depth, near, far)
         if step is not None and step.memory_fids:
-            rows = [f"| {i + 1} | {scene.store.get(fid).index} | {s:.3f} |"
-                    for i, (fid, s) in enumerate(zip(step.memory_fids, step.memory_scores))]
+            rows = [f"| {i + 1} | {index} | {s:.3f} |"
+                    for i, (index, s) in enumerate(zip(step.memory_indices, step.memory_scores))]
             text = "| # | frame | score |\n|---|---|---|\n" + "\n".join(rows)
             if agreement:
                 text += (f"\n\nNew frame vs cache: **{agreement.get('psnr_db', float('nan')):.1f} dB** PSNR, "
                          f"depth error **{100 * agreement.get('depth_abs_err_m', float('nan')):.1f} cm**, "
                          f"coverage {100 * agreement.get('coverage', 0.0):.0f} %")
             self.memory_md.content = text
+        cache = None if step is None else step.cache
         if cache is not None and self.show_cache.value:
-            self.cache_rgb.image = np.where(cache["valid"][..., None], cache["rgb"], 30).astype(np.uint8)
-            self.cache_depth.image = colorize_depth(np.where(cache["valid"], cache["depth"], 0), near, far)
+            self.cache_rgb.image = np.where(cache.valid[..., None], cache.rgb, 30).astype(np.uint8)
+            self.cache_depth.image = colorize_depth(np.where(cache.valid, cache.depth, 0), near, far)
         last = step or scene.last_step
         cost = [f"- points in map: **{len(scene.map):,}** (browser nodes hold {points_shown:,}, "
                 "incl. deltas not yet merged)",

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import viser
-from scipy.spatial.transform import Rotation
+import viser.transforms as vtf
 
-from recon.camera import fov_y_deg_of
-from scenes.scene import Scene
+from scenes.scene import Scene, StepResult
 from studio.stream import COLOUR_MODES, ChunkPayload, ColourContext, MapStreamer
+from worldmodel.camera import fov_y_deg_of
 from worldmodel.frame import Frame
 
 TRAIL_BLOCK = 64          # camera-trail segments per scene node (bounded bytes per step)
@@ -23,8 +23,7 @@ MEMORY_COLOUR = (40, 200, 255)
 
 def c2w_to_wxyz_position(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV c2w -> viser (wxyz quaternion, position); viser cameras use OpenCV axes too."""
-    x, y, z, w = Rotation.from_matrix(c2w[:3, :3]).as_quat()
-    return np.array([w, x, y, z]), np.asarray(c2w[:3, 3], dtype=np.float64)
+    return vtf.SO3.from_matrix(np.asarray(c2w[:3, :3], dtype=np.float64)).wxyz, np.asarray(c2w[:3, 3], dtype=np.float64)
 
 
 def display_thumbnail(rgb: np.ndarray, max_side: int = 96) -> np.ndarray:
@@ -168,17 +167,19 @@ class SceneView:
             self._sync_trail(scene)
 
     # ------------------------------------------------------------------ memory
-    def show_memory(self, scene: Scene, fids: list[int], scores: list[float]) -> None:
-        """Highlight the keyframes retrieved for the last step, with their scores."""
+    def show_memory(self, step: StepResult) -> None:
+        """Highlight the keyframes retrieved for ``step`` with their scores (poses come with the step; the
+        frustums take the new frame's field of view)."""
         for h in self._memory_nodes:
             h.remove()
         self._memory_nodes = []
-        for rank, (fid, score) in enumerate(zip(fids, scores)):
-            f = scene.store.get(fid)
-            wxyz, pos = c2w_to_wxyz_position(f.c2w)
+        f = step.frame
+        fov = math.radians(fov_y_deg_of(f.K, f.height))
+        for rank, (index, score, c2w) in enumerate(zip(step.memory_indices, step.memory_scores, step.memory_poses)):
+            wxyz, pos = c2w_to_wxyz_position(c2w)
             self._memory_nodes.append(self.server.scene.add_camera_frustum(
-                f"/memory/kf_{rank}", fov=math.radians(fov_y_deg_of(f.K, f.height)), aspect=f.width / f.height,
+                f"/memory/kf_{rank}", fov=fov, aspect=f.width / f.height,
                 scale=0.8 * self.size, color=MEMORY_COLOUR, wxyz=wxyz, position=pos, thickness=self.size / 15))
             self._memory_nodes.append(self.server.scene.add_label(
-                f"/memory/label_{rank}", f"#{rank + 1} frame {f.index}: {score:.2f}",
+                f"/memory/label_{rank}", f"#{rank + 1} frame {index}: {score:.2f}",
                 position=pos + [0, 0.7 * self.size, 0]))

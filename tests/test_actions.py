@@ -9,7 +9,7 @@ import pytest
 
 from worldmodel.actions import (ALL_ACTIONS, Action, ActionParseError, Kinematics, TargetPose, action_from_text,
                                 action_to_text, format_actions, parse_actions)
-from recon.camera import look_at_c2w
+from worldmodel.camera import look_at_c2w
 
 
 def test_valid_strings_from_deepverse():

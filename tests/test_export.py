@@ -13,7 +13,7 @@ import open3d as o3d
 import pytest
 import trimesh
 
-from recon.camera import intrinsics_from_fov, invert_pose, look_at_c2w, pixel_rays_camera
+from worldmodel.camera import intrinsics_from_fov, invert_pose, look_at_c2w, pixel_rays_camera
 from recon.visual import TURBO_LUT, colorize_depth, colorize_scalar
 from scenes import export as ex
 from scenes.export import (ExportError, read_ply, read_tum_trajectory, write_glb, write_mp4, write_ply,
@@ -28,7 +28,7 @@ def wall_frame(i: int, eye, target, h: int = H, w: int = W) -> Frame:
     """Exact z-depth of the plane world z = WALL_Z seen by an OpenCV camera at ``eye`` looking at ``target``."""
     K = intrinsics_from_fov(w, h, 60.0)
     c2w = look_at_c2w(np.asarray(eye, float), np.asarray(target, float))
-    rays = pixel_rays_camera(K, h, w).astype(np.float64) @ c2w[:3, :3].T  # z_cam = 1 per ray
+    rays = pixel_rays_camera(K, w, h).astype(np.float64) @ c2w[:3, :3].T  # z_cam = 1 per ray
     depth = ((WALL_Z - c2w[2, 3]) / rays[..., 2]).astype(np.float32)
     rgb = np.zeros((h, w, 3), np.uint8)
     rgb[..., 0] = np.linspace(0, 255, w).astype(np.uint8)[None]
@@ -375,7 +375,7 @@ def test_tsdf_box_corner_and_empty():
     frames = []
     for i, x in enumerate([-0.3, 0.0, 0.3]):
         c2w = look_at_c2w(np.array([x, 0.0, 0.0]), np.array([1.5, 0.0, -2.0]))
-        rays = pixel_rays_camera(K, h, w).astype(np.float64) @ c2w[:3, :3].T
+        rays = pixel_rays_camera(K, w, h).astype(np.float64) @ c2w[:3, :3].T
         o = c2w[:3, 3]
         with np.errstate(divide="ignore"):
             t_back = np.where(rays[..., 2] < 0, (-2.0 - o[2]) / rays[..., 2], np.inf)   # wall z = -2

@@ -15,12 +15,12 @@ from safetensors.numpy import load_file, save_file
 
 from memory import GeometricMemory, MemoryConfig, agreement, render_cache
 from memory.grid import MapGrid
-from recon.camera import intrinsics_from_fov, invert_pose, look_at_c2w
+from worldmodel.camera import intrinsics_from_fov, invert_pose, look_at_c2w
 from recon.pointmap import VoxelPointMap
 from scenes.scene import Scene, SceneConfig
 from scenes.session import load_session, save_session
 from worldmodel.actions import parse_actions
-from worldmodel.frame import Context, Frame
+from worldmodel.frame import BaseWorldModel, CacheView, Context, Frame
 from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
 W, H = 128, 96
@@ -146,12 +146,12 @@ def test_cache_render_reproduces_a_keyframe(fine_map):
         seen = (f.depth > 0) & (f.depth < 40.0)
         assert a["psnr_db"] >= 30.0, (i, a)
         assert a["depth_abs_err_m"] <= 0.03, (i, a)
-        assert (cache["valid"] & seen).sum() / seen.sum() >= 0.95, i
+        assert (cache.valid & seen).sum() / seen.sum() >= 0.95, i
         assert a["coverage"] >= 0.6, (i, a)
     # an area never seen has little coverage: the start, looking back
     back = frames[0].c2w.copy()
     back[:3, :3] = back[:3, :3] @ np.diag([-1.0, 1.0, -1.0])
-    assert mem.render_cache(back, frames[0].K, W, H, pmap)["valid"].mean() < 0.2
+    assert mem.render_cache(back, frames[0].K, W, H, pmap).valid.mean() < 0.2
 
 
 def test_render_cache_z_test_and_footprints():
@@ -164,26 +164,26 @@ def test_render_cache_z_test_and_footprints():
     cols = np.vstack([np.full((len(wall), 3), 50, np.uint8), [[200, 10, 10]]])
     sparse = render_cache(pts, cols, K, c2w, 64, 48)             # one pixel per point
     cubes = render_cache(pts, cols, K, c2w, 64, 48, point_size=0.05)
-    assert cubes["valid"].all() and np.allclose(cubes["depth"][cubes["rgb"][..., 0] == 50], 5.0, atol=1e-4)
+    assert cubes.valid.all() and np.allclose(cubes.depth[cubes.rgb[..., 0] == 50], 5.0, atol=1e-4)
     # the near cube hides the wall behind it, over its footprint (f * 0.05 / 2 ~ 1 pixel)
-    hidden = cubes["rgb"][..., 0] == 200
-    assert 1 <= hidden.sum() <= 9 and np.allclose(cubes["depth"][hidden], 2.0)
-    assert sparse["rgb"][24, 32, 0] == 200 or sparse["rgb"][23, 31, 0] == 200
+    hidden = cubes.rgb[..., 0] == 200
+    assert 1 <= hidden.sum() <= 9 and np.allclose(cubes.depth[hidden], 2.0)
+    assert sparse.rgb[24, 32, 0] == 200 or sparse.rgb[23, 31, 0] == 200
     # points behind the camera or beyond far are not drawn; nothing in, nothing out
-    assert not render_cache(pts * [1, 1, -1], cols, K, c2w, 64, 48)["valid"].any()
-    assert not render_cache(pts, cols, K, c2w, 64, 48, far=1.0)["valid"].any()
+    assert not render_cache(pts * [1, 1, -1], cols, K, c2w, 64, 48).valid.any()
+    assert not render_cache(pts, cols, K, c2w, 64, 48, far=1.0).valid.any()
     empty = render_cache(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), K, c2w, 64, 48)
-    assert empty["rgb"].shape == (48, 64, 3) and not empty["valid"].any()
+    assert empty.rgb.shape == (48, 64, 3) and not empty.valid.any()
 
 
 def test_agreement_metrics():
     rgb = np.full((4, 5, 3), 100, np.uint8)
     depth = np.full((4, 5), 2.0, np.float32)
-    cache = {"rgb": rgb.copy(), "depth": depth + 0.1, "valid": np.zeros((4, 5), bool)}
+    cache = CacheView(rgb.copy(), depth + 0.1, np.zeros((4, 5), bool), np.eye(3), np.eye(4))
     a = agreement(rgb, depth, cache)
     assert math.isnan(a["psnr_db"]) and math.isnan(a["depth_abs_err_m"]) and a["coverage"] == 0.0
-    cache["valid"][:2] = True
-    cache["rgb"][0, 0] = 110
+    cache.valid[:2] = True
+    cache.rgb[0, 0] = 110
     a = agreement(rgb, depth, cache)
     assert a["coverage"] == 0.5 and a["depth_abs_err_m"] == pytest.approx(0.1, abs=1e-6)
     assert a["psnr_db"] == pytest.approx(10 * math.log10(255**2 / (100 / 10)), rel=1e-6)
@@ -204,7 +204,7 @@ def test_empty_tiny_bank_and_degenerate_poses(walk_frames):
         assert mem.build_context(f0.c2w, f0.K, f0.width, f0.height, pmap, 4) == ([], [], None)
         mem.observe(f0, 7, pmap.fuse(f0.depth, f0.rgb, f0.K, f0.c2w, f0.index), pmap)
         fids, scores, cache = mem.build_context(f0.c2w, f0.K, f0.width, f0.height, pmap, 4)
-        assert fids == [7] and len(scores) == 1 and cache["valid"].mean() > 0.5
+        assert fids == [7] and len(scores) == 1 and cache.valid.mean() > 0.5
         pmap = VoxelPointMap(0.1, 60.0)
     mem = GeometricMemory(MemoryConfig(exclude_recent=0))
     for i, f in enumerate(walk_frames[:6]):
@@ -226,11 +226,11 @@ def test_empty_tiny_bank_and_degenerate_poses(walk_frames):
             assert len(idx) <= 4 and np.isfinite(scores).all()
         fids, scores, cache = mem.build_context(c2w, f0.K, f0.width, f0.height, pmap, 4)
         # rendered at most MemoryConfig.cache_max_side (128) on the long side, with its own intrinsics
-        assert cache["rgb"].shape == (96, 128, 3) and cache["valid"].shape == (96, 128)
-        assert cache["K"][0, 0] == pytest.approx(f0.K[0, 0] * 128 / f0.width)
+        assert cache.rgb.shape == (96, 128, 3) and cache.valid.shape == (96, 128)
+        assert cache.K[0, 0] == pytest.approx(f0.K[0, 0] * 128 / f0.width)
     ahead = eye + 6.0 * f0.forward  # the ground 6 m ahead of the start was seen by the first frames
     looking_down = mem.build_context(look_at_c2w(ahead, ahead - [0.0, 10.0, 0.0]), f0.K, f0.width, f0.height, pmap, 4)
-    assert looking_down[2]["valid"].mean() > 0.5
+    assert looking_down[2].valid.mean() > 0.5
     # a frame with a broken pose is ignored, not stored
     n = len(mem)
     broken = Frame(99, f0.rgb, f0.depth, f0.K, np.full((4, 4), np.nan))
@@ -297,7 +297,7 @@ def test_state_dict_roundtrip_and_corruption(return_walk, tmp_path):
         assert "\n" not in str(err.value) and "memory state" in str(err.value)
 
 
-class RecordingWorld:
+class RecordingWorld(BaseWorldModel):
     """A procedural world that records the Context it is given (a learned model would consume it)."""
 
     name = "procedural"
@@ -329,13 +329,13 @@ def test_scene_passes_memory_and_cache_and_sessions_restore_it(tmp_path):
             assert np.array_equal(frame.rgb, scene.store.get(fid).rgb) and frame.rgb.shape == (72, 96, 3)
             assert frame.index <= r.frame.index - 1 - scene.memory.config.exclude_recent
         assert ctx.memory_scores == r.memory_scores
-        assert ctx.cache is not None and ctx.cache["rgb"].shape == (72, 96, 3)
-        assert ctx.cache["depth"].dtype == np.float32 and ctx.cache["valid"].dtype == bool
+        assert ctx.cache is not None and ctx.cache.rgb.shape == (72, 96, 3)
+        assert ctx.cache.depth.dtype == np.float32 and ctx.cache.valid.dtype == bool
         with_memory += bool(ctx.memory)
     assert with_memory >= len(results) - 6
     # coming back round, the cache already knows most of what the new frame shows
     surface = (results[-1].frame.depth > 0) & (results[-1].frame.depth < scene.config.max_depth)
-    assert (model.contexts[-1].cache["valid"] & surface).sum() / surface.sum() > 0.6
+    assert (model.contexts[-1].cache.valid & surface).sum() / surface.sum() > 0.6
     assert results[-1].memory_ms > 0
 
     folder = save_session(scene, tmp_path / "s")
@@ -346,7 +346,7 @@ def test_scene_passes_memory_and_cache_and_sessions_restore_it(tmp_path):
     target = look_at_c2w(last.position, last.position + [1.0, 0.0, 0.0])
     expect = scene.memory.build_context(target, last.K, 96, 72, scene.map, 3)
     got = loaded.memory.build_context(target, last.K, 96, 72, loaded.map, 3)
-    assert expect[:2] == got[:2] and np.array_equal(expect[2]["rgb"], got[2]["rgb"])
+    assert expect[:2] == got[:2] and np.array_equal(expect[2].rgb, got[2].rgb)
     # a corrupt memory file is rebuilt from the frames, to the same bank
     (folder / "memory.safetensors").write_bytes(b"not a safetensors file")
     rebuilt = load_session(folder, memory=GeometricMemory())

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from recon.camera import invert_pose, look_at_c2w, reproject_depth, unproject_depth, world_to_pixels
+from worldmodel.camera import invert_pose, look_at_c2w, reproject_depth, unproject_depth, world_to_pixels
 from worldmodel.actions import Action, Kinematics, TargetPose, parse_actions, yaw_rotation
 from worldmodel.frame import Context, Frame, WorldModel
 from worldmodel.procedural import INVALID_ID, ProceduralConfig, ProceduralWorld, generate_chunk

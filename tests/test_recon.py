@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recon.camera import (intrinsics_from_fov, invert_pose, look_at_c2w, reproject_depth, unproject_depth,
+from worldmodel.camera import (intrinsics_from_fov, invert_pose, look_at_c2w, reproject_depth, unproject_depth,
                           world_to_pixels)
 from recon.pointmap import VoxelPointMap
 from recon.voxelhash import Int64HashTable

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recon.camera import invert_pose, reproject_depth, unproject_depth
+from worldmodel.camera import invert_pose, reproject_depth, unproject_depth
 from recon.pointmap import VoxelPointMap
 from scenes import evaluate
 from scenes.export import depth_to_png_mm, write_mp4, write_ply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -116,6 +117,29 @@ def test_session_roundtrip_reproduces_map_and_continues(tmp_path):
     assert load_session(tmp_path / "s").length == loaded.length
 
 
+def test_restore_without_a_map_state_rebuilds_the_same_map(tmp_path):
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FL)(FN)"))
+    twin = Scene(create_world("procedural", seed=5, width=96, height=72), dataclasses.replace(scene.config),
+                 store=scene.store)
+    twin.restore(scene.branches, scene.branch_name, 2, seed=scene.seed)  # no map state: fused from the frames
+    assert same_map(scene.map, twin.map) and twin.cursor == 2 and twin.current.index == 2
+    with pytest.raises(SceneError, match="out of range"):
+        twin.restore(scene.branches, "nope", 0)
+
+
+def test_models_and_memory_are_not_probed_with_getattr():
+    """The contract lives in worldmodel.frame.WorldModel / scenes.scene.MemoryProvider: no getattr probing."""
+    import ast
+
+    for folder in ("scenes", "studio"):
+        for path in (ROOT / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "hasattr"):
+                    target = ast.unparse(node.args[0])
+                    assert "model" not in target and "memory" not in target, f"{path.name}: {ast.unparse(node)}"
+
+
 def test_discarded_branch_and_failed_save_lose_nothing(tmp_path, monkeypatch):
     scene = make_scene()
     scene.run(parse_actions("(FN)(FN)(FN)"))
@@ -197,6 +221,12 @@ def test_headless_run_writes_every_export(tmp_path):
     loaded = load_session(out / "session")
     assert len(loaded.map.points()[0]) == len(pts)
     assert np.allclose(loaded.poses(), poses, atol=1e-6)
+    # headless runs have memory (as the studio) and the session records the retrieval choices
+    meta = json.loads((out / "session" / "session.json").read_text())
+    assert meta["memory"]["retrieval_rule"] == "ours" and (out / "session" / "memory.safetensors").is_file()
+    assert meta["retrievals"] and all(len(r["fids"]) == len(r["scores"]) >= 1 for r in meta["retrievals"].values())
+    assert set(int(f) for f in meta["retrievals"]) <= set(meta["frame_ids"])
+    assert loaded.retrievals == {int(f): (r["fids"], r["scores"]) for f, r in meta["retrievals"].items()}
 
 
 def test_headless_run_rejects_bad_actions_in_one_line(tmp_path):

@@ -56,7 +56,7 @@ def test_streamed_points_match_the_map_including_the_past():
 
 
 def test_carved_voxels_leave_the_browser_without_a_full_resync():
-    from recon.camera import intrinsics_from_fov
+    from worldmodel.camera import intrinsics_from_fov
     from recon.pointmap import VoxelPointMap
 
     K, rgb = intrinsics_from_fov(64, 48, 60.0), np.full((48, 64, 3), 90, np.uint8)
@@ -188,3 +188,55 @@ def test_open_world_from_the_ui_and_bad_spec_keeps_the_scene(studio):
     studio.exports._new_world(SimpleNamespace(client=None))
     assert studio.worker.wait_idle(30)
     assert studio.worker.scene is scene
+
+
+def test_apply_voxel_size_rescales_cameras_trail_and_points(studio):
+    """Regression: after *Apply voxel size* the frustums, trail thumbnails and point size kept the old scale."""
+    for a in parse_actions("(FN)(FN)"):
+        studio.submit_step(a, None)
+    assert studio.worker.wait_idle(30)
+    view, old_size = studio.view, studio.view.size
+    assert view._thumbs[0].scale == pytest.approx(0.6 * old_size)
+    studio.inspect.voxel.value = 0.05
+    studio.inspect._voxel_changed(SimpleNamespace(client=None))
+    assert studio.worker.wait_idle(30)
+    scene = studio.worker.scene
+    assert scene.config.voxel_size == 0.05 and view.size == pytest.approx(6 * 0.05) != old_size
+    assert view._thumbs[0].scale == pytest.approx(0.6 * view.size)  # the trail was redrawn at the new scale
+    assert studio.inspect.point_size.value == pytest.approx(0.045)
+    assert view.sink.handles and all(h.point_size == pytest.approx(0.045) for h in view.sink.handles.values())
+    assert view.sink.points_shown == len(scene.map_points()[0])
+
+
+def test_panels_get_narrow_interfaces_not_the_studio():
+    import ast
+    from pathlib import Path
+
+    for name in ("controls", "export_panel", "inspect_panel", "live_panel", "view3d"):
+        tree = ast.parse((Path(__file__).resolve().parents[1] / "studio" / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "studio.app" not in imported, name
+
+
+def test_a_step_shows_memory_and_cache_without_reading_them_back_from_the_store():
+    from scenes.factory import make_scene
+    from scenes.scene import SceneConfig
+
+    scene = make_scene("procedural", 0, size=(96, 72), config=SceneConfig(voxel_size=0.2, memory_k=3))
+    scene.run(parse_actions("(FN)(FN)(FN)(SL)" * 3))  # enough keyframes for retrieval
+    app = Studio(scene, port=free_port())
+    try:
+        assert app.worker.wait_idle(30)
+        app.live.show_cache.value = True
+        step = scene.step(parse_actions("(SR)")[0])
+        assert step.memory_fids and step.cache is not None and step.agreement is not None
+        assert len(step.memory_poses) == len(step.memory_indices) == len(step.memory_scores)
+        reads = []
+        real_get = scene.store.get
+        scene.store.get = lambda fid: reads.append(fid) or real_get(fid)
+        app._after(Command("step", lambda s: None), step)
+        assert set(reads) <= {step.fid}  # only the current frame; keyframes and cache come with the step
+        assert f"| 1 | {step.memory_indices[0]} |" in app.live.memory_md.content
+        assert "PSNR" in app.live.memory_md.content and len(app.view._memory_nodes) == 2 * len(step.memory_fids)
+    finally:
+        app.close()

@@ -186,3 +186,19 @@ def action_from_text(text: str) -> Action | TargetPose | None:
             raise ValueError(f"a pose action needs 16 finite numbers, got {values.size}")
         return TargetPose(values.reshape(4, 4))
     return Action.parse(text)
+
+
+def generated_walk(kind: str, steps: int, seed: int) -> list[Action]:
+    """A walk of ``steps`` actions: 'forward', 'orbit' (forward while turning left) or 'random' (seeded wander)."""
+    if kind == "forward":
+        return [Action("F", "N")] * steps
+    if kind == "orbit":
+        return [Action("F", "L")] * steps
+    rng = np.random.default_rng(seed)
+    walk, turn = [], "N"
+    for _ in range(steps):
+        if rng.random() < 0.15:  # change the turn now and then, so the walk wanders instead of jittering
+            turn = rng.choice(["N", "N", "L", "R"])
+        translation = rng.choice(["F", "F", "F", "fL", "fR", "S"])
+        walk.append(Action(str(translation), str(turn)))
+    return walk

@@ -1,4 +1,4 @@
-"""Core data types shared by every layer: Frame, Context and the WorldModel protocol.
+"""Core data types shared by every layer: Frame, CacheView, Context and the WorldModel contract.
 
 Conventions (see DESIGN.md): metres, right-handed +Y-up world, OpenCV camera axes (x right, y down,
 z forward), poses are camera-to-world 4x4 (``c2w``), depth is float32 z-depth with 0 = invalid,
@@ -8,15 +8,29 @@ images are uint8 HxWx3 RGB.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from worldmodel.actions import Action, TargetPose
+from worldmodel.actions import Action, Kinematics, TargetPose
+
+
+class _DepthImage:
+    """Image size read from the (H, W) ``depth`` array of Frame and CacheView."""
+
+    depth: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.depth.shape[1])
 
 
 @dataclass(frozen=True, eq=False)
-class Frame:
+class Frame(_DepthImage):
     """One generated (or recorded) view of the world.
 
     index: position of the frame along its branch (0 = first frame).
@@ -52,14 +66,6 @@ class Frame:
                 raise ValueError("Frame.world_points must be (N, 3) with world_colors (N, 3) uint8")
 
     @property
-    def height(self) -> int:
-        return int(self.depth.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.depth.shape[1])
-
-    @property
     def position(self) -> np.ndarray:
         """Camera centre in world coordinates, (3,)."""
         return self.c2w[:3, 3]
@@ -73,6 +79,42 @@ class Frame:
         return replace(self, index=index)
 
 
+@dataclass(frozen=True, eq=False)
+class CacheView(_DepthImage):
+    """The fused map rendered into a target camera (GEN3C-style geometric conditioning; memory.cache).
+
+    rgb: (h, w, 3) uint8.  depth: (h, w) float32 z-depth metres, 0 = nothing rendered.
+    valid: (h, w) bool, where the map has content.  K: (3, 3) float64 intrinsics of *this* image (the cache
+    may be rendered smaller than the frame: same field of view, see worldmodel.camera.resize_intrinsics).
+    c2w: (4, 4) float64 OpenCV camera-to-world of the target camera.
+    far_rgb / far_valid: optional (h, w, 3) uint8 / (h, w) bool, the far field seen from the target camera
+        (what lies beyond the map's fuse range: distant buildings, hills, sky; memory.panorama), same pixels.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    valid: np.ndarray
+    K: np.ndarray
+    c2w: np.ndarray
+    far_rgb: np.ndarray | None = None
+    far_valid: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        h, w = self.depth.shape
+        if self.rgb.shape != (h, w, 3) or self.valid.shape != (h, w):
+            raise ValueError(f"CacheView rgb {self.rgb.shape} / valid {self.valid.shape} do not match depth {(h, w)}")
+        if self.rgb.dtype != np.uint8 or self.depth.dtype != np.float32 or self.valid.dtype != bool:
+            raise ValueError(f"CacheView needs uint8 rgb, float32 depth and bool valid, got "
+                             f"{self.rgb.dtype}, {self.depth.dtype}, {self.valid.dtype}")
+        if self.K.shape != (3, 3) or self.c2w.shape != (4, 4):
+            raise ValueError("CacheView.K must be 3x3 and CacheView.c2w 4x4")
+        if (self.far_rgb is None) != (self.far_valid is None):
+            raise ValueError("CacheView.far_rgb and far_valid come together")
+        if self.far_rgb is not None and (self.far_rgb.shape != (h, w, 3) or self.far_rgb.dtype != np.uint8
+                                         or self.far_valid.shape != (h, w) or self.far_valid.dtype != bool):
+            raise ValueError(f"CacheView far field must be ({h}, {w}, 3) uint8 with a ({h}, {w}) bool mask")
+
+
 @dataclass
 class Context:
     """What a world model is conditioned on when it generates the next frame.
@@ -80,14 +122,13 @@ class Context:
     recent: the last few frames of the current branch, oldest first (never empty during a step).
     memory: past keyframes retrieved for the target view (may be empty).
     memory_scores: one score per memory frame, same order.
-    cache: optional geometric conditioning rendered from the fused map into the target view:
-        dict with "rgb" (H, W, 3) uint8, "depth" (H, W) float32 and "valid" (H, W) bool.
+    cache: the fused map rendered into the target view, or None (no memory, empty map).
     """
 
     recent: list[Frame]
     memory: list[Frame] = field(default_factory=list)
     memory_scores: list[float] = field(default_factory=list)
-    cache: dict | None = None
+    cache: CacheView | None = None
 
     @property
     def last(self) -> Frame:
@@ -96,9 +137,19 @@ class Context:
 
 @runtime_checkable
 class WorldModel(Protocol):
-    """A source of frames. Backends: procedural (ray-cast), replay (recorded), learned models."""
+    """Everything the Scene, sessions and the studio ask of a source of frames.
+
+    Backends: procedural (ray-cast), replay (recorded), learned models, plugins (entry-point group
+    ``worldstudio.worlds``, see worldmodel.registry). Inherit :class:`BaseWorldModel` for the defaults.
+
+    name: short kind name shown in the studio.  kinematics: how discrete actions move the camera (also used
+    to turn a viewer-camera pose into the nearest action).  exact_depth: True when depth is exact (ray-cast),
+    so the fused map needs no free-space carving.
+    """
 
     name: str
+    kinematics: Kinematics
+    exact_depth: bool
 
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
         """Start a new world; ``start`` is an optional c2w for the first camera."""
@@ -107,3 +158,40 @@ class WorldModel(Protocol):
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
         """Generate the frame that follows ``context.last`` under ``action``."""
         ...
+
+    def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
+        """(4, 4) c2w of the camera :meth:`step` will render (the Scene retrieves memory for it first)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON description with a ``"kind"`` key; ``registry.world_from_description`` rebuilds the world."""
+        ...
+
+
+class BaseWorldModel:
+    """Defaults of the :class:`WorldModel` contract; subclasses set ``name`` and write reset and step.
+
+    ``kinematics`` defaults to ``Kinematics()`` (0.5 m, 10 degrees per step), ``exact_depth`` to False,
+    ``predict_c2w`` moves the last camera by the kinematics (or jumps to a TargetPose), ``describe`` returns
+    the spec that ``worldmodel.registry.create_world`` built the world from.
+    """
+
+    name: str = "world"
+    kinematics: Kinematics = Kinematics()
+    exact_depth: bool = False
+    created_with: dict[str, Any] | None = None  # set by registry.create_world: how to build this world again
+
+    def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
+        raise NotImplementedError
+
+    def step(self, action: Action | TargetPose, context: Context) -> Frame:
+        raise NotImplementedError
+
+    def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
+        if isinstance(action, TargetPose):
+            return np.asarray(action.c2w, dtype=np.float64)
+        return self.kinematics.apply(last.c2w, action)
+
+    def describe(self) -> dict[str, Any]:
+        """Default: the spec the registry built this world from (rebuilt by calling its factory again)."""
+        return dict(self.created_with) if self.created_with else {"kind": self.name}

@@ -7,7 +7,7 @@ square chunk of ``chunk_size`` metres, so the world is the same however it is wa
 is missing). Generated chunk meshes are kept in a bounded LRU.
 
 Rendering casts one ray per pixel centre with directions ``R @ [(u - cx) / fx, (v - cy) / fy, 1]``, i.e. the
-same pixel convention as :mod:`recon.camera` (pixel centres at integer coordinates), so ``t_hit`` *is* the
+same pixel convention as :mod:`worldmodel.camera` (pixel centres at integer coordinates), so ``t_hit`` *is* the
 z-depth. (``RaycastingScene.create_rays_pinhole`` adds half a pixel, so it is not used.)
 
 Shading: view-independent albedo computed from the world-space hit point (grass noise, checkered paths,
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import open3d as o3d
 
-from recon.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
+from worldmodel.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
 from worldmodel import terrain as tr
 from worldmodel.actions import Action, Kinematics, TargetPose
-from worldmodel.frame import Context, Frame
+from worldmodel.frame import BaseWorldModel, Context, Frame
 
 INVALID_ID = np.uint32(o3d.t.geometry.RaycastingScene.INVALID_ID)
 
@@ -339,11 +339,15 @@ class _Scene:
 # --------------------------------------------------------------------------------------------- world
 
 
-class ProceduralWorld:
-    """Infinite seeded procedural world rendered by ray casting (satisfies worldmodel.frame.WorldModel)."""
+class ProceduralWorld(BaseWorldModel):
+    """Infinite seeded procedural world rendered by ray casting (a worldmodel.frame.WorldModel)."""
 
     name = "procedural"
     exact_depth = True  # ray-cast depth: the fused map needs no free-space carving
+
+    @property
+    def kinematics(self) -> Kinematics:  # type: ignore[override]
+        return self.config.kinematics
 
     def __init__(self, config: ProceduralConfig | None = None, seed: int = 0):
         self.config = config or ProceduralConfig()
@@ -355,7 +359,7 @@ class ProceduralWorld:
         self._ray_cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def describe(self) -> dict:
-        """JSON-able description from which :func:`worldmodel.registry.create_world` rebuilds this world."""
+        """JSON-able description from which :func:`worldmodel.registry.world_from_description` rebuilds it."""
         return {"kind": "procedural", "seed": self.seed, "config": dataclasses.asdict(self.config)}
 
     @classmethod
@@ -463,7 +467,7 @@ class ProceduralWorld:
         key = (int(width), int(height), np.asarray(K, dtype=np.float64).tobytes())
         hit = self._ray_cache.get(key)
         if hit is None:
-            cam = pixel_rays_camera(np.asarray(K, dtype=np.float64), int(height), int(width)).reshape(-1, 3)
+            cam = pixel_rays_camera(np.asarray(K, dtype=np.float64), int(width), int(height)).reshape(-1, 3)
             hit = (np.ascontiguousarray(cam[:, 0]), np.ascontiguousarray(cam[:, 1]),
                    np.linalg.norm(cam, axis=1).astype(np.float32))
             self._ray_cache[key] = hit

@@ -39,8 +39,9 @@ from typing import Iterator
 
 import numpy as np
 
-from recon.camera import intrinsics_from_fov, invert_pose
+from worldmodel.camera import camera_to_pixels, flip_cv_gl, intrinsics_from_fov, invert_pose, world_to_camera
 from worldmodel.frame import Frame
+from worldmodel.tum import number_rows, tum_rows_to_c2ws
 
 FORMATS = ("tum", "7scenes", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
@@ -51,7 +52,6 @@ TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing gr
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
 DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
 
@@ -109,20 +109,12 @@ def _numbers(path: Path) -> list[tuple[int, list[float]]]:
     """Non-comment lines of a text file as (line number, floats); commas count as spaces."""
     if not path.is_file():
         raise SequenceError(f"{path} is missing; the sequence folder is incomplete")
-    rows = []
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return number_rows(path.read_text(encoding="utf-8", errors="replace"), path)
     except OSError as e:
         raise SequenceError(f"cannot read {path}: {e.strerror or e}") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        try:
-            rows.append((n, [float(v) for v in s.replace(",", " ").split()]))
-        except ValueError:
-            raise SequenceError(f"{path}:{n}: not numbers: {s[:60]!r}; fix or remove that line") from None
-    return rows
+    except ValueError as e:
+        raise SequenceError(str(e)) from None
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -388,8 +380,10 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if not rows:
         raise SequenceError(f"{gt_path} holds no poses; download the complete file")
     gt = np.asarray([r for _, r in rows], dtype=np.float64)
-    if not np.isfinite(gt).all() or (np.linalg.norm(gt[:, 4:8], axis=1) < 1e-9).any():
-        raise SequenceError(f"{gt_path} contains NaN/inf or zero quaternions; fix or drop those lines")
+    try:
+        tum_rows_to_c2ws(gt, gt_path)  # validates every row
+    except ValueError as e:
+        raise SequenceError(str(e)) from None
     pairs = associate(rgb_t, dep_t)
     notes = []
     if len(pairs) < len(rgb_t):
@@ -476,8 +470,6 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 def read_poses_file(path: Path) -> np.ndarray:
     """(N, 4, 4) c2w from ``poses.txt``: per line 16 numbers (row-major 4x4), 12 (3x4) or a TUM line
     ``timestamp tx ty tz qx qy qz qw``; a 4x4 may also span four lines of 4 numbers."""
-    from scipy.spatial.transform import Rotation
-
     rows = _numbers(path)
     if rows and all(len(r) == 4 for _, r in rows) and len(rows) % 4 == 0:
         rows = [(rows[i][0], [v for _, r in rows[i:i + 4] for v in r]) for i in range(0, len(rows), 4)]
@@ -489,11 +481,10 @@ def read_poses_file(path: Path) -> np.ndarray:
         elif len(r) == 12:
             M[:3] = np.asarray(r, dtype=np.float64).reshape(3, 4)
         elif len(r) == 8:
-            q = np.asarray(r[4:8], dtype=np.float64)
-            if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
-                raise SequenceError(f"{path}:{n}: invalid quaternion")
-            M[:3, :3] = Rotation.from_quat(q).as_matrix()
-            M[:3, 3] = r[1:4]
+            try:
+                M = tum_rows_to_c2ws(np.asarray([r]), f"{path}:{n}")[1][0]
+            except ValueError:
+                raise SequenceError(f"{path}:{n}: invalid quaternion") from None
         else:
             raise SequenceError(f"{path}:{n}: expected 16 numbers (a row-major c2w 4x4), 12 (3x4) or a TUM line "
                                 f"'t tx ty tz qx qy qz qw', got {len(r)}")
@@ -528,7 +519,7 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if camera not in ("opencv", "opengl"):
         raise SequenceError(f"{folder / CONFIG_FILE}: camera must be 'opencv' or 'opengl', got {camera!r}")
     if camera == "opengl":
-        poses = poses @ _GL_TO_CV
+        poses = flip_cv_gl(poses)  # OpenGL -> OpenCV
     K = _K_from_config(cfg, folder)
     if K is None:
         intr = folder / "intrinsics.txt"
@@ -632,14 +623,13 @@ def _placeholder_image(pts: np.ndarray, cols: np.ndarray, c2w: np.ndarray, size=
     img = np.empty((h, w, 3), np.uint8)
     img[:] = mean
     if len(pts):
-        w2c = invert_pose(c2w)
-        cam = pts.astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+        cam = world_to_camera(pts.astype(np.float64), invert_pose(c2w))
         front = cam[:, 2] > 1e-3
-        cam, c = cam[front], cols[front]
-        u = np.rint(K[0, 0] * cam[:, 0] / np.maximum(cam[:, 2], 1e-3) + K[0, 2]).astype(np.int64)
-        v = np.rint(K[1, 1] * cam[:, 1] / np.maximum(cam[:, 2], 1e-3) + K[1, 2]).astype(np.int64)
+        uf, vf, z = camera_to_pixels(cam[front], K)
+        c = cols[front]
+        u, v = np.rint(uf).astype(np.int64), np.rint(vf).astype(np.int64)
         ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        order = np.argsort(-cam[ok, 2])  # far first, near last: nearest colour wins
+        order = np.argsort(-z[ok])  # far first, near last: nearest colour wins
         img[v[ok][order], u[ok][order]] = c[ok][order]
     return img
 

@@ -1,33 +1,94 @@
-"""Build a world model from a short spec string (CLI/UI) or from a saved description (sessions).
+"""Find and build world models: from a spec string (CLI ``--world``, the studio's *Open world* box) or from a
+saved description (sessions).
 
-Spec strings: ``procedural`` (walks on the terrain), ``procedural:fly`` (keeps its height),
-``replay:PATH`` (a recorded sequence, see worldmodel/replay.py); other backends register themselves in
-``_FACTORIES`` / ``_FROM_DESCRIPTION``.
+Spec strings are ``NAME[:ARGS]``: built-ins ``procedural`` (walks on the terrain), ``procedural:fly`` (keeps
+its height), ``replay:PATH[?up=+z&stride=2&max_frames=N]`` (a recorded sequence, see worldmodel/replay.py);
+anything else is looked up among the plugins.
+
+**The factory signature** (built-ins, :func:`register` and plugins alike)::
+
+    def factory(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel
+
+``arg`` is what follows the first ``:`` of the spec ("" when none); width/height are the frame size asked
+for, or None for the world's own default (256x256 procedural, the trained size of a learned model); the world is returned not yet reset. The first line of the factory's docstring is its one-line
+description in ``launch.py worlds``. Raise :class:`WorldSpecError` (one line, says what is accepted) on a
+bad ``arg``.
+
+**Built-ins** are registered with ``register(name, factory, from_description=None)``; a backend that
+imports heavy packages registers a small factory that imports them inside.
+
+**Plugins** declare an entry point in the group ``worldstudio.worlds`` (name -> factory), e.g. in their
+``pyproject.toml``::
+
+    [project.entry-points."worldstudio.worlds"]
+    boxroom = "my_package.worlds:make_box_room"
+
+**Descriptions** (sessions): ``model.describe()`` returns JSON with ``"kind"`` = the registered name. A
+world made by :func:`create_world` from a :class:`~worldmodel.frame.BaseWorldModel` describes itself as
+``{"kind", "arg", "seed", "width", "height", "kinematics"}`` unless it overrides ``describe``, and is rebuilt
+by calling its factory again; a backend with its own description passes ``from_description`` to
+:func:`register`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Callable
 
 from worldmodel.actions import Kinematics
-from worldmodel.frame import WorldModel
+from worldmodel.frame import BaseWorldModel, WorldModel
+
+ENTRY_POINT_GROUP = "worldstudio.worlds"
+
+WorldFactory = Callable[[str, int, int, int, Kinematics], WorldModel]
+"""``factory(arg, seed, width, height, kinematics) -> WorldModel`` (not yet reset)."""
 
 
 class WorldSpecError(ValueError):
     """An unknown or malformed world spec; the message lists what is accepted."""
 
 
+@dataclass(frozen=True)
+class WorldEntry:
+    """A world the registry can build. ``origin``: "built-in" or the plugin's distribution name."""
+
+    name: str
+    factory: WorldFactory
+    from_description: Callable[[dict], WorldModel] | None = None
+    origin: str = "built-in"
+
+    @property
+    def description(self) -> str:
+        """First line of the factory's docstring (a plugin is imported for it)."""
+        try:
+            fn = self.factory.load() if isinstance(self.factory, _LazyFactory) else self.factory
+        except WorldSpecError as e:
+            return f"(broken: {e})"
+        doc = (inspect.getdoc(fn) or "").strip()
+        return doc.splitlines()[0] if doc else "(no description)"
+
+
 def _procedural(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel:
+    """Infinite seeded terrain, ray cast (exact depth); procedural:fly keeps its height."""
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     if arg not in ("", "walk", "fly"):
         raise WorldSpecError(f"unknown procedural option {arg!r}; use 'procedural' or 'procedural:fly'")
-    cfg = ProceduralConfig(width=width, height=height, fly=arg == "fly", kinematics=kinematics)
+    cfg = ProceduralConfig(width=width or 256, height=height or 256, fly=arg == "fly", kinematics=kinematics)
     return ProceduralWorld(cfg, seed=seed)
 
 
+def _procedural_from(desc: dict) -> WorldModel:
+    from worldmodel.procedural import ProceduralWorld
+
+    return ProceduralWorld.from_description(desc)
+
+
 def _replay(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel:
-    """``replay:PATH[?up=+z&stride=2&max_frames=N]``; frames keep the recording's size (width/height unused)."""
+    """A recorded sequence: replay:PATH[?up=+z&stride=2&max_frames=N] (TUM, 7-Scenes, generic, PLY folder)."""
     from worldmodel.replay import ReplayWorld, parse_replay_arg
 
     if not arg:
@@ -39,15 +100,6 @@ def _replay(arg: str, seed: int, width: int, height: int, kinematics: Kinematics
     return ReplayWorld.open(path, **opts)
 
 
-_FACTORIES: dict[str, Callable[..., WorldModel]] = {"procedural": _procedural, "replay": _replay}
-
-
-def _procedural_from(desc: dict) -> WorldModel:
-    from worldmodel.procedural import ProceduralWorld
-
-    return ProceduralWorld.from_description(desc)
-
-
 def _replay_from(desc: dict) -> WorldModel:
     from worldmodel.replay import ReplayWorld
 
@@ -57,29 +109,123 @@ def _replay_from(desc: dict) -> WorldModel:
         raise WorldSpecError(f"its replay recording cannot be opened: {e}") from None
 
 
-_FROM_DESCRIPTION: dict[str, Callable[[dict], WorldModel]] = {"procedural": _procedural_from, "replay": _replay_from}
+def _neural(arg: str, seed: int, width: int | None, height: int | None, kinematics: Kinematics) -> WorldModel:
+    """The learned world model (DeepVerse-style RGB + depth + pose, memory-conditioned); neural:FOLDER_OR_REPO."""
+    from worldmodel.neural.weights import WeightsError
+    from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld, check_size
+
+    try:
+        world = NeuralWorld(arg or SHIPPED_WEIGHTS, seed=seed, kinematics=kinematics)
+        if width is not None or height is not None:
+            check_size(world, width or world.width, height or world.height)
+    except WeightsError as e:
+        raise WorldSpecError(str(e)) from None
+    return world
 
 
-def register(kind: str, factory: Callable[..., WorldModel], from_description: Callable[[dict], WorldModel]) -> None:
-    """Add a backend: ``factory(arg, seed, width, height, kinematics)`` and ``from_description(desc)``."""
-    _FACTORIES[kind] = factory
-    _FROM_DESCRIPTION[kind] = from_description
+def _neural_from(desc: dict) -> WorldModel:
+    from worldmodel.neural.weights import WeightsError
+    from worldmodel.neural.world import NeuralWorld
+
+    try:
+        return NeuralWorld.from_description(desc)
+    except WeightsError as e:
+        raise WorldSpecError(f"its learned model cannot be loaded: {e}") from None
 
 
-def create_world(spec: str, seed: int = 0, width: int = 256, height: int = 256,
+_BUILTINS: dict[str, WorldEntry] = {}
+
+
+def register(name: str, factory: WorldFactory, from_description: Callable[[dict], WorldModel] | None = None) -> None:
+    """Add (or replace) a built-in world ``name``: ``factory(arg, seed, width, height, kinematics)``, and
+    optionally ``from_description(desc)`` for worlds that describe themselves (else the factory is called
+    again with the description's arg/seed/width/height/kinematics)."""
+    _BUILTINS[name.lower()] = WorldEntry(name.lower(), factory, from_description)
+
+
+register("procedural", _procedural, _procedural_from)
+register("replay", _replay, _replay_from)
+register("neural", _neural, _neural_from)
+
+
+def _plugins() -> dict[str, WorldEntry]:
+    """Worlds declared by installed packages (entry-point group ``worldstudio.worlds``), read on every call."""
+    found = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        name = ep.name.lower()
+        if name in _BUILTINS or name in found:
+            continue  # built-ins win; the first plugin of a name wins
+
+        origin = ep.dist.name if ep.dist is not None else "plugin"
+        found[name] = WorldEntry(name, _LazyFactory(ep), None, origin)
+    return found
+
+
+class _LazyFactory:
+    """An entry point's factory, imported on first use (listing worlds imports every plugin for its doc)."""
+
+    def __init__(self, ep):
+        self.ep = ep
+        self._fn: WorldFactory | None = None
+
+    def load(self) -> WorldFactory:
+        if self._fn is None:
+            try:
+                self._fn = self.ep.load()
+            except Exception as e:  # a broken plugin names itself instead of crashing the studio
+                raise WorldSpecError(f"world plugin {self.ep.name!r} ({self.ep.value}) cannot be loaded: {e}") from None
+        return self._fn
+
+    def __call__(self, arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel:
+        return self.load()(arg, seed, width, height, kinematics)
+
+
+
+def available_worlds() -> dict[str, WorldEntry]:
+    """Every world by name: built-ins first, then plugins."""
+    return {**_BUILTINS, **_plugins()}
+
+
+def _entry(name: str) -> WorldEntry:
+    name = name.strip().lower()
+    entry = _BUILTINS.get(name) or _plugins().get(name)
+    if entry is None:
+        raise WorldSpecError(f"unknown world {name!r}; choose one of {', '.join(available_worlds())} "
+                             "(python3 launch.py worlds describes them)")
+    return entry
+
+
+def create_world(spec: str, seed: int = 0, width: int | None = None, height: int | None = None,
                  kinematics: Kinematics | None = None) -> WorldModel:
-    """``"procedural"``, ``"procedural:fly"``, ... -> a world model (not yet reset)."""
+    """``"procedural"``, ``"procedural:fly"``, ``"replay:PATH"``, ``"PLUGIN[:ARGS]"`` -> a world (not yet reset)."""
     kind, _, arg = spec.partition(":")
-    factory = _FACTORIES.get(kind.strip().lower())
-    if factory is None:
-        raise WorldSpecError(f"unknown world {spec!r}; choose one of {', '.join(sorted(_FACTORIES))}")
-    return factory(arg.strip(), int(seed), int(width), int(height), kinematics or Kinematics())
+    entry = _entry(kind)
+    kinematics = kinematics or Kinematics()
+    width, height = (None if v is None else int(v) for v in (width, height))
+    model = entry.factory(arg.strip(), int(seed), width, height, kinematics)
+    if isinstance(model, BaseWorldModel) and entry.from_description is None:
+        model.created_with = {"kind": entry.name, "arg": arg.strip(), "seed": int(seed), "width": width,
+                              "height": height, "kinematics": dataclasses.asdict(kinematics)}
+    return model
 
 
 def world_from_description(desc: dict) -> WorldModel:
     """Rebuild a world from ``model.describe()`` (as stored in a session)."""
     kind = desc.get("kind") if isinstance(desc, dict) else None
-    build = _FROM_DESCRIPTION.get(kind)  # type: ignore[arg-type]
-    if build is None:
-        raise WorldSpecError(f"session names an unknown world {kind!r}; known: {', '.join(sorted(_FROM_DESCRIPTION))}")
-    return build(desc)
+    if not isinstance(kind, str):
+        raise WorldSpecError("the world description has no 'kind'")
+    try:
+        entry = _entry(kind)
+    except WorldSpecError:
+        raise WorldSpecError(f"session names an unknown world {kind!r}; known: {', '.join(available_worlds())} "
+                             "(install the plugin that provides it)") from None
+    if entry.from_description is not None:
+        return entry.from_description(desc)
+    try:
+        kin = Kinematics(**desc.get("kinematics", {}))
+        return create_world(f"{entry.name}:{desc.get('arg', '')}", int(desc.get("seed", 0)),
+                            desc.get("width"), desc.get("height"), kin)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, WorldSpecError):
+            raise
+        raise WorldSpecError(f"the description of world {kind!r} is garbled ({e})") from None

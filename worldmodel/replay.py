@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from worldmodel.actions import Action, TargetPose
-from worldmodel.frame import Context, Frame
+from worldmodel.frame import BaseWorldModel, Context, Frame
 
 _OPTION_KEYS = {"up": "world_up", "world_up": "world_up", "stride": "stride", "max_frames": "max_frames"}
 
@@ -44,7 +44,7 @@ def parse_replay_arg(arg: str) -> tuple[str, dict]:
     return path, opts
 
 
-class ReplayWorld:
+class ReplayWorld(BaseWorldModel):
     """A WorldModel that plays back a recorded sequence. Frames keep the recording's size and intrinsics.
 
     sequence: an opened ``worldmodel.recordings.Sequence`` (lazy, indexable, with ``c2ws`` (N, 4, 4)).

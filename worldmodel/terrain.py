@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-_M1, _M2, _M3, _M4 = np.uint32(0x8DA6B343), np.uint32(0xD8163841), np.uint32(0xCB1AB31F), np.uint32(0x5BD1E995)
+from worldmodel.hashing import TERRAIN_MIX, mix32
+
+_M1, _M2, _M3 = np.uint32(0x8DA6B343), np.uint32(0xD8163841), np.uint32(0xCB1AB31F)  # lattice axis mixers
 _INV32 = np.float32(1.0 / 4294967296.0)
 
 # Paths: two families of wiggly roads, one every PATH_SPACING metres along x and along z.
@@ -29,24 +31,14 @@ def hash2(ix: np.ndarray, iz: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic hash of integer lattice points -> float32 in [0, 1), same shape as ix."""
     with np.errstate(over="ignore"):
         h = _u32(ix) * _M1 ^ _u32(iz) * _M2 ^ np.uint32(seed & 0xFFFFFFFF) * _M3
-        h ^= h >> np.uint32(15)
-        h *= _M4
-        h ^= h >> np.uint32(13)
-        h *= _M1
-        h ^= h >> np.uint32(16)
-    return h.astype(np.float32) * _INV32
+    return mix32(h, TERRAIN_MIX).astype(np.float32) * _INV32
 
 
 def hash3(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic hash of 3D integer lattice points -> float32 in [0, 1)."""
     with np.errstate(over="ignore"):
         h = _u32(ix) * _M1 ^ _u32(iy) * _M3 ^ _u32(iz) * _M2 ^ np.uint32((seed * 7919 + 17) & 0xFFFFFFFF)
-        h ^= h >> np.uint32(15)
-        h *= _M4
-        h ^= h >> np.uint32(13)
-        h *= _M1
-        h ^= h >> np.uint32(16)
-    return h.astype(np.float32) * _INV32
+    return mix32(h, TERRAIN_MIX).astype(np.float32) * _INV32
 
 
 def value_noise(x: np.ndarray, z: np.ndarray, scale: float, seed: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel.actions import Action, Kinematics, TargetPose
-from worldmodel.frame import Context, Frame
+from worldmodel.frame import BaseWorldModel, Context, Frame
 from worldmodel.neural.inputs import build_inputs, compose, heading_frame, output_depth, pose_head_input, relative_motion
 from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
 
@@ -41,7 +41,7 @@ def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return t if t.shape[-2:] == (height, width) else F.interpolate(t, size=(height, width), mode="nearest")
 
 
-class NeuralWorld:
+class NeuralWorld(BaseWorldModel):
     """Learned world model (see the module docstring). ``weights``: a folder or hub repo id."""
 
     name = "neural"
@@ -69,6 +69,16 @@ class NeuralWorld:
 
     def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> Path:
         return save_pretrained(folder, self.config, self.net, card=card)
+
+    @classmethod
+    def from_description(cls, desc: dict) -> "NeuralWorld":
+        """Rebuild from :meth:`describe` (a session's world); WeightsError when the weights are gone."""
+        kin = desc.get("kinematics") or {}
+        try:
+            kinematics = Kinematics(float(kin.get("step_m", 0.5)), float(kin.get("yaw_deg", 10.0)))
+        except (TypeError, ValueError, AttributeError):
+            raise WeightsError("the session's neural world has malformed kinematics") from None
+        return cls(desc.get("weights") or SHIPPED_WEIGHTS, seed=int(desc.get("seed", 0)), kinematics=kinematics)
 
     def describe(self) -> dict:
         weights = "" if Path(self.weights).resolve() == SHIPPED_WEIGHTS.resolve() else self.weights

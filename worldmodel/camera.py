@@ -1,4 +1,5 @@
-"""Camera math. OpenCV pinhole cameras (x right, y down, z forward), poses camera-to-world (c2w).
+"""Camera math, the vocabulary of :class:`worldmodel.frame.Frame`. OpenCV pinhole cameras (x right, y down,
+z forward), poses camera-to-world (c2w). Image sizes are always passed as ``(K, width, height)``.
 
 Every function names the convention it uses. Shapes are in the docstrings; N = number of points.
 """
@@ -8,6 +9,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+
+# Right-multiplying a c2w by this flips the camera's y and z axes: OpenCV (y down, z forward) <-> OpenGL /
+# nerfstudio / Blender (y up, z backward). It is its own inverse.
+CV_GL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def flip_cv_gl(c2w: np.ndarray) -> np.ndarray:
+    """(..., 4, 4) OpenCV c2w -> OpenGL c2w of the same camera, and OpenGL -> OpenCV (the flip is its own inverse)."""
+    return np.asarray(c2w, dtype=np.float64) @ CV_GL_FLIP
 
 
 def intrinsics_from_fov(width: int, height: int, fov_y_deg: float) -> np.ndarray:
@@ -55,14 +66,31 @@ def look_at_c2w(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([
     return c2w
 
 
-def pixel_rays_camera(K: np.ndarray, height: int, width: int) -> np.ndarray:
+def pixels_to_camera(u: np.ndarray, v: np.ndarray, z: np.ndarray | float, K: np.ndarray) -> np.ndarray:
+    """Pixel coordinates u, v (any same shape S) at z-depth ``z`` (shape S or scalar) -> (*S, 3) OpenCV
+    camera points: x = (u - cx) / fx * z, y = (v - cy) / fy * z."""
+    z = np.broadcast_to(z, np.shape(u))
+    return np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+
+
+def camera_to_pixels(cam: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(..., N, 3) OpenCV camera points -> (u, v, z), each (..., N): pixel coordinates and camera depth.
+
+    K: (3, 3), or (..., 3, 3) batched with ``cam`` (one camera per leading index). Points with z <= 0
+    get meaningless u, v (inf/nan at z = 0; callers mask on z)."""
+    z = cam[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = K[..., 0, 0, None] * cam[..., 0] / z + K[..., 0, 2, None]
+        v = K[..., 1, 1, None] * cam[..., 1] / z + K[..., 1, 2, None]
+    return u, v, z
+
+
+def pixel_rays_camera(K: np.ndarray, width: int, height: int) -> np.ndarray:
     """(H, W, 3) float32 camera-space directions with z = 1 for every pixel centre."""
     u = np.arange(width, dtype=np.float32)
     v = np.arange(height, dtype=np.float32)
     uu, vv = np.meshgrid(u, v)
-    x = (uu - K[0, 2]) / K[0, 0]
-    y = (vv - K[1, 2]) / K[1, 1]
-    return np.stack([x, y, np.ones_like(x)], axis=-1).astype(np.float32)
+    return pixels_to_camera(uu, vv, np.float32(1.0), K).astype(np.float32)
 
 
 def valid_depth_mask(depth: np.ndarray, max_depth: float = np.inf) -> np.ndarray:
@@ -90,9 +118,7 @@ def unproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, max_depth
         vv, uu = np.nonzero(mask)
         z = depth[vv, uu].astype(np.float64)
         u_full, v_full = uu, vv
-    x = (u_full - K[0, 2]) / K[0, 0] * z
-    y = (v_full - K[1, 2]) / K[1, 1] * z
-    cam = np.stack([x, y, z], axis=1)
+    cam = pixels_to_camera(u_full, v_full, z, K)
     world = cam @ c2w[:3, :3].T + c2w[:3, 3]
     return world, v_full.astype(np.int64) * w + u_full.astype(np.int64)
 
@@ -108,10 +134,9 @@ def world_to_pixels(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple
     Points behind the camera get z <= 0; their uv are meaningless (callers mask on z > 0).
     """
     cam = world_to_camera(points, w2c)
-    z = cam[:, 2]
-    safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
-    u = K[0, 0] * cam[:, 0] / safe + K[0, 2]
-    v = K[1, 1] * cam[:, 1] / safe + K[1, 2]
+    z = cam[:, 2].copy()
+    cam[:, 2] = np.where(np.abs(z) < 1e-9, 1e-9, z)  # finite uv everywhere
+    u, v, _ = camera_to_pixels(cam, K)
     return np.stack([u, v], axis=1), z
 
 

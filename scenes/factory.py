@@ -1,0 +1,56 @@
+"""One way to build a Scene, shared by the studio (start, *Open world*, *Open session*), the headless
+``run`` and Python scripts::
+
+    scene = make_scene("procedural:fly", seed=3)                 # reset, with geometry-aware memory
+    scene = make_scene(MyWorld(), memory=False)                  # any WorldModel instance
+    scene = make_scene(session="sessions/latest")                # a saved session, with its memory settings
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memory.bank import GeometricMemory, MemoryConfig
+from scenes.scene import MemoryProvider, Scene, SceneConfig
+from worldmodel.actions import Kinematics
+from worldmodel.frame import WorldModel
+from worldmodel.registry import create_world
+
+
+def make_memory(memory: bool | MemoryConfig | MemoryProvider | None, saved: dict | None = None
+                ) -> MemoryProvider | None:
+    """True -> GeometricMemory (with the ``saved`` settings of a session when given), a MemoryConfig ->
+    GeometricMemory(config), a MemoryProvider as it is, False/None -> no memory."""
+    if memory is None or memory is False:
+        return None
+    if memory is True:
+        return GeometricMemory.from_description(saved) if saved else GeometricMemory()
+    if isinstance(memory, MemoryConfig):
+        return GeometricMemory(memory)
+    return memory
+
+
+def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: tuple[int, int] | None = None,
+               kinematics: Kinematics | None = None, config: SceneConfig | None = None,
+               memory: bool | MemoryConfig | MemoryProvider = True, session: str | Path | None = None,
+               reset: bool = True) -> Scene:
+    """A Scene over ``world`` (a spec for worldmodel.registry.create_world, e.g. ``"procedural:fly"``,
+    ``"replay:PATH"`` or a plugin name, or a WorldModel instance), reset at ``seed`` unless ``reset=False``.
+
+    size: (width, height) of generated frames (None: the world's own default); kinematics: metres/degrees per action step (spec worlds);
+    memory: see :func:`make_memory` (default: GeometricMemory). session: open this saved session folder
+    instead (world, seed, size and kinematics then come from it; ``config`` is ignored).
+    Raises WorldSpecError / SessionError / ValueError with a one-line message.
+    """
+    if session is not None:
+        from scenes.session import load_session, session_memory_config
+
+        saved = session_memory_config(session) if memory is True else None
+        return load_session(session, memory=make_memory(memory, saved))
+    if isinstance(world, str):
+        width, height = size if size is not None else (None, None)
+        world = create_world(world, seed=seed, width=width, height=height, kinematics=kinematics)
+    scene = Scene(world, config or SceneConfig(), memory=make_memory(memory))
+    if reset:
+        scene.reset(seed)
+    return scene

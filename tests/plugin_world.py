@@ -1,0 +1,42 @@
+"""A tiny third-party world for the plugin test: a camera in front of a flat wall whose colour is the ARG.
+
+Exposed by tests/test_plugins.py through a real ``worldstudio.worlds`` entry point (a dist-info folder)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldmodel.actions import Kinematics
+from worldmodel.camera import intrinsics_from_fov
+from worldmodel.frame import BaseWorldModel, Context, Frame
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "": (128, 128, 128)}
+
+
+class WallWorld(BaseWorldModel):
+    name = "wall"
+    exact_depth = True
+
+    def __init__(self, colour: str, width: int, height: int, kinematics: Kinematics):
+        self.rgb = np.array(COLOURS[colour], np.uint8)
+        self.K, self.size, self.kinematics = intrinsics_from_fov(width, height, 60.0), (width, height), kinematics
+
+    def _frame(self, index: int, c2w: np.ndarray, action=None) -> Frame:
+        w, h = self.size
+        depth = np.full((h, w), 3.0, np.float32)  # the wall is always 3 m ahead
+        return Frame(index, np.broadcast_to(self.rgb, (h, w, 3)).copy(), depth, self.K, c2w, action)
+
+    def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
+        return self._frame(0, np.eye(4) if start is None else np.asarray(start, np.float64))
+
+    def step(self, action, context: Context) -> Frame:
+        return self._frame(context.last.index + 1, self.predict_c2w(context.last, action), action)
+
+
+def make_wall_world(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WallWorld:
+    """A flat wall 3 m ahead, coloured by ARG (red | green)."""
+    if arg not in COLOURS:
+        from worldmodel.registry import WorldSpecError
+
+        raise WorldSpecError(f"wall colour must be red or green, got {arg!r}")
+    return WallWorld(arg, width, height, kinematics)

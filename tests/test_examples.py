@@ -1,0 +1,69 @@
+"""The scripts in examples/ run as documented (each is also documentation, so each is run here)."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from scenes.export import read_ply
+from worldmodel.actions import parse_actions
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+TUM = ROOT.parents[0] / "shared" / "data" / "tum_fr1_rpy"
+
+
+def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_examples_are_short():
+    for path in EXAMPLES.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 60, path.name
+
+
+def test_headless_walk_exports_ply_and_glb(tmp_path):
+    res = run_example("headless_walk.py", "--out", str(tmp_path), "--size", "64", "48", "--actions", "(FN)(FL)(FN)")
+    pts, cols = read_ply(tmp_path / "scene.ply")
+    assert len(pts) > 1000 and f"{len(pts):,} map points, 4 frames" in res.stdout
+    assert (tmp_path / "scene.glb").read_bytes()[:4] == b"glTF"
+
+
+def test_custom_world_opens_in_the_studio_and_steps():
+    module = runpy.run_path(str(EXAMPLES / "custom_world.py"))  # not __main__: nothing blocks
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    studio = module["open_in_studio"](port)
+    try:
+        for a in parse_actions("(FN)(FL)(FL)(BN)"):
+            studio.submit_step(a, None)
+        assert studio.worker.wait_idle(60)
+        scene = studio.worker.scene
+        assert scene.length == 5 and scene.model.name == "boxroom" and studio.view.sink.points_shown > 0
+        # every fused point lies on a wall of the room (exact depth; half a voxel of tolerance)
+        pts, _ = scene.map_points()
+        off = np.abs(np.abs(pts - module["CENTRE"]) - module["HALF"]).min(axis=1)
+        assert len(pts) > 1000 and np.percentile(off, 99) <= 0.5 * scene.config.voxel_size
+        assert scene.last_step.cache is not None and scene.last_step.agreement["coverage"] > 0.5
+    finally:
+        studio.close()
+
+
+def test_replay_memory_saves_the_cache_render(tmp_path):
+    out = tmp_path / "cache.png"
+    res = run_example("replay_memory.py", str(TUM), "--frames", "30", "--out", str(out))
+    img = np.asarray(Image.open(out))
+    assert img.shape == (96, 128, 3) and (img.sum(axis=2) > 0).mean() > 0.8
+    assert res.stdout.count("keyframe: recorded frame") == 4

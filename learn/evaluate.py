@@ -120,7 +120,7 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
         model = BaselineWorld(mode, ProceduralWorld(ProceduralConfig(width=size, height=size,
                                                                      kinematics=kinematics), seed=seed))
     memory = None if mode in ("memory_off", "repeat", "warp") else GeometricMemory(MemoryConfig())
-    scene = Scene(model, SceneConfig(memory_k=4 if memory else 0), memory=memory)
+    scene = Scene(model, SceneConfig(memory_k=4 if memory is not None else 0), memory=memory)
     rec = WalkRecord()
     try:
         frame = scene.reset(seed, start)

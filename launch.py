@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="address to listen on (default 127.0.0.1; 0.0.0.0 shares it on your network)")
     view.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     view.add_argument("--session", default=None, help="open a saved session folder instead of a new world")
+    view.add_argument("--root", default=".",
+                      help="workspace root: folders typed in the browser must be inside it (default: current folder)")
+    view.add_argument("--no-token", action="store_true",
+                      help="with --host other than loopback, do not require the access token (anyone on the "
+                           "network can then drive the studio)")
 
     run = sub.add_parser("run", help="explore headless and write PLY, GLB, MP4, trajectory, transforms.json, session")
     _add_world_args(run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
 from studio.export_panel import ExportPanel
 from studio.live_panel import LivePanel
+from studio.security import AccessPolicy, guarded_viser_server
 from studio.stream import COLOUR_MODES
 from studio.view3d import SceneView
 from studio.worker import Command, SceneWorker
@@ -76,8 +78,11 @@ class InspectPanel:
 
 class Studio:
     def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080,
-                 memory_factory: Callable[[], GeometricMemory] = GeometricMemory):
-        self.server = viser.ViserServer(host=host, port=port, label="WorldStudio", verbose=False)
+                 memory_factory: Callable[[], GeometricMemory] = GeometricMemory,
+                 policy: AccessPolicy | None = None, root: str | Path = "."):
+        self.policy = policy or AccessPolicy.for_host(host)
+        self.root = Path(root).resolve()  # paths typed in the browser stay inside it (studio.security)
+        self.server = guarded_viser_server(self.policy, host=host, port=port, label="WorldStudio", verbose=False)
         self.server.scene.set_up_direction("+y")
         self.memory_factory = memory_factory
         self.view = SceneView(self.server)
@@ -209,22 +214,28 @@ def main(args) -> int:
     from scenes.session import SessionError
     from worldmodel.registry import WorldSpecError
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: anyone who can reach this machine can drive the studio "
-              "and download your scenes", file=sys.stderr)
+    policy = AccessPolicy.for_host(args.host, no_token=getattr(args, "no_token", False))
+    if not policy.loopback and policy.token is None:
+        print(f"warning: listening on {args.host} with --no-token: anyone who can reach this machine can drive "
+              "the studio and read files under the workspace root", file=sys.stderr)
+    root = Path(getattr(args, "root", None) or ".").expanduser()
+    if not root.is_dir():
+        print(f"error: workspace root {root} is not a folder; pass --root FOLDER", file=sys.stderr)
+        return 2
     try:
         scene = build_scene(args)
     except (SessionError, WorldSpecError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        studio = Studio(scene, host=args.host, port=args.port)
+        studio = Studio(scene, host=args.host, port=args.port, policy=policy, root=root)
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); try --port {args.port + 1}",
               file=sys.stderr)
         return 2
-    print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}"
-          "  (Ctrl-C to stop)", flush=True)
+    query = f"/?token={policy.token}" if policy.token else ""
+    print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
+          f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
     try:
         while True:
             time.sleep(1.0)

@@ -15,6 +15,7 @@ import viser
 
 from scenes.scene import Scene
 from scenes.session import SessionError, load_session, save_session
+from studio.security import path_in_root, world_spec_in_root
 
 if TYPE_CHECKING:
     from studio.app import Studio
@@ -145,23 +146,25 @@ class ExportPanel:
         return out
 
     def _save_clicked(self, event: viser.GuiEvent) -> None:
-        folder = Path(self.save_path.value).expanduser()
+        text = self.save_path.value
 
         def run(scene: Scene) -> Path:
-            return save_session(scene, folder)
+            return save_session(scene, path_in_root(self.studio.root, text))
 
         self.studio.submit("save session", run, event.client,
                            on_done=lambda p: self.studio.notify(event.client, "Session saved", str(p.resolve())))
 
     # ------------------------------------------------------------------ open
     def _open_clicked(self, event: viser.GuiEvent) -> None:
-        folder = Path(self.open_path.value).expanduser()
+        text = self.open_path.value
 
-        def run(_: Scene) -> None:
+        def run(_: Scene) -> Path:
+            folder = path_in_root(self.studio.root, text)
             self.studio.replace_scene(load_session(folder, **self.studio.memory_kwargs()))
+            return folder
 
         self.studio.submit("open session", run, event.client,
-                           on_done=lambda _: self.studio.notify(event.client, "Session opened", str(folder)))
+                           on_done=lambda folder: self.studio.notify(event.client, "Session opened", str(folder)))
 
     def _uploaded(self, event: viser.GuiEvent) -> None:
         upload = event.target.value
@@ -186,7 +189,7 @@ class ExportPanel:
 
             current = scene.current
             kin = getattr(getattr(scene.model, "config", None), "kinematics", None)
-            model = create_world(spec, seed=seed, width=current.width, height=current.height, kinematics=kin)
+            model = create_world(world_spec_in_root(self.studio.root, spec), seed=seed, width=current.width, height=current.height, kinematics=kin)
             fresh = Scene(model, dataclasses.replace(scene.config), **self.studio.memory_kwargs())
             fresh.reset(seed)
             self.studio.replace_scene(fresh)

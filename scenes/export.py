@@ -23,6 +23,7 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from recon.visual import colorize_depth, colorize_scalar
+from scenes.atomic import check_mp4, write_error
 from worldmodel.frame import Frame
 
 __all__ = [
@@ -45,8 +46,7 @@ class ExportError(RuntimeError):
 
 
 def _os_error(path: Path, e: OSError) -> ExportError:
-    reason = e.strerror or str(e)
-    return ExportError(f"cannot write {path}: {reason}; choose another folder or free disk space")
+    return ExportError(str(write_error(e, path)))
 
 
 def _check_target(path: str | os.PathLike) -> Path:
@@ -699,7 +699,7 @@ def write_mp4(path, frames: Iterable[Frame], fps: int = 10, depth_range: tuple |
 
     count = 0
     with _atomic_file(path) as tmp:
-        writer = None
+        writer = ffmpeg = None
         size = None
         try:
             for f in it:
@@ -725,12 +725,17 @@ def write_mp4(path, frames: Iterable[Frame], fps: int = 10, depth_range: tuple |
                         pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1, quality=7,
                         output_params=["-f", "mp4"], ffmpeg_log_level="error")
                     writer.send(None)
+                    ffmpeg = writer.gi_frame.f_locals.get("p") if writer.gi_frame else None  # its process
                 writer.send(img)
                 count += 1
             if count == 0:
                 raise ExportError("no frames to write; generate some frames first")
             writer.close()  # type: ignore[union-attr]
             writer = None
+            if ffmpeg is not None and ffmpeg.returncode not in (0, None):
+                raise ExportError(f"cannot write {path}: ffmpeg stopped with an error (disk full?); "
+                                  f"free space in {path.parent} and export again")
+            check_mp4(tmp)  # a cut-short file never replaces a good one
         except (BrokenPipeError, RuntimeError, IOError) as e:
             if isinstance(e, ExportError):
                 raise

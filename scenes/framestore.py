@@ -17,6 +17,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
+from scenes.atomic import replacing
 from worldmodel.actions import action_from_text, action_to_text
 from worldmodel.frame import Frame
 
@@ -39,9 +40,8 @@ def write_frame(path: Path, frame: Frame) -> None:
         arrays["world_points"] = np.ascontiguousarray(frame.world_points, dtype=np.float32)
         arrays["world_colors"] = np.ascontiguousarray(frame.world_colors, dtype=np.uint8)
     meta = {"index": str(frame.index), "action": action_to_text(frame.action)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(arrays, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with replacing(path) as tmp:  # a failed write (disk full) leaves no partial file; raises WriteError
+        save_file(arrays, str(tmp), metadata=meta)
 
 
 def read_frame(path: Path) -> Frame:
@@ -123,11 +123,12 @@ class FrameStore:
         return self.root / "frames" / frame_file_name(fid)
 
     def add(self, frame: Frame) -> int:
+        """Store ``frame`` -> its id. When room cannot be made (disk full: WriteError) nothing changes."""
+        self._make_room()
         fid = self._next_id
         self._next_id += 1
         self._ram[fid] = frame
         self._poses[fid] = np.array(frame.c2w, dtype=np.float64)
-        self._evict()
         return fid
 
     def pose(self, fid: int) -> np.ndarray:
@@ -142,16 +143,19 @@ class FrameStore:
         if not 0 <= fid < self._next_id:
             raise KeyError(f"no frame with id {fid}")
         frame = read_frame(self.path_of(fid))
+        self._make_room()
         self._ram[fid] = frame
-        self._evict()
         return frame
 
-    def _evict(self) -> None:
-        while len(self._ram) > self.ram_frames:
-            fid, frame = self._ram.popitem(last=False)
+    def _make_room(self) -> None:
+        """Evict the oldest frames until one more fits. A frame leaves RAM only after its file is written,
+        so a failed write (WriteError) loses nothing."""
+        while self._ram and len(self._ram) >= self.ram_frames:
+            fid, frame = next(iter(self._ram.items()))
             if fid not in self._on_disk:
                 write_frame(self.path_of(fid), frame)
                 self._on_disk.add(fid)
+            del self._ram[fid]
 
     @property
     def ram_bytes(self) -> int:

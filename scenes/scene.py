@@ -121,6 +121,7 @@ class Scene:
         self.seed = 0
         self.last_step: StepResult | None = None
         self.last_cache: dict | None = None  # the cache render handed to the model at the last step
+        self.last_export: dict[str, Path] = {}  # what export_all wrote, also when part of it failed
 
     # ------------------------------------------------------------------ state
     def _new_map(self) -> VoxelPointMap:
@@ -199,10 +200,30 @@ class Scene:
         """Generate the next frame from the cursor, fuse it and remember it. Forks when the cursor is not last."""
         if self.cursor < 0:
             raise SceneError("the scene has no frames yet; call reset() first")
-        forked_from = None
-        if self.cursor < self.length - 1:
-            forked_from = self.branch_name
-            self._fork()
+        forked_from, cursor_before, map_before, memory_before = None, self.cursor, self.map, None
+        try:
+            if self.cursor < self.length - 1:
+                forked_from = self.branch_name
+                memory_before = self._memory_state()
+                self._fork()
+            return self._step_branch(action, forked_from)
+        except BaseException:
+            if forked_from is not None:  # a failed step leaves the scene as it was: drop the new branch
+                self.branches.pop(self.branch_name if self.branch_name != forked_from else "", None)
+                self.branch_name, self.cursor, self.map = forked_from, cursor_before, map_before
+                if memory_before is not None:
+                    self.memory.load_state_dict(memory_before)  # type: ignore[union-attr]
+                elif self.memory is not None:
+                    self._rebuild_map()
+            raise
+
+    def _memory_state(self) -> dict | None:
+        """The memory bank's state to put back after a failed fork (None when it cannot save itself)."""
+        state = getattr(self.memory, "state_dict", None)
+        return state() if state is not None and hasattr(self.memory, "load_state_dict") else None
+
+    def _step_branch(self, action: Action | TargetPose, forked_from: str | None) -> StepResult:
+        """The step proper, at the end of the current branch; changes nothing until the frame is stored."""
         fids = self.branch.fids
         recent = [self.store.get(f) for f in fids[max(0, len(fids) - self.config.recent_frames):]]
         context = Context(recent=recent)
@@ -338,17 +359,30 @@ class Scene:
     def export_all(self, folder: str | Path, progress: bool = False, video: bool = True) -> dict[str, Path]:
         """The headless bundle: scene.ply, scene.glb, frames.mp4, trajectory.txt, transforms.json, session/.
 
-        Each file is written atomically, so a failure part-way keeps what was already written."""
+        Each file is written atomically; the session comes first, and one failed export does not stop the
+        others. When any failed, ExportError names them after everything else was written."""
         from scenes.session import save_session
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        written = {"ply": self.export_ply(out / "scene.ply"), "glb": self.export_glb(out / "scene.glb")}
-        if video:
-            written["mp4"] = self.export_mp4(out / "frames.mp4", progress=progress)
-        written["trajectory"] = self.export_trajectory(out / "trajectory.txt")
-        written["transforms"] = self.export_transforms(out)
-        written["session"] = save_session(self, out / "session", progress=progress)
+        jobs: dict[str, Callable[[], Path]] = {
+            "session": lambda: save_session(self, out / "session", progress=progress),
+            "ply": lambda: self.export_ply(out / "scene.ply"), "glb": lambda: self.export_glb(out / "scene.glb"),
+            "mp4": lambda: self.export_mp4(out / "frames.mp4", progress=progress),
+            "trajectory": lambda: self.export_trajectory(out / "trajectory.txt"),
+            "transforms": lambda: self.export_transforms(out)}
+        if not video:
+            del jobs["mp4"]
+        written: dict[str, Path] = {}
+        failed: list[str] = []
+        for kind, job in jobs.items():
+            try:
+                written[kind] = job()
+            except (ex.ExportError, OSError, ValueError) as e:  # ValueError: SceneError, SessionError
+                failed.append(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        self.last_export = written
+        if failed:
+            raise ex.ExportError(f"{'; '.join(failed)} (written: {', '.join(written) or 'nothing'} in {out})")
         return written
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from recon.pointmap import VoxelPointMap
+from scenes.atomic import write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, Scene, fuse_frame, scene_config_from_dict
 from worldmodel.registry import WorldSpecError, world_from_description
@@ -78,17 +79,44 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
         }
         (staging / "session.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():
-            retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, retired)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
+            _swap_session_files(staging, folder)
         else:
             os.replace(staging, folder)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise SessionError(f"cannot save session to {folder}: {e.strerror or e}; free disk space or choose "
-                           "another folder (the scene in memory and any earlier save are unchanged)") from None
+        raise SessionError(f"cannot save session to {folder}: {write_error(e, folder)} (the scene in memory "
+                           "and any earlier save are unchanged)") from None
     return folder
+
+
+SESSION_ENTRIES = ("frames", "map.safetensors", "memory.safetensors", "session.json")  # session.json last
+
+
+def _swap_session_files(staging: Path, folder: Path) -> None:
+    """Replace the session's own entries in ``folder`` by those in ``staging``; anything else in ``folder``
+    (a user's notes) stays. The old entries are set aside first and put back if a move fails."""
+    retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+    retired.mkdir()
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in reversed(SESSION_ENTRIES):  # session.json first: a half-swapped folder is no session
+            if (folder / name).exists():
+                os.replace(folder / name, retired / name)
+                moved_out.append(name)
+        for name in SESSION_ENTRIES:
+            if (staging / name).exists():
+                os.replace(staging / name, folder / name)
+                moved_in.append(name)
+    except OSError:
+        for name in moved_in:
+            os.replace(folder / name, staging / name)
+        for name in moved_out:
+            os.replace(retired / name, folder / name)
+        shutil.rmtree(retired, ignore_errors=True)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fail(folder: Path, why: str) -> SessionError:

@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="walk used with --steps: random (seeded wander), forward, orbit (default: random)")
     run.add_argument("--out", required=True, help="output folder (created if missing)")
     run.add_argument("--no-video", action="store_true", help="skip frames.mp4")
+    run.add_argument("--autosave", type=int, default=None, metavar="N",
+                     help="save OUT/session every N steps (0 = off; default: every 100 steps for runs longer "
+                          "than 300 steps), so a crash or kill loses at most one interval")
+    run.add_argument("--autosave-seconds", type=float, default=120.0, metavar="T",
+                     help="also autosave when T seconds have passed since the last save (default: 120)")
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the session in DIR (e.g. OUT/session after a crash): run the same command "
+                          "with --resume; the steps it already holds are not repeated")
 
     ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
     ev.add_argument("path", help="sequence folder: TUM RGB-D, 7-Scenes/3DMatch, generic, or per-frame PLY folder")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
 from scenes.atomic import replacing
+from scenes.spill import make_spill_dir, release
 from worldmodel.actions import action_from_text, action_to_text
 from worldmodel.frame import Frame
 
@@ -106,9 +106,11 @@ def read_frame_pose(path: Path) -> np.ndarray:
 class FrameStore:
     """Frames by id: RAM LRU of ``ram_frames`` full frames over a folder of safetensors files."""
 
-    def __init__(self, root: str | Path | None = None, ram_frames: int = 256):
+    def __init__(self, root: str | Path | None = None, ram_frames: int = 256, spill_near: str | Path | None = None):
+        """root: folder of the frame files; None = a private spill folder (scenes.spill) in ``spill_near``
+        (next to the session or output) or else in the system temporary folder, removed at close/exit."""
         self._own_root = root is None
-        self.root = Path(tempfile.mkdtemp(prefix="worldstudio-frames-")) if root is None else Path(root)
+        self.root = make_spill_dir(spill_near) if root is None else Path(root)
         (self.root / "frames").mkdir(parents=True, exist_ok=True)
         self.ram_frames = max(1, int(ram_frames))
         self._ram: OrderedDict[int, Frame] = OrderedDict()
@@ -157,6 +159,13 @@ class FrameStore:
                 self._on_disk.add(fid)
             del self._ram[fid]
 
+    def flush(self) -> None:
+        """Write every frame held only in RAM to disk (they stay in RAM): a later save just links files."""
+        for fid, frame in list(self._ram.items()):
+            if fid not in self._on_disk:
+                write_frame(self.path_of(fid), frame)
+                self._on_disk.add(fid)
+
     @property
     def ram_bytes(self) -> int:
         return sum(f.rgb.nbytes + f.depth.nbytes for f in self._ram.values())
@@ -175,7 +184,8 @@ class FrameStore:
                 progress(1)
 
     @classmethod
-    def open_existing(cls, folder: Path, fids: list[int], ram_frames: int = 256) -> "FrameStore":
+    def open_existing(cls, folder: Path, fids: list[int], ram_frames: int = 256,
+                      spill_near: str | Path | None = None) -> "FrameStore":
         """A store over the frames ``fids`` in ``folder/frames`` (checked here, read lazily).
 
         The store works on its own hard links (or copies) of the files, so stepping on, or saving over the
@@ -186,7 +196,7 @@ class FrameStore:
                                  "copy the whole session folder")
         # poses only (no images): cheap, and a corrupt file is named now rather than mid-walk
         poses = {i: read_frame_pose(folder / "frames" / frame_file_name(i)) for i in fids}
-        store = cls(None, ram_frames)
+        store = cls(None, ram_frames, spill_near=spill_near)
         store._poses = poses
         for i in fids:
             link_or_copy(folder / "frames" / frame_file_name(i), store.path_of(i))
@@ -197,7 +207,7 @@ class FrameStore:
     def close(self) -> None:
         self._ram.clear()
         if self._own_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            release(self.root)
 
     def __del__(self) -> None:  # best effort: temporary frames do not outlive the process
         try:

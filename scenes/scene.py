@@ -113,7 +113,7 @@ class Scene:
         self.model = model
         self.config = config or SceneConfig()
         self.memory = memory
-        self.store = store or FrameStore(ram_frames=self.config.ram_frames)
+        self.store = store if store is not None else FrameStore(ram_frames=self.config.ram_frames)  # empty = falsy
         self.map = self._new_map()
         self.branches: dict[str, Branch] = {}
         self.branch_name = "main"
@@ -253,14 +253,24 @@ class Scene:
                                     memory_fids=list(mem_fids), memory_scores=[float(s) for s in scores])
         return self.last_step
 
-    def run(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> list[StepResult]:
-        actions = list(actions)
+    def steps(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> Iterator[StepResult]:
+        """Step through ``actions``, yielding each result as it is made (nothing is collected: RAM stays
+        bounded however long the walk)."""
         it: Iterable = actions
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(actions, desc="steps", unit="frame")
-        return [self.step(a) for a in it]
+            it = tqdm(actions, total=len(actions) if hasattr(actions, "__len__") else None,  # type: ignore[arg-type]
+                      desc="steps", unit="frame")
+        for a in it:
+            yield self.step(a)
+
+    def run(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> StepResult | None:
+        """Step through ``actions``; returns the last result (use :meth:`steps` to see each one)."""
+        last = None
+        for last in self.steps(actions, progress):
+            pass
+        return last
 
     # ------------------------------------------------------------------ history and branches
     def seek(self, position: int) -> Frame:

@@ -82,8 +82,10 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
             _swap_session_files(staging, folder)
         else:
             os.replace(staging, folder)
-    except (OSError, SafetensorError) as e:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted save leaves no staging folder
+        if not isinstance(e, (OSError, SafetensorError)):
+            raise
         raise SessionError(f"cannot save session to {folder}: {write_error(e, folder)} (the scene in memory "
                            "and any earlier save are unchanged)") from None
     return folder
@@ -139,8 +141,11 @@ def read_session_meta(folder: str | Path) -> dict:
     return meta
 
 
-def load_session(folder: str | Path, memory=None, ram_frames: int | None = None) -> Scene:
-    """Open a saved session: same world, branches, cursor and the identical fused map."""
+def load_session(folder: str | Path, memory=None, ram_frames: int | None = None,
+                 spill_near: str | Path | None = None) -> Scene:
+    """Open a saved session: same world, branches, cursor and the identical fused map.
+
+    spill_near: where the scene's own frame files go (default: beside the session folder)."""
     folder = Path(folder).expanduser()
     meta = read_session_meta(folder)
     try:
@@ -168,7 +173,7 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None)
             raise _fail(folder, str(e)) from None
         raise _fail(folder, f"session.json lacks or garbles a field ({e})") from None
     try:
-        store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames)
+        store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames, spill_near=spill_near or folder.parent)
     except FrameFileError as e:
         raise SessionError(str(e)) from None
     try:

@@ -17,6 +17,8 @@ from scenes.session import SessionError, load_session, save_session
 from worldmodel.actions import parse_actions
 from worldmodel.registry import create_world
 
+SPILL = ".worldstudio-frames-"  # frames of an open session spill beside it (scenes.spill)
+
 
 def tiny_scene(ram_frames: int = 2, steps: int = 3) -> Scene:
     scene = Scene(create_world("procedural", width=64, height=48), SceneConfig(voxel_size=0.3, ram_frames=ram_frames))
@@ -91,7 +93,7 @@ def test_failed_mp4_keeps_the_good_one(monkeypatch, tmp_path):
     with pytest.raises(ExportError, match="incomplete"):
         scene.export_mp4(tmp_path / "frames.mp4")
     assert (tmp_path / "frames.mp4").read_bytes() == good_bytes
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["frames.mp4"]
     # export_all: the failed MP4 does not stop the session or the other files
     with pytest.raises(ExportError, match="mp4:.*written: session, ply, glb, trajectory, transforms"):
         scene.export_all(tmp_path / "out")
@@ -110,7 +112,7 @@ def test_full_disk_session_save_is_one_line_and_keeps_the_old_save(monkeypatch, 
     with pytest.raises(SessionError) as e:
         save_session(scene, tmp_path / "s")
     assert "disk full: free space in" in str(e.value) and "\n" not in str(e.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no .s.saving-* holding the space
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["s"]  # no .s.saving-* holding the space
     now = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
     assert now == old
     scene.close()
@@ -127,11 +129,11 @@ def test_saving_over_a_session_keeps_the_users_other_files(tmp_path):
     save_session(scene, folder)
     assert (folder / "notes.txt").read_text() == "my notes" and (folder / "renders" / "a.png").is_file()
     assert load_session(folder).length == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["s"]
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("x")
     with pytest.raises(SessionError, match="holds other files"):
         save_session(scene, other)
-    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in other.iterdir() if not p.name.startswith(SPILL)) == ["notes.txt"]
     scene.close()

@@ -212,7 +212,10 @@ def build_scene(args) -> Scene:
 
 def main(args) -> int:
     from scenes.session import SessionError
+    from scenes.spill import install_signal_handlers
     from worldmodel.registry import WorldSpecError
+
+    install_signal_handlers()  # SIGTERM closes the studio like Ctrl-C; spill folders go at exit
 
     policy = AccessPolicy.for_host(args.host, no_token=getattr(args, "no_token", False))
     if not policy.loopback and policy.token is None:
@@ -239,8 +242,9 @@ def main(args) -> int:
     try:
         while True:
             time.sleep(1.0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         studio.close()
+        studio.worker.scene.close()
     return 0

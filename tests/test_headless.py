@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -123,3 +124,23 @@ def test_spill_folders_do_not_outlive_a_script_that_forgets_close(tmp_path):
     mine.mkdir()
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
     assert spill_folders(tmp_path) == [mine.name]  # the dead one went; a live process's folder stays
+
+
+def test_sigterm_of_the_studio_removes_its_spill_folder(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "view", "--port", str(port), "--size", "48",
+                             "36"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        for line in proc.stdout:
+            if b"WorldStudio is running" in line:
+                break
+        assert spill_folders(tmp_path), "the studio's frame store spills in TMPDIR"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert spill_folders(tmp_path) == []

@@ -26,6 +26,8 @@ PAD_ROWS = (
 )
 TURNS = {"⟲ left": "L", "none": "N", "⟳ right": "R"}
 
+MAX_STEPS_PER_STRING = 1000  # an action string queues at most this many steps (about 30 s of stepping)
+
 # Single-key hotkeys (viser's own camera uses W/A/S/D/Q/E and the arrows).
 HOTKEYS = (
     ("I", "Forward", Action("F", "N")), ("K", "Back", Action("B", "N")),
@@ -65,6 +67,9 @@ class Controls:
                                             hint="DeepVerse grammar, e.g. (FN)(fLR)(BN)")
             play = gui.add_button("Play actions", icon=viser.Icon.PLAYER_PLAY)
             play.on_click(self._play_clicked)
+            stop = gui.add_button("Stop", icon=viser.Icon.PLAYER_STOP, color="red",
+                                  hint="clear the queued steps and stop autoplay (hotkey: Esc)")
+            stop.on_click(self._stop_clicked)
             self.autoplay = gui.add_checkbox("Autoplay", False, hint="keep stepping with the action below")
             self.autoplay_action = gui.add_dropdown("Autoplay action",
                                                     ["(FN)", "(FL)", "(FR)", "(fLN)", "(fRN)", "random"],
@@ -79,6 +84,7 @@ class Controls:
         for key, label, action in HOTKEYS:
             command = gui.add_command(f"{label} {action}", hotkey=key)  # type: ignore[arg-type]
             command.on_trigger(self._held(action))
+        gui.add_command("Stop: clear the queue", hotkey="escape").on_trigger(self._stop_clicked)
         toggle = gui.add_command("Autoplay on/off", hotkey="P")
         toggle.on_trigger(lambda _: setattr(self.autoplay, "value", not self.autoplay.value))
         self._rng = np.random.default_rng(0)
@@ -117,8 +123,20 @@ class Controls:
         except ActionParseError as e:
             self.studio.notify(event.client, "Not played", str(e), error=True)
             return
+        if len(actions) > MAX_STEPS_PER_STRING:
+            self.studio.notify(event.client, "Not played",
+                               f"{len(actions):,} steps; an action string may hold at most {MAX_STEPS_PER_STRING:,}. "
+                               "Play it in parts, or use autoplay or `launch.py run` for long walks", error=True)
+            return
         for a in actions:
             self.studio.submit_step(a, event.client)
+
+    def _stop_clicked(self, event) -> None:
+        """Stop: drop every queued step (the running one finishes) and switch autoplay off."""
+        dropped = self.studio.worker.clear()
+        if self.autoplay.value:
+            self.autoplay.value = False
+        self.studio.notify(getattr(event, "client", None), "Stopped", f"{dropped} queued command(s) dropped")
 
     def _next_autoplay(self) -> Action:
         choice = self.autoplay_action.value

@@ -44,8 +44,9 @@ def write_frame(path: Path, frame: Frame) -> None:
         save_file(arrays, str(tmp), metadata=meta)
 
 
-def read_frame(path: Path) -> Frame:
-    """Read a frame written by :func:`write_frame`; FrameFileError names the file when it is bad."""
+def read_frame(path: Path, shown: str | Path | None = None) -> Frame:
+    """Read a frame written by :func:`write_frame`; FrameFileError names the file (as ``shown``) when it is bad."""
+    name, path = shown or path, Path(path)
     try:
         from safetensors import safe_open
 
@@ -57,9 +58,9 @@ def read_frame(path: Path) -> Frame:
                      confidence=arrays.get("confidence"), world_points=arrays.get("world_points"),
                      world_colors=arrays.get("world_colors"))
     except FileNotFoundError:
-        raise FrameFileError(f"frame file {path} is missing; the session folder is incomplete") from None
+        raise FrameFileError(f"frame file {name} is missing; the session folder is incomplete") from None
     except (SafetensorError, KeyError, ValueError, OSError) as e:
-        raise FrameFileError(f"frame file {path} is corrupt ({str(e).splitlines()[0][:120]}); "
+        raise FrameFileError(f"frame file {name} is corrupt ({str(e).splitlines()[0][:120]}); "
                              "the session cannot be opened as is") from None
 
 
@@ -80,26 +81,51 @@ def link_or_copy(src: Path, dst: Path) -> None:
         tmp.replace(dst)
 
 
-def read_frame_pose(path: Path) -> np.ndarray:
-    """The (4, 4) c2w of a frame file, checking that it holds a frame's arrays (images are not read).
+FRAME_DTYPES = {"rgb": "uint8", "depth": "float32", "K": "float64", "c2w": "float64"}
 
-    Raises FrameFileError naming the file when it is corrupt or incomplete."""
+
+def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
+    """The (4, 4) c2w of a frame file, after checking its arrays' names, shapes and dtypes (from the header;
+    images are not read), a finite rigid pose and finite positive intrinsics.
+
+    Raises FrameFileError naming the file (as ``shown``) when it is corrupt, incomplete or inconsistent."""
     from safetensors import safe_open
+
+    name = shown or path
+
+    def bad(why: str) -> FrameFileError:
+        return FrameFileError(f"frame file {name} {why}; the session cannot be opened as is")
 
     try:
         with safe_open(str(path), framework="numpy") as f:
             names = set(f.keys())
-            if not {"rgb", "depth", "K", "c2w"} <= names:
-                raise FrameFileError(f"frame file {path} lacks arrays "
-                                     f"{sorted({'rgb', 'depth', 'K', 'c2w'} - names)}")
-            c2w = np.asarray(f.get_tensor("c2w"), dtype=np.float64)
+            if not set(FRAME_DTYPES) <= names:
+                raise bad(f"lacks arrays {sorted(set(FRAME_DTYPES) - names)}")
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+            dtypes = {k: str(f.get_slice(k).get_dtype()).lower() for k in FRAME_DTYPES}
+            K = np.asarray(f.get_tensor("K"), dtype=np.float64) if shapes["K"] == (3, 3) else None
+            c2w = np.asarray(f.get_tensor("c2w"), dtype=np.float64) if shapes["c2w"] == (4, 4) else None
     except (SafetensorError, OSError, ValueError) as e:
         if isinstance(e, FrameFileError):
             raise
-        raise FrameFileError(f"frame file {path} is corrupt ({str(e).splitlines()[0][:120]}); "
-                             "the session cannot be opened as is") from None
-    if c2w.shape != (4, 4):
-        raise FrameFileError(f"frame file {path} has a c2w of shape {c2w.shape}, not (4, 4)")
+        raise bad(f"is corrupt ({str(e).splitlines()[0][:120]})") from None
+    short = {"uint8": "u8", "float32": "f32", "float64": "f64"}
+    for key, want in FRAME_DTYPES.items():
+        if dtypes[key] not in (want, short[want]):
+            raise bad(f"holds {key} as {dtypes[key]}, not {want}")
+    rgb, depth = shapes["rgb"], shapes["depth"]
+    if len(rgb) != 3 or rgb[2] != 3 or depth != rgb[:2] or not (1 <= rgb[0] <= 8192 and 1 <= rgb[1] <= 8192):
+        raise bad(f"has images of shapes rgb {rgb} and depth {depth} (expected (H, W, 3) and (H, W))")
+    for key in ("confidence",):
+        if key in shapes and shapes[key] != depth:
+            raise bad(f"has a {key} of shape {shapes[key]}, not {depth}")
+    if c2w is None or K is None:
+        raise bad(f"has K of shape {shapes['K']} and c2w of shape {shapes['c2w']} (expected (3, 3) and (4, 4))")
+    if not (np.isfinite(c2w).all() and np.allclose(c2w[3], [0, 0, 0, 1])
+            and np.allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-3)):
+        raise bad("has a camera pose that is not a finite rigid transform")
+    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        raise bad("has intrinsics K that are not finite with positive focal lengths")
     return c2w
 
 
@@ -117,6 +143,7 @@ class FrameStore:
         self._on_disk: set[int] = set()
         self._poses: dict[int, np.ndarray] = {}  # every frame's c2w stays in RAM (128 bytes each)
         self._next_id = 0
+        self.source: Path | None = None  # the session folder the frames were opened from
 
     def __len__(self) -> int:
         return self._next_id
@@ -144,10 +171,14 @@ class FrameStore:
             return frame
         if not 0 <= fid < self._next_id:
             raise KeyError(f"no frame with id {fid}")
-        frame = read_frame(self.path_of(fid))
+        frame = read_frame(self.path_of(fid), self._shown(fid))
         self._make_room()
         self._ram[fid] = frame
         return frame
+
+    def _shown(self, fid: int) -> Path:
+        """How errors name frame ``fid``: the session's own file when it came from one, not the private copy."""
+        return (self.source if self.source is not None else self.root) / "frames" / frame_file_name(fid)
 
     def _make_room(self) -> None:
         """Evict the oldest frames until one more fits. A frame leaves RAM only after its file is written,
@@ -197,7 +228,7 @@ class FrameStore:
         # poses only (no images): cheap, and a corrupt file is named now rather than mid-walk
         poses = {i: read_frame_pose(folder / "frames" / frame_file_name(i)) for i in fids}
         store = cls(None, ram_frames, spill_near=spill_near)
-        store._poses = poses
+        store._poses, store.source = poses, Path(folder)
         for i in fids:
             link_or_copy(folder / "frames" / frame_file_name(i), store.path_of(i))
         store._on_disk = set(fids)

@@ -19,6 +19,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -26,6 +27,8 @@ from recon.pointmap import VoxelPointMap
 from scenes.atomic import write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, Scene, fuse_frame, scene_config_from_dict
+from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
+from worldmodel.checks import CheckError
 from worldmodel.registry import WorldSpecError, world_from_description
 
 FORMAT = "worldstudio-session"
@@ -130,10 +133,13 @@ def read_session_meta(folder: str | Path) -> dict:
     path = folder / "session.json"
     if not path.is_file():
         raise _fail(folder, "session.json is missing; pick the folder that contains session.json")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise _fail(folder, f"session.json is larger than {MAX_JSON_BYTES >> 20} MB")
     try:
         meta = json.loads(path.read_text())
-    except (OSError, UnicodeError, json.JSONDecodeError) as e:
-        raise _fail(folder, f"session.json is unreadable ({str(e)[:80]})") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, a 5000-digit number
+        why = "it is nested too deeply" if isinstance(e, RecursionError) else str(e)[:80]
+        raise _fail(folder, f"session.json is unreadable ({why})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _fail(folder, "session.json is not a WorldStudio session file")
     if meta.get("version") != VERSION:
@@ -149,36 +155,27 @@ def load_session(folder: str | Path, memory=None, ram_frames: int | None = None,
     folder = Path(folder).expanduser()
     meta = read_session_meta(folder)
     try:
-        config = scene_config_from_dict(meta["scene"])
+        checked = check_session_meta(meta)
+        config = scene_config_from_dict(checked.scene)
         if ram_frames is not None:
             config.ram_frames = int(ram_frames)
         model = world_from_description(meta["world"])
-        fids = [int(f) for f in meta["frame_ids"]]
-        if fids != sorted(set(fids)) or (fids and fids[0] < 0):
-            raise _fail(folder, "frame ids are not sorted unique numbers")
-        known = set(fids)
-        branches = {}
-        for b in meta["branches"]:
-            br = Branch(str(b["name"]), [int(x) for x in b["fids"]], b.get("parent"), b.get("fork_position"))
-            if not br.fids or not set(br.fids) <= known:
-                raise _fail(folder, f"branch {br.name!r} refers to frames that are not in the session")
-            branches[br.name] = br
-        current, cursor = str(meta["current_branch"]), int(meta["cursor"])
-        if current not in branches or not 0 <= cursor < len(branches[current].fids):
-            raise _fail(folder, "the current branch or cursor is out of range")
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, SessionError):
-            raise
-        if isinstance(e, WorldSpecError):
-            raise _fail(folder, str(e)) from None
-        raise _fail(folder, f"session.json lacks or garbles a field ({e})") from None
+    except (CheckError, WorldSpecError) as e:
+        raise _fail(folder, str(e)) from None
+    except (KeyError, TypeError, ValueError, OverflowError, MemoryError, RecursionError) as e:
+        why = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        raise _fail(folder, f"its world description is unusable ({why})") from None
+    fids = checked.frame_ids
+    branches = {name: Branch(name, bf, parent, fork) for name, bf, parent, fork in checked.branches}
+    current, cursor = checked.current_branch, checked.cursor
     try:
-        store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames, spill_near=spill_near or folder.parent)
+        store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames,
+                                         spill_near=spill_near or folder.parent)
     except FrameFileError as e:
         raise SessionError(str(e)) from None
     try:
         scene = Scene(model, config, memory=memory, store=store)
-        scene.seed = int(meta.get("seed", 0))
+        scene.seed = checked.seed
         scene.branches, scene.branch_name, scene.cursor = branches, current, cursor
         try:
             scene.map = VoxelPointMap.from_state_dict(load_file(str(folder / "map.safetensors")))
@@ -204,10 +201,14 @@ def _restore_memory(scene: Scene, folder: Path) -> None:
     load_state = getattr(scene.memory, "load_state_dict", None)
     if path.is_file() and load_state is not None:
         try:
-            load_state(load_file(str(path)))
+            state = load_file(str(path))
+            known = {fid for b in scene.branches.values() for fid in b.fids}
+            if not set(np.asarray(state.get("fid", [])).reshape(-1).tolist()) <= known:
+                raise ValueError("memory keyframes name frames that are not in the session")
+            load_state(state)
             return
         except (SafetensorError, ValueError, KeyError, OSError):
-            pass
+            pass  # memory is derived from the frames: rebuild it
     scene.memory.reset()
     # Rebuilding memory needs the per-frame fuse rows: re-fuse the branch into a scratch map with the same
     # settings and order, which assigns the same rows as the saved map.

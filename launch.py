@@ -6,16 +6,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scenes.argtypes import SEED, SIZE, STEP_M, STEPS, VOXEL, YAW_DEG, ranged
+
 
 def _add_world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world", default="procedural",
                    help="world to explore: procedural | procedural:fly | replay:PATH (default: procedural)")
-    p.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
-    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"),
-                   help="frame size in pixels (default: 256 256)")
-    p.add_argument("--voxel", type=float, default=0.1, help="fused-map voxel size in metres (default: 0.1)")
-    p.add_argument("--step-m", type=float, default=0.5, help="metres moved per translation step (default: 0.5)")
-    p.add_argument("--yaw-deg", type=float, default=10.0, help="degrees turned per steering step (default: 10)")
+    p.add_argument("--seed", type=ranged(*SEED, integer=True), default=0, help="world seed (default: 0)")
+    p.add_argument("--size", type=ranged(*SIZE, integer=True), nargs=2, default=(256, 256), metavar=("W", "H"),
+                   help="frame size in pixels, 16..4096 (default: 256 256)")
+    p.add_argument("--voxel", type=ranged(*VOXEL), default=0.1,
+                   help="fused-map voxel size in metres, 0.005..5 (default: 0.1)")
+    p.add_argument("--step-m", type=ranged(*STEP_M), default=0.5,
+                   help="metres moved per translation step, 0..100 (default: 0.5)")
+    p.add_argument("--yaw-deg", type=ranged(*YAW_DEG), default=10.0,
+                   help="degrees turned per steering step, 0..180 (default: 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_world_args(view)
     view.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1; 0.0.0.0 shares it on your network)")
-    view.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    view.add_argument("--port", type=ranged(0, 65535, integer=True), default=8080, help="port (default: 8080)")
     view.add_argument("--session", default=None, help="open a saved session folder instead of a new world")
     view.add_argument("--root", default=".",
                       help="workspace root: folders typed in the browser must be inside it (default: current folder)")
@@ -38,15 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_world_args(run)
     what = run.add_mutually_exclusive_group(required=True)
     what.add_argument("--actions", help='action string in DeepVerse grammar, e.g. "(FN)(FN)(fLN)(BR)"')
-    what.add_argument("--steps", type=int, help="number of steps of a generated walk (see --walk)")
+    what.add_argument("--steps", type=ranged(*STEPS, integer=True), help="number of steps of a generated walk (see --walk)")
     run.add_argument("--walk", choices=("random", "forward", "orbit"), default="random",
                      help="walk used with --steps: random (seeded wander), forward, orbit (default: random)")
     run.add_argument("--out", required=True, help="output folder (created if missing)")
     run.add_argument("--no-video", action="store_true", help="skip frames.mp4")
-    run.add_argument("--autosave", type=int, default=None, metavar="N",
+    run.add_argument("--autosave", type=ranged(0, STEPS[1], integer=True), default=None, metavar="N",
                      help="save OUT/session every N steps (0 = off; default: every 100 steps for runs longer "
                           "than 300 steps), so a crash or kill loses at most one interval")
-    run.add_argument("--autosave-seconds", type=float, default=120.0, metavar="T",
+    run.add_argument("--autosave-seconds", type=ranged(0, 1e6), default=120.0, metavar="T",
                      help="also autosave when T seconds have passed since the last save (default: 120)")
     run.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the session in DIR (e.g. OUT/session after a crash): run the same command "
@@ -54,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
     ev.add_argument("path", help="sequence folder: TUM RGB-D, 7-Scenes/3DMatch, generic, or per-frame PLY folder")
-    ev.add_argument("--voxel", type=float, default=0.02, help="voxel size in metres for both methods (default 0.02)")
+    ev.add_argument("--voxel", type=ranged(*VOXEL), default=0.02, help="voxel size in metres for both methods (default 0.02)")
     ev.add_argument("--reference", default=None, help="reference mesh or point cloud (PLY/OBJ/GLB) for accuracy")
-    ev.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    ev.add_argument("--max-frames", type=ranged(*STEPS, integer=True), default=None, help="use only the first N frames")
     ev.add_argument("--no-carve", action="store_true",
                     help="fuse without free-space carving (ghost surfaces from noisy depth are kept)")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")

@@ -149,3 +149,47 @@ def test_corrupt_sessions_open_cleanly_or_fail_with_one_line(saved, tmp_path):
         assert digest(folder) == before, f"case {case} ({what}) changed the saved folder"
         shutil.rmtree(folder)
     assert outcomes["opened"] > 20 and outcomes["refused"] > 100, outcomes
+
+
+def edit_json(folder: Path, path: tuple, raw: str) -> None:
+    meta = json.loads((folder / "session.json").read_text())
+    set_path(meta, path, "@@RAW@@")
+    (folder / "session.json").write_text(json.dumps(meta).replace('"@@RAW@@"', raw))
+
+
+@pytest.mark.parametrize("path, raw, says", [
+    (("cursor",), "1e999", "cursor"),
+    (("cursor",), "[" * 50_000 + "]" * 50_000, "nested too deeply"),
+    (("scene", "voxel_size"), '"big"', "scene.voxel_size"),
+    (("scene", "recent_frames"), "-3", "scene.recent_frames"),
+    (("world", "config", "load_radius_chunks"), "1e6", "load_radius_chunks"),
+    (("world", "config", "width"), "200000", "world.config.width"),
+])
+def test_each_bad_session_value_is_one_line_naming_it(saved, tmp_path, path, raw, says):
+    folder = tmp_path / "s"
+    shutil.copytree(saved, folder)
+    edit_json(folder, path, raw)
+    with pytest.raises(SessionError, match=says) as e:
+        load_session(folder)
+    assert str(folder) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_frames_and_memory_are_caught_at_open(saved, tmp_path):
+    folder = tmp_path / "s"
+    shutil.copytree(saved, folder)
+    middle = sorted((folder / "frames").iterdir())[2]
+    arrays = load_file(str(middle))
+    arrays["c2w"] = np.full((4, 4), np.nan)
+    save_file(arrays, str(middle))
+    with pytest.raises(SessionError, match=f"frame file {middle}.*not a finite rigid"):
+        load_session(folder)
+    shutil.rmtree(folder)
+    shutil.copytree(saved, folder)
+    # memory keyframes naming frames that do not exist: the memory is rebuilt from the frames and steps work
+    state = load_file(str(folder / "memory.safetensors"))
+    state["fid"] = state["fid"] + 1000
+    save_file(state, str(folder / "memory.safetensors"))
+    scene = load_session(folder, memory=GeometricMemory())
+    scene.step(Action("F", "N"))
+    assert all(fid < 1000 for fid in scene.last_step.memory_fids)
+    scene.close()

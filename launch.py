@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fuse without free-space carving (ghost surfaces from noisy depth are kept)")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
 
+    info = sub.add_parser("info", help="what a saved session holds (world, frames, branches, map points, size); "
+                                       "checks it opens, e.g. after a crash")
+    info.add_argument("path", help="session folder (the one that holds session.json)")
+
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     bench.add_argument("--only", default=None,
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         from scenes.evaluate import main as eval_main
 
         return eval_main(args)
+    if args.command == "info":
+        from scenes.info import main as info_main
+
+        return info_main(args)
     if args.command == "bench":
         from studio.bench import main as bench_main
 

@@ -46,7 +46,7 @@ def spill_folders(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if "worldstudio-frames-" in p.name)
 
 
-def test_kill_9_loses_at_most_one_autosave_interval_and_resume_goes_on(tmp_path):
+def test_kill_9_loses_at_most_one_autosave_interval_and_resume_goes_on(tmp_path, capsys):
     from launch import main
 
     out = tmp_path / "out"
@@ -61,6 +61,12 @@ def test_kill_9_loses_at_most_one_autosave_interval_and_resume_goes_on(tmp_path)
     saved = scene.length
     scene.close()
     assert saved >= 31 and (saved - 1) % 15 == 0  # only whole autosave intervals, each one complete
+    # `launch.py info` is how a user checks what survived
+    assert main(["info", str(out / "session")]) == 0
+    printed = capsys.readouterr().out
+    assert f"frames    {saved} (cursor at {saved - 1} of main)" in printed and "procedural seed 0" in printed
+    assert "map points" not in printed and " points at 0.5 m voxels" in printed and "MB" in printed
+    assert main(["info", str(out)]) == 2 and "session.json is missing" in capsys.readouterr().err
     # the same command with --resume: the steps already made are not repeated; the dead run's spill is removed
     assert main(["run", "--steps", str(saved + 4), *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
     scene = load_session(out / "session")

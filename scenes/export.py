@@ -96,9 +96,14 @@ def _raw_bytes(a: np.ndarray) -> memoryview:
 
 def _write_bytes_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
     with _atomic_file(path) as tmp:
+        size = 0
         with open(tmp, "wb") as f:
             for c in chunks:
                 f.write(c)
+                size += len(c) if isinstance(c, bytes) else c.nbytes
+        if os.path.getsize(tmp) != size:  # a short write must not replace a good file
+            raise ExportError(f"cannot write {path}: only {os.path.getsize(tmp)} of {size} bytes arrived; "
+                              f"free space in {path.parent} and export again")
 
 
 # ---------------------------------------------------------------------------------------- validation

@@ -53,15 +53,17 @@ def temp_path(path: Path) -> Path:
 
 @contextmanager
 def replacing(path: str | os.PathLike, check: Callable[[Path], None] | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block succeeds (and ``check(tmp)`` passes) it is
-    renamed over ``path``. Otherwise it is removed and ``path`` is untouched. OSError/SafetensorError
-    become WriteError."""
+    """Yield a temporary file (created empty) beside ``path``; when the block succeeds (and ``check(tmp)``
+    passes) it is renamed over ``path``. Otherwise it is removed and ``path`` is untouched.
+    OSError/SafetensorError become WriteError."""
     path = Path(path)
     tmp = temp_path(path)
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # usual permissions; fails early
+    except OSError as e:
+        raise write_error(e, path) from None
+    try:
         yield tmp
-        if not tmp.is_file():
-            raise WriteError(f"cannot write {path}: nothing was written; free disk space and try again")
         if check is not None:
             check(tmp)
         os.replace(tmp, path)

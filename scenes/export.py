@@ -15,7 +15,6 @@ import json
 import math
 import os
 import struct
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
@@ -23,7 +22,7 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from recon.visual import colorize_depth, colorize_scalar
-from scenes.atomic import check_mp4, write_error
+from scenes.atomic import WriteError, check_mp4, replacing, write_error
 from worldmodel.frame import Frame
 
 __all__ = [
@@ -65,28 +64,13 @@ def _check_target(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def _atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it over ``path``, else delete it.
-
-    OSErrors (permissions, disk full, ...) become ExportError. The temporary file is created with the
-    usual permissions (0666 & ~umask) so the final file is not private by accident.
-    """
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}"
+    """Yield a temporary path next to ``path``; on success move it over ``path``, else delete it
+    (scenes.atomic.replacing). Write errors (permissions, disk full, ...) become ExportError."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        os.close(fd)
-    except OSError as e:
-        raise _os_error(path, e) from None
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as e:
-        raise _os_error(path, e) from None
-    finally:
-        try:
-            if tmp.exists():
-                tmp.unlink()
-        except OSError:
-            pass
+        with replacing(path) as tmp:
+            yield tmp
+    except WriteError as e:
+        raise ExportError(str(e)) from None
 
 
 def _raw_bytes(a: np.ndarray) -> memoryview:

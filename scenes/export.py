@@ -11,13 +11,14 @@ what to do. Files are written to a temporary file in the target folder and moved
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
 import struct
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
@@ -594,7 +595,7 @@ def depth_to_png_mm(depth: np.ndarray) -> np.ndarray:
     return mm.astype(np.uint16)
 
 
-def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = "images") -> Path:
+def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = "images") -> Path:
     """Write a nerfstudio dataset: ``images/frame_00000.png``, ``depth/frame_00000.png``, ``transforms.json``.
 
     Depth PNGs are 16-bit millimetres (``depth_unit_scale_factor`` 0.001; 0 = invalid; > 65.5 m dropped).
@@ -606,12 +607,12 @@ def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = 
         out = Path(out_dir).expanduser()
     except TypeError as e:
         raise ExportError(f"invalid output folder {out_dir!r}: {e}; pass a folder path") from None
-    frames = list(frames)
-    if not frames:
+    frames = iter(frames)  # one frame at a time: a 10k-frame export needs the RAM of one frame
+    f0 = next(frames, None)
+    if f0 is None:
         raise ExportError("no frames to export; generate some frames first")
-    for f in frames:
-        if not isinstance(f, Frame):
-            raise ExportError(f"frames must be worldmodel.frame.Frame objects, got {type(f).__name__}")
+    if not isinstance(f0, Frame):
+        raise ExportError(f"frames must be worldmodel.frame.Frame objects, got {type(f0).__name__}")
     sub = str(image_subdir).strip("/\\") or "images"
     if os.path.isabs(sub) or ".." in Path(sub).parts:
         raise ExportError(f"image_subdir must be a relative folder name, got {image_subdir!r}")
@@ -623,11 +624,12 @@ def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = 
     except OSError as e:
         raise _os_error(out, e) from None
 
-    f0 = frames[0]
     meta: dict = {"camera_model": "OPENCV", **_intrinsics_dict(f0.K, f0.width, f0.height),
                   "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
                   "depth_unit_scale_factor": 0.001, "frames": []}
-    for i, f in enumerate(frames):
+    for i, f in enumerate(itertools.chain([f0], frames)):
+        if not isinstance(f, Frame):
+            raise ExportError(f"frames must be worldmodel.frame.Frame objects, got {type(f).__name__}")
         if not np.isfinite(f.c2w).all():
             raise ExportError(f"frame {f.index} has a NaN/inf pose; drop it before exporting")
         name = f"frame_{i:05d}.png"

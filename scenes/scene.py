@@ -333,12 +333,6 @@ class Scene:
         return self.map.points(upto_frame=upto)
 
     # ------------------------------------------------------------------ exports
-    def _export_frames(self, branch: str | None) -> list[Frame]:
-        frames = list(self.iter_frames(branch))
-        if not frames:
-            raise SceneError("nothing to export yet; generate some frames first")
-        return frames
-
     def export_ply(self, path: str | Path) -> Path:
         pts, cols = self.map_points()
         return ex.write_ply(path, pts, cols)
@@ -361,7 +355,7 @@ class Scene:
         return ex.write_tum_trajectory(path, self.poses(branch))
 
     def export_transforms(self, folder: str | Path, branch: str | None = None) -> Path:
-        return ex.write_transforms_json(folder, self._export_frames(branch))
+        return ex.write_transforms_json(folder, self.iter_frames(branch))  # streamed: one frame in RAM at a time
 
     def export_mp4(self, path: str | Path, branch: str | None = None, fps: int = 10, progress: bool = False) -> Path:
         return ex.write_mp4(path, self.iter_frames(branch), fps=fps, progress=progress)

@@ -137,3 +137,39 @@ def test_saving_over_a_session_keeps_the_users_other_files(tmp_path):
         save_session(scene, other)
     assert sorted(p.name for p in other.iterdir() if not p.name.startswith(SPILL)) == ["notes.txt"]
     scene.close()
+
+
+def test_long_walks_and_exports_hold_a_bounded_number_of_frames(tmp_path):
+    import gc
+    import weakref
+
+    from scenes.export import write_transforms_json
+
+    scene = Scene(create_world("procedural", width=32, height=24), SceneConfig(voxel_size=0.5, ram_frames=2))
+    scene.reset(0)
+    made = []
+    real_step = scene.model.step
+
+    def step(action, context):
+        frame = real_step(action, context)
+        made.append(weakref.ref(frame))
+        return frame
+
+    scene.model.step = step
+    last = scene.run(parse_actions("(FN)" * 30))
+    gc.collect()
+    alive = sum(r() is not None for r in made)
+    assert last is not None and last.frame.index == 30
+    assert alive <= scene.config.ram_frames + 1, f"{alive} of 30 frames still in RAM after run()"
+
+    peak = []
+
+    def frames():
+        for f in scene.iter_frames():
+            gc.collect()
+            peak.append(sum(r() is not None for r in made))
+            yield f
+
+    write_transforms_json(tmp_path / "ds", frames())
+    assert max(peak) <= scene.config.ram_frames + 2, f"transforms export held {max(peak)} frames at once"
+    scene.close()

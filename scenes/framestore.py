@@ -84,6 +84,13 @@ def link_or_copy(src: Path, dst: Path) -> None:
 FRAME_DTYPES = {"rgb": "uint8", "depth": "float32", "K": "float64", "c2w": "float64"}
 
 
+def _numpy_dtype_name(st: str) -> str:
+    """safetensors' dtype names ('U8', 'F32', 'BF16') -> numpy's ('uint8', 'float32', 'bfloat16')."""
+    kinds = {"U": "uint", "I": "int", "F": "float", "BF": "bfloat"}
+    head = st.rstrip("0123456789")
+    return kinds[head] + st[len(head):] if head in kinds else st.lower()
+
+
 def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
     """The (4, 4) c2w of a frame file, after checking its arrays' names, shapes and dtypes (from the header;
     images are not read), a finite rigid pose and finite positive intrinsics.
@@ -102,16 +109,15 @@ def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
             if not set(FRAME_DTYPES) <= names:
                 raise bad(f"lacks arrays {sorted(set(FRAME_DTYPES) - names)}")
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
-            dtypes = {k: str(f.get_slice(k).get_dtype()).lower() for k in FRAME_DTYPES}
+            dtypes = {k: _numpy_dtype_name(str(f.get_slice(k).get_dtype())) for k in FRAME_DTYPES}
             K = np.asarray(f.get_tensor("K"), dtype=np.float64) if shapes["K"] == (3, 3) else None
             c2w = np.asarray(f.get_tensor("c2w"), dtype=np.float64) if shapes["c2w"] == (4, 4) else None
     except (SafetensorError, OSError, ValueError) as e:
         if isinstance(e, FrameFileError):
             raise
         raise bad(f"is corrupt ({str(e).splitlines()[0][:120]})") from None
-    short = {"uint8": "u8", "float32": "f32", "float64": "f64"}
     for key, want in FRAME_DTYPES.items():
-        if dtypes[key] not in (want, short[want]):
+        if dtypes[key] != want:
             raise bad(f"holds {key} as {dtypes[key]}, not {want}")
     rgb, depth = shapes["rgb"], shapes["depth"]
     if len(rgb) != 3 or rgb[2] != 3 or depth != rgb[:2] or not (1 <= rgb[0] <= 8192 and 1 <= rgb[1] <= 8192):

@@ -183,6 +183,11 @@ def test_bad_frames_and_memory_are_caught_at_open(saved, tmp_path):
     save_file(arrays, str(middle))
     with pytest.raises(SessionError, match=f"frame file {middle}.*not a finite rigid"):
         load_session(folder)
+    arrays = load_file(str(middle := sorted((saved / "frames").iterdir())[2]))
+    arrays["depth"] = (arrays["depth"] * 10).astype(np.uint8)  # a wrong-dtype depth in the middle
+    save_file(arrays, str(folder / "frames" / middle.name))
+    with pytest.raises(SessionError, match=f"frame file {folder / 'frames' / middle.name} holds depth as uint8, not float32"):
+        load_session(folder)  # found at open, not at scrub or export
     shutil.rmtree(folder)
     shutil.copytree(saved, folder)
     # memory keyframes naming frames that do not exist: the memory is rebuilt from the frames and steps work

@@ -121,7 +121,6 @@ class Scene:
         self.seed = 0
         self.last_step: StepResult | None = None
         self.last_cache: dict | None = None  # the cache render handed to the model at the last step
-        self.last_export: dict[str, Path] = {}  # what export_all wrote, also when part of it failed
 
     # ------------------------------------------------------------------ state
     def _new_map(self) -> VoxelPointMap:
@@ -384,7 +383,6 @@ class Scene:
                 written[kind] = job()
             except (ex.ExportError, OSError, ValueError) as e:  # ValueError: SceneError, SessionError
                 failed.append(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-        self.last_export = written
         if failed:
             raise ex.ExportError(f"{'; '.join(failed)} (written: {', '.join(written) or 'nothing'} in {out})")
         return written

@@ -2,7 +2,8 @@
 
 Every frame gets a store id (``fid``) when it is added; branches refer to frames by id. RAM holds at most
 ``ram_frames`` full frames (LRU); a frame evicted from RAM is written to ``root/frames/<fid>.safetensors``
-first, so a 10k-step session keeps bounded RAM. ``root`` is a private temporary folder unless given.
+first, so a 10k-step session keeps bounded RAM. ``root`` is a private spill folder (scenes.spill) unless
+given.
 """
 
 from __future__ import annotations
@@ -122,9 +123,8 @@ def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
     rgb, depth = shapes["rgb"], shapes["depth"]
     if len(rgb) != 3 or rgb[2] != 3 or depth != rgb[:2] or not (1 <= rgb[0] <= 8192 and 1 <= rgb[1] <= 8192):
         raise bad(f"has images of shapes rgb {rgb} and depth {depth} (expected (H, W, 3) and (H, W))")
-    for key in ("confidence",):
-        if key in shapes and shapes[key] != depth:
-            raise bad(f"has a {key} of shape {shapes[key]}, not {depth}")
+    if "confidence" in shapes and shapes["confidence"] != depth:
+        raise bad(f"has a confidence of shape {shapes['confidence']}, not {depth}")
     if c2w is None or K is None:
         raise bad(f"has K of shape {shapes['K']} and c2w of shape {shapes['c2w']} (expected (3, 3) and (4, 4))")
     if not (np.isfinite(c2w).all() and np.allclose(c2w[3], [0, 0, 0, 1])

@@ -208,7 +208,8 @@ class Scene:
             return self._step_branch(action, forked_from)
         except BaseException:
             if forked_from is not None:  # a failed step leaves the scene as it was: drop the new branch
-                self.branches.pop(self.branch_name if self.branch_name != forked_from else "", None)
+                if self.branch_name != forked_from:
+                    del self.branches[self.branch_name]
                 self.branch_name, self.cursor, self.map = forked_from, cursor_before, map_before
                 if memory_before is not None:
                     self.memory.load_state_dict(memory_before)  # type: ignore[union-attr]

@@ -164,6 +164,7 @@ def edit_json(folder: Path, path: tuple, raw: str) -> None:
     (("scene", "recent_frames"), "-3", "scene.recent_frames"),
     (("world", "config", "load_radius_chunks"), "1e6", "load_radius_chunks"),
     (("world", "config", "width"), "200000", "world.config.width"),
+    (("retrievals",), '"big"', "retrievals must be"), (("memory",), "5", "memory must be"),
 ])
 def test_each_bad_session_value_is_one_line_naming_it(saved, tmp_path, path, raw, says):
     folder = tmp_path / "s"
@@ -172,6 +173,26 @@ def test_each_bad_session_value_is_one_line_naming_it(saved, tmp_path, path, raw
     with pytest.raises(SessionError, match=says) as e:
         load_session(folder)
     assert str(folder) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("raw, says", [
+    ('{"1": {"fids": [1e999], "scores": [0.5]}}', r"retrievals\[1\]\.fids"),
+    ('{"1": {"fids": [0], "scores": []}}', r"retrievals\[1\]\.scores must be"),
+    ('{"1": {"fids": [0], "scores": ["nan"]}}', r"retrievals\[1\]\.scores\[0\]"),
+    ('{"1": [0]}', r"retrievals\[1\] must be"), ('{"99": {"fids": [0], "scores": [0.5]}}', "frame 99 is not in"),
+    ('{"x": {"fids": [0], "scores": [0.5]}}', "not a frame id"),
+])
+def test_bad_retrieval_records_are_one_line_naming_them(saved, tmp_path, raw, says):
+    folder = tmp_path / "s"
+    shutil.copytree(saved, folder)
+    edit_json(folder, ("retrievals",), raw)
+    with pytest.raises(SessionError, match=says) as e:
+        load_session(folder)
+    assert str(folder) in str(e.value) and "\n" not in str(e.value)
+    edit_json(folder, ("retrievals",), '{"1": {"fids": [0], "scores": [0.5]}}')  # a good one opens
+    scene = load_session(folder)
+    assert scene.retrievals == {1: ([0], [0.5])}
+    scene.close()
 
 
 def test_bad_frames_and_memory_are_caught_at_open(saved, tmp_path):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from memory.bank import MemoryConfig
-from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
+from scenes.autosave import Autosaver, default_interval
 from scenes.export import ExportError
 from scenes.factory import make_scene
 from scenes.scene import Scene, SceneConfig

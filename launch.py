@@ -6,17 +6,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scenes.argtypes import SEED, SIZE, STEP_M, STEPS, VOXEL, YAW_DEG, ranged
+
 
 def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
     p.add_argument("--world", default=default_world,
                    help="world to explore: neural[:WEIGHTS] | procedural | procedural:fly | replay:PATH | a plugin's "
                         f"NAME[:ARGS] (`launch.py worlds` lists them; default: {default_world})")
-    p.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
-    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("W", "H"),
-                   help="frame size in pixels (default: the world's own: 256 256 procedural, 128 128 neural)")
-    p.add_argument("--voxel", type=float, default=0.1, help="fused-map voxel size in metres (default: 0.1)")
-    p.add_argument("--step-m", type=float, default=0.5, help="metres moved per translation step (default: 0.5)")
-    p.add_argument("--yaw-deg", type=float, default=10.0, help="degrees turned per steering step (default: 10)")
+    p.add_argument("--seed", type=ranged(*SEED, integer=True), default=0, help="world seed (default: 0)")
+    p.add_argument("--size", type=ranged(*SIZE, integer=True), nargs=2, default=None, metavar=("W", "H"),
+                   help="frame size in pixels, 16..4096 (default: the world's own: 256 256 procedural, 128 128 neural)")
+    p.add_argument("--voxel", type=ranged(*VOXEL), default=0.1,
+                   help="fused-map voxel size in metres, 0.005..5 (default: 0.1)")
+    p.add_argument("--step-m", type=ranged(*STEP_M), default=0.5,
+                   help="metres moved per translation step, 0..100 (default: 0.5)")
+    p.add_argument("--yaw-deg", type=ranged(*YAW_DEG), default=10.0,
+                   help="degrees turned per steering step, 0..180 (default: 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,14 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_world_args(view, "neural")
     view.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1; 0.0.0.0 shares it on your network)")
-    view.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    view.add_argument("--port", type=ranged(0, 65535, integer=True), default=8080, help="port (default: 8080)")
     view.add_argument("--session", default=None, help="open a saved session folder instead of a new world")
+    view.add_argument("--root", default=".",
+                      help="workspace root: folders typed in the browser must be inside it (default: current folder)")
+    view.add_argument("--no-token", action="store_true",
+                      help="with --host other than loopback, do not require the access token (anyone on the "
+                           "network can then drive the studio)")
 
     run = sub.add_parser("run", help="explore headless and write PLY, GLB, MP4, trajectory, transforms.json, session")
     _add_world_args(run, "procedural")
     what = run.add_mutually_exclusive_group(required=True)
     what.add_argument("--actions", help='action string in DeepVerse grammar, e.g. "(FN)(FN)(fLN)(BR)"')
-    what.add_argument("--steps", type=int, help="number of steps of a generated walk (see --walk)")
+    what.add_argument("--steps", type=ranged(*STEPS, integer=True), help="number of steps of a generated walk (see --walk)")
     run.add_argument("--walk", choices=("random", "forward", "orbit"), default="random",
                      help="walk used with --steps: random (seeded wander), forward, orbit (default: random)")
     run.add_argument("--out", required=True, help="output folder (created if missing)")
@@ -43,12 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no geometry-aware memory (no retrieval, no cache render; the model sees recent frames only)")
     run.add_argument("--retrieval", choices=("ours", "deepverse", "worldmem"), default="ours",
                      help="memory retrieval rule (default: ours)")
+    run.add_argument("--autosave", type=ranged(0, STEPS[1], integer=True), default=None, metavar="N",
+                     help="save OUT/session every N steps (0 = off; default: every 100 steps for runs longer "
+                          "than 300 steps), so a crash or kill loses at most one interval")
+    run.add_argument("--autosave-seconds", type=ranged(0, 1e6), default=120.0, metavar="T",
+                     help="also autosave when T seconds have passed since the last save (default: 120)")
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the session in DIR (e.g. OUT/session after a crash): run the same command "
+                          "with --resume; the steps it already holds are not repeated")
 
     ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
     ev.add_argument("path", help="sequence folder: TUM RGB-D, 7-Scenes/3DMatch, generic, or per-frame PLY folder")
-    ev.add_argument("--voxel", type=float, default=0.02, help="voxel size in metres for both methods (default 0.02)")
+    ev.add_argument("--voxel", type=ranged(*VOXEL), default=0.02, help="voxel size in metres for both methods (default 0.02)")
     ev.add_argument("--reference", default=None, help="reference mesh or point cloud (PLY/OBJ/GLB) for accuracy")
-    ev.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    ev.add_argument("--max-frames", type=ranged(*STEPS, integer=True), default=None, help="use only the first N frames")
     ev.add_argument("--no-carve", action="store_true",
                     help="fuse without free-space carving (ghost surfaces from noisy depth are kept)")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
@@ -78,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     neval.add_argument("--plots", default=None, metavar="DIR", help="write PSNR-per-step and contact-sheet PNGs")
 
     sub.add_parser("worlds", help="list every world --world accepts (built-ins and installed plugins)")
+
+    info = sub.add_parser("info", help="what a saved session holds (world, frames, branches, map points, size); "
+                                       "checks it opens, e.g. after a crash")
+    info.add_argument("path", help="session folder (the one that holds session.json)")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
@@ -119,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             origin = "" if entry.origin == "built-in" else f"  [plugin: {entry.origin}]"
             print(f"{name:14s} {entry.description}{origin}")
         return 0
+    if args.command == "info":
+        from scenes.info import main as info_main
+
+        return info_main(args)
     if args.command == "bench":
         from studio.bench import main as bench_main
 

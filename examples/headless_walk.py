@@ -17,7 +17,7 @@ from worldmodel.actions import parse_actions
 
 def main(out: Path, actions: str, size: tuple[int, int], voxel: float) -> None:
     scene = make_scene("procedural", seed=0, size=size, config=SceneConfig(voxel_size=voxel))
-    for step in scene.run(parse_actions(actions)):
+    for step in scene.steps(parse_actions(actions)):  # each step as it is made (run() returns the last)
         print(f"frame {step.frame.index}: +{step.fused.voxels_new} voxels, "
               f"memory {step.memory_indices} (fuse {step.fuse_ms:.1f} ms)")
     out.mkdir(parents=True, exist_ok=True)

@@ -11,18 +11,19 @@ what to do. Files are written to a temporary file in the target folder and moved
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
 import struct
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
 from recon.visual import colorize_depth, colorize_scalar
+from scenes.atomic import WriteError, check_mp4, replacing, write_error
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import format_tum, read_tum
 from worldmodel.frame import Frame
@@ -47,8 +48,7 @@ class ExportError(RuntimeError):
 
 
 def _os_error(path: Path, e: OSError) -> ExportError:
-    reason = e.strerror or str(e)
-    return ExportError(f"cannot write {path}: {reason}; choose another folder or free disk space")
+    return ExportError(str(write_error(e, path)))
 
 
 def _check_target(path: str | os.PathLike) -> Path:
@@ -67,28 +67,13 @@ def _check_target(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def _atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it over ``path``, else delete it.
-
-    OSErrors (permissions, disk full, ...) become ExportError. The temporary file is created with the
-    usual permissions (0666 & ~umask) so the final file is not private by accident.
-    """
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}"
+    """Yield a temporary path next to ``path``; on success move it over ``path``, else delete it
+    (scenes.atomic.replacing). Write errors (permissions, disk full, ...) become ExportError."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        os.close(fd)
-    except OSError as e:
-        raise _os_error(path, e) from None
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as e:
-        raise _os_error(path, e) from None
-    finally:
-        try:
-            if tmp.exists():
-                tmp.unlink()
-        except OSError:
-            pass
+        with replacing(path) as tmp:
+            yield tmp
+    except WriteError as e:
+        raise ExportError(str(e)) from None
 
 
 def _raw_bytes(a: np.ndarray) -> memoryview:
@@ -98,9 +83,14 @@ def _raw_bytes(a: np.ndarray) -> memoryview:
 
 def _write_bytes_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
     with _atomic_file(path) as tmp:
+        size = 0
         with open(tmp, "wb") as f:
             for c in chunks:
                 f.write(c)
+                size += len(c) if isinstance(c, bytes) else c.nbytes
+        if os.path.getsize(tmp) != size:  # a short write must not replace a good file
+            raise ExportError(f"cannot write {path}: only {os.path.getsize(tmp)} of {size} bytes arrived; "
+                              f"free space in {path.parent} and export again")
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -568,7 +558,7 @@ def depth_to_png_mm(depth: np.ndarray) -> np.ndarray:
     return mm.astype(np.uint16)
 
 
-def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = "images") -> Path:
+def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = "images") -> Path:
     """Write a nerfstudio dataset: ``images/frame_00000.png``, ``depth/frame_00000.png``, ``transforms.json``.
 
     Depth PNGs are 16-bit millimetres (``depth_unit_scale_factor`` 0.001; 0 = invalid; > 65.5 m dropped).
@@ -580,12 +570,12 @@ def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = 
         out = Path(out_dir).expanduser()
     except TypeError as e:
         raise ExportError(f"invalid output folder {out_dir!r}: {e}; pass a folder path") from None
-    frames = list(frames)
-    if not frames:
+    frames = iter(frames)  # one frame at a time: a 10k-frame export needs the RAM of one frame
+    f0 = next(frames, None)
+    if f0 is None:
         raise ExportError("no frames to export; generate some frames first")
-    for f in frames:
-        if not isinstance(f, Frame):
-            raise ExportError(f"frames must be worldmodel.frame.Frame objects, got {type(f).__name__}")
+    if not isinstance(f0, Frame):
+        raise ExportError(f"frames must be worldmodel.frame.Frame objects, got {type(f0).__name__}")
     sub = str(image_subdir).strip("/\\") or "images"
     if os.path.isabs(sub) or ".." in Path(sub).parts:
         raise ExportError(f"image_subdir must be a relative folder name, got {image_subdir!r}")
@@ -597,11 +587,12 @@ def write_transforms_json(out_dir, frames: Sequence[Frame], image_subdir: str = 
     except OSError as e:
         raise _os_error(out, e) from None
 
-    f0 = frames[0]
     meta: dict = {"camera_model": "OPENCV", **_intrinsics_dict(f0.K, f0.width, f0.height),
                   "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
                   "depth_unit_scale_factor": 0.001, "frames": []}
-    for i, f in enumerate(frames):
+    for i, f in enumerate(itertools.chain([f0], frames)):
+        if not isinstance(f, Frame):
+            raise ExportError(f"frames must be worldmodel.frame.Frame objects, got {type(f).__name__}")
         if not np.isfinite(f.c2w).all():
             raise ExportError(f"frame {f.index} has a NaN/inf pose; drop it before exporting")
         name = f"frame_{i:05d}.png"
@@ -662,7 +653,7 @@ def write_mp4(path, frames: Iterable[Frame], fps: int = 10, depth_range: tuple |
 
     count = 0
     with _atomic_file(path) as tmp:
-        writer = None
+        writer = ffmpeg = None
         size = None
         try:
             for f in it:
@@ -688,12 +679,17 @@ def write_mp4(path, frames: Iterable[Frame], fps: int = 10, depth_range: tuple |
                         pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1, quality=7,
                         output_params=["-f", "mp4"], ffmpeg_log_level="error")
                     writer.send(None)
+                    ffmpeg = writer.gi_frame.f_locals.get("p") if writer.gi_frame else None  # its process
                 writer.send(img)
                 count += 1
             if count == 0:
                 raise ExportError("no frames to write; generate some frames first")
             writer.close()  # type: ignore[union-attr]
             writer = None
+            if ffmpeg is not None and ffmpeg.returncode not in (0, None):
+                raise ExportError(f"cannot write {path}: ffmpeg stopped with an error (disk full?); "
+                                  f"free space in {path.parent} and export again")
+            check_mp4(tmp)  # a cut-short file never replaces a good one
         except (BrokenPipeError, RuntimeError, IOError) as e:
             if isinstance(e, ExportError):
                 raise

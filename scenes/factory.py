@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from memory.bank import GeometricMemory, MemoryConfig
+from scenes.framestore import FrameStore
 from scenes.scene import MemoryProvider, Scene, SceneConfig
 from worldmodel.actions import Kinematics
 from worldmodel.frame import WorldModel
@@ -33,24 +34,32 @@ def make_memory(memory: bool | MemoryConfig | MemoryProvider | None, saved: dict
 def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: tuple[int, int] | None = None,
                kinematics: Kinematics | None = None, config: SceneConfig | None = None,
                memory: bool | MemoryConfig | MemoryProvider = True, session: str | Path | None = None,
-               reset: bool = True) -> Scene:
+               reset: bool = True, spill_near: str | Path | None = None) -> Scene:
     """A Scene over ``world`` (a spec for worldmodel.registry.create_world, e.g. ``"procedural:fly"``,
     ``"replay:PATH"`` or a plugin name, or a WorldModel instance), reset at ``seed`` unless ``reset=False``.
 
     size: (width, height) of generated frames (None: the world's own default); kinematics: metres/degrees per action step (spec worlds);
     memory: see :func:`make_memory` (default: GeometricMemory). session: open this saved session folder
     instead (world, seed, size and kinematics then come from it; ``config`` is ignored).
+    spill_near: the folder beside which frames that leave RAM are written (default: the session's parent
+    folder when opening one, else the temporary folder); see scenes.framestore.FrameStore.
     Raises WorldSpecError / SessionError / ValueError with a one-line message.
     """
     if session is not None:
         from scenes.session import load_session, session_memory_config
 
         saved = session_memory_config(session) if memory is True else None
-        return load_session(session, memory=make_memory(memory, saved))
+        return load_session(session, memory=make_memory(memory, saved), spill_near=spill_near)
     if isinstance(world, str):
         width, height = size if size is not None else (None, None)
         world = create_world(world, seed=seed, width=width, height=height, kinematics=kinematics)
-    scene = Scene(world, config or SceneConfig(), memory=make_memory(memory))
+    config = config or SceneConfig()
+    store = FrameStore(ram_frames=config.ram_frames, spill_near=spill_near)
+    scene = Scene(world, config, memory=make_memory(memory), store=store)
     if reset:
-        scene.reset(seed)
+        try:
+            scene.reset(seed)
+        except BaseException:
+            scene.close()  # its spill folder goes with it
+            raise
     return scene

@@ -2,14 +2,14 @@
 
 Every frame gets a store id (``fid``) when it is added; branches refer to frames by id. RAM holds at most
 ``ram_frames`` full frames (LRU); a frame evicted from RAM is written to ``root/frames/<fid>.safetensors``
-first, so a 10k-step session keeps bounded RAM. ``root`` is a private temporary folder unless given.
+first, so a 10k-step session keeps bounded RAM. ``root`` is a private spill folder (scenes.spill) unless
+given.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,6 +17,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
+from scenes.atomic import replacing
+from scenes.spill import make_spill_dir, release
 from worldmodel.actions import action_from_text, action_to_text
 from worldmodel.frame import Frame
 
@@ -39,13 +41,13 @@ def write_frame(path: Path, frame: Frame) -> None:
         arrays["world_points"] = np.ascontiguousarray(frame.world_points, dtype=np.float32)
         arrays["world_colors"] = np.ascontiguousarray(frame.world_colors, dtype=np.uint8)
     meta = {"index": str(frame.index), "action": action_to_text(frame.action)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(arrays, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with replacing(path) as tmp:  # a failed write (disk full) leaves no partial file; raises WriteError
+        save_file(arrays, str(tmp), metadata=meta)
 
 
-def read_frame(path: Path) -> Frame:
-    """Read a frame written by :func:`write_frame`; FrameFileError names the file when it is bad."""
+def read_frame(path: Path, shown: str | Path | None = None) -> Frame:
+    """Read a frame written by :func:`write_frame`; FrameFileError names the file (as ``shown``) when it is bad."""
+    name, path = shown or path, Path(path)
     try:
         from safetensors import safe_open
 
@@ -57,9 +59,9 @@ def read_frame(path: Path) -> Frame:
                      confidence=arrays.get("confidence"), world_points=arrays.get("world_points"),
                      world_colors=arrays.get("world_colors"))
     except FileNotFoundError:
-        raise FrameFileError(f"frame file {path} is missing; the session folder is incomplete") from None
+        raise FrameFileError(f"frame file {name} is missing; the session folder is incomplete") from None
     except (SafetensorError, KeyError, ValueError, OSError) as e:
-        raise FrameFileError(f"frame file {path} is corrupt ({str(e).splitlines()[0][:120]}); "
+        raise FrameFileError(f"frame file {name} is corrupt ({str(e).splitlines()[0][:120]}); "
                              "the session cannot be opened as is") from None
 
 
@@ -80,41 +82,74 @@ def link_or_copy(src: Path, dst: Path) -> None:
         tmp.replace(dst)
 
 
-def read_frame_pose(path: Path) -> np.ndarray:
-    """The (4, 4) c2w of a frame file, checking that it holds a frame's arrays (images are not read).
+FRAME_DTYPES = {"rgb": "uint8", "depth": "float32", "K": "float64", "c2w": "float64"}
 
-    Raises FrameFileError naming the file when it is corrupt or incomplete."""
+
+def _numpy_dtype_name(st: str) -> str:
+    """safetensors' dtype names ('U8', 'F32', 'BF16') -> numpy's ('uint8', 'float32', 'bfloat16')."""
+    kinds = {"U": "uint", "I": "int", "F": "float", "BF": "bfloat"}
+    head = st.rstrip("0123456789")
+    return kinds[head] + st[len(head):] if head in kinds else st.lower()
+
+
+def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
+    """The (4, 4) c2w of a frame file, after checking its arrays' names, shapes and dtypes (from the header;
+    images are not read), a finite rigid pose and finite positive intrinsics.
+
+    Raises FrameFileError naming the file (as ``shown``) when it is corrupt, incomplete or inconsistent."""
     from safetensors import safe_open
+
+    name = shown or path
+
+    def bad(why: str) -> FrameFileError:
+        return FrameFileError(f"frame file {name} {why}; the session cannot be opened as is")
 
     try:
         with safe_open(str(path), framework="numpy") as f:
             names = set(f.keys())
-            if not {"rgb", "depth", "K", "c2w"} <= names:
-                raise FrameFileError(f"frame file {path} lacks arrays "
-                                     f"{sorted({'rgb', 'depth', 'K', 'c2w'} - names)}")
-            c2w = np.asarray(f.get_tensor("c2w"), dtype=np.float64)
+            if not set(FRAME_DTYPES) <= names:
+                raise bad(f"lacks arrays {sorted(set(FRAME_DTYPES) - names)}")
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+            dtypes = {k: _numpy_dtype_name(str(f.get_slice(k).get_dtype())) for k in FRAME_DTYPES}
+            K = np.asarray(f.get_tensor("K"), dtype=np.float64) if shapes["K"] == (3, 3) else None
+            c2w = np.asarray(f.get_tensor("c2w"), dtype=np.float64) if shapes["c2w"] == (4, 4) else None
     except (SafetensorError, OSError, ValueError) as e:
         if isinstance(e, FrameFileError):
             raise
-        raise FrameFileError(f"frame file {path} is corrupt ({str(e).splitlines()[0][:120]}); "
-                             "the session cannot be opened as is") from None
-    if c2w.shape != (4, 4):
-        raise FrameFileError(f"frame file {path} has a c2w of shape {c2w.shape}, not (4, 4)")
+        raise bad(f"is corrupt ({str(e).splitlines()[0][:120]})") from None
+    for key, want in FRAME_DTYPES.items():
+        if dtypes[key] != want:
+            raise bad(f"holds {key} as {dtypes[key]}, not {want}")
+    rgb, depth = shapes["rgb"], shapes["depth"]
+    if len(rgb) != 3 or rgb[2] != 3 or depth != rgb[:2] or not (1 <= rgb[0] <= 8192 and 1 <= rgb[1] <= 8192):
+        raise bad(f"has images of shapes rgb {rgb} and depth {depth} (expected (H, W, 3) and (H, W))")
+    if "confidence" in shapes and shapes["confidence"] != depth:
+        raise bad(f"has a confidence of shape {shapes['confidence']}, not {depth}")
+    if c2w is None or K is None:
+        raise bad(f"has K of shape {shapes['K']} and c2w of shape {shapes['c2w']} (expected (3, 3) and (4, 4))")
+    if not (np.isfinite(c2w).all() and np.allclose(c2w[3], [0, 0, 0, 1])
+            and np.allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-3)):
+        raise bad("has a camera pose that is not a finite rigid transform")
+    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        raise bad("has intrinsics K that are not finite with positive focal lengths")
     return c2w
 
 
 class FrameStore:
     """Frames by id: RAM LRU of ``ram_frames`` full frames over a folder of safetensors files."""
 
-    def __init__(self, root: str | Path | None = None, ram_frames: int = 256):
+    def __init__(self, root: str | Path | None = None, ram_frames: int = 256, spill_near: str | Path | None = None):
+        """root: folder of the frame files; None = a private spill folder (scenes.spill) in ``spill_near``
+        (next to the session or output) or else in the system temporary folder, removed at close/exit."""
         self._own_root = root is None
-        self.root = Path(tempfile.mkdtemp(prefix="worldstudio-frames-")) if root is None else Path(root)
+        self.root = make_spill_dir(spill_near) if root is None else Path(root)
         (self.root / "frames").mkdir(parents=True, exist_ok=True)
         self.ram_frames = max(1, int(ram_frames))
         self._ram: OrderedDict[int, Frame] = OrderedDict()
         self._on_disk: set[int] = set()
         self._poses: dict[int, np.ndarray] = {}  # every frame's c2w stays in RAM (128 bytes each)
         self._next_id = 0
+        self.source: Path | None = None  # the session folder the frames were opened from
 
     def __len__(self) -> int:
         return self._next_id
@@ -123,11 +158,12 @@ class FrameStore:
         return self.root / "frames" / frame_file_name(fid)
 
     def add(self, frame: Frame) -> int:
+        """Store ``frame`` -> its id. When room cannot be made (disk full: WriteError) nothing changes."""
+        self._make_room()
         fid = self._next_id
         self._next_id += 1
         self._ram[fid] = frame
         self._poses[fid] = np.array(frame.c2w, dtype=np.float64)
-        self._evict()
         return fid
 
     def pose(self, fid: int) -> np.ndarray:
@@ -141,14 +177,28 @@ class FrameStore:
             return frame
         if not 0 <= fid < self._next_id:
             raise KeyError(f"no frame with id {fid}")
-        frame = read_frame(self.path_of(fid))
+        frame = read_frame(self.path_of(fid), self._shown(fid))
+        self._make_room()
         self._ram[fid] = frame
-        self._evict()
         return frame
 
-    def _evict(self) -> None:
-        while len(self._ram) > self.ram_frames:
-            fid, frame = self._ram.popitem(last=False)
+    def _shown(self, fid: int) -> Path:
+        """How errors name frame ``fid``: the session's own file when it came from one, not the private copy."""
+        return (self.source if self.source is not None else self.root) / "frames" / frame_file_name(fid)
+
+    def _make_room(self) -> None:
+        """Evict the oldest frames until one more fits. A frame leaves RAM only after its file is written,
+        so a failed write (WriteError) loses nothing."""
+        while self._ram and len(self._ram) >= self.ram_frames:
+            fid, frame = next(iter(self._ram.items()))
+            if fid not in self._on_disk:
+                write_frame(self.path_of(fid), frame)
+                self._on_disk.add(fid)
+            del self._ram[fid]
+
+    def flush(self) -> None:
+        """Write every frame held only in RAM to disk (they stay in RAM): a later save just links files."""
+        for fid, frame in list(self._ram.items()):
             if fid not in self._on_disk:
                 write_frame(self.path_of(fid), frame)
                 self._on_disk.add(fid)
@@ -171,7 +221,8 @@ class FrameStore:
                 progress(1)
 
     @classmethod
-    def open_existing(cls, folder: Path, fids: list[int], ram_frames: int = 256) -> "FrameStore":
+    def open_existing(cls, folder: Path, fids: list[int], ram_frames: int = 256,
+                      spill_near: str | Path | None = None) -> "FrameStore":
         """A store over the frames ``fids`` in ``folder/frames`` (checked here, read lazily).
 
         The store works on its own hard links (or copies) of the files, so stepping on, or saving over the
@@ -182,8 +233,8 @@ class FrameStore:
                                  "copy the whole session folder")
         # poses only (no images): cheap, and a corrupt file is named now rather than mid-walk
         poses = {i: read_frame_pose(folder / "frames" / frame_file_name(i)) for i in fids}
-        store = cls(None, ram_frames)
-        store._poses = poses
+        store = cls(None, ram_frames, spill_near=spill_near)
+        store._poses, store.source = poses, Path(folder)
         for i in fids:
             link_or_copy(folder / "frames" / frame_file_name(i), store.path_of(i))
         store._on_disk = set(fids)
@@ -193,7 +244,7 @@ class FrameStore:
     def close(self) -> None:
         self._ram.clear()
         if self._own_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            release(self.root)
 
     def __del__(self) -> None:  # best effort: temporary frames do not outlive the process
         try:

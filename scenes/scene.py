@@ -130,7 +130,7 @@ class Scene:
         self.model = model
         self.config = config or SceneConfig()
         self.memory = memory
-        self.store = store or FrameStore(ram_frames=self.config.ram_frames)
+        self.store = store if store is not None else FrameStore(ram_frames=self.config.ram_frames)  # empty = falsy
         self.map = self._new_map()
         self.branches: dict[str, Branch] = {}
         self.branch_name = "main"
@@ -217,10 +217,30 @@ class Scene:
         """Generate the next frame from the cursor, fuse it and remember it. Forks when the cursor is not last."""
         if self.cursor < 0:
             raise SceneError("the scene has no frames yet; call reset() first")
-        forked_from = None
-        if self.cursor < self.length - 1:
-            forked_from = self.branch_name
-            self._fork()
+        forked_from, cursor_before, map_before, memory_before = None, self.cursor, self.map, None
+        try:
+            if self.cursor < self.length - 1:
+                forked_from = self.branch_name
+                memory_before = self._memory_state()
+                self._fork()
+            return self._step_branch(action, forked_from)
+        except BaseException:
+            if forked_from is not None:  # a failed step leaves the scene as it was: drop the new branch
+                if self.branch_name != forked_from:
+                    del self.branches[self.branch_name]
+                self.branch_name, self.cursor, self.map = forked_from, cursor_before, map_before
+                if memory_before is not None:
+                    self.memory.load_state_dict(memory_before)  # type: ignore[union-attr]
+                elif self.memory is not None:
+                    self._rebuild_map()
+            raise
+
+    def _memory_state(self) -> dict | None:
+        """The memory bank's state to put back after a failed fork (None without memory)."""
+        return None if self.memory is None else self.memory.state_dict()
+
+    def _step_branch(self, action: Action | TargetPose, forked_from: str | None) -> StepResult:
+        """The step proper, at the end of the current branch; changes nothing until the frame is stored."""
         fids = self.branch.fids
         recent = [self.store.get(f) for f in fids[max(0, len(fids) - self.config.recent_frames):]]
         context = Context(recent=recent)
@@ -253,14 +273,24 @@ class Scene:
             agreement=None if context.cache is None else agreement(frame.rgb, frame.depth, context.cache))
         return self.last_step
 
-    def run(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> list[StepResult]:
-        actions = list(actions)
+    def steps(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> Iterator[StepResult]:
+        """Step through ``actions``, yielding each result as it is made (nothing is collected: RAM stays
+        bounded however long the walk)."""
         it: Iterable = actions
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(actions, desc="steps", unit="frame")
-        return [self.step(a) for a in it]
+            it = tqdm(actions, total=len(actions) if hasattr(actions, "__len__") else None,  # type: ignore[arg-type]
+                      desc="steps", unit="frame")
+        for a in it:
+            yield self.step(a)
+
+    def run(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> StepResult | None:
+        """Step through ``actions``; returns the last result (use :meth:`steps` to see each one)."""
+        last = None
+        for last in self.steps(actions, progress):
+            pass
+        return last
 
     # ------------------------------------------------------------------ history and branches
     def seek(self, position: int) -> Frame:
@@ -356,12 +386,6 @@ class Scene:
         return self.map.points(upto_frame=upto)
 
     # ------------------------------------------------------------------ exports
-    def _export_frames(self, branch: str | None) -> list[Frame]:
-        frames = list(self.iter_frames(branch))
-        if not frames:
-            raise SceneError("nothing to export yet; generate some frames first")
-        return frames
-
     def export_ply(self, path: str | Path) -> Path:
         pts, cols = self.map_points()
         return ex.write_ply(path, pts, cols)
@@ -384,7 +408,7 @@ class Scene:
         return ex.write_tum_trajectory(path, self.poses(branch))
 
     def export_transforms(self, folder: str | Path, branch: str | None = None) -> Path:
-        return ex.write_transforms_json(folder, self._export_frames(branch))
+        return ex.write_transforms_json(folder, self.iter_frames(branch))  # streamed: one frame in RAM at a time
 
     def export_mp4(self, path: str | Path, branch: str | None = None, fps: int = 10, progress: bool = False) -> Path:
         return ex.write_mp4(path, self.iter_frames(branch), fps=fps, progress=progress)
@@ -392,17 +416,29 @@ class Scene:
     def export_all(self, folder: str | Path, progress: bool = False, video: bool = True) -> dict[str, Path]:
         """The headless bundle: scene.ply, scene.glb, frames.mp4, trajectory.txt, transforms.json, session/.
 
-        Each file is written atomically, so a failure part-way keeps what was already written."""
+        Each file is written atomically; the session comes first, and one failed export does not stop the
+        others. When any failed, ExportError names them after everything else was written."""
         from scenes.session import save_session
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        written = {"ply": self.export_ply(out / "scene.ply"), "glb": self.export_glb(out / "scene.glb")}
-        if video:
-            written["mp4"] = self.export_mp4(out / "frames.mp4", progress=progress)
-        written["trajectory"] = self.export_trajectory(out / "trajectory.txt")
-        written["transforms"] = self.export_transforms(out)
-        written["session"] = save_session(self, out / "session", progress=progress)
+        jobs: dict[str, Callable[[], Path]] = {
+            "session": lambda: save_session(self, out / "session", progress=progress),
+            "ply": lambda: self.export_ply(out / "scene.ply"), "glb": lambda: self.export_glb(out / "scene.glb"),
+            "mp4": lambda: self.export_mp4(out / "frames.mp4", progress=progress),
+            "trajectory": lambda: self.export_trajectory(out / "trajectory.txt"),
+            "transforms": lambda: self.export_transforms(out)}
+        if not video:
+            del jobs["mp4"]
+        written: dict[str, Path] = {}
+        failed: list[str] = []
+        for kind, job in jobs.items():
+            try:
+                written[kind] = job()
+            except (ex.ExportError, OSError, ValueError) as e:  # ValueError: SceneError, SessionError
+                failed.append(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        if failed:
+            raise ex.ExportError(f"{'; '.join(failed)} (written: {', '.join(written) or 'nothing'} in {out})")
         return written
 
     def close(self) -> None:

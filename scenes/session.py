@@ -19,11 +19,15 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from scenes.atomic import write_error
 from scenes.framestore import FrameFileError, FrameStore
-from scenes.scene import Branch, MemoryProvider, Scene, scene_config_from_dict
+from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
+from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
+from worldmodel.checks import CheckError
 from worldmodel.registry import WorldSpecError, world_from_description
 
 FORMAT = "worldstudio-session"
@@ -78,17 +82,46 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
         }
         (staging / "session.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():
-            retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, retired)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
+            _swap_session_files(staging, folder)
         else:
             os.replace(staging, folder)
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise SessionError(f"cannot save session to {folder}: {e.strerror or e}; free disk space or choose "
-                           "another folder (the scene in memory and any earlier save are unchanged)") from None
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted save leaves no staging folder
+        if not isinstance(e, (OSError, SafetensorError)):
+            raise
+        raise SessionError(f"cannot save session to {folder}: {write_error(e, folder)} (the scene in memory "
+                           "and any earlier save are unchanged)") from None
     return folder
+
+
+SESSION_ENTRIES = ("frames", "map.safetensors", "memory.safetensors", "session.json")  # session.json last
+
+
+def _swap_session_files(staging: Path, folder: Path) -> None:
+    """Replace the session's own entries in ``folder`` by those in ``staging``; anything else in ``folder``
+    (a user's notes) stays. The old entries are set aside first and put back if a move fails."""
+    retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+    retired.mkdir()
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in reversed(SESSION_ENTRIES):  # session.json first: a half-swapped folder is no session
+            if (folder / name).exists():
+                os.replace(folder / name, retired / name)
+                moved_out.append(name)
+        for name in SESSION_ENTRIES:
+            if (staging / name).exists():
+                os.replace(staging / name, folder / name)
+                moved_in.append(name)
+    except OSError:
+        for name in moved_in:
+            os.replace(folder / name, staging / name)
+        for name in moved_out:
+            os.replace(retired / name, folder / name)
+        shutil.rmtree(retired, ignore_errors=True)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fail(folder: Path, why: str) -> SessionError:
@@ -100,10 +133,13 @@ def read_session_meta(folder: str | Path) -> dict:
     path = folder / "session.json"
     if not path.is_file():
         raise _fail(folder, "session.json is missing; pick the folder that contains session.json")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise _fail(folder, f"session.json is larger than {MAX_JSON_BYTES >> 20} MB")
     try:
         meta = json.loads(path.read_text())
-    except (OSError, UnicodeError, json.JSONDecodeError) as e:
-        raise _fail(folder, f"session.json is unreadable ({str(e)[:80]})") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, a 5000-digit number
+        why = "it is nested too deeply" if isinstance(e, RecursionError) else str(e)[:80]
+        raise _fail(folder, f"session.json is unreadable ({why})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _fail(folder, "session.json is not a WorldStudio session file")
     if meta.get("version") != VERSION:
@@ -111,40 +147,30 @@ def read_session_meta(folder: str | Path) -> dict:
     return meta
 
 
-def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_frames: int | None = None) -> Scene:
+def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_frames: int | None = None,
+                 spill_near: str | Path | None = None) -> Scene:
     """Open a saved session: same world, branches, cursor and the identical fused map.
 
-    memory: the memory to restore into (from memory.safetensors, else rebuilt from the frames); None: none."""
+    memory: the memory to restore into (from memory.safetensors, else rebuilt from the frames); None: none.
+    spill_near: where the scene's own frame files go (default: beside the session folder)."""
     folder = Path(folder).expanduser()
     meta = read_session_meta(folder)
     try:
-        config = scene_config_from_dict(meta["scene"])
+        checked = check_session_meta(meta)
+        config = scene_config_from_dict(checked.scene)
         if ram_frames is not None:
             config.ram_frames = int(ram_frames)
         model = world_from_description(meta["world"])
-        fids = [int(f) for f in meta["frame_ids"]]
-        if fids != sorted(set(fids)) or (fids and fids[0] < 0):
-            raise _fail(folder, "frame ids are not sorted unique numbers")
-        known = set(fids)
-        branches = {}
-        for b in meta["branches"]:
-            br = Branch(str(b["name"]), [int(x) for x in b["fids"]], b.get("parent"), b.get("fork_position"))
-            if not br.fids or not set(br.fids) <= known:
-                raise _fail(folder, f"branch {br.name!r} refers to frames that are not in the session")
-            branches[br.name] = br
-        current, cursor = str(meta["current_branch"]), int(meta["cursor"])
-        retrievals = {int(fid): ([int(x) for x in r["fids"]], [float(x) for x in r["scores"]])
-                      for fid, r in (meta.get("retrievals") or {}).items()}
-        if current not in branches or not 0 <= cursor < len(branches[current].fids):
-            raise _fail(folder, "the current branch or cursor is out of range")
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, SessionError):
-            raise
-        if isinstance(e, WorldSpecError):
-            raise _fail(folder, str(e)) from None
-        raise _fail(folder, f"session.json lacks or garbles a field ({e})") from None
+    except (CheckError, WorldSpecError) as e:
+        raise _fail(folder, str(e)) from None
+    except (KeyError, TypeError, ValueError, OverflowError, MemoryError, RecursionError) as e:
+        why = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        raise _fail(folder, f"its world description is unusable ({why})") from None
+    fids = checked.frame_ids
+    branches = {name: Branch(name, bf, parent, fork) for name, bf, parent, fork in checked.branches}
     try:
-        store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames)
+        store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames,
+                                         spill_near=spill_near or folder.parent)
     except FrameFileError as e:
         raise SessionError(str(e)) from None
     try:
@@ -155,27 +181,39 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
             raise _fail(folder, "map.safetensors is missing") from None
         except (SafetensorError, ValueError, OSError) as e:
             raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
-        memory_state = None
-        if memory is not None and (folder / "memory.safetensors").is_file():
-            try:
-                memory_state = load_file(str(folder / "memory.safetensors"))
-            except (SafetensorError, OSError):
-                memory_state = None  # rebuilt from the frames
+        memory_state = _memory_state(folder, set(fids)) if memory is not None else None
         try:
-            scene.restore(branches, current, cursor, seed=int(meta.get("seed", 0)), map_state=map_state,
-                          memory_state=memory_state, retrievals=retrievals)
+            scene.restore(branches, checked.current_branch, checked.cursor, seed=checked.seed, map_state=map_state,
+                          memory_state=memory_state, retrievals=checked.retrievals)
         except FrameFileError as e:  # a frame file needed to rebuild the memory
             raise SessionError(str(e)) from None
+        except SceneError as e:
+            raise _fail(folder, str(e)) from None
         except ValueError as e:
             raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
         try:
-            scene.frame_at(cursor)  # read one frame now: a corrupt file is reported at open, not at the first step
+            scene.frame_at(checked.cursor)  # read one frame now: a corrupt file is reported at open, not at a step
         except FrameFileError as e:
             raise SessionError(str(e)) from None
     except BaseException:
         store.close()  # the private copy of the frames goes with the failed load
         raise
     return scene
+
+
+def _memory_state(folder: Path, known: set[int]) -> dict | None:
+    """memory.safetensors when present and readable and its keyframes are frames of the session; else None
+    (Scene.restore then rebuilds the memory from the frames: memory is derived from them)."""
+    path = folder / "memory.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        state = load_file(str(path))
+        if not set(np.asarray(state.get("fid", [])).reshape(-1).tolist()) <= known:
+            return None  # keyframes naming frames that are not in the session
+        return state
+    except (SafetensorError, ValueError, OSError):
+        return None
 
 
 def session_memory_config(folder: str | Path) -> dict | None:

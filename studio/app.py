@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,27 +20,39 @@ from studio.controls import Controls
 from studio.export_panel import ExportPanel
 from studio.inspect_panel import InspectPanel
 from studio.live_panel import LivePanel
+from studio.security import AccessPolicy, guarded_viser_server
 from studio.view3d import SceneView
 from studio.worker import Command, SceneWorker
 from worldmodel.actions import Action, Kinematics, TargetPose
 
 
 class Studio:
-    """The viser app over one Scene. Panels get narrow callables (submit, notify, ...), never the Studio."""
+    """The viser app over one Scene. Panels get narrow callables (submit, notify, ...), never the Studio.
 
-    def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080):
-        self.server = viser.ViserServer(host=host, port=port, label="WorldStudio", verbose=False)
+    policy: who may connect (studio.security: the websocket Origin check, the access token off loopback);
+    root: the workspace root that folders typed in the browser must stay inside."""
+
+    def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080,
+                 policy: AccessPolicy | None = None, root: str | Path = "."):
+        self.policy = policy or AccessPolicy.for_host(host)
+        self.root = Path(root).resolve()  # paths typed in the browser stay inside it (studio.security)
+        self.server = guarded_viser_server(self.policy, host=host, port=port, label="WorldStudio", verbose=False)
         self.server.scene.set_up_direction("+y")
         self.view = SceneView(self.server)
         self.worker = SceneWorker(scene, after=self._after, on_error=self._command_failed)
         self.full_resync = True
         gui = self.server.gui
+
+        def notify(client: viser.ClientHandle | None, title: str, body: str, error: bool = False) -> None:
+            self.notify(client, title, body, error)  # looked up at each call: Studio.notify may be replaced
+
         self.live = LivePanel(self.server)
-        self.controls = Controls(gui, self.submit, self.notify, pending=lambda: self.worker.pending,
-                                 set_autoplay=self._set_autoplay, steering_by_camera=self._steering_by_camera)
+        self.controls = Controls(gui, self.submit, notify, pending=lambda: self.worker.pending,
+                                 set_autoplay=self._set_autoplay, steering_by_camera=self._steering_by_camera,
+                                 clear_queue=self.worker.clear)
         self.inspect = InspectPanel(gui, self.submit, self.view, request_resync=self.request_resync,
                                     reset_view=self.look_at_current)
-        self.exports = ExportPanel(gui, self.submit, self.notify, replace_scene=self.replace_scene)
+        self.exports = ExportPanel(gui, self.submit, notify, replace_scene=self.replace_scene, root=self.root)
         self.inspect.show_scale(scene.config.voxel_size)
         self.last_agreement: dict | None = None
         self.server.on_client_connect(self._client_connected)
@@ -153,29 +166,39 @@ def build_scene(args) -> Scene:
 
 def main(args) -> int:
     from scenes.session import SessionError
+    from scenes.spill import install_signal_handlers
     from worldmodel.registry import WorldSpecError
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: anyone who can reach this machine can drive the studio "
-              "and download your scenes", file=sys.stderr)
+    install_signal_handlers()  # SIGTERM closes the studio like Ctrl-C; spill folders go at exit
+
+    policy = AccessPolicy.for_host(args.host, no_token=getattr(args, "no_token", False))
+    if not policy.loopback and policy.token is None:
+        print(f"warning: listening on {args.host} with --no-token: anyone who can reach this machine can drive "
+              "the studio and read files under the workspace root", file=sys.stderr)
+    root = Path(getattr(args, "root", None) or ".").expanduser()
+    if not root.is_dir():
+        print(f"error: workspace root {root} is not a folder; pass --root FOLDER", file=sys.stderr)
+        return 2
     try:
         scene = build_scene(args)
     except (SessionError, WorldSpecError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        studio = Studio(scene, host=args.host, port=args.port)
+        studio = Studio(scene, host=args.host, port=args.port, policy=policy, root=root)
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); try --port {args.port + 1}",
               file=sys.stderr)
         return 2
-    print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}"
-          "  (Ctrl-C to stop)", flush=True)
+    query = f"/?token={policy.token}" if policy.token else ""
+    print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
+          f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
     try:
         while True:
             time.sleep(1.0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         studio.close()
+        studio.worker.scene.close()
     return 0

@@ -97,10 +97,31 @@ def bench_export(quick: bool) -> dict[str, float]:
     return {f"ply_export_s_{tag}": ply, f"glb_export_s_{tag}": glb}
 
 
+def bench_rss(quick: bool) -> dict[str, float]:
+    """Peak RSS of a fresh ``launch.py run --steps 3000`` (procedural 256x256 random walk with geometry-aware
+    memory, as run has by default; autosave on; every export but the MP4), read from the child's own rusage;
+    --quick walks 300 steps."""
+    import os
+    import subprocess
+
+    steps = 300 if quick else 3000
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="worldstudio-bench-rss-") as tmp:
+        proc = subprocess.Popen([sys.executable, str(root / "launch.py"), "run", "--steps", str(steps), "--walk",
+                                 "random", "--out", tmp, "--no-video"], cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"launch.py run --steps {steps} failed with exit code {proc.returncode}")
+    return {f"rss_mb_{steps}_steps": usage.ru_maxrss / 1024.0}
+
+
 SECTIONS: dict[str, Callable[[bool], dict[str, float]]] = {
     "procedural": bench_procedural,
     "fusion": bench_fusion,
     "export": bench_export,
+    "rss": bench_rss,
 }
 
 

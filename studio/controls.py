@@ -24,6 +24,8 @@ PAD_ROWS = (
 )
 TURNS = {"⟲ left": "L", "none": "N", "⟳ right": "R"}
 
+MAX_STEPS_PER_STRING = 1000  # an action string queues at most this many steps (about 30 s of stepping)
+
 # Single-key hotkeys (viser's own camera uses W/A/S/D/Q/E and the arrows).
 HOTKEYS = (
     ("I", "Forward", Action("F", "N")), ("K", "Back", Action("B", "N")),
@@ -48,13 +50,14 @@ class Controls:
     submit / notify: see studio.panel_api. pending: commands waiting on the worker (hold buttons do not
     queue a backlog). set_autoplay(next_action or None, steps per second): start/stop autoplay.
     steering_by_camera(on): told when steering by the viewer camera is switched on or off.
+    clear_queue(): drop every queued command and stop autoplay (the running one finishes) -> how many dropped.
     """
 
     def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, pending: Callable[[], int],
                  set_autoplay: Callable[[Callable[[], Action] | None, float], None],
-                 steering_by_camera: Callable[[bool], None]):
+                 steering_by_camera: Callable[[bool], None], clear_queue: Callable[[], int]):
         self.submit, self.notify, self.pending = submit, notify, pending
-        self.set_autoplay, self.steering_by_camera = set_autoplay, steering_by_camera
+        self.set_autoplay, self.steering_by_camera, self.clear_queue = set_autoplay, steering_by_camera, clear_queue
         self.turn = "N"
         with gui.add_folder("Steer", order=0):
             for r, row in enumerate(PAD_ROWS):
@@ -71,6 +74,9 @@ class Controls:
                                             hint="DeepVerse grammar, e.g. (FN)(fLR)(BN)")
             play = gui.add_button("Play actions", icon=viser.Icon.PLAYER_PLAY)
             play.on_click(self._play_clicked)
+            stop = gui.add_button("Stop", icon=viser.Icon.PLAYER_STOP, color="red",
+                                  hint="clear the queued steps and stop autoplay (hotkey: Esc)")
+            stop.on_click(self._stop_clicked)
             self.autoplay = gui.add_checkbox("Autoplay", False, hint="keep stepping with the action below")
             self.autoplay_action = gui.add_dropdown("Autoplay action",
                                                     ["(FN)", "(FL)", "(FR)", "(fLN)", "(fRN)", "random"],
@@ -85,6 +91,7 @@ class Controls:
         for key, label, action in HOTKEYS:
             command = gui.add_command(f"{label} {action}", hotkey=key)  # type: ignore[arg-type]
             command.on_trigger(self._held(action))
+        gui.add_command("Stop: clear the queue", hotkey="escape").on_trigger(self._stop_clicked)
         toggle = gui.add_command("Autoplay on/off", hotkey="P")
         toggle.on_trigger(lambda _: setattr(self.autoplay, "value", not self.autoplay.value))
         self._rng = np.random.default_rng(0)
@@ -127,8 +134,20 @@ class Controls:
         except ActionParseError as e:
             self.notify(event.client, "Not played", str(e), error=True)
             return
+        if len(actions) > MAX_STEPS_PER_STRING:
+            self.notify(event.client, "Not played",
+                        f"{len(actions):,} steps; an action string may hold at most {MAX_STEPS_PER_STRING:,}. "
+                        "Play it in parts, or use autoplay or `launch.py run` for long walks", error=True)
+            return
         for a in actions:
             self.submit_step(a, event.client)
+
+    def _stop_clicked(self, event) -> None:
+        """Stop: drop every queued step (the running one finishes) and switch autoplay off."""
+        dropped = self.clear_queue()
+        if self.autoplay.value:
+            self.autoplay.value = False
+        self.notify(getattr(event, "client", None), "Stopped", f"{dropped} queued command(s) dropped")
 
     def _next_autoplay(self) -> Action:
         choice = self.autoplay_action.value
@@ -185,7 +204,7 @@ class Controls:
             return
         position = int(self.timeline.value)
         self.submit(f"seek {position}", lambda scene: scene.seek(min(position, scene.length - 1)),
-                           event.client, coalesce="seek")
+                    event.client, coalesce="seek")
 
     def _branch_chosen(self, event: viser.GuiEvent) -> None:
         if self._syncing or event.client is None:

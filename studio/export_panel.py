@@ -17,6 +17,7 @@ from scenes.factory import make_scene
 from scenes.scene import Scene
 from scenes.session import SessionError, save_session
 from studio.panel_api import Notify, Submit
+from studio.security import path_in_root, world_spec_in_root
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
 
@@ -55,10 +56,13 @@ def unzip_session(content: bytes, target: Path) -> Path:
 
 class ExportPanel:
     """Export and Open folders. submit / notify: see studio.panel_api; replace_scene(scene): swap the
-    studio's scene for another one (called on the worker thread, inside a submitted command)."""
+    studio's scene for another one (called on the worker thread, inside a submitted command); root: the
+    workspace root that folders and replay paths typed here must stay inside (studio.security)."""
 
-    def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, replace_scene: Callable[[Scene], None]):
+    def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, replace_scene: Callable[[Scene], None],
+                 root: str | Path = "."):
         self.submit, self.notify, self.replace_scene = submit, notify, replace_scene
+        self.root = Path(root).resolve()
         with gui.add_folder("Export", order=3):
             gui.add_markdown("Exports the current branch (map as shown at the cursor).")
             for label, make in (
@@ -147,23 +151,25 @@ class ExportPanel:
         return out
 
     def _save_clicked(self, event: viser.GuiEvent) -> None:
-        folder = Path(self.save_path.value).expanduser()
+        text = self.save_path.value
 
         def run(scene: Scene) -> Path:
-            return save_session(scene, folder)
+            return save_session(scene, path_in_root(self.root, text))
 
         self.submit("save session", run, event.client,
-                           on_done=lambda p: self.notify(event.client, "Session saved", str(p.resolve())))
+                    on_done=lambda p: self.notify(event.client, "Session saved", str(p.resolve())))
 
     # ------------------------------------------------------------------ open
     def _open_clicked(self, event: viser.GuiEvent) -> None:
-        folder = Path(self.open_path.value).expanduser()
+        text = self.open_path.value
 
-        def run(_: Scene) -> None:
+        def run(_: Scene) -> Path:
+            folder = path_in_root(self.root, text)
             self.replace_scene(make_scene(session=folder))
+            return folder
 
         self.submit("open session", run, event.client,
-                           on_done=lambda _: self.notify(event.client, "Session opened", str(folder)))
+                    on_done=lambda folder: self.notify(event.client, "Session opened", str(folder)))
 
     def _uploaded(self, event: viser.GuiEvent) -> None:
         upload = event.target.value
@@ -173,19 +179,19 @@ class ExportPanel:
             tmp = Path(tempfile.mkdtemp(prefix="worldstudio-upload-"))
             try:
                 folder = unzip_session(upload.content, tmp)
-                self.replace_scene(make_scene(session=folder))
+                # the frames' private copy must not spill into the upload folder, which goes right after
+                self.replace_scene(make_scene(session=folder, spill_near=tempfile.gettempdir()))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)  # the loaded scene keeps its own copy of the frames
 
         self.submit("open upload", run, client,
-                           on_done=lambda _: self.notify(client, "Session opened", upload.name))
+                    on_done=lambda _: self.notify(client, "Session opened", upload.name))
 
     def _new_world(self, event: viser.GuiEvent) -> None:
         spec, seed = self.world.value.strip(), int(self.seed.value)
 
         def run(scene: Scene) -> None:
-            current = scene.current
-            self.replace_scene(make_scene(spec, seed, size=None,
+            self.replace_scene(make_scene(world_spec_in_root(self.root, spec), seed, size=None,
                                           kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config)))
 
         self.submit(f"open world {spec}", run, event.client)

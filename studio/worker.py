@@ -66,6 +66,23 @@ class SceneWorker:
         """Make the loop re-read the autoplay settings now."""
         self._queue.put(Command("wake", run=None))  # type: ignore[arg-type]
 
+    def clear(self) -> int:
+        """Drop every queued command (the one running finishes) and stop autoplay -> how many were dropped."""
+        self.autoplay, self.autoplay_hz = None, 0.0
+        dropped = 0
+        while True:
+            try:
+                command = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if command is None:  # keep a stop request
+                self._queue.task_done()
+                self._queue.put(None)
+                break
+            dropped += command.run is not None
+            self._queue.task_done()
+        return dropped
+
     @property
     def pending(self) -> int:
         return self._queue.qsize()

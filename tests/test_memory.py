@@ -320,7 +320,7 @@ def test_scene_passes_memory_and_cache_and_sessions_restore_it(tmp_path):
     model = RecordingWorld(ProceduralWorld(ProceduralConfig(width=96, height=72), seed=5))
     scene = Scene(model, SceneConfig(voxel_size=0.1, memory_k=3), memory=GeometricMemory())
     scene.reset(5)
-    results = scene.run(parse_actions("(FN)" * 6 + "(SL)" * 18 + "(FN)" * 4))
+    results = list(scene.steps(parse_actions("(FN)" * 6 + "(SL)" * 18 + "(FN)" * 4)))
     assert len(model.contexts) == len(results)
     with_memory = 0
     for r, ctx in zip(results, model.contexts):

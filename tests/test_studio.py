@@ -153,6 +153,32 @@ def test_exports_from_the_studio_are_complete_files(studio, tmp_path):
     assert (folder / "session.json").is_file()
 
 
+def test_an_uploaded_session_steps_on_after_its_upload_folder_is_gone(studio, tmp_path):
+    """The opened scene's private copy of the frames must not live in the upload folder (removed right after
+    the load): stepping reads the recent frames back from that copy."""
+    scene = studio.worker.scene
+    saved = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.2, ram_frames=2))
+    saved.reset(0)
+    saved.run(parse_actions("(FN)(FN)(FL)(FN)"))
+    flat = zipfile.ZipFile(ExportPanel._session_zip(saved, tmp_path))
+    saved.close()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # as `zip -r s.zip mysession/` makes it: one folder inside
+        for name in flat.namelist():
+            z.writestr(f"mysession/{name}", flat.read(name))
+    content = buf.getvalue()
+    errors = []
+    studio.notify = lambda client, title, body, error=False: errors.append(body) if error else None
+    upload = SimpleNamespace(content=content, name="session.zip")
+    studio.exports._uploaded(SimpleNamespace(target=SimpleNamespace(value=upload), client=None))
+    assert studio.worker.wait_idle(30)
+    opened = studio.worker.scene
+    assert opened is not scene and opened.length == 5 and not errors, errors
+    studio.submit_step(parse_actions("(FN)")[0], None)
+    assert studio.worker.wait_idle(30)
+    assert opened.length == 6 and not errors, errors
+
+
 def test_uploads_that_are_not_sessions_are_refused(tmp_path):
     with pytest.raises(SessionError, match="not a .zip"):
         unzip_session(b"hello", tmp_path / "a")

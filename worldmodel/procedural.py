@@ -30,6 +30,7 @@ import open3d as o3d
 from worldmodel.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
 from worldmodel import terrain as tr
 from worldmodel.actions import Action, Kinematics, TargetPose
+from worldmodel.checks import CheckError, boolean, number
 from worldmodel.frame import BaseWorldModel, Context, Frame
 
 INVALID_ID = np.uint32(o3d.t.geometry.RaycastingScene.INVALID_ID)
@@ -79,6 +80,16 @@ class ProceduralConfig:
     terrain_cell: float = 1.0        # terrain grid spacing, metres (chunk_size / terrain_cell must be an integer)
     shadows: bool = False            # hard sun shadows via a second ray cast (costs ~+60 % render time)
     chunk_cache: int = 160           # generated chunks kept in the LRU (>= loaded chunks)
+
+
+# Ranges a saved world's settings must lie in: (lo, hi, integer). Booleans (fly, shadows) are checked apart.
+PROCEDURAL_RANGES = {
+    "width": (16, 4096, True), "height": (16, 4096, True), "fov_y_deg": (1.0, 170.0, False),
+    "eye_height": (0.0, 1000.0, False), "chunk_size": (4.0, 1024.0, False), "load_radius_chunks": (0, 8, True),
+    "far": (1.0, 100_000.0, False), "fog_start": (0.0, 100_000.0, False), "terrain_cell": (0.25, 64.0, False),
+    "chunk_cache": (1, 10_000, True),
+}
+KINEMATICS_RANGES = {"step_m": (0.0, 100.0, False), "yaw_deg": (0.0, 180.0, False)}
 
 
 # --------------------------------------------------------------------------------------------- chunks
@@ -364,13 +375,28 @@ class ProceduralWorld(BaseWorldModel):
 
     @classmethod
     def from_description(cls, desc: dict) -> "ProceduralWorld":
-        cfg = dict(desc.get("config", {}))
-        kin = Kinematics(**cfg.pop("kinematics", {}))
-        known = {f.name for f in dataclasses.fields(ProceduralConfig)}
-        unknown = set(cfg) - known
+        """Rebuild from :meth:`describe`; every setting is range-checked first (CheckError names it)."""
+        cfg = desc.get("config", {})
+        kin = cfg.get("kinematics", {}) if isinstance(cfg, dict) else None
+        if not isinstance(cfg, dict) or not isinstance(kin, dict):
+            raise CheckError("the procedural world's config must be an object")
+        cfg = dict(cfg)
+        kin = cfg.pop("kinematics", {})
+        unknown = set(cfg) - {f.name for f in dataclasses.fields(ProceduralConfig)}
         if unknown:
-            raise ValueError(f"unknown procedural settings {sorted(unknown)}")
-        return cls(ProceduralConfig(**cfg, kinematics=kin), seed=int(desc.get("seed", 0)))
+            raise CheckError(f"unknown procedural settings {sorted(unknown)[:5]}")
+        unknown = set(kin) - {"step_m", "yaw_deg"}
+        if unknown:
+            raise CheckError(f"unknown kinematics settings {sorted(unknown)[:5]}")
+        values = {k: (number(v, f"world.config.{k}", *PROCEDURAL_RANGES[k]) if k in PROCEDURAL_RANGES
+                      else boolean(v, f"world.config.{k}")) for k, v in cfg.items()}
+        kin = {k: number(v, f"world.config.kinematics.{k}", *KINEMATICS_RANGES[k]) for k, v in kin.items()}
+        config = ProceduralConfig(**values, kinematics=Kinematics(**kin))
+        cells = config.chunk_size / config.terrain_cell
+        if abs(cells - round(cells)) > 1e-6 or cells > 256 or config.chunk_cache < (2 * config.load_radius_chunks + 1) ** 2:
+            raise CheckError("world.config: chunk_size must be a whole number (at most 256) of terrain cells, and "
+                             "chunk_cache must hold every loaded chunk")
+        return cls(config, seed=number(desc.get("seed", 0), "world.seed", 0, 2**63 - 1, integer=True))
 
     # ---- chunks -------------------------------------------------------------------------------------
 

@@ -117,15 +117,32 @@ def _numbers(path: Path) -> list[tuple[int, list[float]]]:
         raise SequenceError(str(e)) from None
 
 
+MAX_PIXELS = 8192 * 8192  # a larger image is refused before it is decoded (decompression bombs)
+
+
+def _open_image(path: Path):
+    """PIL image of ``path``, refused (SequenceError naming it) when it claims more than MAX_PIXELS."""
+    from PIL import Image
+
+    im = Image.open(path)
+    if im.width * im.height > MAX_PIXELS:
+        im.close()
+        raise SequenceError(f"{path} claims {im.width}x{im.height} pixels, more than this tool reads; "
+                            "it is corrupt or not a camera frame")
+    return im
+
+
 def _read_rgb(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _open_image(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, SequenceError):
+            raise
         raise SequenceError(f"cannot read {path}: not a valid image ({str(e)[:80]}); "
                             "copy the file again or remove the frame") from None
 
@@ -147,15 +164,18 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None) -> np.ndar
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _open_image(path) as im:
             raw = np.asarray(im)
     except FileNotFoundError:
         raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, SequenceError):
+            raise
         raise SequenceError(f"cannot read {path}: not a valid depth PNG ({str(e)[:80]}); "
                             "copy the file again or remove the frame") from None
-    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
-        raise SequenceError(f"{path}: depth PNG must be single-channel 16-bit, got {raw.dtype} {raw.shape}")
+    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer) or raw.dtype.itemsize < 2:
+        raise SequenceError(f"{path}: depth PNG must be single-channel 16-bit, got {raw.dtype} {raw.shape}"
+                            f"{' (an 8-bit PNG has lost the depth precision; export it as 16-bit)' if raw.dtype == np.uint8 else ''}")
     raw = raw.astype(np.uint16) if raw.dtype != np.uint16 else raw
     d = raw.astype(np.float32) * np.float32(scale)
     if invalid is not None:
@@ -193,6 +213,25 @@ def _check_K(K: np.ndarray, where) -> np.ndarray:
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise SequenceError(f"{where}: intrinsics need positive finite focal lengths")
     return K
+
+
+def _check_K_for_image(K: np.ndarray, width: int, height: int, where) -> None:
+    """Focal lengths and principal point that a real camera of this image size can have."""
+    side = max(width, height)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if not (0.05 * side <= fx <= 100 * side and 0.05 * side <= fy <= 100 * side
+            and -width <= cx <= 2 * width and -height <= cy <= 2 * height):
+        raise SequenceError(f"{where}: intrinsics fx={fx:g} fy={fy:g} cx={cx:g} cy={cy:g} do not fit a "
+                            f"{width}x{height} image; check the intrinsics are in pixels of this image size")
+
+
+def _depth_scale(cfg: dict, where: Path, default: float) -> float:
+    """``depth_scale`` from the config (metres per depth unit): a finite positive number."""
+    value = cfg.get("depth_scale", default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 10 and np.isfinite(value)):
+        raise SequenceError(f"{where / CONFIG_FILE}: depth_scale must be a positive number of metres per depth "
+                            f"unit (e.g. 0.001 for millimetres), got {value!r}")
+    return float(value)
 
 
 def _read_intrinsics(path: Path) -> np.ndarray:
@@ -278,6 +317,7 @@ class _ImageSequence(Sequence):
     Ks: list[np.ndarray] | np.ndarray = field(default_factory=list)
     depth_scale: float = 0.001
     depth_invalid: int | None = None
+    _size: tuple[int, int] | None = None  # (H, W) of the first frame read
 
     def files(self, i: int) -> list[Path]:
         return [self.rgb_files[i], self.depth_files[i]]
@@ -289,7 +329,13 @@ class _ImageSequence(Sequence):
             raise SequenceError(f"{self.depth_files[i]}: depth is {depth.shape[1]}x{depth.shape[0]} but its colour "
                                 f"image {self.rgb_files[i].name} is {rgb.shape[1]}x{rgb.shape[0]}; "
                                 "register depth to colour first")
+        if self._size is None:
+            self._size = rgb.shape[:2]
+        elif rgb.shape[:2] != self._size:
+            raise SequenceError(f"{self.rgb_files[i]} is {rgb.shape[1]}x{rgb.shape[0]} but the sequence's frames "
+                                f"are {self._size[1]}x{self._size[0]}; every frame must have one size")
         K = np.asarray(self.Ks[i] if isinstance(self.Ks, list) else self.Ks, dtype=np.float64)
+        _check_K_for_image(K, rgb.shape[1], rgb.shape[0], self.rgb_files[i])
         return Frame(index=i, rgb=rgb, depth=depth, K=K.copy(), c2w=self.c2ws[i].copy())
 
 
@@ -412,7 +458,7 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     return _ImageSequence(
         path=folder, format="tum", c2ws=A @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
         rgb_files=rgb_files, depth_files=depth_files, Ks=TUM_K.copy() if K is None else K,
-        depth_scale=float(cfg.get("depth_scale", TUM_DEPTH_SCALE)))
+        depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE))
 
 
 # --------------------------------------------------------------------------------------------- 7-Scenes
@@ -461,7 +507,7 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="7scenes", c2ws=A @ np.stack(poses),
         timestamps=np.array([_last_number(c.name) or i for i, c in enumerate(colors)], dtype=np.float64),
         world_up=up, notes=notes, rgb_files=colors, depth_files=depth_files, Ks=K,
-        depth_scale=float(cfg.get("depth_scale", 0.001)), depth_invalid=65535)
+        depth_scale=_depth_scale(cfg, folder, 0.001), depth_invalid=65535)
 
 
 # --------------------------------------------------------------------------------------------- generic
@@ -531,7 +577,7 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     return _ImageSequence(
         path=folder, format="generic", c2ws=A @ poses, timestamps=np.arange(len(poses), dtype=np.float64),
         world_up=up, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
-        depth_scale=float(cfg.get("depth_scale", 0.001)), options={"camera": camera})
+        depth_scale=_depth_scale(cfg, folder, 0.001), options={"camera": camera})
 
 
 # --------------------------------------------------------------------------------------------- per-frame PLY

@@ -1,0 +1,114 @@
+"""Writes that never leave a broken file: write to a temporary file in the target folder, check it, rename it
+over the old one. On any failure the old file stays and the temporary is removed.
+
+A failed write is one :class:`WriteError` line that says what to do ("disk full: free space in DIR").
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from safetensors import SafetensorError
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, no permission); the message says what to do."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also when safetensors or ffmpeg only report it in their message."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "No space left" in text or "StorageFull" in text or "os error 28" in text
+
+
+def write_error(e: BaseException, path: Path) -> WriteError:
+    """The one-line error for a failed write of ``path``."""
+    if isinstance(e, WriteError):
+        return e
+    folder = Path(path).parent
+    if is_disk_full(e):
+        return WriteError(f"disk full: free space in {folder} (or choose a folder on another disk); "
+                          "nothing already made was lost", errno.ENOSPC)
+    reason = getattr(e, "strerror", None) or (str(e).splitlines()[0][:120] if str(e) else type(e).__name__)
+    return WriteError(f"cannot write {path}: {reason}; choose another folder or free disk space",
+                      getattr(e, "errno", None))
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path`` (hidden; same folder, so the rename is atomic)."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}"
+
+
+@contextmanager
+def replacing(path: str | os.PathLike, check: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary file (created empty) beside ``path``; when the block succeeds (and ``check(tmp)``
+    passes) it is renamed over ``path``. Otherwise it is removed and ``path`` is untouched.
+    OSError/SafetensorError become WriteError."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # usual permissions; fails early
+    except OSError as e:
+        raise write_error(e, path) from None
+    try:
+        yield tmp
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        remove_quietly(tmp)
+        raise write_error(e, path) from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a file or folder if it is there (cleanup after a failure must not raise)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except OSError:
+        pass
+
+
+def check_mp4(path: Path) -> None:
+    """An MP4 is complete when its top-level boxes tile the file and it has ftyp, moov and mdat.
+
+    A write that ran out of space leaves a file whose last box is cut short, or that has no moov (the index
+    ffmpeg writes last). Raises WriteError naming the file."""
+    size = path.stat().st_size
+    seen: set[bytes] = set()
+    pos = 0
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                break
+            box, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if box == 1 and len(head) == 16:
+                box = int.from_bytes(head[8:16], "big")
+            elif box == 0:
+                box = size - pos
+            if box < 8 or pos + box > size:
+                break
+            seen.add(kind)
+            pos += box
+    if pos != size or not {b"ftyp", b"moov", b"mdat"} <= seen:
+        raise WriteError(f"cannot write {path.name}: the video came out incomplete (disk full?); "
+                         f"free space in {path.parent} and export again", errno.EIO)

@@ -1,0 +1,53 @@
+"""`python launch.py info PATH`: what a saved session holds, after the same checks as opening it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from scenes.session import SessionError, load_session
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def session_info(folder: str | Path) -> dict:
+    """{world, frames, branches, current_branch, cursor, map_points, bytes} of the session in ``folder``.
+
+    Opens it as the studio would (every check runs), so a session that passes here opens there."""
+    folder = Path(folder).expanduser()
+    scene = load_session(folder)
+    try:
+        desc = scene.model.describe()
+        f = scene.current
+        return {
+            "world": desc.get("kind", "?") + (f" {desc['path']}" if "path" in desc else f" seed {scene.seed}"),
+            "frame_size": f"{f.width}x{f.height}",
+            "frames": len({fid for b in scene.branches.values() for fid in b.fids}),
+            "branches": {name: len(b.fids) for name, b in scene.branches.items()},
+            "current_branch": scene.branch_name, "cursor": scene.cursor,
+            "voxel_size": scene.config.voxel_size, "map_points": len(scene.map),
+            "memory": (folder / "memory.safetensors").is_file(),
+            "bytes": folder_bytes(folder),
+        }
+    finally:
+        scene.close()
+
+
+def main(args) -> int:
+    try:
+        info = session_info(args.path)
+    except SessionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    branches = ", ".join(f"{n} ({k} frames{', current' if n == info['current_branch'] else ''})"
+                         for n, k in info["branches"].items())
+    print(f"session   {Path(args.path).expanduser().resolve()}")
+    print(f"world     {info['world']}, frames {info['frame_size']}")
+    print(f"frames    {info['frames']} (cursor at {info['cursor']} of {info['current_branch']})")
+    print(f"branches  {branches}")
+    print(f"map       {info['map_points']:,} points at {info['voxel_size']:g} m voxels"
+          f"{'; memory saved' if info['memory'] else ''}")
+    print(f"on disk   {info['bytes'] / 2**20:.1f} MB")
+    return 0

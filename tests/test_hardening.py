@@ -1,0 +1,175 @@
+"""Nothing made is lost on a full disk: fault injection (writes raise ENOSPC), so no root and no skips."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+from safetensors import SafetensorError
+
+import scenes.framestore as framestore
+import scenes.session as session_mod
+from scenes.atomic import WriteError
+from scenes.export import ExportError
+from scenes.scene import Scene, SceneConfig
+from scenes.session import SessionError, load_session, save_session
+from worldmodel.actions import parse_actions
+from worldmodel.registry import create_world
+
+SPILL = ".worldstudio-frames-"  # frames of an open session spill beside it (scenes.spill)
+
+
+def tiny_scene(ram_frames: int = 2, steps: int = 3) -> Scene:
+    scene = Scene(create_world("procedural", width=64, height=48), SceneConfig(voxel_size=0.3, ram_frames=ram_frames))
+    scene.reset(0)
+    scene.run(parse_actions("(FN)" * steps))
+    return scene
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def safetensors_enospc(*args, **kwargs):  # what safetensors really raises on a full disk
+    raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                          'message: "No space left on device" })')
+
+
+def state(scene: Scene):
+    return (scene.length, scene.cursor, scene.branch_name, sorted(scene.branches), len(scene.map),
+            scene.current.c2w.copy())
+
+
+@pytest.mark.parametrize("failure", [enospc, safetensors_enospc])
+def test_full_disk_step_loses_no_frame_and_leaves_the_scene_as_it_was(monkeypatch, tmp_path, failure):
+    scene = tiny_scene()
+    before = state(scene)
+    monkeypatch.setattr(framestore, "save_file", failure)
+    with pytest.raises(WriteError, match="disk full: free space in"):
+        scene.step(parse_actions("(FN)")[0])
+    after = state(scene)
+    assert after[:5] == before[:5] and np.array_equal(after[5], before[5])
+    # a step from an earlier frame (a fork) that fails also leaves branches and map as they were
+    scene.seek(1)
+    with pytest.raises(WriteError):
+        scene.step(parse_actions("(RN)")[0])
+    assert sorted(scene.branches) == ["main"] and scene.branch_name == "main" and scene.cursor == 1
+    assert len(scene.map) == before[4]
+    monkeypatch.undo()
+    scene.seek(scene.length - 1)
+    scene.run(parse_actions("(FN)(FN)"))  # space freed: every frame is still there
+    assert [f.index for f in scene.iter_frames()] == list(range(6))
+    save_session(scene, tmp_path / "s")
+    assert load_session(tmp_path / "s").length == 6
+    assert not list(scene.store.root.glob("frames/*.tmp*"))
+    scene.close()
+
+
+def test_failed_mp4_keeps_the_good_one(monkeypatch, tmp_path):
+    import imageio_ffmpeg
+
+    scene = tiny_scene()
+    good = scene.export_mp4(tmp_path / "frames.mp4")
+    good_bytes = good.read_bytes()
+    real = imageio_ffmpeg.write_frames
+
+    def cut_short(path, *args, **kwargs):  # ffmpeg on a nearly full disk: it ends, the file is cut short
+        gen = real(path, *args, **kwargs)
+
+        def wrapper():
+            gen.send(None)
+            yield
+            try:
+                while True:
+                    gen.send((yield))
+            except GeneratorExit:
+                gen.close()
+                with open(path, "r+b") as f:
+                    f.truncate(3000)
+        return wrapper()
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", cut_short)
+    with pytest.raises(ExportError, match="incomplete"):
+        scene.export_mp4(tmp_path / "frames.mp4")
+    assert (tmp_path / "frames.mp4").read_bytes() == good_bytes
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["frames.mp4"]
+    # export_all: the failed MP4 does not stop the session or the other files
+    with pytest.raises(ExportError, match="mp4:.*written: session, ply, glb, trajectory, transforms"):
+        scene.export_all(tmp_path / "out")
+    assert load_session(tmp_path / "out" / "session").length == 4
+    assert not (tmp_path / "out" / "frames.mp4").exists()
+    scene.close()
+
+
+@pytest.mark.parametrize("failure", [enospc, safetensors_enospc])
+def test_full_disk_session_save_is_one_line_and_keeps_the_old_save(monkeypatch, tmp_path, failure):
+    scene = tiny_scene()
+    save_session(scene, tmp_path / "s")
+    old = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    scene.run(parse_actions("(FN)"))
+    monkeypatch.setattr(session_mod, "save_file", failure)
+    with pytest.raises(SessionError) as e:
+        save_session(scene, tmp_path / "s")
+    assert "disk full: free space in" in str(e.value) and "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["s"]  # no .s.saving-* holding the space
+    now = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    assert now == old
+    scene.close()
+
+
+def test_saving_over_a_session_keeps_the_users_other_files(tmp_path):
+    scene = tiny_scene()
+    folder = tmp_path / "s"
+    save_session(scene, folder)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "renders").mkdir()
+    (folder / "renders" / "a.png").write_bytes(b"png")
+    scene.run(parse_actions("(FN)"))
+    save_session(scene, folder)
+    assert (folder / "notes.txt").read_text() == "my notes" and (folder / "renders" / "a.png").is_file()
+    assert load_session(folder).length == 5
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["s"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(SessionError, match="holds other files"):
+        save_session(scene, other)
+    assert sorted(p.name for p in other.iterdir() if not p.name.startswith(SPILL)) == ["notes.txt"]
+    scene.close()
+
+
+def test_long_walks_and_exports_hold_a_bounded_number_of_frames(tmp_path):
+    import gc
+    import weakref
+
+    from scenes.export import write_transforms_json
+
+    scene = Scene(create_world("procedural", width=32, height=24), SceneConfig(voxel_size=0.5, ram_frames=2))
+    scene.reset(0)
+    made = []
+    real_step = scene.model.step
+
+    def step(action, context):
+        frame = real_step(action, context)
+        made.append(weakref.ref(frame))
+        return frame
+
+    scene.model.step = step
+    last = scene.run(parse_actions("(FN)" * 30))
+    gc.collect()
+    alive = sum(r() is not None for r in made)
+    assert last is not None and last.frame.index == 30
+    assert alive <= scene.config.ram_frames + 1, f"{alive} of 30 frames still in RAM after run()"
+
+    peak = []
+
+    def frames():
+        for f in scene.iter_frames():
+            gc.collect()
+            peak.append(sum(r() is not None for r in made))
+            yield f
+
+    write_transforms_json(tmp_path / "ds", frames())
+    assert max(peak) <= scene.config.ram_frames + 2, f"transforms export held {max(peak)} frames at once"
+    scene.close()

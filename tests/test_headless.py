@@ -1,0 +1,152 @@
+"""Headless runs keep what they made: autosave survives kill -9, a failure mid-walk saves the frames so far,
+--resume goes on, and spill folders never outlive their process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scenes.session import load_session
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--size", "48", "36", "--voxel", "0.5", "--no-video"]
+
+
+def start_run(out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "run", "--steps", "100000", *SMALL,
+                             "--out", str(out), *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+
+
+def wait_for_saves(folder: Path, proc: subprocess.Popen, saves: int = 2, timeout: float = 120.0) -> None:
+    """Wait until session.json has been written ``saves`` times."""
+    seen, last = 0, None
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            stamp = (folder / "session.json").stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp is not None and stamp != last:
+            seen, last = seen + 1, stamp
+            if seen >= saves:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no autosave after {timeout} s: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}")
+
+
+def spill_folders(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if "worldstudio-frames-" in p.name)
+
+
+def test_kill_9_loses_at_most_one_autosave_interval_and_resume_goes_on(tmp_path, capsys):
+    from launch import main
+
+    out = tmp_path / "out"
+    proc = start_run(out, "--autosave", "15", "--autosave-seconds", "0")
+    try:
+        wait_for_saves(out / "session", proc, saves=2)
+    finally:
+        proc.kill()  # SIGKILL: no handler, no cleanup
+        proc.wait(30)
+    assert spill_folders(out), "the killed run's spill folder is there (it could not clean up)"
+    scene = load_session(out / "session")
+    saved = scene.length
+    scene.close()
+    assert saved >= 31 and (saved - 1) % 15 == 0  # only whole autosave intervals, each one complete
+    # `launch.py info` is how a user checks what survived
+    assert main(["info", str(out / "session")]) == 0
+    printed = capsys.readouterr().out
+    assert f"frames    {saved} (cursor at {saved - 1} of main)" in printed and "procedural seed 0" in printed
+    assert "map points" not in printed and " points at 0.5 m voxels" in printed and "MB" in printed
+    assert main(["info", str(out)]) == 2 and "session.json is missing" in capsys.readouterr().err
+    # the same command with --resume: the steps already made are not repeated; the dead run's spill is removed
+    assert main(["run", "--steps", str(saved + 4), *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
+    scene = load_session(out / "session")
+    assert scene.length == saved + 5
+    scene.close()
+    assert spill_folders(out) == []
+
+
+def test_a_failure_mid_walk_saves_what_was_made(tmp_path, monkeypatch, capsys):
+    from launch import main
+    from worldmodel.procedural import ProceduralWorld
+
+    real, calls = ProceduralWorld.step, []
+
+    def failing(self, action, context):
+        calls.append(1)
+        if len(calls) == 25:
+            raise OSError(5, "Input/output error reading the recording")
+        return real(self, action, context)
+
+    monkeypatch.setattr(ProceduralWorld, "step", failing)
+    assert main(["run", "--steps", "60", *SMALL, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "step 25 failed" in err and "25 frames made so far are saved in" in err and "--resume" in err
+    scene = load_session(tmp_path / "out" / "session")
+    assert scene.length == 25
+    scene.close()
+    assert spill_folders(tmp_path / "out") == []
+
+
+def test_sigterm_saves_and_cleans_up(tmp_path):
+    out = tmp_path / "out"
+    proc = start_run(out, "--autosave", "10", "--autosave-seconds", "0")
+    wait_for_saves(out / "session", proc, saves=1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and b"stopped by a signal" in err
+    assert spill_folders(out) == []
+    scene = load_session(out / "session")
+    assert scene.length >= 11
+    scene.close()
+
+
+def test_spill_folders_do_not_outlive_a_script_that_forgets_close(tmp_path):
+    script = ("from scenes.scene import Scene, SceneConfig\n"
+              "from worldmodel.registry import create_world\n"
+              "from worldmodel.actions import parse_actions\n"
+              "s = Scene(create_world('procedural', width=32, height=24), SceneConfig(ram_frames=1))\n"
+              "s.reset(0)\n"
+              "s.run(parse_actions('(FN)' * 4))\n"
+              "import glob, tempfile; assert glob.glob(tempfile.gettempdir() + '/worldstudio-frames-*/frames/*')\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
+    assert spill_folders(tmp_path) == []
+    # a folder left by a process that is gone (kill -9) is removed when the next store starts there
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"worldstudio-frames-{dead.pid}-0123abcd"
+    (stale / "frames").mkdir(parents=True)
+    mine = tmp_path / f"worldstudio-frames-{os.getpid()}-0123abcd"
+    mine.mkdir()
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
+    assert spill_folders(tmp_path) == [mine.name]  # the dead one went; a live process's folder stays
+
+
+def test_sigterm_of_the_studio_removes_its_spill_folder(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "view", "--world", "procedural", "--port",
+                             str(port), "--size", "48", "36"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        for line in proc.stdout:
+            if b"WorldStudio is running" in line:
+                break
+        assert spill_folders(tmp_path), "the studio's frame store spills in TMPDIR"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert spill_folders(tmp_path) == []

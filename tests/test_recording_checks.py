@@ -1,0 +1,85 @@
+"""Recordings are checked per frame and each bad one is named: corrupt or odd-sized images, 8-bit depth,
+decompression bombs, absurd intrinsics, bad depth scales."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scenes.export import depth_to_png_mm
+from worldmodel.recordings import SequenceError, open_sequence
+
+
+def generic(folder: Path, frames, K=None, depth_scale=None) -> Path:
+    """A generic sequence folder: rgb/*.png, 16-bit depth/*.png (mm), poses.txt, K in worldstudio.json."""
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    cfg = {"K": (frames[0].K if K is None else K).tolist()}
+    if depth_scale is not None:
+        cfg["depth_scale"] = depth_scale
+    (folder / "worldstudio.json").write_text(json.dumps(cfg))
+    with open(folder / "poses.txt", "w") as fp:
+        for i, f in enumerate(frames):
+            Image.fromarray(f.rgb).save(folder / "rgb" / f"{i:04d}.png")
+            Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "depth" / f"{i:04d}.png")
+            fp.write(" ".join(repr(float(v)) for v in f.c2w.reshape(-1)) + "\n")
+    return folder
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("corrupt_rgb", "0003.png: not a valid image"),
+    ("small_rgb", "every frame must have one size"),
+    ("depth_size", "0003.png: depth is"),
+    ("depth_8bit", "8-bit PNG has lost the depth precision"),
+    ("bomb", "claims 12000x12000 pixels"),
+])
+def test_a_bad_later_frame_is_named(walk_frames, tmp_path, damage, says):
+    folder = generic(tmp_path / "seq", walk_frames[:5])
+    rgb, depth = folder / "rgb" / "0003.png", folder / "depth" / "0003.png"
+    if damage == "corrupt_rgb":
+        rgb.write_bytes(rgb.read_bytes()[:200])
+    elif damage == "small_rgb":
+        Image.fromarray(walk_frames[3].rgb[::2, ::2]).save(rgb)
+        Image.fromarray(depth_to_png_mm(walk_frames[3].depth)[::2, ::2]).save(depth)
+    elif damage == "depth_size":
+        Image.fromarray(depth_to_png_mm(walk_frames[3].depth)[:-4]).save(depth)
+    elif damage == "depth_8bit":
+        Image.fromarray((walk_frames[3].depth * 10).clip(0, 255).astype(np.uint8)).save(depth)
+    else:
+        rgb.write_bytes(png_claiming(12000, 12000))
+    seq = open_sequence(folder)
+    for i in range(3):
+        seq[i]
+    with pytest.raises(SequenceError, match=says) as e:
+        seq[3]
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), -0.001, 0, "mm", True])
+def test_bad_depth_scale_is_refused_at_open(walk_frames, tmp_path, scale):
+    folder = generic(tmp_path / "seq", walk_frames[:2], depth_scale=scale)
+    if isinstance(scale, float) and scale != scale:  # json.dumps writes NaN as NaN
+        assert "NaN" in (folder / "worldstudio.json").read_text()
+    with pytest.raises(SequenceError, match="depth_scale must be a positive number"):
+        open_sequence(folder)
+
+
+def test_absurd_intrinsics_are_refused(walk_frames, tmp_path):
+    K = walk_frames[0].K.copy()
+    K[0, 0] = K[1, 1] = 1e-6
+    with pytest.raises(SequenceError, match="do not fit a 160x120 image"):
+        open_sequence(generic(tmp_path / "seq", walk_frames[:2], K=K))[0]

@@ -1,0 +1,42 @@
+"""A long queue can be stopped, and an action string cannot queue hours of steps."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from studio.controls import MAX_STEPS_PER_STRING
+from studio.worker import Command
+from tests.test_security import small_scene, free_port
+from studio.app import Studio
+
+
+def test_stop_clears_the_queue_and_long_strings_are_refused(tmp_path):
+    app = Studio(small_scene(), port=free_port(), root=tmp_path)
+    notes = []
+    app.notify = lambda client, title, body, error=False: notes.append((title, body, error))
+    try:
+        assert app.worker.wait_idle(30)
+        gate = threading.Event()
+        app.worker.submit(Command("hold", lambda s: gate.wait(10)))
+        app.controls.action_text.value = "(FN)" * 500
+        app.controls._play_clicked(SimpleNamespace(client=None))
+        assert app.worker.pending >= 500
+        app.controls.autoplay.value = True
+        app.controls._stop_clicked(SimpleNamespace(client=None))
+        gate.set()
+        assert app.worker.wait_idle(30)
+        assert app.worker.scene.length == 1 and app.worker.pending == 0 and app.worker.autoplay is None
+        assert notes[-1][0] == "Stopped" and "500" in notes[-1][1]
+        # a valid 1 MB string would queue 262,144 steps: refused with one clear line, nothing queued
+        app.controls.action_text.value = "(FN)" * 262_144
+        app.controls._play_clicked(SimpleNamespace(client=None))
+        title, body, error = notes[-1]
+        assert error and title == "Not played" and f"at most {MAX_STEPS_PER_STRING:,}" in body
+        assert app.worker.pending == 0
+        # and the studio still steps
+        app.controls.action_text.value = "(FN)(FN)"
+        app.controls._play_clicked(SimpleNamespace(client=None))
+        assert app.worker.wait_idle(30) and app.worker.scene.length == 3
+    finally:
+        app.close()

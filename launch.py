@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--widths", type=int, nargs="+", default=[48, 96, 144, 192],
                     help="U-Net channels per level (default: 48 96 144 192)")
     tr.add_argument("--val-every", type=int, default=500, help="validate every N steps (default: 500)")
+    tr.add_argument("--rollout-share", type=float, default=0.4,
+                    help="share of batches made from the model's own rollouts (default: 0.4)")
+    tr.add_argument("--max-rollout", type=int, default=3, help="longest rollout before the trained step (default: 3)")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
     neval = sub.add_parser("eval", help="evaluate the learned model: rollouts, revisits, baselines (table, plots)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -31,7 +32,8 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   seeds 0..99, never trained on): loops that turn round and come back (60 %), wandering DeepVerse actions, and
   continuous target poses with pitch; cache renders made by the real engine at each step.
 - **Training**: {steps} steps, batch {batch}, AdamW, cosine LR from {lr}; context noise, corrupted caches
-  (misregistration, dropped and recoloured patches) and the model's own 1-3 step rollouts against drift.
+  (misregistration, dropped and recoloured patches) and, for {rollout_pct:.0f} % of batches after the first
+  {rollout_after} steps, the model's own 1-{max_rollout} step rollouts as context, against drift.
   Hardware: {hardware}; {minutes:.0f} minutes.
 
 ## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
@@ -50,16 +52,22 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
     tcfg = training.get("config", {})
     summary = json.loads(Path(eval_json).read_text()) if eval_json else None
     seeds = tcfg.get("train_seeds", [0])
+    state_file = Path(checkpoint) / "train_state.json"  # the run's true clock (the config has only the budget)
+    minutes = (json.loads(state_file.read_text()).get("elapsed_s", 0) / 60 if state_file.is_file()
+               else tcfg.get("minutes", 0))
     card = CARD.format(
         size=config["size"][0], params=sum(p.numel() for p in net.parameters()) / 1e6, widths=config["widths"],
         walks=len(seeds), seed_lo=min(seeds), seed_hi=max(seeds), steps=training.get("steps", "?"),
         batch=tcfg.get("batch", "?"), lr=tcfg.get("lr", "?"), hardware=training.get("hardware", "?"),
-        minutes=training.get("minutes_trained", tcfg.get("minutes", 0)),
+        minutes=minutes, rollout_pct=100 * tcfg.get("rollout_share", 0), rollout_after=tcfg.get("rollout_after", 0),
+        max_rollout=tcfg.get("max_rollout", 0),
         eval_walks=summary["walks"] if summary else "-", eval_steps=summary["steps"] if summary else "-",
         table=format_table(summary) if summary else "(not evaluated)")
     if summary:
-        config["eval"] = {k: v for k, v in summary.items() if k != "curves"}
+        config["eval"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)  # JSON has no NaN
+                          for k, v in summary.items() if k != "curves"}
     training.pop("history", None)
+    training["minutes_trained"] = round(minutes, 1)
     return save_pretrained(dest, config, net, card=card, half=True)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -276,7 +278,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
         self.opt.step()
         self.step += 1
-        return {"loss": float(loss), "rollout": rollout, **{k: float(v) for k, v in parts.items()}}
+        return {"loss": loss.item(), "rollout": rollout, **{k: v.item() for k, v in parts.items()}}
 
     @torch.no_grad()
     def validate(self, n: int = 48) -> dict[str, float]:
@@ -339,10 +341,13 @@ class Trainer:
         cfg = self.cfg
         self.started = time.time()
         last_ckpt = time.time()
+        stop_requested = []
+        if self.rank == 0 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))  # finish the step, checkpoint
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank)
         stats: dict[str, float] = {}
         while self.step < cfg.steps:
-            stop = torch.tensor([float(self.elapsed() >= 60 * cfg.minutes)])
+            stop = torch.tensor([float(self.elapsed() >= 60 * cfg.minutes or bool(stop_requested))])
             if self.world > 1:  # every rank stops at the same step
                 torch.distributed.all_reduce(stop)
             if stop.item() > 0:
@@ -383,7 +388,8 @@ def describe_hardware() -> str:
 def main(args) -> int:
     cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, batch=args.batch,
                       lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
-                      widths=list(args.widths), val_every=args.val_every)
+                      widths=list(args.widths), val_every=args.val_every, rollout_share=args.rollout_share,
+                      max_rollout=args.max_rollout)
     if args.walks is not None:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:

@@ -133,7 +133,7 @@ def _load_optional_sections() -> None:
     """Sections owned by other layers register here (each module exposes ``bench_sections()``)."""
     import importlib
 
-    for module in ("memory.bench", "studio.bench_studio", "worldmodel.neural_bench"):
+    for module in ("memory.bench", "learn.bench", "studio.bench_studio"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

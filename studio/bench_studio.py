@@ -63,5 +63,25 @@ def bench_studio(quick: bool) -> dict[str, float]:
     return out
 
 
+def bench_studio_neural(quick: bool) -> dict[str, float]:
+    """The studio's whole step with the learned model (model + memory + fuse + stream + panels), fresh world."""
+    from scenes.factory import make_scene
+    from studio.app import Studio
+    from worldmodel.actions import generated_walk
+
+    scene = make_scene("neural", 0)
+    studio = Studio(scene, port=_free_port())
+    studio.worker.wait_idle(120)
+    latencies = []
+    for action in generated_walk("random", 12 if quick else 30, 3):
+        t0 = time.perf_counter()
+        studio.submit_step(action, None)
+        studio.worker.wait_idle(60)
+        latencies.append(time.perf_counter() - t0)
+    studio.close()
+    scene.close()
+    return {"studio_step_ms_neural": 1e3 * float(np.median(latencies[2:]))}
+
+
 def bench_sections() -> dict[str, Callable[[bool], dict[str, float]]]:
-    return {"studio": bench_studio}
+    return {"studio": bench_studio, "studio_neural": bench_studio_neural}

@@ -89,6 +89,10 @@ class ExportPanel:
             self.seed = gui.add_number("Seed", 0, step=1)
             new = gui.add_button("Open world", icon=viser.Icon.WORLD)
             new.on_click(self._new_world)
+            learned = gui.add_button("Continue with the learned model from this frame", icon=viser.Icon.SPARKLES,
+                                     hint="the learned world model takes the frame at the cursor (of a recording, "
+                                          "a session or any world) as its first frame and generates from there")
+            learned.on_click(self._learned_from_frame)
 
     # ------------------------------------------------------------------ exports
     def _export_clicked(self, label: str, make: Callable[[Scene, Path], Path]):
@@ -186,6 +190,16 @@ class ExportPanel:
 
         self.submit("open upload", run, client,
                     on_done=lambda _: self.notify(client, "Session opened", upload.name))
+
+    def _learned_from_frame(self, event: viser.GuiEvent) -> None:
+        def run(scene: Scene) -> None:
+            from worldmodel.neural.world import NeuralWorld
+
+            frame = scene.current
+            model = NeuralWorld(seed=scene.seed, kinematics=scene.model.kinematics, first_frame=frame)
+            self.replace_scene(make_scene(model, scene.seed, config=dataclasses.replace(scene.config)))
+
+        self.submit("continue with the learned model", run, event.client)
 
     def _new_world(self, event: viser.GuiEvent) -> None:
         spec, seed = self.world.value.strip(), int(self.seed.value)

@@ -35,6 +35,12 @@ class LivePanel:
             self.status = gui.add_markdown("Frame **0**")
             self.rgb = gui.add_image(_blank(), label="RGB", format="jpeg", jpeg_quality=85)
             self.depth = gui.add_image(_blank(), label="Depth (near blue, far red)", format="jpeg", jpeg_quality=85)
+            self.compare = gui.add_checkbox("Compare with the simulator", False,
+                                            hint="a learned world started from the simulator: show the simulator's "
+                                                 "view of the same pose beside the generated frame")
+            self.compare_md = gui.add_markdown("", visible=False)
+            self.reference = gui.add_image(_blank(), label="Simulator at this pose", format="jpeg", jpeg_quality=85,
+                                           visible=False)
         with self.panel.add_tab("Memory", viser.Icon.BRAIN):
             self.memory_md = gui.add_markdown("No memory retrieved yet.")
             self.show_cache = gui.add_checkbox("Show cache render", False,
@@ -49,6 +55,21 @@ class LivePanel:
         self.panel.set_width(340)
         self._times: collections.deque[float] = collections.deque(maxlen=20)
         self._step_stream = (0.0, 0)  # (ms, bytes) of the last step's map streaming
+
+    def _show_reference(self, scene: Scene, frame) -> None:
+        """The compare view: the model's ground truth at the frame's pose, with the PSNR of the frame."""
+        ref = scene.model.reference_view(frame.c2w) if self.compare.value else None
+        self.reference.visible = self.compare_md.visible = bool(self.compare.value)
+        if not self.compare.value:
+            return
+        if ref is None:
+            self.compare_md.content = "This world has no simulator to compare with."
+            return
+        rgb = ref[0]
+        if rgb.shape == frame.rgb.shape:
+            err = np.mean((rgb.astype(np.float64) - frame.rgb.astype(np.float64)) ** 2) / 255.0 ** 2
+            self.compare_md.content = f"Generated vs simulator: **{-10 * np.log10(max(err, 1e-10)):.1f} dB** PSNR"
+        self.reference.image = rgb
 
     def _cache_visibility(self) -> None:
         self.cache_rgb.visible = self.cache_depth.visible = bool(self.show_cache.value)
@@ -68,6 +89,7 @@ class LivePanel:
         self.status.content = (f"Frame **{frame.index}**{behind} · branch **{scene.branch_name}** · "
                                f"{fps:.1f} frames/s")
         self.rgb.image = frame.rgb
+        self._show_reference(scene, frame)
         near, far = depth_range(frame.depth)
         self.depth.image = colorize_depth(frame.depth, near, far)
         if step is not None and step.memory_fids:

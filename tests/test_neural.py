@@ -180,3 +180,34 @@ def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     assert s["psnr_memory_on"] > s["psnr_cache_fill"]
     assert s["revisit_psnr_memory_on"] > s["revisit_psnr_memory_off"] + 2.0
     assert s["depth_absrel_memory_on"] < 0.2
+
+
+def test_the_studio_opens_on_the_learned_world_and_compares_with_the_simulator():
+    from launch import build_parser
+    from studio.app import build_scene
+
+    args = build_parser().parse_args(["view"])
+    scene = build_scene(args)
+    try:
+        assert scene.model.name == "neural" and scene.current.rgb.shape == (128, 128, 3)
+        step = scene.step(Action("F", "L"))
+        rgb, depth = scene.model.reference_view(step.frame.c2w)  # the simulator at the generated pose
+        assert rgb.shape == step.frame.rgb.shape and depth.dtype == np.float32
+    finally:
+        scene.close()
+
+
+def test_learned_world_continues_from_a_recorded_frame():
+    """Any RGB-D frame can start the learned world (here the TUM recording): resized to 128x128 with its K
+    scaled, then stepped; no simulator ground truth exists for it."""
+    from worldmodel.registry import create_world
+
+    recording = create_world("replay:" + str(REPO.parent / "shared" / "data" / "tum_fr1_rpy"))
+    frame = recording.reset(0)
+    world = NeuralWorld(seed=0, first_frame=frame)
+    f0 = world.reset(0)
+    assert f0.rgb.shape == (128, 128, 3) and np.allclose(f0.c2w, frame.c2w)
+    assert np.isclose(f0.K[0, 0], frame.K[0, 0] * 128 / frame.width)
+    f1 = world.step(TargetPose(frame.c2w), Context(recent=[f0]))
+    assert np.isfinite(f1.depth).all() and f1.rgb.std() > 5
+    assert world.reference_view(f1.c2w) is None

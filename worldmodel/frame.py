@@ -167,6 +167,11 @@ class WorldModel(Protocol):
         """JSON description with a ``"kind"`` key; ``registry.world_from_description`` rebuilds the world."""
         ...
 
+    def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Ground truth at a pose, (rgb (H, W, 3) uint8, z-depth (H, W) float32), for worlds that have one (a
+        learned world started from its simulator: the studio's *compare* view); None otherwise."""
+        ...
+
 
 class BaseWorldModel:
     """Defaults of the :class:`WorldModel` contract; subclasses set ``name`` and write reset and step.
@@ -195,3 +200,7 @@ class BaseWorldModel:
     def describe(self) -> dict[str, Any]:
         """Default: the spec the registry built this world from (rebuilt by calling its factory again)."""
         return dict(self.created_with) if self.created_with else {"kind": self.name}
+
+    def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Default: no ground truth to compare with."""
+        return None

@@ -111,7 +111,7 @@ def save_pretrained(folder: str | os.PathLike, config: dict, net: WorldModelNet,
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
     files = {WEIGHTS_NAME: lambda p: save_file(state, str(p), metadata={"format": FORMAT}),
-             CONFIG_NAME: lambda p: p.write_text(json.dumps(check_config(config, "config"), indent=2) + "\n")}
+             CONFIG_NAME: lambda p: p.write_text(json.dumps(check_config(config, "config"), indent=2, allow_nan=False) + "\n")}
     if card is not None:
         files[CARD_NAME] = lambda p: p.write_text(card)
     for name, write in files.items():

@@ -1,0 +1,48 @@
+"""Bench section "neural": the learned model's step alone (``neural_fps_128``: generated frames per second at
+128x128 with a real context: last frame, cache render and far field from a Scene with memory)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def bench_neural(quick: bool) -> dict[str, float]:
+    from scenes.factory import make_scene
+    from worldmodel.actions import generated_walk
+    from worldmodel.frame import Context
+
+    scene = make_scene("neural", 0)
+    walk = generated_walk("random", 12 if quick else 30, 5)
+    contexts = []
+    try:
+        for action in walk:
+            last = scene.current
+            step = scene.step(action)
+            contexts.append((action, Context(recent=[last], cache=step.cache)))
+        model = scene.model
+        times = []
+        for action, context in contexts * (1 if quick else 2):
+            t0 = time.perf_counter()
+            model.step(action, context)
+            times.append(time.perf_counter() - t0)
+    finally:
+        scene.close()
+    ms = 1e3 * float(np.median(times))
+    return {"neural_step_ms_128": ms, "neural_fps_128": 1e3 / ms,
+            "neural_pose_ms_128": _median_ms(lambda: model.predict_c2w(contexts[0][1].last, contexts[0][0]), 20)}
+
+
+def _median_ms(fn: Callable[[], object], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def bench_sections() -> dict[str, Callable[[bool], dict[str, float]]]:
+    return {"neural": bench_neural}

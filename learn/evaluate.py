@@ -106,7 +106,7 @@ def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
 
 
 def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int, kinematics: Kinematics,
-            progress=None) -> WalkRecord:
+            progress=None, context_noise: float | None = None) -> WalkRecord:
     """Replay ``actions`` with one mode in its own Scene; record frames and the truth at their poses."""
     from memory.bank import GeometricMemory, MemoryConfig
     from scenes.scene import Scene, SceneConfig
@@ -115,7 +115,7 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
 
     sim = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
     if mode in ("memory_on", "memory_off"):
-        model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics)
+        model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics, context_noise=context_noise)
     else:
         model = BaselineWorld(mode, ProceduralWorld(ProceduralConfig(width=size, height=size,
                                                                      kinematics=kinematics), seed=seed))
@@ -192,7 +192,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
 
 
 def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,
-             plots: str | Path | None = None) -> dict:
+             plots: str | Path | None = None, context_noise: float | None = None) -> dict:
     """Run every mode on ``walks`` held-out loop walks; returns {metric: value} (flat, JSON-able) and the
     per-step PSNR curves under "curves"."""
     from tqdm import tqdm
@@ -206,7 +206,8 @@ def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MO
         actions, poses, return_from, start = simulator_walk(seed, steps, size, kin)
         records = {}
         for mode in modes:
-            records[mode] = rollout(mode, seed, actions, start, weights, size, kin, progress=bar.update)
+            records[mode] = rollout(mode, seed, actions, start, weights, size, kin, progress=bar.update,
+                                    context_noise=context_noise)
             per_mode[mode].append(walk_metrics(records[mode], poses, return_from))
         if w == 0:
             sheets = records

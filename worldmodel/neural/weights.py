@@ -43,10 +43,13 @@ def check_config(config: dict, where: str) -> dict:
         widths = [int(v) for v in cfg["widths"]]
         numbers = [float(cfg[k]) for k in ("fov_y_deg", "step_m", "yaw_deg", "max_depth")]
         int(cfg["emb_dim"]), int(cfg["refine"])
+        noise = float(cfg.get("context_noise", 0.0))
     except (TypeError, ValueError, KeyError) as e:
         raise WeightsError(f"{where}: malformed config value ({e}); re-export the model with save_pretrained") from None
     if len(size) != 2 or min(size) < 16 or max(size) > 1024 or any(s % 16 for s in size):
         raise WeightsError(f"{where}: size {size} is unsupported (each side a multiple of 16, 16..1024)")
+    if not (math.isfinite(noise) and 0.0 <= noise <= 1.0):
+        raise WeightsError(f"{where}: context_noise must be between 0 and 1, got {noise}")
     if not widths or any(w % 8 or w <= 0 for w in widths) or not all(math.isfinite(v) and v > 0 for v in numbers):
         raise WeightsError(f"{where}: widths must be positive multiples of 8 and fov/step/yaw/max_depth positive")
     return cfg

@@ -48,7 +48,7 @@ class NeuralWorld(BaseWorldModel):
     exact_depth = False
 
     def __init__(self, weights: str | os.PathLike = SHIPPED_WEIGHTS, seed: int = 0, kinematics: Kinematics | None = None,
-                 first_frame: Frame | None = None, bf16: bool = True):
+                 first_frame: Frame | None = None, bf16: bool = True, context_noise: float | None = None):
         self.weights = str(weights)
         self.config, self.net = load_pretrained(weights)
         self.width, self.height = (int(v) for v in self.config["size"])
@@ -56,6 +56,9 @@ class NeuralWorld(BaseWorldModel):
         self.seed = int(seed)
         self.first_frame = first_frame
         self.bf16 = bf16
+        # the context-noise level the model is told its last frame carries (trained on 0..0.12): a little
+        # makes it lean less on its own previous output (config "context_noise", default 0)
+        self.context_noise = float(self.config.get("context_noise", 0.0) if context_noise is None else context_noise)
         from worldmodel.procedural import ProceduralConfig, ProceduralWorld
         self.simulator = ProceduralWorld(ProceduralConfig(width=self.width, height=self.height,
                                                           fov_y_deg=float(self.config["fov_y_deg"]),
@@ -140,7 +143,8 @@ class NeuralWorld(BaseWorldModel):
         x, motion, sources = build_inputs(
             _resize(_image_tensor(last.rgb), h, w), _resize(_depth_tensor(last.depth), h, w), K,
             torch.from_numpy(np.asarray(last.c2w, np.float64))[None], torch.from_numpy(target)[None],
-            cache_rgb, cache_depth, far_rgb, far_valid, torch.zeros(1), step_scale=self.config["step_m"])
+            cache_rgb, cache_depth, far_rgb, far_valid, torch.full((1,), self.context_noise),
+            step_scale=self.config["step_m"])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             raw = self.net.frame(x, motion)
         out = compose(raw.float(), sources)

@@ -123,7 +123,7 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
     scene = Scene(model, SceneConfig(memory_k=4 if memory is not None else 0), memory=memory)
     rec = WalkRecord()
     try:
-        frame = scene.reset(seed, start)
+        scene.reset(seed, start)
         for a in actions:
             result = scene.step(a)
             f = result.frame
@@ -137,7 +137,6 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
                 progress()
     finally:
         scene.close()
-    del frame
     return rec
 
 

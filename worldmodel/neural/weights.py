@@ -1,5 +1,5 @@
 """Reading and writing the learned model's weights: a folder (or a Hugging Face hub repo) holding ``config.json``
-and ``model.safetensors``. Never pickle: weights are opened from strangers.
+and ``model.safetensors``. Only safetensors and JSON are read: weights are opened from strangers.
 
 config.json keys: ``format`` (must be FORMAT), ``size`` ([width, height] the model was trained at),
 ``fov_y_deg``, ``widths``, ``emb_dim``, ``refine``, ``step_m`` and ``yaw_deg`` (the kinematics it was trained

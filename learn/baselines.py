@@ -14,7 +14,7 @@ import torch
 
 from worldmodel.actions import Action, TargetPose
 from worldmodel.frame import Context, Frame
-from worldmodel.neural.inputs import forward_warp
+from worldmodel.neural.inputs import depth_to_tensor, forward_warp, image_to_tensor, tensor_to_image
 from worldmodel.procedural import ProceduralWorld
 
 BASELINES = ("repeat", "warp", "cache_fill")
@@ -22,13 +22,11 @@ BASELINES = ("repeat", "warp", "cache_fill")
 
 def warp_frame(last: Frame, target_c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward-warp ``last`` into ``target_c2w`` (same K): (rgb uint8, depth float32, mask bool)."""
-    rgb = torch.from_numpy(last.rgb).permute(2, 0, 1)[None].float() / 255
-    depth = torch.from_numpy(np.asarray(last.depth, np.float32))[None, None]
     K = torch.from_numpy(np.asarray(last.K, np.float32))[None]
-    w_rgb, w_depth, mask = forward_warp(rgb, depth, K, torch.from_numpy(last.c2w)[None],
+    w_rgb, w_depth, mask = forward_warp(image_to_tensor(last.rgb), depth_to_tensor(last.depth), K,
+                                        torch.from_numpy(last.c2w)[None],
                                         torch.from_numpy(np.asarray(target_c2w, np.float64))[None])
-    out_rgb = (w_rgb[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    return out_rgb, w_depth[0, 0].numpy(), mask[0, 0].numpy() > 0
+    return tensor_to_image(w_rgb[0]), w_depth[0, 0].numpy(), mask[0, 0].numpy() > 0
 
 
 class BaselineWorld:

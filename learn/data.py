@@ -118,6 +118,13 @@ class Pilot:
         return TargetPose(out)
 
 
+def walk_start(world, seed: int) -> np.ndarray:
+    """(4, 4) c2w where walk ``seed`` starts: the world's spawn pose turned to a seeded random heading."""
+    start = world.spawn_pose()
+    start[:3, :3] = yaw_rotation(np.random.default_rng(seed).uniform(0, 2 * math.pi)) @ start[:3, :3]
+    return start
+
+
 def generate_walk(spec: WalkSpec, path: Path) -> Path:
     """Run one walk through a Scene with memory and write its shard to ``path`` (see the module docstring)."""
     from memory.bank import GeometricMemory, MemoryConfig
@@ -127,10 +134,7 @@ def generate_walk(spec: WalkSpec, path: Path) -> Path:
     kin = Kinematics()
     world = ProceduralWorld(ProceduralConfig(width=spec.size, height=spec.size, kinematics=kin), seed=spec.seed)
     scene = Scene(world, SceneConfig(memory_k=4, carve=False), memory=GeometricMemory(MemoryConfig()))
-    rng = np.random.default_rng(spec.seed)
-    start = world.spawn_pose()
-    start[:3, :3] = yaw_rotation(rng.uniform(0, 2 * math.pi)) @ start[:3, :3]
-    frame = scene.reset(spec.seed, start)
+    frame = scene.reset(spec.seed, walk_start(world, spec.seed))
     pilot = Pilot(spec, kin)
     n, s = spec.steps + 1, spec.size
     rows = {"rgb": np.zeros((n, s, s, 3), np.uint8), "depth": np.zeros((n, s, s), np.float16),

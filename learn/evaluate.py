@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from learn.baselines import BASELINES, BaselineWorld
-from learn.data import Pilot, WalkSpec
-from worldmodel.actions import Kinematics, yaw_rotation
+from learn.data import Pilot, WalkSpec, walk_start
+from worldmodel.actions import Kinematics
 
 EVAL_SEEDS_START = 0  # held out: training uses 1000+, validation 100..107
 MODES = ("memory_on", "memory_off") + BASELINES
@@ -91,9 +91,7 @@ def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     world = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
-    rng = np.random.default_rng(seed)
-    start = world.spawn_pose()
-    start[:3, :3] = yaw_rotation(rng.uniform(0, 2 * math.pi)) @ start[:3, :3]
+    start = walk_start(world, seed)
     frame = world.reset(seed, start)
     pilot = Pilot(WalkSpec(seed, "loop", steps, size), kinematics)
     actions, poses = [], [frame.c2w]

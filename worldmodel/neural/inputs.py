@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +27,22 @@ from worldmodel.neural.net import OUT
 
 LOG_MID, LOG_SCALE = 2.0, 2.0
 MIN_DEPTH, MAX_DEPTH = 0.05, 150.0
+
+
+def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
+
+
+def depth_to_tensor(depth: np.ndarray) -> torch.Tensor:
+    """(H, W) z-depth -> (1, 1, H, W) float32; NaN, inf and negative values become 0 (invalid)."""
+    d = np.nan_to_num(np.asarray(depth, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.from_numpy(np.maximum(d, 0.0))[None, None]
+
+
+def tensor_to_image(rgb: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    return (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
 def encode_depth(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

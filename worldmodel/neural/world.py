@@ -22,19 +22,12 @@ import torch.nn.functional as F
 
 from worldmodel.actions import Action, Kinematics, TargetPose
 from worldmodel.frame import BaseWorldModel, Context, Frame
-from worldmodel.neural.inputs import build_inputs, compose, heading_frame, output_depth, pose_head_input, relative_motion
+from worldmodel.camera import resize_intrinsics
+from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
+                                     output_depth, pose_head_input, relative_motion, tensor_to_image)
 from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained"
-
-
-def _image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
-
-
-def _depth_tensor(depth: np.ndarray) -> torch.Tensor:
-    d = np.nan_to_num(np.asarray(depth, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    return torch.from_numpy(np.maximum(d, 0.0))[None, None]
 
 
 def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -95,17 +88,11 @@ class NeuralWorld(BaseWorldModel):
         if self.first_frame is None:
             return self.simulator.reset(self.seed, start)
         f = self.first_frame
-        rgb = _resize(_image_tensor(f.rgb), self.height, self.width)
-        depth = _resize(_depth_tensor(f.depth), self.height, self.width)
-        sx, sy = self.width / f.width, self.height / f.height
-        K = np.array(f.K, np.float64)
-        K[0] *= sx
-        K[1] *= sy
-        K[0, 2], K[1, 2] = (f.K[0, 2] + 0.5) * sx - 0.5, (f.K[1, 2] + 0.5) * sy - 0.5
-        self.K = K
+        rgb = _resize(image_to_tensor(f.rgb), self.height, self.width)
+        depth = _resize(depth_to_tensor(f.depth), self.height, self.width)
+        self.K = resize_intrinsics(f.K, f.width, f.height, self.width, self.height)
         c2w = np.asarray(start if start is not None else f.c2w, np.float64)
-        return Frame(0, (rgb[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), depth[0, 0].numpy(),
-                     K, c2w, None)
+        return Frame(0, tensor_to_image(rgb[0]), depth[0, 0].numpy(), self.K.copy(), c2w, None)
 
     @torch.no_grad()
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
@@ -118,7 +105,7 @@ class NeuralWorld(BaseWorldModel):
         c_last = torch.from_numpy(np.asarray(last.c2w, np.float64))[None]
         c_kin = torch.from_numpy(kin)[None]
         motion = torch.cat([relative_motion(c_last, c_kin, self.config["step_m"]).float(), torch.zeros(1, 1)], 1)
-        depth = _resize(_depth_tensor(last.depth), self.height, self.width)
+        depth = _resize(depth_to_tensor(last.depth), self.height, self.width)
         resid = self.net.pose(pose_head_input(depth), motion)[0].double()
         out = kin.copy()
         out[:3, 3] += (heading_frame(c_last)[0] @ resid).numpy()
@@ -131,9 +118,9 @@ class NeuralWorld(BaseWorldModel):
         h, w = self.height, self.width
         cache = context.cache
         if cache is not None:
-            cache_rgb = _resize(_image_tensor(cache.rgb), h, w)
-            cache_depth = _resize(_depth_tensor(np.where(cache.valid, cache.depth, 0)), h, w)
-            far_rgb = _resize(_image_tensor(cache.far_rgb), h, w) if cache.far_rgb is not None else torch.zeros(1, 3, h, w)
+            cache_rgb = _resize(image_to_tensor(cache.rgb), h, w)
+            cache_depth = _resize(depth_to_tensor(np.where(cache.valid, cache.depth, 0)), h, w)
+            far_rgb = _resize(image_to_tensor(cache.far_rgb), h, w) if cache.far_rgb is not None else torch.zeros(1, 3, h, w)
             far_valid = (_resize(torch.from_numpy(cache.far_valid.astype(np.float32))[None, None], h, w)
                          if cache.far_valid is not None else torch.zeros(1, 1, h, w))
         else:
@@ -141,14 +128,14 @@ class NeuralWorld(BaseWorldModel):
             far_rgb, far_valid = torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)
         K = torch.from_numpy(np.asarray(self.K, np.float32))[None]
         x, motion, sources = build_inputs(
-            _resize(_image_tensor(last.rgb), h, w), _resize(_depth_tensor(last.depth), h, w), K,
+            _resize(image_to_tensor(last.rgb), h, w), _resize(depth_to_tensor(last.depth), h, w), K,
             torch.from_numpy(np.asarray(last.c2w, np.float64))[None], torch.from_numpy(target)[None],
             cache_rgb, cache_depth, far_rgb, far_valid, torch.full((1,), self.context_noise),
             step_scale=self.config["step_m"])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             raw = self.net.frame(x, motion)
         out = compose(raw.float(), sources)
-        rgb = (out["rgb"][0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        rgb = tensor_to_image(out["rgb"][0])
         depth = output_depth(out)[0, 0].numpy().astype(np.float32)
         conf = out["conf"][0, 0].numpy().astype(np.float32)
         return Frame(last.index + 1, rgb, depth, self.K.copy(), target, action, confidence=conf)

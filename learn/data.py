@@ -3,8 +3,11 @@
 A *walk* is one seeded episode driven through the real engine (a :class:`scenes.scene.Scene` with the
 geometric memory), so the cache renders the model learns from are exactly the ones it gets live. Walk kinds:
 
-- ``loop``: out along a wandering path, turn round, and come back along it (A -> B -> A): the return half
-  is where memory matters, its cache built from frames far older than any recent-frame context;
+- ``loop``: out along a wandering path, turn round, and come back along it (A -> B -> A), looking the other
+  way: the return half sees the far side of what the way out passed;
+- ``retrace``: out along a wandering path (with turns), then back along the same poses with the same headings
+  (stepping backwards, turns undone): every return frame revisits a view of the way out, its cache built from
+  frames far older than any recent-frame context — where memory matters most;
 - ``wander``: DeepVerse actions with persistent turns;
 - ``continuous``: target poses (yaw, pitch, sideways and vertical moves), as when steering by the viewer camera.
 
@@ -30,7 +33,7 @@ from safetensors.numpy import load_file, save_file
 from worldmodel.actions import Action, Kinematics, TargetPose, yaw_rotation
 
 SHARD_KEYS = ("rgb", "depth", "c2w", "kin_c2w", "is_action", "cache_rgb", "cache_depth", "far_rgb", "far_valid", "K")
-WALK_KINDS = ("loop", "loop", "loop", "wander", "continuous")
+WALK_KINDS = ("loop", "retrace", "loop", "wander", "continuous", "retrace")
 
 
 @dataclass
@@ -74,6 +77,9 @@ class Pilot:
             out = max(4, (steps - turn_steps) // 2)
             self.plan: list = _wander_actions(self.rng, out, 0.8) + [Action("S", "L")] * turn_steps
             self.return_from = len(self.plan)
+        elif spec.kind == "retrace":
+            self.plan = _wander_actions(self.rng, max(4, steps // 2), 0.8)
+            self.return_from = len(self.plan)
         elif spec.kind == "wander":
             self.plan = _wander_actions(self.rng, steps)
             self.return_from = steps
@@ -91,12 +97,13 @@ class Pilot:
             if t < self.return_from:
                 self.out_poses.append(c2w.copy())
             return self.plan[t]
-        # come back: aim at the outbound poses in reverse order, turned round
+        # come back: aim at the outbound poses in reverse order (a loop turned round, a retrace as they were)
         k = len(self.out_poses) - 1 - (t - self.return_from)
         if k < 0:
             return Action("S", str(self.rng.choice(["L", "R"])))
         goal = self.out_poses[k].copy()
-        goal[:3, :3] = yaw_rotation(math.pi) @ goal[:3, :3]
+        if self.spec.kind == "loop":
+            goal[:3, :3] = yaw_rotation(math.pi) @ goal[:3, :3]
         return self.kin.nearest_action(c2w, goal)
 
     def _continuous(self, c2w: np.ndarray) -> TargetPose:

@@ -1,8 +1,8 @@
 """`python launch.py eval`: autoregressive rollouts of the learned model on held-out seeds, against the simulator.
 
-For each held-out seed a loop walk (out along a wandering path, turn round, come back: A -> B -> A, longer than
-any context the model sees) is first driven through the simulator, which fixes the action sequence and the
-true poses. Every mode then replays those actions in its own Scene (its frames fill its own map and memory):
+For each held-out seed a loop walk (out along a wandering path with turns, then back along the same poses
+with the same headings: A -> B -> A, longer than any context the model sees) is first driven through the
+simulator, which fixes the action sequence and the true poses. Every mode then replays those actions in its own Scene (its frames fill its own map and memory):
 
 - ``memory_on``: the learned model with the memory inputs (cache render + far field);
 - ``memory_off``: the same network with the memory inputs zeroed;
@@ -12,9 +12,10 @@ Each generated frame is compared with the simulator's render *at the pose the mo
 ``psnr``, ``ssim`` (data range 1), ``depth_absrel`` and ``depth_delta1`` (pixels where both have a surface),
 ``pose_drift_pct`` (final position error / path length, %), ``sharpness_ratio_new`` (mean gradient magnitude
 of generated over true pixels where the cache had nothing), PSNR split by cache-covered / uncovered pixels,
-and on the return half: ``revisit_psnr`` (vs the simulator), ``revisit_self_psnr`` (vs the frame the mode made
-at the nearest outbound pose — reported beside, never alone: a blur scores high on it), ``revisit_far_psnr``
-(pixels beyond the fuse range: far towers and sky).
+and on the *revisits* — return-half steps whose true pose is within 0.75 m (position plus a heading term) of a
+true pose of the way out, the same steps for every mode: ``revisit_psnr`` (vs the simulator),
+``revisit_self_psnr`` (vs the frame the mode made at that outbound step — reported beside, never alone: a blur
+scores high on it), ``revisit_far_psnr`` (pixels beyond the fuse range: far towers and sky).
 """
 
 from __future__ import annotations
@@ -86,14 +87,14 @@ class WalkRecord:
 
 
 def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
-    """Drive the simulator along a loop walk -> (actions, true c2w list, return_from index, start c2w)."""
+    """Drive the simulator along a retrace loop -> (actions, true c2w list (steps + 1), return_from, start c2w)."""
     from worldmodel.frame import Context
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     world = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
     start = walk_start(world, seed)
     frame = world.reset(seed, start)
-    pilot = Pilot(WalkSpec(seed, "loop", steps, size), kinematics)
+    pilot = Pilot(WalkSpec(seed, "retrace", steps, size), kinematics)
     actions, poses = [], [frame.c2w]
     for t in range(steps):
         a = pilot.next(t, frame.c2w)
@@ -138,6 +139,22 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
     return rec
 
 
+def revisit_pairs(true_poses: list[np.ndarray], return_from: int, radius: float = 0.75) -> list[tuple[int, int]]:
+    """(return frame i, matching outbound frame j) for every return-half frame whose true pose lies within
+    ``radius`` of an outbound one (distance in m + 2 (1 - cos heading change)); j = -1 is the start frame.
+    Frame i's true pose is ``true_poses[i + 1]``."""
+    out = np.array([p[:3, 3] for p in true_poses[:return_from + 1]])
+    out_fwd = np.array([p[:3, 2] for p in true_poses[:return_from + 1]])
+    pairs = []
+    for i in range(return_from, len(true_poses) - 1):
+        pose = true_poses[i + 1]
+        d = np.linalg.norm(out - pose[:3, 3], axis=1) + 2.0 * (1 - out_fwd @ pose[:3, 2])
+        k = int(np.argmin(d))
+        if d[k] < radius:
+            pairs.append((i, k - 1))
+    return pairs
+
+
 def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, max_depth: float = 60.0) -> dict:
     """Per-walk metrics of one mode (see the module docstring)."""
     steps = len(rec.frames)
@@ -160,21 +177,16 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             sharp_t.append(float(gradient_magnitude(t_rgb)[new].mean()))
     path = sum(np.linalg.norm(true_poses[i + 1][:3, 3] - true_poses[i][:3, 3]) for i in range(len(true_poses) - 1))
     drift = np.linalg.norm(rec.frames[-1].c2w[:3, 3] - true_poses[-1][:3, 3])
-    # revisits: the return half, against the simulator and against the nearest outbound frame of this mode
-    back = range(return_from, steps)
-    revisit = [psnr[i] for i in back]
-    far_psnr, self_psnr = [], []
-    out_pos = np.array([f.c2w[:3, 3] for f in rec.frames[:return_from]])
-    out_fwd = np.array([f.c2w[:3, 2] for f in rec.frames[:return_from]])
-    for i in back:
+    # revisits: return-half frames whose true pose matches a true outbound pose (frame i sits at true_poses[i + 1])
+    revisit, far_psnr, self_psnr = [], [], []
+    pairs = revisit_pairs(true_poses, return_from)
+    for i, j in pairs:
         f, (t_rgb, t_depth) = rec.frames[i], rec.truth[i]
+        revisit.append(psnr[i])
         far = (t_depth <= 0) | (t_depth >= max_depth)
         far_psnr.append(psnr_of(f.rgb, t_rgb, far))
-        if len(out_pos):
-            d = np.linalg.norm(out_pos - f.c2w[:3, 3], axis=1) + 2.0 * (1 - out_fwd @ f.c2w[:3, 2])
-            j = int(np.argmin(d))
-            if d[j] < 0.75:
-                self_psnr.append(psnr_of(f.rgb, rec.frames[j].rgb))
+        if j >= 0:
+            self_psnr.append(psnr_of(f.rgb, rec.frames[j].rgb))
 
     def mean(v):
         v = [x for x in v if np.isfinite(x)]
@@ -185,7 +197,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             "pose_drift_pct": float(100 * drift / max(path, 1e-6)),
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
             "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
-            "per_step_psnr": psnr}
+            "revisit_frames": float(len(pairs)), "per_step_psnr": psnr}
 
 
 def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,

@@ -401,6 +401,7 @@ def main(args) -> int:
     trainer.run()
     if trainer.rank == 0:
         print(f"trained {trainer.step} steps -> {cfg.out}")
-    if trainer.world > 1:
+    if trainer.world > 1:  # all ranks done (rank 0 writes the checkpoint) before the group goes: gloo aborts
+        torch.distributed.barrier()  # a rank whose peer tears the group down mid-exchange
         torch.distributed.destroy_process_group()
     return 0

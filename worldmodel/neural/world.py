@@ -1,7 +1,8 @@
 """NeuralWorld: the learned world model as a WorldModel backend.
 
 Each step it (1) predicts where the camera ends up — the commanded kinematics plus the pose head's residual
-(the camera rides the terrain: height changes with the ground it sees, and it stops at obstacles) — and
+(the camera rides the terrain: height changes with the ground it sees), and no move into a surface its own
+last frame shows at body height (:func:`blocked_by_own_view`: it turns in place, as the simulator does) — and
 (2) generates the frame there: RGB, z-depth and a per-pixel confidence, from the last frame, that frame warped
 into the target camera, the cache render of the fused map and the far-field panorama (``Context.cache``), and
 the target's ray map. The Scene asks :meth:`predict_c2w` first, renders the memory at that pose, then calls
@@ -22,12 +23,23 @@ import torch.nn.functional as F
 
 from worldmodel.actions import Action, Kinematics, TargetPose
 from worldmodel.frame import BaseWorldModel, Context, Frame
-from worldmodel.camera import resize_intrinsics
+from worldmodel.camera import resize_intrinsics, unproject_depth
 from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
                                      output_depth, pose_head_input, relative_motion, tensor_to_image)
 from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained"
+BODY_RADIUS = 0.35  # metres a walking camera keeps from obstacles (as in the procedural world it learned)
+
+
+def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIUS, stride: int = 2) -> bool:
+    """True when a camera at ``eye`` (3,) world would come within ``radius`` (horizontally, per world axis: the
+    square the simulator keeps clear) of a surface the last frame shows at body height: from ``radius`` below the eye (lower things are stepped over, as the
+    simulator does) to 0.3 m above it. The model's own depth is the only geometry it needs."""
+    points, _ = unproject_depth(last.depth, last.K, last.c2w, stride=stride)
+    band = (points[:, 1] > eye[1] - radius) & (points[:, 1] < eye[1] + 0.3)
+    near = (np.abs(points[band, 0] - eye[0]) < radius) & (np.abs(points[band, 2] - eye[2]) < radius)
+    return bool(near.any())
 
 
 def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -96,7 +108,9 @@ class NeuralWorld(BaseWorldModel):
 
     @torch.no_grad()
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
-        """Target pose: a TargetPose as given; an action's kinematics plus the learned residual."""
+        """Target pose: a TargetPose as given; an action's kinematics plus the learned residual (terrain
+        height), staying in place when that would walk into a surface of the last frame
+        (:func:`blocked_by_own_view`)."""
         if isinstance(action, TargetPose):
             return np.asarray(action.c2w, np.float64).copy()
         if not isinstance(action, Action):
@@ -109,6 +123,8 @@ class NeuralWorld(BaseWorldModel):
         resid = self.net.pose(pose_head_input(depth), motion)[0].double()
         out = kin.copy()
         out[:3, 3] += (heading_frame(c_last)[0] @ resid).numpy()
+        if blocked_by_own_view(last, out[:3, 3]):  # walking into what it sees: turn in place, as the simulator
+            out[:3, 3] = last.c2w[:3, 3]
         return out
 
     @torch.no_grad()

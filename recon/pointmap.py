@@ -87,7 +87,7 @@ class VoxelPointMap:
 
     COLUMNS = ("keys", "pos_sum", "color_sum", "weight", "first_seen", "last_seen", "modified",
                "seen_frames", "free_frames")
-    _LOG_VERSIONS = 512  # how many versions of change-logs to keep for changed_since()
+    _LOG_VERSIONS = 64  # versions of change logs kept for changed_since() (older asks scan the map)
 
     def __init__(self, voxel_size: float = 0.1, max_depth: float = 50.0, min_weight: int = 1,
                  initial_capacity: int = 1 << 16, carve: bool = False, carve_ratio: float = 0.5):

@@ -1,4 +1,5 @@
-"""A vectorised open-addressing hash table: int64 keys -> int64 rows, numpy only.
+"""A vectorised open-addressing hash table: int64 keys -> rows (stored as int32: a map holds < 2**31 rows),
+numpy only.
 
 Why not ``open3d.core.HashMap``: on this machine its ``find`` costs ~30 ms for the ~10k voxel keys of
 one 256x256 frame, whatever the map size; this table answers the same batch in well under a millisecond.
@@ -60,14 +61,15 @@ def _probe_insert(table_keys: np.ndarray, table_values: np.ndarray, keys: np.nda
 
 
 class Int64HashTable:
-    """Maps unique int64 keys (never ``int64 min``) to int64 values. Grows by doubling, incrementally."""
+    """Maps unique int64 keys (never ``int64 min``) to row numbers in [0, 2**31) (stored int32, returned int64).
+    Grows by doubling, incrementally."""
 
     MIN_MOVE = 8192  # old slots moved per insert call at least
 
     def __init__(self, capacity: int = 1 << 16):
         size = 1 << max(4, int(np.ceil(np.log2(max(2 * capacity, 16)))))
         self._keys = np.full(size, _EMPTY, np.int64)
-        self._values = np.zeros(size, np.int64)
+        self._values = np.zeros(size, np.int32)
         self._count = 0
         self._old_keys: np.ndarray | None = None    # the table being moved out of, while growing
         self._old_values: np.ndarray | None = None
@@ -94,9 +96,12 @@ class Int64HashTable:
     def insert(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Insert (N,) keys that are unique and not yet present, with their (N,) values."""
         keys = np.ascontiguousarray(keys, dtype=np.int64).reshape(-1)
-        values = np.asarray(values, dtype=np.int64).reshape(-1)
+        values = np.asarray(values).reshape(-1)
         if len(keys) == 0:
             return
+        if values.min() < 0 or values.max() > np.iinfo(np.int32).max:
+            raise ValueError("Int64HashTable values must be row numbers in [0, 2**31)")
+        values = values.astype(np.int32)
         if self._old_keys is not None:
             self._move(max(self.MIN_MOVE, 4 * len(keys)))
         if 2 * (self._count + len(keys)) > len(self._keys):
@@ -113,7 +118,7 @@ class Int64HashTable:
             size *= 2
         self._old_keys, self._old_values, self._moved = self._keys, self._values, 0
         self._keys = np.full(size, _EMPTY, np.int64)
-        self._values = np.zeros(size, np.int64)
+        self._values = np.zeros(size, np.int32)
         self._move(self.MIN_MOVE)
 
     def _move(self, n_slots: int) -> None:

@@ -38,6 +38,8 @@ def test_hash_table_matches_a_dict():
         ref.update({int(k): len(ref) + i for i, k in enumerate(new)})
     assert len(table) == len(ref)
     assert (table.find(np.array([2**41, 2**42])) == -1).all()
+    with pytest.raises(ValueError, match="row numbers"):  # rows are stored as int32
+        table.insert(np.array([2**43]), np.array([2**31]))
 
 
 def test_fused_points_lie_on_the_true_surface(walk_world, walk_frames):

@@ -129,10 +129,10 @@ class NeuralWorld(BaseWorldModel):
 
     @torch.no_grad()
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
-        last = context.last
-        target = self.predict_c2w(last, action)
+        last, cache = context.last, context.cache
+        # the cache was rendered at the target the Scene got from predict_c2w: no need to predict it twice
+        target = np.asarray(cache.c2w, np.float64) if cache is not None else self.predict_c2w(last, action)
         h, w = self.height, self.width
-        cache = context.cache
         if cache is not None:
             cache_rgb = _resize(image_to_tensor(cache.rgb), h, w)
             cache_depth = _resize(depth_to_tensor(np.where(cache.valid, cache.depth, 0)), h, w)

@@ -27,16 +27,20 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   fuse range) and the target's world ray map; relative camera motion (SE(3), 6D rotation) and the context-noise
   level enter every block through FiLM. Outputs are blended per pixel between generating, copying the warped
   last frame and copying the cache (softmax over the valid sources). A small pose head predicts where the camera
-  really ends up beyond the commanded kinematics (terrain height, obstacles) from the last depth.
+  really ends up beyond the commanded kinematics (terrain height) from the last depth; a move into a surface the
+  last frame shows at body height is not made (`blocked_by_own_view`, no weights).
 - **Training data**: {walks} seeded walks of the procedural world (seeds {seed_lo}..{seed_hi}; evaluation uses
-  seeds 0..99, never trained on): loops that turn round and come back (60 %), wandering DeepVerse actions, and
-  continuous target poses with pitch; cache renders made by the real engine at each step.
+  seeds 0..99, never trained on): loops that come back, turned round or retracing the way out, wandering
+  DeepVerse actions, and continuous target poses with pitch; cache renders made by the real engine at each step.
 - **Training**: {steps} steps, batch {batch}, AdamW, cosine LR from {lr}; context noise, corrupted caches
   (misregistration, dropped and recoloured patches) and, for {rollout_pct:.0f} % of batches after the first
   {rollout_after} steps, the model's own 1-{max_rollout} step rollouts as context, against drift.
   Hardware: {hardware}; {minutes:.0f} minutes.
 
 ## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
+
+Each loop goes out along a wandering path and comes back over the same poses with the same headings; the
+revisit rows cover the return steps whose true pose matches one of the way out.
 
 {table}
 

@@ -44,6 +44,7 @@ _CELL_OFFSET = 1 << (_CELL_BITS - 1)
 _CELL_MASK = (1 << _CELL_BITS) - 1
 _MIN_CELL_VOXELS = 16               # 2^20 voxel coordinates / 16 fit in 17 bits
 BLOCK_VOXELS = (8, 4, 2)            # block edge (voxels) of levels 0, 1, 2 (level 3: every other row)
+ROW_DTYPE = np.int32                # map rows held per map row (a map has < 2**31 rows; half the bytes of int64)
 
 
 def row_hash(rows: np.ndarray) -> np.ndarray:
@@ -137,14 +138,14 @@ class MapGrid:
         self.map_version = 0                           # map version the positions are current with
         self.known = 0                                 # map rows [0, known) have a level and a rep
         self._level = np.zeros(1 << 12, np.int8)       # capacity grows by doubling
-        self._rep = np.zeros(1 << 12, np.int64)
+        self._rep = np.zeros(1 << 12, ROW_DTYPE)
         self._blocks = [Int64HashTable(1 << 12) for _ in BLOCK_VOXELS]  # block key -> first row
         self.indexed = 0                               # map rows [0, indexed) are in the sorted arrays
         self.keys = np.zeros(0, np.int64)              # sorted (cell << 12 | level << 10 | hash)
-        self.rows = np.zeros(0, np.int64)              # map row of each key
+        self.rows = np.zeros(0, ROW_DTYPE)             # map row of each key
         self.xyz = np.zeros((3, 0), np.float32)        # planar mean positions of those rows
-        self.position = np.zeros(0, np.int64)          # map row -> index in the sorted arrays
-        self.pending_rows = np.zeros(0, np.int64)      # rows [indexed, known) in map order
+        self.position = np.zeros(0, ROW_DTYPE)         # map row -> index in the sorted arrays
+        self.pending_rows = np.zeros(0, ROW_DTYPE)     # rows [indexed, known) in map order
         self.pending_keys = np.zeros(0, np.int64)
         self.pending_xyz = np.zeros((3, 0), np.float32)
         self._cells()
@@ -156,7 +157,7 @@ class MapGrid:
 
     @property
     def rep(self) -> np.ndarray:
-        """(known,) int64 level-0 representative row (first row of the 8^3 block) of every map row."""
+        """(known,) int32 level-0 representative row (first row of the 8^3 block) of every map row."""
         return self._rep[: self.known]
 
     # ------------------------------------------------------------------ maintenance
@@ -211,10 +212,10 @@ class MapGrid:
             if n > len(self._level):
                 cap = max(n, 2 * len(self._level))
                 self._level = np.concatenate([self._level[: self.known], np.zeros(cap - self.known, np.int8)])
-                self._rep = np.concatenate([self._rep[: self.known], np.zeros(cap - self.known, np.int64)])
+                self._rep = np.concatenate([self._rep[: self.known], np.zeros(cap - self.known, ROW_DTYPE)])
             self._level[self.known: n] = level
             self._rep[self.known: n] = rep
-            self.pending_rows = np.concatenate([self.pending_rows, new])
+            self.pending_rows = np.concatenate([self.pending_rows, new.astype(ROW_DTYPE)])
             self.pending_keys = np.concatenate([self.pending_keys, self._row_keys(new, level, coords)])
             self.pending_xyz = np.concatenate([self.pending_xyz, self._means(pointmap, new)], axis=1)
             self.known = n
@@ -231,9 +232,9 @@ class MapGrid:
         self.rows = np.insert(self.rows, at, pr)
         self.xyz = np.insert(self.xyz, at, pxyz, axis=1)
         self.indexed += len(pr)
-        self.position = np.empty(self.indexed, np.int64)
+        self.position = np.empty(self.indexed, ROW_DTYPE)
         self.position[self.rows] = np.arange(self.indexed)
-        self.pending_rows = np.zeros(0, np.int64)
+        self.pending_rows = np.zeros(0, ROW_DTYPE)
         self.pending_keys = np.zeros(0, np.int64)
         self.pending_xyz = np.zeros((3, 0), np.float32)
         self._cells()

@@ -74,27 +74,29 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the learned world model on walks of the procedural world")
     tr.add_argument("--out", default="runs/neural", help="checkpoint folder (config.json + model.safetensors)")
     tr.add_argument("--data", default="runs/shards", help="folder of walk shards (made when missing, then reused)")
-    tr.add_argument("--minutes", type=float, default=60.0, help="training time budget (default: 60)")
-    tr.add_argument("--steps", type=int, default=20000, help="at most this many optimiser steps (default: 20000)")
-    tr.add_argument("--batch", type=int, default=12, help="samples per step and process (default: 12)")
-    tr.add_argument("--lr", type=float, default=6e-4, help="peak learning rate (default: 6e-4)")
-    tr.add_argument("--walks", type=int, default=None, help="train on the first N walks only (default: 320)")
-    tr.add_argument("--workers", type=int, default=2, help="processes generating missing shards (default: 2)")
-    tr.add_argument("--seed", type=int, default=0, help="seed of initial weights and sampling (default: 0)")
-    tr.add_argument("--val-walks", type=int, default=None, help="validation walks (default: 8)")
-    tr.add_argument("--walk-steps", type=int, default=80, help="steps per generated walk (default: 80)")
-    tr.add_argument("--widths", type=int, nargs="+", default=[48, 96, 144, 192],
+    tr.add_argument("--minutes", type=ranged(0.01, 1e6), default=60.0, help="training time budget (default: 60)")
+    tr.add_argument("--steps", type=ranged(*STEPS, integer=True), default=20000, help="at most this many optimiser steps (default: 20000)")
+    tr.add_argument("--batch", type=ranged(1, 4096, integer=True), default=12, help="samples per step and process (default: 12)")
+    tr.add_argument("--lr", type=ranged(1e-8, 1.0), default=6e-4, help="peak learning rate (default: 6e-4)")
+    tr.add_argument("--walks", type=ranged(1, 1_000_000, integer=True), default=None, help="train on the first N walks only (default: 320)")
+    tr.add_argument("--workers", type=ranged(1, 256, integer=True), default=2, help="processes generating missing shards (default: 2)")
+    tr.add_argument("--seed", type=ranged(*SEED, integer=True), default=0, help="seed of initial weights and sampling (default: 0)")
+    tr.add_argument("--val-walks", type=ranged(1, 100_000, integer=True), default=None, help="validation walks (default: 8)")
+    tr.add_argument("--walk-steps", type=ranged(2, 100_000, integer=True), default=80, help="steps per generated walk (default: 80)")
+    tr.add_argument("--widths", type=ranged(4, 1024, integer=True), nargs="+", default=[48, 96, 144, 192],
                     help="U-Net channels per level (default: 48 96 144 192)")
-    tr.add_argument("--val-every", type=int, default=500, help="validate every N steps (default: 500)")
-    tr.add_argument("--rollout-share", type=float, default=0.4,
+    tr.add_argument("--val-every", type=ranged(*STEPS, integer=True), default=500, help="validate every N steps (default: 500)")
+    tr.add_argument("--rollout-share", type=ranged(0.0, 1.0), default=0.4,
                     help="share of batches made from the model's own rollouts (default: 0.4)")
-    tr.add_argument("--max-rollout", type=int, default=3, help="longest rollout before the trained step (default: 3)")
+    tr.add_argument("--max-rollout", type=ranged(1, 64, integer=True), default=3, help="longest rollout before the trained step (default: 3)")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
     neval = sub.add_parser("eval", help="evaluate the learned model: rollouts, revisits, baselines (table, plots)")
     neval.add_argument("--weights", default=None, help="model folder or hub repo id (default: the shipped weights)")
-    neval.add_argument("--walks", type=int, default=4, help="held-out loop walks (default: 4)")
-    neval.add_argument("--steps", type=int, default=80, help="steps per walk (default: 80)")
+    neval.add_argument("--walks", type=ranged(1, 100, integer=True), default=4,
+                       help="held-out loop walks, seeds 0..N-1 of the 100 held out (default: 4)")
+    neval.add_argument("--steps", type=ranged(8, 100_000, integer=True), default=80,
+                       help="steps per walk, half out and half back (default: 80)")
     neval.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     neval.add_argument("--plots", default=None, metavar="DIR", help="write PSNR-per-step and contact-sheet PNGs")
 

@@ -25,7 +25,9 @@ def test_bad_run_values_are_one_line_and_write_nothing(tmp_path, capsys, bad, sa
 
 def test_bad_view_and_eval_values_are_refused(capsys):
     for argv in (["view", "--port", "70000"], ["eval-recon", "x", "--voxel", "-1"],
-                 ["eval-recon", "x", "--max-frames", "0"], ["run", "--steps", "0", "--out", "x"]):
+                 ["eval-recon", "x", "--max-frames", "0"], ["run", "--steps", "0", "--out", "x"],
+                 ["train", "--lr", "nan"], ["train", "--batch", "0"], ["train", "--rollout-share", "1.5"],
+                 ["train", "--widths", "48", "-1"], ["eval", "--walks", "101"], ["eval", "--steps", "3"]):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and "is outside" in capsys.readouterr().err

@@ -41,15 +41,23 @@ class ViserSink:
         self.bytes_sent = 0
 
     def apply(self, payloads: list[ChunkPayload]) -> None:
+        """A chunk seen before is updated in place (points and colours, applied by clients as one update);
+        a new one gets a node. Re-adding a changed chunk costs ~1 ms in viser's handle set-up."""
         for p in payloads:
-            old = self.handles.pop(p.name, None)
+            old = self.handles.get(p.name)
             if len(p.points) == 0:
                 if old is not None:
-                    old.remove()
+                    self.handles.pop(p.name).remove()
                 continue
-            self.handles[p.name] = self.server.scene.add_point_cloud(
-                p.name, p.points, p.colors, point_size=self.point_size, point_shape="square",
-                precision=p.precision, position=tuple(p.origin), point_shading="flat")
+            if old is not None and old.precision == p.precision and np.array_equal(old.position, p.origin):
+                with self.server.atomic():
+                    old.points, old.colors = p.points, p.colors
+            else:
+                if old is not None:
+                    old.remove()
+                self.handles[p.name] = self.server.scene.add_point_cloud(
+                    p.name, p.points, p.colors, point_size=self.point_size, point_shape="square",
+                    precision=p.precision, position=tuple(p.origin), point_shading="flat")
             self.bytes_sent += p.nbytes_on_wire
 
     def set_point_size(self, size: float) -> None:

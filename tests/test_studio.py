@@ -35,6 +35,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_viser_sink_updates_a_known_chunk_in_place():
+    """A chunk sent again keeps its node and shows the new points and colours; a moved chunk gets a new node;
+    an empty payload removes it."""
+    import viser
+
+    from studio.stream import ChunkPayload
+    from studio.view3d import ViserSink
+
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
+    try:
+        sink, origin = ViserSink(server), np.array([4.0, 0.0, 8.0])
+        rng = np.random.default_rng(0)
+        sink.apply([ChunkPayload("/map/c0", origin, rng.random((50, 3), dtype=np.float32),
+                                 np.zeros((50, 3), np.uint8))])
+        node = sink.handles["/map/c0"]
+        more = rng.random((80, 3), dtype=np.float32)
+        sink.apply([ChunkPayload("/map/c0", origin, more, np.full((80, 3), 200, np.uint8))])
+        assert sink.handles["/map/c0"] is node and sink.points_shown == 80
+        assert np.allclose(node.points, more, atol=1e-3) and (node.colors == 200).all()
+        sink.apply([ChunkPayload("/map/c0", origin + 4, more[:10], np.zeros((10, 3), np.uint8))])
+        assert sink.handles["/map/c0"] is not node and sink.points_shown == 10
+        sink.apply([ChunkPayload("/map/c0", origin, np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))])
+        assert sink.handles == {} and sink.points_shown == 0
+    finally:
+        server.stop()
+
+
 def test_streamed_points_match_the_map_including_the_past():
     scene = small_scene()
     streamer, sink = MapStreamer(chunk_m=4.0, max_deltas=3), CountingSink()

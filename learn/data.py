@@ -17,19 +17,20 @@ Each walk is written as one safetensors shard (``walk-SEED.safetensors``), T = s
 ``is_action`` (T,) uint8 (1 where a discrete action made the step: only those have a pose-residual label),
 ``cache_rgb`` / ``cache_depth`` (T, H, W, ...) the fused map rendered at the true target pose before the frame
 was fused (row 0 empty), ``far_rgb`` / ``far_valid`` the far-field panorama seen from there, ``K`` (3, 3).
-Shards are written to a temporary name and renamed, so an interrupted run leaves only whole shards.
+Shards are written to a temporary name and renamed (:func:`scenes.atomic.replacing`), so an interrupted run
+leaves only whole shards.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from scenes.atomic import replacing
 from worldmodel.actions import Action, Kinematics, TargetPose, yaw_rotation
 
 SHARD_KEYS = ("rgb", "depth", "c2w", "kin_c2w", "is_action", "cache_rgb", "cache_depth", "far_rgb", "far_valid", "K")
@@ -171,11 +172,15 @@ def generate_walk(spec: WalkSpec, path: Path) -> Path:
         scene.close()
     rows["K"] = frame.K.astype(np.float64)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file({k: np.ascontiguousarray(v) for k, v in rows.items()}, str(tmp),
-              metadata={"seed": str(spec.seed), "kind": spec.kind, "return_from": str(pilot.return_from)})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in rows.items()}, str(tmp),
+                  metadata={"seed": str(spec.seed), "kind": spec.kind, "return_from": str(pilot.return_from)})
     return path
+
+
+def shard_path(folder: str | Path, seed: int) -> Path:
+    """Where the shard of walk ``seed`` lives in ``folder``."""
+    return Path(folder) / f"walk-{int(seed):06d}.safetensors"
 
 
 def walk_specs(seeds: range | list[int], steps: int = 80, size: int = 128) -> list[WalkSpec]:
@@ -185,7 +190,7 @@ def walk_specs(seeds: range | list[int], steps: int = 80, size: int = 128) -> li
 
 def _generate_one(args: tuple[WalkSpec, str]) -> str:
     spec, folder = args
-    return str(generate_walk(spec, Path(folder) / f"walk-{spec.seed:06d}.safetensors"))
+    return str(generate_walk(spec, shard_path(folder, spec.seed)))
 
 
 def generate_shards(folder: str | Path, seeds: range | list[int], steps: int = 80, size: int = 128,
@@ -194,7 +199,7 @@ def generate_shards(folder: str | Path, seeds: range | list[int], steps: int = 8
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     specs = walk_specs(seeds, steps, size)
-    todo = [sp for sp in specs if not (folder / f"walk-{sp.seed:06d}.safetensors").exists()]
+    todo = [sp for sp in specs if not shard_path(folder, sp.seed).exists()]
     if todo:
         from tqdm import tqdm
 
@@ -210,7 +215,7 @@ def generate_shards(folder: str | Path, seeds: range | list[int], steps: int = 8
                 for _ in pool.imap_unordered(_generate_one, [(sp, str(folder)) for sp in todo]):
                     bar.update()
         bar.close()
-    return [folder / f"walk-{sp.seed:06d}.safetensors" for sp in specs]
+    return [shard_path(folder, sp.seed) for sp in specs]
 
 
 def load_shard(path: str | Path) -> dict[str, np.ndarray]:

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from learn.data import generate_shards, load_shard
+from learn.data import generate_shards, load_shard, shard_path
+from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, heading_frame, output_depth, pose_head_input,
                                      relative_motion)
 from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, save_pretrained
@@ -189,9 +190,9 @@ class Trainer:
                             workers=cfg.workers, progress=progress)
         if self.world > 1:
             torch.distributed.barrier()
-        folder = Path(cfg.data)
-        self.train_bank = WalkBank([folder / f"walk-{s:06d}.safetensors" for s in cfg.train_seeds])
-        self.val_bank = WalkBank([folder / f"walk-{s:06d}.safetensors" for s in cfg.val_seeds])
+        folder = cfg.data
+        self.train_bank = WalkBank([shard_path(folder, s) for s in cfg.train_seeds])
+        self.val_bank = WalkBank([shard_path(folder, s) for s in cfg.val_seeds])
 
     # ---------------------------------------------------------------- model pieces
     def autocast(self):
@@ -202,10 +203,9 @@ class Trainer:
         """build_inputs for (last -> target) on the training device."""
         dev = self.device
         return build_inputs(last["rgb"].to(dev), last["depth"].to(dev), target["K"].to(dev),
-                                          last["c2w"].to(dev), target["c2w"].to(dev), target["cache_rgb"].to(dev),
-                                          target["cache_depth"].to(dev), target["far_rgb"].to(dev),
-                                          target["far_valid"].to(dev), noise.to(dev),
-                            step_scale=self.model_config["step_m"])
+                            last["c2w"].to(dev), target["c2w"].to(dev), target["cache_rgb"].to(dev),
+                            target["cache_depth"].to(dev), target["far_rgb"].to(dev),
+                            target["far_valid"].to(dev), noise.to(dev), step_scale=self.model_config["step_m"])
 
     @torch.no_grad()
     def predict(self, last: dict, target: dict, noise: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -307,13 +307,12 @@ class Trainer:
         save_pretrained(out, config, self.module, half=False)
         state = {f"opt.{i}.{k}": v for i, s in self.opt.state_dict()["state"].items() for k, v in s.items()
                  if torch.is_tensor(v)}
-        tmp = out / ".train_state.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        os.replace(tmp, out / "train_state.safetensors")
+        with replacing(out / "train_state.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
                 "history": self.history, "world_size": self.world, "replica_checksums": self.replica_checksums}
-        (out / ".train_state.json.tmp").write_text(json.dumps(meta))
-        os.replace(out / ".train_state.json.tmp", out / "train_state.json")
+        with replacing(out / "train_state.json") as tmp:
+            tmp.write_text(json.dumps(meta))
 
     def resume(self) -> bool:
         out = Path(self.cfg.out)

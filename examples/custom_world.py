@@ -43,7 +43,7 @@ class BoxRoom(BaseWorldModel):
         return self.render(0, look_at_c2w(CENTRE, CENTRE + [0.0, 0.0, 1.0]) if start is None else start)
 
     def step(self, action, context):
-        return self.render(context.last.index + 1, self.predict_c2w(context.last, action), action)
+        return self.render(context.last.index + 1, self.target_c2w(action, context), action)
 
 
 def open_in_studio(port: int = 8080) -> Studio:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from worldmodel.actions import Action, TargetPose
-from worldmodel.frame import Context, Frame
+from worldmodel.frame import BaseWorldModel, Context, Frame
 from worldmodel.neural.inputs import depth_to_tensor, forward_warp, image_to_tensor, tensor_to_image
 from worldmodel.procedural import ProceduralWorld
 
@@ -29,7 +29,7 @@ def warp_frame(last: Frame, target_c2w: np.ndarray) -> tuple[np.ndarray, np.ndar
     return tensor_to_image(w_rgb[0]), w_depth[0, 0].numpy(), mask[0, 0].numpy() > 0
 
 
-class BaselineWorld:
+class BaselineWorld(BaseWorldModel):
     """A baseline of :data:`BASELINES` driven along the simulator's poses (see the module docstring)."""
 
     exact_depth = False
@@ -51,7 +51,7 @@ class BaselineWorld:
 
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
         last = context.last
-        target = self.predict_c2w(last, action)
+        target = self.target_c2w(action, context)
         if self.kind == "repeat":
             return Frame(last.index + 1, last.rgb.copy(), last.depth.copy(), last.K.copy(), target, action)
         rgb, depth, mask = warp_frame(last, target)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from memory.metrics import agreement
+from memory.metrics import agreement as cache_agreement
 from recon.pointmap import FuseStats, VoxelPointMap, auto_stride
 from scenes import export as ex
 from scenes.framestore import FrameStore
@@ -59,8 +60,7 @@ class StepResult:
 
     cache: the map rendered into the predicted camera, as handed to the model (None without memory).
     memory_fids / memory_indices / memory_scores / memory_poses: the retrieved keyframes (store ids, frame
-    indices along their branch, scores, (k, 4, 4) c2w), best first.  agreement: the new frame against the
-    cache (memory.metrics.agreement: psnr_db, depth_abs_err_m, coverage) or None.
+    indices along their branch, scores, (k, 4, 4) c2w), best first.  agreement: see the property.
     """
 
     frame: Frame
@@ -76,7 +76,12 @@ class StepResult:
     memory_indices: list[int] = field(default_factory=list)
     memory_poses: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
     cache: CacheView | None = None
-    agreement: dict[str, float] | None = None
+
+    @cached_property
+    def agreement(self) -> dict[str, float] | None:
+        """The new frame against the cache (memory.metrics.agreement: psnr_db, depth_abs_err_m, coverage) or
+        None without a cache; computed when first read (the studio shows it; headless runs do not pay for it)."""
+        return None if self.cache is None else cache_agreement(self.frame.rgb, self.frame.depth, self.cache)
 
 
 @runtime_checkable
@@ -243,14 +248,13 @@ class Scene:
         """The step proper, at the end of the current branch; changes nothing until the frame is stored."""
         fids = self.branch.fids
         recent = [self.store.get(f) for f in fids[max(0, len(fids) - self.config.recent_frames):]]
-        context = Context(recent=recent)
+        last = recent[-1]
         t0 = time.perf_counter()
+        context = Context(recent=recent, target=self.model.predict_c2w(last, action))
         mem_fids: list[int] = []
         if self.memory is not None and self.config.memory_k > 0:
-            last = recent[-1]
-            target = self.model.predict_c2w(last, action)
-            mem_fids, scores, cache = self.memory.build_context(target, last.K, last.width, last.height, self.map,
-                                                               self.config.memory_k)
+            mem_fids, scores, cache = self.memory.build_context(context.target, last.K, last.width, last.height,
+                                                               self.map, self.config.memory_k)
             context.memory = [self.store.get(f) for f in mem_fids]
             context.memory_scores = [float(s) for s in scores]
             context.cache = cache
@@ -269,8 +273,7 @@ class Scene:
             memory_ms=1e3 * (t1 - t0) + observe_ms, forked_from=forked_from, memory_fids=list(mem_fids),
             memory_scores=list(context.memory_scores), memory_indices=[f.index for f in context.memory],
             memory_poses=(np.stack([f.c2w for f in context.memory]) if context.memory else np.zeros((0, 4, 4))),
-            cache=context.cache,
-            agreement=None if context.cache is None else agreement(frame.rgb, frame.depth, context.cache))
+            cache=context.cache)
         return self.last_step
 
     def steps(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> Iterator[StepResult]:

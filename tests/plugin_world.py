@@ -30,7 +30,7 @@ class WallWorld(BaseWorldModel):
         return self._frame(0, np.eye(4) if start is None else np.asarray(start, np.float64))
 
     def step(self, action, context: Context) -> Frame:
-        return self._frame(context.last.index + 1, self.predict_c2w(context.last, action), action)
+        return self._frame(context.last.index + 1, self.target_c2w(action, context), action)
 
 
 def make_wall_world(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WallWorld:

@@ -123,12 +123,15 @@ class Context:
     memory: past keyframes retrieved for the target view (may be empty).
     memory_scores: one score per memory frame, same order.
     cache: the fused map rendered into the target view, or None (no memory, empty map).
+    target: (4, 4) c2w the caller got from the model's ``predict_c2w`` for this step (the Scene always asks
+    first, to render memory there), or None; worlds read it through ``BaseWorldModel.target_c2w``.
     """
 
     recent: list[Frame]
     memory: list[Frame] = field(default_factory=list)
     memory_scores: list[float] = field(default_factory=list)
     cache: CacheView | None = None
+    target: np.ndarray | None = None
 
     @property
     def last(self) -> Frame:
@@ -196,6 +199,13 @@ class BaseWorldModel:
         if isinstance(action, TargetPose):
             return np.asarray(action.c2w, dtype=np.float64)
         return self.kinematics.apply(last.c2w, action)
+
+    def target_c2w(self, action: Action | TargetPose, context: Context) -> np.ndarray:
+        """Where this step's frame is taken: ``context.target`` when the caller already asked
+        :meth:`predict_c2w` (no second prediction), else :meth:`predict_c2w` of the last frame."""
+        if context.target is not None:
+            return np.asarray(context.target, dtype=np.float64)
+        return self.predict_c2w(context.last, action)
 
     def describe(self) -> dict[str, Any]:
         """Default: the spec the registry built this world from (rebuilt by calling its factory again)."""

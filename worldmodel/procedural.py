@@ -718,4 +718,4 @@ class ProceduralWorld(BaseWorldModel):
 
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
         """The frame after ``action`` from ``context.last`` (see :meth:`predict_c2w` for where it is taken)."""
-        return self._frame(context.last.index + 1, self.predict_c2w(context.last, action), action)
+        return self._frame(context.last.index + 1, self.target_c2w(action, context), action)

@@ -131,8 +131,7 @@ class NeuralWorld(BaseWorldModel):
     @torch.no_grad()
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
         last, cache = context.last, context.cache
-        # the cache was rendered at the target the Scene got from predict_c2w: no need to predict it twice
-        target = np.asarray(cache.c2w, np.float64) if cache is not None else self.predict_c2w(last, action)
+        target = self.target_c2w(action, context)
         h, w = self.height, self.width
         if cache is not None:
             cache_rgb = _resize(image_to_tensor(cache.rgb), h, w)

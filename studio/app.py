@@ -22,7 +22,7 @@ from studio.inspect_panel import InspectPanel
 from studio.live_panel import LivePanel
 from studio.security import AccessPolicy, guarded_viser_server
 from studio.view3d import SceneView
-from studio.worker import Command, SceneWorker
+from studio.worker import Command, SceneWorker, hand_compute_threads_to_worker
 from worldmodel.actions import Action, Kinematics, TargetPose
 
 
@@ -179,6 +179,7 @@ def main(args) -> int:
     if not root.is_dir():
         print(f"error: workspace root {root} is not a folder; pass --root FOLDER", file=sys.stderr)
         return 2
+    hand_compute_threads_to_worker()  # the worker makes the frames; torch's threads are its alone
     try:
         scene = build_scene(args)
     except (SessionError, WorldSpecError, ValueError, OSError) as e:

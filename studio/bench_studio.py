@@ -64,11 +64,23 @@ def bench_studio(quick: bool) -> dict[str, float]:
 
 
 def bench_studio_neural(quick: bool) -> dict[str, float]:
-    """The studio's whole step with the learned model (model + memory + fuse + stream + panels), fresh world."""
+    """The studio's whole step with the learned model (model + memory + fuse + stream + panels), fresh world,
+    measured in a fresh process set up as ``launch.py view`` sets itself up (torch's threads owned by the
+    worker thread: :func:`studio.worker.hand_compute_threads_to_worker`; earlier sections of this process
+    have run torch on the main thread)."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_studio_neural_in_this_process, (quick,))
+
+
+def _studio_neural_in_this_process(quick: bool) -> dict[str, float]:
     from scenes.factory import make_scene
     from studio.app import Studio
+    from studio.worker import hand_compute_threads_to_worker
     from worldmodel.actions import generated_walk
 
+    hand_compute_threads_to_worker()
     scene = make_scene("neural", 0)
     studio = Studio(scene, port=_free_port())
     studio.worker.wait_idle(120)

@@ -91,7 +91,8 @@ class SceneView:
         self._trail_key: tuple | None = None   # (branch name, length) the trail was drawn for
         self._trail_blocks: dict[int, viser.LineSegmentsHandle] = {}
         self._thumbs: dict[int, viser.CameraFrustumHandle] = {}
-        self._memory_nodes: list = []
+        self._current: viser.CameraFrustumHandle | None = None
+        self._memory_nodes: list[tuple[viser.CameraFrustumHandle, viser.LabelHandle]] = []
         self.last_stream_bytes = 0
 
     # ------------------------------------------------------------------ map
@@ -120,12 +121,21 @@ class SceneView:
         self._sync_trail(scene)
 
     def _current_camera(self, frame: Frame) -> None:
+        """The current camera's frustum with its image, updated in place (a new viser node costs ~1 ms)."""
         wxyz, pos = c2w_to_wxyz_position(frame.c2w)
-        self.server.scene.add_camera_frustum(
-            "/camera/current", fov=math.radians(fov_y_deg_of(frame.K, frame.height)),
-            aspect=frame.width / frame.height, scale=self.size, color=CURRENT_COLOUR,
-            image=display_thumbnail(frame.rgb, 128), format="jpeg", jpeg_quality=80, wxyz=wxyz, position=pos,
-            thickness=self.size / 20)
+        shape = dict(fov=math.radians(fov_y_deg_of(frame.K, frame.height)), aspect=frame.width / frame.height,
+                     scale=self.size, thickness=self.size / 20)
+        image = display_thumbnail(frame.rgb, 128)
+        h = self._current
+        if h is None:
+            self._current = self.server.scene.add_camera_frustum(
+                "/camera/current", color=CURRENT_COLOUR, image=image, format="jpeg", jpeg_quality=80, wxyz=wxyz,
+                position=pos, **shape)
+            return
+        with self.server.atomic():
+            for name, value in shape.items():
+                setattr(h, name, value)
+            h.image, h.wxyz, h.position = image, wxyz, pos
 
     def _sync_trail(self, scene: Scene) -> None:
         """Draw the camera path in blocks of TRAIL_BLOCK segments (only the last block changes per step)
@@ -177,17 +187,26 @@ class SceneView:
     # ------------------------------------------------------------------ memory
     def show_memory(self, step: StepResult) -> None:
         """Highlight the keyframes retrieved for ``step`` with their scores (poses come with the step; the
-        frustums take the new frame's field of view)."""
-        for h in self._memory_nodes:
-            h.remove()
-        self._memory_nodes = []
+        frustums take the new frame's field of view). Nodes are kept per rank and updated in place."""
         f = step.frame
-        fov = math.radians(fov_y_deg_of(f.K, f.height))
-        for rank, (index, score, c2w) in enumerate(zip(step.memory_indices, step.memory_scores, step.memory_poses)):
+        shape = dict(fov=math.radians(fov_y_deg_of(f.K, f.height)), aspect=f.width / f.height,
+                     scale=0.8 * self.size, thickness=self.size / 15)
+        picks = list(zip(step.memory_indices, step.memory_scores, step.memory_poses))
+        while len(self._memory_nodes) > len(picks):
+            for h in self._memory_nodes.pop():
+                h.remove()
+        for rank, (index, score, c2w) in enumerate(picks):
             wxyz, pos = c2w_to_wxyz_position(c2w)
-            self._memory_nodes.append(self.server.scene.add_camera_frustum(
-                f"/memory/kf_{rank}", fov=fov, aspect=f.width / f.height,
-                scale=0.8 * self.size, color=MEMORY_COLOUR, wxyz=wxyz, position=pos, thickness=self.size / 15))
-            self._memory_nodes.append(self.server.scene.add_label(
-                f"/memory/label_{rank}", f"#{rank + 1} frame {index}: {score:.2f}",
-                position=pos + [0, 0.7 * self.size, 0]))
+            text, label_pos = f"#{rank + 1} frame {index}: {score:.2f}", pos + [0, 0.7 * self.size, 0]
+            if rank == len(self._memory_nodes):
+                self._memory_nodes.append((
+                    self.server.scene.add_camera_frustum(f"/memory/kf_{rank}", color=MEMORY_COLOUR, wxyz=wxyz,
+                                                         position=pos, **shape),
+                    self.server.scene.add_label(f"/memory/label_{rank}", text, position=label_pos)))
+                continue
+            frustum, label = self._memory_nodes[rank]
+            with self.server.atomic():
+                for name, value in shape.items():
+                    setattr(frustum, name, value)
+                frustum.wxyz, frustum.position = wxyz, pos
+                label.text, label.position = text, label_pos

@@ -290,6 +290,41 @@ def test_a_step_shows_memory_and_cache_without_reading_them_back_from_the_store(
         app._after(Command("step", lambda s: None), step)
         assert set(reads) <= {step.fid}  # only the current frame; keyframes and cache come with the step
         assert f"| 1 | {step.memory_indices[0]} |" in app.live.memory_md.content
-        assert "PSNR" in app.live.memory_md.content and len(app.view._memory_nodes) == 2 * len(step.memory_fids)
+        assert "PSNR" in app.live.memory_md.content and len(app.view._memory_nodes) == len(step.memory_fids)
+        # the next step moves the same viser nodes (no re-adding), to the poses of its own keyframes
+        nodes, current = list(app.view._memory_nodes), app.view._current
+        step2 = scene.step(parse_actions("(FR)")[0])
+        app._after(Command("step", lambda s: None), step2)
+        kept = app.view._memory_nodes
+        assert len(kept) == len(step2.memory_fids) and kept == nodes[:len(kept)] and app.view._current is current
+        for (frustum, label), c2w, index in zip(kept, step2.memory_poses, step2.memory_indices):
+            assert np.allclose(frustum.position, c2w[:3, 3]) and f"frame {index}:" in label.text
+        assert np.allclose(current.position, step2.frame.c2w[:3, 3])
     finally:
         app.close()
+
+
+def test_the_worker_thread_owns_torchs_threads_after_the_hand_off():
+    """launch.py view hands torch's intra-op threads to the worker (one OpenMP team: see
+    studio.worker.hand_compute_threads_to_worker); checked in a fresh process, as the studio starts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch\n"
+        "from studio.worker import Command, SceneWorker, hand_compute_threads_to_worker\n"
+        "before = torch.get_num_threads()\n"
+        "hand_compute_threads_to_worker()\n"
+        "seen = []\n"
+        "w = SceneWorker(None, after=lambda c, r: None, on_error=lambda label, msg: None)\n"
+        "w.start()\n"
+        "w.submit(Command('probe', lambda scene: seen.append(torch.get_num_threads())))\n"
+        "assert w.wait_idle(10)\n"
+        "w.stop()\n"
+        "print(before, torch.get_num_threads(), seen[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, main_after, on_worker = map(int, out.stdout.split())
+    assert (main_after, on_worker) == (1, before)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from learn.baselines import BASELINES, BaselineWorld
 from learn.data import Pilot, WalkSpec, walk_start
+from memory.metrics import psnr
 from worldmodel.actions import Kinematics
 
 EVAL_SEEDS_START = 0  # held out: training uses 1000+, validation 100..107
@@ -54,17 +55,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
     return float(s.mean())
-
-
-def psnr_of(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR (dB) of uint8 images over ``mask`` (all pixels when None); nan for an empty mask."""
-    d = (a.astype(np.float64) - b.astype(np.float64)) / 255
-    d2 = (d ** 2).mean(-1)
-    if mask is not None:
-        if not mask.any():
-            return float("nan")
-        d2 = d2[mask]
-    return float(-10 * math.log10(max(d2.mean(), 1e-10)))
 
 
 def gradient_magnitude(rgb: np.ndarray) -> np.ndarray:
@@ -158,12 +148,12 @@ def revisit_pairs(true_poses: list[np.ndarray], return_from: int, radius: float 
 def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, max_depth: float = 60.0) -> dict:
     """Per-walk metrics of one mode (see the module docstring)."""
     steps = len(rec.frames)
-    psnr, ssim_v, cov_psnr, new_psnr, absrel, delta1, sharp_g, sharp_t = ([] for _ in range(8))
+    step_psnr, ssim_v, cov_psnr, new_psnr, absrel, delta1, sharp_g, sharp_t = ([] for _ in range(8))
     for f, (t_rgb, t_depth), cov in zip(rec.frames, rec.truth, rec.covered):
-        psnr.append(psnr_of(f.rgb, t_rgb))
+        step_psnr.append(psnr(f.rgb, t_rgb))
         ssim_v.append(ssim(f.rgb, t_rgb))
-        cov_psnr.append(psnr_of(f.rgb, t_rgb, cov))
-        new_psnr.append(psnr_of(f.rgb, t_rgb, ~cov))
+        cov_psnr.append(psnr(f.rgb, t_rgb, cov))
+        new_psnr.append(psnr(f.rgb, t_rgb, ~cov))
         both = (t_depth > 0) & (f.depth > 0)
         if both.any():
             rel = np.abs(f.depth[both] - t_depth[both]) / t_depth[both]
@@ -182,22 +172,22 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
     pairs = revisit_pairs(true_poses, return_from)
     for i, j in pairs:
         f, (t_rgb, t_depth) = rec.frames[i], rec.truth[i]
-        revisit.append(psnr[i])
+        revisit.append(step_psnr[i])
         far = (t_depth <= 0) | (t_depth >= max_depth)
-        far_psnr.append(psnr_of(f.rgb, t_rgb, far))
+        far_psnr.append(psnr(f.rgb, t_rgb, far))
         if j >= 0:
-            self_psnr.append(psnr_of(f.rgb, rec.frames[j].rgb))
+            self_psnr.append(psnr(f.rgb, rec.frames[j].rgb))
 
     def mean(v):
         v = [x for x in v if np.isfinite(x)]
         return float(np.mean(v)) if v else float("nan")
 
-    return {"psnr": mean(psnr), "ssim": mean(ssim_v), "psnr_covered": mean(cov_psnr), "psnr_new": mean(new_psnr),
+    return {"psnr": mean(step_psnr), "ssim": mean(ssim_v), "psnr_covered": mean(cov_psnr), "psnr_new": mean(new_psnr),
             "depth_absrel": mean(absrel), "depth_delta1": mean(delta1),
             "pose_drift_pct": float(100 * drift / max(path, 1e-6)),
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
             "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
-            "revisit_frames": float(len(pairs)), "per_step_psnr": psnr}
+            "revisit_frames": float(len(pairs)), "per_step_psnr": step_psnr}
 
 
 def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,

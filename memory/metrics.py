@@ -13,13 +13,25 @@ import numpy as np
 from worldmodel.frame import CacheView
 
 
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB of two uint8 images (H, W, 3) over ``mask`` (H, W) bool (all pixels when None): nan for an
+    empty mask, capped at 100 dB for identical pixels (a finite number, for tables and JSON)."""
+    d = (a.astype(np.float64) - b.astype(np.float64)) / 255.0
+    d2 = (d * d).mean(-1)
+    if mask is not None:
+        if not mask.any():
+            return math.nan
+        d2 = d2[mask]
+    return float(-10.0 * math.log10(max(float(d2.mean()), 1e-10)))
+
+
 def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: CacheView) -> dict[str, float]:
     """Compare a frame with a cache render of the same camera.
 
     frame_rgb (H, W, 3) uint8, frame_depth (H, W) float32 z-depth (0 = invalid), ``cache`` a render of the same view
     (:func:`memory.cache.render_cache`; it may be smaller, then the frame is sampled at the
     cache's pixel centres). Returns
-    psnr_db: PSNR of the frame's colours over the cache's valid pixels (inf if identical, nan if none),
+    psnr_db: :func:`psnr` of the frame's colours over the cache's valid pixels (nan if none),
     depth_abs_err_m: median |depth difference| over pixels valid in both (nan if none),
     coverage: share of the image where the cache has content.
     """
@@ -32,14 +44,8 @@ def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: CacheView) 
         cols = np.minimum(np.round((np.arange(cw) + 0.5) * w / cw - 0.5).astype(int), w - 1)
         frame_rgb, frame_depth = frame_rgb[rows][:, cols], frame_depth[rows][:, cols]
     n = int(valid.sum())
-    if n:
-        diff = frame_rgb[valid].astype(np.float64) - cache.rgb[valid].astype(np.float64)
-        mse = float(np.mean(diff * diff))
-        psnr = math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
-    else:
-        psnr = math.nan
     with np.errstate(invalid="ignore"):
         both = valid & np.isfinite(frame_depth) & (frame_depth > 0)
     err = np.abs(frame_depth[both].astype(np.float64) - cache.depth[both])
-    return {"psnr_db": psnr, "depth_abs_err_m": float(np.median(err)) if len(err) else math.nan,
+    return {"psnr_db": psnr(frame_rgb, cache.rgb, valid), "depth_abs_err_m": float(np.median(err)) if len(err) else math.nan,
             "coverage": n / valid.size if valid.size else 0.0}

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import viser
 
+from memory.metrics import psnr
 from recon.visual import colorize_depth
 from scenes.scene import Scene, StepResult
 from studio.bench_util import process_rss_mb
@@ -67,8 +68,7 @@ class LivePanel:
             return
         rgb = ref[0]
         if rgb.shape == frame.rgb.shape:
-            err = np.mean((rgb.astype(np.float64) - frame.rgb.astype(np.float64)) ** 2) / 255.0 ** 2
-            self.compare_md.content = f"Generated vs simulator: **{-10 * np.log10(max(err, 1e-10)):.1f} dB** PSNR"
+            self.compare_md.content = f"Generated vs simulator: **{psnr(frame.rgb, rgb):.1f} dB** PSNR"
         self.reference.image = rgb
 
     def _cache_visibility(self) -> None:

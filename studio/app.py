@@ -47,7 +47,7 @@ class Studio:
             self.notify(client, title, body, error)  # looked up at each call: Studio.notify may be replaced
 
         self.live = LivePanel(self.server)
-        self.controls = Controls(gui, self.submit, notify, pending=lambda: self.worker.pending,
+        self.controls = Controls(gui, self.submit, self.submit_step, notify, pending=lambda: self.worker.pending,
                                  set_autoplay=self._set_autoplay, steering_by_camera=self._steering_by_camera,
                                  clear_queue=self.worker.clear)
         self.inspect = InspectPanel(gui, self.submit, self.view, request_resync=self.request_resync,

@@ -13,7 +13,7 @@ import viser
 import viser.transforms as vtf
 
 from scenes.scene import Scene
-from studio.panel_api import Notify, Submit
+from studio.panel_api import Notify, Submit, SubmitStep
 from worldmodel.actions import Action, ActionParseError, TargetPose, parse_actions
 
 # Translation pad, as rows of (label, translation token).
@@ -47,16 +47,17 @@ def viewer_camera_c2w(camera: viser.CameraHandle) -> np.ndarray:
 class Controls:
     """Steer and Timeline folders.
 
-    submit / notify: see studio.panel_api. pending: commands waiting on the worker (hold buttons do not
+    submit / submit_step / notify: see studio.panel_api. pending: commands waiting on the worker (hold buttons do not
     queue a backlog). set_autoplay(next_action or None, steps per second): start/stop autoplay.
     steering_by_camera(on): told when steering by the viewer camera is switched on or off.
     clear_queue(): drop every queued command and stop autoplay (the running one finishes) -> how many dropped.
     """
 
-    def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, pending: Callable[[], int],
+    def __init__(self, gui: viser.GuiApi, submit: Submit, submit_step: SubmitStep, notify: Notify,
+                 pending: Callable[[], int],
                  set_autoplay: Callable[[Callable[[], Action] | None, float], None],
                  steering_by_camera: Callable[[bool], None], clear_queue: Callable[[], int]):
-        self.submit, self.notify, self.pending = submit, notify, pending
+        self.submit, self.submit_step, self.notify, self.pending = submit, submit_step, notify, pending
         self.set_autoplay, self.steering_by_camera, self.clear_queue = set_autoplay, steering_by_camera, clear_queue
         self.turn = "N"
         with gui.add_folder("Steer", order=0):
@@ -109,10 +110,6 @@ class Controls:
         self._syncing = False
 
     # ------------------------------------------------------------------ steering
-    def submit_step(self, action: Action | TargetPose, client: viser.ClientHandle | None,
-                    coalesce: str | None = None) -> None:
-        self.submit(f"step {action}", lambda scene: scene.step(action), client, coalesce)
-
     def _pad_clicked(self, tokens: dict[str, str]):
         def handler(event: viser.GuiEvent) -> None:
             self.submit_step(Action(tokens[event.target.value], self.turn), event.client)

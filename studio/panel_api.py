@@ -10,6 +10,7 @@ from typing import Any, Callable, Protocol
 import viser
 
 from scenes.scene import Scene
+from worldmodel.actions import Action, TargetPose
 
 
 class Submit(Protocol):
@@ -19,6 +20,14 @@ class Submit(Protocol):
     def __call__(self, label: str, run: Callable[[Scene], Any], client: viser.ClientHandle | None,
                  coalesce: str | None = None, on_done: Callable[[Any], None] | None = None,
                  on_error: Callable[[str], None] | None = None) -> None: ...
+
+
+class SubmitStep(Protocol):
+    """Queue one step of the world by ``action`` (errors are notified to ``client``); pending steps with the
+    same ``coalesce`` key keep the newest (camera steering)."""
+
+    def __call__(self, action: Action | TargetPose, client: viser.ClientHandle | None,
+                 coalesce: str | None = None) -> None: ...
 
 
 class Notify(Protocol):

@@ -162,7 +162,9 @@ def _plugins() -> dict[str, WorldEntry]:
 
 
 class _LazyFactory:
-    """An entry point's factory, imported on first use (listing worlds imports every plugin for its doc)."""
+    """An entry point's factory, imported on first use (listing worlds imports every plugin for its doc).
+    Entry points are re-read on every look-up (a plugin installed while the studio runs shows up), so this
+    lives as long as one look-up."""
 
     def __init__(self, ep):
         self.ep = ep
@@ -180,7 +182,6 @@ class _LazyFactory:
         return self.load()(arg, seed, width, height, kinematics)
 
 
-
 def available_worlds() -> dict[str, WorldEntry]:
     """Every world by name: built-ins first, then plugins."""
     return {**_BUILTINS, **_plugins()}
@@ -188,11 +189,13 @@ def available_worlds() -> dict[str, WorldEntry]:
 
 def _entry(name: str) -> WorldEntry:
     name = name.strip().lower()
-    entry = _BUILTINS.get(name) or _plugins().get(name)
-    if entry is None:
-        raise WorldSpecError(f"unknown world {name!r}; choose one of {', '.join(available_worlds())} "
+    if name in _BUILTINS:
+        return _BUILTINS[name]
+    plugins = _plugins()  # entry points are read once per look-up
+    if name not in plugins:
+        raise WorldSpecError(f"unknown world {name!r}; choose one of {', '.join({**_BUILTINS, **plugins})} "
                              "(python3 launch.py worlds describes them)")
-    return entry
+    return plugins[name]
 
 
 def create_world(spec: str, seed: int = 0, width: int | None = None, height: int | None = None,

@@ -197,11 +197,11 @@ class GeometricMemory:
         if not valid_camera(c2w, frame.K, frame.width, frame.height):
             return
         self._last_index = max(self._last_index, int(frame.index))
-        self.far.min_depth = pointmap.max_depth
         step = max(1, frame.width // 100)  # the panorama has 0.7 degree cells: ~100-200 px across a view fill them
         K_strided = np.array(frame.K, np.float64)
         K_strided[:2] /= step  # pixel i of the strided image is pixel i * step of the frame
-        self.far.observe(frame.rgb[::step, ::step], frame.depth[::step, ::step], K_strided, c2w)
+        self.far.observe(frame.rgb[::step, ::step], frame.depth[::step, ::step], K_strided, c2w,
+                         min_depth=pointmap.max_depth)
         if not self.is_keyframe(c2w):
             return
         rows = np.asarray(fused.rows, dtype=np.int64)

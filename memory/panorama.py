@@ -4,9 +4,9 @@ The voxel map only fuses surfaces nearer than its ``max_depth`` (60 m), so far t
 on the way out would be gone on return. Beyond that range parallax is small for a walking camera, so the far
 field is well described by colour as a function of view direction alone: an equirectangular panorama.
 
-Every observed frame writes its far pixels (no depth, or z-depth >= ``min_depth``) into the panorama cell of
-their world ray direction (the newest observation wins); rendering looks up the target camera's ray
-directions. Cells: azimuth ``atan2(x, z)`` over the columns, elevation ``asin(y)`` (world +Y up) over the rows.
+Every observed frame writes its far pixels (no depth, or z-depth at or beyond the map's fuse range) into the
+panorama cell of their world ray direction (the newest observation wins); rendering looks up the target
+camera's ray directions. Cells: azimuth ``atan2(x, z)`` over the columns, elevation ``asin(y)`` (world +Y up) over the rows.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from worldmodel.camera import pixel_rays_camera
 class FarFieldPanorama:
     """Direction -> colour map of the far field. ``rgb`` (rows, cols, 3) uint8, ``valid`` (rows, cols) bool."""
 
-    def __init__(self, cols: int = 512, rows: int = 256, min_depth: float = 60.0):
-        self.cols, self.rows, self.min_depth = int(cols), int(rows), float(min_depth)
+    def __init__(self, cols: int = 512, rows: int = 256):
+        self.cols, self.rows = int(cols), int(rows)
         self.rgb = np.zeros((self.rows, self.cols, 3), np.uint8)
         self.valid = np.zeros((self.rows, self.cols), bool)
 
@@ -39,13 +39,14 @@ class FarFieldPanorama:
         row = np.clip(((np.pi / 2 - el) * (self.rows / np.pi)).astype(np.int64), 0, self.rows - 1)
         return row * self.cols + col
 
-    def observe(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> None:
-        """Write the far pixels of a frame: rgb (H, W, 3) uint8, depth (H, W) z-depth (0 = none)."""
+    def observe(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, min_depth: float) -> None:
+        """Write the far pixels of a frame: rgb (H, W, 3) uint8, depth (H, W) z-depth (0 = none); far = no depth
+        or z-depth >= ``min_depth`` (metres: the fuse range of the map it complements)."""
         if not np.isfinite(np.asarray(c2w)).all():
             return
         h, w = depth.shape
         with np.errstate(invalid="ignore"):
-            far = ~(depth < self.min_depth) | (depth <= 0)  # NaN counts as no depth
+            far = ~(depth < min_depth) | (depth <= 0)  # NaN counts as no depth
         cells = self._cells(K, c2w, w, h)[far.reshape(-1)]
         self.rgb.reshape(-1, 3)[cells] = rgb.reshape(-1, 3)[far.reshape(-1)]
         self.valid.reshape(-1)[cells] = True

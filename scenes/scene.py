@@ -209,13 +209,14 @@ class Scene:
         self.last_step = StepResult(frame, fid, "main", fused, 0.0, fuse_ms, observe_ms)
         return frame
 
-    def _fuse(self, frame: Frame, fid: int) -> tuple[FuseStats, float, float]:
-        """Fuse ``frame`` into the map and show it to the memory -> (stats, fuse ms, memory ms)."""
+    def _fuse(self, frame: Frame, fid: int, into: VoxelPointMap | None = None) -> tuple[FuseStats, float, float]:
+        """Fuse ``frame`` into the map (or ``into``) and show it to the memory -> (stats, fuse ms, memory ms)."""
+        pointmap = self.map if into is None else into
         t0 = time.perf_counter()
-        fused = fuse_frame(self.map, frame, self.config.fuse_stride)
+        fused = fuse_frame(pointmap, frame, self.config.fuse_stride)
         t1 = time.perf_counter()
         if self.memory is not None:
-            self.memory.observe(frame, fid, fused, self.map)
+            self.memory.observe(frame, fid, fused, pointmap)
         return fused, 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)
 
     def step(self, action: Action | TargetPose) -> StepResult:
@@ -331,10 +332,7 @@ class Scene:
             return
         fids = self.branch.fids
         for i, fid in enumerate(fids):
-            frame = self.store.get(fid)
-            fused = fuse_frame(fresh, frame, self.config.fuse_stride)
-            if self.memory is not None:
-                self.memory.observe(frame, fid, fused, fresh)
+            self._fuse(self.store.get(fid), fid, into=fresh)
             if progress is not None:
                 progress(i + 1, len(fids))
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from worldmodel.camera import camera_to_pixels, flip_cv_gl, intrinsics_from_fov, invert_pose, world_to_camera
 from worldmodel.frame import Frame
-from worldmodel.tum import number_rows, tum_rows_to_c2ws
+from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws
 
 FORMATS = ("tum", "7scenes", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
@@ -419,17 +419,12 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if not gt_path.is_file():
         raise SequenceError(f"{gt_path} is missing; a TUM folder needs it for the camera poses "
                             "(download the sequence's groundtruth.txt)")
-    rows = _numbers(gt_path)
-    bad = next(((n, r) for n, r in rows if len(r) != 8), None)
-    if bad:
-        raise SequenceError(f"{gt_path}:{bad[0]}: expected 8 numbers 'timestamp tx ty tz qx qy qz qw', got {len(bad[1])}")
-    if not rows:
-        raise SequenceError(f"{gt_path} holds no poses; download the complete file")
-    gt = np.asarray([r for _, r in rows], dtype=np.float64)
     try:
-        tum_rows_to_c2ws(gt, gt_path)  # validates every row
+        gt = read_tum_rows(gt_path)  # (M, 8) t tx ty tz qx qy qz qw, every row checked
     except ValueError as e:
         raise SequenceError(str(e)) from None
+    if not len(gt):
+        raise SequenceError(f"{gt_path} holds no poses; download the complete file")
     pairs = associate(rgb_t, dep_t)
     notes = []
     if len(pairs) < len(rgb_t):

@@ -29,14 +29,21 @@ def number_rows(text: str, where: str | Path) -> list[tuple[int, list[float]]]:
     return rows
 
 
+def check_tum_rows(rows: np.ndarray, where: str | Path = "trajectory") -> np.ndarray:
+    """(M, 8) rows ``t tx ty tz qx qy qz qw`` as float64; ValueError when a row holds NaN/inf or a zero
+    quaternion."""
+    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
+    if not np.isfinite(arr).all() or (np.linalg.norm(arr[:, 4:8], axis=1) < 1e-9).any():
+        raise ValueError(f"{where} contains NaN/inf or zero quaternions; fix or drop those lines")
+    return arr
+
+
 def tum_rows_to_c2ws(rows: np.ndarray, where: str | Path = "trajectory") -> tuple[np.ndarray, np.ndarray]:
     """(M, 8) rows ``t tx ty tz qx qy qz qw`` -> (timestamps (M,) float64, c2ws (M, 4, 4) float64).
     ValueError when a row holds NaN/inf or a zero quaternion."""
     from scipy.spatial.transform import Rotation
 
-    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
-    if not np.isfinite(arr).all() or (np.linalg.norm(arr[:, 4:8], axis=1) < 1e-9).any():
-        raise ValueError(f"{where} contains NaN/inf or zero quaternions; fix or drop those lines")
+    arr = check_tum_rows(rows, where)
     c2ws = np.tile(np.eye(4), (len(arr), 1, 1))
     if len(arr):
         c2ws[:, :3, :3] = Rotation.from_quat(arr[:, 4:8]).as_matrix()
@@ -46,6 +53,12 @@ def tum_rows_to_c2ws(rows: np.ndarray, where: str | Path = "trajectory") -> tupl
 
 def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """A TUM trajectory file -> (timestamps (M,), c2ws (M, 4, 4)); ValueError (one line) when unreadable."""
+    return tum_rows_to_c2ws(read_tum_rows(path), path)
+
+
+def read_tum_rows(path: str | Path) -> np.ndarray:
+    """A TUM trajectory file -> its checked (M, 8) float64 rows ``t tx ty tz qx qy qz qw``; ValueError (one
+    line) when unreadable, when a line does not hold 8 numbers, or a row NaN/inf or a zero quaternion."""
     path = Path(path).expanduser()
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -56,7 +69,7 @@ def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if bad:
         raise ValueError(f"{path}:{bad[0]}: expected 8 numbers '{TUM_FIELDS}', got {len(bad[1])}; "
                          "pass a TUM trajectory file")
-    return tum_rows_to_c2ws(np.asarray([r for _, r in rows]), path)
+    return check_tum_rows(np.asarray([r for _, r in rows]), path)
 
 
 def format_tum(c2ws: np.ndarray, timestamps: np.ndarray, header: str = "") -> str:

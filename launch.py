@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--rollout-share", type=ranged(0.0, 1.0), default=0.4,
                     help="share of batches made from the model's own rollouts (default: 0.4)")
     tr.add_argument("--max-rollout", type=ranged(1, 64, integer=True), default=3, help="longest rollout before the trained step (default: 3)")
+    tr.add_argument("--rollout-cache-truth", action="store_true",
+                    help="rollouts keep the true cache render (default: the rollout's own frames are fused into it)")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
     neval = sub.add_parser("eval", help="evaluate the learned model: rollouts, revisits, baselines (table, plots)")

@@ -4,7 +4,8 @@ Pipeline: walks are generated once into safetensors shards (parallel processes; 
 in RAM, and sampled as (last frame -> next frame) pairs with the cache render and far field the live engine
 gave at that step. Against autoregressive drift the last frame carries noise (its level is a model input),
 and a share of the batches is made from the model's own short rollouts: it generates k frames from a true
-start and is then trained on the next step with its own frame as the context.
+start and is then trained on the next step with its own frame as the context, and with its frames in the
+cache render as the live engine would have fused them into the map (:func:`splat_into_cache`).
 
 Losses: L1 + image-gradient L1 on the blended RGB (gradients keep edges sharp), L1 on log depth where the
 truth has a surface, BCE on the sky (no-surface) mask, BCE of the confidence against the realised error,
@@ -33,8 +34,8 @@ from safetensors.torch import load_file, save_file
 
 from learn.data import generate_shards, load_shard, shard_path
 from scenes.atomic import replacing
-from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, heading_frame, output_depth, pose_head_input,
-                                     relative_motion)
+from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
+                                     pose_head_input, relative_motion)
 from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, save_pretrained
 
 TRAIN_SEEDS = range(1000, 1320)   # walks the model is trained on
@@ -55,6 +56,7 @@ class TrainConfig:
     rollout_share: float = 0.4    # share of batches made from the model's own rollouts (after rollout_after)
     rollout_after: int = 800
     max_rollout: int = 3
+    rollout_into_cache: bool = True  # a rollout's frames enter the caches of its later steps (splat_into_cache)
     noise_max: float = 0.12       # context-noise level range (uniform in [0, noise_max] for 70 % of samples)
     val_every: int = 500
     ckpt_every_min: float = 5.0
@@ -118,6 +120,20 @@ def corrupt_cache(rgb: torch.Tensor, depth: torch.Tensor, gen: torch.Generator) 
             tint = torch.rand(3, 1, 1, generator=gen) * 0.4 - 0.2
             rgb[i, :, y0:y0 + 32, x0:x0 + 32] = (rgb[i, :, y0:y0 + 32, x0:x0 + 32] + tint).clamp(0, 1)
     return rgb, depth
+
+
+def splat_into_cache(cache_rgb: torch.Tensor, cache_depth: torch.Tensor, made: list[dict[str, torch.Tensor]],
+                     K: torch.Tensor, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cache render (B, 3, H, W) rgb, (B, 1, H, W) z-depth (0 = empty) of camera ``c2w`` (B, 4, 4) with the
+    frames a rollout made (oldest first; dicts of "rgb", "depth", "c2w") fused in, as the live map would hold
+    them: each frame forward-warped into the camera (same K (B, 3, 3)) takes the pixels where the cache is
+    empty or where its surface is not behind the cache's (within 5 %); later frames win."""
+    for f in made:
+        w_rgb, w_depth, mask = forward_warp(f["rgb"], f["depth"], K, f["c2w"], c2w)
+        take = (mask > 0) & ((cache_depth <= 0) | (w_depth <= 1.05 * cache_depth))
+        cache_rgb = torch.where(take, w_rgb, cache_rgb)
+        cache_depth = torch.where(take, w_depth, cache_depth)
+    return cache_rgb, cache_depth
 
 
 def noisy_context(rgb: torch.Tensor, depth: torch.Tensor, level: torch.Tensor, gen: torch.Generator
@@ -237,15 +253,25 @@ class Trainer:
         noise = torch.rand(n, generator=self.gen) * self.cfg.noise_max * (torch.rand(n, generator=self.gen) < 0.7)
         if rollout:
             noise = torch.zeros(n)
+            made: list[dict[str, torch.Tensor]] = []
             with torch.no_grad():
                 for k in range(rollout, 0, -1):
                     step_target = bank.frames([(w, t - k) for w, t in picks])
+                    self.fuse_made(step_target, made)
                     out = self.predict(last, step_target, noise)
-                    last = {"rgb": out["rgb"].clamp(0, 1).cpu(), "depth": output_depth(out).cpu(),
+                    last = {"rgb": out["rgb"].clamp(0, 1).cpu(), "depth": output_depth(out).float().cpu(),
                             "c2w": step_target["c2w"]}
+                    made.append(last)
+            self.fuse_made(target, made)
         else:
             last["rgb"], last["depth"] = noisy_context(last["rgb"], last["depth"], noise, self.gen)
         return last, target, noise
+
+    def fuse_made(self, target: dict[str, torch.Tensor], made: list[dict[str, torch.Tensor]]) -> None:
+        """Put a rollout's frames into ``target``'s cache (when ``rollout_into_cache``; in place)."""
+        if self.cfg.rollout_into_cache and made:
+            target["cache_rgb"], target["cache_depth"] = splat_into_cache(
+                target["cache_rgb"], target["cache_depth"], made, target["K"], target["c2w"])
 
     # ---------------------------------------------------------------- loop
     def progress(self) -> float:
@@ -388,7 +414,7 @@ def main(args) -> int:
     cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, batch=args.batch,
                       lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
                       widths=list(args.widths), val_every=args.val_every, rollout_share=args.rollout_share,
-                      max_rollout=args.max_rollout)
+                      max_rollout=args.max_rollout, rollout_into_cache=not args.rollout_cache_truth)
     if args.walks is not None:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:

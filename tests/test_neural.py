@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from learn.data import generate_walk, load_shard, WalkSpec
-from learn.train import TrainConfig, Trainer, WalkBank
+from learn.train import TrainConfig, Trainer, WalkBank, splat_into_cache
 from worldmodel.actions import Action, TargetPose
 from worldmodel.frame import Context
 from worldmodel.neural.inputs import forward_warp
@@ -59,6 +59,26 @@ def test_forward_warp_reproduces_a_view_of_the_same_pose():
     back[0, 2, 3] = -1.0
     _, w_depth, mask = forward_warp(rgb, depth, K, c2w, back)
     assert torch.allclose(w_depth[mask > 0].min(), depth.min() + 1, atol=1e-3)
+
+
+def test_a_rollouts_frames_enter_the_cache_where_the_map_would_show_them(tiny_shards):
+    """splat_into_cache on true frames: frame t-1 splatted into an empty cache of frame t reproduces frame t where
+    it lands; over the real cache it adds surfaces and never covers a nearer cached one."""
+    bank = WalkBank([tiny_shards / "walk-001000.safetensors"])
+    t = 4
+    target, prev = bank.frames([(0, t)]), bank.frames([(0, t - 1)])
+    empty_rgb, empty_depth = torch.zeros_like(target["cache_rgb"]), torch.zeros_like(target["cache_depth"])
+    rgb, depth = splat_into_cache(empty_rgb, empty_depth, [prev], target["K"], target["c2w"])
+    seen = depth[0, 0] > 0
+    assert seen.float().mean() > 0.5
+    err = (rgb - target["rgb"]).abs().mean(1)[0][seen]
+    assert err.median() < 0.05  # the same surfaces, seen from one step away
+    cache_rgb, cache_depth = target["cache_rgb"], target["cache_depth"]
+    rgb2, depth2 = splat_into_cache(cache_rgb, cache_depth, [prev], target["K"], target["c2w"])
+    assert (depth2 > 0).sum() >= (cache_depth > 0).sum()
+    nearer_cached = (cache_depth > 0) & (depth > 1.05 * cache_depth)
+    assert torch.equal(depth2[nearer_cached], cache_depth[nearer_cached])
+    assert torch.equal(rgb2[nearer_cached.expand_as(rgb2)], cache_rgb[nearer_cached.expand_as(rgb2)])
 
 
 def test_tiny_model_loss_falls(tiny_shards, tmp_path):

@@ -46,10 +46,11 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
     Raises WorldSpecError / SessionError / ValueError with a one-line message.
     """
     if session is not None:
-        from scenes.session import load_session, session_memory_config
+        from scenes.session import load_session, read_session_meta, saved_memory_config
 
-        saved = session_memory_config(session) if memory is True else None
-        return load_session(session, memory=make_memory(memory, saved), spill_near=spill_near)
+        meta = read_session_meta(session)  # read once: the memory settings, then the session itself
+        saved = saved_memory_config(meta) if memory is True else None
+        return load_session(session, memory=make_memory(memory, saved), spill_near=spill_near, meta=meta)
     if isinstance(world, str):
         width, height = size if size is not None else (None, None)
         world = create_world(world, seed=seed, width=width, height=height, kinematics=kinematics)

@@ -148,13 +148,14 @@ def read_session_meta(folder: str | Path) -> dict:
 
 
 def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_frames: int | None = None,
-                 spill_near: str | Path | None = None) -> Scene:
+                 spill_near: str | Path | None = None, meta: dict | None = None) -> Scene:
     """Open a saved session: same world, branches, cursor and the identical fused map.
 
     memory: the memory to restore into (from memory.safetensors, else rebuilt from the frames); None: none.
-    spill_near: where the scene's own frame files go (default: beside the session folder)."""
+    spill_near: where the scene's own frame files go (default: beside the session folder).
+    meta: the folder's session.json as :func:`read_session_meta` returned it (read here when None)."""
     folder = Path(folder).expanduser()
-    meta = read_session_meta(folder)
+    meta = read_session_meta(folder) if meta is None else meta
     try:
         checked = check_session_meta(meta)
         config = scene_config_from_dict(checked.scene)
@@ -216,7 +217,8 @@ def _memory_state(folder: Path, known: set[int]) -> dict | None:
         return None
 
 
-def session_memory_config(folder: str | Path) -> dict | None:
-    """The memory settings a session was saved with (``GeometricMemory.describe()``), or None."""
-    mem = read_session_meta(folder).get("memory")
+def saved_memory_config(meta: dict) -> dict | None:
+    """The memory settings a session was saved with (``GeometricMemory.describe()``) from its
+    :func:`read_session_meta`, or None."""
+    mem = meta.get("memory")
     return mem if isinstance(mem, dict) else None

@@ -34,7 +34,7 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   DeepVerse actions, and continuous target poses with pitch; cache renders made by the real engine at each step.
 - **Training**: {steps} steps, batch {batch}, AdamW, cosine LR from {lr}; context noise, corrupted caches
   (misregistration, dropped and recoloured patches) and, for {rollout_pct:.0f} % of batches after the first
-  {rollout_after} steps, the model's own 1-{max_rollout} step rollouts as context, against drift.
+  {rollout_after} steps, the model's own 1-{max_rollout} step rollouts as context ({rollout_cache}), against drift.
   Hardware: {hardware}; {minutes:.0f} minutes.
 
 ## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
@@ -65,6 +65,8 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         batch=tcfg.get("batch", "?"), lr=tcfg.get("lr", "?"), hardware=training.get("hardware", "?"),
         minutes=minutes, rollout_pct=100 * tcfg.get("rollout_share", 0), rollout_after=tcfg.get("rollout_after", 0),
         max_rollout=tcfg.get("max_rollout", 0),
+        rollout_cache=("their frames fused into the later caches" if tcfg.get("rollout_into_cache", False)
+                       else "the caches stayed the simulator's"),
         eval_walks=summary["walks"] if summary else "-", eval_steps=summary["steps"] if summary else "-",
         table=format_table(summary) if summary else "(not evaluated)")
     if summary:

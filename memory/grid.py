@@ -170,10 +170,11 @@ class MapGrid:
             first = table.find(bkeys)
             new = np.flatnonzero(first < 0)
             if len(new):
-                ukeys, at = np.unique(bkeys[new], return_index=True)  # lowest row of each new block
+                # lowest row of each new block (rows ascend); every new row points at its block's
+                ukeys, at, block_of = np.unique(bkeys[new], return_index=True, return_inverse=True)
                 table.insert(ukeys, rows[new[at]])
                 level[new[at]] = np.minimum(level[new[at]], lvl)
-                first = table.find(bkeys)
+                first[new] = rows[new[at]][block_of]
             if lvl == 0:
                 rep = first
         return level, rep

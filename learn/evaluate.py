@@ -2,7 +2,8 @@
 
 For each held-out seed a loop walk (out along a wandering path with turns, then back along the same poses
 with the same headings: A -> B -> A, longer than any context the model sees) is first driven through the
-simulator, which fixes the action sequence and the true poses. Every mode then replays those actions in its own Scene (its frames fill its own map and memory):
+simulator, which fixes the action sequence and the true poses. Every mode then replays those actions in its
+own Scene (its frames fill its own map and memory):
 
 - ``memory_on``: the learned model with the memory inputs (cache render + far field);
 - ``memory_off``: the same network with the memory inputs zeroed;
@@ -21,7 +22,6 @@ scores high on it), ``revisit_far_psnr`` (pixels beyond the fuse range: far towe
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +147,6 @@ def revisit_pairs(true_poses: list[np.ndarray], return_from: int, radius: float 
 
 def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, max_depth: float = 60.0) -> dict:
     """Per-walk metrics of one mode (see the module docstring)."""
-    steps = len(rec.frames)
     step_psnr, ssim_v, cov_psnr, new_psnr, absrel, delta1, sharp_g, sharp_t = ([] for _ in range(8))
     for f, (t_rgb, t_depth), cov in zip(rec.frames, rec.truth, rec.covered):
         step_psnr.append(psnr(f.rgb, t_rgb))

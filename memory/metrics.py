@@ -47,5 +47,6 @@ def agreement(frame_rgb: np.ndarray, frame_depth: np.ndarray, cache: CacheView) 
     with np.errstate(invalid="ignore"):
         both = valid & np.isfinite(frame_depth) & (frame_depth > 0)
     err = np.abs(frame_depth[both].astype(np.float64) - cache.depth[both])
-    return {"psnr_db": psnr(frame_rgb, cache.rgb, valid), "depth_abs_err_m": float(np.median(err)) if len(err) else math.nan,
+    return {"psnr_db": psnr(frame_rgb, cache.rgb, valid),
+            "depth_abs_err_m": float(np.median(err)) if len(err) else math.nan,
             "coverage": n / valid.size if valid.size else 0.0}

@@ -6,7 +6,8 @@ field is well described by colour as a function of view direction alone: an equi
 
 Every observed frame writes its far pixels (no depth, or z-depth at or beyond the map's fuse range) into the
 panorama cell of their world ray direction (the newest observation wins); rendering looks up the target
-camera's ray directions. Cells: azimuth ``atan2(x, z)`` over the columns, elevation ``asin(y)`` (world +Y up) over the rows.
+camera's ray directions. Cells: azimuth ``atan2(x, z)`` over the columns, elevation ``asin(y)`` (world +Y up)
+over the rows.
 """
 
 from __future__ import annotations

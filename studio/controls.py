@@ -47,8 +47,8 @@ def viewer_camera_c2w(camera: viser.CameraHandle) -> np.ndarray:
 class Controls:
     """Steer and Timeline folders.
 
-    submit / submit_step / notify: see studio.panel_api. pending: commands waiting on the worker (hold buttons do not
-    queue a backlog). set_autoplay(next_action or None, steps per second): start/stop autoplay.
+    submit / submit_step / notify: see studio.panel_api. pending: commands waiting on the worker (hold buttons
+    do not queue a backlog). set_autoplay(next_action or None, steps per second): start/stop autoplay.
     steering_by_camera(on): told when steering by the viewer camera is switched on or off.
     clear_queue(): drop every queued command and stop autoplay (the running one finishes) -> how many dropped.
     """

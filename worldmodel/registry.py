@@ -168,15 +168,12 @@ class _LazyFactory:
 
     def __init__(self, ep):
         self.ep = ep
-        self._fn: WorldFactory | None = None
 
     def load(self) -> WorldFactory:
-        if self._fn is None:
-            try:
-                self._fn = self.ep.load()
-            except Exception as e:  # a broken plugin names itself instead of crashing the studio
-                raise WorldSpecError(f"world plugin {self.ep.name!r} ({self.ep.value}) cannot be loaded: {e}") from None
-        return self._fn
+        try:
+            return self.ep.load()
+        except Exception as e:  # a broken plugin names itself instead of crashing the studio
+            raise WorldSpecError(f"world plugin {self.ep.name!r} ({self.ep.value}) cannot be loaded: {e}") from None
 
     def __call__(self, arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel:
         return self.load()(arg, seed, width, height, kinematics)

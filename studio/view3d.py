@@ -31,6 +31,14 @@ def display_thumbnail(rgb: np.ndarray, max_side: int = 96) -> np.ndarray:
     return np.ascontiguousarray(rgb[::step, ::step])
 
 
+def update_in_place(server: viser.ViserServer, handle, **props) -> None:
+    """Set properties of an existing viser node (clients apply them as one update). Cheaper than re-adding the
+    node: a new node costs ~1 ms of viser's handle set-up."""
+    with server.atomic():
+        for name, value in props.items():
+            setattr(handle, name, value)
+
+
 class ViserSink:
     """Applies chunk payloads to a viser scene (one point-cloud node per payload name)."""
 
@@ -50,8 +58,7 @@ class ViserSink:
                     self.handles.pop(p.name).remove()
                 continue
             if old is not None and old.precision == p.precision and np.array_equal(old.position, p.origin):
-                with self.server.atomic():
-                    old.points, old.colors = p.points, p.colors
+                update_in_place(self.server, old, points=p.points, colors=p.colors)
             else:
                 if old is not None:
                     old.remove()
@@ -132,10 +139,7 @@ class SceneView:
                 "/camera/current", color=CURRENT_COLOUR, image=image, format="jpeg", jpeg_quality=80, wxyz=wxyz,
                 position=pos, **shape)
             return
-        with self.server.atomic():
-            for name, value in shape.items():
-                setattr(h, name, value)
-            h.image, h.wxyz, h.position = image, wxyz, pos
+        update_in_place(self.server, h, **shape, image=image, wxyz=wxyz, position=pos)
 
     def _sync_trail(self, scene: Scene) -> None:
         """Draw the camera path in blocks of TRAIL_BLOCK segments (only the last block changes per step)
@@ -205,8 +209,5 @@ class SceneView:
                     self.server.scene.add_label(f"/memory/label_{rank}", text, position=label_pos)))
                 continue
             frustum, label = self._memory_nodes[rank]
-            with self.server.atomic():
-                for name, value in shape.items():
-                    setattr(frustum, name, value)
-                frustum.wxyz, frustum.position = wxyz, pos
-                label.text, label.position = text, label_pos
+            update_in_place(self.server, frustum, **shape, wxyz=wxyz, position=pos)
+            update_in_place(self.server, label, text=text, position=label_pos)

@@ -4,6 +4,10 @@ The map is pre-grown to 100k / 1M / 3M points with synthetic voxels on a plane f
 the walk's own voxels stay new), then a short procedural walk is stepped through a real Studio (viser
 server, no browser): latency = submit of a step command -> worker idle (model + memory + fuse + stream +
 panels), bytes = what the map streamer sent for that step.
+
+Section "studio_neural" times the same with the learned model, without a client and with one websocket client
+connected from the studio's own page origin that reads everything the server sends (as a browser tab would; the
+browser's own drawing is not timed): viser then serialises and sends every update.
 """
 
 from __future__ import annotations
@@ -70,11 +74,44 @@ def bench_studio_neural(quick: bool) -> dict[str, float]:
     have run torch on the main thread)."""
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_studio_neural_in_this_process, (quick,))
+    out: dict[str, float] = {}
+    for client in (False, True):
+        with mp.get_context("spawn").Pool(1) as pool:
+            out.update(pool.apply(_studio_neural_in_this_process, (quick, client)))
+    return out
 
 
-def _studio_neural_in_this_process(quick: bool) -> dict[str, float]:
+class _PageClient:
+    """A websocket client from the studio's own page origin that reads (and counts) every message the server
+    sends, on a daemon thread, until :meth:`close`."""
+
+    def __init__(self, port: int):
+        import threading
+
+        import viser
+        from websockets.sync.client import connect
+
+        self.bytes_received = 0
+        self._ws = connect(f"ws://127.0.0.1:{port}", origin=f"http://127.0.0.1:{port}",
+                           subprotocols=[f"viser-v{viser.__version__}"], max_size=None)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for message in self._ws:
+                self.bytes_received += len(message)
+        except ConnectionClosed:
+            pass
+
+    def close(self) -> None:
+        self._ws.close()
+        self._thread.join(5)
+
+
+def _studio_neural_in_this_process(quick: bool, client: bool = False) -> dict[str, float]:
     from scenes.factory import make_scene
     from studio.app import Studio
     from studio.worker import hand_compute_threads_to_worker
@@ -82,17 +119,31 @@ def _studio_neural_in_this_process(quick: bool) -> dict[str, float]:
 
     hand_compute_threads_to_worker()
     scene = make_scene("neural", 0)
-    studio = Studio(scene, port=_free_port())
+    port = _free_port()
+    studio = Studio(scene, port=port)
     studio.worker.wait_idle(120)
+    page = None
+    if client:
+        page = _PageClient(port)
+        time.sleep(2.0)  # the page's initial state (GUI, first frame, map) arrives before the walk
+    received_before = page.bytes_received if page else 0
+    steps = 12 if quick else 30
     latencies = []
-    for action in generated_walk("random", 12 if quick else 30, 3):
+    for action in generated_walk("random", steps, 3):
         t0 = time.perf_counter()
         studio.submit_step(action, None)
         studio.worker.wait_idle(60)
         latencies.append(time.perf_counter() - t0)
+    if page is None:
+        out = {"studio_step_ms_neural": 1e3 * float(np.median(latencies[2:]))}
+    else:
+        time.sleep(0.5)  # let the last step's messages arrive
+        out = {"studio_step_ms_neural_client": 1e3 * float(np.median(latencies[2:])),
+               "client_bytes_per_step_neural": (page.bytes_received - received_before) / steps}
+        page.close()
     studio.close()
     scene.close()
-    return {"studio_step_ms_neural": 1e3 * float(np.median(latencies[2:]))}
+    return out
 
 
 def bench_sections() -> dict[str, Callable[[bool], dict[str, float]]]:

@@ -11,7 +11,9 @@ own Scene (its frames fill its own map and memory):
 
 Each generated frame is compared with the simulator's render *at the pose the mode reached*. Metrics:
 ``psnr``, ``ssim`` (data range 1), ``depth_absrel`` and ``depth_delta1`` (pixels where both have a surface),
-``pose_drift_pct`` (final position error / path length, %), ``sharpness_ratio_new`` (mean gradient magnitude
+``pose_drift_pct`` (final position error / path length, %), ``eye_height_err_m`` (mean distance of the
+camera's height from the simulator's eye height over the true ground under it: does the camera ride the
+terrain, as the simulator's does), ``sharpness_ratio_new`` (mean gradient magnitude
 of generated over true pixels where the cache had nothing), PSNR split by cache-covered / uncovered pixels,
 and on the *revisits* — return-half steps whose true pose is within 0.75 m (position plus a heading term) of a
 true pose of the way out, the same steps for every mode: ``revisit_psnr`` (vs the simulator),
@@ -74,6 +76,7 @@ class WalkRecord:
     covered: list = field(default_factory=list)      # (H, W) bool: cache render had a surface
     cache: list = field(default_factory=list)        # cache rgb (for the contact sheet)
     true_poses: list = field(default_factory=list)   # the simulator's own trajectory under the actions
+    eye_height_err: list = field(default_factory=list)  # |camera height - (true ground + eye height)|, metres
 
 
 def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
@@ -118,6 +121,8 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
             f = result.frame
             rec.frames.append(f)
             rec.truth.append(sim.render(f.c2w))
+            x, y, z = f.c2w[:3, 3]
+            rec.eye_height_err.append(abs(y - float(sim.terrain_height(x, z)) - sim.config.eye_height))
             cache = result.cache
             same_size = cache is not None and cache.depth.shape == f.depth.shape
             rec.covered.append(cache.valid if same_size else np.zeros(f.depth.shape, bool))
@@ -183,7 +188,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
 
     return {"psnr": mean(step_psnr), "ssim": mean(ssim_v), "psnr_covered": mean(cov_psnr), "psnr_new": mean(new_psnr),
             "depth_absrel": mean(absrel), "depth_delta1": mean(delta1),
-            "pose_drift_pct": float(100 * drift / max(path, 1e-6)),
+            "pose_drift_pct": float(100 * drift / max(path, 1e-6)), "eye_height_err_m": mean(rec.eye_height_err),
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
             "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
             "revisit_frames": float(len(pairs)), "per_step_psnr": step_psnr}
@@ -264,7 +269,7 @@ def write_plots(folder: Path, curves: dict[str, list[float]], records: dict, ret
 
 
 TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth_delta1", "pose_drift_pct",
-              "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr", "revisit_far_psnr")
+              "eye_height_err_m", "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr", "revisit_far_psnr")
 
 
 def format_table(summary: dict) -> str:

@@ -1,8 +1,9 @@
 """NeuralWorld: the learned world model as a WorldModel backend.
 
 Each step it (1) predicts where the camera ends up — the commanded kinematics plus the pose head's residual
-(the camera rides the terrain: height changes with the ground it sees), and no move into a surface its own
-last frame shows at body height (:func:`blocked_by_own_view`: it turns in place, as the simulator does) — and
+(trained to make the camera ride the terrain as the simulator's does; the shipped head barely moves it: the
+eval's ``eye_height_err_m``), and no move into a surface its own last frame shows at body height
+(:func:`blocked_by_own_view`: it turns in place, as the simulator does) — and
 (2) generates the frame there: RGB, z-depth and a per-pixel confidence, from the last frame, that frame warped
 into the target camera, the cache render of the fused map and the far-field panorama (``Context.cache``), and
 the target's ray map. The Scene asks :meth:`predict_c2w` first, renders the memory at that pose, then calls

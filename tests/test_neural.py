@@ -17,10 +17,11 @@ from safetensors.torch import load_file, save_file
 from learn.data import generate_walk, load_shard, WalkSpec
 from learn.train import TrainConfig, Trainer, WalkBank, splat_into_cache
 from worldmodel.actions import Action, TargetPose
+from worldmodel.camera import depth_edge_mask
 from worldmodel.frame import Context
 from worldmodel.neural.inputs import forward_warp
 from worldmodel.neural.weights import DEFAULT_CONFIG, WeightsError, build_net, load_pretrained, save_pretrained
-from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld
+from worldmodel.neural.world import DEPTH_EDGE_LOG_JUMP, SHIPPED_WEIGHTS, NeuralWorld
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {**DEFAULT_CONFIG, "widths": [8, 16]}
@@ -188,6 +189,9 @@ def test_neural_world_steps_move_the_camera_as_the_actions_say():
     pose = world.step(TargetPose(target), Context(recent=[f0]))
     assert np.allclose(pose.c2w, target)
     assert fwd.depth.dtype == np.float32 and np.isfinite(fwd.depth).all() and (fwd.depth > 0).mean() > 0.3
+    # no confidence where its depth jumps (a blend of near and far sources there): the map skips those pixels
+    edges = depth_edge_mask(fwd.depth, DEPTH_EDGE_LOG_JUMP)
+    assert edges.any() and (fwd.confidence[edges] == 0).all() and (fwd.confidence[~edges] > 0).mean() > 0.95
 
 
 def test_the_learned_world_stops_where_its_own_view_shows_an_obstacle():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldmodel.camera import (intrinsics_from_fov, invert_pose, look_at_c2w, reproject_depth, unproject_depth,
-                          world_to_pixels)
+from worldmodel.camera import (depth_edge_mask, intrinsics_from_fov, invert_pose, look_at_c2w, reproject_depth,
+                               unproject_depth, world_to_pixels)
 from recon.pointmap import VoxelPointMap
 from recon.voxelhash import Int64HashTable
 
@@ -169,3 +169,41 @@ def test_state_dict_roundtrip_and_corruption(walk_frames):
     broken["weight"] = broken["weight"][:-1]
     with pytest.raises(ValueError, match="corrupt"):
         VoxelPointMap.from_state_dict(broken)
+
+
+def test_depth_edge_mask_marks_both_sides_of_a_jump_and_of_a_hole():
+    depth = np.full((6, 8), 2.0)
+    depth[:, 4:] = 5.0            # a step between columns 3 and 4
+    depth[0, 0] = 0.0             # a hole
+    edge = depth_edge_mask(depth, 0.1)
+    assert edge[:, 3].all() and edge[:, 4].all()
+    assert edge[0, 1] and edge[1, 0]                       # the hole's neighbours
+    assert edge.sum() == 12 + 3                            # both step columns, the hole and its 2 neighbours
+    assert not depth_edge_mask(depth * np.linspace(1, 1.05, 8), 0.1)[2:, 1:3].any()  # a slope is no edge
+
+
+def test_zero_confidence_at_depth_edges_keeps_blended_depth_off_the_map(walk_world, walk_frames):
+    """Depth blended across object edges (as a learned model's soft blend of sources makes it: log depth
+    box-filtered 3x3) leaves floating voxels between near and far surfaces; fusing with confidence 0 at the
+    depth edges (what NeuralWorld outputs) removes most of them and keeps most of the map."""
+    voxel = 0.1
+    maps = {gated: VoxelPointMap(voxel, 60.0) for gated in (False, True)}
+    for f in walk_frames[::2]:
+        valid = f.depth > 0
+        logd = np.log(np.where(valid, f.depth, 1.0))
+        pad, pad_valid = np.pad(logd, 1, mode="edge"), np.pad(valid, 1, mode="edge")
+        box = sum(pad[i:i + f.height, j:j + f.width] for i in range(3) for j in range(3)) / 9
+        all_valid = np.logical_and.reduce([pad_valid[i:i + f.height, j:j + f.width]
+                                           for i in range(3) for j in range(3)])
+        blended = np.where(all_valid, np.exp(box), f.depth).astype(np.float32)
+        for gated, pmap in maps.items():
+            conf = np.where(depth_edge_mask(blended, 0.1), 0.0, 1.0).astype(np.float32) if gated else None
+            pmap.fuse(blended, f.rgb, f.K, f.c2w, f.index, conf)
+    floating, kept = {}, {}
+    for gated, pmap in maps.items():
+        pts, _ = pmap.points()
+        floating[gated] = int((walk_world.distance_to_surface(pts) > 3 * voxel).sum())
+        kept[gated] = len(pts)
+    assert floating[False] > 200, floating                 # the blend really makes floating voxels
+    assert floating[True] < 0.3 * floating[False], floating
+    assert kept[True] > 0.7 * kept[False], kept

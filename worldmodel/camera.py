@@ -99,6 +99,22 @@ def valid_depth_mask(depth: np.ndarray, max_depth: float = np.inf) -> np.ndarray
         return np.isfinite(depth) & (depth > 0) & (depth < max_depth)
 
 
+def depth_edge_mask(depth: np.ndarray, max_log_jump: float) -> np.ndarray:
+    """(H, W) bool: pixels at a depth discontinuity — their log z-depth differs from a 4-neighbour's by more
+    than ``max_log_jump`` (0.1 = 10 %), or a 4-neighbour has no depth (0/NaN/inf). Blended or noisy depth puts
+    "flying pixels" between the near and the far surface there."""
+    valid = valid_depth_mask(depth)
+    logd = np.log(np.where(valid, depth, 1.0))
+    edge = np.zeros(depth.shape, bool)
+    for axis in (0, 1):
+        jump = (np.abs(np.diff(logd, axis=axis)) > max_log_jump) | (np.diff(valid, axis=axis) != 0)
+        lo, hi = [slice(None), slice(None)], [slice(None), slice(None)]
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        edge[tuple(lo)] |= jump
+        edge[tuple(hi)] |= jump
+    return edge
+
+
 def unproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, max_depth: float = np.inf,
                     stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Lift a z-depth image to world points.

@@ -24,13 +24,17 @@ import torch.nn.functional as F
 
 from worldmodel.actions import Action, Kinematics, TargetPose
 from worldmodel.frame import BaseWorldModel, Context, Frame
-from worldmodel.camera import resize_intrinsics, unproject_depth
+from worldmodel.camera import depth_edge_mask, resize_intrinsics, unproject_depth
 from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
                                      output_depth, pose_head_input, relative_motion, tensor_to_image)
 from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained"
 BODY_RADIUS = 0.35  # metres a walking camera keeps from obstacles (as in the procedural world it learned)
+# Confidence is 0 where the output's log depth jumps by more than this to a neighbour: the blend of near and far
+# sources leaves depth between the two surfaces there, which the map (fusion weights by confidence) then skips.
+# On 8 held-out loops: rollout PSNR 17.76 -> 17.95 dB, revisits 17.22 -> 17.47, pose drift 3.3 -> 2.5 %.
+DEPTH_EDGE_LOG_JUMP = 0.1
 
 
 def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIUS, stride: int = 2) -> bool:
@@ -155,6 +159,7 @@ class NeuralWorld(BaseWorldModel):
         rgb = tensor_to_image(out["rgb"][0])
         depth = output_depth(out)[0, 0].numpy().astype(np.float32)
         conf = out["conf"][0, 0].numpy().astype(np.float32)
+        conf[depth_edge_mask(depth, DEPTH_EDGE_LOG_JUMP)] = 0.0
         return Frame(last.index + 1, rgb, depth, self.K.copy(), target, action, confidence=conf)
 
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -27,11 +27,11 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   fuse range) and the target's world ray map; relative camera motion (SE(3), 6D rotation) and the context-noise
   level enter every block through FiLM. Outputs are blended per pixel between generating, copying the warped
   last frame and copying the cache (softmax over the valid sources); the confidence is 0 where the output's
-  depth jumps by more than 10 % to a neighbour, so the map does not fuse blended edge depth. A small pose head is trained to predict
-  where the camera really ends up beyond the commanded kinematics (the simulator's camera rides the terrain at
-  eye height) from the last depth; the `eye_height_err_m` row says how far it stays from that (0 = it rides the
-  terrain as the simulator's camera does). A move into a surface the last frame shows at body height is not
-  made (`blocked_by_own_view`, no weights).
+  depth jumps by more than 10 % to a neighbour, so the map does not fuse blended edge depth. A small pose head
+  is trained to predict where the camera really ends up beyond the commanded kinematics (the simulator's camera
+  rides the terrain at eye height) from the last depth; the `eye_height_err_m` row says how far it stays from
+  that (0 = it rides the terrain as the simulator's camera does). A move into a surface the last frame shows at
+  body height is not made (`blocked_by_own_view`, no weights).
 - **Training data**: {walks} seeded walks of the procedural world (seeds {seed_lo}..{seed_hi}; evaluation uses
   seeds 0..99, never trained on): loops that come back, turned round or retracing the way out, wandering
   DeepVerse actions, and continuous target poses with pitch; cache renders made by the real engine at each step.

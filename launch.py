@@ -89,9 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--rollout-share", type=ranged(0.0, 1.0), default=0.4,
                     help="share of batches made from the model's own rollouts (default: 0.4)")
     tr.add_argument("--max-rollout", type=ranged(1, 64, integer=True), default=3, help="longest rollout before the trained step (default: 3)")
+    tr.add_argument("--rollout-after", type=ranged(0, STEPS[1], integer=True), default=800,
+                    help="steps trained on true context only before rollouts start (default: 800)")
     tr.add_argument("--rollout-cache-truth", action="store_true",
                     help="rollouts keep the true cache render (default: the rollout's own frames are fused into it)")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--init", default=None,
+                    help="fine-tune: start from these weights (folder or hub repo id; their widths win; "
+                         "a fresh optimiser and schedule; --resume of --out takes precedence)")
 
     neval = sub.add_parser("eval", help="evaluate the learned model: rollouts, revisits, baselines (table, plots)")
     neval.add_argument("--weights", default=None, help="model folder or hub repo id (default: the shipped weights)")

@@ -18,7 +18,11 @@ of generated over true pixels where the cache had nothing), PSNR split by cache-
 and on the *revisits* — return-half steps whose true pose is within 0.75 m (position plus a heading term) of a
 true pose of the way out, the same steps for every mode: ``revisit_psnr`` (vs the simulator),
 ``revisit_self_psnr`` (vs the frame the mode made at that outbound step — reported beside, never alone: a blur
-scores high on it), ``revisit_far_psnr`` (pixels beyond the fuse range: far towers and sky).
+scores high on it), ``revisit_far_psnr`` (pixels beyond the fuse range: far towers and sky),
+``revisit_outbound_psnr`` (the outbound frames those revisits match, vs the simulator: what giving back the
+mode's own frames of the way out would score — memory can recall no better than what was made), and, per
+walk, ``revisit_start_seen`` (share of the true return views' surface pixels that the start frame, the only
+frame the simulator made, saw: the rest was generated on the way out, so the truth there was never shown).
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
     path = sum(np.linalg.norm(true_poses[i + 1][:3, 3] - true_poses[i][:3, 3]) for i in range(len(true_poses) - 1))
     drift = np.linalg.norm(rec.frames[-1].c2w[:3, 3] - true_poses[-1][:3, 3])
     # revisits: return-half frames whose true pose matches a true outbound pose (frame i sits at true_poses[i + 1])
-    revisit, far_psnr, self_psnr = [], [], []
+    revisit, far_psnr, self_psnr, outbound_psnr = [], [], [], []
     pairs = revisit_pairs(true_poses, return_from)
     for i, j in pairs:
         f, (t_rgb, t_depth) = rec.frames[i], rec.truth[i]
@@ -181,6 +185,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
         far_psnr.append(psnr(f.rgb, t_rgb, far))
         if j >= 0:
             self_psnr.append(psnr(f.rgb, rec.frames[j].rgb))
+            outbound_psnr.append(step_psnr[j])
 
     def mean(v):
         v = [x for x in v if np.isfinite(x)]
@@ -191,7 +196,31 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             "pose_drift_pct": float(100 * drift / max(path, 1e-6)), "eye_height_err_m": mean(rec.eye_height_err),
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
             "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
-            "revisit_frames": float(len(pairs)), "per_step_psnr": step_psnr}
+            "revisit_outbound_psnr": mean(outbound_psnr), "revisit_frames": float(len(pairs)), "per_step_psnr": step_psnr}
+
+
+def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray], return_from: int, size: int,
+                     kinematics: Kinematics, max_depth: float = 60.0, tolerance: float = 0.05) -> float:
+    """Share of the revisits' true views (surface pixels within ``max_depth``) that the simulator's start frame
+    saw: the surface point projects into the start camera, and the start frame's depth there agrees with its
+    distance within ``tolerance`` (relative; nearest pixel). Nan when the walk has no revisit."""
+    from worldmodel.camera import invert_pose, unproject_depth, world_to_pixels
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    sim = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
+    first = sim.reset(seed, start)
+    start_w2c = invert_pose(first.c2w)
+    seen, surface = 0, 0
+    for i, _ in revisit_pairs(true_poses, return_from):
+        _, t_depth = sim.render(true_poses[i + 1])
+        points, _ = unproject_depth(t_depth, first.K, true_poses[i + 1], max_depth=max_depth)
+        uv, z = world_to_pixels(points, first.K, start_w2c)
+        u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+        inside = (z > 0) & (u >= 0) & (u < size) & (v >= 0) & (v < size)
+        start_depth = first.depth[v[inside], u[inside]]
+        seen += int((np.abs(start_depth - z[inside]) <= tolerance * z[inside]).sum())
+        surface += len(points)
+    return seen / surface if surface else float("nan")
 
 
 def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,
@@ -203,10 +232,12 @@ def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MO
     kin = Kinematics()
     bar = tqdm(total=walks * len(modes) * steps, desc="eval", unit="frame", disable=not progress)
     per_mode: dict[str, list[dict]] = {m: [] for m in modes}
+    start_seen = []
     sheets = []
     for w in range(walks):
         seed = EVAL_SEEDS_START + w
         actions, poses, return_from, start = simulator_walk(seed, steps, size, kin)
+        start_seen.append(start_seen_share(seed, start, poses, return_from, size, kin))
         records = {}
         for mode in modes:
             records[mode] = rollout(mode, seed, actions, start, weights, size, kin, progress=bar.update,
@@ -216,7 +247,8 @@ def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MO
             sheets = records
             first_return = return_from
     bar.close()
-    summary: dict = {"walks": walks, "steps": steps, "size": size}
+    summary: dict = {"walks": walks, "steps": steps, "size": size,
+                     "revisit_start_seen": float(np.nanmean(start_seen)) if np.isfinite(start_seen).any() else float("nan")}
     for mode, items in per_mode.items():
         for key in items[0]:
             if key == "per_step_psnr":
@@ -269,7 +301,8 @@ def write_plots(folder: Path, curves: dict[str, list[float]], records: dict, ret
 
 
 TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth_delta1", "pose_drift_pct",
-              "eye_height_err_m", "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr", "revisit_far_psnr")
+              "eye_height_err_m", "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr", "revisit_far_psnr",
+              "revisit_outbound_psnr")
 
 
 def format_table(summary: dict) -> str:
@@ -297,7 +330,8 @@ def main(args) -> int:
     on, off = summary.get("revisit_psnr_memory_on"), summary.get("revisit_psnr_memory_off")
     fill = summary.get("revisit_psnr_cache_fill")
     print(f"revisit_psnr_memory_on {on:.2f} dB, memory_off {off:.2f} dB (gain {on - off:+.2f}), "
-          f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f})")
+          f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f}); the start frame saw "
+          f"{100 * summary['revisit_start_seen']:.0f} % of the revisits' true views, the rest was generated")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0

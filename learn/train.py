@@ -36,7 +36,7 @@ from learn.data import generate_shards, load_shard, shard_path
 from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
-from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, save_pretrained
+from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, load_pretrained, save_pretrained
 
 TRAIN_SEEDS = range(1000, 1320)   # walks the model is trained on
 VAL_SEEDS = range(100, 108)       # validation during training (eval uses seeds 0..99, never trained on)
@@ -67,6 +67,7 @@ class TrainConfig:
     bf16: bool = True
     threads: int = 0              # torch threads per process (0 = torch default)
     model_config: dict = field(default_factory=dict)
+    init: str = ""                # start from these weights (folder or hub repo id; their architecture wins)
 
 
 class WalkBank:
@@ -186,7 +187,12 @@ class Trainer:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model_config = {**DEFAULT_CONFIG, "widths": list(cfg.widths), **cfg.model_config}
-        self.net = build_net(self.model_config).to(self.device)
+        if cfg.init:  # fine-tune: the architecture and the weights of a trained model (a fresh optimiser)
+            init_config, init_net = load_pretrained(cfg.init)
+            self.model_config = {k: v for k, v in init_config.items() if k != "training"}
+            self.net = init_net.train().to(self.device)
+        else:
+            self.net = build_net(self.model_config).to(self.device)
         self.module = self.net
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
@@ -414,7 +420,8 @@ def main(args) -> int:
     cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, batch=args.batch,
                       lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
                       widths=list(args.widths), val_every=args.val_every, rollout_share=args.rollout_share,
-                      max_rollout=args.max_rollout, rollout_into_cache=not args.rollout_cache_truth)
+                      max_rollout=args.max_rollout, rollout_into_cache=not args.rollout_cache_truth,
+                      rollout_after=args.rollout_after, init=str(args.init or ""))
     if args.walks is not None:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:

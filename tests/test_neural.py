@@ -92,6 +92,24 @@ def test_tiny_model_loss_falls(tiny_shards, tmp_path):
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
 
 
+def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_shards, tmp_path):
+    """``--init``: the run starts from a trained model's weights and widths (not TrainConfig.widths), trains,
+    and its checkpoint loads as that architecture."""
+    torch.manual_seed(2)
+    start = save_pretrained(tmp_path / "start", {**TINY, "context_noise": 0.05}, build_net(TINY), half=False)
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(tiny_shards), train_seeds=[1000, 1001], val_seeds=[100],
+                      steps=3, batch=2, warmup=1, rollout_after=0, rollout_share=1.0, max_rollout=2,
+                      widths=[48, 96], init=str(start))
+    trainer = Trainer(cfg)
+    _, expected = load_pretrained(start)
+    assert all(torch.equal(a, b) for a, b in zip(trainer.module.state_dict().values(), expected.state_dict().values()))
+    trainer.train_bank = trainer.val_bank = WalkBank([tiny_shards / "walk-001000.safetensors"])
+    trainer.run(progress=False)
+    config, tuned = load_pretrained(tmp_path / "run")
+    assert config["widths"] == [8, 16] and config["context_noise"] == 0.05 and config["training"]["steps"] == 3
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), expected.state_dict().values()))
+
+
 def test_save_and_from_pretrained_round_trip(tmp_path):
     torch.manual_seed(1)
     net = build_net(TINY)
@@ -272,3 +290,28 @@ def test_learned_world_continues_from_a_recorded_frame():
     f1 = world.step(TargetPose(frame.c2w), Context(recent=[f0]))
     assert np.isfinite(f1.depth).all() and f1.rgb.std() > 5
     assert world.reference_view(f1.c2w) is None
+
+
+def test_start_seen_share_is_all_of_the_start_view_and_part_of_a_turned_one():
+    """Ground truth for the eval's ``revisit_start_seen``: a return to the start pose sees only what the start
+    frame saw; a return turned 30 degrees in place shares the image columns within 35 degrees of both optical
+    axes, (tan 5 + tan 35) / (2 tan 35) = 56 % of them (less what the turn brings out from behind occluders);
+    a walk that ends facing back where it started has no revisit."""
+    from learn.data import walk_start
+    from learn.evaluate import start_seen_share
+    from worldmodel.actions import Kinematics, yaw_rotation
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    kin = Kinematics()
+    start = walk_start(ProceduralWorld(ProceduralConfig(width=128, height=128), seed=3), 3)
+    away = start.copy()
+    away[:3, 3] += 3.0 * away[:3, 2]
+    turned = start.copy()
+    turned[:3, :3] = yaw_rotation(np.radians(30)) @ start[:3, :3]
+    same = start_seen_share(3, start, [start, away, start], 1, 128, kin)
+    part = start_seen_share(3, start, [start, away, turned], 1, 128, kin)
+    assert same > 0.99, same
+    assert 0.45 < part < 0.57, part
+    behind = start.copy()
+    behind[:3, :3] = yaw_rotation(np.pi) @ start[:3, :3]
+    assert np.isnan(start_seen_share(3, start, [start, away, behind], 1, 128, kin))

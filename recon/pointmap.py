@@ -195,12 +195,14 @@ class VoxelPointMap:
         rows = self._hash.find(np.unique(self.keys_of_points(np.concatenate(samples))))
         rows = rows[rows >= 0]
         if len(rows):
-            carved = rows[~np.isin(rows, observed_rows)]
+            observed = np.zeros(self._size, bool)
+            observed[observed_rows] = True
+            carved = rows[~observed[rows]]  # unique rows (unique keys), none of them observed by this fuse
             self.free_frames[carved] += 1
-            if len(carved):  # part of this fuse's change: same version, one log entry
+            if len(carved):  # part of this fuse's change: same version, one log entry (disjoint from it)
                 self.modified[carved] = self.version
                 version, changed = self._log[-1]
-                self._log[-1] = (version, np.union1d(changed, carved))
+                self._log[-1] = (version, np.concatenate([changed, carved]))
 
     def fuse_points(self, points: np.ndarray, colors: np.ndarray, frame_index: int,
                     weights: np.ndarray | None = None) -> FuseStats:

@@ -61,7 +61,7 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
     seeds = tcfg.get("train_seeds", [0])
     state_file = Path(checkpoint) / "train_state.json"  # the run's true clock (the config has only the budget)
     minutes = (json.loads(state_file.read_text()).get("elapsed_s", 0) / 60 if state_file.is_file()
-               else tcfg.get("minutes", 0))
+               else training.get("minutes_trained", tcfg.get("minutes", 0)))  # re-shipping a shipped model
     card = CARD.format(
         size=config["size"][0], params=sum(p.numel() for p in net.parameters()) / 1e6, widths=config["widths"],
         walks=len(seeds), seed_lo=min(seeds), seed_hi=max(seeds), steps=training.get("steps", "?"),

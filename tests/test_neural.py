@@ -110,6 +110,31 @@ def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_s
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), expected.state_dict().values()))
 
 
+def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp_path):
+    """learn.ship: a checkpoint becomes fp16 weights, a config with the eval figures and a card that states the
+    run's own clock; shipping the shipped folder again (a new eval) keeps the weights byte for byte and the clock."""
+    from learn.ship import ship
+
+    torch.manual_seed(3)
+    run = save_pretrained(tmp_path / "run", {**TINY, "training": {"steps": 7, "hardware": "CPU, test",
+                                                                 "config": {"train_seeds": [1000, 1001]}}},
+                          build_net(TINY), half=False)
+    (run / "train_state.json").write_text(json.dumps({"step": 7, "elapsed_s": 1234.0}))
+    summary = {"walks": 1, "steps": 8, "size": 128, "psnr_memory_on": 17.5, "revisit_psnr_memory_on": 16.25}
+    (tmp_path / "eval.json").write_text(json.dumps(summary))
+    shipped = ship(run, tmp_path / "shipped", tmp_path / "eval.json")
+    weights = load_file(str(shipped / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values())
+    card = (shipped / "README.md").read_text()
+    assert "7 steps" in card and "21 minutes" in card and "| revisit_psnr | 16.25 |" in card
+    config = json.loads((shipped / "config.json").read_text())
+    assert config["eval"]["psnr_memory_on"] == 17.5 and config["training"]["minutes_trained"] == 20.6
+
+    again = ship(shipped, tmp_path / "again", tmp_path / "eval.json")  # no train_state.json there
+    assert (again / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    assert "21 minutes" in (again / "README.md").read_text()
+
+
 def test_save_and_from_pretrained_round_trip(tmp_path):
     torch.manual_seed(1)
     net = build_net(TINY)

@@ -331,7 +331,8 @@ def main(args) -> int:
     fill = summary.get("revisit_psnr_cache_fill")
     print(f"revisit_psnr_memory_on {on:.2f} dB, memory_off {off:.2f} dB (gain {on - off:+.2f}), "
           f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f}); the start frame saw "
-          f"{100 * summary['revisit_start_seen']:.0f} % of the revisits' true views, the rest was generated")
+          f"{100 * summary['revisit_start_seen']:.0f} % of the surfaces the revisits show (the rest, and the far "
+          "field, the model made on the way out)")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0

@@ -43,7 +43,10 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
 ## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
 
 Each loop goes out along a wandering path and comes back over the same poses with the same headings; the
-revisit rows cover the return steps whose true pose matches one of the way out.
+revisit rows cover the return steps whose true pose matches one of the way out. `revisit_outbound_psnr` scores
+the frames of the way out that those steps match: what recalling its own frames exactly would give. The
+simulator's start frame saw {start_seen} of the surfaces the revisits show; the rest, and the far field, the model
+made on the way out.
 
 {table}
 
@@ -71,7 +74,9 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         rollout_cache=("their frames fused into the later caches" if tcfg.get("rollout_into_cache", False)
                        else "the caches stayed the simulator's"),
         eval_walks=summary["walks"] if summary else "-", eval_steps=summary["steps"] if summary else "-",
-        table=format_table(summary) if summary else "(not evaluated)")
+        table=format_table(summary) if summary else "(not evaluated)",
+        start_seen=(f"{100 * summary['revisit_start_seen']:.0f} %" if summary and "revisit_start_seen" in summary
+                    else "(not measured)"))
     if summary:
         config["eval"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)  # JSON has no NaN
                           for k, v in summary.items() if k != "curves"}

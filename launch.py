@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     neval = sub.add_parser("eval", help="evaluate the learned model: rollouts, revisits, baselines (table, plots)")
     neval.add_argument("--weights", default=None, help="model folder or hub repo id (default: the shipped weights)")
-    neval.add_argument("--walks", type=ranged(1, 100, integer=True), default=4,
-                       help="held-out loop walks, seeds 0..N-1 of the 100 held out (default: 4)")
+    neval.add_argument("--walks", type=ranged(1, 100, integer=True), default=8,
+                       help="held-out loop walks, seeds 0..N-1 of the 100 held out (default: 8)")
     neval.add_argument("--steps", type=ranged(8, 100_000, integer=True), default=80,
                        help="steps per walk, half out and half back (default: 80)")
     neval.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")

@@ -223,7 +223,7 @@ def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray],
     return seen / surface if surface else float("nan")
 
 
-def evaluate(weights, walks: int = 4, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,
+def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,
              plots: str | Path | None = None, context_noise: float | None = None) -> dict:
     """Run every mode on ``walks`` held-out loop walks; returns {metric: value} (flat, JSON-able) and the
     per-step PSNR curves under "curves"."""

@@ -27,7 +27,8 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   fuse range) and the target's world ray map; relative camera motion (SE(3), 6D rotation) and the context-noise
   level enter every block through FiLM. Outputs are blended per pixel between generating, copying the warped
   last frame and copying the cache (softmax over the valid sources); the confidence is 0 where the output's
-  depth jumps by more than 10 % to a neighbour, so the map does not fuse blended edge depth. A small pose head
+  depth jumps by more than 10 % to a neighbour, so the map does not fuse blended edge depth. Where the cache
+  shows a surface of an observed frame (the start frame), the frame shows it as observed. A small pose head
   is trained to predict where the camera really ends up beyond the commanded kinematics (the simulator's camera
   rides the terrain at eye height) from the last depth; the `eye_height_err_m` row says how far it stays from
   that (0 = it rides the terrain as the simulator's camera does). A move into a surface the last frame shows at

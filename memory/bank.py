@@ -33,11 +33,12 @@ from memory.panorama import FarFieldPanorama
 from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
                               valid_camera, view_candidates, visible_blocks)
 from worldmodel.camera import resize_intrinsics
-from recon.pointmap import FuseStats, VoxelPointMap
+from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from worldmodel.frame import CacheView, Frame
 
 RULES = ("ours", "deepverse", "worldmem")
 STATE_VERSION = 1
+OBSERVED_PREFIX = "observed."  # state_dict keys of the observed frames' own map
 
 
 @dataclass
@@ -68,6 +69,11 @@ class MemoryConfig:
     cache_max_side: int = 128         # the cache is rendered at most this many pixels on its long side (0 = frame size)
     cache_lod_pixels: float = 0.0     # > 0: far cells draw one voxel per block spanning <= this many pixels
     cell_m: float = 4.0               # cell edge of the map's spatial index
+    # Frames with no confidence (observed by a camera or the simulator, not generated) are also fused into a
+    # small map of their own whose surfaces win the cache render over generated ones, so a learned world never
+    # paints over what was observed (its start frame). A world with more observed frames than this (a
+    # recording, the simulator) is all observation: the layer is dropped. 0 = off.
+    observed_layer_frames: int = 16
 
     def __post_init__(self) -> None:
         if self.retrieval_rule not in RULES:
@@ -136,6 +142,10 @@ class GeometricMemory:
         self._mark = np.zeros(0, np.int32)
         self.index.reset()
         self.far.reset()
+        self._observed_map: VoxelPointMap | None = None  # see MemoryConfig.observed_layer_frames
+        self._observed_grid = MapGrid(cell_m=self.config.cell_m)
+        self._observed_frames = 0
+        self._generated_seen = False
 
     def __len__(self) -> int:
         return self._n
@@ -197,6 +207,7 @@ class GeometricMemory:
         if not valid_camera(c2w, frame.K, frame.width, frame.height):
             return
         self._last_index = max(self._last_index, int(frame.index))
+        self._observe_layer(frame, pointmap)
         step = max(1, frame.width // 100)  # the panorama has 0.7 degree cells: ~100-200 px across a view fill them
         K_strided = np.array(frame.K, np.float64)
         K_strided[:2] /= step  # pixel i of the strided image is pixel i * step of the frame
@@ -210,6 +221,32 @@ class GeometricMemory:
             rows = np.unique(self.grid.rep[rows])
         self._append(fid, frame.index, c2w, frame.K, (frame.width, frame.height),
                      *thumbnail(frame.rgb, frame.depth, self.config.thumbnail_factor), rows)
+
+    def _observe_layer(self, frame: Frame, pointmap: VoxelPointMap) -> None:
+        """Keep the observed frames' own map (MemoryConfig.observed_layer_frames)."""
+        if frame.confidence is not None:
+            self._generated_seen = True
+            return
+        self._observed_frames += 1
+        if self._observed_frames > self.config.observed_layer_frames:
+            self._observed_map = None
+            return
+        if self._observed_map is None:
+            self._observed_map = VoxelPointMap(pointmap.voxel_size, pointmap.max_depth)
+        fuse_frame(self._observed_map, frame)
+
+    def _observed_wins(self, cache: CacheView, K: np.ndarray, c2w: np.ndarray) -> CacheView:
+        """``cache`` with the observed layer's surfaces in front wherever it has one (``observed`` says where);
+        unchanged while no generated frame has been seen (the whole map is then observation)."""
+        layer = self._observed_map
+        if layer is None or not len(layer) or not self._generated_seen:
+            return cache
+        h, w = cache.depth.shape
+        seen = render_map_cache(layer, self._observed_grid, K, c2w, w, h, lod_pixels=self.config.cache_lod_pixels)
+        won = seen.valid
+        return dataclasses.replace(cache, rgb=np.where(won[..., None], seen.rgb, cache.rgb),
+                                   depth=np.where(won, seen.depth, cache.depth).astype(np.float32),
+                                   valid=cache.valid | won, observed=won)
 
     def _append(self, fid: int, index: int, c2w: np.ndarray, K: np.ndarray, size: tuple[int, int],
                 thumb_rgb: np.ndarray, thumb_depth: np.ndarray, rows: np.ndarray) -> None:
@@ -296,7 +333,7 @@ class GeometricMemory:
         if self.config.render_cache and pointmap is not None and len(pointmap):
             cK, cw, ch = scaled_camera(np.asarray(K, dtype=np.float64), int(width), int(height),
                                        self.config.cache_max_side)
-            cache = self.render_cache(target_c2w, cK, cw, ch, pointmap)
+            cache = self._observed_wins(self.render_cache(target_c2w, cK, cw, ch, pointmap), cK, target_c2w)
             far_rgb, far_valid = self.far.render(cK, target_c2w, cw, ch)
             cache = dataclasses.replace(cache, far_rgb=far_rgb, far_valid=far_valid)
         self.last_timings.update(retrieve_ms=1e3 * (t1 - t0), cache_ms=1e3 * (time.perf_counter() - t1))
@@ -329,6 +366,9 @@ class GeometricMemory:
             "row_offsets": self._offsets[: n + 1].copy(),
             "rows": self._rows[: self._offsets[n]].copy(),
             **self.far.state_dict(),
+            "observed_meta": np.array([self._observed_frames, int(self._generated_seen)], np.int64),
+            **({f"{OBSERVED_PREFIX}{k}": v for k, v in self._observed_map.state_dict().items()}
+               if self._observed_map is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -370,7 +410,17 @@ class GeometricMemory:
         pixels = ts[:, 0] * ts[:, 1]
         if state["thumb_rgb"].shape != (int(pixels.sum()) * 3,) or state["thumb_depth"].shape != (int(pixels.sum()),):
             raise fail("thumbnail arrays do not match their shapes")
+        observed_meta = np.asarray(state.get("observed_meta", np.zeros(2, np.int64)))  # absent: saved before it
+        if observed_meta.shape != (2,) or observed_meta.dtype != np.int64 or observed_meta.min() < 0:
+            raise fail("observed_meta must be two non-negative int64 counts")
+        layer_state = {k[len(OBSERVED_PREFIX):]: v for k, v in state.items() if k.startswith(OBSERVED_PREFIX)}
+        try:
+            observed_map = VoxelPointMap.from_state_dict(layer_state) if layer_state else None
+        except ValueError as e:
+            raise fail(f"the observed layer: {e}") from None
         self.reset()
+        self._observed_frames, self._generated_seen = int(observed_meta[0]), bool(observed_meta[1])
+        self._observed_map = observed_map
         n_alloc = max(n, 1)
         self._fid, self._index = _grow(self._fid, n_alloc), _grow(self._index, n_alloc)
         self._c2w, self._K, self._size = _grow(self._c2w, n_alloc), _grow(self._K, n_alloc), _grow(self._size, n_alloc)

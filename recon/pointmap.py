@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldmodel.camera import pixels_to_camera, unproject_depth, valid_depth_mask
+from worldmodel.frame import Frame
 from recon.voxelhash import Int64HashTable
 
 _KEY_BITS = 21
@@ -327,3 +328,15 @@ class VoxelPointMap:
             raise ValueError("point map has duplicate voxel keys; the session is corrupt")
         m._hash.insert(state["keys"], np.arange(n, dtype=np.int64))
         return m
+
+
+def fuse_frame(pointmap: VoxelPointMap, frame: Frame, stride: int = 0) -> FuseStats:
+    """Fuse a frame's depth (or its world points, for point-cloud sources) into ``pointmap``.
+
+    stride: pixel stride; 0 picks :func:`auto_stride` (large recorded frames at coarse voxels need far fewer
+    pixels than they have)."""
+    if frame.world_points is not None:
+        return pointmap.fuse_points(frame.world_points, frame.world_colors, frame.index)
+    if stride <= 0:
+        stride = auto_stride(frame.depth, frame.K, pointmap.voxel_size)
+    return pointmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence, stride=stride)

@@ -3,7 +3,7 @@
 Both methods fuse the same frames at the same voxel size and depth range:
 
 - **ours**: :class:`recon.pointmap.VoxelPointMap` (voxel running means of the depth pixels), fused the way
-  :func:`scenes.scene.fuse_frame` does, except that large frames are subsampled to the voxel size
+  :func:`recon.pointmap.fuse_frame` does, except that large frames are subsampled to the voxel size
   (:func:`auto_stride`: about two depth pixels per voxel side at the frame's median depth, the sampling
   rate the voxel grid can represent; 1 = every pixel; the TSDF itself reads one depth pixel per voxel);
 - **peer**: :class:`recon.tsdf.TSDFFusion` with its defaults (open3d ``VoxelBlockGrid``, truncation 8 voxels,

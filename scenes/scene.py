@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
 import numpy as np
 
 from memory.metrics import agreement as cache_agreement
-from recon.pointmap import FuseStats, VoxelPointMap, auto_stride
+from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
@@ -113,18 +113,6 @@ class MemoryProvider(Protocol):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state_dict`; ValueError (one line) when it is corrupt."""
         ...
-
-
-def fuse_frame(pointmap: VoxelPointMap, frame: Frame, stride: int = 0) -> FuseStats:
-    """Fuse a frame's depth (or its world points, for point-cloud sources) into ``pointmap``.
-
-    stride: pixel stride; 0 picks :func:`recon.pointmap.auto_stride` (large recorded frames at coarse
-    voxels need far fewer pixels than they have)."""
-    if frame.world_points is not None:
-        return pointmap.fuse_points(frame.world_points, frame.world_colors, frame.index)
-    if stride <= 0:
-        stride = auto_stride(frame.depth, frame.K, pointmap.voxel_size)
-    return pointmap.fuse(frame.depth, frame.rgb, frame.K, frame.c2w, frame.index, frame.confidence, stride=stride)
 
 
 class Scene:

@@ -362,3 +362,49 @@ def test_bench_section_is_registered():
 
     sections = bench_sections()
     assert set(sections) == {"memory"} and callable(sections["memory"])
+
+
+def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
+    """A generated frame (it has a confidence) that puts a wrong wall 1.5 m in front of what the observed
+    start frame saw: the cache at the start pose still shows the start frame (``observed`` marks it), the
+    layer survives state_dict, and a world of observed frames only (more than the cap) drops it."""
+    world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
+    start = world.reset(3)
+    fake = Frame(1, np.full_like(start.rgb, 255), np.full_like(start.depth, 1.5), start.K, start.c2w,
+                 confidence=np.ones_like(start.depth))
+    memory, pmap = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0, carve=True)
+    for fid, f in enumerate([start, fake]):
+        memory.observe(f, fid, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence), pmap)
+        _, _, cache = memory.build_context(start.c2w, start.K, W, H, pmap, 0)
+        if fid == 0:  # nothing generated yet: the whole map is observation
+            assert cache.observed is None
+    surface = (start.depth > 0) & (start.depth < 60)
+    assert cache.observed[surface].mean() > 0.97 and not cache.observed[~surface].any()
+    shown = cache.observed & surface
+    assert np.abs(cache.depth[shown] - start.depth[shown]).mean() < 0.05 * start.depth[shown].mean()
+    assert np.abs(cache.rgb[shown].astype(int) - start.rgb[shown]).mean() < 12  # not the white wall
+    without = VoxelPointMap(0.1, 60.0)  # the same two frames, no observed layer: the wall is all one sees
+    for f in (start, fake):
+        without.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence)
+    plain = render_map_cache_of(without, start)
+    assert (plain.rgb[surface] == 255).all(axis=-1).mean() > 0.9
+
+    restored = GeometricMemory(MemoryConfig())
+    restored.load_state_dict(memory.state_dict())
+    _, _, again = restored.build_context(start.c2w, start.K, W, H, pmap, 0)
+    assert np.array_equal(again.observed, cache.observed) and np.array_equal(again.rgb, cache.rgb)
+    state = memory.state_dict()
+    state["observed_meta"] = np.array([-1, 0], np.int64)
+    with pytest.raises(ValueError, match="observed_meta"):
+        GeometricMemory(MemoryConfig()).load_state_dict(state)
+
+    capped = GeometricMemory(MemoryConfig(observed_layer_frames=1))
+    for fid, f in enumerate([start, start, fake]):  # two observed frames: more than the cap
+        capped.observe(f, fid, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence), pmap)
+    assert capped.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed is None
+
+
+def render_map_cache_of(pointmap: VoxelPointMap, frame: Frame) -> CacheView:
+    from memory.cache import render_map_cache
+
+    return render_map_cache(pointmap, MapGrid(), frame.K, frame.c2w, frame.width, frame.height)

@@ -340,3 +340,26 @@ def test_start_seen_share_is_all_of_the_start_view_and_part_of_a_turned_one():
     behind = start.copy()
     behind[:3, :3] = yaw_rotation(np.pi) @ start[:3, :3]
     assert np.isnan(start_seen_share(3, start, [start, away, behind], 1, 128, kin))
+
+
+def test_the_learned_world_shows_observed_surfaces_as_observed():
+    """Where the cache marks a pixel's surface as observed (CacheView.observed), the frame shows the cache's
+    colour and depth there and does not fuse it again (confidence 0); elsewhere the network makes it."""
+    from worldmodel.frame import CacheView
+
+    model = NeuralWorld.from_pretrained(SHIPPED_WEIGHTS, seed=0)
+    first = model.reset(0)
+    action = Action("F", "N")
+    target = model.predict_c2w(first, action)
+    h, w = first.depth.shape
+    observed = np.zeros((h, w), bool)
+    observed[:, : w // 2] = True
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[observed] = (255, 0, 255)
+    depth = np.where(observed, 3.0, 0.0).astype(np.float32)
+    cache = CacheView(rgb, depth, observed.copy(), first.K, target, observed=observed)
+    frame = model.step(action, Context(recent=[first], cache=cache, target=target))
+    assert (frame.rgb[observed] == (255, 0, 255)).all() and np.all(frame.depth[observed] == 3.0)
+    assert np.all(frame.confidence[observed] == 0)
+    magenta = (frame.rgb[~observed] == (255, 0, 255)).all(axis=-1)
+    assert magenta.mean() < 0.05 and frame.confidence[~observed].max() > 0.5

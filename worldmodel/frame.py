@@ -89,6 +89,9 @@ class CacheView(_DepthImage):
     c2w: (4, 4) float64 OpenCV camera-to-world of the target camera.
     far_rgb / far_valid: optional (h, w, 3) uint8 / (h, w) bool, the far field seen from the target camera
         (what lies beyond the map's fuse range: distant buildings, hills, sky; memory.panorama), same pixels.
+    observed: optional (h, w) bool, pixels whose surface comes from *observed* frames (no confidence: a
+        camera's or the simulator's), which win over generated ones there; None when the memory does not
+        tell them apart (e.g. every frame of the world is observed).
     """
 
     rgb: np.ndarray
@@ -98,9 +101,12 @@ class CacheView(_DepthImage):
     c2w: np.ndarray
     far_rgb: np.ndarray | None = None
     far_valid: np.ndarray | None = None
+    observed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         h, w = self.depth.shape
+        if self.observed is not None and (self.observed.shape != (h, w) or self.observed.dtype != bool):
+            raise ValueError(f"CacheView.observed must be a ({h}, {w}) bool mask")
         if self.rgb.shape != (h, w, 3) or self.valid.shape != (h, w):
             raise ValueError(f"CacheView rgb {self.rgb.shape} / valid {self.valid.shape} do not match depth {(h, w)}")
         if self.rgb.dtype != np.uint8 or self.depth.dtype != np.float32 or self.valid.dtype != bool:

@@ -6,7 +6,10 @@ eval's ``eye_height_err_m``), and no move into a surface its own last frame show
 (:func:`blocked_by_own_view`: it turns in place, as the simulator does) — and
 (2) generates the frame there: RGB, z-depth and a per-pixel confidence, from the last frame, that frame warped
 into the target camera, the cache render of the fused map and the far-field panorama (``Context.cache``), and
-the target's ray map. The Scene asks :meth:`predict_c2w` first, renders the memory at that pose, then calls
+the target's ray map. Where the cache shows a surface of an *observed* frame (``CacheView.observed``: the start
+frame, not a generated one) the frame shows it as observed: the network's own output there tends to follow its
+warped last frame and would paint over it (revisits +0.49 dB on the eval's 8 held-out loops, +0.38 dB on the 8
+validation loops). The Scene asks :meth:`predict_c2w` first, renders the memory at that pose, then calls
 :meth:`step`, which uses the same pose (the pose head is deterministic).
 
 The first frame is the simulator's view for the seed (as DeepVerse starts from an input image), or any RGB-D
@@ -160,6 +163,11 @@ class NeuralWorld(BaseWorldModel):
         depth = output_depth(out)[0, 0].numpy().astype(np.float32)
         conf = out["conf"][0, 0].numpy().astype(np.float32)
         conf[depth_edge_mask(depth, DEPTH_EDGE_LOG_JUMP)] = 0.0
+        if cache is not None and cache.observed is not None:  # what was observed is shown as observed
+            observed = _resize(torch.from_numpy(cache.observed.astype(np.float32))[None, None], h, w)[0, 0].numpy() > 0.5
+            rgb[observed] = tensor_to_image(cache_rgb[0])[observed]
+            depth[observed] = cache_depth[0, 0].numpy()[observed]
+            conf[observed] = 0.0  # already in the map, from the observed frame
         return Frame(last.index + 1, rgb, depth, self.K.copy(), target, action, confidence=conf)
 
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

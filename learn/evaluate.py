@@ -204,22 +204,20 @@ def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray],
     """Share of the revisits' true views (surface pixels within ``max_depth``) that the simulator's start frame
     saw: the surface point projects into the start camera, and the start frame's depth there agrees with its
     distance within ``tolerance`` (relative; nearest pixel). Nan when the walk has no revisit."""
-    from worldmodel.camera import invert_pose, unproject_depth, world_to_pixels
+    from worldmodel.camera import reproject_depth, valid_depth_mask
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     sim = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
     first = sim.reset(seed, start)
-    start_w2c = invert_pose(first.c2w)
     seen, surface = 0, 0
     for i, _ in revisit_pairs(true_poses, return_from):
         _, t_depth = sim.render(true_poses[i + 1])
-        points, _ = unproject_depth(t_depth, first.K, true_poses[i + 1], max_depth=max_depth)
-        uv, z = world_to_pixels(points, first.K, start_w2c)
-        u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
-        inside = (z > 0) & (u >= 0) & (u < size) & (v >= 0) & (v < size)
-        start_depth = first.depth[v[inside], u[inside]]
-        seen += int((np.abs(start_depth - z[inside]) <= tolerance * z[inside]).sum())
-        surface += len(points)
+        near = valid_depth_mask(t_depth, max_depth)
+        # the start frame's depth counts at any range: only the revisit's surfaces are limited to max_depth
+        err = reproject_depth(np.where(near, t_depth, 0), first.K, true_poses[i + 1], first.depth, first.K,
+                              first.c2w, relative=True)
+        seen += int((err <= tolerance).sum())
+        surface += int(near.sum())
     return seen / surface if surface else float("nan")
 
 

@@ -14,6 +14,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from memory import GeometricMemory, MemoryConfig, agreement, render_cache
+from memory.cache import render_map_cache
 from memory.grid import MapGrid
 from worldmodel.camera import intrinsics_from_fov, invert_pose, look_at_c2w
 from recon.pointmap import VoxelPointMap
@@ -386,7 +387,7 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
     without = VoxelPointMap(0.1, 60.0)  # the same two frames, no observed layer: the wall is all one sees
     for f in (start, fake):
         without.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence)
-    plain = render_map_cache_of(without, start)
+    plain = render_map_cache(without, MapGrid(), start.K, start.c2w, W, H)
     assert (plain.rgb[surface] == 255).all(axis=-1).mean() > 0.9
 
     restored = GeometricMemory(MemoryConfig())
@@ -402,9 +403,3 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
     for fid, f in enumerate([start, start, fake]):  # two observed frames: more than the cap
         capped.observe(f, fid, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence), pmap)
     assert capped.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed is None
-
-
-def render_map_cache_of(pointmap: VoxelPointMap, frame: Frame) -> CacheView:
-    from memory.cache import render_map_cache
-
-    return render_map_cache(pointmap, MapGrid(), frame.K, frame.c2w, frame.width, frame.height)

@@ -158,11 +158,12 @@ def world_to_pixels(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple
 
 def reproject_depth(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray,
                     depth_dst: np.ndarray, K_dst: np.ndarray, c2w_dst: np.ndarray,
-                    max_depth: float = np.inf, stride: int = 1) -> np.ndarray:
+                    max_depth: float = np.inf, stride: int = 1, relative: bool = False) -> np.ndarray:
     """Lift ``depth_src`` to the world, project into the destination camera and compare.
 
-    Returns (M,) float64 |z_projected - depth_dst| for the source pixels that land on a valid
-    destination pixel (nearest-pixel lookup). A correct pair of poses gives small values.
+    Returns (M,) float64 |z_projected - depth_dst| (``relative``: divided by z_projected) for the source
+    pixels that land on a valid destination pixel (nearest-pixel lookup). A correct pair of poses gives
+    small values.
     """
     pts, _ = unproject_depth(depth_src, K_src, c2w_src, max_depth=max_depth, stride=stride)
     uv, z = world_to_pixels(pts, K_dst, invert_pose(c2w_dst))
@@ -172,4 +173,6 @@ def reproject_depth(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarra
     inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     d = depth_dst[v[inside], u[inside]]
     ok = valid_depth_mask(d, max_depth)
-    return np.abs(z[inside][ok] - d[ok].astype(np.float64))
+    z = z[inside][ok]
+    err = np.abs(z - d[ok].astype(np.float64))
+    return err / z if relative else err

@@ -196,7 +196,8 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             "pose_drift_pct": float(100 * drift / max(path, 1e-6)), "eye_height_err_m": mean(rec.eye_height_err),
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
             "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
-            "revisit_outbound_psnr": mean(outbound_psnr), "revisit_frames": float(len(pairs)), "per_step_psnr": step_psnr}
+            "revisit_outbound_psnr": mean(outbound_psnr), "revisit_frames": float(len(pairs)),
+            "per_step_psnr": step_psnr}
 
 
 def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray], return_from: int, size: int,
@@ -245,8 +246,9 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
             sheets = records
             first_return = return_from
     bar.close()
+    seen_any = np.isfinite(start_seen).any()
     summary: dict = {"walks": walks, "steps": steps, "size": size,
-                     "revisit_start_seen": float(np.nanmean(start_seen)) if np.isfinite(start_seen).any() else float("nan")}
+                     "revisit_start_seen": float(np.nanmean(start_seen)) if seen_any else float("nan")}
     for mode, items in per_mode.items():
         for key in items[0]:
             if key == "per_step_psnr":

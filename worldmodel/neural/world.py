@@ -164,7 +164,8 @@ class NeuralWorld(BaseWorldModel):
         conf = out["conf"][0, 0].numpy().astype(np.float32)
         conf[depth_edge_mask(depth, DEPTH_EDGE_LOG_JUMP)] = 0.0
         if cache is not None and cache.observed is not None:  # what was observed is shown as observed
-            observed = _resize(torch.from_numpy(cache.observed.astype(np.float32))[None, None], h, w)[0, 0].numpy() > 0.5
+            observed = torch.from_numpy(cache.observed.astype(np.float32))[None, None]
+            observed = _resize(observed, h, w)[0, 0].numpy() > 0.5
             rgb[observed] = tensor_to_image(cache_rgb[0])[observed]
             depth[observed] = cache_depth[0, 0].numpy()[observed]
             conf[observed] = 0.0  # already in the map, from the observed frame

@@ -34,7 +34,7 @@ from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retriev
                               valid_camera, view_candidates, visible_blocks)
 from worldmodel.camera import resize_intrinsics
 from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
-from worldmodel.frame import CacheView, Frame
+from worldmodel.frame import CacheView, Frame, GroundProbe
 
 RULES = ("ours", "deepverse", "worldmem")
 STATE_VERSION = 1
@@ -112,6 +112,21 @@ def thumbnail(rgb: np.ndarray, depth: np.ndarray, factor: int) -> tuple[np.ndarr
     d = depth[f_y // 2:: f_y, f_x // 2:: f_x][:th, :tw]
     d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
     return small_rgb, np.minimum(d, 65000.0).astype(np.float16)
+
+
+@dataclass
+class MapGround:
+    """The fused map's :class:`~worldmodel.frame.GroundProbe`: the observed frames' own map first (what was
+    observed, not generated, where it shows the ground there), then the whole map."""
+
+    maps: tuple[VoxelPointMap, ...]
+
+    def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float) -> float | None:
+        for pointmap in self.maps:
+            height = pointmap.ground_height(x, z, bottom, top, radius)
+            if height is not None:
+                return height
+        return None
 
 
 class GeometricMemory:
@@ -338,6 +353,11 @@ class GeometricMemory:
             cache = dataclasses.replace(cache, far_rgb=far_rgb, far_valid=far_valid)
         self.last_timings.update(retrieve_ms=1e3 * (t1 - t0), cache_ms=1e3 * (time.perf_counter() - t1))
         return self.fids[idx].tolist(), [float(s) for s in scores], cache
+
+    def ground(self, pointmap: VoxelPointMap) -> GroundProbe:
+        """What ``pointmap`` (and the observed layer) knows of the ground, for a ground-following world."""
+        layer = self._observed_map if self._generated_seen else None
+        return MapGround(tuple(m for m in (layer, pointmap) if m is not None and len(m)))
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict:

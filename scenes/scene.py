@@ -28,7 +28,7 @@ from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
-from worldmodel.frame import CacheView, Context, Frame, WorldModel
+from worldmodel.frame import CacheView, Context, Frame, GroundFollowingWorld, GroundProbe, WorldModel
 
 
 class SceneError(ValueError):
@@ -100,6 +100,10 @@ class MemoryProvider(Protocol):
     def build_context(self, target_c2w: np.ndarray, K: np.ndarray, width: int, height: int,
                       pointmap: VoxelPointMap, k: int) -> tuple[list[int], list[float], CacheView | None]:
         """-> (keyframe fids, scores, cache render or None) for the target view."""
+        ...
+
+    def ground(self, pointmap: VoxelPointMap) -> GroundProbe:
+        """What ``pointmap`` knows of the ground, for a world that rides it (GroundFollowingWorld)."""
         ...
 
     def describe(self) -> dict:
@@ -233,13 +237,20 @@ class Scene:
         """The memory bank's state to put back after a failed fork (None without memory)."""
         return None if self.memory is None else self.memory.state_dict()
 
+    def _predict_target(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
+        """Where the model will take the next frame; a ground-following world gets the map's ground (with
+        memory on: without it the map is not fed back to the model)."""
+        if isinstance(self.model, GroundFollowingWorld) and self.memory is not None and self.config.memory_k > 0:
+            return self.model.predict_c2w_on_ground(last, action, self.memory.ground(self.map))
+        return self.model.predict_c2w(last, action)
+
     def _step_branch(self, action: Action | TargetPose, forked_from: str | None) -> StepResult:
         """The step proper, at the end of the current branch; changes nothing until the frame is stored."""
         fids = self.branch.fids
         recent = [self.store.get(f) for f in fids[max(0, len(fids) - self.config.recent_frames):]]
         last = recent[-1]
         t0 = time.perf_counter()
-        context = Context(recent=recent, target=self.model.predict_c2w(last, action))
+        context = Context(recent=recent, target=self._predict_target(last, action))
         mem_fids: list[int] = []
         if self.memory is not None and self.config.memory_k > 0:
             mem_fids, scores, cache = self.memory.build_context(context.target, last.K, last.width, last.height,

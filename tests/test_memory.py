@@ -403,3 +403,31 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
     for fid, f in enumerate([start, start, fake]):  # two observed frames: more than the cap
         capped.observe(f, fid, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence), pmap)
     assert capped.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed is None
+
+
+def test_the_maps_ground_is_the_observed_ground_where_a_generated_frame_raised_it():
+    """The start frame (observed) shows the terrain ahead; a generated frame then puts a floor 0.6 m above it
+    over the same ground: the memory's ground probe answers with the true terrain (the observed layer first),
+    and the generated floor only where nothing observed shows the ground."""
+    world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
+    start = world.reset(3)
+    fwd = start.c2w[:3, 2] * [1, 0, 1]
+    fwd /= np.linalg.norm(fwd)
+    x, z = start.c2w[0, 3] + 5 * fwd[0], start.c2w[2, 3] + 5 * fwd[2]
+    truth = float(world.terrain_height(x, z))
+    memory, pmap = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0, carve=True)
+    memory.observe(start, 0, pmap.fuse(start.depth, start.rgb, start.K, start.c2w, 0), pmap)
+    floor = np.stack(np.meshgrid(np.arange(-1.0, 1.0, 0.05), np.arange(-1.0, 1.0, 0.05)), -1).reshape(-1, 2)
+    raised = np.stack([x + floor[:, 0], np.full(len(floor), truth + 0.6), z + floor[:, 1]], 1)
+    behind = raised - [10 * fwd[0], 0, 10 * fwd[2]]  # a place the start frame never saw
+    generated = Frame(1, start.rgb, np.zeros_like(start.depth), start.K, start.c2w,
+                      confidence=np.ones_like(start.depth),
+                      world_points=np.concatenate([raised, behind]).astype(np.float32),
+                      world_colors=np.full((2 * len(raised), 3), 90, np.uint8))
+    memory.observe(generated, 1, pmap.fuse_points(generated.world_points, generated.world_colors, 1), pmap)
+    eye = truth + 1.7
+    ground = memory.ground(pmap)
+    assert abs(ground.ground_height(x, z, eye - 3.2, eye - 0.7, 0.35) - truth) < 0.1
+    bx, bz = behind[0, 0] + 1.0, behind[0, 2] + 1.0
+    assert abs(ground.ground_height(bx, bz, eye - 3.2, eye - 0.7, 0.35) - (truth + 0.6)) < 0.1
+    assert abs(pmap.ground_height(x, z, truth + 0.3, eye - 0.7, 0.35) - (truth + 0.6)) < 0.1  # the map alone

@@ -363,3 +363,79 @@ def test_the_learned_world_shows_observed_surfaces_as_observed():
     assert np.all(frame.confidence[observed] == 0)
     magenta = (frame.rgb[~observed] == (255, 0, 255)).all(axis=-1)
     assert magenta.mean() < 0.05 and frame.confidence[~observed].max() > 0.5
+
+
+def test_the_learned_world_rides_the_ground_its_map_shows():
+    """Seed 1's ground falls 0.75 m over 6 m ahead of the start, which the (observed) start frame shows from
+    about 2.5 m on: walking there with memory, the camera stays at eye height over the true terrain (the Scene
+    hands the map's ground to the model: first the slope to the ground ahead, then the ground underfoot); with
+    the map withheld it keeps its height and ends far above the ground."""
+    from learn.data import walk_start
+    from memory.bank import GeometricMemory
+    from scenes.scene import Scene, SceneConfig
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    sim = ProceduralWorld(ProceduralConfig(width=128, height=128), seed=1)
+    start = walk_start(sim, 1)
+
+    def height_errors(memory) -> list[float]:
+        scene = Scene(NeuralWorld.from_pretrained(SHIPPED_WEIGHTS, seed=1),
+                      SceneConfig(memory_k=4 if memory is not None else 0), memory=memory)
+        scene.reset(1, start)
+        errors = []
+        for _ in range(12):
+            x, y, z = scene.step(Action("F", "N")).frame.c2w[:3, 3]
+            errors.append(y - float(sim.terrain_height(x, z)) - sim.config.eye_height)
+        scene.close()
+        return errors
+
+    riding = np.abs(height_errors(GeometricMemory()))
+    assert riding.max() < 0.12 and riding[5:].max() < 0.05, riding  # measured: 0.08 at step 2, then < 3 mm
+    assert abs(height_errors(None)[-1]) > 0.4
+
+
+def test_ride_ground_takes_the_ground_and_holds_the_climb():
+    """Eye height over the probe's ground; a cliff in the map moves the camera at most MAX_CLIMB per metre
+    walked plus CLIMB_SLACK_M; no ground underfoot: the slope to the ground further along the move; none at
+    all: the height it was given."""
+    from worldmodel.neural.world import CLIMB_SLACK_M, MAX_CLIMB, ride_ground
+
+    class Flat:
+        def __init__(self, height):
+            self.height = height
+
+        def ground_height(self, x, z, bottom, top, radius):
+            return self.height if self.height is not None and bottom <= self.height <= top else None
+
+    last, eye = np.array([0.0, 1.7, 0.0]), np.array([0.0, 1.7, 0.5])
+    assert ride_ground(Flat(0.1), last, eye, 1.7) == pytest.approx(1.8)
+    assert ride_ground(Flat(0.9), last, eye, 1.7) == pytest.approx(1.7 + CLIMB_SLACK_M + 0.5 * MAX_CLIMB)
+    assert ride_ground(Flat(-5.0), last, eye, 1.7) == 1.7  # far below where the ground was: not this ground
+    assert ride_ground(Flat(None), last, eye + [0, 0.2, 0], 1.7) == pytest.approx(1.9)
+
+    class Ahead(Flat):  # ground known only from z = 1.5 on (a camera sees the ground from a few metres ahead)
+        def ground_height(self, x, z, bottom, top, radius):
+            return super().ground_height(x, z, bottom, top, radius) if z >= 1.5 else None
+
+    # nothing underfoot: the slope from the last camera's feet (0) to the ground found 1 m further (0.5)
+    assert ride_ground(Ahead(0.5), last, eye, 1.7) == pytest.approx(1.7 + 0.5 * 0.5 / 1.5)
+    assert ride_ground(Ahead(0.5), last, last.copy(), 1.7) == 1.7  # turning in place: no direction to look
+
+
+def test_a_world_started_from_a_users_frame_does_not_ride_the_simulators_eye_height():
+    """A recording's camera is held at its own height: from such a first frame the map's ground is not used to
+    put the camera 1.7 m over it (the simulator's eye height); the simulator's own start is."""
+    sim_start = NeuralWorld.from_pretrained(SHIPPED_WEIGHTS, seed=1)
+    first = sim_start.reset(1)
+    from_user_frame = NeuralWorld.from_pretrained(SHIPPED_WEIGHTS, seed=1, first_frame=first)
+    assert from_user_frame.walker_eye_height is None and sim_start.walker_eye_height == pytest.approx(1.7)
+
+    class GroundAt:
+        def ground_height(self, x, z, bottom, top, radius):
+            return first.c2w[1, 3] - 1.5  # 1.5 m under the start camera: riding at 1.7 lifts the camera 0.2 m
+
+    last = from_user_frame.reset(1)
+    commanded = from_user_frame.predict_c2w(last, Action("F", "N"))
+    assert np.allclose(from_user_frame.predict_c2w_on_ground(last, Action("F", "N"), GroundAt()), commanded)
+    riding = sim_start.predict_c2w_on_ground(first, Action("F", "N"), GroundAt())
+    assert riding[1, 3] == pytest.approx(first.c2w[1, 3] + 0.2)

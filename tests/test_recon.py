@@ -207,3 +207,36 @@ def test_zero_confidence_at_depth_edges_keeps_blended_depth_off_the_map(walk_wor
     assert floating[False] > 200, floating                 # the blend really makes floating voxels
     assert floating[True] < 0.3 * floating[False], floating
     assert kept[True] > 0.7 * kept[False], kept
+
+
+def test_ground_height_is_the_true_terrain_under_what_the_map_saw(walk_world, walk_frames):
+    """Ground under points the first frames saw (2-12 m ahead of the start) is the procedural terrain's exact
+    height within a voxel; a box standing on it does not lift it (lowest voxel per column); where the map saw
+    nothing (behind the start camera) there is no answer."""
+    pmap = VoxelPointMap(voxel_size=0.1, carve=False)
+    for f in walk_frames[:3]:
+        pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    start = walk_frames[0].c2w
+    fwd = start[:3, 2].copy()
+    fwd[1] = 0
+    fwd /= np.linalg.norm(fwd)
+    eye_y = start[1, 3]
+    checked = 0
+    for ahead in np.linspace(3.0, 12.0, 10):
+        x, z = start[0, 3] + ahead * fwd[0], start[2, 3] + ahead * fwd[2]
+        truth = float(walk_world.terrain_height(x, z))
+        if walk_world.is_blocked(np.array([x, truth + 1.0, z]), radius=0.5):
+            continue  # something stands there: not bare ground
+        got = pmap.ground_height(x, z, eye_y - 4.0, eye_y - 0.5, radius=0.4)
+        assert got is not None and abs(got - truth) < 0.1, (ahead, got, truth)
+        checked += 1
+    assert checked >= 5
+    # a 1 m box put on the ground at 6 m: the columns' lowest voxels are still the ground
+    x, z = start[0, 3] + 6 * fwd[0], start[2, 3] + 6 * fwd[2]
+    truth = float(walk_world.terrain_height(x, z))
+    box = np.stack(np.meshgrid(np.arange(-0.3, 0.31, 0.05), np.arange(0.1, 1.0, 0.05), np.arange(-0.3, 0.31, 0.05),
+                               indexing="ij"), -1).reshape(-1, 3) + [x, truth, z]
+    pmap.fuse_points(box, np.full((len(box), 3), 200, np.uint8), frame_index=3)
+    assert abs(pmap.ground_height(x, z, eye_y - 4.0, eye_y - 0.5, radius=0.4) - truth) < 0.1
+    behind = start[:3, 3] - 6 * fwd
+    assert pmap.ground_height(behind[0], behind[2], eye_y - 4.0, eye_y - 0.5, radius=0.4) is None

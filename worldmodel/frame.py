@@ -182,6 +182,27 @@ class WorldModel(Protocol):
         ...
 
 
+class GroundProbe(Protocol):
+    """What the fused map knows of the ground (the Scene hands one to a :class:`GroundFollowingWorld`)."""
+
+    def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float) -> float | None:
+        """Height (world +Y, metres) of the ground under (x, z), looked for between heights ``bottom`` and
+        ``top`` within ``radius`` horizontally; None where the map has no ground there."""
+        ...
+
+
+@runtime_checkable
+class GroundFollowingWorld(Protocol):
+    """A world whose walking camera rides the ground it has shown so far (a learned world: its own frames,
+    fused, are the only terrain it has). The Scene asks :meth:`predict_c2w_on_ground` instead of
+    ``predict_c2w`` when it has a fused map, handing it the map's :class:`GroundProbe`."""
+
+    def predict_c2w_on_ground(self, last: Frame, action: Action | TargetPose,
+                              ground: GroundProbe | None) -> np.ndarray:
+        """As ``WorldModel.predict_c2w``, with the camera height taken from ``ground`` where it knows it."""
+        ...
+
+
 class BaseWorldModel:
     """Defaults of the :class:`WorldModel` contract; subclasses set ``name`` and write reset and step.
 

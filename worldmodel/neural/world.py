@@ -1,8 +1,9 @@
 """NeuralWorld: the learned world model as a WorldModel backend.
 
-Each step it (1) predicts where the camera ends up — the commanded kinematics plus the pose head's residual
-(trained to make the camera ride the terrain as the simulator's does; the shipped head barely moves it: the
-eval's ``eye_height_err_m``), and no move into a surface its own last frame shows at body height
+Each step it (1) predicts where the camera ends up — the commanded kinematics, at eye height over the ground
+the fused map shows under the new position (:func:`ride_ground`; the Scene hands it the map's
+:class:`~worldmodel.frame.GroundProbe`, the observed start frame's ground first), else with the pose head's
+learned residual (which barely moves it), and no move into a surface its own last frame shows at body height
 (:func:`blocked_by_own_view`: it turns in place, as the simulator does) — and
 (2) generates the frame there: RGB, z-depth and a per-pixel confidence, from the last frame, that frame warped
 into the target camera, the cache render of the fused map and the far-field panorama (``Context.cache``), and
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel.actions import Action, Kinematics, TargetPose
-from worldmodel.frame import BaseWorldModel, Context, Frame
+from worldmodel.frame import BaseWorldModel, Context, Frame, GroundProbe
 from worldmodel.camera import depth_edge_mask, resize_intrinsics, unproject_depth
 from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
                                      output_depth, pose_head_input, relative_motion, tensor_to_image)
@@ -38,6 +39,10 @@ BODY_RADIUS = 0.35  # metres a walking camera keeps from obstacles (as in the pr
 # sources leaves depth between the two surfaces there, which the map (fusion weights by confidence) then skips.
 # On 8 held-out loops: rollout PSNR 17.76 -> 17.95 dB, revisits 17.22 -> 17.47, pose drift 3.3 -> 2.5 %.
 DEPTH_EDGE_LOG_JUMP = 0.1
+# Riding the ground (ride_ground): the steepest climb per metre walked (the procedural terrain stays below 0.35)
+# and the change allowed on top of it (a turn in place may still settle the camera onto the ground it finds).
+MAX_CLIMB, CLIMB_SLACK_M = 0.6, 0.1
+LOOK_AHEAD_M = (1.0, 2.0, 3.0)  # where ride_ground looks for ground further along a move when none is underfoot
 
 
 def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIUS, stride: int = 2) -> bool:
@@ -49,6 +54,35 @@ def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIU
     band = (points[:, 1] > eye[1] - radius) & (points[:, 1] < eye[1] + 0.3)
     near = (np.abs(points[band, 0] - eye[0]) < radius) & (np.abs(points[band, 2] - eye[2]) < radius)
     return bool(near.any())
+
+
+def ride_ground(ground: GroundProbe, last_eye: np.ndarray, eye: np.ndarray, eye_height: float) -> float:
+    """Camera height (+Y) at ``eye`` (3,) for a walker ``eye_height`` above the ground the map shows under it
+    (within :data:`BODY_RADIUS`, looked for from 1.5 m below to 1 m above the ground under ``last_eye``, where
+    the walker stood at eye height). Where the map has no ground there (a camera sees the ground only from a
+    few metres ahead of its feet), the slope to the nearest ground it shows further along the move
+    (:data:`LOOK_AHEAD_M`) carries the camera there gradually; ``eye``'s own height where it shows none, or
+    when the camera does not move. The change from ``last_eye`` is held to :data:`MAX_CLIMB` per metre walked
+    plus :data:`CLIMB_SLACK_M`, so a noisy patch of map cannot throw the camera."""
+    under_last = last_eye[1] - eye_height
+    walked = float(np.linalg.norm(eye[[0, 2]] - last_eye[[0, 2]]))
+
+    def ground_at(x: float, z: float) -> float | None:
+        return ground.ground_height(x, z, under_last - 1.5, under_last + 1.0, BODY_RADIUS)
+
+    height = ground_at(float(eye[0]), float(eye[2]))
+    if height is None and walked > 1e-6:
+        along = (eye[[0, 2]] - last_eye[[0, 2]]) / walked
+        for ahead in LOOK_AHEAD_M:
+            x, z = eye[[0, 2]] + ahead * along
+            found = ground_at(float(x), float(z))
+            if found is not None:  # the ground rises or falls evenly from the last camera's feet to there
+                height = under_last + (found - under_last) * walked / (walked + ahead)
+                break
+    if height is None:
+        return float(eye[1])
+    limit = CLIMB_SLACK_M + MAX_CLIMB * walked
+    return float(np.clip(height + eye_height, last_eye[1] - limit, last_eye[1] + limit))
 
 
 def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -115,11 +149,23 @@ class NeuralWorld(BaseWorldModel):
         c2w = np.asarray(start if start is not None else f.c2w, np.float64)
         return Frame(0, tensor_to_image(rgb[0]), depth[0, 0].numpy(), self.K.copy(), c2w, None)
 
-    @torch.no_grad()
+    @property
+    def walker_eye_height(self) -> float | None:
+        """Metres the camera rides above the ground: the simulator's eye height when its view started the
+        world, None for a user's first frame (a recording's camera is held at a height nobody told us)."""
+        return None if self.first_frame is not None else float(self.simulator.config.eye_height)
+
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
-        """Target pose: a TargetPose as given; an action's kinematics plus the learned residual (terrain
-        height), staying in place when that would walk into a surface of the last frame
-        (:func:`blocked_by_own_view`)."""
+        """:meth:`predict_c2w_on_ground` with no map to ride (the pose head's residual alone)."""
+        return self.predict_c2w_on_ground(last, action, None)
+
+    @torch.no_grad()
+    def predict_c2w_on_ground(self, last: Frame, action: Action | TargetPose,
+                              ground: GroundProbe | None) -> np.ndarray:
+        """Target pose: a TargetPose as given; an action's kinematics, at eye height over the ground the map
+        shows under the new position (:func:`ride_ground`, when the world knows its :attr:`walker_eye_height`;
+        else the pose head's learned residual), staying in
+        place when that would walk into a surface of the last frame (:func:`blocked_by_own_view`)."""
         if isinstance(action, TargetPose):
             return np.asarray(action.c2w, np.float64).copy()
         if not isinstance(action, Action):
@@ -132,6 +178,8 @@ class NeuralWorld(BaseWorldModel):
         resid = self.net.pose(pose_head_input(depth), motion)[0].double()
         out = kin.copy()
         out[:3, 3] += (heading_frame(c_last)[0] @ resid).numpy()
+        if ground is not None and self.walker_eye_height is not None:
+            out[1, 3] = ride_ground(ground, last.c2w[:3, 3], out[:3, 3], self.walker_eye_height)
         if blocked_by_own_view(last, out[:3, 3]):  # walking into what it sees: turn in place, as the simulator
             out[:3, 3] = last.c2w[:3, 3]
         return out

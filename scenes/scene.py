@@ -237,10 +237,15 @@ class Scene:
         """The memory bank's state to put back after a failed fork (None without memory)."""
         return None if self.memory is None else self.memory.state_dict()
 
+    @property
+    def _memory_on(self) -> bool:
+        """The memory feeds the model (context and the map's ground); off without one or with memory_k = 0."""
+        return self.memory is not None and self.config.memory_k > 0
+
     def _predict_target(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
         """Where the model will take the next frame; a ground-following world gets the map's ground (with
         memory on: without it the map is not fed back to the model)."""
-        if isinstance(self.model, GroundFollowingWorld) and self.memory is not None and self.config.memory_k > 0:
+        if isinstance(self.model, GroundFollowingWorld) and self._memory_on:
             return self.model.predict_c2w_on_ground(last, action, self.memory.ground(self.map))
         return self.model.predict_c2w(last, action)
 
@@ -252,7 +257,7 @@ class Scene:
         t0 = time.perf_counter()
         context = Context(recent=recent, target=self._predict_target(last, action))
         mem_fids: list[int] = []
-        if self.memory is not None and self.config.memory_k > 0:
+        if self._memory_on:
             mem_fids, scores, cache = self.memory.build_context(context.target, last.K, last.width, last.height,
                                                                self.map, self.config.memory_k)
             context.memory = [self.store.get(f) for f in mem_fids]

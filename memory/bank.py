@@ -116,17 +116,19 @@ def thumbnail(rgb: np.ndarray, depth: np.ndarray, factor: int) -> tuple[np.ndarr
 
 @dataclass
 class MapGround:
-    """The fused map's :class:`~worldmodel.frame.GroundProbe`: the observed frames' own map first (what was
-    observed, not generated, where it shows the ground there), then the whole map."""
+    """The fused map's :class:`~worldmodel.frame.GroundProbe`: ``fused`` is the whole map, ``observed`` the
+    observed frames' own map (the whole map while no generated frame has been fused; None once the observed
+    layer was dropped, MemoryConfig.observed_layer_frames)."""
 
-    maps: tuple[VoxelPointMap, ...]
+    fused: VoxelPointMap
+    observed: VoxelPointMap | None
 
     def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float) -> float | None:
-        for pointmap in self.maps:
-            height = pointmap.ground_height(x, z, bottom, top, radius)
-            if height is not None:
-                return height
-        return None
+        return self.fused.ground_height(x, z, bottom, top, radius)
+
+    def observed_ground_height(self, x: float, z: float, bottom: float, top: float,
+                               radius: float) -> float | None:
+        return None if self.observed is None else self.observed.ground_height(x, z, bottom, top, radius)
 
 
 class GeometricMemory:
@@ -355,9 +357,9 @@ class GeometricMemory:
         return self.fids[idx].tolist(), [float(s) for s in scores], cache
 
     def ground(self, pointmap: VoxelPointMap) -> GroundProbe:
-        """What ``pointmap`` (and the observed layer) knows of the ground, for a ground-following world."""
-        layer = self._observed_map if self._generated_seen else None
-        return MapGround(tuple(m for m in (layer, pointmap) if m is not None and len(m)))
+        """What ``pointmap`` knows of the ground, and what its observed frames alone show (the observed layer
+        once generated frames were fused; ``pointmap`` itself before), for a ground-following world."""
+        return MapGround(pointmap, self._observed_map if self._generated_seen else pointmap)
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict:

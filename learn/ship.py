@@ -29,12 +29,11 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   last frame and copying the cache (softmax over the valid sources); the confidence is 0 where the output's
   depth jumps by more than 10 % to a neighbour, so the map does not fuse blended edge depth. Where the cache
   shows a surface of an observed frame (the start frame), the frame shows it as observed. The camera rides the
-  ground the fused map shows (no weights): at eye height over what observed frames show, along the slope of
-  generated ground (not its level, which a depth-scale error shifts); where the map shows none, a small pose
-  head trained to predict the rest of the motion beyond the commanded kinematics from the last depth moves it
-  (it barely does). The `eye_height_err_m` row says how far
-  the camera stays from the simulator's eye height over the true ground. A move into a surface the last frame
-  shows at body height is not made (`blocked_by_own_view`, no weights).
+  ground observed frames show (the start frame's; no weights) at eye height, not its own generated ground
+  (whose depth-scale errors sank the camera); where they show none, a small pose head trained to predict the
+  rest of the motion beyond the commanded kinematics from the last depth moves it (it barely does). The
+  `eye_height_err_m` row says how far the camera stays from the simulator's eye height over the true ground.
+  A move into a surface the last frame shows at body height is not made (`blocked_by_own_view`, no weights).
 - **Training data**: {walks} seeded walks of the procedural world (seeds {seed_lo}..{seed_hi}; evaluation uses
   seeds 0..99, never trained on): loops that come back, turned round or retracing the way out, wandering
   DeepVerse actions, and continuous target poses with pitch; cache renders made by the real engine at each step.

@@ -116,18 +116,13 @@ def thumbnail(rgb: np.ndarray, depth: np.ndarray, factor: int) -> tuple[np.ndarr
 
 @dataclass
 class MapGround:
-    """The fused map's :class:`~worldmodel.frame.GroundProbe`: ``fused`` is the whole map, ``observed`` the
-    observed frames' own map (the whole map while no generated frame has been fused; None once the observed
-    layer was dropped, MemoryConfig.observed_layer_frames)."""
+    """The map's :class:`~worldmodel.frame.GroundProbe`: the ground in ``observed``, the observed frames' own
+    map (the whole map while no generated frame has been fused; None once the observed layer was dropped,
+    MemoryConfig.observed_layer_frames)."""
 
-    fused: VoxelPointMap
     observed: VoxelPointMap | None
 
     def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float) -> float | None:
-        return self.fused.ground_height(x, z, bottom, top, radius)
-
-    def observed_ground_height(self, x: float, z: float, bottom: float, top: float,
-                               radius: float) -> float | None:
         return None if self.observed is None else self.observed.ground_height(x, z, bottom, top, radius)
 
 
@@ -357,9 +352,9 @@ class GeometricMemory:
         return self.fids[idx].tolist(), [float(s) for s in scores], cache
 
     def ground(self, pointmap: VoxelPointMap) -> GroundProbe:
-        """What ``pointmap`` knows of the ground, and what its observed frames alone show (the observed layer
-        once generated frames were fused; ``pointmap`` itself before), for a ground-following world."""
-        return MapGround(pointmap, self._observed_map if self._generated_seen else pointmap)
+        """The ground observed frames show, for a ground-following world: the observed layer once generated
+        frames were fused into ``pointmap``, ``pointmap`` itself before."""
+        return MapGround(self._observed_map if self._generated_seen else pointmap)
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict:

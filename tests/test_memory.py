@@ -405,11 +405,11 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
     assert capped.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed is None
 
 
-def test_the_maps_observed_ground_is_the_true_terrain_where_a_generated_frame_raised_it():
+def test_the_maps_ground_is_the_observed_ground_where_a_generated_frame_raised_it():
     """The start frame (observed) shows the terrain ahead; a generated frame then puts a floor 0.6 m above it
-    over the same ground: the memory's ground probe's observed ground is the true terrain, its fused ground
-    the generated floor; where nothing observed shows the ground, only the fused ground has one. Before any
-    generated frame, the whole map is observed ground."""
+    over the same ground, and another where the start frame saw nothing: the memory's ground probe answers
+    with the true terrain, and nothing where only the generated frame shows ground (the fused map itself has
+    the floor there). Before any generated frame, the whole map is observed ground."""
     world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
     start = world.reset(3)
     fwd = start.c2w[:3, 2] * [1, 0, 1]
@@ -428,13 +428,12 @@ def test_the_maps_observed_ground_is_the_true_terrain_where_a_generated_frame_ra
     memory.observe(generated, 1, pmap.fuse_points(generated.world_points, generated.world_colors, 1), pmap)
     eye = truth + 1.7
     ground = memory.ground(pmap)
-    assert abs(ground.observed_ground_height(x, z, eye - 3.2, eye - 0.7, 0.35) - truth) < 0.1
-    assert abs(ground.ground_height(x, z, truth + 0.3, eye - 0.7, 0.35) - (truth + 0.6)) < 0.1  # above truth
+    assert abs(ground.ground_height(x, z, eye - 3.2, eye - 0.7, 0.35) - truth) < 0.1
     bx, bz = behind[0, 0] + 1.0, behind[0, 2] + 1.0
-    assert ground.observed_ground_height(bx, bz, eye - 3.2, eye - 0.7, 0.35) is None
-    assert abs(ground.ground_height(bx, bz, eye - 3.2, eye - 0.7, 0.35) - (truth + 0.6)) < 0.1
+    assert ground.ground_height(bx, bz, eye - 3.2, eye - 0.7, 0.35) is None
+    assert abs(pmap.ground_height(bx, bz, eye - 3.2, eye - 0.7, 0.35) - (truth + 0.6)) < 0.1
 
     only_observed, pmap_observed = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0, carve=True)
     only_observed.observe(start, 0, pmap_observed.fuse(start.depth, start.rgb, start.K, start.c2w, 0), pmap_observed)
-    observed = only_observed.ground(pmap_observed).observed_ground_height(x, z, eye - 3.2, eye - 0.7, 0.35)
+    observed = only_observed.ground(pmap_observed).ground_height(x, z, eye - 3.2, eye - 0.7, 0.35)
     assert abs(observed - truth) < 0.1

@@ -395,55 +395,43 @@ def test_the_learned_world_rides_the_ground_its_map_shows():
 
 
 class _Probe:
-    """A GroundProbe of two made-up grounds, each a function of (x, z) or None: ``observed`` (real views) and
-    ``fused`` (every frame the map holds); a height outside the looked-for window is not found."""
+    """A GroundProbe over a made-up observed ground: ``ground(x, z)`` -> height or None; a height outside the
+    looked-for window is not found."""
 
-    def __init__(self, observed=None, fused=None):
-        self.observed, self.fused = observed, fused
-
-    @staticmethod
-    def _height(ground, x, z, bottom, top):
-        height = None if ground is None else ground(x, z)
-        return height if height is not None and bottom <= height <= top else None
+    def __init__(self, ground):
+        self.ground = ground
 
     def ground_height(self, x, z, bottom, top, radius):
-        return self._height(self.fused, x, z, bottom, top)
-
-    def observed_ground_height(self, x, z, bottom, top, radius):
-        return self._height(self.observed, x, z, bottom, top)
+        height = self.ground(x, z)
+        return height if height is not None and bottom <= height <= top else None
 
 
-def test_ride_ground_takes_observed_ground_and_the_slope_of_generated_ground():
-    """Observed ground: eye height over it, a cliff followed at most MAX_CLIMB per metre walked plus
-    CLIMB_SLACK_M. Generated ground (the fused map): its slope, never its level (a frame with too-far depth puts
-    the ground 0.7 m low); from the last camera's feet, or between the first two places further along the move
-    that show ground. None at all, or turning in place over generated ground: the height it was given."""
+def test_ride_ground_takes_the_ground_and_holds_the_climb():
+    """Eye height over the probe's ground; a cliff in the map moves the camera at most MAX_CLIMB per metre
+    walked plus CLIMB_SLACK_M; no ground underfoot: the slope to the ground further along the move; none at
+    all: the height it was given."""
     from worldmodel.neural.world import CLIMB_SLACK_M, MAX_CLIMB, ride_ground
 
     last, eye = np.array([0.0, 1.7, 0.0]), np.array([0.0, 1.7, 0.5])
-    assert ride_ground(_Probe(observed=lambda x, z: 0.1), last, eye, 1.7) == pytest.approx(1.8)
-    assert ride_ground(_Probe(observed=lambda x, z: 0.9), last, eye, 1.7) == pytest.approx(
-        1.7 + CLIMB_SLACK_M + 0.5 * MAX_CLIMB)
-    assert ride_ground(_Probe(observed=lambda x, z: -5.0), last, eye, 1.7) == 1.7  # not where the ground was
-    assert ride_ground(_Probe(), last, eye + [0, 0.2, 0], 1.7) == pytest.approx(1.9)
+    assert ride_ground(_Probe(lambda x, z: 0.1), last, eye, 1.7) == pytest.approx(1.8)
+    assert ride_ground(_Probe(lambda x, z: 0.9), last, eye, 1.7) == pytest.approx(1.7 + CLIMB_SLACK_M + 0.5 * MAX_CLIMB)
+    assert ride_ground(_Probe(lambda x, z: -5.0), last, eye, 1.7) == 1.7  # far below where the ground was
+    assert ride_ground(_Probe(lambda x, z: None), last, eye + [0, 0.2, 0], 1.7) == pytest.approx(1.9)
 
-    assert ride_ground(_Probe(fused=lambda x, z: -0.7), last, eye, 1.7) == pytest.approx(1.7)  # level ignored
-    rising = lambda x, z: -0.7 + 0.2 * z  # noqa: E731  (generated, 0.7 m low, rising 0.2 m per metre)
-    assert ride_ground(_Probe(fused=rising), last, eye, 1.7) == pytest.approx(1.8)
-    ahead_only = lambda x, z: rising(x, z) if z >= 1.5 else None  # noqa: E731  (seen from a few metres on)
-    assert ride_ground(_Probe(fused=ahead_only), last, eye, 1.7) == pytest.approx(1.8)
-    assert ride_ground(_Probe(fused=rising), last, last.copy(), 1.7) == 1.7  # turning in place
-    both = _Probe(observed=lambda x, z: 0.0, fused=lambda x, z: -0.7)
-    assert ride_ground(both, last, eye, 1.7) == pytest.approx(1.7)  # observed ground wins
+    ahead = _Probe(lambda x, z: 0.5 if z >= 1.5 else None)  # a camera sees the ground from a few metres ahead
+    # nothing underfoot: the slope from the last camera's feet (0) to the ground found 1 m further (0.5)
+    assert ride_ground(ahead, last, eye, 1.7) == pytest.approx(1.7 + 0.5 * 0.5 / 1.5)
+    assert ride_ground(ahead, last, last.copy(), 1.7) == 1.7  # turning in place: no direction to look
 
 
-def test_riding_a_generated_ground_with_a_depth_scale_error_does_not_sink():
+def test_a_generated_ground_with_a_depth_scale_error_does_not_sink_the_camera():
     """A learned world's depth can be too far by a scale (validation loop 106: 1.4x, after a wall opened on a
-    field), which puts its ground 0.4 x 1.7 m too low. Riding that level, each next frame was made from the
-    lower camera and put the ground lower again: the camera sank 1.75 m in 30 steps. Here the frames are the
-    simulator's from eye height with depth 1.4x too far: turned round from the start (away from what the
-    observed start frame saw), the camera walks 10 m over generated ground and stays near eye height over the
-    true terrain (measured: max 0.08 m; riding the level as before: 1.81 m low at the end)."""
+    field), which puts its ground 0.4 x 1.7 m too low. Riding generated ground, each next frame was made from
+    the lower camera and put the ground lower again (riding its level: 1.81 m low after 20 steps here). Frames
+    here are the simulator's from eye height with depth 1.4x too far: turned round from the start (away from
+    what the observed start frame saw), the camera walks 10 m over generated ground; it rides only observed
+    ground, so it keeps its height there: never below eye height (measured: -0.02 m at worst), and up to
+    0.40 m above it where the true terrain falls away, which it does not follow."""
     from learn.data import walk_start
     from memory.bank import GeometricMemory
     from scenes.scene import Scene, SceneConfig
@@ -467,7 +455,7 @@ def test_riding_a_generated_ground_with_a_depth_scale_error_does_not_sink():
         x, y, z = scene.step(action).frame.c2w[:3, 3]
         errors.append(y - float(sim.terrain_height(x, z)) - sim.config.eye_height)
     scene.close()
-    assert np.abs(errors).max() < 0.3, np.round(errors, 2)
+    assert min(errors) > -0.1 and max(errors) < 0.5, np.round(errors, 2)
 
 
 def test_a_world_started_from_a_users_frame_does_not_ride_the_simulators_eye_height():
@@ -478,7 +466,7 @@ def test_a_world_started_from_a_users_frame_does_not_ride_the_simulators_eye_hei
     from_user_frame = NeuralWorld.from_pretrained(SHIPPED_WEIGHTS, seed=1, first_frame=first)
     assert from_user_frame.walker_eye_height is None and sim_start.walker_eye_height == pytest.approx(1.7)
 
-    ground_at = _Probe(observed=lambda x, z: first.c2w[1, 3] - 1.5)  # riding at 1.7 lifts the camera 0.2 m
+    ground_at = _Probe(lambda x, z: first.c2w[1, 3] - 1.5)  # riding at 1.7 lifts the camera 0.2 m
 
     last = from_user_frame.reset(1)
     commanded = from_user_frame.predict_c2w(last, Action("F", "N"))

@@ -183,19 +183,15 @@ class WorldModel(Protocol):
 
 
 class GroundProbe(Protocol):
-    """What the fused map knows of the ground (the Scene hands one to a :class:`GroundFollowingWorld`)."""
+    """The ground the map's *observed* frames show (a camera's real views; the Scene hands one to a
+    :class:`GroundFollowingWorld`). Generated frames are left out: their depth can be off by a scale that
+    shifts their ground by (scale - 1) x the camera's height, and a camera put on it makes its next frames
+    from there (on the eval's loops riding them gained nothing; on four long walks it cost 0.24 dB and
+    0.23 m of height error)."""
 
     def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float) -> float | None:
-        """Height (world +Y, metres) of the ground under (x, z) in every frame the map holds, looked for between
-        heights ``bottom`` and ``top`` within ``radius`` horizontally; None where the map has no ground there.
-        Generated frames count: their depth may be off by a scale, which shifts their ground by
-        (scale - 1) x the camera's height over it, so trust its slope more than its level."""
-        ...
-
-    def observed_ground_height(self, x: float, z: float, bottom: float, top: float,
-                               radius: float) -> float | None:
-        """As :meth:`ground_height`, from observed frames only (a camera's real views, never generated ones):
-        a level a camera may be put on as it is; None where they show no ground there."""
+        """Height (world +Y, metres) of the observed ground under (x, z), looked for between heights ``bottom``
+        and ``top`` within ``radius`` horizontally; None where the observed frames show no ground there."""
         ...
 
 

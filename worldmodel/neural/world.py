@@ -1,10 +1,9 @@
 """NeuralWorld: the learned world model as a WorldModel backend.
 
-Each step it (1) predicts where the camera ends up — the commanded kinematics, riding the ground the fused
-map shows (:func:`ride_ground`; the Scene hands it the map's :class:`~worldmodel.frame.GroundProbe`): at eye
-height over observed ground, along the slope of generated ground (never its level, which a depth-scale error
-shifts), else with the pose head's learned residual (which barely moves it), and no move into a surface its
-own last frame shows at body height
+Each step it (1) predicts where the camera ends up — the commanded kinematics, at eye height over the ground
+the map's observed frames show under the new position (:func:`ride_ground`; the Scene hands it the map's
+:class:`~worldmodel.frame.GroundProbe`; its own generated frames are not ridden), else with the pose head's
+learned residual (which barely moves it), and no move into a surface its own last frame shows at body height
 (:func:`blocked_by_own_view`: it turns in place, as the simulator does) — and
 (2) generates the frame there: RGB, z-depth and a per-pixel confidence, from the last frame, that frame warped
 into the target camera, the cache render of the fused map and the far-field panorama (``Context.cache``), and
@@ -58,38 +57,32 @@ def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIU
 
 
 def ride_ground(ground: GroundProbe, last_eye: np.ndarray, eye: np.ndarray, eye_height: float) -> float:
-    """Camera height (+Y) at ``eye`` (3,) for a walker ``eye_height`` above the ground, from the last camera
-    ``last_eye`` (3,), which stood at eye height. Where observed frames show the ground under ``eye`` (within
-    :data:`BODY_RADIUS`), ``eye_height`` above it. Elsewhere the map's ground holds generated frames, whose
-    depth may be off by a scale: their ground then lies (scale - 1) x eye_height too low (or high), and a
-    camera put on it makes the next frames from there, sinking further step after step. So only the map's
-    slope is followed there: the ground's rise from the last camera's feet to ``eye`` (or, where either has no
-    ground, between the first two places along the move that have one, :data:`LOOK_AHEAD_M`). Ground is looked
-    for from 1.5 m below to 1 m above the last camera's feet; ``eye``'s own height where none is found or the
-    camera does not move. The change from ``last_eye`` is held to :data:`MAX_CLIMB` per metre walked plus
-    :data:`CLIMB_SLACK_M`, so a noisy patch of map cannot throw the camera."""
+    """Camera height (+Y) at ``eye`` (3,) for a walker ``eye_height`` above the ground observed frames show
+    under it (within :data:`BODY_RADIUS`, looked for from 1.5 m below to 1 m above the ground under
+    ``last_eye``, where the walker stood at eye height). Where they show none there (a camera sees the ground
+    only from a few metres ahead of its feet), the slope to the nearest observed ground further along the move
+    (:data:`LOOK_AHEAD_M`) carries the camera there gradually; ``eye``'s own height where there is none, or
+    when the camera does not move. The change from ``last_eye`` is held to :data:`MAX_CLIMB` per metre walked
+    plus :data:`CLIMB_SLACK_M`, so a noisy patch of map cannot throw the camera."""
     under_last = last_eye[1] - eye_height
     walked = float(np.linalg.norm(eye[[0, 2]] - last_eye[[0, 2]]))
-    window = (under_last - 1.5, under_last + 1.0, BODY_RADIUS)
-    limit = CLIMB_SLACK_M + MAX_CLIMB * walked
 
-    observed = ground.observed_ground_height(float(eye[0]), float(eye[2]), *window)
-    if observed is not None:
-        return float(np.clip(observed + eye_height, last_eye[1] - limit, last_eye[1] + limit))
-    if walked < 1e-6:
+    def ground_at(x: float, z: float) -> float | None:
+        return ground.ground_height(x, z, under_last - 1.5, under_last + 1.0, BODY_RADIUS)
+
+    height = ground_at(float(eye[0]), float(eye[2]))
+    if height is None and walked > 1e-6:
+        along = (eye[[0, 2]] - last_eye[[0, 2]]) / walked
+        for ahead in LOOK_AHEAD_M:
+            x, z = eye[[0, 2]] + ahead * along
+            found = ground_at(float(x), float(z))
+            if found is not None:  # the ground rises or falls evenly from the last camera's feet to there
+                height = under_last + (found - under_last) * walked / (walked + ahead)
+                break
+    if height is None:
         return float(eye[1])
-    along = (eye[[0, 2]] - last_eye[[0, 2]]) / walked
-    found: list[tuple[float, float]] = []  # (metres along the move from eye, ground height)
-    for ahead in (-walked, 0.0) + LOOK_AHEAD_M:
-        x, z = eye[[0, 2]] + ahead * along
-        height = ground.ground_height(float(x), float(z), *window)
-        if height is not None:
-            found.append((ahead, height))
-            if len(found) == 2:
-                (a0, h0), (a1, h1) = found
-                rise = (h1 - h0) / (a1 - a0) * walked
-                return float(last_eye[1] + np.clip(rise, -limit, limit))
-    return float(eye[1])
+    limit = CLIMB_SLACK_M + MAX_CLIMB * walked
+    return float(np.clip(height + eye_height, last_eye[1] - limit, last_eye[1] + limit))
 
 
 def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -169,9 +162,9 @@ class NeuralWorld(BaseWorldModel):
     @torch.no_grad()
     def predict_c2w_on_ground(self, last: Frame, action: Action | TargetPose,
                               ground: GroundProbe | None) -> np.ndarray:
-        """Target pose: a TargetPose as given; an action's kinematics riding the ground the map shows
-        (:func:`ride_ground`, when the world knows its :attr:`walker_eye_height`; else the pose head's learned
-        residual), staying in place when that would walk into a surface of the last frame
+        """Target pose: a TargetPose as given; an action's kinematics riding the ground the map's observed
+        frames show (:func:`ride_ground`, when the world knows its :attr:`walker_eye_height`; else the pose
+        head's learned residual), staying in place when that would walk into a surface of the last frame
         (:func:`blocked_by_own_view`)."""
         if isinstance(action, TargetPose):
             return np.asarray(action.c2w, np.float64).copy()

@@ -222,12 +222,10 @@ class Trainer:
         return torch.autocast(kind, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def inputs(self, last: dict, target: dict, noise: torch.Tensor):
-        """build_inputs for (last -> target) on the training device."""
-        dev = self.device
-        return build_inputs(last["rgb"].to(dev), last["depth"].to(dev), target["K"].to(dev),
-                            last["c2w"].to(dev), target["c2w"].to(dev), target["cache_rgb"].to(dev),
-                            target["cache_depth"].to(dev), target["far_rgb"].to(dev),
-                            target["far_valid"].to(dev), noise.to(dev), step_scale=self.model_config["step_m"])
+        """build_inputs for (last -> target), all on the training device."""
+        return build_inputs(last["rgb"], last["depth"], target["K"], last["c2w"], target["c2w"],
+                            target["cache_rgb"], target["cache_depth"], target["far_rgb"], target["far_valid"],
+                            noise, step_scale=self.model_config["step_m"])
 
     @torch.no_grad()
     def predict(self, last: dict, target: dict, noise: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -239,38 +237,41 @@ class Trainer:
 
     def pose_inputs(self, last: dict, target: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pose head image input, commanded motion, true residual in the last heading frame (B, 3))."""
-        dev = self.device
-        kin, truth = target["kin_c2w"].to(dev), target["c2w"].to(dev)
-        motion = torch.cat([relative_motion(last["c2w"].to(dev), kin, self.model_config["step_m"]).float(),
-                            torch.zeros(len(kin), 1, device=dev)], dim=1)
-        resid = (heading_frame(last["c2w"].to(dev)).transpose(1, 2) @ (truth[:, :3, 3] - kin[:, :3, 3])[..., None])[..., 0]
-        return pose_head_input(last["depth"].to(dev)), motion, resid.float()
+        kin, truth = target["kin_c2w"], target["c2w"]
+        motion = torch.cat([relative_motion(last["c2w"], kin, self.model_config["step_m"]).float(),
+                            torch.zeros(len(kin), 1, device=self.device)], dim=1)
+        resid = (heading_frame(last["c2w"]).transpose(1, 2) @ (truth[:, :3, 3] - kin[:, :3, 3])[..., None])[..., 0]
+        return pose_head_input(last["depth"]), motion, resid.float()
 
     def pose_error(self, pred: torch.Tensor, resid: torch.Tensor, target: dict) -> torch.Tensor:
-        w = target["is_action"].to(self.device)[:, None]
+        w = target["is_action"][:, None]
         return ((pred - resid).abs() * w).sum() / (w.sum() * 3).clamp_min(1)
 
+    def to_device(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in rows.items()}
+
     def make_batch(self, bank: WalkBank, n: int, rollout: int) -> tuple[dict, dict, torch.Tensor]:
-        """(last, target, noise level): teacher-forced, or the last frame made by ``rollout`` model steps."""
+        """(last, target, noise level) on the training device: teacher-forced, or the last frame made by
+        ``rollout`` model steps. The random corruptions are drawn on the CPU (one generator, reproducible on
+        any device); rollouts run where the model is."""
         picks = bank.pick(self.rng, n, back=rollout)
         target = bank.frames(picks)
         target["cache_rgb"], target["cache_depth"] = corrupt_cache(target["cache_rgb"], target["cache_depth"], self.gen)
         last = bank.frames([(w, t - 1 - rollout) for w, t in picks])
         noise = torch.rand(n, generator=self.gen) * self.cfg.noise_max * (torch.rand(n, generator=self.gen) < 0.7)
-        if rollout:
-            noise = torch.zeros(n)
-            made: list[dict[str, torch.Tensor]] = []
-            with torch.no_grad():
-                for k in range(rollout, 0, -1):
-                    step_target = bank.frames([(w, t - k) for w, t in picks])
-                    self.fuse_made(step_target, made)
-                    out = self.predict(last, step_target, noise)
-                    last = {"rgb": out["rgb"].clamp(0, 1).cpu(), "depth": output_depth(out).float().cpu(),
-                            "c2w": step_target["c2w"]}
-                    made.append(last)
-            self.fuse_made(target, made)
-        else:
+        if not rollout:
             last["rgb"], last["depth"] = noisy_context(last["rgb"], last["depth"], noise, self.gen)
+            return self.to_device(last), self.to_device(target), noise.to(self.device)
+        last, target, noise = self.to_device(last), self.to_device(target), torch.zeros(n, device=self.device)
+        made: list[dict[str, torch.Tensor]] = []
+        with torch.no_grad():
+            for k in range(rollout, 0, -1):
+                step_target = self.to_device(bank.frames([(w, t - k) for w, t in picks]))
+                self.fuse_made(step_target, made)
+                out = self.predict(last, step_target, noise)
+                last = {"rgb": out["rgb"].clamp(0, 1), "depth": output_depth(out).float(), "c2w": step_target["c2w"]}
+                made.append(last)
+        self.fuse_made(target, made)
         return last, target, noise
 
     def fuse_made(self, target: dict[str, torch.Tensor], made: list[dict[str, torch.Tensor]]) -> None:
@@ -301,7 +302,7 @@ class Trainer:
         with self.autocast():
             raw, pose = self.net(x, motion, pose_in, pose_motion)
         out = compose(raw.float(), sources)
-        parts = frame_losses(out, {k: v.to(self.device) for k, v in target.items()})
+        parts = frame_losses(out, target)
         parts["pose"] = self.pose_error(pose.float(), resid, target)
         loss = (parts["rgb"] + 0.5 * parts["grad"] + 0.5 * parts["depth"] + 0.05 * parts["sky"]
                 + 0.02 * parts["conf"] + 0.5 * parts["pose"])
@@ -316,9 +317,9 @@ class Trainer:
     def validate(self, n: int = 48) -> dict[str, float]:
         """One-step PSNR on held-out walks: memory on, memory zeroed, and copy-the-last-frame."""
         picks = self.val_bank.pick(np.random.default_rng(12345), n)
-        target = self.val_bank.frames(picks)
-        last = self.val_bank.frames([(w, t - 1) for w, t in picks])
-        zero = torch.zeros(n)
+        target = self.to_device(self.val_bank.frames(picks))
+        last = self.to_device(self.val_bank.frames([(w, t - 1) for w, t in picks]))
+        zero = torch.zeros(n, device=self.device)
         on = self.predict(last, target, zero)
         off_target = {**target, "cache_rgb": torch.zeros_like(target["cache_rgb"]),
                       "cache_depth": torch.zeros_like(target["cache_depth"]),

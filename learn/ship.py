@@ -38,9 +38,9 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   seeds 0..99, never trained on): loops that come back, turned round or retracing the way out, wandering
   DeepVerse actions, and continuous target poses with pitch; cache renders made by the real engine at each step.
 - **Training**: {steps} steps, batch {batch}, AdamW, cosine LR from {lr}; context noise, corrupted caches
-  (misregistration, dropped and recoloured patches) and, for {rollout_pct:.0f} % of batches after the first
-  {rollout_after} steps, the model's own 1-{max_rollout} step rollouts as context ({rollout_cache}), against drift.
-  Hardware: {hardware}; {minutes:.0f} minutes.
+  (misregistration, dropped and recoloured patches) and, for {rollout_pct:.0f} % of batches {rollout_when},
+  the model's own 1-{max_rollout} step rollouts as context ({rollout_cache}), against drift.
+  Hardware: {hardware}; {minutes:.1f} minutes.{lineage}
 
 ## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
 
@@ -58,6 +58,19 @@ render filled from the warped last frame and the far field.
 """
 
 
+def describe_lineage(record: dict | None) -> str:
+    """Card lines for the weights a fine-tune started from (``training.init``, nested when those were a
+    fine-tune too); empty for a run trained from scratch."""
+    lines = []
+    while record:
+        lines.append(f"\n  Fine-tuned from `{record.get('from')}`: {record.get('steps')} steps, "
+                     f"batch {record.get('batch')}, LR {record.get('lr')}, {record.get('walks')} walks; "
+                     f"{record.get('hardware')}; "
+                     f"{record.get('minutes_trained')} minutes.")
+        record = record.get("init")
+    return "".join(lines)
+
+
 def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None = None) -> Path:
     config, net = load_pretrained(checkpoint)
     training = config.get("training", {})
@@ -71,8 +84,10 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         size=config["size"][0], params=sum(p.numel() for p in net.parameters()) / 1e6, widths=config["widths"],
         walks=len(seeds), seed_lo=min(seeds), seed_hi=max(seeds), steps=training.get("steps", "?"),
         batch=tcfg.get("batch", "?"), lr=tcfg.get("lr", "?"), hardware=training.get("hardware", "?"),
-        minutes=minutes, rollout_pct=100 * tcfg.get("rollout_share", 0), rollout_after=tcfg.get("rollout_after", 0),
-        max_rollout=tcfg.get("max_rollout", 0),
+        minutes=minutes, rollout_pct=100 * tcfg.get("rollout_share", 0),
+        max_rollout=tcfg.get("max_rollout", 0), lineage=describe_lineage(training.get("init")),
+        rollout_when=(f"after the first {tcfg['rollout_after']} steps" if tcfg.get("rollout_after")
+                      else "from the start"),
         rollout_cache=("their frames fused into the later caches" if tcfg.get("rollout_into_cache", False)
                        else "the caches stayed the simulator's"),
         eval_walks=summary["walks"] if summary else "-", eval_steps=summary["steps"] if summary else "-",

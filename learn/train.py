@@ -187,9 +187,11 @@ class Trainer:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model_config = {**DEFAULT_CONFIG, "widths": list(cfg.widths), **cfg.model_config}
+        self.init_record: dict | None = None  # what a fine-tune started from (for the model card)
         if cfg.init:  # fine-tune: the architecture and the weights of a trained model (a fresh optimiser)
             init_config, init_net = load_pretrained(cfg.init)
-            self.model_config = {k: v for k, v in init_config.items() if k != "training"}
+            self.model_config = {k: v for k, v in init_config.items() if k not in ("training", "eval")}
+            self.init_record = base_training_record(cfg.init, init_config.get("training", {}))
             self.net = init_net.train().to(self.device)
         else:
             self.net = build_net(self.model_config).to(self.device)
@@ -335,8 +337,11 @@ class Trainer:
         if self.rank != 0:
             return
         out = Path(self.cfg.out)
-        config = {**self.model_config, "training": {"steps": self.step, "config": asdict(self.cfg),
-                                                    "hardware": describe_hardware(), "history": self.history[-20:]}}
+        training = {"steps": self.step, "config": asdict(self.cfg), "hardware": describe_hardware(),
+                    "history": self.history[-20:]}
+        if self.init_record:
+            training["init"] = self.init_record
+        config = {**self.model_config, "training": training}
         save_pretrained(out, config, self.module, half=False)
         state = {f"opt.{i}.{k}": v for i, s in self.opt.state_dict()["state"].items() for k, v in s.items()
                  if torch.is_tensor(v)}
@@ -409,6 +414,18 @@ class Trainer:
         everyone = [torch.zeros_like(local) for _ in range(self.world)]
         torch.distributed.all_gather(everyone, local)
         return [float(v) for v in everyone]
+
+
+def base_training_record(source: str, training: dict) -> dict:
+    """What a fine-tune started from: the source and the summary of its training (steps, batch, LR, walks,
+    hardware, minutes; with its own ``init`` when it was a fine-tune too), for the model card."""
+    tcfg = training.get("config", {})
+    record = {"from": str(source), "steps": training.get("steps"), "hardware": training.get("hardware"),
+              "minutes_trained": training.get("minutes_trained", tcfg.get("minutes")),
+              "batch": tcfg.get("batch"), "lr": tcfg.get("lr"), "walks": len(tcfg.get("train_seeds", []))}
+    if training.get("init"):
+        record["init"] = training["init"]
+    return record
 
 
 def describe_hardware() -> str:

@@ -94,9 +94,15 @@ def test_tiny_model_loss_falls(tiny_shards, tmp_path):
 
 def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_shards, tmp_path):
     """``--init``: the run starts from a trained model's weights and widths (not TrainConfig.widths), trains,
-    and its checkpoint loads as that architecture."""
+    and its checkpoint loads as that architecture; it records what it started from (for the card), not the
+    start's eval figures (they describe other weights)."""
+    from learn.ship import ship
+
     torch.manual_seed(2)
-    start = save_pretrained(tmp_path / "start", {**TINY, "context_noise": 0.05}, build_net(TINY), half=False)
+    base_training = {"steps": 11, "hardware": "CPU, test", "minutes_trained": 80.3,
+                     "config": {"batch": 3, "lr": 0.01, "train_seeds": [1000, 1001]}}
+    start = save_pretrained(tmp_path / "start", {**TINY, "context_noise": 0.05, "training": base_training,
+                                                 "eval": {"psnr_memory_on": 99.0}}, build_net(TINY), half=False)
     cfg = TrainConfig(out=str(tmp_path / "run"), data=str(tiny_shards), train_seeds=[1000, 1001], val_seeds=[100],
                       steps=3, batch=2, warmup=1, rollout_after=0, rollout_share=1.0, max_rollout=2,
                       widths=[48, 96], init=str(start))
@@ -108,6 +114,11 @@ def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_s
     config, tuned = load_pretrained(tmp_path / "run")
     assert config["widths"] == [8, 16] and config["context_noise"] == 0.05 and config["training"]["steps"] == 3
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), expected.state_dict().values()))
+    assert "eval" not in config
+    assert config["training"]["init"] == {"from": str(start), "steps": 11, "hardware": "CPU, test",
+                                          "minutes_trained": 80.3, "batch": 3, "lr": 0.01, "walks": 2}
+    card = (ship(tmp_path / "run", tmp_path / "shipped") / "README.md").read_text()
+    assert f"Fine-tuned from `{start}`: 11 steps, batch 3, LR 0.01, 2 walks; CPU, test; 80.3 minutes." in card
 
 
 def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp_path):
@@ -126,13 +137,14 @@ def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp
     weights = load_file(str(shipped / "model.safetensors"))
     assert all(v.dtype == torch.float16 for v in weights.values())
     card = (shipped / "README.md").read_text()
-    assert "7 steps" in card and "21 minutes" in card and "| revisit_psnr | 16.25 |" in card
+    assert "7 steps" in card and "20.6 minutes" in card and "| revisit_psnr | 16.25 |" in card
+    assert "Fine-tuned" not in card
     config = json.loads((shipped / "config.json").read_text())
     assert config["eval"]["psnr_memory_on"] == 17.5 and config["training"]["minutes_trained"] == 20.6
 
     again = ship(shipped, tmp_path / "again", tmp_path / "eval.json")  # no train_state.json there
     assert (again / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
-    assert "21 minutes" in (again / "README.md").read_text()
+    assert "20.6 minutes" in (again / "README.md").read_text()
 
 
 def test_save_and_from_pretrained_round_trip(tmp_path):

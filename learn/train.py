@@ -84,41 +84,49 @@ class WalkBank:
         walks = rng.integers(0, len(self.walks), n)
         return [(int(w), int(rng.integers(1 + back, self.lengths[w]))) for w in walks]
 
-    def frames(self, picks: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """Tensors of rows (walk, t) (images NCHW float, rgb in [0, 1]; poses float64)."""
+    def frames(self, picks: list[tuple[int, int]], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Tensors of rows (walk, t) on ``device`` (images NCHW float, rgb in [0, 1]; poses float64). Rows are
+        gathered as stored (uint8, float16) and converted on the device: the gather is the CPU's only work."""
         def stack(key):
-            return np.stack([self.walks[w][key][t] for w, t in picks])
+            return torch.from_numpy(np.stack([self.walks[w][key][t] for w, t in picks])).to(device)
 
-        rgb = torch.from_numpy(stack("rgb")).permute(0, 3, 1, 2).float() / 255
-        return {"rgb": rgb, "depth": torch.from_numpy(stack("depth").astype(np.float32))[:, None],
-                "c2w": torch.from_numpy(stack("c2w")), "kin_c2w": torch.from_numpy(stack("kin_c2w")),
-                "is_action": torch.from_numpy(stack("is_action").astype(np.float32)),
-                "cache_rgb": torch.from_numpy(stack("cache_rgb")).permute(0, 3, 1, 2).float() / 255,
-                "cache_depth": torch.from_numpy(stack("cache_depth").astype(np.float32))[:, None],
-                "far_rgb": torch.from_numpy(stack("far_rgb")).permute(0, 3, 1, 2).float() / 255,
-                "far_valid": torch.from_numpy(stack("far_valid").astype(np.float32))[:, None],
-                "K": torch.from_numpy(np.stack([self.walks[w]["K"] for w, _ in picks])).float()}
+        def image(key):  # (B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]
+            return stack(key).permute(0, 3, 1, 2).float() / 255
+
+        def plane(key):  # (B, H, W) -> (B, 1, H, W) float32
+            return stack(key).float()[:, None]
+
+        K = torch.from_numpy(np.stack([self.walks[w]["K"] for w, _ in picks])).to(device).float()
+        return {"rgb": image("rgb"), "depth": plane("depth"), "c2w": stack("c2w"), "kin_c2w": stack("kin_c2w"),
+                "is_action": stack("is_action").float(), "cache_rgb": image("cache_rgb"),
+                "cache_depth": plane("cache_depth"), "far_rgb": image("far_rgb"), "far_valid": plane("far_valid"),
+                "K": K}
 
 
 def corrupt_cache(rgb: torch.Tensor, depth: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Cache renders as they are live: sometimes misregistered (shifted 1-3 px, a pose error), with stale or
-    missing patches (dropped rectangles, recoloured patches). (B, 3, H, W), (B, 1, H, W) -> same."""
+    missing patches (dropped rectangles, recoloured patches). (B, 3, H, W), (B, 1, H, W) -> same, on their
+    device; ``gen`` is a CPU generator (it draws only the few choices)."""
     rgb, depth = rgb.clone(), depth.clone()
     b, _, h, w = rgb.shape
     r = torch.rand(b, 3, generator=gen)
+
+    def corner() -> tuple[int, int]:
+        return int(torch.randint(0, h - 8, (1,), generator=gen)), int(torch.randint(0, w - 8, (1,), generator=gen))
+
     for i in range(b):
         if r[i, 0] < 0.3:
             dy, dx = (int(v) for v in torch.randint(-3, 4, (2,), generator=gen))
             rgb[i], depth[i] = torch.roll(rgb[i], (dy, dx), (1, 2)), torch.roll(depth[i], (dy, dx), (1, 2))
         if r[i, 1] < 0.3:
             for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
-                y0, x0 = int(torch.randint(0, h - 8, (1,), generator=gen)), int(torch.randint(0, w - 8, (1,), generator=gen))
+                y0, x0 = corner()
                 hh, ww = (int(v) for v in torch.randint(8, 48, (2,), generator=gen))
                 depth[i, :, y0:y0 + hh, x0:x0 + ww] = 0
                 rgb[i, :, y0:y0 + hh, x0:x0 + ww] = 0
         if r[i, 2] < 0.2:
-            y0, x0 = int(torch.randint(0, h - 8, (1,), generator=gen)), int(torch.randint(0, w - 8, (1,), generator=gen))
-            tint = torch.rand(3, 1, 1, generator=gen) * 0.4 - 0.2
+            y0, x0 = corner()
+            tint = (torch.rand(3, 1, 1, generator=gen) * 0.4 - 0.2).to(rgb.device)
             rgb[i, :, y0:y0 + 32, x0:x0 + 32] = (rgb[i, :, y0:y0 + 32, x0:x0 + 32] + tint).clamp(0, 1)
     return rgb, depth
 
@@ -140,12 +148,13 @@ def splat_into_cache(cache_rgb: torch.Tensor, cache_depth: torch.Tensor, made: l
 def noisy_context(rgb: torch.Tensor, depth: torch.Tensor, level: torch.Tensor, gen: torch.Generator
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Add context noise of ``level`` (B,): Gaussian on RGB, log-normal on depth, and a blur that grows with
-    the level (what a drifting model's own frames look like)."""
+    the level (what a drifting model's own frames look like). ``gen`` lives on the images' device (drawing
+    this much noise on the CPU made a GPU run wait for it)."""
     lv = level.view(-1, 1, 1, 1)
     blurred = F.avg_pool2d(F.pad(rgb, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     mix = (lv * 4).clamp(0, 1)
-    rgb = (rgb * (1 - mix) + blurred * mix + lv * torch.randn(rgb.shape, generator=gen)).clamp(0, 1)
-    depth = depth * torch.exp(lv * 0.5 * torch.randn(depth.shape, generator=gen))
+    rgb = (rgb * (1 - mix) + blurred * mix + lv * torch.randn(rgb.shape, generator=gen, device=rgb.device)).clamp(0, 1)
+    depth = depth * torch.exp(lv * 0.5 * torch.randn(depth.shape, generator=gen, device=depth.device))
     return rgb, depth
 
 
@@ -180,7 +189,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.world > 1 and not torch.distributed.is_initialized():
@@ -201,7 +211,9 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
         self.step = 0
         self.rng = np.random.default_rng(cfg.seed * 1000 + self.rank)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # the batches' random choices
+        self.noise_gen = torch.Generator(self.device)  # context noise, drawn where the batch is
+        self.noise_gen.manual_seed(cfg.seed * 1000 + self.rank + 1)
         self.history: list[dict] = []
         self.replica_checksums: list[float] = []
         self.started, self.elapsed_before = time.time(), 0.0  # seconds trained by earlier (resumed) runs
@@ -249,26 +261,24 @@ class Trainer:
         w = target["is_action"][:, None]
         return ((pred - resid).abs() * w).sum() / (w.sum() * 3).clamp_min(1)
 
-    def to_device(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device, non_blocking=True) for k, v in rows.items()}
-
     def make_batch(self, bank: WalkBank, n: int, rollout: int) -> tuple[dict, dict, torch.Tensor]:
         """(last, target, noise level) on the training device: teacher-forced, or the last frame made by
-        ``rollout`` model steps. The random corruptions are drawn on the CPU (one generator, reproducible on
-        any device); rollouts run where the model is."""
+        ``rollout`` model steps (run where the model is)."""
+        dev = self.device
         picks = bank.pick(self.rng, n, back=rollout)
-        target = bank.frames(picks)
+        target = bank.frames(picks, dev)
         target["cache_rgb"], target["cache_depth"] = corrupt_cache(target["cache_rgb"], target["cache_depth"], self.gen)
-        last = bank.frames([(w, t - 1 - rollout) for w, t in picks])
+        last = bank.frames([(w, t - 1 - rollout) for w, t in picks], dev)
         noise = torch.rand(n, generator=self.gen) * self.cfg.noise_max * (torch.rand(n, generator=self.gen) < 0.7)
         if not rollout:
-            last["rgb"], last["depth"] = noisy_context(last["rgb"], last["depth"], noise, self.gen)
-            return self.to_device(last), self.to_device(target), noise.to(self.device)
-        last, target, noise = self.to_device(last), self.to_device(target), torch.zeros(n, device=self.device)
+            noise = noise.to(dev)
+            last["rgb"], last["depth"] = noisy_context(last["rgb"], last["depth"], noise, self.noise_gen)
+            return last, target, noise
+        noise = torch.zeros(n, device=dev)
         made: list[dict[str, torch.Tensor]] = []
         with torch.no_grad():
             for k in range(rollout, 0, -1):
-                step_target = self.to_device(bank.frames([(w, t - k) for w, t in picks]))
+                step_target = bank.frames([(w, t - k) for w, t in picks], dev)
                 self.fuse_made(step_target, made)
                 out = self.predict(last, step_target, noise)
                 last = {"rgb": out["rgb"].clamp(0, 1), "depth": output_depth(out).float(), "c2w": step_target["c2w"]}
@@ -319,8 +329,8 @@ class Trainer:
     def validate(self, n: int = 48) -> dict[str, float]:
         """One-step PSNR on held-out walks: memory on, memory zeroed, and copy-the-last-frame."""
         picks = self.val_bank.pick(np.random.default_rng(12345), n)
-        target = self.to_device(self.val_bank.frames(picks))
-        last = self.to_device(self.val_bank.frames([(w, t - 1) for w, t in picks]))
+        target = self.val_bank.frames(picks, self.device)
+        last = self.val_bank.frames([(w, t - 1) for w, t in picks], self.device)
         zero = torch.zeros(n, device=self.device)
         on = self.predict(last, target, zero)
         off_target = {**target, "cache_rgb": torch.zeros_like(target["cache_rgb"]),
@@ -370,6 +380,7 @@ class Trainer:
         self.history = meta.get("history", [])
         self.rng.bit_generator.state = meta["rng"]
         self.gen.manual_seed(self.cfg.seed * 1000 + self.rank + self.step)
+        self.noise_gen.manual_seed(self.cfg.seed * 1000 + self.rank + self.step + 1)
         return True
 
     def run(self, progress: bool = True) -> dict[str, float]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from learn.evaluate import format_table
+from learn.train import trained_minutes
 from worldmodel.neural.weights import load_pretrained, save_pretrained
 
 CARD = """# WorldStudio neural world model ({size}x{size})
@@ -40,7 +41,7 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
 - **Training**: {steps} steps, batch {batch}, AdamW, cosine LR from {lr}; context noise, corrupted caches
   (misregistration, dropped and recoloured patches) and, for {rollout_pct:.0f} % of batches {rollout_when},
   the model's own 1-{max_rollout} step rollouts as context ({rollout_cache}), against drift.
-  Hardware: {hardware}; {minutes:.1f} minutes.{lineage}
+  Hardware: {hardware}; {minutes} minutes.{lineage}
 
 ## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
 
@@ -58,15 +59,20 @@ render filled from the warped last frame and the far field.
 """
 
 
+def known(value, spec: str = "") -> str:
+    """``value`` formatted with ``spec``; "?" when it is not recorded."""
+    return "?" if value is None else format(value, spec)
+
+
 def describe_lineage(record: dict | None) -> str:
     """Card lines for the weights a fine-tune started from (``training.init``, nested when those were a
     fine-tune too); empty for a run trained from scratch."""
     lines = []
     while record:
-        lines.append(f"\n  Fine-tuned from `{record.get('from')}`: {record.get('steps')} steps, "
-                     f"batch {record.get('batch')}, LR {record.get('lr')}, {record.get('walks')} walks; "
-                     f"{record.get('hardware')}; "
-                     f"{record.get('minutes_trained')} minutes.")
+        lines.append(f"\n  Fine-tuned from the weights then at `{record.get('from')}`: {known(record.get('steps'))} "
+                     f"steps, batch {known(record.get('batch'))}, LR {known(record.get('lr'))}, "
+                     f"{known(record.get('walks'))} walks; {known(record.get('hardware'))}; "
+                     f"{known(record.get('minutes_trained'), '.1f')} minutes.")
         record = record.get("init")
     return "".join(lines)
 
@@ -77,14 +83,12 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
     tcfg = training.get("config", {})
     summary = json.loads(Path(eval_json).read_text()) if eval_json else None
     seeds = tcfg.get("train_seeds", [0])
-    state_file = Path(checkpoint) / "train_state.json"  # the run's true clock (the config has only the budget)
-    minutes = (json.loads(state_file.read_text()).get("elapsed_s", 0) / 60 if state_file.is_file()
-               else training.get("minutes_trained", tcfg.get("minutes", 0)))  # re-shipping a shipped model
+    minutes = trained_minutes(checkpoint, training)
     card = CARD.format(
         size=config["size"][0], params=sum(p.numel() for p in net.parameters()) / 1e6, widths=config["widths"],
         walks=len(seeds), seed_lo=min(seeds), seed_hi=max(seeds), steps=training.get("steps", "?"),
         batch=tcfg.get("batch", "?"), lr=tcfg.get("lr", "?"), hardware=training.get("hardware", "?"),
-        minutes=minutes, rollout_pct=100 * tcfg.get("rollout_share", 0),
+        minutes=known(minutes, ".1f"), rollout_pct=100 * tcfg.get("rollout_share", 0),
         max_rollout=tcfg.get("max_rollout", 0), lineage=describe_lineage(training.get("init")),
         rollout_when=(f"after the first {tcfg['rollout_after']} steps" if tcfg.get("rollout_after")
                       else "from the start"),
@@ -98,7 +102,8 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         config["eval"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)  # JSON has no NaN
                           for k, v in summary.items() if k != "curves"}
     training.pop("history", None)
-    training["minutes_trained"] = round(minutes, 1)
+    if minutes is not None:
+        training["minutes_trained"] = round(minutes, 1)
     return save_pretrained(dest, config, net, card=card, half=True)
 
 

@@ -36,7 +36,7 @@ from learn.data import generate_shards, load_shard, shard_path
 from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
-from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, load_pretrained, save_pretrained
+from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, load_pretrained, resolve, save_pretrained
 
 TRAIN_SEEDS = range(1000, 1320)   # walks the model is trained on
 VAL_SEEDS = range(100, 108)       # validation during training (eval uses seeds 0..99, never trained on)
@@ -148,7 +148,7 @@ def splat_into_cache(cache_rgb: torch.Tensor, cache_depth: torch.Tensor, made: l
 def noisy_context(rgb: torch.Tensor, depth: torch.Tensor, level: torch.Tensor, gen: torch.Generator
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Add context noise of ``level`` (B,): Gaussian on RGB, log-normal on depth, and a blur that grows with
-    the level (what a drifting model's own frames look like). ``gen`` lives on the images' device (drawing
+    the level (what a drifting model's own frames look like). ``level`` and ``gen`` live on the images' device (drawing
     this much noise on the CPU made a GPU run wait for it)."""
     lv = level.view(-1, 1, 1, 1)
     blurred = F.avg_pool2d(F.pad(rgb, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
@@ -191,6 +191,8 @@ class Trainer:
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         local = int(os.environ.get("LOCAL_RANK", 0))
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # NCCL's collectives run on the current device
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.world > 1 and not torch.distributed.is_initialized():
@@ -201,7 +203,7 @@ class Trainer:
         if cfg.init:  # fine-tune: the architecture and the weights of a trained model (a fresh optimiser)
             init_config, init_net = load_pretrained(cfg.init)
             self.model_config = {k: v for k, v in init_config.items() if k not in ("training", "eval")}
-            self.init_record = base_training_record(cfg.init, init_config.get("training", {}))
+            self.init_record = base_training_record(cfg.init, resolve(cfg.init), init_config.get("training", {}))
             self.net = init_net.train().to(self.device)
         else:
             self.net = build_net(self.model_config).to(self.device)
@@ -211,9 +213,10 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
         self.step = 0
         self.rng = np.random.default_rng(cfg.seed * 1000 + self.rank)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # the batches' random choices
-        self.noise_gen = torch.Generator(self.device)  # context noise, drawn where the batch is
-        self.noise_gen.manual_seed(cfg.seed * 1000 + self.rank + 1)
+        # torch generators: the batches' few random choices (on the CPU), and the context noise, drawn where
+        # the batch is (CPU and CUDA draw different streams from the same seed)
+        self.choice_gen, self.noise_gen = torch.Generator(), torch.Generator(self.device)
+        self.seed_generators()
         self.history: list[dict] = []
         self.replica_checksums: list[float] = []
         self.started, self.elapsed_before = time.time(), 0.0  # seconds trained by earlier (resumed) runs
@@ -267,9 +270,10 @@ class Trainer:
         dev = self.device
         picks = bank.pick(self.rng, n, back=rollout)
         target = bank.frames(picks, dev)
-        target["cache_rgb"], target["cache_depth"] = corrupt_cache(target["cache_rgb"], target["cache_depth"], self.gen)
+        gen = self.choice_gen
+        target["cache_rgb"], target["cache_depth"] = corrupt_cache(target["cache_rgb"], target["cache_depth"], gen)
         last = bank.frames([(w, t - 1 - rollout) for w, t in picks], dev)
-        noise = torch.rand(n, generator=self.gen) * self.cfg.noise_max * (torch.rand(n, generator=self.gen) < 0.7)
+        noise = torch.rand(n, generator=gen) * self.cfg.noise_max * (torch.rand(n, generator=gen) < 0.7)
         if not rollout:
             noise = noise.to(dev)
             last["rgb"], last["depth"] = noisy_context(last["rgb"], last["depth"], noise, self.noise_gen)
@@ -379,9 +383,16 @@ class Trainer:
         self.elapsed_before, self.started = float(meta.get("elapsed_s", 0.0)), time.time()
         self.history = meta.get("history", [])
         self.rng.bit_generator.state = meta["rng"]
-        self.gen.manual_seed(self.cfg.seed * 1000 + self.rank + self.step)
-        self.noise_gen.manual_seed(self.cfg.seed * 1000 + self.rank + self.step + 1)
+        self.seed_generators()
         return True
+
+    def seed_generators(self) -> None:
+        """Seed the torch generators from (seed, rank, step): distinct streams per rank, per resumed step and
+        for the two generators (the numpy generator's state is saved instead)."""
+        base = np.random.SeedSequence([self.cfg.seed, self.rank, self.step])
+        choice_seed, noise_seed = (int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in base.spawn(2))
+        self.choice_gen.manual_seed(choice_seed)
+        self.noise_gen.manual_seed(noise_seed)
 
     def run(self, progress: bool = True) -> dict[str, float]:
         from tqdm import tqdm
@@ -395,7 +406,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank)
         stats: dict[str, float] = {}
         while self.step < cfg.steps:
-            stop = torch.tensor([float(self.elapsed() >= 60 * cfg.minutes or bool(stop_requested))])
+            stop = torch.tensor([float(self.elapsed() >= 60 * cfg.minutes or bool(stop_requested))],
+                                device=self.device)  # NCCL reduces only GPU tensors
             if self.world > 1:  # every rank stops at the same step
                 torch.distributed.all_reduce(stop)
             if stop.item() > 0:
@@ -427,13 +439,25 @@ class Trainer:
         return [float(v) for v in everyone]
 
 
-def base_training_record(source: str, training: dict) -> dict:
-    """What a fine-tune started from: the source and the summary of its training (steps, batch, LR, walks,
-    hardware, minutes; with its own ``init`` when it was a fine-tune too), for the model card."""
+def trained_minutes(folder: str | Path, training: dict) -> float | None:
+    """Minutes a model's weights were trained: a checkpoint's own clock (``train_state.json``; its config holds
+    only the budget), else the ``minutes_trained`` a shipped model records; None when neither says."""
+    state = Path(folder) / "train_state.json"
+    if state.is_file():
+        return json.loads(state.read_text()).get("elapsed_s", 0) / 60
+    return training.get("minutes_trained")
+
+
+def base_training_record(source: str, folder: str | Path, training: dict) -> dict | None:
+    """What a fine-tune started from (``source`` as given, read from ``folder``): the summary of its training
+    (steps, batch, LR, walks, hardware, minutes; its own ``init`` when it was a fine-tune too), for the model
+    card. None when the weights carry no training record."""
+    if not training:
+        return None
     tcfg = training.get("config", {})
     record = {"from": str(source), "steps": training.get("steps"), "hardware": training.get("hardware"),
-              "minutes_trained": training.get("minutes_trained", tcfg.get("minutes")),
-              "batch": tcfg.get("batch"), "lr": tcfg.get("lr"), "walks": len(tcfg.get("train_seeds", []))}
+              "minutes_trained": trained_minutes(folder, training), "batch": tcfg.get("batch"),
+              "lr": tcfg.get("lr"), "walks": len(tcfg.get("train_seeds", []))}
     if training.get("init"):
         record["init"] = training["init"]
     return record

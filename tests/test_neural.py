@@ -118,7 +118,22 @@ def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_s
     assert config["training"]["init"] == {"from": str(start), "steps": 11, "hardware": "CPU, test",
                                           "minutes_trained": 80.3, "batch": 3, "lr": 0.01, "walks": 2}
     card = (ship(tmp_path / "run", tmp_path / "shipped") / "README.md").read_text()
-    assert f"Fine-tuned from `{start}`: 11 steps, batch 3, LR 0.01, 2 walks; CPU, test; 80.3 minutes." in card
+    assert f"Fine-tuned from the weights then at `{start}`: 11 steps, batch 3, LR 0.01, 2 walks" in card
+    assert "2 walks; CPU, test; 80.3 minutes." in card
+
+
+def test_the_lineage_names_every_start_and_marks_what_was_not_recorded(tmp_path):
+    from learn.ship import describe_lineage
+    from learn.train import base_training_record
+
+    (tmp_path / "train_state.json").write_text(json.dumps({"elapsed_s": 126.0}))  # a checkpoint's own clock
+    record = base_training_record("b", tmp_path, {"steps": 5, "hardware": "GPU", "config": {"lr": 0.1, "minutes": 60},
+                                                  "init": {"from": "a", "steps": 1}})
+    assert record["minutes_trained"] == 2.1 and record["batch"] is None and record["walks"] == 0
+    text = describe_lineage(record)
+    assert "`b`: 5 steps, batch ?, LR 0.1, 0 walks; GPU; 2.1 minutes." in text
+    assert "`a`: 1 steps, batch ?, LR ?, ? walks; ?; ? minutes." in text
+    assert base_training_record("c", tmp_path, {}) is None and describe_lineage(None) == ""
 
 
 def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp_path):

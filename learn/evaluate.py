@@ -11,8 +11,10 @@ own Scene (its frames fill its own map and memory):
 
 Each generated frame is compared with the simulator's render *at the pose the mode reached*. Metrics:
 ``psnr``, ``ssim`` (data range 1), ``depth_absrel`` and ``depth_delta1`` (pixels where both have a surface;
-per frame, then the mean over frames), ``depth_absrel_median`` (the median over frames: a few frames whose
-camera stands against a surface the simulator has and the model does not can move the mean several-fold),
+per frame, then the mean over frames), ``depth_absrel_covered`` / ``depth_absrel_new`` (the same, split by
+whether the cache render had a surface at the pixel), ``depth_absrel_median`` (the median over frames: a few
+frames whose camera stands against a surface the simulator has and the model does not can move the mean
+several-fold),
 ``pose_drift_pct`` (final position error / path length, %), ``eye_height_err_m`` (mean distance of the
 camera's height from the simulator's eye height over the true ground under it: does the camera ride the
 terrain, as the simulator's does), ``sharpness_ratio_new`` (mean gradient magnitude
@@ -159,6 +161,7 @@ def revisit_pairs(true_poses: list[np.ndarray], return_from: int, radius: float 
 def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, max_depth: float = 60.0) -> dict:
     """Per-walk metrics of one mode (see the module docstring)."""
     step_psnr, ssim_v, cov_psnr, new_psnr, absrel, delta1, sharp_g, sharp_t = ([] for _ in range(8))
+    absrel_cov, absrel_new = [], []
     for f, (t_rgb, t_depth), cov in zip(rec.frames, rec.truth, rec.covered):
         step_psnr.append(psnr(f.rgb, t_rgb))
         ssim_v.append(ssim(f.rgb, t_rgb))
@@ -169,6 +172,9 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             rel = np.abs(f.depth[both] - t_depth[both]) / t_depth[both]
             ratio = np.maximum(f.depth[both] / t_depth[both], t_depth[both] / f.depth[both])
             absrel.append(float(rel.mean()))
+            for region, out in ((cov[both], absrel_cov), (~cov[both], absrel_new)):
+                if region.any():
+                    out.append(float(rel[region].mean()))
             delta1.append(float((ratio < 1.25).mean()))
         new = ~cov
         new[-1, :] = new[:, -1] = False
@@ -195,6 +201,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
 
     return {"psnr": mean(step_psnr), "ssim": mean(ssim_v), "psnr_covered": mean(cov_psnr), "psnr_new": mean(new_psnr),
             "depth_absrel": mean(absrel), "depth_absrel_median": float(np.median(absrel)) if absrel else float("nan"),
+            "depth_absrel_covered": mean(absrel_cov), "depth_absrel_new": mean(absrel_new),
             "depth_delta1": mean(delta1),
             "pose_drift_pct": float(100 * drift / max(path, 1e-6)), "eye_height_err_m": mean(rec.eye_height_err),
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
@@ -303,7 +310,8 @@ def write_plots(folder: Path, curves: dict[str, list[float]], records: dict, ret
     return [curve_png, sheet_png]
 
 
-TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth_absrel_median", "depth_delta1",
+TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth_absrel_median",
+              "depth_absrel_covered", "depth_absrel_new", "depth_delta1",
               "pose_drift_pct", "eye_height_err_m", "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr",
               "revisit_far_psnr", "revisit_outbound_psnr")
 

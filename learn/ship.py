@@ -40,7 +40,7 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   DeepVerse actions, and continuous target poses with pitch; cache renders made by the real engine at each step.
 - **Training**: {steps} steps, batch {batch}, AdamW, cosine LR from {lr}; context noise, corrupted caches
   (misregistration, dropped and recoloured patches) and, for {rollout_pct:.0f} % of batches {rollout_when},
-  the model's own 1-{max_rollout} step rollouts as context ({rollout_cache}), against drift.
+  the model's own 1-{max_rollout} step rollouts as context ({rollout_cache}), against drift.{adversarial}
   Hardware: {hardware}; {minutes} minutes.{lineage}
 
 ## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
@@ -90,6 +90,8 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         batch=tcfg.get("batch", "?"), lr=tcfg.get("lr", "?"), hardware=training.get("hardware", "?"),
         minutes=known(minutes, ".1f"), rollout_pct=100 * tcfg.get("rollout_share", 0),
         max_rollout=tcfg.get("max_rollout", 0), lineage=describe_lineage(training.get("init")),
+        adversarial=(f"\n  A patch-adversarial loss (weight {tcfg['adversarial']}; hinge, a patch discriminator on "
+                     "colour and log depth) on the pixels it generates." if tcfg.get("adversarial") else ""),
         rollout_when=(f"after the first {tcfg['rollout_after']} steps" if tcfg.get("rollout_after")
                       else "from the start"),
         rollout_cache=("their frames fused into the later caches" if tcfg.get("rollout_into_cache", False)

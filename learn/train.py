@@ -9,7 +9,9 @@ cache render as the live engine would have fused them into the map (:func:`splat
 
 Losses: L1 + image-gradient L1 on the blended RGB (gradients keep edges sharp), L1 on log depth where the
 truth has a surface, BCE on the sky (no-surface) mask, BCE of the confidence against the realised error,
-L1 on the pose residual (true pose minus kinematic pose) for discrete actions.
+L1 on the pose residual (true pose minus kinematic pose) for discrete actions; with ``--adversarial W`` also a
+patch-adversarial loss on the pixels the model generates (:mod:`learn.adversarial`; its discriminator trains
+alongside and is saved with the checkpoint, not with the weights).
 
 Runs on the CPU (bf16 autocast), on a GPU when present, and under ``torchrun --nproc_per_node N``
 (DistributedDataParallel: gloo on CPU, NCCL on GPU). Checkpoints are the pretrained layout (config.json +
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
 from learn.data import generate_shards, load_shard, shard_path
 from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
@@ -68,6 +71,9 @@ class TrainConfig:
     threads: int = 0              # torch threads per process (0 = torch default)
     model_config: dict = field(default_factory=dict)
     init: str = ""                # start from these weights (folder or hub repo id; their architecture wins)
+    adversarial: float = 0.0      # weight of the patch-adversarial loss on generated pixels (0 = off)
+    adversarial_warmup: int = 200  # steps the discriminator trains alone before the model gets that loss
+    disc_lr: float = 2e-4
 
 
 class WalkBank:
@@ -211,6 +217,12 @@ class Trainer:
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
+        self.disc = self.disc_module = self.disc_opt = None
+        if cfg.adversarial > 0:
+            self.disc = self.disc_module = PatchDiscriminator().to(self.device)
+            if self.world > 1:
+                self.disc = torch.nn.parallel.DistributedDataParallel(self.disc)
+            self.disc_opt = torch.optim.AdamW(self.disc_module.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99))
         self.step = 0
         self.rng = np.random.default_rng(cfg.seed * 1000 + self.rank)
         # torch generators: the batches' few random choices (on the CPU), and the context noise, drawn where
@@ -322,12 +334,42 @@ class Trainer:
         parts["pose"] = self.pose_error(pose.float(), resid, target)
         loss = (parts["rgb"] + 0.5 * parts["grad"] + 0.5 * parts["depth"] + 0.05 * parts["sky"]
                 + 0.02 * parts["conf"] + 0.5 * parts["pose"])
+        if self.disc is not None:
+            fake_rgb, fake_logd, generated = out["rgb"], out["logd"] * (1 - out["sky"]), out["weights"][:, :1].detach()
+            if self.step >= cfg.adversarial_warmup:
+                parts["adv_g"] = self.adversarial_generator_loss(fake_rgb, fake_logd, generated)
+                loss = loss + cfg.adversarial * parts["adv_g"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
         self.opt.step()
+        if self.disc is not None:
+            parts["adv_d"] = self.discriminator_step(target, fake_rgb.detach(), fake_logd.detach(), generated)
         self.step += 1
         return {"loss": loss.item(), "rollout": rollout, **{k: v.item() for k, v in parts.items()}}
+
+    def adversarial_generator_loss(self, rgb: torch.Tensor, logd: torch.Tensor, generated: torch.Tensor
+                                   ) -> torch.Tensor:
+        """The model's adversarial loss; the discriminator is frozen for it (its weights get no gradient, and
+        under DDP its unwrapped module runs, so no gradient exchange is triggered)."""
+        self.disc_module.requires_grad_(False)
+        with self.autocast():
+            logits = self.disc_module(rgb, logd)
+        self.disc_module.requires_grad_(True)
+        return generator_loss(logits, patch_weights(generated, logits))
+
+    def discriminator_step(self, target: dict, fake_rgb: torch.Tensor, fake_logd: torch.Tensor,
+                           generated: torch.Tensor) -> torch.Tensor:
+        """One discriminator update: the true frames against the model's (one forward, as DDP wants)."""
+        real_logd, _ = encode_depth(target["depth"])
+        with self.autocast():
+            logits = self.disc(torch.cat([target["rgb"], fake_rgb]), torch.cat([real_logd, fake_logd]))
+        real, fake = logits.chunk(2)
+        d_loss = discriminator_loss(real, fake, patch_weights(generated, fake))
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.disc_opt.step()
+        return d_loss.detach()
 
     @torch.no_grad()
     def validate(self, n: int = 48) -> dict[str, float]:
@@ -357,8 +399,10 @@ class Trainer:
             training["init"] = self.init_record
         config = {**self.model_config, "training": training}
         save_pretrained(out, config, self.module, half=False)
-        state = {f"opt.{i}.{k}": v for i, s in self.opt.state_dict()["state"].items() for k, v in s.items()
-                 if torch.is_tensor(v)}
+        state = optimizer_tensors(self.opt, "opt")
+        if self.disc is not None:  # the discriminator is part of the run's state, not of the model
+            state.update(optimizer_tensors(self.disc_opt, "disc_opt"))
+            state.update({f"disc.{k}": v for k, v in self.disc_module.state_dict().items()})
         with replacing(out / "train_state.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
@@ -374,11 +418,12 @@ class Trainer:
         self.module.load_state_dict(state)
         meta = json.loads((out / "train_state.json").read_text())
         tensors = load_file(str(out / "train_state.safetensors"))
-        opt_state = self.opt.state_dict()
-        for key, v in tensors.items():
-            _, i, k = key.split(".", 2)
-            opt_state["state"].setdefault(int(i), {})[k] = v
-        self.opt.load_state_dict(opt_state)
+        load_optimizer_tensors(self.opt, tensors, "opt")
+        if self.disc is not None:
+            disc = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")}
+            if disc:  # a run that trained without the discriminator resumes with a fresh one
+                self.disc_module.load_state_dict(disc)
+                load_optimizer_tensors(self.disc_opt, tensors, "disc_opt")
         self.step = int(meta["step"])
         self.elapsed_before, self.started = float(meta.get("elapsed_s", 0.0)), time.time()
         self.history = meta.get("history", [])
@@ -418,7 +463,8 @@ class Trainer:
             if self.step % cfg.val_every == 0 and self.rank == 0:
                 val = self.validate()
                 self.history.append({"step": self.step, "time": time.time(), **val,
-                                     **{k: stats[k] for k in ("loss", "rgb", "depth", "pose")}})
+                                     **{k: stats[k] for k in ("loss", "rgb", "depth", "pose", "adv_g", "adv_d")
+                                        if k in stats}})
                 bar.write(json.dumps(self.history[-1]))
             if time.time() - last_ckpt > 60 * cfg.ckpt_every_min:
                 self.checkpoint()
@@ -437,6 +483,22 @@ class Trainer:
         everyone = [torch.zeros_like(local) for _ in range(self.world)]
         torch.distributed.all_gather(everyone, local)
         return [float(v) for v in everyone]
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+    """An optimiser's per-parameter state as flat safetensors entries "{prefix}.{param index}.{name}"."""
+    return {f"{prefix}.{i}.{k}": v for i, s in opt.state_dict()["state"].items() for k, v in s.items()
+            if torch.is_tensor(v)}
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Restore what :func:`optimizer_tensors` wrote (other prefixes are ignored)."""
+    state = opt.state_dict()
+    for key, v in tensors.items():
+        if key.startswith(prefix + "."):
+            i, k = key[len(prefix) + 1:].split(".", 1)
+            state["state"].setdefault(int(i), {})[k] = v
+    opt.load_state_dict(state)
 
 
 def trained_minutes(folder: str | Path, training: dict) -> float | None:
@@ -474,7 +536,7 @@ def main(args) -> int:
                       lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
                       widths=list(args.widths), val_every=args.val_every, rollout_share=args.rollout_share,
                       max_rollout=args.max_rollout, rollout_into_cache=not args.rollout_cache_truth,
-                      rollout_after=args.rollout_after, init=str(args.init or ""))
+                      rollout_after=args.rollout_after, init=str(args.init or ""), adversarial=args.adversarial)
     if args.walks is not None:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:

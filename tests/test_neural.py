@@ -92,6 +92,65 @@ def test_tiny_model_loss_falls(tiny_shards, tmp_path):
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
 
 
+def test_the_patch_discriminator_learns_to_tell_true_frames_from_fog(tiny_shards):
+    """The adversarial loss's discriminator, trained on true frames against blurred copies (what an L1 model
+    paints where it cannot know), scores true patches above blurred ones on frames of another walk, and its
+    generator loss then falls when the generated pixels are the true ones."""
+    import torch.nn.functional as F
+    from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
+    from worldmodel.neural.inputs import encode_depth
+
+    def fog(rgb):
+        return F.avg_pool2d(F.pad(rgb, (4, 4, 4, 4), mode="replicate"), 9, stride=1)
+
+    torch.manual_seed(0)
+    train = WalkBank([tiny_shards / "walk-001000.safetensors"]).frames([(0, t) for t in range(7)])
+    held = WalkBank([tiny_shards / "walk-001001.safetensors"]).frames([(0, t) for t in range(7)])
+    disc = PatchDiscriminator(width=16)
+    opt = torch.optim.AdamW(disc.parameters(), lr=2e-3, betas=(0.5, 0.99))
+    logd, _ = encode_depth(train["depth"])
+    everywhere = torch.ones_like(train["depth"])
+    for _ in range(60):
+        logits = disc(torch.cat([train["rgb"], fog(train["rgb"])]), torch.cat([logd, logd]))
+        real, fake = logits.chunk(2)
+        loss = discriminator_loss(real, fake, patch_weights(everywhere, fake))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    held_logd, _ = encode_depth(held["depth"])
+    with torch.no_grad():
+        true_score, fog_score = disc(held["rgb"], held_logd), disc(fog(held["rgb"]), held_logd)
+    assert (true_score.mean(dim=(1, 2, 3)) > fog_score.mean(dim=(1, 2, 3))).all()
+    w = patch_weights(torch.ones_like(held["depth"]), fog_score)
+    assert generator_loss(true_score, w) < generator_loss(fog_score, w)
+
+
+def test_an_adversarial_run_keeps_its_discriminator_across_resume(tiny_shards, tmp_path):
+    """``--adversarial``: the model gets the adversarial term after the warm-up, the discriminator trains
+    alongside, is saved in the run's state (not in the model's weights) and comes back on ``--resume``."""
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(tiny_shards), train_seeds=[1000, 1001], val_seeds=[100],
+                      steps=3, batch=2, warmup=1, rollout_after=10 ** 9, widths=[8, 16], adversarial=0.1,
+                      adversarial_warmup=1)
+    trainer = Trainer(cfg)
+    trainer.train_bank = trainer.val_bank = WalkBank([tiny_shards / "walk-001000.safetensors"])
+    before = {k: v.clone() for k, v in trainer.disc_module.state_dict().items()}
+    stats = [trainer.train_step() for _ in range(3)]
+    assert "adv_g" not in stats[0] and all(np.isfinite(s["adv_g"]) for s in stats[1:])
+    assert all(np.isfinite(s["adv_d"]) for s in stats)
+    trained = trainer.disc_module.state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in before)
+    trainer.checkpoint()
+    assert not any(k.startswith("disc") for k in load_file(str(tmp_path / "run" / "model.safetensors")))
+    again = Trainer(cfg)
+    assert again.resume() and again.step == 3
+    assert all(torch.equal(v, trained[k]) for k, v in again.disc_module.state_dict().items())
+    assert again.disc_opt.state_dict()["state"]
+    from learn.ship import ship
+
+    card = (ship(tmp_path / "run", tmp_path / "shipped") / "README.md").read_text()
+    assert "A patch-adversarial loss (weight 0.1;" in card
+
+
 def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_shards, tmp_path):
     """``--init``: the run starts from a trained model's weights and widths (not TrainConfig.widths), trains,
     and its checkpoint loads as that architecture; it records what it started from (for the card), not the

@@ -235,7 +235,7 @@ def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray],
 def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,
              plots: str | Path | None = None, context_noise: float | None = None) -> dict:
     """Run every mode on ``walks`` held-out loop walks; returns {metric: value} (flat, JSON-able) and the
-    per-step PSNR curves under "curves"."""
+    per-step PSNR curves under "curves" and each loop's metrics under "per_walk"."""
     from tqdm import tqdm
 
     kin = Kinematics()
@@ -267,6 +267,10 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
             summary[f"{key}_{mode}"] = float(np.mean(vals)) if vals else float("nan")
     summary["curves"] = {m: np.nanmean([it["per_step_psnr"] for it in items], axis=0).tolist()
                          for m, items in per_mode.items()}
+    # the same metrics per loop (a mean over 8 loops hides which walks went wrong): {mode: [{metric: value}]}
+    summary["per_walk"] = {m: [{"seed": EVAL_SEEDS_START + w,
+                                **{k: v for k, v in it.items() if k != "per_step_psnr"}}
+                               for w, it in enumerate(items)] for m, items in per_mode.items()}
     if plots is not None:
         write_plots(Path(plots), summary["curves"], sheets, first_return)
     return summary

@@ -102,7 +102,7 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
                     else "(not measured)"))
     if summary:
         config["eval"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)  # JSON has no NaN
-                          for k, v in summary.items() if k != "curves"}
+                          for k, v in summary.items() if k not in ("curves", "per_walk")}
     training.pop("history", None)
     if minutes is not None:
         training["minutes_trained"] = round(minutes, 1)

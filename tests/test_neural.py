@@ -370,6 +370,10 @@ def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     # the baselines ride the simulator's own poses, so they sit at eye height over the true ground throughout
     assert s["eye_height_err_m_cache_fill"] < 1e-3 and s["eye_height_err_m_repeat"] < 1e-3
     assert np.isfinite(s["eye_height_err_m_memory_on"])
+    # each loop's own figures are kept, and the depth error is split by whether the cache covered the pixel
+    (walk,) = s["per_walk"]["memory_on"]
+    assert walk["seed"] == 0 and walk["psnr"] == s["psnr_memory_on"]
+    assert np.isfinite(s["depth_absrel_covered_memory_on"]) and np.isfinite(s["depth_absrel_new_memory_on"])
 
 
 def test_the_studio_opens_on_the_learned_world_and_compares_with_the_simulator():

@@ -144,7 +144,9 @@ def test_an_adversarial_run_keeps_its_discriminator_across_resume(tiny_shards, t
     again = Trainer(cfg)
     assert again.resume() and again.step == 3
     assert all(torch.equal(v, trained[k]) for k, v in again.disc_module.state_dict().items())
-    assert again.disc_opt.state_dict()["state"]
+    saved_opt, resumed_opt = trainer.disc_opt.state_dict()["state"], again.disc_opt.state_dict()["state"]
+    assert saved_opt and saved_opt.keys() == resumed_opt.keys()
+    assert all(torch.equal(saved_opt[i][k], resumed_opt[i][k]) for i in saved_opt for k in ("exp_avg", "exp_avg_sq"))
     from learn.ship import ship
 
     card = (ship(tmp_path / "run", tmp_path / "shipped") / "README.md").read_text()

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rollouts keep the true cache render (default: the rollout's own frames are fused into it)")
     tr.add_argument("--adversarial", type=ranged(0.0, 100.0), default=0.0, metavar="W",
                     help="weight of a patch-adversarial loss on the pixels the model generates (default: 0 = off)")
+    tr.add_argument("--adversarial-context", action="store_true",
+                    help="the discriminator also sees the model's inputs (cache, last frame, rays): a conditional GAN")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     tr.add_argument("--init", default=None,
                     help="fine-tune: start from these weights (folder or hub repo id; their widths win; "

@@ -4,7 +4,9 @@ L1 on a view the model cannot know paints the mean of the possible views: fog wh
 and windows. A small patch discriminator (PatchGAN, spectral norm, hinge loss) tells patches of true frames
 from patches of generated ones; the model is pushed towards patches it cannot tell apart *where it generates*
 (the generation weight of its blend, so copied pixels are left to the copy). Both see colour and normalised
-log depth (0 where there is no surface), so a generated patch must look like the world in both.
+log depth (0 where there is no surface), so a generated patch must look like the world in both. Given the
+model's inputs too (``condition_channels``, pix2pix-style), it judges a patch against what the cache, the last
+frame and the ray map show around it: a building the cache shows half of must go on, not turn into grass.
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 
 class PatchDiscriminator(nn.Module):
-    """(B, 4, H, W) rgb in [0, 1] + normalised log depth -> (B, 1, H/8, W/8) realness logits; each output sees
-    a 54x54-pixel patch (0.7M parameters at width 48)."""
+    """(B, 4, H, W) rgb in [0, 1] + normalised log depth [+ (B, condition_channels, H, W) the model's inputs]
+    -> (B, 1, H/8, W/8) realness logits; each output sees a 54x54-pixel patch (0.7M parameters at width 48)."""
 
-    def __init__(self, width: int = 48):
+    def __init__(self, width: int = 48, condition_channels: int = 0):
         super().__init__()
         w = width
+        self.condition_channels = condition_channels
         self.layers = nn.Sequential(
-            spectral_norm(nn.Conv2d(4, w, 4, 2, 1)), nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(4 + condition_channels, w, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(4 * w, 4 * w, 3, 1, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(4 * w, 1, 3, 1, 1)))
 
-    def forward(self, rgb: torch.Tensor, logd: torch.Tensor) -> torch.Tensor:
-        return self.layers(torch.cat([rgb * 2 - 1, logd], dim=1))
+    def forward(self, rgb: torch.Tensor, logd: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        given = 0 if condition is None else condition.shape[1]
+        if given != self.condition_channels:
+            raise ValueError(f"the discriminator takes {self.condition_channels} condition channels, got {given}")
+        parts = [rgb * 2 - 1, logd] + ([] if condition is None else [condition])
+        return self.layers(torch.cat(parts, dim=1))
 
 
 def patch_weights(pixel_weight: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,12 @@ true pose of the way out, the same steps for every mode: ``revisit_psnr`` (vs th
 ``revisit_self_psnr`` (vs the frame the mode made at that outbound step — reported beside, never alone: a blur
 scores high on it), ``revisit_far_psnr`` (pixels beyond the fuse range: far towers and sky),
 ``revisit_outbound_psnr`` (the outbound frames those revisits match, vs the simulator: what giving back the
-mode's own frames of the way out would score — memory can recall no better than what was made), and, per
+mode's own frames of the way out would score — memory can recall no better than what was made),
+``revisit_psnr_start_seen`` / ``revisit_psnr_unseen`` (surfaces within the fuse range that the simulator's start
+frame saw / did not see: memory can give back the first, the second was made on the way out),
+``revisit_silhouette_share`` / ``revisit_silhouette_err_share`` (the share of revisit pixels where the mode shows
+sky and the world a surface or the other way round — an object missed or made up — and the share of the
+revisits' squared colour error they carry), and, per
 walk, ``revisit_start_seen`` (share of the true return views' surface pixels that the start frame, the only
 frame the simulator made, saw: the rest was generated on the way out, so the truth there was never shown).
 """
@@ -44,6 +49,7 @@ from learn.baselines import BASELINES, BaselineWorld
 from learn.data import Pilot, WalkSpec, walk_start
 from memory.metrics import psnr
 from worldmodel.actions import Kinematics
+from worldmodel.frame import Frame
 
 EVAL_SEEDS_START = 0  # held out: training uses 1000+, validation 100..107
 MODES = ("memory_on", "memory_off") + BASELINES
@@ -88,13 +94,14 @@ class WalkRecord:
 
 
 def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
-    """Drive the simulator along a retrace loop -> (actions, true c2w list (steps + 1), return_from, start c2w)."""
+    """Drive the simulator along a retrace loop -> (actions, true c2w list (steps + 1), return_from, start c2w,
+    the simulator's start frame: the one view of the world every mode is given)."""
     from worldmodel.frame import Context
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     world = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
     start = walk_start(world, seed)
-    frame = world.reset(seed, start)
+    frame = first = world.reset(seed, start)
     pilot = Pilot(WalkSpec(seed, "retrace", steps, size), kinematics)
     actions, poses = [], [frame.c2w]
     for t in range(steps):
@@ -102,7 +109,7 @@ def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
         frame = world.step(a, Context(recent=[frame]))
         actions.append(a)
         poses.append(frame.c2w)
-    return actions, poses, pilot.return_from, start
+    return actions, poses, pilot.return_from, start, first
 
 
 def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int, kinematics: Kinematics,
@@ -158,8 +165,10 @@ def revisit_pairs(true_poses: list[np.ndarray], return_from: int, radius: float 
     return pairs
 
 
-def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, max_depth: float = 60.0) -> dict:
-    """Per-walk metrics of one mode (see the module docstring)."""
+def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, first: Frame | None = None,
+                 max_depth: float = 60.0) -> dict:
+    """Per-walk metrics of one mode (see the module docstring); ``first`` (the simulator's start frame) adds
+    the revisits' PSNR on surfaces it saw / did not see."""
     step_psnr, ssim_v, cov_psnr, new_psnr, absrel, delta1, sharp_g, sharp_t = ([] for _ in range(8))
     absrel_cov, absrel_new = [], []
     for f, (t_rgb, t_depth), cov in zip(rec.frames, rec.truth, rec.covered):
@@ -184,13 +193,25 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
     path = sum(np.linalg.norm(true_poses[i + 1][:3, 3] - true_poses[i][:3, 3]) for i in range(len(true_poses) - 1))
     drift = np.linalg.norm(rec.frames[-1].c2w[:3, 3] - true_poses[-1][:3, 3])
     # revisits: return-half frames whose true pose matches a true outbound pose (frame i sits at true_poses[i + 1])
-    revisit, far_psnr, self_psnr, outbound_psnr = [], [], [], []
+    revisit, far_psnr, self_psnr, outbound_psnr, seen_psnr, unseen_psnr = [], [], [], [], [], []
+    silhouette_px = silhouette_err = total_px = total_err = 0.0
     pairs = revisit_pairs(true_poses, return_from)
     for i, j in pairs:
         f, (t_rgb, t_depth) = rec.frames[i], rec.truth[i]
         revisit.append(step_psnr[i])
         far = (t_depth <= 0) | (t_depth >= max_depth)
         far_psnr.append(psnr(f.rgb, t_rgb, far))
+        if first is not None:
+            seen = seen_by(first, t_depth, f.K, f.c2w, max_depth)
+            seen_psnr.append(psnr(f.rgb, t_rgb, seen))
+            unseen_psnr.append(psnr(f.rgb, t_rgb, ~far & ~seen))
+        # sky where the world has a surface, or a surface where it has sky: an object made or missed
+        silhouette = (t_depth > 0) != (f.depth > 0)
+        sq_err = (((f.rgb.astype(np.float64) - t_rgb.astype(np.float64)) / 255.0) ** 2).mean(-1)
+        silhouette_px += silhouette.sum()
+        silhouette_err += sq_err[silhouette].sum()
+        total_px += silhouette.size
+        total_err += sq_err.sum()
         if j >= 0:
             self_psnr.append(psnr(f.rgb, rec.frames[j].rgb))
             outbound_psnr.append(step_psnr[j])
@@ -207,15 +228,37 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
             "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
             "revisit_outbound_psnr": mean(outbound_psnr), "revisit_frames": float(len(pairs)),
+            "revisit_psnr_start_seen": mean(seen_psnr), "revisit_psnr_unseen": mean(unseen_psnr),
+            "revisit_silhouette_share": float(silhouette_px / total_px) if total_px else float("nan"),
+            "revisit_silhouette_err_share": float(silhouette_err / total_err) if total_err > 0 else float("nan"),
             "per_step_psnr": step_psnr}
 
 
+def seen_by(first: Frame, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, max_depth: float = 60.0,
+            tolerance: float = 0.05) -> np.ndarray:
+    """(H, W) bool: the pixels of a true view (z-depth ``depth`` at camera ``K``, ``c2w``) whose surface, within
+    ``max_depth``, the frame ``first`` saw: the surface point projects into its camera and its depth there (at
+    any range) agrees with the point's distance within ``tolerance`` (relative; nearest pixel)."""
+    from worldmodel.camera import invert_pose, unproject_depth, valid_depth_mask, world_to_pixels
+
+    points, flat = unproject_depth(np.where(valid_depth_mask(depth, max_depth), depth, 0), K, c2w)
+    uv, z = world_to_pixels(points, first.K, invert_pose(first.c2w))
+    h, w = first.depth.shape
+    u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+    inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    d = np.zeros_like(z)
+    d[inside] = first.depth[v[inside], u[inside]]
+    agree = inside & valid_depth_mask(d, np.inf) & (np.abs(z - d) <= tolerance * z)
+    seen = np.zeros(depth.size, bool)
+    seen[flat[agree]] = True
+    return seen.reshape(depth.shape)
+
+
 def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray], return_from: int, size: int,
-                     kinematics: Kinematics, max_depth: float = 60.0, tolerance: float = 0.05) -> float:
-    """Share of the revisits' true views (surface pixels within ``max_depth``) that the simulator's start frame
-    saw: the surface point projects into the start camera, and the start frame's depth there agrees with its
-    distance within ``tolerance`` (relative; nearest pixel). Nan when the walk has no revisit."""
-    from worldmodel.camera import reproject_depth, valid_depth_mask
+                     kinematics: Kinematics, max_depth: float = 60.0) -> float:
+    """Share of the revisits' true views (surface pixels within ``max_depth``, at the true poses) that the
+    simulator's start frame saw (:func:`seen_by`). Nan when the walk has no revisit."""
+    from worldmodel.camera import valid_depth_mask
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     sim = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
@@ -223,12 +266,8 @@ def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray],
     seen, surface = 0, 0
     for i, _ in revisit_pairs(true_poses, return_from):
         _, t_depth = sim.render(true_poses[i + 1])
-        near = valid_depth_mask(t_depth, max_depth)
-        # the start frame's depth counts at any range: only the revisit's surfaces are limited to max_depth
-        err = reproject_depth(np.where(near, t_depth, 0), first.K, true_poses[i + 1], first.depth, first.K,
-                              first.c2w, relative=True)
-        seen += int((err <= tolerance).sum())
-        surface += int(near.sum())
+        seen += int(seen_by(first, t_depth, first.K, true_poses[i + 1], max_depth).sum())
+        surface += int(valid_depth_mask(t_depth, max_depth).sum())
     return seen / surface if surface else float("nan")
 
 
@@ -245,13 +284,13 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
     sheets = []
     for w in range(walks):
         seed = EVAL_SEEDS_START + w
-        actions, poses, return_from, start = simulator_walk(seed, steps, size, kin)
+        actions, poses, return_from, start, first = simulator_walk(seed, steps, size, kin)
         start_seen.append(start_seen_share(seed, start, poses, return_from, size, kin))
         records = {}
         for mode in modes:
             records[mode] = rollout(mode, seed, actions, start, weights, size, kin, progress=bar.update,
                                     context_noise=context_noise)
-            per_mode[mode].append(walk_metrics(records[mode], poses, return_from))
+            per_mode[mode].append(walk_metrics(records[mode], poses, return_from, first))
         if w == 0:
             sheets = records
             first_return = return_from
@@ -317,7 +356,8 @@ def write_plots(folder: Path, curves: dict[str, list[float]], records: dict, ret
 TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth_absrel_median",
               "depth_absrel_covered", "depth_absrel_new", "depth_delta1",
               "pose_drift_pct", "eye_height_err_m", "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr",
-              "revisit_far_psnr", "revisit_outbound_psnr")
+              "revisit_far_psnr", "revisit_psnr_start_seen", "revisit_psnr_unseen", "revisit_silhouette_share",
+              "revisit_silhouette_err_share", "revisit_outbound_psnr")
 
 
 def format_table(summary: dict) -> str:
@@ -347,7 +387,9 @@ def main(args) -> int:
     print(f"revisit_psnr_memory_on {on:.2f} dB, memory_off {off:.2f} dB (gain {on - off:+.2f}), "
           f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f}); the start frame saw "
           f"{100 * summary['revisit_start_seen']:.0f} % of the surfaces the revisits show (the rest, and the far "
-          "field, the model made on the way out)")
+          "field, the model made on the way out); "
+          f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "
+          f"{100 * summary['revisit_silhouette_share_memory_on']:.1f} % of pixels where sky and surface disagree")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0

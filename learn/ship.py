@@ -91,7 +91,8 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         minutes=known(minutes, ".1f"), rollout_pct=100 * tcfg.get("rollout_share", 0),
         max_rollout=tcfg.get("max_rollout", 0), lineage=describe_lineage(training.get("init")),
         adversarial=(f"\n  A patch-adversarial loss (weight {tcfg['adversarial']}; hinge, a patch discriminator on "
-                     "colour and log depth) on the pixels it generates." if tcfg.get("adversarial") else ""),
+                     "colour and log depth" + (" given the model's inputs" if tcfg.get("adversarial_context") else "")
+                     + ") on the pixels it generates." if tcfg.get("adversarial") else ""),
         rollout_when=(f"after the first {tcfg['rollout_after']} steps" if tcfg.get("rollout_after")
                       else "from the start"),
         rollout_cache=("their frames fused into the later caches" if tcfg.get("rollout_into_cache", False)

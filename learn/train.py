@@ -39,6 +39,7 @@ from learn.data import generate_shards, load_shard, shard_path
 from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
+from worldmodel.neural.net import IN_CHANNELS
 from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, load_pretrained, resolve, save_pretrained
 
 TRAIN_SEEDS = range(1000, 1320)   # walks the model is trained on
@@ -73,6 +74,7 @@ class TrainConfig:
     init: str = ""                # start from these weights (folder or hub repo id; their architecture wins)
     adversarial: float = 0.0      # weight of the patch-adversarial loss on generated pixels (0 = off)
     adversarial_warmup: int = 200  # steps the discriminator trains alone before the model gets that loss
+    adversarial_context: bool = False  # the discriminator also sees the model's inputs (a conditional GAN)
     disc_lr: float = 2e-4
 
 
@@ -219,7 +221,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
         self.disc = self.disc_module = self.disc_opt = None
         if cfg.adversarial > 0:
-            self.disc = self.disc_module = PatchDiscriminator().to(self.device)
+            condition = IN_CHANNELS if cfg.adversarial_context else 0
+            self.disc = self.disc_module = PatchDiscriminator(condition_channels=condition).to(self.device)
             if self.world > 1:
                 self.disc = torch.nn.parallel.DistributedDataParallel(self.disc)
             self.disc_opt = torch.optim.AdamW(self.disc_module.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99))
@@ -336,34 +339,39 @@ class Trainer:
                 + 0.02 * parts["conf"] + 0.5 * parts["pose"])
         if self.disc is not None:
             fake_rgb, fake_logd, generated = out["rgb"], out["logd"] * (1 - out["sky"]), out["weights"][:, :1].detach()
+            condition = x.detach().float() if cfg.adversarial_context else None
             if self.step >= cfg.adversarial_warmup:
-                parts["adv_g"] = self.adversarial_generator_loss(fake_rgb, fake_logd, generated)
+                parts["adv_g"] = self.adversarial_generator_loss(fake_rgb, fake_logd, generated, condition)
                 loss = loss + cfg.adversarial * parts["adv_g"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
         self.opt.step()
         if self.disc is not None:
-            parts["adv_d"] = self.discriminator_step(target, fake_rgb.detach(), fake_logd.detach(), generated)
+            parts["adv_d"] = self.discriminator_step(target, fake_rgb.detach(), fake_logd.detach(), generated,
+                                                     condition)
         self.step += 1
         return {"loss": loss.item(), "rollout": rollout, **{k: v.item() for k, v in parts.items()}}
 
-    def adversarial_generator_loss(self, rgb: torch.Tensor, logd: torch.Tensor, generated: torch.Tensor
-                                   ) -> torch.Tensor:
+    def adversarial_generator_loss(self, rgb: torch.Tensor, logd: torch.Tensor, generated: torch.Tensor,
+                                   condition: torch.Tensor | None) -> torch.Tensor:
         """The model's adversarial loss; the discriminator is frozen for it (its weights get no gradient, and
-        under DDP its unwrapped module runs, so no gradient exchange is triggered)."""
+        under DDP its unwrapped module runs, so no gradient exchange is triggered). ``condition``: the model's
+        inputs (B, IN_CHANNELS, H, W) with ``adversarial_context``, else None."""
         self.disc_module.requires_grad_(False)
         with self.autocast():
-            logits = self.disc_module(rgb, logd)
+            logits = self.disc_module(rgb, logd, condition)
         self.disc_module.requires_grad_(True)
         return generator_loss(logits, patch_weights(generated, logits))
 
     def discriminator_step(self, target: dict, fake_rgb: torch.Tensor, fake_logd: torch.Tensor,
-                           generated: torch.Tensor) -> torch.Tensor:
-        """One discriminator update: the true frames against the model's (one forward, as DDP wants)."""
+                           generated: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """One discriminator update: the true frames against the model's (one forward, as DDP wants), both
+        given the same ``condition`` (the model's inputs) when there is one."""
         real_logd, _ = encode_depth(target["depth"])
+        both = None if condition is None else torch.cat([condition, condition])
         with self.autocast():
-            logits = self.disc(torch.cat([target["rgb"], fake_rgb]), torch.cat([real_logd, fake_logd]))
+            logits = self.disc(torch.cat([target["rgb"], fake_rgb]), torch.cat([real_logd, fake_logd]), both)
         real, fake = logits.chunk(2)
         d_loss = discriminator_loss(real, fake, patch_weights(generated, fake))
         self.disc_opt.zero_grad(set_to_none=True)
@@ -422,6 +430,10 @@ class Trainer:
         if self.disc is not None:
             disc = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")}
             if disc:  # a run that trained without the discriminator resumes with a fresh one
+                saved = disc["layers.0.parametrizations.weight.original"].shape[1] - 4  # rgb + log depth
+                if saved != self.disc_module.condition_channels:
+                    raise ValueError(f"{out}: its discriminator was trained with{'' if saved else 'out'} "
+                                     "--adversarial-context; resume with the options the run started with")
                 self.disc_module.load_state_dict(disc)
                 load_optimizer_tensors(self.disc_opt, tensors, "disc_opt")
         self.step = int(meta["step"])
@@ -536,7 +548,8 @@ def main(args) -> int:
                       lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
                       widths=list(args.widths), val_every=args.val_every, rollout_share=args.rollout_share,
                       max_rollout=args.max_rollout, rollout_into_cache=not args.rollout_cache_truth,
-                      rollout_after=args.rollout_after, init=str(args.init or ""), adversarial=args.adversarial)
+                      rollout_after=args.rollout_after, init=str(args.init or ""), adversarial=args.adversarial,
+                      adversarial_context=args.adversarial_context)
     if args.walks is not None:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:

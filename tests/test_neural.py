@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,30 @@ def test_an_adversarial_run_keeps_its_discriminator_across_resume(tiny_shards, t
 
     card = (ship(tmp_path / "run", tmp_path / "shipped") / "README.md").read_text()
     assert "A patch-adversarial loss (weight 0.1;" in card
+
+
+def test_a_conditioned_discriminator_sees_the_models_inputs_and_resumes_only_as_such(tiny_shards, tmp_path):
+    """``--adversarial-context``: the discriminator is given the model's inputs beside the frame (a conditional
+    GAN), trains with the model, and a resume that drops the option stops with one line saying so."""
+    from learn.adversarial import PatchDiscriminator
+    from worldmodel.neural.net import IN_CHANNELS
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(tiny_shards), train_seeds=[1000, 1001], val_seeds=[100],
+                      steps=2, batch=2, warmup=1, rollout_after=10 ** 9, widths=[8, 16], adversarial=0.1,
+                      adversarial_warmup=1, adversarial_context=True)
+    trainer = Trainer(cfg)
+    trainer.train_bank = trainer.val_bank = WalkBank([tiny_shards / "walk-001000.safetensors"])
+    assert trainer.disc_module.condition_channels == IN_CHANNELS
+    stats = [trainer.train_step() for _ in range(2)]
+    assert np.isfinite(stats[1]["adv_g"]) and np.isfinite(stats[1]["adv_d"])
+    frame = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="condition channels"):
+        trainer.disc_module(frame, frame[:, :1])   # the frame alone is not enough for it
+    trainer.checkpoint()
+    assert Trainer(cfg).resume()
+    with pytest.raises(ValueError, match="trained with --adversarial-context; resume with the options"):
+        Trainer(replace(cfg, adversarial_context=False)).resume()
+    assert PatchDiscriminator().condition_channels == 0
 
 
 def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_shards, tmp_path):
@@ -376,6 +401,8 @@ def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     (walk,) = s["per_walk"]["memory_on"]
     assert walk["seed"] == 0 and walk["psnr"] == s["psnr_memory_on"]
     assert np.isfinite(s["depth_absrel_covered_memory_on"]) and np.isfinite(s["depth_absrel_new_memory_on"])
+    # memory gives back the surfaces the start frame showed better than those the model had to make up
+    assert s["revisit_psnr_start_seen_memory_on"] > s["revisit_psnr_unseen_memory_on"] + 3.0
 
 
 def test_the_studio_opens_on_the_learned_world_and_compares_with_the_simulator():
@@ -432,6 +459,55 @@ def test_start_seen_share_is_all_of_the_start_view_and_part_of_a_turned_one():
     behind = start.copy()
     behind[:3, :3] = yaw_rotation(np.pi) @ start[:3, :3]
     assert np.isnan(start_seen_share(3, start, [start, away, behind], 1, 128, kin))
+
+
+def test_revisit_error_is_split_by_what_the_start_frame_saw_and_by_silhouettes():
+    """Ground truth for the revisit region split: a return to the start pose that is the simulator's view with a
+    block of ground painted as sky. The block's pixels are silhouette errors and carry all of the error; every
+    near surface there was seen by the start frame, so nothing is unseen; the start-seen PSNR is that of the
+    block's pixels diluted over all seen pixels. Turned 30 degrees, part of the return view was never seen."""
+    from learn.data import walk_start
+    from learn.evaluate import WalkRecord, walk_metrics
+    from memory.metrics import psnr
+    from worldmodel.actions import yaw_rotation
+    from worldmodel.camera import valid_depth_mask
+    from worldmodel.frame import Frame
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    sim = ProceduralWorld(ProceduralConfig(width=128, height=128), seed=3)
+    start = walk_start(sim, 3)
+    first = sim.reset(3, start)
+    away = start.copy()
+    away[:3, 3] += 3.0 * away[:3, 2]
+
+    def record(ret_pose, paint_rows=slice(0, 0)):
+        rec = WalkRecord()
+        for i, pose in enumerate((away, ret_pose)):
+            rgb, depth = sim.render(pose)
+            made_rgb, made_depth = rgb.copy(), depth.copy()
+            made_rgb[paint_rows], made_depth[paint_rows] = 255, 0.0   # white sky over the ground
+            rec.frames.append(Frame(i + 1, made_rgb, made_depth, first.K, pose))
+            rec.truth.append((rgb, depth))
+            rec.covered.append(np.zeros(depth.shape, bool))
+        return rec
+
+    rows = slice(110, 128)   # the ground just in front of the camera
+    assert (first.depth[rows] > 0).all() and (first.depth[rows] < 60).all()
+    m = walk_metrics(record(start, rows), [start, away, start], 1, first)
+    assert m["revisit_frames"] == 1
+    assert np.isclose(m["revisit_silhouette_share"], 18 / 128)
+    assert np.isclose(m["revisit_silhouette_err_share"], 1.0)
+    assert np.isnan(m["revisit_psnr_unseen"])   # back at the start pose every near surface was seen
+    seen = valid_depth_mask(first.depth, 60)
+    painted = first.rgb.copy()
+    painted[rows] = 255
+    assert np.isclose(m["revisit_psnr_start_seen"], psnr(painted, first.rgb, seen))
+
+    turned = start.copy()
+    turned[:3, :3] = yaw_rotation(np.radians(30)) @ start[:3, :3]
+    m = walk_metrics(record(turned), [start, away, turned], 1, first)
+    assert m["revisit_psnr_start_seen"] == 100.0 and m["revisit_psnr_unseen"] == 100.0  # a perfect frame
+    assert m["revisit_silhouette_share"] == 0.0 and np.isnan(m["revisit_silhouette_err_share"])
 
 
 def test_the_learned_world_shows_observed_surfaces_as_observed():

@@ -6,7 +6,8 @@ simulator, which fixes the action sequence and the true poses. Every mode then r
 own Scene (its frames fill its own map and memory):
 
 - ``memory_on``: the learned model with the memory inputs (cache render + far field);
-- ``memory_off``: the same network with the memory inputs zeroed;
+- ``memory_off``: the same network with no memory: its inputs zeroed, and no map for the camera to ride the
+  ground on (the pose head alone places it), so its path differs too;
 - baselines on the simulator's poses (:mod:`learn.baselines`): ``repeat``, ``warp``, ``cache_fill``.
 
 Each generated frame is compared with the simulator's render *at the pose the mode reached*. Metrics:
@@ -24,7 +25,8 @@ true pose of the way out, the same steps for every mode: ``revisit_psnr`` (vs th
 ``revisit_self_psnr`` (vs the frame the mode made at that outbound step — reported beside, never alone: a blur
 scores high on it), ``revisit_far_psnr`` (pixels beyond the fuse range: far towers and sky),
 ``revisit_outbound_psnr`` (the outbound frames those revisits match, vs the simulator: what giving back the
-mode's own frames of the way out would score — memory can recall no better than what was made),
+mode's own frames of the way out would score; this and ``revisit_self_psnr`` leave out the revisit that
+matches the start frame, which no mode made — memory can recall no better than what was made),
 ``revisit_psnr_start_seen`` / ``revisit_psnr_unseen`` (surfaces within the fuse range that the simulator's start
 frame saw / did not see: memory can give back the first, the second was made on the way out),
 ``revisit_silhouette_share`` / ``revisit_silhouette_err_share`` (the share of revisit pixels where the mode shows

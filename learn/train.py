@@ -402,7 +402,7 @@ class Trainer:
             return
         out = Path(self.cfg.out)
         training = {"steps": self.step, "config": asdict(self.cfg), "hardware": describe_hardware(),
-                    "history": self.history[-20:]}
+                    "history": finite_or_none(self.history[-20:])}
         if self.init_record:
             training["init"] = self.init_record
         config = {**self.model_config, "training": training}
@@ -414,7 +414,7 @@ class Trainer:
         with replacing(out / "train_state.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
-                "history": self.history, "world_size": self.world, "replica_checksums": self.replica_checksums}
+                "history": finite_or_none(self.history), "world_size": self.world, "replica_checksums": self.replica_checksums}
         with replacing(out / "train_state.json") as tmp:
             tmp.write_text(json.dumps(meta))
 
@@ -439,7 +439,10 @@ class Trainer:
         self.step = int(meta["step"])
         self.elapsed_before, self.started = float(meta.get("elapsed_s", 0.0)), time.time()
         self.history = meta.get("history", [])
-        self.rng.bit_generator.state = meta["rng"]
+        if self.rank == 0:  # the saved state is rank 0's: a 1-process run resumes exactly where it stopped
+            self.rng.bit_generator.state = meta["rng"]
+        else:  # other ranks draw their own samples, not rank 0's again
+            self.rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, self.rank, self.step]))
         self.seed_generators()
         return True
 
@@ -470,6 +473,9 @@ class Trainer:
             if stop.item() > 0:
                 break
             stats = self.train_step()
+            if not math.isfinite(stats["loss"]):  # the weights are poisoned: keep the last checkpoint as it is
+                raise FloatingPointError(f"the loss became {stats['loss']} at step {self.step}; {cfg.out} holds the "
+                                         "last good checkpoint: --resume it with a lower --lr")
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.3f}", rgb=f"{stats['rgb']:.3f}")
             if self.step % cfg.val_every == 0 and self.rank == 0:
@@ -495,6 +501,12 @@ class Trainer:
         everyone = [torch.zeros_like(local) for _ in range(self.world)]
         torch.distributed.all_gather(everyone, local)
         return [float(v) for v in everyone]
+
+
+def finite_or_none(history: list[dict]) -> list[dict]:
+    """Validation records with NaN / inf values as None (JSON has no NaN; one bad value must not stop a save)."""
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+            for rec in history]
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:

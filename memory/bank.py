@@ -33,7 +33,7 @@ from memory.panorama import FarFieldPanorama
 from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
                               valid_camera, view_candidates, visible_blocks)
 from worldmodel.camera import resize_intrinsics
-from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
+from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame_dense
 from worldmodel.frame import CacheView, Frame, GroundProbe
 
 RULES = ("ours", "deepverse", "worldmem")
@@ -72,7 +72,8 @@ class MemoryConfig:
     # Frames with no confidence (observed by a camera or the simulator, not generated) are also fused into a
     # small map of their own whose surfaces win the cache render over generated ones, so a learned world never
     # paints over what was observed (its start frame). A world with more observed frames than this (a
-    # recording, the simulator) is all observation: the layer is dropped. 0 = off.
+    # recording, the simulator) is all observation: the layer is dropped. 0 = off. The layer is fused densely
+    # (recon.pointmap.fuse_frame_dense), so a nearer view of a surface the frame saw far away has no gaps.
     observed_layer_frames: int = 16
 
     def __post_init__(self) -> None:
@@ -245,7 +246,7 @@ class GeometricMemory:
             return
         if self._observed_map is None:
             self._observed_map = VoxelPointMap(pointmap.voxel_size, pointmap.max_depth)
-        fuse_frame(self._observed_map, frame)
+        fuse_frame_dense(self._observed_map, frame)  # far pixels span several voxels: no gaps between them
 
     def _observed_wins(self, cache: CacheView, K: np.ndarray, c2w: np.ndarray) -> CacheView:
         """``cache`` with the observed layer's surfaces in front wherever it has one (``observed`` says where);
@@ -254,7 +255,8 @@ class GeometricMemory:
         if layer is None or not len(layer) or not self._generated_seen:
             return cache
         h, w = cache.depth.shape
-        seen = render_map_cache(layer, self._observed_grid, K, c2w, w, h, lod_pixels=self.config.cache_lod_pixels)
+        seen = render_map_cache(layer, self._observed_grid, K, c2w, w, h, lod_pixels=self.config.cache_lod_pixels,
+                                subpixel_fills=True)  # the layer is fused densely
         won = seen.valid
         return dataclasses.replace(cache, rgb=np.where(won[..., None], seen.rgb, cache.rgb),
                                    depth=np.where(won, seen.depth, cache.depth).astype(np.float32),

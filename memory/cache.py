@@ -110,7 +110,7 @@ def cube_pixel_boxes(cam: np.ndarray, half: np.ndarray, K: np.ndarray, max_radiu
 
 def rasterize(xyz: np.ndarray, half: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int,
               near: float = 0.05, far: float = np.inf, max_radius: int = 6, exact: bool = True,
-              ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              ids: np.ndarray | None = None, subpixel_fills: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Z-buffer of cubes and points. xyz (3, N) float32 planar world centres (or three (N,) arrays),
     half (N,) float32 half-edges (0 = a point, drawn into the pixel it falls in). ``exact=False`` draws
     cubes larger than a pixel as squares of the (slightly conservative) half-width bound instead of their
@@ -118,6 +118,8 @@ def rasterize(xyz: np.ndarray, half: np.ndarray, K: np.ndarray, c2w: np.ndarray,
 
     ids: optional (N,) distinct ints in [0, 2^32) reported for the winners and breaking depth ties (the
     smaller id wins), so the result does not depend on the order of the points; default: the point index.
+    subpixel_fills: a cube smaller than a pixel is drawn into the pixel it falls in, as a point, even when the
+    pixel's centre ray misses it (for densely sampled maps, whose voxels are closer together than a pixel).
     Returns (depth (H, W) float32 z-depth of the winning centre, 0 = empty; winner (H, W) int64 id, -1 = empty).
     """
     width, height = int(width), int(height)
@@ -142,7 +144,7 @@ def rasterize(xyz: np.ndarray, half: np.ndarray, K: np.ndarray, c2w: np.ndarray,
         # points (half = 0) cover the pixel they fall in; sub-pixel cubes cover the nearest pixel centre when
         # it lies inside their footprint
         hit = keep & small & (pu >= 0) & (pu < width) & (pv >= 0) & (pv < height) \
-            & ((half <= 0) | ((np.abs(pu - u) <= ru) & (np.abs(pv - v) <= rv)))
+            & ((half <= 0) | subpixel_fills | ((np.abs(pu - u) <= ru) & (np.abs(pv - v) <= rv)))
     flats, keys = [], []
     s_idx = np.flatnonzero(hit)
     if len(s_idx):
@@ -207,7 +209,7 @@ def render_cache(points: np.ndarray, colors: np.ndarray, K: np.ndarray, c2w: np.
 
 def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int,
                      height: int, far: float | None = None, lod_pixels: float = 0.0, cube_scale: float = 0.8,
-                     max_radius: int = 6) -> CacheView:
+                     max_radius: int = 6, subpixel_fills: bool = False) -> CacheView:
     """Cache render of the fused map seen from ``c2w`` (see :func:`render_cache`).
 
     Only the cells in the frustum are read (through ``grid``, brought up to date with ``pointmap`` first).
@@ -217,7 +219,8 @@ def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w:
     Level of detail (off by default; it costs colour fidelity): with ``lod_pixels`` > 0, a cell whose
     nearest point is so far that a 2^3 (4^3, 8^3) voxel block spans at most ``lod_pixels`` pixels draws only
     one voxel per such block (the grid's stratified levels), as a cube filling the whole block, with that
-    voxel's colour. Depth is the z of the winning cube's centre.
+    voxel's colour. Depth is the z of the winning cube's centre. ``subpixel_fills``: see :func:`rasterize`
+    (for a map fused with :func:`recon.pointmap.fuse_frame_dense`).
     """
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
@@ -248,7 +251,8 @@ def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w:
         for a in xyz:
             a[coarse] = (np.floor(a[coarse] / edge) + np.float32(0.5)) * edge
     half = np.where(block > 1, 0.5 * v * block, 0.5 * cube_scale * v).astype(np.float32)
-    depth, winner = rasterize(xyz, half, K, c2w, width, height, 0.05, far, max_radius, ids=rows)
+    depth, winner = rasterize(xyz, half, K, c2w, width, height, 0.05, far, max_radius, ids=rows,
+                              subpixel_fills=subpixel_fills)
     valid = winner >= 0
     rgb = np.zeros((height, width, 3), np.uint8)
     if valid.any():

@@ -380,7 +380,8 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
         if fid == 0:  # nothing generated yet: the whole map is observation
             assert cache.observed is None
     surface = (start.depth > 0) & (start.depth < 60)
-    assert cache.observed[surface].mean() > 0.97 and not cache.observed[~surface].any()
+    # (the layer is fused densely: a few pixels at silhouettes and at the fuse range's edge may fill in)
+    assert cache.observed[surface].mean() > 0.97 and cache.observed[~surface].sum() < 0.002 * surface.size
     shown = cache.observed & surface
     assert np.abs(cache.depth[shown] - start.depth[shown]).mean() < 0.05 * start.depth[shown].mean()
     assert np.abs(cache.rgb[shown].astype(int) - start.rgb[shown]).mean() < 12  # not the white wall

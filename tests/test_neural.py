@@ -93,6 +93,37 @@ def test_tiny_model_loss_falls(tiny_shards, tmp_path):
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
 
 
+def test_a_resumed_run_keeps_each_ranks_own_samples_and_a_nan_never_reaches_the_checkpoint(tiny_shards, tmp_path,
+                                                                                            monkeypatch):
+    """After --resume, rank 0 draws exactly what it would have drawn, and another rank draws other samples
+    (not rank 0's saved stream again). A NaN validation value is saved as null; a NaN loss stops the run with a
+    clear error and leaves the last checkpoint as it was."""
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(tiny_shards), train_seeds=[1000, 1001], val_seeds=[100],
+                      steps=4, batch=2, warmup=1, rollout_after=10 ** 9, widths=[8, 16], minutes=60)
+    bank = WalkBank([tiny_shards / "walk-001000.safetensors", tiny_shards / "walk-001001.safetensors"])
+    trainer = Trainer(cfg)
+    trainer.history.append({"step": 0, "val_psnr": float("nan")})
+    trainer.checkpoint()
+    expected = bank.pick(trainer.rng, 16)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["training"]["history"][0]["val_psnr"] is None
+    resumed = {}
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        again = Trainer(cfg)
+        assert again.resume()
+        resumed[rank] = bank.pick(again.rng, 16)
+    monkeypatch.setenv("RANK", "0")
+    assert resumed[0] == expected and resumed[1] != resumed[0]
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    poisoned = Trainer(cfg)
+    poisoned.train_bank = bank
+    monkeypatch.setattr(poisoned, "train_step", lambda: {"loss": float("nan"), "rgb": float("nan")})
+    with pytest.raises(FloatingPointError, match="--resume it with a lower --lr"):
+        poisoned.run(progress=False)
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+
+
 def test_the_patch_discriminator_learns_to_tell_true_frames_from_fog(tiny_shards):
     """The adversarial loss's discriminator, trained on true frames against blurred copies (what an L1 model
     paints where it cannot know), scores true patches above blurred ones on frames of another walk, and its

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-IN_CHANNELS = 22       # see worldmodel.neural.inputs.INPUT_LAYOUT
+IN_CHANNELS = 22       # the layout: worldmodel.neural.inputs' module docstring
 MOTION_DIM = 10        # translation (3, last-camera frame) + rotation 6D (6) + context-noise level (1)
 OUT = {"rgb": slice(0, 3), "logd": slice(3, 4), "sky": slice(4, 5), "conf": slice(5, 6), "blend": slice(6, 9)}
 OUT_CHANNELS = 9

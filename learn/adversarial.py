@@ -19,7 +19,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 class PatchDiscriminator(nn.Module):
     """rgb (B, 3, H, W) in [0, 1], normalised log depth (B, 1, H, W) [, condition (B, condition_channels, H, W):
-    the model's inputs] -> (B, 1, H/8, W/8) realness logits; each output sees a 54x54-pixel patch (0.7M parameters at width 48)."""
+    the model's inputs] -> (B, 1, H/8, W/8) realness logits; each output sees a 54x54-pixel patch (0.7M
+    parameters at width 48)."""
 
     def __init__(self, width: int = 48, condition_channels: int = 0):
         super().__init__()

@@ -241,18 +241,13 @@ def seen_by(first: Frame, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, max
     """(H, W) bool: the pixels of a true view (z-depth ``depth`` at camera ``K``, ``c2w``) whose surface, within
     ``max_depth``, the frame ``first`` saw: the surface point projects into its camera and its depth there (at
     any range) agrees with the point's distance within ``tolerance`` (relative; nearest pixel)."""
-    from worldmodel.camera import invert_pose, unproject_depth, valid_depth_mask, world_to_pixels
+    from worldmodel.camera import reprojection_errors, valid_depth_mask
 
-    points, flat = unproject_depth(np.where(valid_depth_mask(depth, max_depth), depth, 0), K, c2w)
-    uv, z = world_to_pixels(points, first.K, invert_pose(first.c2w))
-    h, w = first.depth.shape
-    u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
-    inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    d = np.zeros_like(z)
-    d[inside] = first.depth[v[inside], u[inside]]
-    agree = inside & valid_depth_mask(d, np.inf) & (np.abs(z - d) <= tolerance * z)
+    # the first frame's depth counts at any range: only the view's surfaces are limited to max_depth
+    flat, err = reprojection_errors(np.where(valid_depth_mask(depth, max_depth), depth, 0), K, c2w, first.depth,
+                                    first.K, first.c2w, relative=True)
     seen = np.zeros(depth.size, bool)
-    seen[flat[agree]] = True
+    seen[flat[err <= tolerance]] = True
     return seen.reshape(depth.shape)
 
 

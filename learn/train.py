@@ -414,7 +414,8 @@ class Trainer:
         with replacing(out / "train_state.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
-                "history": finite_or_none(self.history), "world_size": self.world, "replica_checksums": self.replica_checksums}
+                "history": finite_or_none(self.history), "world_size": self.world,
+                "replica_checksums": self.replica_checksums}
         with replacing(out / "train_state.json") as tmp:
             tmp.write_text(json.dumps(meta))
 

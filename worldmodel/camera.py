@@ -163,9 +163,18 @@ def reproject_depth(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarra
 
     Returns (M,) float64 |z_projected - depth_dst| (``relative``: divided by z_projected) for the source
     pixels that land on a valid destination pixel (nearest-pixel lookup). A correct pair of poses gives
-    small values.
+    small values. :func:`reprojection_errors` also says which source pixels they are.
     """
-    pts, _ = unproject_depth(depth_src, K_src, c2w_src, max_depth=max_depth, stride=stride)
+    return reprojection_errors(depth_src, K_src, c2w_src, depth_dst, K_dst, c2w_dst, max_depth, stride, relative)[1]
+
+
+def reprojection_errors(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray,
+                        depth_dst: np.ndarray, K_dst: np.ndarray, c2w_dst: np.ndarray,
+                        max_depth: float = np.inf, stride: int = 1, relative: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reproject_depth` with the pixels: (flat indices (M,) int64 into the (H, W) source image, errors
+    (M,) float64) for the source pixels that land on a valid destination pixel."""
+    pts, flat = unproject_depth(depth_src, K_src, c2w_src, max_depth=max_depth, stride=stride)
     uv, z = world_to_pixels(pts, K_dst, invert_pose(c2w_dst))
     h, w = depth_dst.shape
     u = np.rint(uv[:, 0]).astype(np.int64)
@@ -175,4 +184,4 @@ def reproject_depth(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarra
     ok = valid_depth_mask(d, max_depth)
     z = z[inside][ok]
     err = np.abs(z - d[ok].astype(np.float64))
-    return err / z if relative else err
+    return flat[inside][ok], (err / z if relative else err)

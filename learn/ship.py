@@ -34,7 +34,8 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   (whose depth-scale errors sank the camera); where they show none, a small pose head trained to predict the
   rest of the motion beyond the commanded kinematics from the last depth moves it (it barely does). The
   `eye_height_err_m` row says how far the camera stays from the simulator's eye height over the true ground.
-  A move into a surface the last frame shows at body height is not made (`blocked_by_own_view`, no weights).
+  A move into a surface the last frame shows at body height, or the observed frames' map does, is not made
+  (`blocked_by_own_view`, `blocked_by_map`; no weights).
 - **Training data**: {walks} seeded walks of the procedural world (seeds {seed_lo}..{seed_hi}; evaluation uses
   seeds 0..99, never trained on): loops that come back, turned round or retracing the way out, wandering
   DeepVerse actions, and continuous target poses with pitch; cache renders made by the real engine at each step.

@@ -126,6 +126,9 @@ class MapGround:
     def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float) -> float | None:
         return None if self.observed is None else self.observed.ground_height(x, z, bottom, top, radius)
 
+    def surface_voxels(self, x: float, z: float, bottom: float, top: float, radius: float) -> int:
+        return 0 if self.observed is None else self.observed.surface_voxels(x, z, bottom, top, radius)
+
 
 class GeometricMemory:
     """Keyframe bank + geometry-aware retrieval + cache render (the Scene's ``MemoryProvider``)."""

@@ -288,13 +288,10 @@ class VoxelPointMap:
     def points_in_box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.rows_points(self.rows_in_box(lo, hi))
 
-    def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float,
-                      min_columns: int = 4) -> float | None:
-        """Height (world +Y, metres) of the ground under the vertical column at (x, z): in each voxel column
-        within ``radius`` of it (a square, as the walking camera's body), the lowest shown voxel between
-        heights ``bottom`` and ``top`` (what stands on the ground is above it), then the median over columns.
-        None when fewer than ``min_columns`` columns have one. Cost: a hash look-up of the voxels of that box
-        (about 2,000 at 0.1 m voxels), never a scan of the map."""
+    def _shown_in_column_box(self, x: float, z: float, bottom: float, top: float, radius: float):
+        """Shown voxels in the box around the vertical column at (x, z) (``radius`` horizontally, a square;
+        heights ``bottom``..``top``) -> (rows, integer voxel coords (N, 3), x voxel range, z voxel range); None
+        for an empty or over-large box (> 1e6 voxels). A hash look-up of the box's voxels, never a scan."""
         v = self.voxel_size
         ix = np.arange(math.floor((x - radius) / v), math.floor((x + radius) / v) + 1)
         iy = np.arange(math.floor(bottom / v), math.floor(top / v) + 1)
@@ -306,15 +303,37 @@ class VoxelPointMap:
         found = rows >= 0
         rows, coords = rows[found], coords[found]
         shown = self.visible_mask(rows)
-        rows, coords = rows[shown], coords[shown]
-        if len(rows) == 0:
+        return rows[shown], coords[shown], ix, iz
+
+    def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float,
+                      min_columns: int = 4) -> float | None:
+        """Height (world +Y, metres) of the ground under the vertical column at (x, z): in each voxel column
+        within ``radius`` of it (a square, as the walking camera's body), the lowest shown voxel between
+        heights ``bottom`` and ``top`` (what stands on the ground is above it), then the median over columns.
+        None when fewer than ``min_columns`` columns have one. Cost: a hash look-up of the voxels of that box
+        (about 2,000 at 0.1 m voxels), never a scan of the map."""
+        box = self._shown_in_column_box(x, z, bottom, top, radius)
+        if box is None or len(box[0]) == 0:
             return None
+        rows, coords, ix, iz = box
         heights = self.pos_sum[rows, 1] / self.weight[rows]
         column = (coords[:, 0] - ix[0]) * len(iz) + (coords[:, 2] - iz[0])
         lowest = np.full(len(ix) * len(iz), np.inf)
         np.minimum.at(lowest, column, heights)
         lowest = lowest[np.isfinite(lowest)]
         return float(np.median(lowest)) if len(lowest) >= min_columns else None
+
+    def surface_voxels(self, x: float, z: float, bottom: float, top: float, radius: float) -> int:
+        """Number of shown voxels whose mean point lies within ``radius`` (a square) of the vertical column at
+        (x, z), between heights ``bottom`` and ``top``: what a body standing there would touch. Same cost as
+        :meth:`ground_height`."""
+        box = self._shown_in_column_box(x, z, bottom, top, radius)
+        if box is None or len(box[0]) == 0:
+            return 0
+        points = self.pos_sum[box[0]] / self.weight[box[0]][:, None]
+        inside = ((np.abs(points[:, 0] - x) < radius) & (np.abs(points[:, 2] - z) < radius)
+                  & (points[:, 1] > bottom) & (points[:, 1] < top))
+        return int(inside.sum())
 
     def rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
         """Rows of the given voxel keys, -1 where absent."""

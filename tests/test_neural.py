@@ -409,6 +409,51 @@ def test_the_learned_world_stops_where_its_own_view_shows_an_obstacle():
     assert agree[True, True] >= 5 and agree[True, True] >= agree[True, False], agree  # at least half
 
 
+def test_the_learned_world_stops_at_an_obstacle_its_map_saw_and_its_last_frame_does_not():
+    """Buildings of seed 3, each seen face-on from 8 m (fused into a map, as the observed layer is), then a
+    camera 0.6 m from the wall facing away: stepping back 0.4 m would put it 0.2 m from the wall, which the
+    simulator blocks. Its last frame shows nothing there; the map does, so NeuralWorld stays in place. Stepping
+    0.4 m forward (away from the wall) is blocked by neither."""
+    from learn.data import walk_start
+    from memory.bank import MapGround
+    from recon.pointmap import VoxelPointMap, fuse_frame_dense
+    from worldmodel.camera import look_at_c2w
+    from worldmodel.neural.world import blocked_by_map, blocked_by_own_view
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    sim = ProceduralWorld(ProceduralConfig(width=128, height=128), seed=3)
+    sim.reset(3, walk_start(sim, 3))
+    model = NeuralWorld.from_pretrained(SHIPPED_WEIGHTS, seed=3)
+
+    def view(eye, forward):
+        c2w = look_at_c2w(eye, eye + forward)
+        return Frame(0, *sim.render(c2w), sim.K.copy(), c2w, None)
+
+    def eye_at(x, z):
+        return np.array([x, float(sim.terrain_height(x, z)) + 1.7, z])
+
+    walls = 0
+    for xa, za, xb, zb, top in sim.obstacles_near(0.0, 0.0)[0]:
+        x = (xa + xb) / 2
+        face_on = view(eye_at(x, za - 8.0), np.array([0.0, 0.0, 1.0]))
+        near = eye_at(x, za - 0.6)
+        if top < near[1] + 1.0 or abs(face_on.depth[64, 64] - 8.0) > 0.3 or sim.is_blocked(near):
+            continue  # a low box, something in between, or no room beside the wall
+        pmap = VoxelPointMap(0.1, 60.0)
+        fuse_frame_dense(pmap, face_on)
+        facing_away = view(near, np.array([0.0, 0.0, -1.0]))
+        into, away = near + [0.0, 0.0, 0.4], near - [0.0, 0.0, 0.4]
+        assert sim.is_blocked(into) and not blocked_by_own_view(facing_away, into)
+        assert blocked_by_map(MapGround(pmap), into)
+        assert not sim.is_blocked(away) and not blocked_by_map(MapGround(pmap), away)
+        backed = model.predict_c2w_on_ground(facing_away, Action("B", "N"), MapGround(pmap))
+        assert np.allclose(backed[:3, 3], near)
+        walls += 1
+        if walls == 3:
+            break
+    assert walls == 3
+
+
 def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     """A held-out loop (seed 0: 20 steps out, back over the same poses): the model beats repeat-last-frame and
     cache+fill, with memory it is closer to the simulator on the return than with memory zeroed, and its path
@@ -594,8 +639,8 @@ def test_the_learned_world_rides_the_ground_its_map_shows():
 
 
 class _Probe:
-    """A GroundProbe over a made-up observed ground: ``ground(x, z)`` -> height or None; a height outside the
-    looked-for window is not found."""
+    """A GroundProbe over a made-up observed ground with nothing on it: ``ground(x, z)`` -> height or None; a
+    height outside the looked-for window is not found."""
 
     def __init__(self, ground):
         self.ground = ground
@@ -603,6 +648,9 @@ class _Probe:
     def ground_height(self, x, z, bottom, top, radius):
         height = self.ground(x, z)
         return height if height is not None and bottom <= height <= top else None
+
+    def surface_voxels(self, x, z, bottom, top, radius):
+        return 0  # a bare ground: nothing stands on it
 
 
 def test_ride_ground_takes_the_ground_and_holds_the_climb():

@@ -4,7 +4,8 @@ Each step it (1) predicts where the camera ends up — the commanded kinematics,
 the map's observed frames show under the new position (:func:`ride_ground`; the Scene hands it the map's
 :class:`~worldmodel.frame.GroundProbe`; its own generated frames are not ridden), else with the pose head's
 learned residual (which barely moves it), and no move into a surface its own last frame shows at body height
-(:func:`blocked_by_own_view`: it turns in place, as the simulator does) — and
+(:func:`blocked_by_own_view`) or the observed frames' map shows there (:func:`blocked_by_map`: obstacles beside
+or behind the camera): it turns in place, as the simulator does — and
 (2) generates the frame there: RGB, z-depth and a per-pixel confidence, from the last frame, that frame warped
 into the target camera, the cache render of the fused map and the far-field panorama (``Context.cache``), and
 the target's ray map. Where the cache shows a surface of an *observed* frame (``CacheView.observed``: the start
@@ -42,6 +43,7 @@ DEPTH_EDGE_LOG_JUMP = 0.1
 # Riding the ground (ride_ground): the steepest climb per metre walked (the procedural terrain stays below 0.35)
 # and the change allowed on top of it (a turn in place may still settle the camera onto the ground it finds).
 MAX_CLIMB, CLIMB_SLACK_M = 0.6, 0.1
+MIN_OBSTACLE_VOXELS = 2  # map voxels at body height that stop a walking camera (one could be a stray sample)
 LOOK_AHEAD_M = (1.0, 2.0, 3.0)  # where ride_ground looks for ground further along a move when none is underfoot
 
 
@@ -54,6 +56,14 @@ def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIU
     band = (points[:, 1] > eye[1] - radius) & (points[:, 1] < eye[1] + 0.3)
     near = (np.abs(points[band, 0] - eye[0]) < radius) & (np.abs(points[band, 2] - eye[2]) < radius)
     return bool(near.any())
+
+
+def blocked_by_map(ground: GroundProbe, eye: np.ndarray, radius: float = BODY_RADIUS) -> bool:
+    """True when the map's observed frames show a surface (:data:`MIN_OBSTACLE_VOXELS` voxels or more) within
+    ``radius`` of a camera at ``eye`` (3,) in the band :func:`blocked_by_own_view` checks: obstacles beside the
+    path that the last frame no longer shows (seed 3's eval loop walked into a trunk at the edge of its view)."""
+    return ground.surface_voxels(float(eye[0]), float(eye[2]), float(eye[1]) - radius, float(eye[1]) + 0.3,
+                                 radius) >= MIN_OBSTACLE_VOXELS
 
 
 def ride_ground(ground: GroundProbe, last_eye: np.ndarray, eye: np.ndarray, eye_height: float) -> float:
@@ -165,7 +175,7 @@ class NeuralWorld(BaseWorldModel):
         """Target pose: a TargetPose as given; an action's kinematics riding the ground the map's observed
         frames show (:func:`ride_ground`, when the world knows its :attr:`walker_eye_height`; else the pose
         head's learned residual), staying in place when that would walk into a surface of the last frame
-        (:func:`blocked_by_own_view`)."""
+        (:func:`blocked_by_own_view`) or of the observed frames' map (:func:`blocked_by_map`)."""
         if isinstance(action, TargetPose):
             return np.asarray(action.c2w, np.float64).copy()
         if not isinstance(action, Action):
@@ -180,8 +190,8 @@ class NeuralWorld(BaseWorldModel):
         out[:3, 3] += (heading_frame(c_last)[0] @ resid).numpy()
         if ground is not None and self.walker_eye_height is not None:
             out[1, 3] = ride_ground(ground, last.c2w[:3, 3], out[:3, 3], self.walker_eye_height)
-        if blocked_by_own_view(last, out[:3, 3]):  # walking into what it sees: turn in place, as the simulator
-            out[:3, 3] = last.c2w[:3, 3]
+        if blocked_by_own_view(last, out[:3, 3]) or (ground is not None and blocked_by_map(ground, out[:3, 3])):
+            out[:3, 3] = last.c2w[:3, 3]  # walking into what it sees or saw: turn in place, as the simulator
         return out
 
     @torch.no_grad()

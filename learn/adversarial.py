@@ -22,16 +22,23 @@ class PatchDiscriminator(nn.Module):
     the model's inputs] -> (B, 1, H/8, W/8) realness logits; each output sees a 54x54-pixel patch (0.7M
     parameters at width 48)."""
 
+    IMAGE_CHANNELS = 4  # rgb + normalised log depth, before the condition channels
+
     def __init__(self, width: int = 48, condition_channels: int = 0):
         super().__init__()
         w = width
         self.condition_channels = condition_channels
         self.layers = nn.Sequential(
-            spectral_norm(nn.Conv2d(4 + condition_channels, w, 4, 2, 1)), nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(self.IMAGE_CHANNELS + condition_channels, w, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(4 * w, 4 * w, 3, 1, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(4 * w, 1, 3, 1, 1)))
+
+    @classmethod
+    def condition_channels_of(cls, state: dict[str, torch.Tensor]) -> int:
+        """The ``condition_channels`` a saved state dict of this discriminator was built with."""
+        return state["layers.0.parametrizations.weight.original"].shape[1] - cls.IMAGE_CHANNELS
 
     def forward(self, rgb: torch.Tensor, logd: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         given = 0 if condition is None else condition.shape[1]

@@ -20,6 +20,7 @@ model.safetensors) plus ``train_state.safetensors`` / ``train_state.json`` for `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -233,7 +234,7 @@ class Trainer:
         self.choice_gen, self.noise_gen = torch.Generator(), torch.Generator(self.device)
         self.seed_generators()
         self.history: list[dict] = []
-        self.replica_checksums: list[float] = []
+        self.replica_fingerprints: list[str] = []
         self.started, self.elapsed_before = time.time(), 0.0  # seconds trained by earlier (resumed) runs
 
     # ---------------------------------------------------------------- data
@@ -415,7 +416,7 @@ class Trainer:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
                 "history": finite_or_none(self.history), "world_size": self.world,
-                "replica_checksums": self.replica_checksums}
+                "replica_fingerprints": self.replica_fingerprints}
         with replacing(out / "train_state.json") as tmp:
             tmp.write_text(json.dumps(meta))
 
@@ -431,7 +432,7 @@ class Trainer:
         if self.disc is not None:
             disc = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")}
             if disc:  # a run that trained without the discriminator resumes with a fresh one
-                saved = disc["layers.0.parametrizations.weight.original"].shape[1] - 4  # rgb + log depth
+                saved = PatchDiscriminator.condition_channels_of(disc)
                 if saved != self.disc_module.condition_channels:
                     raise ValueError(f"{out}: its discriminator was trained with{'' if saved else 'out'} "
                                      "--adversarial-context; resume with the options the run started with")
@@ -489,19 +490,30 @@ class Trainer:
                 self.checkpoint()
                 last_ckpt = time.time()
         bar.close()
-        self.replica_checksums = self.checksums()
+        self.replica_fingerprints = self.fingerprints()
         self.checkpoint()
         return stats
 
-    def checksums(self) -> list[float]:
-        """Sum of |weights| on every rank (one entry per rank): equal entries mean the replicas agree."""
-        local = torch.tensor([float(sum(p.detach().double().abs().sum() for p in self.module.parameters()))],
-                             dtype=torch.float64, device=self.device)
+    def fingerprints(self) -> list[str]:
+        """:func:`weights_fingerprint` of every rank's model (one entry per rank): equal entries mean the
+        replicas hold bit-identical weights."""
+        digest = bytes.fromhex(weights_fingerprint(self.module))
+        local = torch.tensor(list(digest), dtype=torch.uint8, device=self.device)
         if self.world == 1:
-            return [float(local)]
+            return [digest.hex()]
         everyone = [torch.zeros_like(local) for _ in range(self.world)]
         torch.distributed.all_gather(everyone, local)
-        return [float(v) for v in everyone]
+        return [bytes(v.cpu().tolist()).hex() for v in everyone]
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 (hex) of a module's state dict: names, dtypes, shapes and the exact bytes, in key order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def finite_or_none(history: list[dict]) -> list[dict]:

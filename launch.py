@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-memory", action="store_true",
                      help="no geometry-aware memory (no retrieval, no cache render; the model sees recent frames only)")
     run.add_argument("--retrieval", choices=("ours", "deepverse", "worldmem"), default="ours",
-                     help="memory retrieval rule (default: ours)")
+                     help="memory retrieval rule: which keyframes the model is handed and the session records "
+                          "(default: ours); the learned world reads the map's cache render, not the keyframes, so "
+                          "its frames do not depend on the rule")
     run.add_argument("--autosave", type=ranged(0, STEPS[1], integer=True), default=None, metavar="N",
                      help="save OUT/session every N steps (0 = off; default: every 100 steps for runs longer "
                           "than 300 steps), so a crash or kill loses at most one interval")

@@ -49,7 +49,9 @@ import torch.nn.functional as F
 
 from learn.baselines import BASELINES, BaselineWorld
 from learn.data import Pilot, WalkSpec, walk_start
+from learn.records import json_safe
 from memory.metrics import psnr
+from scenes.atomic import replacing
 from worldmodel.actions import Kinematics
 from worldmodel.frame import Frame
 
@@ -274,6 +276,10 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
     per-step PSNR curves under "curves" and each loop's metrics under "per_walk"."""
     from tqdm import tqdm
 
+    from worldmodel.neural.weights import load_pretrained
+
+    if {"memory_on", "memory_off"} & set(modes):
+        load_pretrained(weights)  # unusable weights are one WeightsError line now, not under the progress bar
     kin = Kinematics()
     bar = tqdm(total=walks * len(modes) * steps, desc="eval", unit="frame", disable=not progress)
     per_mode: dict[str, list[dict]] = {m: [] for m in modes}
@@ -358,13 +364,14 @@ TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth
 
 
 def format_table(summary: dict) -> str:
+    """A markdown table, metric rows x mode columns, of a summary (read back from JSON too: null = "-")."""
     modes = [m for m in MODES if f"psnr_{m}" in summary]
     lines = ["| metric | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
     for key in TABLE_KEYS:
         cells = []
         for m in modes:
-            v = summary.get(f"{key}_{m}", float("nan"))
-            cells.append("-" if not np.isfinite(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
+            v = summary.get(f"{key}_{m}")
+            cells.append("-" if v is None or not np.isfinite(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -373,6 +380,8 @@ def main(args) -> int:
     from worldmodel.neural.weights import WeightsError
     from worldmodel.neural.world import SHIPPED_WEIGHTS
 
+    if args.json:  # a missing folder must not cost a whole evaluation at the end
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     try:
         summary = evaluate(args.weights or SHIPPED_WEIGHTS, walks=args.walks, steps=args.steps, plots=args.plots)
     except WeightsError as e:
@@ -388,5 +397,6 @@ def main(args) -> int:
           f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "
           f"{100 * summary['revisit_silhouette_share_memory_on']:.1f} % of pixels where sky and surface disagree")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        with replacing(args.json) as tmp:
+            tmp.write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
     return 0

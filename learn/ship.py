@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from learn.evaluate import format_table
+from learn.records import json_safe
 from learn.train import trained_minutes
 from worldmodel.neural.weights import load_pretrained, save_pretrained
 
@@ -103,8 +103,7 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         start_seen=(f"{100 * summary['revisit_start_seen']:.0f} %" if summary and "revisit_start_seen" in summary
                     else "(not measured)"))
     if summary:
-        config["eval"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)  # JSON has no NaN
-                          for k, v in summary.items() if k not in ("curves", "per_walk")}
+        config["eval"] = json_safe({k: v for k, v in summary.items() if k not in ("curves", "per_walk")})
     training.pop("history", None)
     if minutes is not None:
         training["minutes_trained"] = round(minutes, 1)

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,15 +34,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
 from learn.data import generate_shards, load_shard, shard_path
+from learn.records import json_safe
 from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
 from worldmodel.neural.net import IN_CHANNELS
-from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, load_pretrained, resolve, save_pretrained
+from worldmodel.neural.weights import (DEFAULT_CONFIG, WeightsError, build_net, load_pretrained, resolve,
+                                      save_pretrained)
+
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be resumed; the message says what to do."""
+
 
 TRAIN_SEEDS = range(1000, 1320)   # walks the model is trained on
 VAL_SEEDS = range(100, 108)       # validation during training (eval uses seeds 0..99, never trained on)
@@ -403,7 +411,7 @@ class Trainer:
             return
         out = Path(self.cfg.out)
         training = {"steps": self.step, "config": asdict(self.cfg), "hardware": describe_hardware(),
-                    "history": finite_or_none(self.history[-20:])}
+                    "history": json_safe(self.history[-20:])}
         if self.init_record:
             training["init"] = self.init_record
         config = {**self.model_config, "training": training}
@@ -415,27 +423,40 @@ class Trainer:
         with replacing(out / "train_state.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
-                "history": finite_or_none(self.history), "world_size": self.world,
+                "history": json_safe(self.history), "world_size": self.world,
                 "replica_fingerprints": self.replica_fingerprints}
         with replacing(out / "train_state.json") as tmp:
             tmp.write_text(json.dumps(meta))
 
     def resume(self) -> bool:
+        """Continue the run saved in ``cfg.out``; False when there is none there. A checkpoint that cannot be
+        read, or was made with other options, raises CheckpointError (one line that says what to do)."""
         out = Path(self.cfg.out)
         if not (out / "train_state.json").is_file():
             return False
-        state = load_file(str(out / "model.safetensors"))
-        self.module.load_state_dict(state)
-        meta = json.loads((out / "train_state.json").read_text())
-        tensors = load_file(str(out / "train_state.safetensors"))
-        load_optimizer_tensors(self.opt, tensors, "opt")
+        try:
+            saved_config, saved_net = load_pretrained(out)
+            meta = json.loads((out / "train_state.json").read_text())
+            int(meta["step"])
+            np.random.default_rng().bit_generator.state = meta["rng"]  # a malformed state fails here, not later
+            tensors = load_file(str(out / "train_state.safetensors"))
+        except (WeightsError, OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+            raise CheckpointError(f"{out}: cannot resume, the checkpoint is damaged ({e}); restore it, or start "
+                                  "over without --resume (or with another --out)") from None
+        try:
+            self.module.load_state_dict(saved_net.state_dict())
+            load_optimizer_tensors(self.opt, tensors, "opt")
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{out}: the checkpoint is of another model (widths {saved_config['widths']}) or "
+                                  f"optimiser ({type(e).__name__}); resume with the options the run started "
+                                  "with") from None
         if self.disc is not None:
             disc = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")}
             if disc:  # a run that trained without the discriminator resumes with a fresh one
                 saved = PatchDiscriminator.condition_channels_of(disc)
                 if saved != self.disc_module.condition_channels:
-                    raise ValueError(f"{out}: its discriminator was trained with{'' if saved else 'out'} "
-                                     "--adversarial-context; resume with the options the run started with")
+                    raise CheckpointError(f"{out}: its discriminator was trained with{'' if saved else 'out'} "
+                                          "--adversarial-context; resume with the options the run started with")
                 self.disc_module.load_state_dict(disc)
                 load_optimizer_tensors(self.disc_opt, tensors, "disc_opt")
         self.step = int(meta["step"])
@@ -516,12 +537,6 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def finite_or_none(history: list[dict]) -> list[dict]:
-    """Validation records with NaN / inf values as None (JSON has no NaN; one bad value must not stop a save)."""
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
-            for rec in history]
-
-
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
     """An optimiser's per-parameter state as flat safetensors entries "{prefix}.{param index}.{name}"."""
     return {f"{prefix}.{i}.{k}": v for i, s in opt.state_dict()["state"].items() for k, v in s.items()
@@ -579,10 +594,15 @@ def main(args) -> int:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:
         cfg.val_seeds = list(range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_walks))
-    trainer = Trainer(cfg)
-    trainer.load_data()
-    if args.resume and trainer.resume() and trainer.rank == 0:
+    try:  # weights and checkpoints are checked before any walk data is made
+        trainer = Trainer(cfg)
+        resumed = args.resume and trainer.resume()
+    except (WeightsError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if resumed and trainer.rank == 0:
         print(f"resumed from {cfg.out} at step {trainer.step}")
+    trainer.load_data()
     trainer.run()
     if trainer.rank == 0:
         print(f"trained {trainer.step} steps -> {cfg.out}")

@@ -17,15 +17,17 @@ STEPS = (1, 10_000_000)
 
 def ranged(lo: float, hi: float, integer: bool = False) -> Callable[[str], float | int]:
     """An argparse ``type`` accepting a finite number in [lo, hi] (a whole number when ``integer``)."""
+    span = f"{lo:d}..{hi:d}" if integer else f"{lo:g}..{hi:g}"
+
     def parse(text: str) -> float | int:
         try:
             value = int(text) if integer else float(text)
         except ValueError:
             kind = "a whole number" if integer else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {kind} (between {lo:g} and {hi:g})") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind} (in {span})") from None
         try:
             return number(value, "value", lo, hi, integer)
         except CheckError:
-            raise argparse.ArgumentTypeError(f"{text} is outside {lo:g}..{hi:g}") from None
+            raise argparse.ArgumentTypeError(f"{text} is outside {span}") from None
     parse.__name__ = "whole number" if integer else "number"
     return parse

@@ -37,6 +37,13 @@ def main(args) -> int:
             return fail("--steps must be at least 1")
         actions = generated_walk(args.walk, args.steps, args.seed)
     out = Path(args.out).expanduser()
+    out_existed = out.exists()
+
+    def fail_before_any_frame(message: str) -> int:
+        if not out_existed:  # a world that could not open leaves no empty --out folder behind
+            remove_empty_folder(out)
+        return fail(message)
+
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -46,7 +53,7 @@ def main(args) -> int:
         try:  # the session's own world, settings and memory settings; frames spill beside --out
             scene = make_scene(session=args.resume, memory=not args.no_memory, spill_near=out)
         except SessionError as e:
-            return fail(str(e))
+            return fail_before_any_frame(str(e))
         done = scene.length - 1
         scene.seek(scene.length - 1)
         if done >= len(actions):
@@ -59,12 +66,12 @@ def main(args) -> int:
                                kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
                                config=SceneConfig(voxel_size=args.voxel), reset=False, spill_near=out)
         except (WorldSpecError, ValueError, OSError) as e:
-            return fail(str(e))
+            return fail_before_any_frame(str(e))
         try:
             scene.reset(args.seed)
         except (ValueError, OSError, RuntimeError) as e:
             scene.close()
-            return fail(f"the world's first frame failed: {e}")
+            return fail_before_any_frame(f"the world's first frame failed: {e}")
     every = default_interval(len(actions)) if args.autosave is None else args.autosave
     saver = Autosaver(scene, out / "session", every_steps=every,
                       every_s=args.autosave_seconds if every > 0 else 0.0)
@@ -87,6 +94,14 @@ def main(args) -> int:
         return 0
     finally:
         scene.close()
+
+
+def remove_empty_folder(folder: Path) -> None:
+    """Remove ``folder`` when it is empty; leave it (and say nothing) otherwise."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:

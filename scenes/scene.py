@@ -266,6 +266,8 @@ class Scene:
         t1 = time.perf_counter()
         frame = self.model.step(action, context)
         frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
+        if not np.isfinite(frame.c2w).all():  # checked before anything is stored: the scene stays as it was
+            raise SceneError(f"the {self.model.name} world returned a camera pose with NaN/inf; nothing was stored")
         t2 = time.perf_counter()
         fid = self.store.add(frame)
         fids.append(fid)

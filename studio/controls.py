@@ -165,6 +165,8 @@ class Controls:
         if mode == "off":
             return
         c2w = viewer_camera_c2w(camera)
+        if not np.isfinite(c2w).all():  # a client's broken camera steers nothing
+            return
         if self._last_camera_target is not None and np.allclose(c2w, self._last_camera_target, atol=1e-3):
             return
         self._last_camera_target = c2w

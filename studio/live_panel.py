@@ -86,8 +86,8 @@ class LivePanel:
         fps = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 and \
             self._times[-1] > self._times[0] else 0.0
         behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
-        self.status.content = (f"Frame **{frame.index}**{behind} · branch **{scene.branch_name}** · "
-                               f"{fps:.1f} frames/s")
+        self.status.content = (f"World **{scene.model.name}** · Frame **{frame.index}**{behind} · branch "
+                               f"**{scene.branch_name}** · {fps:.1f} frames/s")
         self.rgb.image = frame.rgb
         self._show_reference(scene, frame)
         near, far = depth_range(frame.depth)

@@ -10,7 +10,7 @@ from launch import main
 @pytest.mark.parametrize("bad, says", [
     (["--voxel", "0"], "--voxel: 0 is outside"), (["--step-m", "nan"], "--step-m: nan is outside"),
     (["--yaw-deg", "inf"], "--yaw-deg: inf is outside"), (["--size", "-5", "10"], "--size: -5 is outside"),
-    (["--size", "0", "0"], "--size: 0 is outside"), (["--seed", "-1"], "--seed: -1 is outside"),
+    (["--size", "0", "0"], "--size: 0 is outside"), (["--seed", "-1"], "--seed: -1 is outside 0..4294967295"),
     (["--voxel", "big"], "'big' is not a number"), (["--autosave", "-2"], "--autosave: -2 is outside"),
 ])
 def test_bad_run_values_are_one_line_and_write_nothing(tmp_path, capsys, bad, says):

@@ -16,7 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from learn.data import generate_walk, load_shard, WalkSpec
-from learn.train import TrainConfig, Trainer, WalkBank, splat_into_cache, weights_fingerprint
+from learn.evaluate import format_table
+from learn.records import json_safe
+from learn.train import CheckpointError, TrainConfig, Trainer, WalkBank, splat_into_cache, weights_fingerprint
 from worldmodel.actions import Action, TargetPose
 from worldmodel.camera import depth_edge_mask
 from worldmodel.frame import Context, Frame
@@ -286,6 +288,11 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors", "README.md"}
     config, loaded = load_pretrained(tmp_path / "m")
     assert config["widths"] == [8, 16]
+    save_pretrained(tmp_path / "plain", {**TINY, "training": {"steps": 5, "hardware": "CPU, test"}}, net)
+    assert "5 steps; CPU, test" in (tmp_path / "plain" / "README.md").read_text()  # a card even when none is given
+    world = NeuralWorld.from_pretrained(SHIPPED_WEIGHTS)
+    world.save_pretrained(tmp_path / "again")  # re-saved weights keep the card they came with
+    assert (tmp_path / "again" / "README.md").read_text() == (SHIPPED_WEIGHTS / "README.md").read_text()
     x, m = torch.randn(1, 22, 32, 32), torch.randn(1, 10)
     assert torch.equal(net.eval().frame(x, m), loaded.frame(x, m))
 
@@ -307,7 +314,12 @@ def test_bad_weights_give_one_clear_line(tmp_path):
     with pytest.raises(WeightsError, match="do not match config.json"):
         load_pretrained(mism)
     # unsupported resolution, wrong format, NaN weights, missing file, missing folder
-    for name, change, match in [("size", {"size": [100, 100]}, "unsupported"), ("fmt", {"format": "x"}, "not a WorldStudio")]:
+    # out-of-range values are refused before any network is built (a huge width would allocate gigabytes)
+    for name, change, match in [("size", {"size": [100, 100]}, "unsupported"), ("fmt", {"format": "x"}, "not a WorldStudio"),
+                                ("emb", {"emb_dim": 10 ** 8}, "emb_dim 100000000 is out of range"),
+                                ("refine", {"refine": -5}, "refine -5 is out of range"),
+                                ("wide", {"widths": [8192] * 4}, r"widths \[8192, 8192, 8192, 8192\] are unsupported"),
+                                ("fov", {"fov_y_deg": 500}, "fov_y_deg 500 is out of range")]:
         folder = save_pretrained(tmp_path / name, TINY, net)
         (folder / "config.json").write_text(json.dumps({**cfg, "widths": [8, 16], **change}))
         with pytest.raises(WeightsError, match=match):
@@ -482,6 +494,11 @@ def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     assert np.isfinite(s["depth_absrel_covered_memory_on"]) and np.isfinite(s["depth_absrel_new_memory_on"])
     # memory gives back the surfaces the start frame showed better than those the model had to make up
     assert s["revisit_psnr_start_seen_memory_on"] > s["revisit_psnr_unseen_memory_on"] + 3.0
+    # what cannot be measured (memory zeroed has no cache-covered pixels) is written as JSON null, and a table
+    # made from the file read back shows it as "-"
+    assert not np.isfinite(s["psnr_covered_memory_off"])
+    back = json.loads(json.dumps(json_safe(s), allow_nan=False))
+    assert back["psnr_covered_memory_off"] is None and format_table(back) == format_table(s)
 
 
 def test_the_studio_opens_on_the_learned_world_and_compares_with_the_simulator():
@@ -723,3 +740,36 @@ def test_a_world_started_from_a_users_frame_does_not_ride_the_simulators_eye_hei
     assert np.allclose(from_user_frame.predict_c2w_on_ground(last, Action("F", "N"), ground_at), commanded)
     riding = sim_start.predict_c2w_on_ground(first, Action("F", "N"), ground_at)
     assert riding[1, 3] == pytest.approx(first.c2w[1, 3] + 0.2)
+
+
+def test_bad_init_weights_or_a_damaged_checkpoint_stop_training_with_one_line_before_any_data_is_made(tmp_path):
+    bad = save_pretrained(tmp_path / "bad", TINY, build_net(TINY))
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    proc = subprocess.run([sys.executable, str(REPO / "launch.py"), "train", "--init", str(bad), "--out",
+                           str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--walks", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "corrupt weights file" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
+
+    cfg = TrainConfig(out=str(tmp_path / "ckpt"), data=str(tmp_path / "data"), train_seeds=[1000], val_seeds=[100],
+                      steps=1, batch=1, widths=[8, 16])
+    Trainer(cfg).checkpoint()
+    assert Trainer(cfg).resume()
+    with pytest.raises(CheckpointError, match=r"another model \(widths \[8, 16\]\)"):
+        Trainer(replace(cfg, widths=[16, 32])).resume()
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot resume, the checkpoint is damaged .* without --resume"):
+        Trainer(cfg).resume()
+
+
+def test_a_session_of_weights_given_by_a_relative_path_reopens_from_anywhere(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(SHIPPED_WEIGHTS, tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    desc = NeuralWorld.from_pretrained("mine").describe()
+    assert desc["weights"] == str((tmp_path / "mine").resolve())
+    monkeypatch.chdir(REPO)
+    assert NeuralWorld.from_description(desc).weights == desc["weights"]

@@ -241,3 +241,28 @@ def test_headless_run_rejects_bad_actions_in_one_line(tmp_path):
     assert len(lines) == 1 and "position 11" in lines[0] and "'_'" in lines[0]
     assert "Traceback" not in res.stderr
     assert (out / "keep.txt").read_text() == "already made" and sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    # a world that cannot open leaves no empty --out folder behind, and an existing one as it was
+    res = _run_cli("run", "--world", "minecraft", "--steps", "2", "--out", str(tmp_path / "new"))
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "new").exists()
+    res = _run_cli("run", "--world", "minecraft", "--steps", "2", "--out", str(out))
+    assert res.returncode != 0 and sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_a_nan_pose_is_refused_and_the_scene_stays_as_it_was(monkeypatch):
+    """A NaN target pose is refused when the action is made; a world that returns a NaN camera anyway stores
+    nothing, and the next step works."""
+    scene = make_scene()
+    scene.step(Action("F", "N"))
+    bad = scene.current.c2w.copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match="finite 4x4"):
+        TargetPose(bad)
+    real_step = scene.model.step
+    monkeypatch.setattr(scene.model, "step", lambda action, context: dataclasses.replace(
+        real_step(action, context), c2w=bad))
+    before = (scene.length, scene.cursor, len(scene.map))
+    with pytest.raises(SceneError, match="NaN/inf; nothing was stored"):
+        scene.step(Action("F", "N"))
+    assert (scene.length, scene.cursor, len(scene.map)) == before
+    monkeypatch.undo()
+    assert scene.step(Action("F", "N")).frame.index == 2

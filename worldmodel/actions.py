@@ -65,9 +65,17 @@ class Action:
 
 @dataclass(frozen=True, eq=False)
 class TargetPose:
-    """A continuous action: generate the view at this camera-to-world pose, (4, 4) float64."""
+    """A continuous action: generate the view at this camera-to-world pose, (4, 4) float64. A pose that is not
+    4x4 and finite raises ValueError when the action is made, before any world sees it."""
 
     c2w: np.ndarray
+
+    def __post_init__(self):
+        c2w = np.asarray(self.c2w, dtype=np.float64)
+        if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
+            raise ValueError(f"a target pose must be a finite 4x4 camera-to-world matrix, got shape {c2w.shape}"
+                             + ("" if c2w.shape != (4, 4) else " with NaN/inf") + "; nothing was generated")
+        object.__setattr__(self, "c2w", c2w)
 
     def __str__(self) -> str:
         x, y, z = self.c2w[:3, 3]

@@ -22,6 +22,9 @@ FORMAT = "worldstudio-neural-v1"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 DEFAULT_CONFIG = {"format": FORMAT, "size": [128, 128], "fov_y_deg": 70.0, "widths": [48, 96, 144, 192],
                   "emb_dim": 256, "refine": 32, "step_m": 0.5, "yaw_deg": 10.0, "max_depth": 60.0}
+MAX_LEVELS, MAX_WIDTH = 6, 1024
+INT_RANGES = {"emb_dim": (1, 4096), "refine": (1, 1024)}
+REAL_RANGES = {"fov_y_deg": (0.0, 179.0), "step_m": (0.0, 10.0), "yaw_deg": (0.0, 180.0), "max_depth": (0.0, 1000.0)}
 
 
 class WeightsError(ValueError):
@@ -41,7 +44,7 @@ def check_config(config: dict, where: str) -> dict:
     try:
         size = [int(v) for v in cfg["size"]]
         widths = [int(v) for v in cfg["widths"]]
-        numbers = [float(cfg[k]) for k in ("fov_y_deg", "step_m", "yaw_deg", "max_depth")]
+        numbers = [float(cfg[k]) for k in REAL_RANGES]
         int(cfg["emb_dim"]), int(cfg["refine"])
         noise = float(cfg.get("context_noise", 0.0))
     except (TypeError, ValueError, KeyError) as e:
@@ -50,8 +53,21 @@ def check_config(config: dict, where: str) -> dict:
         raise WeightsError(f"{where}: size {size} is unsupported (each side a multiple of 16, 16..1024)")
     if not (math.isfinite(noise) and 0.0 <= noise <= 1.0):
         raise WeightsError(f"{where}: context_noise must be between 0 and 1, got {noise}")
-    if not widths or any(w % 8 or w <= 0 for w in widths) or not all(math.isfinite(v) and v > 0 for v in numbers):
-        raise WeightsError(f"{where}: widths must be positive multiples of 8 and fov/step/yaw/max_depth positive")
+    if not 2 <= len(widths) <= MAX_LEVELS or any(w % 8 or not 8 <= w <= MAX_WIDTH for w in widths):
+        raise WeightsError(f"{where}: widths {widths} are unsupported (2..{MAX_LEVELS} levels, each a multiple of 8 "
+                           f"in 8..{MAX_WIDTH}); use the config the weights were saved with")
+    if any(side // 2 % 2 ** (len(widths) - 1) for side in size):
+        raise WeightsError(f"{where}: size {size} cannot be halved {len(widths) - 1} times below the stem; "
+                           "use fewer widths or a size that divides")
+    for key, (low, high) in INT_RANGES.items():
+        if not low <= int(cfg[key]) <= high:
+            raise WeightsError(f"{where}: {key} {int(cfg[key])} is out of range {low}..{high}; use the config the "
+                               "weights were saved with")
+    for key, value in zip(REAL_RANGES, numbers):
+        low, high = REAL_RANGES[key]
+        if not (math.isfinite(value) and low < value <= high):
+            raise WeightsError(f"{where}: {key} {value:g} is out of range (above {low:g}, at most {high:g}); use "
+                               "the config the weights were saved with")
     return cfg
 
 
@@ -88,8 +104,8 @@ def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldMode
         state = load_file(str(w_path))
     except Exception as e:  # safetensors raises its own error types for truncated / lying files
         raise WeightsError(f"{w_path}: corrupt weights file ({e}); download or re-export it") from None
-    net = build_net(config)
-    expected = net.state_dict()
+    with torch.device("meta"):  # shapes only: a config that lies about the sizes allocates nothing
+        expected = build_net(config).state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
@@ -102,21 +118,40 @@ def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldMode
     for k, v in state.items():
         if not torch.isfinite(v.float()).all():
             raise WeightsError(f"{w_path}: tensor {k} holds NaN or inf; the file is damaged, re-export it")
+    net = build_net(config)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     return config, net.eval()
 
 
+def basic_card(config: dict, net: WorldModelNet) -> str:
+    """A short model card from what the config records (``learn.ship`` writes the full one, with the eval)."""
+    training = config.get("training") or {}
+    lines = [f"# WorldStudio neural world model ({config['size'][0]}x{config['size'][1]})", "",
+             "Predicts the next frame's RGB, z-depth, per-pixel confidence and camera pose from the last frame, an "
+             "action or target pose and the map's cache render (see WorldStudio's README, *The learned world model*).",
+             "", f"- Architecture: FiLM U-Net, {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, "
+             f"widths {list(config['widths'])}, trained with steps of {config['step_m']} m / {config['yaw_deg']} deg.",
+             f"- Training: {training.get('steps', '?')} steps; {training.get('hardware', '?')}; "
+             f"{training.get('minutes_trained', '?')} minutes."]
+    evaluation = config.get("eval") or {}
+    if evaluation:
+        lines += ["", "| eval metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" for k, v in evaluation.items() if isinstance(v, (int, float))]
+    return "\n".join(lines) + "\n"
+
+
 def save_pretrained(folder: str | os.PathLike, config: dict, net: WorldModelNet, card: str | None = None,
                     half: bool = True) -> Path:
-    """Write config.json, model.safetensors (fp16 when ``half``) and a model card; atomic per file."""
+    """Write config.json, model.safetensors (fp16 when ``half``) and a model card (``card``, else
+    :func:`basic_card`); atomic per file."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
     files = {WEIGHTS_NAME: lambda p: save_file(state, str(p), metadata={"format": FORMAT}),
              CONFIG_NAME: lambda p: p.write_text(json.dumps(check_config(config, "config"), indent=2, allow_nan=False) + "\n")}
-    if card is not None:
-        files[CARD_NAME] = lambda p: p.write_text(card)
+    card_text = basic_card(check_config(config, "config"), net) if card is None else card
+    files[CARD_NAME] = lambda p: p.write_text(card_text)
     for name, write in files.items():
         tmp = folder / f".{name}.tmp{os.getpid()}"
         try:

@@ -32,7 +32,7 @@ from worldmodel.frame import BaseWorldModel, Context, Frame, GroundProbe
 from worldmodel.camera import depth_edge_mask, resize_intrinsics, unproject_depth
 from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
                                      output_depth, pose_head_input, relative_motion, tensor_to_image)
-from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
+from worldmodel.neural.weights import CARD_NAME, WeightsError, load_pretrained, resolve, save_pretrained
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained"
 BODY_RADIUS = 0.35  # metres a walking camera keeps from obstacles (as in the procedural world it learned)
@@ -107,7 +107,8 @@ class NeuralWorld(BaseWorldModel):
 
     def __init__(self, weights: str | os.PathLike = SHIPPED_WEIGHTS, seed: int = 0, kinematics: Kinematics | None = None,
                  first_frame: Frame | None = None, bf16: bool = True, context_noise: float | None = None):
-        self.weights = str(weights)
+        local = Path(weights).expanduser()  # a folder is kept absolute (a session reopens from anywhere); a hub id as is
+        self.weights = str(local.resolve()) if local.is_dir() else str(weights)
         self.config, self.net = load_pretrained(weights)
         self.width, self.height = (int(v) for v in self.config["size"])
         self.kinematics = kinematics or Kinematics(self.config["step_m"], self.config["yaw_deg"])
@@ -129,6 +130,11 @@ class NeuralWorld(BaseWorldModel):
         return cls(path_or_repo_id, **kwargs)
 
     def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> Path:
+        """Write these weights as a model folder (config.json, model.safetensors, README.md): ``card``, else the
+        card the weights came with, else a short one made from the config."""
+        if card is None:
+            source_card = resolve(self.weights) / CARD_NAME
+            card = source_card.read_text() if source_card.is_file() else None
         return save_pretrained(folder, self.config, self.net, card=card)
 
     @classmethod

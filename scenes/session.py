@@ -131,6 +131,8 @@ def _fail(folder: Path, why: str) -> SessionError:
 def read_session_meta(folder: str | Path) -> dict:
     folder = Path(folder).expanduser()
     path = folder / "session.json"
+    if not folder.is_dir():
+        raise SessionError(f"{folder}: no such folder; pick the folder that contains session.json")
     if not path.is_file():
         raise _fail(folder, "session.json is missing; pick the folder that contains session.json")
     if path.stat().st_size > MAX_JSON_BYTES:

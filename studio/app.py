@@ -47,6 +47,8 @@ class Studio:
             self.notify(client, title, body, error)  # looked up at each call: Studio.notify may be replaced
 
         self.live = LivePanel(self.server)
+        # the comparison shows (or hides) for the frame on screen at once, not at the next step
+        self.live.compare.on_update(lambda _: self.submit("compare with the simulator", lambda scene: None, None))
         self.controls = Controls(gui, self.submit, self.submit_step, notify, pending=lambda: self.worker.pending,
                                  set_autoplay=self._set_autoplay, steering_by_camera=self._steering_by_camera,
                                  clear_queue=self.worker.clear)
@@ -86,8 +88,23 @@ class Studio:
         self.worker.wake()
 
     def _steering_by_camera(self, on: bool) -> None:
-        if on:
-            self.inspect.follow.value = False  # following would feed the camera back into itself
+        """Steering by the viewer camera starts where the generated camera is: each tab's view jumps from the
+        chase view into the generated camera (steering from the chase view would first take the camera 4 m
+        back and 2 m up). Following is switched off: it would feed the camera back into itself."""
+        if not on:
+            return
+        self.inspect.follow.value = False
+
+        def run(scene: Scene) -> None:
+            c2w = scene.current.c2w
+            self.controls.steering_starts_at(c2w)  # the jump itself is not a move
+            eye, forward = c2w[:3, 3], c2w[:3, 2]
+            for client in self.server.get_clients().values():
+                with client.atomic():
+                    client.camera.up_direction = (0.0, 1.0, 0.0)
+                    client.camera.position = eye
+                    client.camera.look_at = eye + forward
+        self.submit("steer from the generated camera", run, None)
 
     def replace_scene(self, scene: Scene) -> None:
         """Swap in another scene (worker thread only): the view drops the old map and trail."""
@@ -179,7 +196,9 @@ def main(args) -> int:
     if not root.is_dir():
         print(f"error: workspace root {root} is not a folder; pass --root FOLDER", file=sys.stderr)
         return 2
-    hand_compute_threads_to_worker()  # the worker makes the frames; torch's threads are its alone
+    # the worker makes the frames; torch's threads are its alone, less a core for the browser drawing the page
+    # when that runs on this machine (a loopback studio)
+    hand_compute_threads_to_worker(cores_for_the_page=1 if policy.loopback else 0)
     try:
         scene = build_scene(args)
     except (SessionError, WorldSpecError, ValueError, OSError) as e:

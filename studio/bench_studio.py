@@ -5,18 +5,49 @@ the walk's own voxels stay new), then a short procedural walk is stepped through
 server, no browser): latency = submit of a step command -> worker idle (model + memory + fuse + stream +
 panels), bytes = what the map streamer sent for that step.
 
-Section "studio_neural" times the same with the learned model, without a client and with one websocket client
-connected from the studio's own page origin that reads everything the server sends (as a browser tab would; the
-browser's own drawing is not timed): viser then serialises and sends every update.
+Section "studio_neural" times the same with the learned model: without a client, with one websocket client
+connected from the studio's own page origin that reads everything the server sends (as a browser tab would, but
+drawing nothing): viser then serialises and sends every update, and with the real page open in headless
+chromium on this machine, drawing every update with software WebGL while the model steps (when Debian's
+chromium and playwright are installed: ``install.sh --test``; otherwise that figure is left out).
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; a downloaded browser is never used
+CHROMIUM_FLAGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+# a page held open in headless chromium until stdin closes (run in its own process: playwright's sync API
+# owns an event loop); prints "ready" once the studio's page has drawn its canvas
+_BROWSER_PAGE = """
+import sys
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=sys.argv[1], args=sys.argv[3:], headless=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(sys.argv[2], wait_until="load")
+    page.wait_for_selector("canvas", timeout=90_000)
+    print("ready", flush=True)
+    sys.stdin.read()
+    browser.close()
+"""
+
+
+def browser_available() -> bool:
+    """Debian's chromium and Python playwright are installed (``install.sh --test``)."""
+    import importlib.util
+
+    return Path(CHROMIUM).is_file() and importlib.util.find_spec("playwright") is not None
 
 
 def _free_port() -> int:
@@ -69,13 +100,17 @@ def bench_studio(quick: bool) -> dict[str, float]:
 
 def bench_studio_neural(quick: bool) -> dict[str, float]:
     """The studio's whole step with the learned model (model + memory + fuse + stream + panels), fresh world,
-    measured in a fresh process set up as ``launch.py view`` sets itself up (torch's threads owned by the
-    worker thread: :func:`studio.worker.hand_compute_threads_to_worker`; earlier sections of this process
-    have run torch on the main thread)."""
+    measured in a fresh process set up as ``launch.py view`` on 127.0.0.1 sets itself up (torch's threads owned
+    by the worker thread, less a core for the page: :func:`studio.worker.hand_compute_threads_to_worker`;
+    earlier sections of this process have run torch on the main thread)."""
     import multiprocessing as mp
 
     out: dict[str, float] = {}
-    for client in (False, True):
+    clients = ["none", "socket"] + (["browser"] if browser_available() else [])
+    if "browser" not in clients:
+        print("studio_step_ms_neural_browser left out: no /usr/bin/chromium or playwright (bash install.sh --test)",
+              file=sys.stderr)
+    for client in clients:
         with mp.get_context("spawn").Pool(1) as pool:
             out.update(pool.apply(_studio_neural_in_this_process, (quick, client)))
     return out
@@ -111,21 +146,29 @@ class _PageClient:
         self._thread.join(5)
 
 
-def _studio_neural_in_this_process(quick: bool, client: bool = False) -> dict[str, float]:
+def _studio_neural_in_this_process(quick: bool, client: str = "none") -> dict[str, float]:
+    """One studio with the learned world; ``client``: "none", "socket" (:class:`_PageClient`) or "browser" (the
+    page in headless chromium)."""
     from scenes.factory import make_scene
     from studio.app import Studio
     from studio.worker import hand_compute_threads_to_worker
     from worldmodel.actions import generated_walk
 
-    hand_compute_threads_to_worker()
+    hand_compute_threads_to_worker(cores_for_the_page=1)  # as a loopback studio: the page is on this machine
     scene = make_scene("neural", 0)
     port = _free_port()
     studio = Studio(scene, port=port)
     studio.worker.wait_idle(120)
-    page = None
-    if client:
+    page, browser = None, None
+    if client == "socket":
         page = _PageClient(port)
         time.sleep(2.0)  # the page's initial state (GUI, first frame, map) arrives before the walk
+    elif client == "browser":
+        browser = subprocess.Popen([sys.executable, "-c", _BROWSER_PAGE, CHROMIUM, f"http://127.0.0.1:{port}/",
+                                    *CHROMIUM_FLAGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if browser.stdout.readline().strip() != "ready":
+            raise RuntimeError("headless chromium did not open the studio's page")
+        time.sleep(2.0)
     received_before = page.bytes_received if page else 0
     steps = 12 if quick else 30
     latencies = []
@@ -134,13 +177,18 @@ def _studio_neural_in_this_process(quick: bool, client: bool = False) -> dict[st
         studio.submit_step(action, None)
         studio.worker.wait_idle(60)
         latencies.append(time.perf_counter() - t0)
-    if page is None:
-        out = {"studio_step_ms_neural": 1e3 * float(np.median(latencies[2:]))}
-    else:
+    median_ms = 1e3 * float(np.median(latencies[2:]))
+    if client == "none":
+        out = {"studio_step_ms_neural": median_ms}
+    elif client == "socket":
         time.sleep(0.5)  # let the last step's messages arrive
-        out = {"studio_step_ms_neural_client": 1e3 * float(np.median(latencies[2:])),
+        out = {"studio_step_ms_neural_client": median_ms,
                "client_bytes_per_step_neural": (page.bytes_received - received_before) / steps}
         page.close()
+    else:
+        out = {"studio_step_ms_neural_browser": median_ms}
+        browser.stdin.close()
+        browser.wait(30)
     studio.close()
     scene.close()
     return out

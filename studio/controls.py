@@ -159,6 +159,10 @@ class Controls:
     def _steer_mode_changed(self) -> None:
         self.steering_by_camera(self.steer_by_camera.value != "off")
 
+    def steering_starts_at(self, c2w: np.ndarray) -> None:
+        """The viewer camera is being put at ``c2w`` (4, 4): its arrival there asks for no frame."""
+        self._last_camera_target = np.asarray(c2w, dtype=np.float64).copy()
+
     def camera_moved(self, camera: viser.CameraHandle) -> None:
         """Viewer camera moved: when steering by camera, ask for the view at that pose (coalesced)."""
         mode = self.steer_by_camera.value

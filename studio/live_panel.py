@@ -65,6 +65,7 @@ class LivePanel:
             return
         if ref is None:
             self.compare_md.content = "This world has no simulator to compare with."
+            self.reference.visible = False  # no stale image of another world's simulator
             return
         rgb = ref[0]
         if rgb.shape == frame.rgb.shape:

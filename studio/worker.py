@@ -5,11 +5,13 @@ GUI callbacks (from any browser tab) only ``submit`` commands; the worker runs t
 are coalesced (only the newest pending one runs). Autoplay steps when the queue is idle.
 
 The worker is also the thread that runs the model: :func:`hand_compute_threads_to_worker` (called by the
-studio before it loads a world) leaves torch's thread pool to it alone.
+studio before it loads a world) leaves torch's thread pool to it alone, less a core for a page drawn on this
+machine.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -24,18 +26,27 @@ from scenes.scene import Scene
 _worker_compute_threads: int | None = None  # set by hand_compute_threads_to_worker
 
 
-def hand_compute_threads_to_worker() -> None:
+def hand_compute_threads_to_worker(cores_for_the_page: int = 0) -> None:
     """Call on the main thread before any model is loaded: from then on torch runs single-threaded there,
-    and each SceneWorker takes torch's intra-op threads (the count torch had) for its own thread when it starts.
+    and each SceneWorker takes torch's intra-op threads (the count torch had, less ``cores_for_the_page``, at
+    least 1) for its own thread when it starts.
 
-    Why: torch's OpenMP runtime (libgomp) gives every thread that runs a parallel kernel its own team of helper
-    threads. With two teams alive (model loading on the main thread, steps on the worker) and more helper
-    threads than cores, libgomp stops spin-waiting between kernels, so each of the ~400 kernels of a model step
-    pays a sleep and wake-up: the learned model's step took 75 ms on the worker instead of 47 ms (measured on
-    2 cores). One team, owned by the worker, avoids it."""
+    Why one team: torch's OpenMP runtime (libgomp) gives every thread that runs a parallel kernel its own team
+    of helper threads. With two teams alive (model loading on the main thread, steps on the worker) and more
+    helper threads than cores, libgomp stops spin-waiting between kernels, so each of the ~400 kernels of a model
+    step pays a sleep and wake-up: the learned model's step took 75 ms on the worker instead of 47 ms (measured
+    on 2 cores).
+
+    Why a core for the page: a browser on this machine draws every frame (WebGL) while the worker steps, and
+    OpenMP threads on every core fight it for them: 20 queued steps of the learned world took 17.9 s with 2
+    threads on 2 cores and 2.6 s with 1 (headless chromium drawing the page; model 820 vs 58 ms a step).
+    ``OMP_NUM_THREADS``, when the user set it, is kept as it is."""
     global _worker_compute_threads
     if _worker_compute_threads is None:
-        _worker_compute_threads = torch.get_num_threads()
+        threads = torch.get_num_threads()
+        if "OMP_NUM_THREADS" not in os.environ:
+            threads = max(1, threads - cores_for_the_page)
+        _worker_compute_threads = threads
         torch.set_num_threads(1)  # this thread's OpenMP setting only; the worker sets its own
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 from safetensors.torch import load_file, save_file
 
 from learn.data import generate_walk, load_shard, WalkSpec
@@ -514,6 +515,48 @@ def test_the_studio_opens_on_the_learned_world_and_compares_with_the_simulator()
         assert rgb.shape == step.frame.rgb.shape and depth.dtype == np.float32
     finally:
         scene.close()
+
+
+def test_studio_compare_shows_at_once_and_steering_by_camera_starts_at_the_generated_camera():
+    """The compare toggle updates the frame on screen (no step needed); a world without a simulator hides the
+    last world's reference image; switching camera steering on puts the view into the generated camera and
+    that jump generates nothing."""
+    import socket
+    from types import SimpleNamespace
+
+    from scenes.factory import make_scene
+    from studio.app import Studio
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    studio = Studio(make_scene("neural", 0), port=port)
+    try:
+        assert studio.worker.wait_idle(60)
+        live = studio.live
+        live.compare.value = True
+        assert studio.worker.wait_idle(30)
+        assert live.reference.visible and "dB** PSNR" in live.compare_md.content and studio.worker.scene.length == 1
+        live.compare.value = False
+        assert studio.worker.wait_idle(30)
+        assert not live.reference.visible and not live.compare_md.visible
+        live.compare.value = True
+        studio.submit("a world with no simulator", lambda s: studio.replace_scene(make_scene("procedural", 0)), None)
+        assert studio.worker.wait_idle(60)
+        assert live.compare_md.content.startswith("This world has no simulator") and not live.reference.visible
+
+        scene = studio.worker.scene
+        studio.controls.steer_by_camera.value = "exact pose"
+        assert studio.worker.wait_idle(30)
+        assert not studio.inspect.follow.value
+        c2w = scene.current.c2w
+        x, y, z, w = Rotation.from_matrix(c2w[:3, :3]).as_quat()
+        studio.controls.camera_moved(SimpleNamespace(wxyz=np.array([w, x, y, z]), position=c2w[:3, 3].copy(),
+                                                     client=None))  # the view arriving in the generated camera
+        assert studio.worker.wait_idle(30) and scene.length == 1
+    finally:
+        studio.close()
+        studio.worker.scene.close()
 
 
 def test_learned_world_continues_from_a_recorded_frame():

@@ -175,6 +175,8 @@ def test_corrupt_sessions_give_one_line_errors(tmp_path):
     folder = save_session(scene, tmp_path / "s")
     with pytest.raises(SessionError, match="session.json is missing"):
         load_session(tmp_path)
+    with pytest.raises(SessionError, match="no such folder; pick the folder that contains session.json"):
+        load_session(tmp_path / "does" / "not" / "exist")
     (folder / "frames" / "0000001.safetensors").write_bytes(b"garbage")
     with pytest.raises(SessionError, match=r"s/frames/0000001.safetensors is corrupt"):
         load_session(folder)

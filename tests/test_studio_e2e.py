@@ -19,9 +19,7 @@ from scenes.scene import Scene, SceneConfig
 from studio.app import Studio
 from worldmodel.registry import create_world
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+from studio.bench_studio import CHROMIUM, CHROMIUM_FLAGS as FLAGS
 
 
 def free_port() -> int:

@@ -381,7 +381,12 @@ def main(args) -> int:
     from worldmodel.neural.world import SHIPPED_WEIGHTS
 
     if args.json:  # a missing folder must not cost a whole evaluation at the end
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"error: cannot make the folder of --json {args.json} ({e.strerror or e}); pick another file",
+                  file=sys.stderr)
+            return 2
     try:
         summary = evaluate(args.weights or SHIPPED_WEIGHTS, walks=args.walks, steps=args.steps, plots=args.plots)
     except WeightsError as e:

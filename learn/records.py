@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 def json_safe(value):
-    """``value`` (nested dicts / lists / tuples of numbers and strings) with every non-finite float as None."""
+    """``value`` (nested dicts / lists / tuples / arrays of numbers and strings, numpy scalars too) with every
+    non-finite float as None."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

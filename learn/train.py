@@ -44,8 +44,8 @@ from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
 from worldmodel.neural.net import IN_CHANNELS
-from worldmodel.neural.weights import (DEFAULT_CONFIG, WeightsError, build_net, load_pretrained, resolve,
-                                      save_pretrained)
+from worldmodel.neural.weights import (DEFAULT_CONFIG, WeightsError, build_net, check_config, load_pretrained,
+                                      resolve, save_pretrained)
 
 class CheckpointError(ValueError):
     """A training checkpoint that cannot be resumed; the message says what to do."""
@@ -222,7 +222,9 @@ class Trainer:
             self.model_config = {k: v for k, v in init_config.items() if k not in ("training", "eval")}
             self.init_record = base_training_record(cfg.init, resolve(cfg.init), init_config.get("training", {}))
             self.net = init_net.train().to(self.device)
-        else:
+        else:  # the same check the saved weights get, before any data or training (not at the first save)
+            self.model_config = check_config(self.model_config, "--widths",
+                                             fix="pass 2 to 6 widths, each a multiple of 8, e.g. --widths 48 96 144 192")
             self.net = build_net(self.model_config).to(self.device)
         self.module = self.net
         if self.world > 1:
@@ -437,7 +439,9 @@ class Trainer:
         try:
             saved_config, saved_net = load_pretrained(out)
             meta = json.loads((out / "train_state.json").read_text())
-            int(meta["step"])
+            step, elapsed, history = int(meta["step"]), float(meta.get("elapsed_s", 0.0)), meta.get("history", [])
+            if not isinstance(history, list):
+                raise ValueError("history is not a list")
             np.random.default_rng().bit_generator.state = meta["rng"]  # a malformed state fails here, not later
             tensors = load_file(str(out / "train_state.safetensors"))
         except (WeightsError, OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
@@ -453,15 +457,23 @@ class Trainer:
         if self.disc is not None:
             disc = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")}
             if disc:  # a run that trained without the discriminator resumes with a fresh one
-                saved = PatchDiscriminator.condition_channels_of(disc)
+                try:
+                    saved = PatchDiscriminator.condition_channels_of(disc)
+                except KeyError:
+                    raise CheckpointError(f"{out}: its discriminator state is damaged; restore the checkpoint or "
+                                          "start over without --resume") from None
                 if saved != self.disc_module.condition_channels:
                     raise CheckpointError(f"{out}: its discriminator was trained with{'' if saved else 'out'} "
                                           "--adversarial-context; resume with the options the run started with")
-                self.disc_module.load_state_dict(disc)
-                load_optimizer_tensors(self.disc_opt, tensors, "disc_opt")
-        self.step = int(meta["step"])
-        self.elapsed_before, self.started = float(meta.get("elapsed_s", 0.0)), time.time()
-        self.history = meta.get("history", [])
+                try:
+                    self.disc_module.load_state_dict(disc)
+                    load_optimizer_tensors(self.disc_opt, tensors, "disc_opt")
+                except (RuntimeError, ValueError, KeyError) as e:
+                    raise CheckpointError(f"{out}: its discriminator is of another size ({type(e).__name__}); "
+                                          "resume with the options the run started with") from None
+        self.step = step
+        self.elapsed_before, self.started = elapsed, time.time()
+        self.history = history
         if self.rank == 0:  # the saved state is rank 0's: a 1-process run resumes exactly where it stopped
             self.rng.bit_generator.state = meta["rng"]
         else:  # other ranks draw their own samples, not rank 0's again

@@ -132,7 +132,8 @@ def read_session_meta(folder: str | Path) -> dict:
     folder = Path(folder).expanduser()
     path = folder / "session.json"
     if not folder.is_dir():
-        raise SessionError(f"{folder}: no such folder; pick the folder that contains session.json")
+        what = "is a file, not a folder" if folder.exists() else "no such folder"
+        raise SessionError(f"{folder}: {what}; pick the folder that contains session.json")
     if not path.is_file():
         raise _fail(folder, "session.json is missing; pick the folder that contains session.json")
     if path.stat().st_size > MAX_JSON_BYTES:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import viser
+import viser.transforms as vtf
 
 from scenes.factory import make_scene
 from scenes.scene import Scene, SceneConfig, StepResult
@@ -98,12 +99,11 @@ class Studio:
         def run(scene: Scene) -> None:
             c2w = scene.current.c2w
             self.controls.steering_starts_at(c2w)  # the jump itself is not a move
-            eye, forward = c2w[:3, 3], c2w[:3, 2]
+            wxyz = vtf.SO3.from_matrix(c2w[:3, :3]).wxyz  # the full orientation, roll included (viser: OpenCV)
             for client in self.server.get_clients().values():
                 with client.atomic():
-                    client.camera.up_direction = (0.0, 1.0, 0.0)
-                    client.camera.position = eye
-                    client.camera.look_at = eye + forward
+                    client.camera.position = c2w[:3, 3]
+                    client.camera.wxyz = wxyz
         self.submit("steer from the generated camera", run, None)
 
     def replace_scene(self, scene: Scene) -> None:

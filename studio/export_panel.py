@@ -84,7 +84,7 @@ class ExportPanel:
             upload = gui.add_upload_button("Upload session (.zip)", icon=viser.Icon.UPLOAD, mime_type=".zip")
             upload.on_upload(self._uploaded)
             self.world = gui.add_text("World", initial_value="neural",
-                                      hint="neural[:weights folder or hub id] | procedural | procedural:fly | "
+                                      hint="neural[:weights folder in the workspace] | procedural | procedural:fly | "
                                            "replay:/path/to/sequence | a plugin (python3 launch.py worlds lists them)")
             self.seed = gui.add_number("Seed", 0, step=1)
             new = gui.add_button("Open world", icon=viser.Icon.WORLD)

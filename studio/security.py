@@ -175,9 +175,14 @@ def guarded_viser_server(policy: AccessPolicy, **kwargs):
 
 
 def world_spec_in_root(root: str | Path, spec: str) -> str:
-    """A world spec typed in the browser, with a ``replay:PATH`` resolved inside the workspace root."""
+    """A world spec typed in the browser, with the path of ``replay:PATH`` or ``neural:WEIGHTS`` resolved inside
+    the workspace root (so a learned model's weights typed in the page are a folder in it: never a hub download,
+    never a probe of folders outside it)."""
     kind, sep, arg = spec.strip().partition(":")
-    if kind.strip().lower() != "replay" or not sep:
+    kind = kind.strip().lower()
+    if kind == "neural" and sep:
+        return f"neural:{path_in_root(root, arg)}"
+    if kind != "replay" or not sep:
         return spec
     from worldmodel.replay import parse_replay_arg
 

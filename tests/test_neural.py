@@ -277,6 +277,9 @@ def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp
     config = json.loads((shipped / "config.json").read_text())
     assert config["eval"]["psnr_memory_on"] == 17.5 and config["training"]["minutes_trained"] == 20.6
 
+    (tmp_path / "nulls.json").write_text(json.dumps({**summary, "revisit_start_seen": None}))  # not measured
+    assert "(not measured)" in (ship(run, tmp_path / "nulls", tmp_path / "nulls.json") / "README.md").read_text()
+
     again = ship(shipped, tmp_path / "again", tmp_path / "eval.json")  # no train_state.json there
     assert (again / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
     assert "20.6 minutes" in (again / "README.md").read_text()
@@ -519,8 +522,8 @@ def test_the_studio_opens_on_the_learned_world_and_compares_with_the_simulator()
 
 def test_studio_compare_shows_at_once_and_steering_by_camera_starts_at_the_generated_camera():
     """The compare toggle updates the frame on screen (no step needed); a world without a simulator hides the
-    last world's reference image; switching camera steering on puts the view into the generated camera and
-    that jump generates nothing."""
+    last world's reference image; switching camera steering on turns following off, and the view arriving at
+    the generated camera's pose (where the switch puts each tab's view) generates nothing."""
     import socket
     from types import SimpleNamespace
 
@@ -797,6 +800,8 @@ def test_bad_init_weights_or_a_damaged_checkpoint_stop_training_with_one_line_be
 
     cfg = TrainConfig(out=str(tmp_path / "ckpt"), data=str(tmp_path / "data"), train_seeds=[1000], val_seeds=[100],
                       steps=1, batch=1, widths=[8, 16])
+    with pytest.raises(WeightsError, match=r"widths \[48\] are unsupported .* pass 2 to 6 widths"):
+        Trainer(replace(cfg, widths=[48]))  # refused before any data or training, not at the first save
     Trainer(cfg).checkpoint()
     assert Trainer(cfg).resume()
     with pytest.raises(CheckpointError, match=r"another model \(widths \[8, 16\]\)"):

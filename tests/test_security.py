@@ -122,6 +122,11 @@ def test_browser_paths_stay_inside_the_workspace_root(studio, tmp_path):
     with pytest.raises(PathOutsideRoot):
         world_spec_in_root(tmp_path, "replay:/etc?stride=2")
     assert world_spec_in_root(tmp_path, "replay:inside?stride=2") == f"replay:{tmp_path.resolve()}/inside?stride=2"
+    with pytest.raises(PathOutsideRoot):
+        world_spec_in_root(tmp_path, "neural:/etc")
+    # a hub id typed in the page is a folder under the root, never a download
+    assert world_spec_in_root(tmp_path, "neural:owner/name") == f"neural:{tmp_path.resolve()}/owner/name"
+    assert world_spec_in_root(tmp_path, "neural") == "neural"
     # through the studio's own handlers: each refusal is reported, nothing is written or opened
     errors = []
     studio.notify = lambda client, title, body, error=False: errors.append(body) if error else None

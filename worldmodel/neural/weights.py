@@ -35,8 +35,9 @@ def build_net(config: dict) -> WorldModelNet:
     return WorldModelNet(tuple(config["widths"]), int(config["emb_dim"]), int(config["refine"]))
 
 
-def check_config(config: dict, where: str) -> dict:
-    """Fill defaults and validate types/ranges of a config read from ``where``; raise WeightsError."""
+def check_config(config: dict, where: str, fix: str = "use the config the weights were saved with") -> dict:
+    """Fill defaults and validate types/ranges of a config read from ``where``; raise WeightsError (its message
+    ends with ``fix``, what to do)."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise WeightsError(f"{where}: not a WorldStudio neural model config (format must be {FORMAT!r}); "
                            "point at a folder written by save_pretrained or `launch.py train`")
@@ -55,19 +56,18 @@ def check_config(config: dict, where: str) -> dict:
         raise WeightsError(f"{where}: context_noise must be between 0 and 1, got {noise}")
     if not 2 <= len(widths) <= MAX_LEVELS or any(w % 8 or not 8 <= w <= MAX_WIDTH for w in widths):
         raise WeightsError(f"{where}: widths {widths} are unsupported (2..{MAX_LEVELS} levels, each a multiple of 8 "
-                           f"in 8..{MAX_WIDTH}); use the config the weights were saved with")
+                           f"in 8..{MAX_WIDTH}); {fix}")
     if any(side // 2 % 2 ** (len(widths) - 1) for side in size):
         raise WeightsError(f"{where}: size {size} cannot be halved {len(widths) - 1} times below the stem; "
                            "use fewer widths or a size that divides")
     for key, (low, high) in INT_RANGES.items():
         if not low <= int(cfg[key]) <= high:
-            raise WeightsError(f"{where}: {key} {int(cfg[key])} is out of range {low}..{high}; use the config the "
-                               "weights were saved with")
+            raise WeightsError(f"{where}: {key} {int(cfg[key])} is out of range {low}..{high}; {fix}")
     for key, value in zip(REAL_RANGES, numbers):
         low, high = REAL_RANGES[key]
         if not (math.isfinite(value) and low < value <= high):
-            raise WeightsError(f"{where}: {key} {value:g} is out of range (above {low:g}, at most {high:g}); use "
-                               "the config the weights were saved with")
+            raise WeightsError(f"{where}: {key} {value:g} is out of range (above {low:g}, at most {high:g}); "
+                               f"{fix}")
     return cfg
 
 
@@ -144,13 +144,14 @@ def save_pretrained(folder: str | os.PathLike, config: dict, net: WorldModelNet,
                     half: bool = True) -> Path:
     """Write config.json, model.safetensors (fp16 when ``half``) and a model card (``card``, else
     :func:`basic_card`); atomic per file."""
+    checked = check_config(config, "config")  # a bad config leaves no folder behind
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
     files = {WEIGHTS_NAME: lambda p: save_file(state, str(p), metadata={"format": FORMAT}),
-             CONFIG_NAME: lambda p: p.write_text(json.dumps(check_config(config, "config"), indent=2, allow_nan=False) + "\n")}
-    card_text = basic_card(check_config(config, "config"), net) if card is None else card
+             CONFIG_NAME: lambda p: p.write_text(json.dumps(checked, indent=2, allow_nan=False) + "\n")}
+    card_text = basic_card(checked, net) if card is None else card
     files[CARD_NAME] = lambda p: p.write_text(card_text)
     for name, write in files.items():
         tmp = folder / f".{name}.tmp{os.getpid()}"

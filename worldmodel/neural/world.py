@@ -109,7 +109,10 @@ class NeuralWorld(BaseWorldModel):
                  first_frame: Frame | None = None, bf16: bool = True, context_noise: float | None = None):
         local = Path(weights).expanduser()  # a folder is kept absolute (a session reopens from anywhere); a hub id as is
         self.weights = str(local.resolve()) if local.is_dir() else str(weights)
-        self.config, self.net = load_pretrained(weights)
+        folder = resolve(weights)
+        self.config, self.net = load_pretrained(folder)
+        card = folder / CARD_NAME
+        self.card = card.read_text() if card.is_file() else None  # kept for save_pretrained
         self.width, self.height = (int(v) for v in self.config["size"])
         self.kinematics = kinematics or Kinematics(self.config["step_m"], self.config["yaw_deg"])
         self.seed = int(seed)
@@ -131,11 +134,8 @@ class NeuralWorld(BaseWorldModel):
 
     def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> Path:
         """Write these weights as a model folder (config.json, model.safetensors, README.md): ``card``, else the
-        card the weights came with, else a short one made from the config."""
-        if card is None:
-            source_card = resolve(self.weights) / CARD_NAME
-            card = source_card.read_text() if source_card.is_file() else None
-        return save_pretrained(folder, self.config, self.net, card=card)
+        card the weights came with (read when they were loaded), else a short one made from the config."""
+        return save_pretrained(folder, self.config, self.net, card=self.card if card is None else card)
 
     @classmethod
     def from_description(cls, desc: dict) -> "NeuralWorld":

@@ -359,8 +359,13 @@ def test_hub_repo_id_loads_from_the_cache_offline(tmp_path, monkeypatch):
 
 def test_ddp_replicas_hold_identical_weights(tiny_shards, tmp_path):
     """Two CPU processes (gloo) under torchrun: after a few steps both replicas hold the same weights."""
+    import socket
+
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    with socket.socket() as sock:  # a free port: a fixed one can be held by another run on the machine
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            str(REPO / "launch.py"), "train", "--data", str(tiny_shards), "--out", str(out), "--walks", "2",
            "--val-walks", "1", "--walk-steps", "6", "--steps", "3", "--batch", "2", "--widths", "8", "16",
            "--workers", "1"]

@@ -366,8 +366,8 @@ def test_ddp_replicas_hold_identical_weights(tiny_shards, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     # --max-restarts 1: torchrun's own restart of the whole group when a rank dies. In 2 of 5 fresh-clone CI
-    # rehearsals a rank aborted (SIGABRT, inside gloo; cause not found); the restarted group's result is
-    # checked as strictly as a first run's
+    # rehearsals rank 1 was killed by SIGABRT (its own error lines were cut from the report; cause not found);
+    # the restarted group's result is checked as strictly as a first run's
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
            "--master_port", port,
            str(REPO / "launch.py"), "train", "--data", str(tiny_shards), "--out", str(out), "--walks", "2",

@@ -100,8 +100,8 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
                        else "the caches stayed the simulator's"),
         eval_walks=summary["walks"] if summary else "-", eval_steps=summary["steps"] if summary else "-",
         table=format_table(summary) if summary else "(not evaluated)",
-        start_seen=(f"{100 * summary['revisit_start_seen']:.0f} %" if summary and summary.get("revisit_start_seen") is not None
-                    else "(not measured)"))
+        start_seen=(f"{100 * summary['revisit_start_seen']:.0f} %"
+                    if summary and summary.get("revisit_start_seen") is not None else "(not measured)"))
     if summary:
         config["eval"] = json_safe({k: v for k, v in summary.items() if k not in ("curves", "per_walk")})
     training.pop("history", None)

@@ -47,6 +47,7 @@ from worldmodel.neural.net import IN_CHANNELS
 from worldmodel.neural.weights import (DEFAULT_CONFIG, WeightsError, build_net, check_config, load_pretrained,
                                       resolve, save_pretrained)
 
+
 class CheckpointError(ValueError):
     """A training checkpoint that cannot be resumed; the message says what to do."""
 
@@ -223,8 +224,8 @@ class Trainer:
             self.init_record = base_training_record(cfg.init, resolve(cfg.init), init_config.get("training", {}))
             self.net = init_net.train().to(self.device)
         else:  # the same check the saved weights get, before any data or training (not at the first save)
-            self.model_config = check_config(self.model_config, "--widths",
-                                             fix="pass 2 to 6 widths, each a multiple of 8, e.g. --widths 48 96 144 192")
+            self.model_config = check_config(self.model_config, "--widths", fix="pass 2 to 6 widths, each a "
+                                             "multiple of 8, e.g. --widths 48 96 144 192")
             self.net = build_net(self.model_config).to(self.device)
         self.module = self.net
         if self.world > 1:

@@ -43,6 +43,7 @@ DEPTH_EDGE_LOG_JUMP = 0.1
 # Riding the ground (ride_ground): the steepest climb per metre walked (the procedural terrain stays below 0.35)
 # and the change allowed on top of it (a turn in place may still settle the camera onto the ground it finds).
 MAX_CLIMB, CLIMB_SLACK_M = 0.6, 0.1
+HEAD_CLEARANCE_M = 0.3  # what is higher above the eye than this is not walked into (both obstacle checks)
 MIN_OBSTACLE_VOXELS = 2  # map voxels at body height that stop a walking camera (one could be a stray sample)
 LOOK_AHEAD_M = (1.0, 2.0, 3.0)  # where ride_ground looks for ground further along a move when none is underfoot
 
@@ -53,7 +54,7 @@ def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIU
     the eye (lower things are stepped over, as the simulator does) to 0.3 m above it (+Y up). The model's own
     depth is the only geometry it needs; obstacles beside or behind the camera are not in it."""
     points, _ = unproject_depth(last.depth, last.K, last.c2w, stride=stride)
-    band = (points[:, 1] > eye[1] - radius) & (points[:, 1] < eye[1] + 0.3)
+    band = (points[:, 1] > eye[1] - radius) & (points[:, 1] < eye[1] + HEAD_CLEARANCE_M)
     near = (np.abs(points[band, 0] - eye[0]) < radius) & (np.abs(points[band, 2] - eye[2]) < radius)
     return bool(near.any())
 
@@ -62,8 +63,8 @@ def blocked_by_map(ground: GroundProbe, eye: np.ndarray, radius: float = BODY_RA
     """True when the map's observed frames show a surface (:data:`MIN_OBSTACLE_VOXELS` voxels or more) within
     ``radius`` of a camera at ``eye`` (3,) in the band :func:`blocked_by_own_view` checks: obstacles beside the
     path that the last frame no longer shows (seed 3's eval loop walked into a trunk at the edge of its view)."""
-    return ground.surface_voxels(float(eye[0]), float(eye[2]), float(eye[1]) - radius, float(eye[1]) + 0.3,
-                                 radius) >= MIN_OBSTACLE_VOXELS
+    return ground.surface_voxels(float(eye[0]), float(eye[2]), float(eye[1]) - radius,
+                                 float(eye[1]) + HEAD_CLEARANCE_M, radius) >= MIN_OBSTACLE_VOXELS
 
 
 def ride_ground(ground: GroundProbe, last_eye: np.ndarray, eye: np.ndarray, eye_height: float) -> float:
@@ -107,9 +108,9 @@ class NeuralWorld(BaseWorldModel):
 
     def __init__(self, weights: str | os.PathLike = SHIPPED_WEIGHTS, seed: int = 0, kinematics: Kinematics | None = None,
                  first_frame: Frame | None = None, bf16: bool = True, context_noise: float | None = None):
-        local = Path(weights).expanduser()  # a folder is kept absolute (a session reopens from anywhere); a hub id as is
-        self.weights = str(local.resolve()) if local.is_dir() else str(weights)
         folder = resolve(weights)
+        # a local folder is kept absolute (a session reopens from anywhere); a hub id as given
+        self.weights = str(folder.resolve()) if folder == Path(weights).expanduser() else str(weights)
         self.config, self.net = load_pretrained(folder)
         card = folder / CARD_NAME
         self.card = card.read_text() if card.is_file() else None  # kept for save_pretrained

@@ -332,3 +332,28 @@ def test_the_worker_thread_owns_torchs_threads_after_the_hand_off(cores_for_the_
     assert out.returncode == 0, out.stderr[-2000:]
     before, main_after, on_worker = map(int, out.stdout.split())
     assert (main_after, on_worker) == (1, max(1, before - cores_for_the_page))
+
+
+def test_the_live_panel_says_when_the_world_refused_a_move():
+    """Procedural seed 1's random walk: its 29th step (fLL) walks into an obstacle, and the simulator only turns
+    (ground truth: the camera stays where it stood). The live panel says so; a step that moves, or stays by
+    command (S), does not."""
+    from scenes.factory import make_scene
+    from worldmodel.actions import generated_walk
+
+    walk = generated_walk("random", 29, 1)
+    scene = make_scene("procedural", 1, size=(64, 48), config=SceneConfig(voxel_size=0.2, memory_k=0))
+    scene.run(walk[:27])
+    app = Studio(scene, port=free_port())
+    try:
+        assert app.worker.wait_idle(30)
+        notes = []
+        for action in [walk[27], walk[28], *parse_actions("(SR)")]:
+            start = app.worker.scene.current.c2w[:3, 3].copy()
+            app.submit_step(action, None)
+            assert app.worker.wait_idle(30)
+            moved = np.linalg.norm(app.worker.scene.current.c2w[:3, 3] - start) > 1e-6
+            notes.append((str(action), moved, "move blocked" in app.live.status.content))
+        assert notes == [(str(walk[27]), True, False), ("(fLL)", False, True), ("(SR)", False, False)], notes
+    finally:
+        app.close()

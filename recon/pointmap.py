@@ -238,10 +238,14 @@ class VoxelPointMap:
         return FuseStats(self.version, len(points), m, int(is_new.sum()), rows)
 
     # ------------------------------------------------------------------ queries
+    def carved_mask(self, rows: np.ndarray) -> np.ndarray:
+        """(M,) bool: which of ``rows`` free-space carving removed (more than ``carve_ratio`` times as many frames
+        saw through them as saw them)."""
+        return self.free_frames[rows] > self.carve_ratio * self.seen_frames[rows]
+
     def visible_mask(self, rows: np.ndarray) -> np.ndarray:
         """(M,) bool: which of ``rows`` are shown (observed often enough, and not carved away)."""
-        return (self.weight[rows] >= self.min_weight) & (self.free_frames[rows] <= self.carve_ratio
-                                                         * self.seen_frames[rows])
+        return (self.weight[rows] >= self.min_weight) & ~self.carved_mask(rows)
 
     def _visible_rows(self, rows: np.ndarray | None = None, upto_frame: int | None = None) -> np.ndarray:
         if rows is None:

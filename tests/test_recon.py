@@ -114,33 +114,44 @@ def test_changed_since_and_box_queries(walk_frames):
     assert 0 < len(early) < len(pts)
 
 
-def test_free_space_carving_removes_ghost_surfaces():
-    """A frame with wrong depth leaves a ghost wall 0.8 m (8 voxels) in front of the real one; frames that
-    see the real wall through it carve the ghost away, and the real wall stays."""
+GHOST_Z, WALL_Z = 4.25, 5.0
+
+
+def ghost_wall_map(carve: bool) -> tuple[VoxelPointMap, np.ndarray, np.ndarray]:
+    """A 64x48 camera at the origin looking down +z at a wall 5 m away; one frame with wrong depth puts a ghost
+    wall 0.75 m in front of it, then 9 frames from shifted cameras (0.1 m apart) see the real wall through it
+    (carving casts every 3rd ray of each frame). Returns (map, K, c2w of the first camera)."""
     K = intrinsics_from_fov(64, 48, 60.0)
     c2w = np.eye(4)
     rgb = np.full((48, 64, 3), 90, np.uint8)
-    wall, ghost = np.full((48, 64), 5.0, np.float32), np.full((48, 64), 4.25, np.float32)
+    wall, ghost = np.full((48, 64), WALL_Z, np.float32), np.full((48, 64), GHOST_Z, np.float32)
+    pmap = VoxelPointMap(voxel_size=0.1, carve=carve)
+    pmap.fuse(wall, rgb, K, c2w, 0)
+    pmap.fuse(ghost, rgb, K, c2w, 1)
+    shifts = [(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
+    for i, (dx, dy) in enumerate(shifts, start=2):
+        shifted = c2w.copy()
+        shifted[:2, 3] = dx, dy
+        pmap.fuse(wall, rgb, K, shifted, i)
+    return pmap, K, c2w
+
+
+def test_free_space_carving_removes_ghost_surfaces():
+    """A frame with wrong depth leaves a ghost wall 0.75 m in front of the real one; frames that see the real
+    wall through it carve the ghost away, and the real wall stays."""
     ghosts = {}
     for carve in (False, True):
-        pmap = VoxelPointMap(voxel_size=0.1, carve=carve)
-        pmap.fuse(wall, rgb, K, c2w, 0)
-        pmap.fuse(ghost, rgb, K, c2w, 1)
-        # the camera moves a little while it looks at the wall (carving casts every 3rd ray of each frame)
-        shifts = [(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
-        for i, (dx, dy) in enumerate(shifts, start=2):
-            shifted = c2w.copy()
-            shifted[:2, 3] = dx, dy
-            pmap.fuse(wall, rgb, K, shifted, i)
+        pmap, _, _ = ghost_wall_map(carve)
         pts = pmap.points()[0]
         z = pts[:, 2]
-        assert (np.abs(z - 5.0) < 0.1).sum() > 1000            # the real wall is kept
+        assert (np.abs(z - WALL_Z) < 0.1).sum() > 1000            # the real wall is kept
         # ghost voxels away from the image border (where every shifted view looks through them)
         inner = (np.abs(pts[:, 0]) < 2.5) & (np.abs(pts[:, 1]) < 1.8)
-        ghosts[carve] = int((inner & (np.abs(z - 4.25) < 0.1)).sum())
+        ghosts[carve] = int((inner & (np.abs(z - GHOST_Z) < 0.1)).sum())
     assert ghosts[False] > 1000 and ghosts[True] < 0.02 * ghosts[False]
     # a surface seen by every frame is never carved by its own rays
-    assert (pmap.free_frames[: len(pmap)][np.abs(pmap.rows_points(np.arange(len(pmap)))[0][:, 2] - 5.0) < 0.1] == 0).all()
+    on_wall = np.abs(pmap.rows_points(np.arange(len(pmap)))[0][:, 2] - WALL_Z) < 0.1
+    assert (pmap.free_frames[: len(pmap)][on_wall] == 0).all()
 
 
 def test_carving_keeps_exact_surfaces(walk_frames):

@@ -249,10 +249,10 @@ def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w:
         rows = np.concatenate([rows, grid.pending_rows])
         block = np.concatenate([block, np.ones(len(grid.pending_rows))])
         xyz = [np.concatenate([a, grid.pending_xyz[i]]) for i, a in enumerate(xyz)]
-    carved = pointmap.carved_mask(rows)
-    if carved.any():  # free space by the map's own carving: the viewer and the exports do not show it either
-        kept = ~carved
-        rows, block, xyz = rows[kept], block[kept], [a[kept] for a in xyz]
+    if pointmap.carve:  # free space by the map's own carving: the viewer and the exports do not show it either
+        kept = ~pointmap.carved_mask(rows)
+        if not kept.all():
+            rows, block, xyz = rows[kept], block[kept], [a[kept] for a in xyz]
     coarse = np.flatnonzero(block > 1)
     if len(coarse):  # snap to the centre of the block each representative stands for
         edge = (block[coarse] * v).astype(np.float32)

@@ -76,6 +76,7 @@ class StepResult:
     memory_indices: list[int] = field(default_factory=list)
     memory_poses: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
     cache: CacheView | None = None
+    move_refused: bool = False  # the action commanded a move and the camera did not move (Kinematics.move_refused)
 
     @cached_property
     def agreement(self) -> dict[str, float] | None:
@@ -280,7 +281,7 @@ class Scene:
             memory_ms=1e3 * (t1 - t0) + observe_ms, forked_from=forked_from, memory_fids=list(mem_fids),
             memory_scores=list(context.memory_scores), memory_indices=[f.index for f in context.memory],
             memory_poses=(np.stack([f.c2w for f in context.memory]) if context.memory else np.zeros((0, 4, 4))),
-            cache=context.cache)
+            cache=context.cache, move_refused=self.model.kinematics.move_refused(last.c2w, frame.c2w, action))
         return self.last_step
 
     def steps(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> Iterator[StepResult]:

@@ -13,8 +13,6 @@ from memory.metrics import psnr
 from recon.visual import colorize_depth
 from scenes.scene import Scene, StepResult
 from studio.bench_util import process_rss_mb
-from worldmodel.actions import Action
-from worldmodel.frame import Frame
 
 
 def depth_range(depth: np.ndarray) -> tuple[float, float]:
@@ -24,14 +22,6 @@ def depth_range(depth: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     near, far = np.percentile(valid[:: max(1, valid.size // 20000)], [2.0, 98.0])
     return float(near), float(max(far, near + 1e-3))
-
-
-def move_refused(frame: Frame, previous_position: np.ndarray) -> bool:
-    """True when ``frame`` was made by a discrete action that translates but its camera stands where the
-    previous frame's did (``previous_position`` (3,), metres): the world refused the move (an obstacle within
-    its walker's body radius) and only turned."""
-    return (isinstance(frame.action, Action) and frame.action.translation != "S"
-            and float(np.linalg.norm(frame.c2w[:3, 3] - previous_position)) < 1e-6)
 
 
 def _blank(h: int = 96, w: int = 128) -> np.ndarray:
@@ -66,7 +56,6 @@ class LivePanel:
         self.panel.set_width(340)
         self._times: collections.deque[float] = collections.deque(maxlen=20)
         self._step_stream = (0.0, 0)  # (ms, bytes) of the last step's map streaming
-        self._shown_at: np.ndarray | None = None  # camera position of the frame on screen (the step's start)
 
     def _show_reference(self, scene: Scene, frame) -> None:
         """The compare view: the model's ground truth at the frame's pose, with the PSNR of the frame."""
@@ -98,9 +87,8 @@ class LivePanel:
         fps = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 and \
             self._times[-1] > self._times[0] else 0.0
         behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
-        refused = step is not None and self._shown_at is not None and move_refused(step.frame, self._shown_at)
-        self._shown_at = frame.c2w[:3, 3].copy()
-        blocked = " · **move blocked**: something is in the way, the camera only turned" if refused else ""
+        blocked = (" · **did not move**: the world kept the camera where it stood (an obstacle in the way, or the "
+                   "end of a recording)" if step is not None and step.move_refused else "")
         self.status.content = (f"World **{scene.model.name}** · Frame **{frame.index}**{behind} · branch "
                                f"**{scene.branch_name}** · {fps:.1f} frames/s{blocked}")
         self.rgb.image = frame.rgb

@@ -96,3 +96,18 @@ def test_action_text_roundtrip():
     assert action_from_text("") is None
     with pytest.raises(ValueError):
         action_from_text("pose:1,2,3")
+
+
+def test_a_move_is_refused_only_when_a_commanded_move_was_not_made():
+    kin = Kinematics(step_m=0.5, yaw_deg=10.0)
+    start = look_at_c2w(np.array([1.0, 1.7, 2.0]), np.array([4.0, 1.7, 6.0]))
+    forward = Action("F", "L")
+    turned_in_place = kin.apply(start, Action("S", "L"))
+    assert kin.move_refused(start, turned_in_place, forward)          # an obstacle: it only turned
+    regrounded = turned_in_place.copy()
+    regrounded[1, 3] += 0.2                                          # a walker re-seated on the terrain
+    assert kin.move_refused(start, regrounded, forward)
+    assert not kin.move_refused(start, kin.apply(start, forward), forward)  # the move was made
+    assert not kin.move_refused(start, turned_in_place, Action("S", "L"))   # stay was asked for
+    assert not kin.move_refused(start, start, TargetPose(start))            # a target pose is never refused
+    assert not Kinematics(step_m=0.0).move_refused(start, turned_in_place, forward)  # nothing to refuse

@@ -336,8 +336,8 @@ def test_the_worker_thread_owns_torchs_threads_after_the_hand_off(cores_for_the_
 
 def test_the_live_panel_says_when_the_world_refused_a_move():
     """Procedural seed 1's random walk: its 29th step (fLL) walks into an obstacle, and the simulator only turns
-    (ground truth: the camera stays where it stood). The live panel says so; a step that moves, or stays by
-    command (S), does not."""
+    (ground truth: the camera stays where it stood). The step says so and the live panel shows it; a step that
+    moves, or stays by command (S), does not."""
     from scenes.factory import make_scene
     from worldmodel.actions import generated_walk
 
@@ -353,7 +353,9 @@ def test_the_live_panel_says_when_the_world_refused_a_move():
             app.submit_step(action, None)
             assert app.worker.wait_idle(30)
             moved = np.linalg.norm(app.worker.scene.current.c2w[:3, 3] - start) > 1e-6
-            notes.append((str(action), moved, "move blocked" in app.live.status.content))
-        assert notes == [(str(walk[27]), True, False), ("(fLL)", False, True), ("(SR)", False, False)], notes
+            notes.append((str(action), moved, app.worker.scene.last_step.move_refused,
+                          "did not move" in app.live.status.content))
+        assert notes == [(str(walk[27]), True, False, False), ("(fLL)", False, True, True),
+                         ("(SR)", False, False, False)], notes
     finally:
         app.close()

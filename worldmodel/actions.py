@@ -160,6 +160,16 @@ class Kinematics:
         out[:3, :3] = yaw_rotation(yaw) @ out[:3, :3]
         return out
 
+    def move_refused(self, c2w_from: np.ndarray, c2w_to: np.ndarray, action: Action | TargetPose) -> bool:
+        """True when ``action`` is a discrete action that moves the camera horizontally under these kinematics,
+        but the camera went from ``c2w_from`` to ``c2w_to`` without moving horizontally: the world refused the
+        move (an obstacle in the way) or did not go on (a recording at its end). A target pose is never refused."""
+        if not isinstance(action, Action):
+            return False
+        commanded = self.apply(c2w_from, action)[[0, 2], 3] - np.asarray(c2w_from)[[0, 2], 3]
+        made = np.asarray(c2w_to)[[0, 2], 3] - np.asarray(c2w_from)[[0, 2], 3]
+        return bool(np.linalg.norm(commanded) > 1e-6 and np.linalg.norm(made) < 1e-6)
+
     def nearest_action(self, c2w_from: np.ndarray, c2w_to: np.ndarray) -> Action:
         """The discrete action whose result lies closest to ``c2w_to`` (position, then heading)."""
         best, best_cost = ALL_ACTIONS[0], math.inf

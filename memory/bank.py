@@ -159,6 +159,7 @@ class GeometricMemory:
         self.index.reset()
         self.far.reset()
         self._observed_map: VoxelPointMap | None = None  # see MemoryConfig.observed_layer_frames
+        self._observed_pending: list[Frame] = []  # observed frames not yet fused into it (see _observed_layer)
         self._observed_grid = MapGrid(cell_m=self.config.cell_m)
         self._observed_frames = 0
         self._generated_seen = False
@@ -239,23 +240,36 @@ class GeometricMemory:
                      *thumbnail(frame.rgb, frame.depth, self.config.thumbnail_factor), rows)
 
     def _observe_layer(self, frame: Frame, pointmap: VoxelPointMap) -> None:
-        """Keep the observed frames' own map (MemoryConfig.observed_layer_frames)."""
+        """Keep the observed frames' own map (MemoryConfig.observed_layer_frames). Frames are fused into it when
+        it is first used (:meth:`_observed_layer`): a world whose frames are all observed (the simulator, a
+        recording) never uses it, and its first frames would each pay a dense fuse (~150 ms at 256x256, the
+        procedural studio step 78 -> 220 ms) for a layer dropped after ``observed_layer_frames`` frames."""
         if frame.confidence is not None:
             self._generated_seen = True
             return
         self._observed_frames += 1
         if self._observed_frames > self.config.observed_layer_frames:
-            self._observed_map = None
+            self._observed_map, self._observed_pending = None, []
             return
         if self._observed_map is None:
             self._observed_map = VoxelPointMap(pointmap.voxel_size, pointmap.max_depth)
-        fuse_frame_dense(self._observed_map, frame)  # far pixels span several voxels: no gaps between them
+        self._observed_pending.append(frame)
+
+    def _observed_layer(self) -> VoxelPointMap | None:
+        """The observed layer with every observed frame fused in (densely: far pixels span several voxels, so a
+        nearer view has no gaps between them); None when there is none."""
+        for frame in self._observed_pending:
+            fuse_frame_dense(self._observed_map, frame)
+        self._observed_pending = []
+        return self._observed_map
 
     def _observed_wins(self, cache: CacheView, K: np.ndarray, c2w: np.ndarray) -> CacheView:
         """``cache`` with the observed layer's surfaces in front wherever it has one (``observed`` says where);
         unchanged while no generated frame has been seen (the whole map is then observation)."""
-        layer = self._observed_map
-        if layer is None or not len(layer) or not self._generated_seen:
+        if not self._generated_seen:
+            return cache
+        layer = self._observed_layer()
+        if layer is None or not len(layer):
             return cache
         h, w = cache.depth.shape
         seen = render_map_cache(layer, self._observed_grid, K, c2w, w, h, lod_pixels=self.config.cache_lod_pixels,
@@ -359,7 +373,7 @@ class GeometricMemory:
     def ground(self, pointmap: VoxelPointMap) -> GroundProbe:
         """The ground observed frames show, for a ground-following world: the observed layer once generated
         frames were fused into ``pointmap``, ``pointmap`` itself before."""
-        return MapGround(self._observed_map if self._generated_seen else pointmap)
+        return MapGround(self._observed_layer() if self._generated_seen else pointmap)
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict:
@@ -375,6 +389,7 @@ class GeometricMemory:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat arrays (safetensors-compatible) that describe the bank; ragged parts are concatenated."""
         n = self._n
+        observed_map = self._observed_layer()
         shapes = np.array([t.shape[:2] for t in self._thumb_rgb], np.int64).reshape(n, 2)
         return {
             "meta": np.array([STATE_VERSION, BLOCK_VOXELS[0], self.config.thumbnail_factor, self._last_index, n],
@@ -389,8 +404,8 @@ class GeometricMemory:
             "rows": self._rows[: self._offsets[n]].copy(),
             **self.far.state_dict(),
             "observed_meta": np.array([self._observed_frames, int(self._generated_seen)], np.int64),
-            **({f"{OBSERVED_PREFIX}{k}": v for k, v in self._observed_map.state_dict().items()}
-               if self._observed_map is not None else {}),
+            **({f"{OBSERVED_PREFIX}{k}": v for k, v in observed_map.state_dict().items()}
+               if observed_map is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:

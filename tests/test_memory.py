@@ -20,9 +20,10 @@ from worldmodel.camera import intrinsics_from_fov, invert_pose, look_at_c2w
 from recon.pointmap import VoxelPointMap
 from scenes.scene import Scene, SceneConfig
 from scenes.session import load_session, save_session
-from worldmodel.actions import parse_actions
+from worldmodel.actions import Action, parse_actions
 from worldmodel.frame import BaseWorldModel, CacheView, Context, Frame
 from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+from worldmodel.registry import create_world
 
 W, H = 128, 96
 OUT, TURN, BACK = 10, 18, 20
@@ -458,3 +459,32 @@ def test_the_cache_render_does_not_draw_what_carving_removed():
             assert inner.size > 0.9 * 24 * 32
             centre[carve, pending] = float(np.median(inner))
     assert all(abs(z - (WALL_Z if carve else GHOST_Z)) < 0.1 for (carve, _), z in centre.items()), centre
+
+
+def test_a_world_of_observed_frames_never_pays_for_the_observed_layer(monkeypatch):
+    """The observed layer is fused densely (costly) and only a world that mixes observed and generated frames
+    uses it: a simulator walk never fuses it; a generated frame after observed ones has every observed frame
+    fused once, when the cache render first needs the layer."""
+    import memory.bank as bank
+
+    fused = []
+    real = bank.fuse_frame_dense
+    monkeypatch.setattr(bank, "fuse_frame_dense", lambda layer, frame: fused.append(frame.index) or real(layer, frame))
+    scene = Scene(create_world("procedural", width=W, height=H), SceneConfig(memory_k=2), memory=GeometricMemory())
+    scene.reset(3)
+    scene.run(parse_actions("(FN)(FL)(FN)"))
+    assert fused == []
+    assert len(scene.memory.state_dict()["observed.keys"]) > 0 and fused == [0, 1, 2, 3]  # saved in full
+
+    world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
+    start = world.reset(3)
+    again = world.step(Action("S", "L"), Context(recent=[start]))
+    generated = Frame(2, start.rgb, start.depth, start.K, start.c2w, confidence=np.ones_like(start.depth))
+    memory, pmap = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0, carve=True)
+    fused.clear()
+    for fid, f in enumerate([start, again, generated]):
+        memory.observe(f, fid, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index, f.confidence), pmap)
+    assert fused == []
+    for _ in range(2):
+        assert memory.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed.any()
+    assert fused == [0, 1]  # each observed frame once, in order

@@ -359,12 +359,10 @@ def test_hub_repo_id_loads_from_the_cache_offline(tmp_path, monkeypatch):
 
 def test_ddp_replicas_hold_identical_weights(tiny_shards, tmp_path):
     """Two CPU processes (gloo) under torchrun: after a few steps both replicas hold the same weights."""
-    import socket
+    from tests.test_security import free_port
 
     out = tmp_path / "ddp"
-    with socket.socket() as sock:  # a free port: a fixed one can be held by another run on the machine
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
+    port = str(free_port())  # a fixed port can be held by another run on the machine
     # No restarts: a rank that dies fails the test. (Rank 1 used to abort at interpreter exit in 2 of 16 loaded
     # runs, gloo's teardown left to finalisation; Trainer.close now destroys the group first: 0 of 52.)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -533,16 +531,13 @@ def test_studio_compare_shows_at_once_and_steering_by_camera_starts_at_the_gener
     """The compare toggle updates the frame on screen (no step needed); a world without a simulator hides the
     last world's reference image; switching camera steering on turns following off, and the view arriving at
     the generated camera's pose (where the switch puts each tab's view) generates nothing."""
-    import socket
     from types import SimpleNamespace
 
     from scenes.factory import make_scene
     from studio.app import Studio
+    from tests.test_security import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    studio = Studio(make_scene("neural", 0), port=port)
+    studio = Studio(make_scene("neural", 0), port=free_port())
     try:
         assert studio.worker.wait_idle(60)
         live = studio.live

@@ -166,8 +166,9 @@ class Kinematics:
         move (an obstacle in the way) or did not go on (a recording at its end). A target pose is never refused."""
         if not isinstance(action, Action):
             return False
-        commanded = self.apply(c2w_from, action)[[0, 2], 3] - np.asarray(c2w_from)[[0, 2], 3]
-        made = np.asarray(c2w_to)[[0, 2], 3] - np.asarray(c2w_from)[[0, 2], 3]
+        start = np.asarray(c2w_from)[[0, 2], 3]  # horizontal position (x, z; +Y is up)
+        commanded = self.apply(c2w_from, action)[[0, 2], 3] - start
+        made = np.asarray(c2w_to)[[0, 2], 3] - start
         return bool(np.linalg.norm(commanded) > 1e-6 and np.linalg.norm(made) < 1e-6)
 
     def nearest_action(self, c2w_from: np.ndarray, c2w_to: np.ndarray) -> Action:

@@ -51,8 +51,9 @@ LOOK_AHEAD_M = (1.0, 2.0, 3.0)  # where ride_ground looks for ground further alo
 def blocked_by_own_view(last: Frame, eye: np.ndarray, radius: float = BODY_RADIUS, stride: int = 2) -> bool:
     """True when a camera at ``eye`` (3,) world would come within ``radius`` (horizontally, per world axis: the
     square the simulator keeps clear) of a surface the last frame shows at body height: from ``radius`` below
-    the eye (lower things are stepped over, as the simulator does) to 0.3 m above it (+Y up). The model's own
-    depth is the only geometry it needs; obstacles beside or behind the camera are not in it."""
+    the eye (lower things are stepped over, as the simulator does) to :data:`HEAD_CLEARANCE_M` above it (+Y
+    up). The model's own depth is the only geometry it needs; obstacles beside or behind the camera are not in
+    it."""
     points, _ = unproject_depth(last.depth, last.K, last.c2w, stride=stride)
     band = (points[:, 1] > eye[1] - radius) & (points[:, 1] < eye[1] + HEAD_CLEARANCE_M)
     near = (np.abs(points[band, 0] - eye[0]) < radius) & (np.abs(points[band, 2] - eye[2]) < radius)

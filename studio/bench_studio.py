@@ -14,7 +14,6 @@ chromium and playwright are installed: ``install.sh --test``; otherwise that fig
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from studio.bench_util import free_port
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; a downloaded browser is never used
 CHROMIUM_FLAGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
@@ -50,12 +50,6 @@ def browser_available() -> bool:
     return Path(CHROMIUM).is_file() and importlib.util.find_spec("playwright") is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _grow(scene, n_points: int) -> None:
     """Add about ``n_points`` voxels on a horizontal plane 200 m below the world (one fuse call per 500k)."""
     v = scene.map.voxel_size
@@ -81,7 +75,7 @@ def bench_studio(quick: bool) -> dict[str, float]:
     for tag, n in sizes.items():
         scene = make_scene("procedural", 0, config=SceneConfig(voxel_size=0.1))  # with memory, as the studio
         _grow(scene, n)
-        studio = Studio(scene, port=_free_port())
+        studio = Studio(scene, port=free_port())
         studio.worker.wait_idle(120)
         latencies, sent = [], []
         for action in generated_walk("random", steps, 3):
@@ -161,7 +155,7 @@ def _studio_neural_in_this_process(quick: bool, client: str = "none") -> dict[st
 
     hand_compute_threads_to_worker(cores_for_the_page=1)  # as a loopback studio: the page is on this machine
     scene = make_scene("neural", 0)
-    port = _free_port()
+    port = free_port()
     studio = Studio(scene, port=port)
     page, browser = None, None
     try:

@@ -1,8 +1,9 @@
-"""Small process measurements shared by the studio and the bench."""
+"""Small process helpers shared by the studio, its bench and the tests: memory measurements, a free port."""
 
 from __future__ import annotations
 
 import resource
+import socket
 
 
 def process_rss_mb() -> float:
@@ -19,3 +20,10 @@ def process_rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (the OS picks it; another process may take it later)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

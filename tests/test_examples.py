@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from PIL import Image
 
 from scenes.export import read_ply
 from worldmodel.actions import parse_actions
+from studio.bench_util import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -42,9 +42,7 @@ def test_headless_walk_exports_ply_and_glb(tmp_path):
 
 def test_custom_world_opens_in_the_studio_and_steps():
     module = runpy.run_path(str(EXAMPLES / "custom_world.py"))  # not __main__: nothing blocks
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     studio = module["open_in_studio"](port)
     try:
         for a in parse_actions("(FN)(FL)(FL)(BN)"):

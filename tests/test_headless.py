@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from scenes.session import load_session
+from studio.bench_util import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--size", "48", "36", "--voxel", "0.5", "--no-video"]
@@ -133,9 +132,7 @@ def test_spill_folders_do_not_outlive_a_script_that_forgets_close(tmp_path):
 
 
 def test_sigterm_of_the_studio_removes_its_spill_folder(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "view", "--world", "procedural", "--port",
                              str(port), "--size", "48", "36"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "TMPDIR": str(tmp_path)})

@@ -26,6 +26,7 @@ from worldmodel.frame import Context, Frame
 from worldmodel.neural.inputs import forward_warp
 from worldmodel.neural.weights import DEFAULT_CONFIG, WeightsError, build_net, load_pretrained, save_pretrained
 from worldmodel.neural.world import DEPTH_EDGE_LOG_JUMP, SHIPPED_WEIGHTS, NeuralWorld
+from studio.bench_util import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {**DEFAULT_CONFIG, "widths": [8, 16]}
@@ -320,10 +321,12 @@ def test_bad_weights_give_one_clear_line(tmp_path):
     # unsupported resolution, wrong format, NaN weights, missing file, missing folder
     # out-of-range values are refused before any network is built (a huge width would allocate gigabytes)
     for name, change, match in [("size", {"size": [100, 100]}, "unsupported"), ("fmt", {"format": "x"}, "not a WorldStudio"),
-                                ("emb", {"emb_dim": 10 ** 8}, "emb_dim 100000000 is out of range"),
-                                ("refine", {"refine": -5}, "refine -5 is out of range"),
+                                ("emb", {"emb_dim": 10 ** 8}, "emb_dim must be a whole number between 1 and 4096, got 100000000"),
+                                ("refine", {"refine": -5}, "refine must be a whole number between 1 and 1024, got -5"),
                                 ("wide", {"widths": [8192] * 4}, r"widths \[8192, 8192, 8192, 8192\] are unsupported"),
-                                ("fov", {"fov_y_deg": 500}, "fov_y_deg 500 is out of range")]:
+                                ("fov", {"fov_y_deg": 500}, "fov_y_deg must be a number between 1 and 179, got 500"),
+                                ("noise", {"context_noise": 2.0}, "context_noise must be a number between 0 and 1, got 2.0"),
+                                ("step", {"step_m": True}, "step_m must be a number between 0.001 and 10, got True")]:
         folder = save_pretrained(tmp_path / name, TINY, net)
         (folder / "config.json").write_text(json.dumps({**cfg, "widths": [8, 16], **change}))
         with pytest.raises(WeightsError, match=match):
@@ -359,7 +362,6 @@ def test_hub_repo_id_loads_from_the_cache_offline(tmp_path, monkeypatch):
 
 def test_ddp_replicas_hold_identical_weights(tiny_shards, tmp_path):
     """Two CPU processes (gloo) under torchrun: after a few steps both replicas hold the same weights."""
-    from tests.test_security import free_port
 
     out = tmp_path / "ddp"
     port = str(free_port())  # a fixed port can be held by another run on the machine
@@ -535,7 +537,6 @@ def test_studio_compare_shows_at_once_and_steering_by_camera_starts_at_the_gener
 
     from scenes.factory import make_scene
     from studio.app import Studio
-    from tests.test_security import free_port
 
     studio = Studio(make_scene("neural", 0), port=free_port())
     try:

@@ -20,12 +20,8 @@ from scenes.scene import Scene, SceneConfig
 from studio.app import Studio
 from studio.security import AccessPolicy, PathOutsideRoot, path_in_root, world_spec_in_root
 from worldmodel.registry import create_world
+from studio.bench_util import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def small_scene() -> Scene:
@@ -36,7 +32,7 @@ def small_scene() -> Scene:
 
 def connect(port: int, origin: str | None, host: str | None = None, cookie: str | None = None) -> str:
     """A browser's websocket upgrade to the studio -> 'open' (101 Switching Protocols) or 'refused <status>'."""
-    lines = [f"GET / HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket", "Connection: Upgrade",
+    lines = ["GET / HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket", "Connection: Upgrade",
              f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}", "Sec-WebSocket-Version: 13",
              f"Sec-WebSocket-Protocol: viser-v{viser.__version__}"]
     if origin is not None:

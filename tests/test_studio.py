@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import zipfile
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ from studio.worker import Command, SceneWorker
 from worldmodel.actions import parse_actions
 from worldmodel.registry import create_world
 from studio.bench_studio import _grow
+from studio.bench_util import free_port
 
 
 def small_scene(seed: int = 0) -> Scene:
@@ -28,11 +28,6 @@ def small_scene(seed: int = 0) -> Scene:
     scene.reset(seed)
     return scene
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_viser_sink_updates_a_known_chunk_in_place():

@@ -7,7 +7,6 @@ checks the streamed point cloud exists and grew, and that the 3D canvas is not b
 from __future__ import annotations
 
 import io
-import socket
 import time
 
 import numpy as np
@@ -20,12 +19,8 @@ from studio.app import Studio
 from worldmodel.registry import create_world
 
 from studio.bench_studio import CHROMIUM, CHROMIUM_FLAGS as FLAGS
+from studio.bench_util import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

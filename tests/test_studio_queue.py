@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 from studio.controls import MAX_STEPS_PER_STRING
 from studio.worker import Command
-from tests.test_security import small_scene, free_port
+from studio.bench_util import free_port
+from tests.test_security import small_scene
 from studio.app import Studio
 
 

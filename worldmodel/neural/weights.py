@@ -9,13 +9,13 @@ with), ``max_depth`` (fuse range the cache was made with), and free-form ``train
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from worldmodel import checks
 from worldmodel.neural.net import WorldModelNet
 
 FORMAT = "worldstudio-neural-v1"
@@ -24,7 +24,8 @@ DEFAULT_CONFIG = {"format": FORMAT, "size": [128, 128], "fov_y_deg": 70.0, "widt
                   "emb_dim": 256, "refine": 32, "step_m": 0.5, "yaw_deg": 10.0, "max_depth": 60.0}
 MAX_LEVELS, MAX_WIDTH = 6, 1024
 INT_RANGES = {"emb_dim": (1, 4096), "refine": (1, 1024)}
-REAL_RANGES = {"fov_y_deg": (0.0, 179.0), "step_m": (0.0, 10.0), "yaw_deg": (0.0, 180.0), "max_depth": (0.0, 1000.0)}
+REAL_RANGES = {"fov_y_deg": (1.0, 179.0), "step_m": (0.001, 10.0), "yaw_deg": (0.01, 180.0),
+               "max_depth": (0.1, 1000.0), "context_noise": (0.0, 1.0)}
 
 
 class WeightsError(ValueError):
@@ -41,33 +42,27 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise WeightsError(f"{where}: not a WorldStudio neural model config (format must be {FORMAT!r}); "
                            "point at a folder written by save_pretrained or `launch.py train`")
-    cfg = {**DEFAULT_CONFIG, **config}
+    cfg = {"context_noise": 0.0, **DEFAULT_CONFIG, **config}
     try:
         size = [int(v) for v in cfg["size"]]
         widths = [int(v) for v in cfg["widths"]]
-        numbers = [float(cfg[k]) for k in REAL_RANGES]
-        int(cfg["emb_dim"]), int(cfg["refine"])
-        noise = float(cfg.get("context_noise", 0.0))
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError) as e:
         raise WeightsError(f"{where}: malformed config value ({e}); re-export the model with save_pretrained") from None
     if len(size) != 2 or min(size) < 16 or max(size) > 1024 or any(s % 16 for s in size):
         raise WeightsError(f"{where}: size {size} is unsupported (each side a multiple of 16, 16..1024)")
-    if not (math.isfinite(noise) and 0.0 <= noise <= 1.0):
-        raise WeightsError(f"{where}: context_noise must be between 0 and 1, got {noise}")
     if not 2 <= len(widths) <= MAX_LEVELS or any(w % 8 or not 8 <= w <= MAX_WIDTH for w in widths):
         raise WeightsError(f"{where}: widths {widths} are unsupported (2..{MAX_LEVELS} levels, each a multiple of 8 "
                            f"in 8..{MAX_WIDTH}); {fix}")
     if any(side // 2 % 2 ** (len(widths) - 1) for side in size):
         raise WeightsError(f"{where}: size {size} cannot be halved {len(widths) - 1} times below the stem; "
                            "use fewer widths or a size that divides")
-    for key, (low, high) in INT_RANGES.items():
-        if not low <= int(cfg[key]) <= high:
-            raise WeightsError(f"{where}: {key} {int(cfg[key])} is out of range {low}..{high}; {fix}")
-    for key, value in zip(REAL_RANGES, numbers):
-        low, high = REAL_RANGES[key]
-        if not (math.isfinite(value) and low < value <= high):
-            raise WeightsError(f"{where}: {key} {value:g} is out of range (above {low:g}, at most {high:g}); "
-                               f"{fix}")
+    try:
+        for key, (low, high) in INT_RANGES.items():
+            cfg[key] = checks.number(cfg[key], key, low, high, integer=True)
+        for key, (low, high) in REAL_RANGES.items():
+            cfg[key] = checks.number(cfg[key], key, low, high)
+    except checks.CheckError as e:
+        raise WeightsError(f"{where}: {e}; {fix}") from None
     return cfg
 
 

@@ -13,7 +13,7 @@ L1 on the pose residual (true pose minus kinematic pose) for discrete actions; w
 patch-adversarial loss on the pixels the model generates (:mod:`learn.adversarial`; its discriminator trains
 alongside and is saved with the checkpoint, not with the weights).
 
-Runs on the CPU (bf16 autocast), on a GPU when present, and under ``torchrun --nproc_per_node N``
+Runs on the CPU (bf16 autocast where the CPU has bf16 kernels, else fp32), on a GPU when present, and under ``torchrun --nproc_per_node N``
 (DistributedDataParallel: gloo on CPU, NCCL on GPU). Checkpoints are the pretrained layout (config.json +
 model.safetensors) plus ``train_state.safetensors`` / ``train_state.json`` for ``--resume``.
 """
@@ -44,7 +44,7 @@ from learn.records import json_safe
 from scenes.atomic import replacing
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
-from worldmodel.neural.net import IN_CHANNELS
+from worldmodel.neural.net import IN_CHANNELS, bf16_is_fast
 from worldmodel.neural.weights import (DEFAULT_CONFIG, WeightsError, build_net, check_config, load_pretrained,
                                       resolve, save_pretrained)
 
@@ -79,7 +79,7 @@ class TrainConfig:
     workers: int = 2              # processes that generate missing shards
     walk_steps: int = 80
     widths: list[int] = field(default_factory=lambda: [48, 96, 144, 192])
-    bf16: bool = True
+    bf16: bool | None = None      # bf16 autocast; None: where it is faster (worldmodel.neural.net.bf16_is_fast)
     threads: int = 0              # torch threads per process (0 = torch default)
     model_config: dict = field(default_factory=dict)
     init: str = ""                # start from these weights (folder or hub repo id; their architecture wins)
@@ -212,6 +212,7 @@ class Trainer:
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # NCCL's collectives run on the current device
+        self.bf16 = bf16_is_fast(self.device) if cfg.bf16 is None else cfg.bf16  # per machine: a resume may move
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.world > 1 and not torch.distributed.is_initialized():
@@ -264,7 +265,7 @@ class Trainer:
     # ---------------------------------------------------------------- model pieces
     def autocast(self):
         kind = self.device.type
-        return torch.autocast(kind, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        return torch.autocast(kind, dtype=torch.bfloat16, enabled=self.bf16)
 
     def inputs(self, last: dict, target: dict, noise: torch.Tensor):
         """build_inputs for (last -> target), all on the training device."""
@@ -414,7 +415,7 @@ class Trainer:
         if self.rank != 0:
             return
         out = Path(self.cfg.out)
-        training = {"steps": self.step, "config": asdict(self.cfg), "hardware": describe_hardware(),
+        training = {"steps": self.step, "config": asdict(self.cfg), "hardware": describe_hardware(self.bf16),
                     "history": json_safe(self.history[-20:])}
         if self.init_record:
             training["init"] = self.init_record
@@ -605,10 +606,12 @@ def base_training_record(source: str, folder: str | Path, training: dict) -> dic
     return record
 
 
-def describe_hardware() -> str:
+def describe_hardware(bf16: bool) -> str:
+    precision = "bf16 autocast" if bf16 else "fp32"
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}, {precision}"
+    return (f"CPU ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, {torch.get_num_threads()} "
+            f"torch threads, {precision}")
 
 
 def main(args) -> int:

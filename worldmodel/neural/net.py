@@ -34,6 +34,22 @@ OUT = {"rgb": slice(0, 3), "logd": slice(3, 4), "sky": slice(4, 5), "conf": slic
 OUT_CHANNELS = 9
 
 
+def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 autocast speeds the model up on ``device``: a CUDA GPU with bf16, or a CPU whose oneDNN has
+    bf16 kernels (AVX-512 or AMX; a forward at 128^2 ~20 ms against ~25 ms fp32 on such a 2-core CPU). Elsewhere
+    oneDNN falls back to reference code: on a 2-core AVX2-only AMD EPYC a forward took 8.2 s in bf16 against
+    0.057 s in fp32, so the model runs in fp32 there."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # torch's own test suite asks the same
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 class FiLMResBlock(nn.Module):
     """GroupNorm -> FiLM(scale, shift from the motion embedding) -> SiLU -> conv, twice, plus a skip."""
 

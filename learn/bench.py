@@ -1,5 +1,7 @@
 """Bench section "neural": the learned model's step alone (``neural_fps_128``: generated frames per second at
-128x128 with a real context: last frame, cache render and far field from a Scene with memory)."""
+128x128 with a real context: last frame, cache render and far field from a Scene with memory), and the precision
+it ran in (``neural_bf16``: 1 for bf16 autocast, 0 for fp32; chosen by the machine, see
+:func:`worldmodel.neural.net.bf16_is_fast`)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ def bench_neural(quick: bool) -> dict[str, float]:
     finally:
         scene.close()
     ms = 1e3 * float(np.median(step_s))
-    return {"neural_step_ms_128": ms, "neural_fps_128": 1e3 / ms, "neural_pose_ms_128": 1e3 * float(np.median(pose_s))}
+    return {"neural_step_ms_128": ms, "neural_fps_128": 1e3 / ms, "neural_pose_ms_128": 1e3 * float(np.median(pose_s)),
+            "neural_bf16": float(model.bf16)}
 
 
 def bench_sections() -> dict[str, Callable[[bool], dict[str, float]]]:

@@ -13,8 +13,8 @@ L1 on the pose residual (true pose minus kinematic pose) for discrete actions; w
 patch-adversarial loss on the pixels the model generates (:mod:`learn.adversarial`; its discriminator trains
 alongside and is saved with the checkpoint, not with the weights).
 
-Runs on the CPU (bf16 autocast where the CPU has bf16 kernels, else fp32), on a GPU when present, and under ``torchrun --nproc_per_node N``
-(DistributedDataParallel: gloo on CPU, NCCL on GPU). Checkpoints are the pretrained layout (config.json +
+Runs on the CPU (bf16 autocast where the CPU has bf16 kernels, else fp32), on a GPU when present, and under
+``torchrun --nproc_per_node N`` (DistributedDataParallel: gloo on CPU, NCCL on GPU). Checkpoints are the pretrained layout (config.json +
 model.safetensors) plus ``train_state.safetensors`` / ``train_state.json`` for ``--resume``.
 """
 

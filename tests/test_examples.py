@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from scenes.export import read_ply
-from worldmodel.actions import parse_actions
 from studio.bench_util import free_port
+from worldmodel.actions import parse_actions
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

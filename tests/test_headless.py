@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from scenes.session import load_session
 from studio.bench_util import free_port
 

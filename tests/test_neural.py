@@ -22,6 +22,7 @@ from learn.evaluate import format_table
 from learn.records import json_safe
 from learn.train import (CheckpointError, TrainConfig, Trainer, WalkBank, describe_hardware, splat_into_cache,
                          weights_fingerprint)
+from studio.bench_util import free_port
 from worldmodel.actions import Action, TargetPose
 from worldmodel.camera import depth_edge_mask
 from worldmodel.frame import Context, Frame
@@ -29,7 +30,6 @@ from worldmodel.neural.inputs import forward_warp
 from worldmodel.neural.net import IN_CHANNELS, MOTION_DIM, bf16_is_fast
 from worldmodel.neural.weights import DEFAULT_CONFIG, WeightsError, build_net, load_pretrained, save_pretrained
 from worldmodel.neural.world import DEPTH_EDGE_LOG_JUMP, SHIPPED_WEIGHTS, NeuralWorld
-from studio.bench_util import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {**DEFAULT_CONFIG, "widths": [8, 16]}
@@ -326,7 +326,8 @@ def test_bad_weights_give_one_clear_line(tmp_path):
     for name, change, match in [("size", {"size": [100, 100]}, "unsupported"), ("fmt", {"format": "x"}, "not a WorldStudio"),
                                 ("emb", {"emb_dim": 10 ** 8}, "emb_dim must be a whole number between 1 and 4096, got 100000000"),
                                 ("refine", {"refine": -5}, "refine must be a whole number between 1 and 1024, got -5"),
-                                ("wide", {"widths": [8192] * 4}, r"widths \[8192, 8192, 8192, 8192\] are unsupported"),
+                                ("wide", {"widths": [8192] * 4}, "each of widths must be a whole number between 8 and 1024, got 8192"),
+                                ("float", {"size": [128.7, 128]}, "each side of size must be a whole number between 16"),
                                 ("fov", {"fov_y_deg": 500}, "fov_y_deg must be a number between 1 and 179, got 500"),
                                 ("noise", {"context_noise": 2.0}, "context_noise must be a number between 0 and 1, got 2.0"),
                                 ("step", {"step_m": True}, "step_m must be a number between 0.001 and 10, got True")]:
@@ -835,16 +836,19 @@ def test_the_model_runs_in_bf16_only_where_the_device_has_bf16_kernels(tmp_path,
     # on a CPU without oneDNN bf16 kernels (AVX2 only) bf16 autocast ran a forward 140x slower than fp32
     net = build_net(TINY)
     folder = save_pretrained(tmp_path / "tiny", TINY, net)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the trainer would take a GPU's own answer
     for kernels in (False, True):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: kernels)
         assert bf16_is_fast("cpu") is kernels
         assert NeuralWorld(folder).bf16 is kernels and NeuralWorld(folder, bf16=not kernels).bf16 is (not kernels)
         trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), data=str(tmp_path), widths=[8, 16]))
-        assert trainer.bf16 is kernels and (f"{'bf16 autocast' if kernels else 'fp32'}" in describe_hardware(kernels))
+        assert trainer.bf16 is kernels and trainer.device.type == "cpu"
+        assert describe_hardware(trainer.bf16).endswith("bf16 autocast" if kernels else "fp32")
     monkeypatch.setattr(torch.ops, "mkldnn", SimpleNamespace())  # a torch build that cannot tell
     assert bf16_is_fast("cpu") is False
     # the world runs its network channels-last (faster convolutions): same outputs, and it saves as loaded
     world, (_, plain) = NeuralWorld(folder, bf16=False), load_pretrained(folder)
+    assert world.net.frame.stem.weight.is_contiguous(memory_format=torch.channels_last)
     x, motion = torch.rand(2, IN_CHANNELS, 128, 128), torch.rand(2, MOTION_DIM)
     with torch.no_grad():
         fast = world.net.frame(x.contiguous(memory_format=torch.channels_last), motion)

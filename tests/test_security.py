@@ -18,10 +18,9 @@ import websockets.exceptions
 
 from scenes.scene import Scene, SceneConfig
 from studio.app import Studio
+from studio.bench_util import free_port
 from studio.security import AccessPolicy, PathOutsideRoot, path_in_root, world_spec_in_root
 from worldmodel.registry import create_world
-from studio.bench_util import free_port
-
 
 
 def small_scene() -> Scene:

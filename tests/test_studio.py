@@ -14,20 +14,19 @@ from scipy.spatial.transform import Rotation
 from scenes.scene import Scene, SceneConfig
 from scenes.session import SessionError
 from studio.app import Studio
+from studio.bench_studio import _grow
+from studio.bench_util import free_port
 from studio.export_panel import ExportPanel, unzip_session
 from studio.stream import ColourContext, CountingSink, MapStreamer
 from studio.worker import Command, SceneWorker
 from worldmodel.actions import parse_actions
 from worldmodel.registry import create_world
-from studio.bench_studio import _grow
-from studio.bench_util import free_port
 
 
 def small_scene(seed: int = 0) -> Scene:
     scene = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.2))
     scene.reset(seed)
     return scene
-
 
 
 def test_viser_sink_updates_a_known_chunk_in_place():
@@ -78,8 +77,8 @@ def test_streamed_points_match_the_map_including_the_past():
 
 
 def test_carved_voxels_leave_the_browser_without_a_full_resync():
-    from worldmodel.camera import intrinsics_from_fov
     from recon.pointmap import VoxelPointMap
+    from worldmodel.camera import intrinsics_from_fov
 
     K, rgb = intrinsics_from_fov(64, 48, 60.0), np.full((48, 64, 3), 90, np.uint8)
     pmap = VoxelPointMap(voxel_size=0.1, carve=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
+from studio.app import Studio
+from studio.bench_util import free_port
 from studio.controls import MAX_STEPS_PER_STRING
 from studio.worker import Command
-from studio.bench_util import free_port
 from tests.test_security import small_scene
-from studio.app import Studio
 
 
 def test_stop_clears_the_queue_and_long_strings_are_refused(tmp_path):

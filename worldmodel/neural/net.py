@@ -35,13 +35,13 @@ OUT_CHANNELS = 9
 
 
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
-    """Whether bf16 autocast speeds the model up on ``device``: a CUDA GPU with bf16, or a CPU whose oneDNN has
-    bf16 kernels (AVX-512 or AMX; a forward at 128^2 ~20 ms against ~25 ms fp32 on such a 2-core CPU). Elsewhere
-    oneDNN falls back to reference code: on a 2-core AVX2-only AMD EPYC a forward took 8.2 s in bf16 against
-    0.057 s in fp32, so the model runs in fp32 there."""
+    """Whether the model should run in bf16 autocast on ``device``: a CUDA GPU with native bf16 (Ampere or
+    newer), or a CPU for which oneDNN has bf16 kernels (AVX-512 or AMX; on such a 2-core CPU a 128^2 forward took
+    ~20 ms in bf16 against ~25 ms in fp32). Elsewhere bf16 falls back to reference code: on a 2-core AVX2-only
+    AMD EPYC a forward took 8.2 s in bf16 against 0.057 s in fp32, so the model runs in fp32 there."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     try:

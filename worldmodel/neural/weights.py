@@ -42,15 +42,17 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise WeightsError(f"{where}: not a WorldStudio neural model config (format must be {FORMAT!r}); "
                            "point at a folder written by save_pretrained or `launch.py train`")
-    cfg = {"context_noise": 0.0, **DEFAULT_CONFIG, **config}
+    cfg = {**DEFAULT_CONFIG, **config}
     try:
-        size = [int(v) for v in cfg["size"]]
-        widths = [int(v) for v in cfg["widths"]]
-    except (TypeError, ValueError) as e:
+        size = [checks.number(v, "each side of size", 16, 1024, integer=True) for v in cfg["size"]]
+        widths = [checks.number(v, "each of widths", 8, MAX_WIDTH, integer=True) for v in cfg["widths"]]
+    except TypeError as e:  # not a list
         raise WeightsError(f"{where}: malformed config value ({e}); re-export the model with save_pretrained") from None
-    if len(size) != 2 or min(size) < 16 or max(size) > 1024 or any(s % 16 for s in size):
+    except checks.CheckError as e:
+        raise WeightsError(f"{where}: {e}; {fix}") from None
+    if len(size) != 2 or any(s % 16 for s in size):
         raise WeightsError(f"{where}: size {size} is unsupported (each side a multiple of 16, 16..1024)")
-    if not 2 <= len(widths) <= MAX_LEVELS or any(w % 8 or not 8 <= w <= MAX_WIDTH for w in widths):
+    if not 2 <= len(widths) <= MAX_LEVELS or any(w % 8 for w in widths):
         raise WeightsError(f"{where}: widths {widths} are unsupported (2..{MAX_LEVELS} levels, each a multiple of 8 "
                            f"in 8..{MAX_WIDTH}); {fix}")
     if any(side // 2 % 2 ** (len(widths) - 1) for side in size):
@@ -60,7 +62,8 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
         for key, (low, high) in INT_RANGES.items():
             cfg[key] = checks.number(cfg[key], key, low, high, integer=True)
         for key, (low, high) in REAL_RANGES.items():
-            cfg[key] = checks.number(cfg[key], key, low, high)
+            if key in cfg:  # context_noise is optional
+                cfg[key] = checks.number(cfg[key], key, low, high)
     except checks.CheckError as e:
         raise WeightsError(f"{where}: {e}; {fix}") from None
     return cfg

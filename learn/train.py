@@ -14,8 +14,9 @@ patch-adversarial loss on the pixels the model generates (:mod:`learn.adversaria
 alongside and is saved with the checkpoint, not with the weights).
 
 Runs on the CPU (bf16 autocast where the CPU has bf16 kernels, else fp32), on a GPU when present, and under
-``torchrun --nproc_per_node N`` (DistributedDataParallel: gloo on CPU, NCCL on GPU). Checkpoints are the pretrained layout (config.json +
-model.safetensors) plus ``train_state.safetensors`` / ``train_state.json`` for ``--resume``.
+``torchrun --nproc_per_node N`` (DistributedDataParallel: gloo on CPU, NCCL on GPU). Checkpoints are the
+pretrained layout (config.json + model.safetensors) plus ``train_state.safetensors`` / ``train_state.json`` for
+``--resume``.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ class Trainer:
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # NCCL's collectives run on the current device
-        self.bf16 = bf16_is_fast(self.device) if cfg.bf16 is None else cfg.bf16  # per machine: a resume may move
+        # decided by each process on its own device (not saved: a resumed run may be on another machine)
+        self.bf16 = bf16_is_fast(self.device) if cfg.bf16 is None else cfg.bf16
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.world > 1 and not torch.distributed.is_initialized():

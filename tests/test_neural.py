@@ -324,12 +324,16 @@ def test_bad_weights_give_one_clear_line(tmp_path):
     # unsupported resolution, wrong format, NaN weights, missing file, missing folder
     # out-of-range values are refused before any network is built (a huge width would allocate gigabytes)
     for name, change, match in [("size", {"size": [100, 100]}, "unsupported"), ("fmt", {"format": "x"}, "not a WorldStudio"),
-                                ("emb", {"emb_dim": 10 ** 8}, "emb_dim must be a whole number between 1 and 4096, got 100000000"),
+                                ("emb", {"emb_dim": 10 ** 8},
+                                 "emb_dim must be a whole number between 1 and 4096, got 100000000"),
                                 ("refine", {"refine": -5}, "refine must be a whole number between 1 and 1024, got -5"),
-                                ("wide", {"widths": [8192] * 4}, "each of widths must be a whole number between 8 and 1024, got 8192"),
-                                ("float", {"size": [128.7, 128]}, "each side of size must be a whole number between 16"),
+                                ("wide", {"widths": [8192] * 4},
+                                 "each of widths must be a whole number between 8 and 1024, got 8192"),
+                                ("float", {"size": [128.7, 128]},
+                                 "each side of size must be a whole number between 16"),
                                 ("fov", {"fov_y_deg": 500}, "fov_y_deg must be a number between 1 and 179, got 500"),
-                                ("noise", {"context_noise": 2.0}, "context_noise must be a number between 0 and 1, got 2.0"),
+                                ("noise", {"context_noise": 2.0},
+                                 "context_noise must be a number between 0 and 1, got 2.0"),
                                 ("step", {"step_m": True}, "step_m must be a number between 0.001 and 10, got True")]:
         folder = save_pretrained(tmp_path / name, TINY, net)
         (folder / "config.json").write_text(json.dumps({**cfg, "widths": [8, 16], **change}))

@@ -16,8 +16,7 @@ from PIL import Image
 from memory.bank import GeometricMemory
 from scenes.scene import Scene, SceneConfig
 from studio.app import Studio
-from studio.bench_studio import CHROMIUM
-from studio.bench_studio import CHROMIUM_FLAGS as FLAGS
+from studio.bench_studio import CHROMIUM, CHROMIUM_FLAGS as FLAGS
 from studio.bench_util import free_port
 from worldmodel.registry import create_world
 

@@ -43,10 +43,15 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
         raise WeightsError(f"{where}: not a WorldStudio neural model config (format must be {FORMAT!r}); "
                            "point at a folder written by save_pretrained or `launch.py train`")
     cfg = {**DEFAULT_CONFIG, **config}
-    try:
+    try:  # each number's type and range; how they fit together below
         size = [checks.number(v, "each side of size", 16, 1024, integer=True) for v in cfg["size"]]
         widths = [checks.number(v, "each of widths", 8, MAX_WIDTH, integer=True) for v in cfg["widths"]]
-    except TypeError as e:  # not a list
+        for key, (low, high) in INT_RANGES.items():
+            cfg[key] = checks.number(cfg[key], key, low, high, integer=True)
+        for key, (low, high) in REAL_RANGES.items():
+            if key in cfg:  # context_noise is optional
+                cfg[key] = checks.number(cfg[key], key, low, high)
+    except TypeError as e:  # size or widths not a list
         raise WeightsError(f"{where}: malformed config value ({e}); re-export the model with save_pretrained") from None
     except checks.CheckError as e:
         raise WeightsError(f"{where}: {e}; {fix}") from None
@@ -58,14 +63,6 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
     if any(side // 2 % 2 ** (len(widths) - 1) for side in size):
         raise WeightsError(f"{where}: size {size} cannot be halved {len(widths) - 1} times below the stem; "
                            "use fewer widths or a size that divides")
-    try:
-        for key, (low, high) in INT_RANGES.items():
-            cfg[key] = checks.number(cfg[key], key, low, high, integer=True)
-        for key, (low, high) in REAL_RANGES.items():
-            if key in cfg:  # context_noise is optional
-                cfg[key] = checks.number(cfg[key], key, low, high)
-    except checks.CheckError as e:
-        raise WeightsError(f"{where}: {e}; {fix}") from None
     return cfg
 
 

@@ -329,7 +329,8 @@ class GeometricMemory:
             t0 = time.perf_counter()
             self.grid.sync(pointmap)
             far = cfg.visible_range_m or pointmap.max_depth
-            rows, weights = visible_blocks(self.grid, K, target_c2w, width, height, far, cfg.zbuffer_width)
+            rows, weights = visible_blocks(self.grid, K, target_c2w, width, height, far, cfg.zbuffer_width,
+                                           pointmap=pointmap)
             t1 = time.perf_counter()
             cand = view_candidates(bank, self.index, target_c2w, cfg.n_candidates, cfg.candidate_radius_m,
                                    cfg.max_view_angle_deg, eligible)

@@ -26,6 +26,7 @@ from scipy.spatial import cKDTree
 
 from memory.cache import rasterize
 from memory.grid import BLOCK_VOXELS, Frustum, MapGrid
+from recon.pointmap import VoxelPointMap
 from worldmodel.camera import camera_to_pixels, invert_pose, resize_intrinsics, world_to_camera
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float64))
@@ -224,14 +225,16 @@ def coarse_intrinsics(K: np.ndarray, width: int, height: int, out_width: int) ->
 
 
 def visible_blocks(grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int, height: int, far: float,
-                   zbuffer_width: int = 48, max_blocks: int = 65536, max_radius: int = 8
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   zbuffer_width: int = 48, max_blocks: int = 65536, max_radius: int = 8,
+                   pointmap: VoxelPointMap | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The map blocks the camera really sees, with their pixel weights.
 
     Every 8^3-voxel block of the map (its level-0 row) in the frustum is drawn as a block-sized cube into a
     z-buffer ``zbuffer_width`` pixels wide; a block is visible when it wins at least one pixel and weighs
     the number of pixels it wins (so shares are image shares, as a person would judge them). Blocks right
     in front of the camera are clipped to ``2 * max_radius + 1`` pixels. ``grid`` must be synced with the map.
+    ``pointmap``: the map ``grid`` indexes; with carving on, a block whose level-0 row free-space carving
+    removed is neither seen nor hides what lies behind it (the cache render leaves such a block undrawn too).
     Returns (rows (V,) int64 level-0 rows, weights (V,) float64 pixel counts).
     """
     Kc, wc, hc = coarse_intrinsics(np.asarray(K, dtype=np.float64), width, height, zbuffer_width)
@@ -243,6 +246,10 @@ def visible_blocks(grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int, he
     if len(pending):
         rows = np.concatenate([rows, grid.pending_rows[pending]])
         xyz = [np.concatenate([a, grid.pending_xyz[i, pending]]) for i, a in enumerate(xyz)]
+    if pointmap is not None and pointmap.carve and len(rows):
+        kept = ~pointmap.carved_mask(rows)
+        if not kept.all():
+            rows, xyz = rows[kept], [a[kept] for a in xyz]
     if len(rows) > max_blocks:  # thin out uniformly (rare: only for huge open views)
         step = math.ceil(len(rows) / max_blocks)
         rows, xyz = rows[::step], [a[::step] for a in xyz]

@@ -461,6 +461,27 @@ def test_the_cache_render_does_not_draw_what_carving_removed():
     assert all(abs(z - (WALL_Z if carve else GHOST_Z)) < 0.1 for (carve, _), z in centre.items()), centre
 
 
+def test_retrieval_does_not_see_what_carving_removed():
+    """The same ghost wall: the blocks retrieval counts as visible (the co-visibility it scores keyframes by) are
+    the real wall's once carving removed the ghost, as in the cache render (the ghost's rim, which the shifted
+    frames do not see through, stays: 13 % of the render); without carving, the ghost's."""
+    from memory.retrieval import visible_blocks
+    from recon.pointmap import voxel_coords_of_keys
+    from tests.test_recon import GHOST_Z, WALL_Z, ghost_wall_map
+
+    for carve in (False, True):
+        for pending in (False, True):
+            grid = MapGrid()
+            pmap, K, c2w = ghost_wall_map(carve, after_wall=grid.sync if pending else None)
+            grid.sync(pmap)
+            rows, weights = visible_blocks(grid, K, c2w, 64, 48, 60.0, pointmap=pmap)
+            assert len(rows) > 0 and weights.sum() > 0
+            z = (voxel_coords_of_keys(pmap.keys[rows])[:, 2] + 0.5) * pmap.voxel_size
+            expected = WALL_Z if carve else GHOST_Z
+            share = weights[np.abs(z - expected) < 0.3].sum() / weights.sum()
+            assert share > 0.75, (carve, pending, share, np.unique(np.round(z, 2)))
+
+
 def test_a_world_of_observed_frames_never_pays_for_the_observed_layer(monkeypatch):
     """The observed layer is fused densely (costly) and only a world that mixes observed and generated frames
     uses it: a simulator walk never fuses it; a generated frame after observed ones has every observed frame

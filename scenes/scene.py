@@ -115,8 +115,9 @@ class MemoryProvider(Protocol):
         """Flat arrays (safetensors) from which :meth:`load_state_dict` restores the memory."""
         ...
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state_dict`; ValueError (one line) when it is corrupt."""
+    def load_state_dict(self, state: dict[str, np.ndarray], frames: Callable[[int], Frame] | None = None) -> None:
+        """Restore :meth:`state_dict`; ValueError (one line) when it is corrupt. ``frames`` gives the frame of a
+        store id (a state may name frames of the Scene's store instead of copying them)."""
         ...
 
 
@@ -229,7 +230,7 @@ class Scene:
                     del self.branches[self.branch_name]
                 self.branch_name, self.cursor, self.map = forked_from, cursor_before, map_before
                 if memory_before is not None:
-                    self.memory.load_state_dict(memory_before)  # type: ignore[union-attr]
+                    self.memory.load_state_dict(memory_before, self.store.get)  # type: ignore[union-attr]
                 elif self.memory is not None:
                     self._rebuild_map()
             raise
@@ -361,7 +362,7 @@ class Scene:
         self.map = VoxelPointMap.from_state_dict(map_state)
         if self.memory is not None and memory_state is not None:
             try:
-                self.memory.load_state_dict(memory_state)
+                self.memory.load_state_dict(memory_state, self.store.get)
                 return
             except (ValueError, KeyError):
                 pass

@@ -206,15 +206,16 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
 
 
 def _memory_state(folder: Path, known: set[int]) -> dict | None:
-    """memory.safetensors when present and readable and its keyframes are frames of the session; else None
+    """memory.safetensors when present and readable and the frames it names are frames of the session; else None
     (Scene.restore then rebuilds the memory from the frames: memory is derived from them)."""
     path = folder / "memory.safetensors"
     if not path.is_file():
         return None
     try:
         state = load_file(str(path))
-        if not set(np.asarray(state.get("fid", [])).reshape(-1).tolist()) <= known:
-            return None  # keyframes naming frames that are not in the session
+        named = [np.asarray(state.get(key, [])).reshape(-1).tolist() for key in ("fid", "observed_pending_fid")]
+        if not set(named[0] + named[1]) <= known:
+            return None  # keyframes (or observed frames) naming frames that are not in the session
         return state
     except (SafetensorError, ValueError, OSError):
         return None

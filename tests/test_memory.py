@@ -407,6 +407,36 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
     assert capped.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed is None
 
 
+def test_observed_frames_are_saved_by_store_id_until_the_layer_is_used():
+    """A world of observed frames never uses the observed layer, so a save (or a fork's undo copy) names its
+    frames by store id instead of fusing them; restored with the store, the memory builds the same layer once a
+    generated frame arrives. A state naming a frame the store lacks, or a generated one, is corrupt."""
+    world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
+    start = world.reset(3)
+    fake = Frame(1, np.full_like(start.rgb, 255), np.full_like(start.depth, 1.5), start.K, start.c2w,
+                 confidence=np.ones_like(start.depth))
+    memory, pmap = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0, carve=True)
+    memory.observe(start, 7, pmap.fuse(start.depth, start.rgb, start.K, start.c2w, 0), pmap)
+    state = memory.state_dict()
+    assert state["observed_pending_fid"].tolist() == [7]
+    layer = VoxelPointMap.from_state_dict({k[len("observed."):]: v for k, v in state.items()
+                                           if k.startswith("observed.")})
+    assert len(layer) == 0  # nothing fused for the save
+
+    restored = GeometricMemory(MemoryConfig())
+    restored.load_state_dict(state, {7: start}.__getitem__)
+    caches = []
+    for m in (memory, restored):
+        m.observe(fake, 8, pmap.fuse(fake.depth, fake.rgb, fake.K, fake.c2w, 1, fake.confidence), pmap)
+        caches.append(m.build_context(start.c2w, start.K, W, H, pmap, 0)[2])
+    assert caches[0].observed.mean() > 0.5
+    assert np.array_equal(caches[0].observed, caches[1].observed) and np.array_equal(caches[0].rgb, caches[1].rgb)
+    for frames, why in [(None, "no frame store"), ({}.__getitem__, "not in the frame store"),
+                        ({7: fake}.__getitem__, "generated frame")]:
+        with pytest.raises(ValueError, match=why):
+            GeometricMemory(MemoryConfig()).load_state_dict(state, frames)
+
+
 def test_the_maps_ground_is_the_observed_ground_where_a_generated_frame_raised_it():
     """The start frame (observed) shows the terrain ahead; a generated frame then puts a floor 0.6 m above it
     over the same ground, and another where the start frame saw nothing: the memory's ground probe answers
@@ -484,8 +514,8 @@ def test_retrieval_does_not_see_what_carving_removed():
 
 def test_a_world_of_observed_frames_never_pays_for_the_observed_layer(monkeypatch):
     """The observed layer is fused densely (costly) and only a world that mixes observed and generated frames
-    uses it: a simulator walk never fuses it; a generated frame after observed ones has every observed frame
-    fused once, when the cache render first needs the layer."""
+    uses it: a simulator walk never fuses it, not even to save it; a generated frame after observed ones has
+    every observed frame fused once, when the cache render first needs the layer."""
     import memory.bank as bank
 
     fused = []
@@ -495,7 +525,9 @@ def test_a_world_of_observed_frames_never_pays_for_the_observed_layer(monkeypatc
     scene.reset(3)
     scene.run(parse_actions("(FN)(FL)(FN)"))
     assert fused == []
-    assert len(scene.memory.state_dict()["observed.keys"]) > 0 and fused == [0, 1, 2, 3]  # saved in full
+    state = scene.memory.state_dict()  # a save (or a fork's undo copy) names the frames, fuses none
+    assert state["observed_pending_fid"].tolist() == [0, 1, 2, 3] and len(state["observed.keys"]) == 0
+    assert fused == []
 
     world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
     start = world.reset(3)

@@ -219,3 +219,12 @@ def test_bad_frames_and_memory_are_caught_at_open(saved, tmp_path):
     scene.step(Action("F", "N"))
     assert all(fid < 1000 for fid in scene.last_step.memory_fids)
     scene.close()
+    # the observed frames it had not fused yet, named by ids the session does not have: rebuilt the same way
+    state = load_file(str(saved / "memory.safetensors"))
+    assert len(state["observed_pending_fid"]) > 0  # a simulator's frames are saved by id, never fused
+    state["observed_pending_fid"] = state["observed_pending_fid"] + 1000
+    save_file(state, str(folder / "memory.safetensors"))
+    scene = load_session(folder, memory=GeometricMemory())
+    assert scene.memory.state_dict()["observed_pending_fid"].max() < 1000
+    scene.step(Action("F", "N"))
+    scene.close()

@@ -38,7 +38,7 @@ from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame_dense
 from worldmodel.frame import CacheView, Frame, GroundProbe
 
 RULES = ("ours", "deepverse", "worldmem")
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: observed frames not fused yet are named by store id (1 is read too: its layer is fused)
 OBSERVED_PREFIX = "observed."  # state_dict keys of the observed frames' own map
 
 
@@ -160,8 +160,10 @@ class GeometricMemory:
         self.index.reset()
         self.far.reset()
         self._observed_map: VoxelPointMap | None = None  # see MemoryConfig.observed_layer_frames
-        # observed frames (store id, frame) not yet fused into it (see _observed_layer)
-        self._observed_pending: list[tuple[int, Frame]] = []
+        # observed frames not yet fused into it (see _observed_layer): (store id, the frame, or None when a loaded
+        # state named it: read from the store with _frame_of when the layer is first used)
+        self._observed_pending: list[tuple[int, Frame | None]] = []
+        self._frame_of: Callable[[int], Frame] | None = None
         self._observed_grid = MapGrid(cell_m=self.config.cell_m)
         self._observed_frames = 0
         self._generated_seen = False
@@ -260,9 +262,12 @@ class GeometricMemory:
     def _observed_layer(self) -> VoxelPointMap | None:
         """The observed layer with every observed frame fused in (densely: far pixels span several voxels, so a
         nearer view has no gaps between them); None when there is none."""
-        for _, frame in self._observed_pending:
-            fuse_frame_dense(self._observed_map, frame)
-        self._observed_pending = []
+        while self._observed_pending:  # one at a time: a frame that cannot be read leaves the rest pending
+            fid, frame = self._observed_pending[0]
+            frame = frame if frame is not None else self._frame_of(fid)  # type: ignore[misc]
+            if frame.confidence is None:  # (a corrupt state could name a generated frame: not an observation)
+                fuse_frame_dense(self._observed_map, frame)
+            self._observed_pending.pop(0)
         return self._observed_map
 
     def _observed_wins(self, cache: CacheView, K: np.ndarray, c2w: np.ndarray) -> CacheView:
@@ -418,7 +423,7 @@ class GeometricMemory:
     def load_state_dict(self, state: dict[str, np.ndarray], frames: Callable[[int], Frame] | None = None) -> None:
         """Restore a bank saved by :meth:`state_dict`; ValueError (one line) when it is incomplete or corrupt.
         ``frames``: the frame of a store id (the Scene's store), for the observed frames the layer had not fused
-        yet."""
+        yet; they are read when the layer is first used, not here (a fork's undo must not touch the store)."""
         def fail(why: str) -> ValueError:
             return ValueError(f"memory state is corrupt: {why}; "
                               "delete memory.safetensors to rebuild it from the frames")
@@ -433,7 +438,7 @@ class GeometricMemory:
             if np.asarray(state[key]).dtype != dtype:
                 raise fail(f"{key} has dtype {np.asarray(state[key]).dtype}, expected {np.dtype(dtype)}")
         meta = state["meta"]
-        if meta.shape != (5,) or meta[0] != STATE_VERSION:
+        if meta.shape != (5,) or meta[0] not in (1, STATE_VERSION):
             raise fail(f"unknown format {meta[:1].tolist()} (this build writes version {STATE_VERSION})")
         if meta[1] != BLOCK_VOXELS[0]:
             raise fail(f"it was made with {meta[1]}-voxel blocks, this build uses {BLOCK_VOXELS[0]}")
@@ -464,26 +469,18 @@ class GeometricMemory:
             raise fail("observed_pending_fid must be the int64 store ids of at most observed_meta[0] frames")
         if len(pending_fids) and frames is None:
             raise fail("it names observed frames by store id and no frame store was given")
-        pending = []
-        for fid in pending_fids.tolist():
-            try:
-                frame = frames(fid)  # type: ignore[misc]
-            except KeyError:
-                raise fail(f"observed frame {fid} is not in the frame store") from None
-            if frame.confidence is not None:
-                raise fail(f"frame {fid}, named as observed, is a generated frame")
-            pending.append((fid, frame))
         layer_state = {k[len(OBSERVED_PREFIX):]: v for k, v in state.items() if k.startswith(OBSERVED_PREFIX)}
         try:
             observed_map = VoxelPointMap.from_state_dict(layer_state) if layer_state else None
         except ValueError as e:
             raise fail(f"the observed layer: {e}") from None
-        if pending and observed_map is None:
+        if len(pending_fids) and observed_map is None:
             raise fail("it names observed frames for an observed layer it does not have")
         self.reset()
         self._observed_frames, self._generated_seen = int(observed_meta[0]), bool(observed_meta[1])
         self._observed_map = observed_map
-        self._observed_pending = pending
+        self._observed_pending = [(fid, None) for fid in pending_fids.tolist()]
+        self._frame_of = frames
         n_alloc = max(n, 1)
         self._fid, self._index = _grow(self._fid, n_alloc), _grow(self._index, n_alloc)
         self._c2w, self._K, self._size = _grow(self._c2w, n_alloc), _grow(self._K, n_alloc), _grow(self._size, n_alloc)

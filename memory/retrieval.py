@@ -25,7 +25,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from memory.cache import rasterize
-from memory.grid import BLOCK_VOXELS, Frustum, MapGrid
+from memory.grid import BLOCK_VOXELS, CellQuery, Frustum, MapGrid
 from recon.pointmap import VoxelPointMap
 from worldmodel.camera import camera_to_pixels, invert_pose, resize_intrinsics, world_to_camera
 
@@ -233,8 +233,8 @@ def visible_blocks(grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int, he
     z-buffer ``zbuffer_width`` pixels wide; a block is visible when it wins at least one pixel and weighs
     the number of pixels it wins (so shares are image shares, as a person would judge them). Blocks right
     in front of the camera are clipped to ``2 * max_radius + 1`` pixels. ``grid`` must be synced with the map.
-    ``pointmap``: the map ``grid`` indexes; with carving on, a block whose level-0 row free-space carving
-    removed is neither seen nor hides what lies behind it (the cache render leaves such a block undrawn too).
+    ``pointmap``: the map ``grid`` indexes; with carving on, a block of which carving left no voxel (in the
+    sample :func:`blocks_carving_left` reads) is neither seen nor hides what lies behind it.
     Returns (rows (V,) int64 level-0 rows, weights (V,) float64 pixel counts).
     """
     Kc, wc, hc = coarse_intrinsics(np.asarray(K, dtype=np.float64), width, height, zbuffer_width)
@@ -247,9 +247,12 @@ def visible_blocks(grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int, he
         rows = np.concatenate([rows, grid.pending_rows[pending]])
         xyz = [np.concatenate([a, grid.pending_xyz[i, pending]]) for i, a in enumerate(xyz)]
     if pointmap is not None and pointmap.carve and len(rows):
-        kept = ~pointmap.carved_mask(rows)
-        if not kept.all():
-            rows, xyz = rows[kept], [a[kept] for a in xyz]
+        carved = pointmap.carved_mask(rows)  # a block whose first voxel stands is kept without more work
+        if carved.any():
+            cell_of = np.repeat(np.arange(len(q.start)), q.n_level[:, 0])  # the cell of each merged level-0 row
+            cells = np.unique(cell_of[carved[: len(cell_of)]])
+            carved[carved] = ~blocks_carving_left(grid, pointmap, q, cells, rows[carved])
+            rows, xyz = rows[~carved], [a[~carved] for a in xyz]
     if len(rows) > max_blocks:  # thin out uniformly (rare: only for huge open views)
         step = math.ceil(len(rows) / max_blocks)
         rows, xyz = rows[::step], [a[::step] for a in xyz]
@@ -261,6 +264,18 @@ def visible_blocks(grid: MapGrid, K: np.ndarray, c2w: np.ndarray, width: int, he
     _, winner = rasterize(xyz, half, Kc, c2w, wc, hc, 0.05, far, max_radius, exact=False, ids=rows)
     won, counts = np.unique(winner[winner >= 0], return_counts=True)
     return won, counts.astype(np.float64)
+
+
+def blocks_carving_left(grid: MapGrid, pointmap: VoxelPointMap, q: CellQuery, cells: np.ndarray, blocks: np.ndarray,
+                        max_level: int = 1) -> np.ndarray:
+    """(B,) bool: which ``blocks`` (level-0 rows) still hold a voxel that free-space carving left, judged on the
+    rows of levels <= ``max_level`` (level 1: up to one voxel per 4^3) of the queried ``cells`` (indices into
+    ``q``: those that hold the blocks) and the pending rows of those levels. A block's first voxel alone is not
+    enough: a ghost surface fused first and carved away later would take the real surface behind it with it."""
+    sample = grid.rows[grid.take(q.start[cells], q.n_level[cells, max_level])]
+    if len(grid.pending_rows):
+        sample = np.concatenate([sample, grid.pending_rows[grid.level[grid.pending_rows] <= max_level]])
+    return np.isin(blocks, grid.rep[sample[~pointmap.carved_mask(sample)]])
 
 
 def view_candidates(bank: KeyframeArrays, index: CentreIndex, target_c2w: np.ndarray, n: int, radius: float,

@@ -362,10 +362,11 @@ class VoxelPointMap:
         missing = [c for c in cls.COLUMNS + ("meta",) if c not in state]
         if missing:
             raise ValueError(f"point map file lacks arrays {missing}; the session is incomplete or corrupt")
-        meta = state["meta"].tolist()
-        if len(meta) != 6:
+        if np.ndim(state["meta"]) != 1 or len(state["meta"]) != 6:
             raise ValueError("point map settings are garbled; the session is corrupt")
-        voxel_size, max_depth, min_weight, version, carve, carve_ratio = meta
+        voxel_size, max_depth, min_weight, version, carve, carve_ratio = state["meta"].tolist()
+        if any(np.ndim(state[c]) == 0 for c in cls.COLUMNS):
+            raise ValueError("point map arrays are garbled; the session is corrupt")
         n = len(state["keys"])
         if any(len(state[c]) != n for c in cls.COLUMNS):
             raise ValueError("point map arrays have different lengths; the session is corrupt")

@@ -117,7 +117,8 @@ class MemoryProvider(Protocol):
 
     def load_state_dict(self, state: dict[str, np.ndarray], frames: Callable[[int], Frame] | None = None) -> None:
         """Restore :meth:`state_dict`; ValueError (one line) when it is corrupt. ``frames`` gives the frame of a
-        store id (a state may name frames of the Scene's store instead of copying them)."""
+        store id: a state may name frames of the Scene's store instead of copying them, read when they are
+        needed, not while restoring (a failed fork's undo must not depend on the store)."""
         ...
 
 

@@ -66,6 +66,30 @@ def test_full_disk_step_loses_no_frame_and_leaves_the_scene_as_it_was(monkeypatc
     scene.close()
 
 
+def test_a_failed_fork_puts_the_memory_back_without_reading_a_frame(monkeypatch):
+    """A fork whose new frame cannot be written (full disk, frames spilling: 2 in RAM) raises the write error
+    and leaves the memory as it was: keyframes, and the observed frames it names by store id (the undo reads no
+    frame, so it cannot fail on the same full disk)."""
+    from memory import GeometricMemory
+
+    scene = Scene(create_world("procedural", width=64, height=48), SceneConfig(voxel_size=0.3, ram_frames=2),
+                  memory=GeometricMemory())
+    scene.reset(0)
+    scene.run(parse_actions("(FN)" * 3))
+    before = scene.memory.state_dict()
+    assert len(before["observed_pending_fid"]) == 4 and len(scene.memory) > 0
+    monkeypatch.setattr(framestore, "save_file", enospc)
+    scene.seek(1)
+    with pytest.raises(WriteError, match="disk full: free space in"):
+        scene.step(parse_actions("(RN)")[0])
+    after = scene.memory.state_dict()
+    assert sorted(after) == sorted(before) and all(np.array_equal(after[k], before[k]) for k in before)
+    monkeypatch.undo()
+    scene.step(parse_actions("(RN)")[0])  # space freed: the fork goes through
+    assert scene.branch_name != "main" and len(scene.memory) > 0
+    scene.close()
+
+
 def test_failed_mp4_keeps_the_good_one(monkeypatch, tmp_path):
     import imageio_ffmpeg
 

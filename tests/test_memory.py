@@ -407,10 +407,50 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
     assert capped.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed is None
 
 
+def test_the_memory_retrieves_the_frames_that_see_what_carving_left():
+    """Every frame a keyframe: the start frame and the 9 shifted ones see the wall, frame 1 only the ghost in
+    front of it, which carving removes. Seen from the start pose, a frame that saw the wall covers the most."""
+    K = intrinsics_from_fov(64, 48, 60.0)
+    rgb = np.full((48, 64, 3), 90, np.uint8)
+    memory = GeometricMemory(MemoryConfig(key_translation_m=0.0, exclude_recent=0))
+    pmap = VoxelPointMap(voxel_size=0.1, carve=True)
+    shifts = [(0.0, 0.0), (0.0, 0.0)] + [(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
+    for i, (dx, dy) in enumerate(shifts):
+        c2w = np.eye(4)
+        c2w[:2, 3] = dx, dy
+        frame = Frame(i, rgb, np.full((48, 64), 4.25 if i == 1 else 5.0, np.float32), K, c2w, None)
+        memory.observe(frame, i, pmap.fuse(frame.depth, rgb, K, c2w, i), pmap)
+    idx, scores = memory.retrieve(np.eye(4), K, 64, 48, pmap, 3)
+    assert memory.frame_indices[idx[0]] != 1 and scores[0] > 0.6, (memory.frame_indices[idx], scores)
+
+
+def test_retrieval_keeps_a_block_whose_first_voxel_was_carved():
+    """A ghost fused first and a real wall behind it in the same 0.8 m block (z 4.8-5.6 m): carving removes the
+    ghost, which held the block's first voxel, and the block is still seen (the wall is in it), as the cache
+    render shows the wall over the whole view."""
+    from memory.retrieval import visible_blocks
+
+    K = intrinsics_from_fov(64, 48, 60.0)
+    rgb = np.full((48, 64, 3), 90, np.uint8)
+    pmap = VoxelPointMap(voxel_size=0.1, carve=True)
+    pmap.fuse(np.full((48, 64), 4.95, np.float32), rgb, K, np.eye(4), 0)  # the ghost first
+    for i, (dx, dy) in enumerate([(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)], start=1):
+        shifted = np.eye(4)
+        shifted[:2, 3] = dx, dy
+        pmap.fuse(np.full((48, 64), 5.55, np.float32), rgb, K, shifted, i)
+    grid = MapGrid()
+    cache = render_map_cache(pmap, grid, K, np.eye(4), 64, 48)
+    assert cache.valid.mean() > 0.95 and np.abs(np.median(cache.depth[cache.valid]) - 5.55) < 0.1
+    rows, weights = visible_blocks(grid, K, np.eye(4), 64, 48, 60.0, pointmap=pmap)
+    plain_rows, plain_weights = visible_blocks(grid, K, np.eye(4), 64, 48, 60.0)
+    assert pmap.carved_mask(plain_rows).mean() > 0.5  # most blocks' first voxel is the carved ghost
+    assert weights.sum() > 0.95 * plain_weights.sum() and set(rows) == set(plain_rows)
+
+
 def test_observed_frames_are_saved_by_store_id_until_the_layer_is_used():
     """A world of observed frames never uses the observed layer, so a save (or a fork's undo copy) names its
-    frames by store id instead of fusing them; restored with the store, the memory builds the same layer once a
-    generated frame arrives. A state naming a frame the store lacks, or a generated one, is corrupt."""
+    frames by store id instead of fusing them; restored with the store, the memory reads them only once a
+    generated frame arrives and builds the same layer. A generated frame named as observed is left out of it."""
     world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
     start = world.reset(3)
     fake = Frame(1, np.full_like(start.rgb, 255), np.full_like(start.depth, 1.5), start.K, start.c2w,
@@ -423,18 +463,21 @@ def test_observed_frames_are_saved_by_store_id_until_the_layer_is_used():
                                            if k.startswith("observed.")})
     assert len(layer) == 0  # nothing fused for the save
 
-    restored = GeometricMemory(MemoryConfig())
-    restored.load_state_dict(state, {7: start}.__getitem__)
+    reads = []
+    restored, named_generated = GeometricMemory(MemoryConfig()), GeometricMemory(MemoryConfig())
+    restored.load_state_dict(state, lambda fid: reads.append(fid) or {7: start}[fid])
+    named_generated.load_state_dict(state, {7: fake}.__getitem__)
+    assert reads == []  # nothing read to restore
+    fused = pmap.fuse(fake.depth, fake.rgb, fake.K, fake.c2w, 1, fake.confidence)
     caches = []
-    for m in (memory, restored):
-        m.observe(fake, 8, pmap.fuse(fake.depth, fake.rgb, fake.K, fake.c2w, 1, fake.confidence), pmap)
+    for m in (memory, restored, named_generated):
+        m.observe(fake, 8, fused, pmap)
         caches.append(m.build_context(start.c2w, start.K, W, H, pmap, 0)[2])
-    assert caches[0].observed.mean() > 0.5
+    assert reads == [7] and caches[0].observed.mean() > 0.5
     assert np.array_equal(caches[0].observed, caches[1].observed) and np.array_equal(caches[0].rgb, caches[1].rgb)
-    for frames, why in [(None, "no frame store"), ({}.__getitem__, "not in the frame store"),
-                        ({7: fake}.__getitem__, "generated frame")]:
-        with pytest.raises(ValueError, match=why):
-            GeometricMemory(MemoryConfig()).load_state_dict(state, frames)
+    assert caches[2].observed is None  # the generated frame was not taken for an observation
+    with pytest.raises(ValueError, match="no frame store"):
+        GeometricMemory(MemoryConfig()).load_state_dict(state)
 
 
 def test_the_maps_ground_is_the_observed_ground_where_a_generated_frame_raised_it():
@@ -493,8 +536,9 @@ def test_the_cache_render_does_not_draw_what_carving_removed():
 
 def test_retrieval_does_not_see_what_carving_removed():
     """The same ghost wall: the blocks retrieval counts as visible (the co-visibility it scores keyframes by) are
-    the real wall's once carving removed the ghost, as in the cache render (the ghost's rim, which the shifted
-    frames do not see through, stays: 13 % of the render); without carving, the ghost's."""
+    mostly the real wall's once carving removed the ghost (before: none); without carving, the ghost's. The
+    ghost's rim, which the shifted frames do not see through, stays: 13 % of the cache render, and a 0.8 m block
+    holding any of it still counts whole (~29 % of the blocks' pixels)."""
     from memory.retrieval import visible_blocks
     from recon.pointmap import voxel_coords_of_keys
     from tests.test_recon import GHOST_Z, WALL_Z, ghost_wall_map
@@ -509,7 +553,7 @@ def test_retrieval_does_not_see_what_carving_removed():
             z = (voxel_coords_of_keys(pmap.keys[rows])[:, 2] + 0.5) * pmap.voxel_size
             expected = WALL_Z if carve else GHOST_Z
             share = weights[np.abs(z - expected) < 0.3].sum() / weights.sum()
-            assert share > 0.75, (carve, pending, share, np.unique(np.round(z, 2)))
+            assert share > 0.6, (carve, pending, share, np.unique(np.round(z, 2)))
 
 
 def test_a_world_of_observed_frames_never_pays_for_the_observed_layer(monkeypatch):

@@ -228,3 +228,15 @@ def test_bad_frames_and_memory_are_caught_at_open(saved, tmp_path):
     assert scene.memory.state_dict()["observed_pending_fid"].max() < 1000
     scene.step(Action("F", "N"))
     scene.close()
+    # a 0-d array where the observed layer (or the map) has a column: rebuilt (or one line), not a TypeError
+    state = load_file(str(saved / "memory.safetensors"))
+    state["observed.weight"] = np.array(3.0, np.float32)
+    save_file(state, str(folder / "memory.safetensors"))
+    scene = load_session(folder, memory=GeometricMemory())
+    scene.step(Action("F", "N"))
+    scene.close()
+    arrays = load_file(str(saved / "map.safetensors"))
+    arrays["keys"] = np.array(5, np.int64)
+    save_file(arrays, str(folder / "map.safetensors"))
+    with pytest.raises(SessionError, match="map.safetensors is corrupt"):
+        load_session(folder)

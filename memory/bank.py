@@ -261,13 +261,18 @@ class GeometricMemory:
 
     def _observed_layer(self) -> VoxelPointMap | None:
         """The observed layer with every observed frame fused in (densely: far pixels span several voxels, so a
-        nearer view has no gaps between them); None when there is none."""
-        while self._observed_pending:  # one at a time: a frame that cannot be read leaves the rest pending
+        nearer view has no gaps between them); None when there is none. Frames a loaded state named are read from
+        the frame store here: one that is gone or corrupt is left out; a read error (OSError) is raised."""
+        while self._observed_pending:  # one at a time, each fused at most once
             fid, frame = self._observed_pending[0]
-            frame = frame if frame is not None else self._frame_of(fid)  # type: ignore[misc]
-            if frame.confidence is None:  # (a corrupt state could name a generated frame: not an observation)
-                fuse_frame_dense(self._observed_map, frame)
+            if frame is None:  # named by a loaded state: read now (a full disk raises and leaves it pending)
+                try:
+                    frame = self._frame_of(fid)  # type: ignore[misc]
+                except (KeyError, ValueError):  # gone or corrupt: the layer does without it
+                    frame = None
             self._observed_pending.pop(0)
+            if frame is not None and frame.confidence is None:  # (a corrupt state could name a generated frame)
+                fuse_frame_dense(self._observed_map, frame)
         return self._observed_map
 
     def _observed_wins(self, cache: CacheView, K: np.ndarray, c2w: np.ndarray) -> CacheView:
@@ -416,7 +421,7 @@ class GeometricMemory:
             **self.far.state_dict(),
             "observed_meta": np.array([self._observed_frames, int(self._generated_seen)], np.int64),
             "observed_pending_fid": np.array([fid for fid, _ in self._observed_pending], np.int64),
-            **({f"{OBSERVED_PREFIX}{k}": v for k, v in observed_map.state_dict().items()}
+            **({f"{OBSERVED_PREFIX}{k}": v.copy() for k, v in observed_map.state_dict().items()}  # (views)
                if observed_map is not None else {}),
         }
 
@@ -465,8 +470,9 @@ class GeometricMemory:
         if observed_meta.shape != (2,) or observed_meta.dtype != np.int64 or observed_meta.min() < 0:
             raise fail("observed_meta must be two non-negative int64 counts")
         pending_fids = np.asarray(state.get("observed_pending_fid", np.zeros(0, np.int64)))  # absent: saved fused
-        if pending_fids.ndim != 1 or pending_fids.dtype != np.int64 or len(pending_fids) > observed_meta[0]:
-            raise fail("observed_pending_fid must be the int64 store ids of at most observed_meta[0] frames")
+        if (pending_fids.ndim != 1 or pending_fids.dtype != np.int64 or len(pending_fids) > observed_meta[0]
+                or (len(pending_fids) and pending_fids.min() < 0) or len(np.unique(pending_fids)) != len(pending_fids)):
+            raise fail("observed_pending_fid must be distinct int64 store ids of at most observed_meta[0] frames")
         if len(pending_fids) and frames is None:
             raise fail("it names observed frames by store id and no frame store was given")
         layer_state = {k[len(OBSERVED_PREFIX):]: v for k, v in state.items() if k.startswith(OBSERVED_PREFIX)}

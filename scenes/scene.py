@@ -231,7 +231,7 @@ class Scene:
                     del self.branches[self.branch_name]
                 self.branch_name, self.cursor, self.map = forked_from, cursor_before, map_before
                 if memory_before is not None:
-                    self.memory.load_state_dict(memory_before, self.store.get)  # type: ignore[union-attr]
+                    self.memory.load_state_dict(memory_before, frames=self.store.get)  # type: ignore[union-attr]
                 elif self.memory is not None:
                     self._rebuild_map()
             raise
@@ -363,7 +363,7 @@ class Scene:
         self.map = VoxelPointMap.from_state_dict(map_state)
         if self.memory is not None and memory_state is not None:
             try:
-                self.memory.load_state_dict(memory_state, self.store.get)
+                self.memory.load_state_dict(memory_state, frames=self.store.get)
                 return
             except (ValueError, KeyError):
                 pass

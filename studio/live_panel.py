@@ -87,8 +87,8 @@ class LivePanel:
         fps = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 and \
             self._times[-1] > self._times[0] else 0.0
         behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
-        blocked = (" · **did not move**: the world kept the camera where it stood (an obstacle in the way: turn or "
-                   "step back; or the end of a recording)" if step is not None and step.move_refused else "")
+        blocked = (" · **did not move**: the world kept the camera where it stood (blocked: turn or step back; or "
+                   "the recording ended)" if step is not None and step.move_refused else "")
         self.status.content = (f"World **{scene.model.name}** · Frame **{frame.index}**{behind} · branch "
                                f"**{scene.branch_name}** · {fps:.1f} frames/s{blocked}")
         self.rgb.image = frame.rgb

@@ -421,7 +421,8 @@ class GeometricMemory:
             **self.far.state_dict(),
             "observed_meta": np.array([self._observed_frames, int(self._generated_seen)], np.int64),
             "observed_pending_fid": np.array([fid for fid, _ in self._observed_pending], np.int64),
-            **({f"{OBSERVED_PREFIX}{k}": v.copy() for k, v in observed_map.state_dict().items()}  # (views)
+            # copies: the layer's state_dict gives views of its live arrays, which later fuses change
+            **({f"{OBSERVED_PREFIX}{k}": v.copy() for k, v in observed_map.state_dict().items()}
                if observed_map is not None else {}),
         }
 

@@ -18,7 +18,7 @@ import viser.transforms as vtf
 from scenes.factory import make_scene
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
-from studio.export_panel import ExportPanel
+from studio.export_panel import ExportPanel, refuse_large_uploads_as_they_start
 from studio.inspect_panel import InspectPanel
 from studio.live_panel import LivePanel
 from studio.security import AccessPolicy, guarded_viser_server
@@ -56,6 +56,7 @@ class Studio:
         self.inspect = InspectPanel(gui, self.submit, self.view, request_resync=self.request_resync,
                                     reset_view=self.look_at_current)
         self.exports = ExportPanel(gui, self.submit, notify, replace_scene=self.replace_scene, root=self.root)
+        refuse_large_uploads_as_they_start(self.server, lambda client, why: notify(client, "Upload refused", why, True))
         self.inspect.show_scale(scene.config.voxel_size)
         self.last_agreement: dict | None = None
         self.server.on_client_connect(self._client_connected)

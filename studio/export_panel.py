@@ -32,11 +32,40 @@ def zip_folder(folder: Path) -> bytes:
     return buf.getvalue()
 
 
+def upload_too_large(size_bytes: int) -> str | None:
+    """The one-line refusal of an upload of ``size_bytes``; None when it is within MAX_UPLOAD_BYTES."""
+    if size_bytes <= MAX_UPLOAD_BYTES:
+        return None
+    return (f"upload is {size_bytes / 2**30:.1f} GiB, more than the {MAX_UPLOAD_BYTES / 2**30:.0f} GiB limit; "
+            "open the folder by path instead")
+
+
+def refuse_large_uploads_as_they_start(server: viser.ViserServer,
+                                       refused: Callable[[viser.ClientHandle | None, str], None]) -> None:
+    """viser 1.1 keeps every part of an upload in RAM until the last one arrives, and only then calls the upload
+    button: a 10 GiB upload would fill the RAM before :func:`unzip_session` could refuse it. This drops a
+    transfer as it starts when its announced size is over the limit (viser then ignores its parts) and calls
+    ``refused(the tab, why)``. viser has no hook for it: this adds a handler for its upload-start message and
+    removes the transfer from its table of uploads in flight (both internals of the pinned viser 1.1.1;
+    tests/test_studio.py uploads through a websocket to check them)."""
+    from viser import _messages
+
+    in_flight = server.gui._current_file_upload_states
+
+    def on_start(client_id: int, message: _messages.FileTransferStartUpload) -> None:
+        why = upload_too_large(message.size_bytes)
+        if why is not None:
+            in_flight.pop(message.transfer_uuid, None)
+            refused(server.get_clients().get(client_id), why)
+
+    server._websock_server.register_handler(_messages.FileTransferStartUpload, on_start)
+
+
 def unzip_session(content: bytes, target: Path) -> Path:
     """Extract an uploaded session .zip safely; returns the folder that holds session.json."""
-    if len(content) > MAX_UPLOAD_BYTES:
-        raise SessionError(f"upload is {len(content) / 2**30:.1f} GiB, more than the "
-                           f"{MAX_UPLOAD_BYTES / 2**30:.0f} GiB limit; open the folder by path instead")
+    why = upload_too_large(len(content))
+    if why is not None:
+        raise SessionError(why)
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as z:
             names = z.namelist()
@@ -81,8 +110,8 @@ class ExportPanel:
                                           hint="a folder on this machine that holds session.json")
             open_button = gui.add_button("Open session folder", icon=viser.Icon.FOLDER_OPEN)
             open_button.on_click(self._open_clicked)
-            upload = gui.add_upload_button("Upload session (.zip)", icon=viser.Icon.UPLOAD, mime_type=".zip")
-            upload.on_upload(self._uploaded)
+            self.upload = gui.add_upload_button("Upload session (.zip)", icon=viser.Icon.UPLOAD, mime_type=".zip")
+            self.upload.on_upload(self._uploaded)
             self.world = gui.add_text("World", initial_value="neural",
                                       hint="neural[:weights folder in the workspace] | procedural | procedural:fly | "
                                            "replay:/path/to/sequence | a plugin (python3 launch.py worlds lists them)")

@@ -200,6 +200,61 @@ def test_an_uploaded_session_steps_on_after_its_upload_folder_is_gone(studio, tm
     assert opened.length == 6 and not errors, errors
 
 
+def test_an_upload_over_the_limit_is_refused_as_it_starts(studio, monkeypatch):
+    """viser keeps an upload's parts in RAM until the last one arrives: an upload that announces more than the
+    limit is dropped at its first message (its parts are not kept) and its tab is told why; one within the limit
+    still reaches the button (here a file that is not a .zip, refused by unzip_session). Sent as the page sends
+    them, through a websocket from the studio's own origin."""
+    import threading
+    import time
+
+    import msgspec
+    import viser
+    from websockets.sync.client import connect
+
+    from studio import export_panel
+
+    monkeypatch.setattr(export_panel, "MAX_UPLOAD_BYTES", 1000)
+    notes: list[tuple[str, str]] = []
+    monkeypatch.setattr(studio, "notify", lambda client, title, body, error=False: notes.append((title, body)))
+    port, button = studio.server.get_port(), studio.exports.upload._impl.uuid
+    in_flight = studio.server.gui._current_file_upload_states
+
+    def wait_for(title: str) -> str:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for t, body in list(notes):
+                if t == title:
+                    return body
+            time.sleep(0.05)
+        raise AssertionError(f"no {title!r} notification: {notes}")
+
+    with connect(f"ws://127.0.0.1:{port}", origin=f"http://127.0.0.1:{port}", max_size=None,
+                 subprotocols=[f"viser-v{viser.__version__}"]) as ws:
+        threading.Thread(target=lambda: [None for _ in ws], daemon=True).start()  # read what the server sends
+        ws.send(msgspec.msgpack.encode(dict(  # viser counts a tab as connected once it reports its camera
+            type="ViewerCameraMessage", wxyz=(1.0, 0.0, 0.0, 0.0), position=(0.0, 0.0, 0.0), fov=1.0, near=0.01,
+            far=100.0, image_height=480, image_width=640, look_at=(0.0, 0.0, 1.0), up_direction=(0.0, -1.0, 0.0))))
+        deadline = time.monotonic() + 20
+        while not studio.server.get_clients() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def upload(name: str, content: bytes, announced: int) -> None:
+            ws.send(msgspec.msgpack.encode(dict(type="FileTransferStartUpload", source_component_uuid=button,
+                                                transfer_uuid=name, filename=name, mime_type="application/zip",
+                                                size_bytes=announced, part_count=2)))
+            for i, part in enumerate((content[: len(content) // 2], content[len(content) // 2:])):
+                ws.send(msgspec.msgpack.encode(dict(type="FileTransferPart", source_component_uuid=button,
+                                                    transfer_uuid=name, part_index=i, content=part)))
+
+        upload("big.zip", b"x" * 1200, 1200)
+        assert "more than the 0 GiB limit" in wait_for("Upload refused")
+        assert "big.zip" not in in_flight
+        upload("small.zip", b"x" * 600, 600)
+        assert "not a .zip" in wait_for("open upload failed")
+    assert not in_flight
+
+
 def test_uploads_that_are_not_sessions_are_refused(tmp_path):
     with pytest.raises(SessionError, match="not a .zip"):
         unzip_session(b"hello", tmp_path / "a")

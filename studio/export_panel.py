@@ -207,6 +207,9 @@ class ExportPanel:
     def _uploaded(self, event: viser.GuiEvent) -> None:
         upload = event.target.value
         client = event.client
+        # viser would keep the bytes (up to the limit) as the button's value until the next upload: only the
+        # command below holds them now (a viser internal: setting .value would call this callback again)
+        event.target._impl.value = viser.UploadedFile(name=upload.name, content=b"")
 
         def run(_: Scene) -> None:
             tmp = Path(tempfile.mkdtemp(prefix="worldstudio-upload-"))

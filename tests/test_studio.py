@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import viser
 from scipy.spatial.transform import Rotation
 
 from scenes.scene import Scene, SceneConfig
@@ -190,8 +191,9 @@ def test_an_uploaded_session_steps_on_after_its_upload_folder_is_gone(studio, tm
     content = buf.getvalue()
     errors = []
     studio.notify = lambda client, title, body, error=False: errors.append(body) if error else None
-    upload = SimpleNamespace(content=content, name="session.zip")
-    studio.exports._uploaded(SimpleNamespace(target=SimpleNamespace(value=upload), client=None))
+    button = studio.exports.upload
+    button._impl.value = viser.UploadedFile(name="session.zip", content=content)  # as viser leaves it
+    studio.exports._uploaded(SimpleNamespace(target=button, client=None))
     assert studio.worker.wait_idle(30)
     opened = studio.worker.scene
     assert opened is not scene and opened.length == 5 and not errors, errors
@@ -209,7 +211,6 @@ def test_an_upload_over_the_limit_is_refused_as_it_starts(studio, monkeypatch):
     import time
 
     import msgspec
-    import viser
     from websockets.sync.client import connect
 
     from studio import export_panel
@@ -253,6 +254,7 @@ def test_an_upload_over_the_limit_is_refused_as_it_starts(studio, monkeypatch):
         upload("small.zip", b"x" * 600, 600)
         assert "not a .zip" in wait_for("open upload failed")
     assert not in_flight
+    assert studio.exports.upload.value.name == "small.zip" and studio.exports.upload.value.content == b""  # freed
 
 
 def test_uploads_that_are_not_sessions_are_refused(tmp_path):

@@ -213,9 +213,10 @@ def _memory_state(folder: Path, known: set[int]) -> dict | None:
         return None
     try:
         state = load_file(str(path))
-        named = [np.asarray(state.get(key, [])).reshape(-1).tolist() for key in ("fid", "observed_pending_fid")]
-        if not set(named[0] + named[1]) <= known:  # (the memory reads its named frames later, not at open)
-            return None  # keyframes (or observed frames) naming frames that are not in the session
+        named = {fid for key in ("fid", "observed_pending_fid")  # keyframes, observed frames not fused yet
+                 for fid in np.asarray(state.get(key, [])).reshape(-1).tolist()}
+        if not named <= known:  # (the memory reads its named frames later, not at open)
+            return None  # it names frames that are not in the session
         return state
     except (SafetensorError, ValueError, OSError):
         return None

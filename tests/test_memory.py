@@ -410,17 +410,11 @@ def test_observed_surfaces_win_the_cache_over_generated_ones_and_persist():
 def test_the_memory_retrieves_the_frames_that_see_what_carving_left():
     """Every frame a keyframe: the start frame and the 9 shifted ones see the wall, frame 1 only the ghost in
     front of it, which carving removes. Seen from the start pose, a frame that saw the wall covers the most."""
-    K = intrinsics_from_fov(64, 48, 60.0)
-    rgb = np.full((48, 64, 3), 90, np.uint8)
+    from tests.test_recon import ghost_wall_map
+
     memory = GeometricMemory(MemoryConfig(key_translation_m=0.0, exclude_recent=0))
-    pmap = VoxelPointMap(voxel_size=0.1, carve=True)
-    shifts = [(0.0, 0.0), (0.0, 0.0)] + [(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
-    for i, (dx, dy) in enumerate(shifts):
-        c2w = np.eye(4)
-        c2w[:2, 3] = dx, dy
-        frame = Frame(i, rgb, np.full((48, 64), 4.25 if i == 1 else 5.0, np.float32), K, c2w, None)
-        memory.observe(frame, i, pmap.fuse(frame.depth, rgb, K, c2w, i), pmap)
-    idx, scores = memory.retrieve(np.eye(4), K, 64, 48, pmap, 3)
+    pmap, K, c2w = ghost_wall_map(True, on_frame=memory.observe)
+    idx, scores = memory.retrieve(c2w, K, 64, 48, pmap, 3)
     assert memory.frame_indices[idx[0]] != 1 and scores[0] > 0.6, (memory.frame_indices[idx], scores)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from worldmodel.camera import (depth_edge_mask, intrinsics_from_fov, invert_pose, look_at_c2w, reproject_depth,
                                unproject_depth, world_to_pixels)
+from worldmodel.frame import Frame
 from recon.pointmap import VoxelPointMap
 from recon.voxelhash import Int64HashTable
 
@@ -117,26 +118,27 @@ def test_changed_since_and_box_queries(walk_frames):
 GHOST_Z, WALL_Z = 4.25, 5.0
 
 
-def ghost_wall_map(carve: bool, after_wall=None) -> tuple[VoxelPointMap, np.ndarray, np.ndarray]:
+def ghost_wall_map(carve: bool, after_wall=None, on_frame=None) -> tuple[VoxelPointMap, np.ndarray, np.ndarray]:
     """A 64x48 camera at the origin looking down +z at a wall 5 m away; one frame with wrong depth puts a ghost
     wall 0.75 m in front of it, then 9 frames from shifted cameras (0.1 m apart) see the real wall through it
-    (carving casts every 3rd ray of each frame). ``after_wall(map)`` is called once the wall alone is fused.
+    (carving casts every 3rd ray of each frame). ``after_wall(map)`` is called once the wall alone is fused;
+    ``on_frame(frame, store id, fuse stats, map)`` after each frame is fused (a memory's ``observe``; frame i
+    has index and store id i).
     Returns (map, K, c2w of the first camera)."""
     K = intrinsics_from_fov(64, 48, 60.0)
-    c2w = np.eye(4)
     rgb = np.full((48, 64, 3), 90, np.uint8)
-    wall, ghost = np.full((48, 64), WALL_Z, np.float32), np.full((48, 64), GHOST_Z, np.float32)
     pmap = VoxelPointMap(voxel_size=0.1, carve=carve)
-    pmap.fuse(wall, rgb, K, c2w, 0)
-    if after_wall is not None:
-        after_wall(pmap)
-    pmap.fuse(ghost, rgb, K, c2w, 1)
-    shifts = [(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
-    for i, (dx, dy) in enumerate(shifts, start=2):
-        shifted = c2w.copy()
-        shifted[:2, 3] = dx, dy
-        pmap.fuse(wall, rgb, K, shifted, i)
-    return pmap, K, c2w
+    shifts = [(0.0, 0.0), (0.0, 0.0)] + [(dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
+    for i, (dx, dy) in enumerate(shifts):
+        c2w = np.eye(4)
+        c2w[:2, 3] = dx, dy
+        frame = Frame(i, rgb, np.full((48, 64), GHOST_Z if i == 1 else WALL_Z, np.float32), K, c2w, None)
+        stats = pmap.fuse(frame.depth, rgb, K, c2w, i)
+        if on_frame is not None:
+            on_frame(frame, i, stats, pmap)
+        if i == 0 and after_wall is not None:
+            after_wall(pmap)
+    return pmap, K, np.eye(4)
 
 
 def test_free_space_carving_removes_ghost_surfaces():

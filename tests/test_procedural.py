@@ -11,7 +11,9 @@ import pytest
 from worldmodel.camera import invert_pose, look_at_c2w, reproject_depth, unproject_depth, world_to_pixels
 from worldmodel.actions import Action, Kinematics, TargetPose, parse_actions, yaw_rotation
 from worldmodel.frame import Context, Frame, WorldModel
-from worldmodel.procedural import INVALID_ID, ProceduralConfig, ProceduralWorld, generate_chunk
+from worldmodel import terrain
+from worldmodel.procedural import (INVALID_ID, MAT_PATH, MAT_TERRAIN, ProceduralConfig, ProceduralWorld,
+                                   generate_chunk)
 
 
 def walk(world: ProceduralWorld, first: Frame, actions: str) -> list[Frame]:
@@ -70,6 +72,38 @@ def test_chunk_is_pure_function_and_terrain_continuous():
     a = generate_chunk(5, 0, 0, cfg).vertices[: n * n].reshape(n, n, 3)
     b = generate_chunk(5, 1, 0, cfg).vertices[: n * n].reshape(n, n, 3)
     assert np.array_equal(a[:, -1], b[:, 0])
+
+
+def test_objects_are_closed_solids_whose_faces_point_out():
+    """Every building, trunk, crown and rock is its own set of vertices; each of its faces points away from
+    the mean of them (the chunk builder winds them all in one pass)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    checked = 0
+    for seed, key in ((1, (0, 0)), (1, (3, -2)), (7, (-1, 4))):
+        c = generate_chunk(seed, *key, ProceduralConfig())
+        tris = c.triangles[~np.isin(c.tri_mat, [MAT_TERRAIN, MAT_PATH])].astype(np.int64)
+        verts = c.vertices.astype(np.float64)
+        links = coo_matrix((np.ones(tris.size), (np.repeat(tris[:, 0], 3), tris.ravel())), (len(verts),) * 2)
+        _, part = connected_components(links, directed=False)
+        used = np.unique(tris)
+        centre = np.zeros((part.max() + 1, 3))
+        np.add.at(centre, part[used], verts[used])
+        centre /= np.maximum(np.bincount(part[used], minlength=len(centre)), 1)[:, None]
+        a, b, cc = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+        out = np.einsum("ij,ij->i", np.cross(b - a, cc - a), (a + b + cc) / 3 - centre[part[tris[:, 0]]])
+        assert (out > 0).all()
+        checked += len(tris)
+    assert checked > 500
+
+
+def test_mesh_height_reads_a_chunks_known_vertices_exactly():
+    rng = np.random.default_rng(3)
+    i, j = np.meshgrid(np.arange(64, 97), np.arange(-32, 1))  # chunk (2, -1)'s lattice, 1 m cells
+    known = (64, -32, terrain.grid_height(i, j, 1.0, 5))
+    x, z = rng.uniform(60, 100, 400), rng.uniform(-36, 4, 400)  # inside the block, and around it
+    assert np.array_equal(terrain.mesh_height(x, z, 1.0, 5, known=known), terrain.mesh_height(x, z, 1.0, 5))
 
 
 def test_depth_is_z_depth_on_true_surface(world, start):

@@ -123,6 +123,7 @@ class _MeshBuilder:
         self.tris: list[np.ndarray] = []
         self.colors: list[np.ndarray] = []
         self.mats: list[np.ndarray] = []
+        self.centroids: list[np.ndarray] = []  # per part: (3,) centroid of a convex solid, NaN for others
         self.n = 0
 
     def add(self, verts: np.ndarray, tris: np.ndarray, color, mat: int) -> None:
@@ -131,23 +132,32 @@ class _MeshBuilder:
         self.colors.append(np.broadcast_to(np.asarray(color, dtype=np.float32), (len(tris), 3)))
         # (materials are a writable array so callers can refine them per triangle)
         self.mats.append(np.full(len(tris), mat, dtype=np.uint8))
+        self.centroids.append(np.full(3, np.nan))
         self.n += len(verts)
 
     def add_convex(self, verts: np.ndarray, tris: np.ndarray, color, mat: int) -> None:
-        """Add a convex (or star-shaped) solid, re-winding faces to point away from its centroid."""
-        verts = np.asarray(verts, dtype=np.float64)
-        tris = np.asarray(tris, dtype=np.int64).copy()
-        a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
-        nrm = np.cross(b - a, c - a)
-        outward = np.einsum("ij,ij->i", nrm, (a + b + c) / 3.0 - verts.mean(axis=0)) >= 0
-        tris[~outward] = tris[~outward][:, [0, 2, 1]]
+        """Add a convex (or star-shaped) solid; :meth:`build` re-winds its faces to point away from its centroid."""
         self.add(verts, tris, color, mat)
+        self.centroids[-1] = self.verts[-1].mean(axis=0)
+
+    def _outward_triangles(self, verts: np.ndarray) -> np.ndarray:
+        """(T, 3) triangles, those of convex parts wound to face away from their part's centroid (one pass)."""
+        tris = np.concatenate(self.tris)
+        centre = np.repeat(np.stack(self.centroids), [len(t) for t in self.tris], axis=0)
+        convex = ~np.isnan(centre[:, 0])
+        a, b, c = verts[tris[convex, 0]], verts[tris[convex, 1]], verts[tris[convex, 2]]
+        nrm = np.cross(b - a, c - a)
+        inward = np.einsum("ij,ij->i", nrm, (a + b + c) / 3.0 - centre[convex]) < 0
+        flip = np.flatnonzero(convex)[inward]
+        tris[flip] = tris[flip][:, [0, 2, 1]]
+        return tris
 
     def build(self, key, boxes, circles) -> Chunk:
+        verts = np.concatenate(self.verts)
         return Chunk(
             key=key,
-            vertices=np.concatenate(self.verts).astype(np.float32),
-            triangles=np.concatenate(self.tris).astype(np.uint32),
+            vertices=verts.astype(np.float32),
+            triangles=self._outward_triangles(verts).astype(np.uint32),
             tri_color=np.ascontiguousarray(np.concatenate(self.colors), dtype=np.float32),
             tri_mat=np.concatenate(self.mats),
             boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 5),
@@ -233,8 +243,8 @@ def generate_chunk(seed: int, cx: int, cz: int, cfg: ProceduralConfig) -> Chunk:
     boxes: list[list[float]] = []
     circles: list[list[float]] = []
 
-    def ground(x, z):
-        return tr.mesh_height(x, z, cell, seed)
+    def ground(x, z):  # the mesh's own vertex heights (H), not computed again
+        return tr.mesh_height(x, z, cell, seed, known=(cx * n, cz * n, H))
 
     def clear_of_paths(xa, za, xb, zb, margin):
         gx, gz = np.meshgrid(np.linspace(xa - margin, xb + margin, 12), np.linspace(za - margin, zb + margin, 12))

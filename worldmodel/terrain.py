@@ -105,10 +105,13 @@ def grid_height(ix: np.ndarray, iz: np.ndarray, cell: float, seed: int) -> np.nd
     return height_field(np.asarray(ix, dtype=np.float64) * cell, np.asarray(iz, dtype=np.float64) * cell, seed)
 
 
-def mesh_height(x: np.ndarray, z: np.ndarray, cell: float, seed: int) -> np.ndarray:
+def mesh_height(x: np.ndarray, z: np.ndarray, cell: float, seed: int,
+                known: tuple[int, int, np.ndarray] | None = None) -> np.ndarray:
     """Exact height of the terrain *mesh* at (x, z): piecewise-linear over the grid triangles.
 
     Each cell [i, i+1] x [j, j+1] is split along its (i, j)-(i+1, j+1) diagonal, exactly as the mesh is.
+    ``known``: (i0, j0, H), the :func:`grid_height` of a block of lattice points (``H[j - j0, i - i0]``, as a
+    chunk computes for its mesh); vertices inside it are read from it instead of computed again (same values).
     """
     x = np.asarray(x, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
@@ -116,11 +119,26 @@ def mesh_height(x: np.ndarray, z: np.ndarray, cell: float, seed: int) -> np.ndar
     i0, j0 = np.floor(gx), np.floor(gz)
     fx, fz = gx - i0, gz - j0
     i0, j0 = i0.astype(np.int64), j0.astype(np.int64)
-    h00 = grid_height(i0, j0, cell, seed)
-    h10 = grid_height(i0 + 1, j0, cell, seed)
-    h01 = grid_height(i0, j0 + 1, cell, seed)
-    h11 = grid_height(i0 + 1, j0 + 1, cell, seed)
+    h00 = _vertex_height(i0, j0, cell, seed, known)
+    h10 = _vertex_height(i0 + 1, j0, cell, seed, known)
+    h01 = _vertex_height(i0, j0 + 1, cell, seed, known)
+    h11 = _vertex_height(i0 + 1, j0 + 1, cell, seed, known)
     lower = fx >= fz  # triangle (00, 10, 11)
     h_lower = h00 + fx * (h10 - h00) + fz * (h11 - h10)
     h_upper = h00 + fz * (h01 - h00) + fx * (h11 - h01)
     return np.where(lower, h_lower, h_upper)
+
+
+def _vertex_height(i: np.ndarray, j: np.ndarray, cell: float, seed: int,
+                   known: tuple[int, int, np.ndarray] | None) -> np.ndarray:
+    """:func:`grid_height` of lattice points (i, j), read from ``known`` (see :func:`mesh_height`) where it has them."""
+    if known is None:
+        return grid_height(i, j, cell, seed)
+    i_first, j_first, heights = known
+    li, lj = i - i_first, j - j_first
+    inside = (li >= 0) & (li < heights.shape[1]) & (lj >= 0) & (lj < heights.shape[0])
+    out = np.empty(np.shape(i), np.float64)
+    out[inside] = heights[lj[inside], li[inside]]
+    if not inside.all():
+        out[~inside] = grid_height(i[~inside], j[~inside], cell, seed)
+    return out

@@ -418,13 +418,9 @@ def test_the_memory_retrieves_the_frames_that_see_what_carving_left():
     assert memory.frame_indices[idx[0]] != 1 and scores[0] > 0.6, (memory.frame_indices[idx], scores)
 
 
-@pytest.mark.parametrize("ghost_z", [4.95, 5.25])
-def test_retrieval_keeps_a_block_whose_first_voxel_was_carved(ghost_z):
-    """A ghost fused first and a real wall behind it in the same 0.8 m block (z 4.8-5.6 m; at 5.25 also in the
-    same 0.4 m sub-blocks): carving removes the ghost, which held the block's first voxel, and the block is still
-    seen (the wall is in it), as the cache render shows the wall over the whole view."""
-    from memory.retrieval import visible_blocks
-
+def ghost_first_in_the_walls_block(ghost_z: float) -> tuple[VoxelPointMap, np.ndarray]:
+    """A carving map (64x48 camera at the origin looking down +z): a ghost at ``ghost_z`` fused first, then 9
+    shifted frames of a wall at 5.55 m that see through it. Returns (map, K)."""
     K = intrinsics_from_fov(64, 48, 60.0)
     rgb = np.full((48, 64, 3), 90, np.uint8)
     pmap = VoxelPointMap(voxel_size=0.1, carve=True)
@@ -433,6 +429,27 @@ def test_retrieval_keeps_a_block_whose_first_voxel_was_carved(ghost_z):
         shifted = np.eye(4)
         shifted[:2, 3] = dx, dy
         pmap.fuse(np.full((48, 64), 5.55, np.float32), rgb, K, shifted, i)
+    return pmap, K
+
+
+@pytest.mark.parametrize("ghost_z", [4.95, 5.25])
+def test_level_of_detail_draws_the_wall_behind_a_carved_representative(ghost_z):
+    """With level of detail, a far block draws one representative voxel; where carving removed it (the ghost
+    held it), the wall in the same block is still drawn, as without level of detail."""
+    pmap, K = ghost_first_in_the_walls_block(ghost_z)
+    for lod in (0.0, 4.0, 8.0, 30.0):
+        cache = render_map_cache(pmap, MapGrid(), K, np.eye(4), 64, 48, lod_pixels=lod)
+        assert cache.valid.mean() > 0.95 and np.abs(np.median(cache.depth[cache.valid]) - 5.55) < 0.1, lod
+
+
+@pytest.mark.parametrize("ghost_z", [4.95, 5.25])
+def test_retrieval_keeps_a_block_whose_first_voxel_was_carved(ghost_z):
+    """A ghost fused first and a real wall behind it in the same 0.8 m block (z 4.8-5.6 m; at 5.25 also in the
+    same 0.4 m sub-blocks): carving removes the ghost, which held the block's first voxel, and the block is still
+    seen (the wall is in it), as the cache render shows the wall over the whole view."""
+    from memory.retrieval import visible_blocks
+
+    pmap, K = ghost_first_in_the_walls_block(ghost_z)
     grid = MapGrid()
     cache = render_map_cache(pmap, grid, K, np.eye(4), 64, 48)
     assert cache.valid.mean() > 0.95 and np.abs(np.median(cache.depth[cache.valid]) - 5.55) < 0.1

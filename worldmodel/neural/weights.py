@@ -110,11 +110,13 @@ def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldMode
                        f"{tuple(expected[wrong[0]].shape)}")
         raise WeightsError(f"{w_path}: weights do not match {CONFIG_NAME} ({detail}); use the config the weights "
                            "were saved with")
+    state = {k: v.float() for k, v in state.items()}
     for k, v in state.items():
-        if not torch.isfinite(v.float()).all():
+        if not torch.isfinite(v).all():
             raise WeightsError(f"{w_path}: tensor {k} holds NaN or inf; the file is damaged, re-export it")
-    net = build_net(config)
-    net.load_state_dict({k: v.float() for k, v in state.items()})
+    with torch.device("meta"):  # no random init to overwrite: the loaded tensors become the parameters
+        net = build_net(config)
+    net.load_state_dict(state, assign=True)
     return config, net.eval()
 
 

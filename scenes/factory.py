@@ -34,7 +34,7 @@ def make_memory(memory: bool | MemoryConfig | MemoryProvider | None, saved: dict
 def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: tuple[int, int] | None = None,
                kinematics: Kinematics | None = None, config: SceneConfig | None = None,
                memory: bool | MemoryConfig | MemoryProvider = True, session: str | Path | None = None,
-               reset: bool = True, spill_near: str | Path | None = None) -> Scene:
+               reset: bool = True, spill_near: str | Path | None = None, session_meta: dict | None = None) -> Scene:
     """A Scene over ``world`` (a spec for worldmodel.registry.create_world, e.g. ``"procedural:fly"``,
     ``"replay:PATH"`` or a plugin name, or a WorldModel instance), reset at ``seed`` unless ``reset=False``.
 
@@ -42,13 +42,14 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
     memory: see :func:`make_memory` (default: GeometricMemory). session: open this saved session folder
     instead (world, seed, size and kinematics then come from it; ``config`` is ignored).
     spill_near: the folder beside which frames that leave RAM are written (default: the session's parent
-    folder when opening one, else the temporary folder); see scenes.framestore.FrameStore.
+    folder when opening one, else the temporary folder); see scenes.framestore.FrameStore. session_meta: the
+    session's session.json as :func:`scenes.session.read_session_meta` returned it (read here when None).
     Raises WorldSpecError / SessionError / ValueError with a one-line message.
     """
     if session is not None:
         from scenes.session import load_session, read_session_meta, saved_memory_config
 
-        meta = read_session_meta(session)  # read once: the memory settings, then the session itself
+        meta = read_session_meta(session) if session_meta is None else session_meta  # read once: memory, session
         saved = saved_memory_config(meta) if memory is True else None
         return load_session(session, memory=make_memory(memory, saved), spill_near=spill_near, meta=meta)
     if isinstance(world, str):

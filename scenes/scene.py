@@ -28,7 +28,8 @@ from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
-from worldmodel.frame import CacheView, Context, Frame, GroundFollowingWorld, GroundProbe, WorldModel
+from worldmodel.frame import (CacheView, Context, Frame, GroundFollowingWorld, GroundProbe, WorldModel,
+                              missing_world_members)
 
 
 class SceneError(ValueError):
@@ -127,6 +128,10 @@ class Scene:
 
     def __init__(self, model: WorldModel, config: SceneConfig | None = None, memory: MemoryProvider | None = None,
                  store: FrameStore | None = None):
+        missing = missing_world_members(model)  # the contract is checked once, here
+        if missing:
+            raise TypeError(f"{type(model).__name__} is not a WorldModel: it lacks {', '.join(missing)} (see "
+                            "worldmodel/frame.py; inherit BaseWorldModel for the defaults)")
         self.model = model
         self.config = config or SceneConfig()
         self.memory = memory

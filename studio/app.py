@@ -59,6 +59,7 @@ class Studio:
         refuse_large_uploads_as_they_start(self.server, lambda client, why: notify(client, "Upload refused", why, True))
         self.inspect.show_scale(scene.config.voxel_size)
         self.last_agreement: dict | None = None
+        self._steering_from: tuple | None = None  # (scene id, branch, cursor) the view was last steered from
         self.server.on_client_connect(self._client_connected)
         self.worker.start()
         self.submit("initial view", lambda s: None, None)
@@ -74,7 +75,8 @@ class Studio:
     def step_command(self, action: Action | TargetPose, client: viser.ClientHandle | None = None,
                      coalesce: str | None = None) -> Command:
         return Command(f"step {action}", lambda scene: scene.step(action), coalesce,
-                       lambda message: self.notify(client, f"step {action} failed", message, error=True))
+                       lambda message: self.notify(client, f"step {action} failed", message, error=True),
+                       droppable=True)
 
     def submit_step(self, action: Action | TargetPose, client: viser.ClientHandle | None,
                     coalesce: str | None = None) -> None:
@@ -96,16 +98,21 @@ class Studio:
         if not on:
             return
         self.inspect.follow.value = False
+        self.submit("steer from the generated camera", self._views_to_generated_camera, None)
 
-        def run(scene: Scene) -> None:
-            c2w = scene.current.c2w
-            self.controls.steering_starts_at(c2w)  # the jump itself is not a move
-            wxyz = vtf.SO3.from_matrix(c2w[:3, :3]).wxyz  # the full orientation, roll included (viser: OpenCV)
-            for client in self.server.get_clients().values():
-                with client.atomic():
-                    client.camera.position = c2w[:3, 3]
-                    client.camera.wxyz = wxyz
-        self.submit("steer from the generated camera", run, None)
+    def _views_to_generated_camera(self, scene: Scene) -> None:
+        """Put every tab's view at the scene's current camera (worker thread): where steering goes on from.
+        Also after a command that moved the current frame other than by a step (another world or session, a
+        seek, a branch switch) while steering is on; else the next small move of the view would ask for a
+        frame at the view's old pose, far from the new current one."""
+        c2w = scene.current.c2w
+        self._steering_from = (id(scene), scene.branch_name, scene.cursor)
+        self.controls.steering_starts_at(c2w)  # the jump itself is not a move
+        wxyz = vtf.SO3.from_matrix(c2w[:3, :3]).wxyz  # the full orientation, roll included (viser: OpenCV)
+        for client in self.server.get_clients().values():
+            with client.atomic():
+                client.camera.position = c2w[:3, 3]
+                client.camera.wxyz = wxyz
 
     def replace_scene(self, scene: Scene) -> None:
         """Swap in another scene (worker thread only): the view drops the old map and trail."""
@@ -113,6 +120,9 @@ class Studio:
         self.worker.scene = scene
         self.inspect.show_scale(scene.config.voxel_size)
         self.request_resync()
+        self.last_agreement = None  # the old world's memory picks and agreement are not this one's
+        self.view.clear_memory()
+        self.live.forget_memory()
         if old is not scene:
             old.close()
 
@@ -146,6 +156,11 @@ class Studio:
             self.last_agreement = step.agreement
         self.live.update(scene, step, stream_ms, sent, self.view.sink.points_shown, self.last_agreement)
         self.controls.sync(scene)
+        if self.controls.steer_by_camera.value != "off":
+            where = (id(scene), scene.branch_name, scene.cursor)
+            if step is None and where != self._steering_from:
+                self._views_to_generated_camera(scene)
+            self._steering_from = where
         if self.inspect.follow.value:
             for client in self.server.get_clients().values():
                 self._follow(client, scene.current.c2w)

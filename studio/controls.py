@@ -50,7 +50,8 @@ class Controls:
     submit / submit_step / notify: see studio.panel_api. pending: commands waiting on the worker (hold buttons
     do not queue a backlog). set_autoplay(next_action or None, steps per second): start/stop autoplay.
     steering_by_camera(on): told when steering by the viewer camera is switched on or off.
-    clear_queue(): drop every queued command and stop autoplay (the running one finishes) -> how many dropped.
+    clear_queue(): drop every queued step and stop autoplay (the running one finishes; exports, saves and world
+    switches stay queued) -> how many dropped.
     """
 
     def __init__(self, gui: viser.GuiApi, submit: Submit, submit_step: SubmitStep, notify: Notify,
@@ -144,7 +145,7 @@ class Controls:
         dropped = self.clear_queue()
         if self.autoplay.value:
             self.autoplay.value = False
-        self.notify(getattr(event, "client", None), "Stopped", f"{dropped} queued command(s) dropped")
+        self.notify(getattr(event, "client", None), "Stopped", f"{dropped} queued step(s) dropped")
 
     def _next_autoplay(self) -> Action:
         choice = self.autoplay_action.value

@@ -15,9 +15,9 @@ import viser
 
 from scenes.factory import make_scene
 from scenes.scene import Scene
-from scenes.session import SessionError, save_session
+from scenes.session import SessionError, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
-from studio.security import path_in_root, world_spec_in_root
+from studio.security import path_in_root, session_world_in_root, world_spec_in_root
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
 
@@ -198,7 +198,7 @@ class ExportPanel:
 
         def run(_: Scene) -> Path:
             folder = path_in_root(self.root, text)
-            self.replace_scene(make_scene(session=folder))
+            self.replace_scene(make_scene(session=folder, session_meta=self._meta_in_root(folder)))
             return folder
 
         self.submit("open session", run, event.client,
@@ -216,19 +216,27 @@ class ExportPanel:
             try:
                 folder = unzip_session(upload.content, tmp)
                 # the frames' private copy must not spill into the upload folder, which goes right after
-                self.replace_scene(make_scene(session=folder, spill_near=tempfile.gettempdir()))
+                self.replace_scene(make_scene(session=folder, session_meta=self._meta_in_root(folder),
+                                              spill_near=tempfile.gettempdir()))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)  # the loaded scene keeps its own copy of the frames
 
         self.submit("open upload", run, client,
                     on_done=lambda _: self.notify(client, "Session opened", upload.name))
 
+    def _meta_in_root(self, folder: Path) -> dict:
+        """``folder``'s session.json, with the paths its world names held inside the workspace root."""
+        meta = read_session_meta(folder)
+        return {**meta, "world": session_world_in_root(self.root, meta.get("world"))}
+
     def _learned_from_frame(self, event: viser.GuiEvent) -> None:
         def run(scene: Scene) -> None:
             from worldmodel.neural.world import NeuralWorld
 
-            frame = scene.current
-            model = NeuralWorld(seed=scene.seed, kinematics=scene.model.kinematics, first_frame=frame)
+            frame, current = scene.current, scene.model
+            same = ({"weights": current.weights, "bf16": current.bf16, "context_noise": current.context_noise}
+                    if isinstance(current, NeuralWorld) else {})  # a learned world goes on with its own weights
+            model = NeuralWorld(seed=scene.seed, kinematics=current.kinematics, first_frame=frame, **same)
             self.replace_scene(make_scene(model, scene.seed, config=dataclasses.replace(scene.config)))
 
         self.submit("continue with the learned model", run, event.client)

@@ -28,6 +28,9 @@ def _blank(h: int = 96, w: int = 128) -> np.ndarray:
     return np.full((h, w, 3), 30, np.uint8)
 
 
+NO_MEMORY_YET = "No memory retrieved yet."
+
+
 class LivePanel:
     def __init__(self, server: viser.ViserServer):
         gui = server.gui
@@ -43,7 +46,7 @@ class LivePanel:
             self.reference = gui.add_image(_blank(), label="Simulator at this pose", format="jpeg", jpeg_quality=85,
                                            visible=False)
         with self.panel.add_tab("Memory", viser.Icon.BRAIN):
-            self.memory_md = gui.add_markdown("No memory retrieved yet.")
+            self.memory_md = gui.add_markdown(NO_MEMORY_YET)
             self.show_cache = gui.add_checkbox("Show cache render", False,
                                                hint="the fused map rendered into the new camera "
                                                     "(what the model is given)")
@@ -74,6 +77,10 @@ class LivePanel:
 
     def _cache_visibility(self) -> None:
         self.cache_rgb.visible = self.cache_depth.visible = bool(self.show_cache.value)
+
+    def forget_memory(self) -> None:
+        """Another world: its memory has retrieved nothing yet (the old world's picks are not shown)."""
+        self.memory_md.content = NO_MEMORY_YET
 
     def update(self, scene: Scene, step: StepResult | None, stream_ms: float, stream_bytes: int,
                points_shown: int, agreement: dict | None) -> None:

@@ -189,3 +189,19 @@ def world_spec_in_root(root: str | Path, spec: str) -> str:
     path, _ = parse_replay_arg(arg)
     query = arg[len(path):]  # '?up=+z...' when the options parsed, else ''
     return f"replay:{path_in_root(root, path)}{query}"
+
+
+def session_world_in_root(root: str | Path, desc):
+    """A session's world description (``session.json``'s "world") from the browser (opened by path or
+    uploaded), with the paths it names resolved inside the workspace root: a replay's recording and a learned
+    world's weights folder ("" = the shipped weights). As for a world typed in the page: never a folder outside
+    the root, never a hub download, never a probe of what exists outside it. Anything else is returned as is
+    (the session's own checks judge it); PathOutsideRoot when a path is outside."""
+    if not isinstance(desc, dict):
+        return desc
+    desc = dict(desc)
+    if desc.get("kind") == "replay" and isinstance(desc.get("path"), str):
+        desc["path"] = str(path_in_root(root, desc["path"]))
+    elif desc.get("kind") == "neural" and isinstance(desc.get("weights"), str) and desc["weights"].strip():
+        desc["weights"] = str(path_in_root(root, desc["weights"]))
+    return desc

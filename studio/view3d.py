@@ -189,6 +189,12 @@ class SceneView:
             self._sync_trail(scene)
 
     # ------------------------------------------------------------------ memory
+    def clear_memory(self) -> None:
+        """Remove the retrieved keyframes' frustums and labels (another world: they belong to the old one)."""
+        while self._memory_nodes:
+            for h in self._memory_nodes.pop():
+                h.remove()
+
     def show_memory(self, step: StepResult) -> None:
         """Highlight the keyframes retrieved for ``step`` with their scores (poses come with the step; the
         frustums take the new frame's field of view). Nodes are kept per rank and updated in place."""

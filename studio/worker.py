@@ -57,6 +57,7 @@ class Command:
     coalesce_key: str | None = None        # pending commands with the same key are replaced by the newest
     on_error: Callable[[str], None] | None = None
     on_done: Callable[[Any], None] | None = None
+    droppable: bool = False                # a step: Stop drops it (exports, saves, world switches stay queued)
     seq: int = field(default=0)
 
 
@@ -100,20 +101,25 @@ class SceneWorker:
         self._queue.put(Command("wake", run=None))  # type: ignore[arg-type]
 
     def clear(self) -> int:
-        """Drop every queued command (the one running finishes) and stop autoplay -> how many were dropped."""
+        """Drop every queued droppable command (steps; the one running finishes) and stop autoplay -> how many
+        were dropped. The rest (an export, a save, opening a world) stay queued, in order."""
         self.autoplay, self.autoplay_hz = None, 0.0
-        dropped = 0
+        dropped, kept = 0, []
         while True:
             try:
                 command = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if command is None:  # keep a stop request
-                self._queue.task_done()
-                self._queue.put(None)
-                break
-            dropped += command.run is not None
             self._queue.task_done()
+            if command is None:  # keep a stop request (last: nothing after it runs)
+                kept.append(None)
+                break
+            if command.droppable:
+                dropped += 1
+            elif command.run is not None:
+                kept.append(command)
+        for command in kept:
+            self._queue.put(command)
         return dropped
 
     @property

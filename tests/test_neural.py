@@ -591,6 +591,59 @@ def test_learned_world_continues_from_a_recorded_frame():
     assert world.reference_view(f1.c2w) is None
 
 
+def test_a_session_of_a_world_started_from_a_recorded_frame_reopens_as_that_world(tmp_path):
+    """Reopened, a learned world that started from a user's frame keeps that frame's intrinsics for its new
+    frames, rides no simulator eye height and has no simulator to compare with (it reopened as a simulator
+    start: new frames took the simulator's K and the camera climbed to 1.7 m over the desk-scale map)."""
+    from scenes.factory import make_scene
+    from scenes.session import save_session
+    from worldmodel.registry import create_world
+
+    frame = create_world("replay:" + str(REPO.parent / "shared" / "data" / "tum_fr1_rpy")).reset(0)
+    scene = make_scene(NeuralWorld(seed=0, first_frame=frame, context_noise=0.05), 0)
+    scene.step(Action("F", "N"))
+    folder = save_session(scene, tmp_path / "s")
+    scene.close()
+    reopened = make_scene(session=folder)
+    try:
+        world = reopened.model
+        assert world.from_user_frame and world.walker_eye_height is None and world.context_noise == 0.05
+        assert world.reference_view(reopened.current.c2w) is None
+        y = reopened.current.c2w[1, 3]
+        step = reopened.step(Action("F", "N"))
+        assert np.allclose(step.frame.K, reopened.frame_at(0).K) and abs(step.frame.c2w[1, 3] - y) < 0.3
+        assert not np.allclose(step.frame.K, world.simulator.K)
+        world.reset(0)  # a new world from the simulator's view: its K and eye height again
+        assert not world.from_user_frame and np.allclose(world.K, world.simulator.K)
+    finally:
+        reopened.close()
+    meta = json.loads((folder / "session.json").read_text())
+    for bad in ([[1, 0], [0, 1]], [[0, 0, 64], [0, 100, 64], [0, 0, 1]], "K"):
+        meta["world"]["user_frame_K"] = bad
+        with pytest.raises(WeightsError, match="user_frame_K"):
+            NeuralWorld.from_description(meta["world"])
+
+
+def test_a_first_frame_without_depth_is_refused_and_a_point_cloud_frame_gives_its_depth():
+    """The learned model needs the first frame's geometry: all-zero or NaN depth is one clear error; a frame that
+    came as a point cloud (DeepVerse's per-frame PLY: depth all 0, ``world_points`` set) gets its depth from
+    the points (here the simulator's own frame, turned into points and back)."""
+    from worldmodel.camera import unproject_depth
+
+    sim = NeuralWorld(seed=2).reset(2)
+    for depth in (np.zeros_like(sim.depth), np.full_like(sim.depth, np.nan)):
+        bare = Frame(0, sim.rgb, depth, sim.K, sim.c2w)
+        with pytest.raises(ValueError, match="no valid depth"):
+            NeuralWorld(seed=2, first_frame=bare).reset(2)
+    points = unproject_depth(sim.depth, sim.K, sim.c2w)[0]
+    cloud = Frame(0, sim.rgb, np.zeros_like(sim.depth), sim.K, sim.c2w, world_points=points.astype(np.float32),
+                  world_colors=np.zeros((len(points), 3), np.uint8))
+    f0 = NeuralWorld(seed=2, first_frame=cloud).reset(2)
+    both = (f0.depth > 0) & (sim.depth > 0)
+    assert both.mean() > 0.5 * (sim.depth > 0).mean()
+    assert np.median(np.abs(f0.depth[both] - sim.depth[both]) / sim.depth[both]) < 0.01
+
+
 def test_start_seen_share_is_all_of_the_start_view_and_part_of_a_turned_one():
     """Ground truth for the eval's ``revisit_start_seen``: a return to the start pose sees only what the start
     frame saw; a return turned 30 degrees in place shares the image columns within 35 degrees of both optical
@@ -859,3 +912,24 @@ def test_the_model_runs_in_bf16_only_where_the_device_has_bf16_kernels(tmp_path,
         assert torch.allclose(fast, plain.frame(x, motion), atol=1e-5)
     again = load_file(str(world.save_pretrained(tmp_path / "again") / "model.safetensors"))
     assert all(torch.equal(again[k], v) for k, v in load_file(str(folder / "model.safetensors")).items())
+
+
+def test_continuing_from_a_frame_keeps_the_learned_worlds_own_weights(tmp_path):
+    """*Continue with the learned model from this frame* on a learned world goes on with that world's weights and
+    settings (it loaded the shipped ones)."""
+    import shutil
+
+    from scenes.factory import make_scene
+    from studio.app import Studio
+
+    weights = shutil.copytree(SHIPPED_WEIGHTS, tmp_path / "mine")
+    studio = Studio(make_scene(NeuralWorld(weights, seed=0, context_noise=0.03), 0), port=free_port())
+    try:
+        assert studio.worker.wait_idle(60)
+        studio.exports._learned_from_frame(SimpleNamespace(client=None))
+        assert studio.worker.wait_idle(60)
+        model = studio.worker.scene.model
+        assert model.from_user_frame and Path(model.weights) == weights.resolve() and model.context_noise == 0.03
+    finally:
+        studio.close()
+        studio.worker.scene.close()

@@ -140,3 +140,38 @@ def test_browser_paths_stay_inside_the_workspace_root(studio, tmp_path):
     studio.exports._save_clicked(SimpleNamespace(client=None))
     assert studio.worker.wait_idle(30)
     assert (tmp_path / "sessions" / "mine" / "session.json").is_file()
+
+
+def test_a_session_from_the_browser_names_no_world_path_outside_the_root(studio, tmp_path):
+    """A session opened by path or uploaded may name a recording or learned weights in its world description:
+    those must be inside the workspace root too (else a crafted session.json would stream a recording from
+    anywhere, load weights from anywhere, probe which folders exist, or start a hub download)."""
+    import json
+
+    from studio.export_panel import zip_folder
+    from studio.security import session_world_in_root
+
+    studio.exports.save_path.value = "sessions/mine"
+    studio.exports._save_clicked(SimpleNamespace(client=None))
+    assert studio.worker.wait_idle(30)
+    folder = tmp_path / "sessions" / "mine"
+    meta = json.loads((folder / "session.json").read_text())
+    errors = []
+    studio.notify = lambda client, title, body, error=False: errors.append(body) if error else None
+    scene = studio.worker.scene
+    worlds = [{"kind": "replay", "path": "/work", "frames": 3}, {"kind": "neural", "weights": "/etc", "seed": 0},
+              {"kind": "neural", "weights": "owner/name", "seed": 0}, {"kind": "neural", "weights": "../..", "seed": 0}]
+    for world in worlds:
+        (folder / "session.json").write_text(json.dumps({**meta, "world": world}))
+        studio.exports.open_path.value = "sessions/mine"
+        studio.exports._open_clicked(SimpleNamespace(client=None))
+        button = studio.exports.upload
+        button._impl.value = viser.UploadedFile(name="s.zip", content=zip_folder(folder))
+        studio.exports._uploaded(SimpleNamespace(target=button, client=None))
+        assert studio.worker.wait_idle(30)
+    assert studio.worker.scene is scene
+    # the hub id is a folder under the root (not there), the others are outside it
+    assert len(errors) == 8 and sum("outside the workspace root" in m for m in errors) == 6, errors
+    assert sum(f"{tmp_path.resolve()}/owner/name" in m for m in errors) == 2, errors
+    assert session_world_in_root(tmp_path, {"kind": "neural", "weights": ""})["weights"] == ""  # the shipped
+    assert session_world_in_root(tmp_path, {"kind": "procedural", "seed": 1}) == {"kind": "procedural", "seed": 1}

@@ -410,3 +410,64 @@ def test_the_live_panel_says_when_the_world_refused_a_move():
                          ("(SR)", False, False, False)], notes
     finally:
         app.close()
+
+
+def test_a_world_switch_clears_the_old_memory_and_moves_a_steering_view_to_the_new_camera():
+    """Another world (or a seek) while steering by the viewer camera puts the views at the new current camera,
+    so the next small move of the view asks for a frame near it, not at the old world's pose; the old world's
+    retrieved keyframes and agreement leave the view and the Memory tab."""
+    from scenes.factory import make_scene
+    from studio.live_panel import NO_MEMORY_YET
+
+    scene = make_scene("procedural", 0, size=(96, 72), config=SceneConfig(voxel_size=0.2, memory_k=3))
+    scene.run(parse_actions("(FN)(FN)(FN)(SL)" * 3))  # enough keyframes for retrieval
+    studio = Studio(scene, port=free_port())
+    try:
+        steer_after_a_world_switch(studio)
+    finally:
+        studio.close()
+
+
+def steer_after_a_world_switch(studio: Studio) -> None:
+    from studio.live_panel import NO_MEMORY_YET
+
+    assert studio.worker.wait_idle(30)
+    scene = studio.worker.scene
+    for a in parse_actions("(SR)(FN)"):
+        studio.submit_step(a, None)
+    assert studio.worker.wait_idle(30)
+    assert studio.view._memory_nodes and studio.live.memory_md.content != NO_MEMORY_YET
+    studio.controls.steer_by_camera.value = "exact pose"
+    assert studio.worker.wait_idle(30)
+    studio.exports.world.value, studio.exports.seed.value = "procedural", 7
+    studio.exports._new_world(SimpleNamespace(client=None))
+    assert studio.worker.wait_idle(30)
+    opened = studio.worker.scene
+    assert opened is not scene and opened.length == 1
+    assert not studio.view._memory_nodes and studio.live.memory_md.content == NO_MEMORY_YET
+    assert studio.last_agreement is None
+    assert np.allclose(studio.controls._last_camera_target, opened.current.c2w)
+    # the view arriving where it was put asks for nothing; a small move steps from the new world's camera
+    c2w = opened.current.c2w.copy()
+    x, y, z, w = Rotation.from_matrix(c2w[:3, :3]).as_quat()
+    studio.controls.camera_moved(SimpleNamespace(wxyz=np.array([w, x, y, z]), position=c2w[:3, 3], client=None))
+    assert studio.worker.wait_idle(30) and opened.length == 1
+    c2w[:3, 3] += 0.3 * c2w[:3, 2]
+    studio.controls.camera_moved(SimpleNamespace(wxyz=np.array([w, x, y, z]), position=c2w[:3, 3], client=None))
+    assert studio.worker.wait_idle(30) and opened.length == 2
+    assert np.linalg.norm(opened.current.c2w[[0, 2], 3] - c2w[[0, 2], 3]) < 0.05
+    # a seek back moves the views too
+    studio.submit("seek", lambda s: s.seek(0), None)
+    assert studio.worker.wait_idle(30)
+    assert np.allclose(studio.controls._last_camera_target, opened.frame_at(0).c2w)
+
+
+def test_a_scene_refuses_a_world_that_lacks_part_of_the_contract():
+    class Partial:
+        name, exact_depth = "partial", True
+
+        def reset(self, seed, start=None):
+            raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="lacks kinematics, step, predict_c2w, describe, reference_view"):
+        Scene(Partial())

@@ -1,4 +1,5 @@
-"""A long queue can be stopped, and an action string cannot queue hours of steps."""
+"""A long queue of steps can be stopped (what else is queued still runs), and an action string cannot
+queue hours of steps."""
 
 from __future__ import annotations
 
@@ -24,13 +25,18 @@ def test_stop_clears_the_queue_and_long_strings_are_refused(tmp_path):
         app.controls.action_text.value = "(FN)" * 500
         app.controls._play_clicked(SimpleNamespace(client=None))
         assert app.worker.pending >= 500
+        saved = []  # a save (or an export, an Open world) queued among the steps is not a step: Stop keeps it
+        app.submit("save session", lambda s: saved.append(s.length), None, on_done=lambda _: saved.append("done"))
+        app.controls.action_text.value = "(FN)(FN)"
+        app.controls._play_clicked(SimpleNamespace(client=None))
         app.controls.autoplay.value = True
         app.controls._stop_clicked(SimpleNamespace(client=None))
         gate.set()
         assert app.worker.wait_idle(30)
         assert app.worker.scene.length == 1 and app.worker.pending == 0 and app.worker.autoplay is None
+        assert saved == [1, "done"]
         title, body, _ = notes[-1]
-        assert title == "Stopped" and body.startswith("500 queued")  # the steps; the running hold finished
+        assert title == "Stopped" and body.startswith("502 queued step")  # the steps; the running hold finished
         # a valid 1 MB string would queue 262,144 steps: refused with one clear line, nothing queued
         app.controls.action_text.value = "(FN)" * 262_144
         app.controls._play_clicked(SimpleNamespace(client=None))

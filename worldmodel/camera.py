@@ -156,6 +156,21 @@ def world_to_pixels(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple
     return np.stack([u, v], axis=1), z
 
 
+def points_to_depth(points: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(N, 3) world points -> (height, width) float32 z-depth image of the nearest point per pixel (0 where
+    none lands): the depth of a frame that came as a point cloud (``Frame.world_points``)."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    points = points[np.isfinite(points).all(axis=1)]
+    uv, z = world_to_pixels(points, np.asarray(K, np.float64), invert_pose(np.asarray(c2w, np.float64)))
+    u, v = (np.floor(uv + 0.5).astype(np.int64)).T  # pixel centres sit at integer coordinates
+    keep = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    flat, z = v[keep] * width + u[keep], z[keep]
+    depth = np.full(width * height, np.inf)
+    np.minimum.at(depth, flat, z)
+    depth[~np.isfinite(depth)] = 0.0
+    return depth.reshape(height, width).astype(np.float32)
+
+
 def reproject_depth(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray,
                     depth_dst: np.ndarray, K_dst: np.ndarray, c2w_dst: np.ndarray,
                     max_depth: float = np.inf, stride: int = 1, relative: bool = False) -> np.ndarray:

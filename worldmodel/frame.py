@@ -182,6 +182,14 @@ class WorldModel(Protocol):
         ...
 
 
+def missing_world_members(model) -> list[str]:
+    """The members of :class:`WorldModel` that ``model`` lacks (empty: it is one). ``isinstance`` with the
+    protocol answers only yes or no; this names what a plugin author has to add."""
+    wanted = [*WorldModel.__annotations__, *(name for name, value in vars(WorldModel).items()
+                                             if callable(value) and not name.startswith("_"))]
+    return [name for name in wanted if not hasattr(model, name)]
+
+
 class GroundProbe(Protocol):
     """The ground (and the obstacles on it) the map's *observed* frames show (a camera's real views; the Scene
     hands one to a :class:`GroundFollowingWorld`). Generated frames are left out: their depth can be off by a

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel.actions import Action, Kinematics, TargetPose
+from worldmodel import checks
 from worldmodel.frame import BaseWorldModel, Context, Frame, GroundProbe
-from worldmodel.camera import depth_edge_mask, resize_intrinsics, unproject_depth
+from worldmodel.camera import depth_edge_mask, points_to_depth, resize_intrinsics, unproject_depth, valid_depth_mask
 from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
                                      output_depth, pose_head_input, relative_motion, tensor_to_image)
 from worldmodel.neural.net import bf16_is_fast
@@ -98,6 +99,19 @@ def ride_ground(ground: GroundProbe, last_eye: np.ndarray, eye: np.ndarray, eye_
     return float(np.clip(height + eye_height, last_eye[1] - limit, last_eye[1] + limit))
 
 
+def _user_frame_intrinsics(value) -> np.ndarray | None:
+    """A session's ``user_frame_K`` (3x3 list, finite, positive focal lengths) as an array; None when absent."""
+    if value is None:
+        return None
+    try:
+        K = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise checks.CheckError("user_frame_K must be a 3x3 list of numbers") from None
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise checks.CheckError("user_frame_K must be a 3x3 intrinsics matrix with positive focal lengths")
+    return K
+
+
 def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return t if t.shape[-2:] == (height, width) else F.interpolate(t, size=(height, width), mode="nearest")
 
@@ -131,6 +145,9 @@ class NeuralWorld(BaseWorldModel):
                                                           fov_y_deg=float(self.config["fov_y_deg"]),
                                                           kinematics=self.kinematics), seed=self.seed)
         self.K = self.simulator.K.copy()
+        # True for a world that starts (and, after a reset, started) from a user's first frame, or a session of
+        # one: the camera rides no known eye height and there is no simulator to compare with
+        self.from_user_frame = first_frame is not None
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike = SHIPPED_WEIGHTS, **kwargs) -> "NeuralWorld":
@@ -150,22 +167,44 @@ class NeuralWorld(BaseWorldModel):
             kinematics = Kinematics(float(kin.get("step_m", 0.5)), float(kin.get("yaw_deg", 10.0)))
         except (TypeError, ValueError, AttributeError):
             raise WeightsError("the session's neural world has malformed kinematics") from None
-        return cls(desc.get("weights") or SHIPPED_WEIGHTS, seed=int(desc.get("seed", 0)), kinematics=kinematics)
+        try:
+            noise = desc.get("context_noise")
+            noise = None if noise is None else checks.number(noise, "the neural world's context_noise", 0.0, 1.0)
+            K = _user_frame_intrinsics(desc.get("user_frame_K"))
+        except checks.CheckError as e:
+            raise WeightsError(f"the session's neural world is malformed ({e})") from None
+        world = cls(desc.get("weights") or SHIPPED_WEIGHTS, seed=int(desc.get("seed", 0)), kinematics=kinematics,
+                    context_noise=noise)
+        if K is not None:  # its frames (in the session) came from a user's first frame, with these intrinsics
+            world.from_user_frame, world.K = True, K
+        return world
 
     def describe(self) -> dict:
         weights = "" if Path(self.weights).resolve() == SHIPPED_WEIGHTS.resolve() else self.weights
-        return {"kind": "neural", "weights": weights, "seed": self.seed,
+        desc = {"kind": "neural", "weights": weights, "seed": self.seed, "context_noise": self.context_noise,
                 "kinematics": {"step_m": self.kinematics.step_m, "yaw_deg": self.kinematics.yaw_deg}}
+        if self.from_user_frame:
+            desc["user_frame_K"] = self.K.tolist()
+        return desc
 
     # ------------------------------------------------------------------ WorldModel
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
         """Frame 0: ``first_frame`` (resized to the model's size) when given, else the simulator's view."""
         self.seed = int(seed)
+        self.from_user_frame = self.first_frame is not None
         if self.first_frame is None:
+            self.K = self.simulator.K.copy()
             return self.simulator.reset(self.seed, start)
         f = self.first_frame
+        depth = f.depth
+        if f.world_points is not None and len(f.world_points):  # a point-cloud frame: its depth may be all 0
+            depth = np.where(valid_depth_mask(depth), depth, points_to_depth(f.world_points, f.K, f.c2w, f.width,
+                                                                             f.height))
+        if not valid_depth_mask(depth).any():
+            raise ValueError("the first frame has no valid depth (all 0, NaN or inf) and no points; the learned "
+                             "model needs its geometry: pick a frame with depth")
         rgb = _resize(image_to_tensor(f.rgb), self.height, self.width)
-        depth = _resize(depth_to_tensor(f.depth), self.height, self.width)
+        depth = _resize(depth_to_tensor(depth), self.height, self.width)
         self.K = resize_intrinsics(f.K, f.width, f.height, self.width, self.height)
         c2w = np.asarray(start if start is not None else f.c2w, np.float64)
         return Frame(0, tensor_to_image(rgb[0]), depth[0, 0].numpy(), self.K.copy(), c2w, None)
@@ -174,7 +213,7 @@ class NeuralWorld(BaseWorldModel):
     def walker_eye_height(self) -> float | None:
         """Metres the camera rides above the ground: the simulator's eye height when its view started the
         world, None for a user's first frame (a recording's camera is held at a height nobody told us)."""
-        return None if self.first_frame is not None else float(self.simulator.config.eye_height)
+        return None if self.from_user_frame else float(self.simulator.config.eye_height)
 
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
         """:meth:`predict_c2w_on_ground` with no map to ride (the pose head's residual alone)."""
@@ -243,7 +282,7 @@ class NeuralWorld(BaseWorldModel):
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The simulator's (rgb, depth) at ``c2w`` for side-by-side comparison; None when the world did not
         start from the simulator (a user-picked first frame has no ground truth)."""
-        if self.first_frame is not None or not np.isfinite(np.asarray(c2w)).all():
+        if self.from_user_frame or not np.isfinite(np.asarray(c2w)).all():
             return None
         return self.simulator.render(np.asarray(c2w, np.float64))
 

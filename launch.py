@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--walks", type=ranged(1, 1_000_000, integer=True), default=None, help="train on the first N walks only (default: 320)")
     tr.add_argument("--workers", type=ranged(1, 256, integer=True), default=2, help="processes generating missing shards (default: 2)")
     tr.add_argument("--seed", type=ranged(*SEED, integer=True), default=0, help="seed of initial weights and sampling (default: 0)")
-    tr.add_argument("--val-walks", type=ranged(1, 100_000, integer=True), default=None, help="validation walks (default: 8)")
+    tr.add_argument("--val-walks", type=ranged(1, 900, integer=True), default=None,
+                    help="validation walks (default: 8; at most 900: seeds 100..999, below the training seeds)")
     tr.add_argument("--walk-steps", type=ranged(2, 100_000, integer=True), default=80, help="steps per generated walk (default: 80)")
     tr.add_argument("--widths", type=ranged(4, 1024, integer=True), nargs="+", default=[48, 96, 144, 192],
                     help="U-Net channels per level (default: 48 96 144 192)")
@@ -99,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of a patch-adversarial loss on the pixels the model generates (default: 0 = off)")
     tr.add_argument("--adversarial-context", action="store_true",
                     help="the discriminator also sees the model's inputs (cache, last frame, rays): a conditional GAN")
-    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run saved in --out (with the model it saved: its widths win over --widths); "
+                         "without it, --out must not hold a model or checkpoint")
     tr.add_argument("--init", default=None,
                     help="fine-tune: start from these weights (folder or hub repo id; their widths win; "
                          "a fresh optimiser and schedule; --resume of --out takes precedence)")

@@ -51,7 +51,7 @@ from learn.baselines import BASELINES, BaselineWorld
 from learn.data import Pilot, WalkSpec, walk_start
 from learn.records import json_safe
 from memory.metrics import psnr
-from scenes.atomic import replacing
+from scenes.atomic import WriteError, replacing, writable_folder
 from worldmodel.actions import Kinematics
 from worldmodel.frame import Frame
 
@@ -273,14 +273,24 @@ def start_seen_share(seed: int, start: np.ndarray, true_poses: list[np.ndarray],
 def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MODES, progress: bool = True,
              plots: str | Path | None = None, context_noise: float | None = None) -> dict:
     """Run every mode on ``walks`` held-out loop walks; returns {metric: value} (flat, JSON-able) and the
-    per-step PSNR curves under "curves" and each loop's metrics under "per_walk"."""
+    per-step PSNR curves under "curves" and each loop's metrics under "per_walk". ``size``: frames of the walks
+    (the weights' own size, and their kinematics, when the model is among the modes)."""
     from tqdm import tqdm
 
-    from worldmodel.neural.weights import load_pretrained
+    from worldmodel.neural.weights import WeightsError, load_pretrained
+    from worldmodel.procedural import ProceduralConfig
 
-    if {"memory_on", "memory_off"} & set(modes):
-        load_pretrained(weights)  # unusable weights are one WeightsError line now, not under the progress bar
     kin = Kinematics()
+    if {"memory_on", "memory_off"} & set(modes):
+        # unusable weights are one WeightsError line now, not under the progress bar; the walks are driven with
+        # the model's own frame size and steps, and its camera must be the simulator's
+        config, _ = load_pretrained(weights)
+        (width, height), fov = config["size"], float(config["fov_y_deg"])
+        if width != height or fov != ProceduralConfig().fov_y_deg:
+            raise WeightsError(f"{weights}: the eval renders square frames with a {ProceduralConfig().fov_y_deg:g} "
+                               f"degree field of view; these weights make {width}x{height} frames at {fov:g} "
+                               "degrees (evaluate them with your own walks)")
+        size, kin = int(width), Kinematics(float(config["step_m"]), float(config["yaw_deg"]))
     bar = tqdm(total=walks * len(modes) * steps, desc="eval", unit="frame", disable=not progress)
     per_mode: dict[str, list[dict]] = {m: [] for m in modes}
     start_seen = []
@@ -380,13 +390,16 @@ def main(args) -> int:
     from worldmodel.neural.weights import WeightsError
     from worldmodel.neural.world import SHIPPED_WEIGHTS
 
-    if args.json:  # a missing folder must not cost a whole evaluation at the end
-        try:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            print(f"error: cannot make the folder of --json {args.json} ({e.strerror or e}); pick another file",
-                  file=sys.stderr)
-            return 2
+    try:  # a path that cannot be written must not cost a whole evaluation at the end
+        if args.json:
+            if Path(args.json).is_dir():
+                raise WriteError(f"--json {args.json} is a folder; name a file")
+            writable_folder(Path(args.json).parent)
+        if args.plots:
+            writable_folder(args.plots)
+    except WriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         summary = evaluate(args.weights or SHIPPED_WEIGHTS, walks=args.walks, steps=args.steps, plots=args.plots)
     except WeightsError as e:
@@ -402,6 +415,12 @@ def main(args) -> int:
           f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "
           f"{100 * summary['revisit_silhouette_share_memory_on']:.1f} % of pixels where sky and surface disagree")
     if args.json:
-        with replacing(args.json) as tmp:
-            tmp.write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
+        text = json.dumps(json_safe(summary), indent=1, allow_nan=False)
+        try:
+            with replacing(args.json) as tmp:
+                tmp.write_text(text)
+        except WriteError as e:  # the numbers are not lost: they go to the terminal instead
+            print(text)
+            print(f"error: {e} (the JSON is printed above)", file=sys.stderr)
+            return 1
     return 0

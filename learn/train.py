@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
 from learn.data import generate_shards, load_shard, shard_path
 from learn.records import json_safe
-from scenes.atomic import replacing
+from scenes.atomic import WriteError, replacing, writable_folder
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
 from worldmodel.neural.net import IN_CHANNELS, bf16_is_fast
@@ -479,6 +479,10 @@ class Trainer:
         self.step = step
         self.elapsed_before, self.started = elapsed, time.time()
         self.history = history
+        training = saved_config.get("training")
+        init = training.get("init") if isinstance(training, dict) else None
+        if isinstance(init, dict):  # what a fine-tuned run started from stays on its model card
+            self.init_record = init
         if self.rank == 0:  # the saved state is rank 0's: a 1-process run resumes exactly where it stopped
             self.rng.bit_generator.state = meta["rng"]
         else:  # other ranks draw their own samples, not rank 0's again
@@ -495,14 +499,31 @@ class Trainer:
         self.noise_gen.manual_seed(noise_seed)
 
     def run(self, progress: bool = True) -> dict[str, float]:
+        """Train until ``steps``, ``minutes`` or a stop (SIGTERM, Ctrl-C: the step finishes and a checkpoint is
+        saved; a second Ctrl-C quits without one); checkpoints every ``ckpt_every_min`` and at the end."""
+        self.started = time.time()
+        stop_requested: list[bool] = []
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # every rank: torchrun signals them all
+            def stop(signum, frame) -> None:  # finish the step, checkpoint; a second Ctrl-C quits at once
+                if stop_requested and signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                stop_requested.append(True)
+                if self.rank == 0:
+                    print("\nstopping after this step, then saving a checkpoint (Ctrl-C again to quit now)",
+                          file=sys.stderr, flush=True)
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._train_until_done(stop_requested, progress)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _train_until_done(self, stop_requested: list[bool], progress: bool) -> dict[str, float]:
         from tqdm import tqdm
 
         cfg = self.cfg
-        self.started = time.time()
         last_ckpt = time.time()
-        stop_requested = []
-        if self.rank == 0 and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))  # finish the step, checkpoint
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank)
         stats: dict[str, float] = {}
         while self.step < cfg.steps:
@@ -514,8 +535,10 @@ class Trainer:
                 break
             stats = self.train_step()
             if not math.isfinite(stats["loss"]):  # the weights are poisoned: keep the last checkpoint as it is
-                raise FloatingPointError(f"the loss became {stats['loss']} at step {self.step}; {cfg.out} holds the "
-                                         "last good checkpoint: --resume it with a lower --lr")
+                kept = (f"{cfg.out} holds the last good checkpoint: --resume it with a lower --lr"
+                        if (Path(cfg.out) / "train_state.json").is_file() else
+                        "no checkpoint was written yet: start again with a lower --lr")
+                raise FloatingPointError(f"the loss became {stats['loss']} at step {self.step}; {kept}")
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.3f}", rgb=f"{stats['rgb']:.3f}")
             if self.step % cfg.val_every == 0 and self.rank == 0:
@@ -616,6 +639,28 @@ def describe_hardware(bf16: bool) -> str:
             f"torch threads, {precision}")
 
 
+def check_out_folder(out: Path, resume: bool) -> None:
+    """Before any work: ``out`` can be written, holds a run to resume when resuming, and holds no model or
+    checkpoint a new run would overwrite. CheckpointError / WriteError (one line) otherwise."""
+    held = [name for name in ("train_state.json", "model.safetensors", "config.json") if (out / name).exists()]
+    if resume and "train_state.json" not in held:
+        raise CheckpointError(f"{out}: no run to resume there (train_state.json is missing); start without "
+                              "--resume, or point --out at the run's folder")
+    if not resume and held:
+        raise CheckpointError(f"{out} already holds a model or checkpoint ({', '.join(held)}); --resume it, or "
+                              "choose another --out (a new run would overwrite it)")
+    writable_folder(out)
+
+
+def saved_run_config(out: Path) -> dict:
+    """The model config a run saved in ``out`` (checked); CheckpointError when it cannot be read."""
+    try:
+        return check_config(json.loads((out / "config.json").read_text()), str(out / "config.json"))
+    except (OSError, ValueError, RecursionError, WeightsError) as e:
+        raise CheckpointError(f"{out}: cannot resume, its config.json is unreadable ({str(e)[:120]}); restore the "
+                              "checkpoint, or start over without --resume (or with another --out)") from None
+
+
 def main(args) -> int:
     cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, batch=args.batch,
                       lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
@@ -627,15 +672,27 @@ def main(args) -> int:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:
         cfg.val_seeds = list(range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_walks))
-    try:  # weights and checkpoints are checked before any walk data is made
+    try:  # the output folder, weights and checkpoints are checked before any walk data is made
+        check_out_folder(Path(cfg.out), bool(args.resume))
+        if args.resume:  # the run goes on with the model it saved (widths, context noise, camera), not defaults
+            saved = saved_run_config(Path(cfg.out))
+            cfg = replace(cfg, init="", widths=list(saved["widths"]),
+                          model_config={k: v for k, v in saved.items() if k not in ("training", "eval")})
         trainer = Trainer(cfg)
-        resumed = args.resume and trainer.resume()
-    except (WeightsError, CheckpointError) as e:
+        if args.resume:
+            trainer.resume()
+    except (WeightsError, CheckpointError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if resumed and trainer.rank == 0:
+    if args.resume and trainer.rank == 0:
         print(f"resumed from {cfg.out} at step {trainer.step}")
     trainer.load_data()
+    short = min(min(trainer.train_bank.lengths), min(trainer.val_bank.lengths))
+    if short < cfg.max_rollout + 2:  # a rollout needs max_rollout frames before its last frame and its target
+        print(f"error: the walks in {cfg.data} have {short} frames; --max-rollout {cfg.max_rollout} needs at least "
+              f"{cfg.max_rollout + 2}: lower --max-rollout, or make longer walks (--walk-steps, another --data)",
+              file=sys.stderr)
+        return 2
     trainer.run()
     if trainer.rank == 0:
         print(f"trained {trainer.step} steps -> {cfg.out}")

@@ -75,6 +75,21 @@ def replacing(path: str | os.PathLike, check: Callable[[Path], None] | None = No
         raise
 
 
+def writable_folder(path: str | os.PathLike) -> Path:
+    """Make folder ``path`` (and its parents) and check a file can be written in it, before long work that
+    will write there; WriteError (one line) when not (a file in the way, no permission, disk full)."""
+    path = Path(path)
+    probe = path / f".write-check-{uuid.uuid4().hex[:8]}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+    except OSError as e:
+        raise write_error(e, path) from None
+    finally:
+        remove_quietly(probe)
+    return path
+
+
 def remove_quietly(path: Path) -> None:
     """Remove a file or folder if it is there (cleanup after a failure must not raise)."""
     try:

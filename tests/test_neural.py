@@ -303,6 +303,16 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
     assert (tmp_path / "again" / "README.md").read_text() == (SHIPPED_WEIGHTS / "README.md").read_text()
     x, m = torch.randn(1, 22, 32, 32), torch.randn(1, 10)
     assert torch.equal(net.eval().frame(x, m), loaded.frame(x, m))
+    # whole numbers written as floats (48.0) load as the same model
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "widths": [8.0, 16.0], "size": [128.0, 128.0]}))
+    assert torch.equal(load_pretrained(tmp_path / "m")[1].frame(x, m), loaded.frame(x, m))
+    # a save that fails half-way (here: a NaN in the record) leaves the folder as it was, loadable
+    other = build_net({**TINY, "widths": [8, 24]})
+    with pytest.raises(ValueError):
+        save_pretrained(tmp_path / "m", {**TINY, "widths": [8, 24], "training": {"history": [float("nan")]}}, other)
+    assert torch.equal(load_pretrained(tmp_path / "m")[1].frame(x, m), loaded.frame(x, m))
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 
 def test_bad_weights_give_one_clear_line(tmp_path):
@@ -364,8 +374,43 @@ def test_hub_repo_id_loads_from_the_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     config, _ = load_pretrained("worldstudio/tiny")
     assert config["widths"] == [8, 16]
-    with pytest.raises(WeightsError, match="could not fetch the model from the hub"):
+    with pytest.raises(WeightsError, match="no such local folder, and no hub model of that id could be fetched"):
         load_pretrained("worldstudio/not-cached")
+
+
+def test_eval_checks_its_paths_and_the_weights_geometry_first_and_keeps_results_it_cannot_write(
+        tmp_path, capsys, monkeypatch):
+    """A --plots that is a file, a --json that is a folder, or weights whose camera the eval's simulator does not
+    have stop eval with one line before any walk (they failed after the whole run, losing it); weights of
+    another frame size are evaluated at that size; a --json the disk refuses at the end prints the numbers."""
+    import learn.evaluate as evaluation
+    from launch import build_parser
+    from scenes.atomic import WriteError
+
+    tiny = save_pretrained(tmp_path / "tiny", TINY, build_net(TINY))
+    narrow = save_pretrained(tmp_path / "narrow", {**TINY, "fov_y_deg": 50.0}, build_net(TINY))
+    (tmp_path / "a_file").write_text("x")
+
+    def run(*extra: str) -> tuple[int, str, str]:
+        code = evaluation.main(build_parser().parse_args(["eval", "--walks", "1", "--steps", "8", *extra]))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    for extra, says in ((["--weights", str(tiny), "--plots", str(tmp_path / "a_file")], "cannot write"),
+                        (["--weights", str(tiny), "--json", str(tmp_path)], "is a folder"),
+                        (["--weights", str(narrow)], "128x128 frames at 50 degrees")):
+        code, out, err = run(*extra)
+        assert code == 2 and err.startswith("error: ") and says in err and len(err.splitlines()) == 1, err
+
+    def full_disk(path, check=None):
+        raise WriteError("disk full: free space in /x (or choose a folder on another disk)")
+
+    monkeypatch.setattr(evaluation, "replacing", full_disk)
+    # weights of another frame size are evaluated at their size (a 128x128 walk crashed on them)
+    small = save_pretrained(tmp_path / "small", {**TINY, "size": [64, 64]}, build_net(TINY))
+    code, out, err = run("--weights", str(small), "--json", str(tmp_path / "r.json"))
+    assert code == 1 and "disk full" in err
+    assert json.loads(out[out.index("\n{") + 1:])["size"] == 64
 
 
 def test_ddp_replicas_hold_identical_weights(tiny_shards, tmp_path):
@@ -852,6 +897,66 @@ def test_a_world_started_from_a_users_frame_does_not_ride_the_simulators_eye_hei
     assert np.allclose(from_user_frame.predict_c2w_on_ground(last, Action("F", "N"), ground_at), commanded)
     riding = sim_start.predict_c2w_on_ground(first, Action("F", "N"), ground_at)
     assert riding[1, 3] == pytest.approx(first.c2w[1, 3] + 0.2)
+
+
+def test_train_checks_its_output_folder_and_rollout_length_before_the_work(tiny_shards, tmp_path, capsys):
+    """Each mistake is one line and exit 2, before any training: an --out that cannot be a folder (it was found at
+    the first checkpoint, after the run), --resume where no run is, a new run over a folder holding a model (it
+    was overwritten), and rollouts longer than the walks (a crash at step --rollout-after)."""
+    from launch import build_parser
+    from learn.train import main
+
+    def train(*extra: str) -> tuple[int, str]:
+        args = build_parser().parse_args(["train", "--data", str(tiny_shards), "--walks", "2", "--val-walks", "1",
+                                          "--widths", "8", "16", "--batch", "1", "--steps", "1", *extra])
+        code = main(args)
+        return code, capsys.readouterr().err
+
+    (tmp_path / "a_file").write_text("x")
+    code, err = train("--out", str(tmp_path / "a_file"))
+    assert code == 2 and err.startswith("error: cannot write") and len(err.splitlines()) == 1, err
+    code, err = train("--out", str(tmp_path / "a_file" / "run"))
+    assert code == 2 and "cannot write" in err and len(err.splitlines()) == 1
+    code, err = train("--out", str(tmp_path / "typo"), "--resume")
+    assert code == 2 and "no run to resume" in err and not (tmp_path / "typo").exists()
+    shipped_like = save_pretrained(tmp_path / "model", TINY, build_net(TINY))
+    before = (shipped_like / "model.safetensors").read_bytes()
+    code, err = train("--out", str(shipped_like))
+    assert code == 2 and "already holds a model" in err and (shipped_like / "model.safetensors").read_bytes() == before
+    # a fine-tuned run resumed without its options goes on with its own model config and lineage
+    init = save_pretrained(tmp_path / "init", {**TINY, "context_noise": 0.05,
+                                               "training": {"steps": 777, "hardware": "GPU"}}, build_net(TINY))
+    assert train("--out", str(tmp_path / "tuned"), "--init", str(init))[0] == 0
+    code, err = train("--out", str(tmp_path / "tuned"), "--resume", "--widths", "48", "96", "--steps", "2")
+    saved = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert code == 0 and saved["widths"] == [8, 16] and saved["context_noise"] == 0.05, err
+    assert saved["training"]["steps"] == 2 and saved["training"]["init"]["steps"] == 777
+    code, err = train("--out", str(tmp_path / "ro"), "--max-rollout", "6", "--rollout-after", "0")
+    assert code == 2 and "walks in" in err and "--max-rollout 6 needs at least 8" in err, err
+    assert not (tmp_path / "ro" / "model.safetensors").exists()
+
+
+def test_ctrl_c_stops_training_after_the_step_with_a_checkpoint(tiny_shards, tmp_path):
+    """Ctrl-C (SIGINT) ends the run as SIGTERM does: the step finishes and a checkpoint is written (it lost
+    everything since the last one; under torchrun only rank 0 caught SIGTERM, so the others died mid-exchange)."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "train", "--data", str(tiny_shards), "--out",
+                             str(out), "--walks", "2", "--val-walks", "1", "--widths", "8", "16", "--batch", "1",
+                             "--steps", "1000000", "--minutes", "5"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    seen = ""
+    deadline = time.time() + 120
+    while "train:" not in seen and time.time() < deadline:  # the progress bar: the loop has started
+        seen += proc.stderr.read(1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, rest[-500:]
+    assert "stopping after this step" in rest
+    state = json.loads((out / "train_state.json").read_text())
+    assert 1 <= state["step"] < 1000000 and (out / "model.safetensors").is_file()
 
 
 def test_bad_init_weights_or_a_damaged_checkpoint_stop_training_with_one_line_before_any_data_is_made(tmp_path):

@@ -55,6 +55,7 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
         raise WeightsError(f"{where}: malformed config value ({e}); re-export the model with save_pretrained") from None
     except checks.CheckError as e:
         raise WeightsError(f"{where}: {e}; {fix}") from None
+    cfg["size"], cfg["widths"] = size, widths  # as ints: 48.0 would reach the network's layers as a float
     if len(size) != 2 or any(s % 16 for s in size):
         raise WeightsError(f"{where}: size {size} is unsupported (each side a multiple of 16, 16..1024)")
     if not 2 <= len(widths) <= MAX_LEVELS or any(w % 8 for w in widths):
@@ -80,8 +81,9 @@ def resolve(path_or_repo_id: str | os.PathLike) -> Path:
     try:
         return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]))
     except Exception as e:  # offline and not cached, unknown repo, ...
-        raise WeightsError(f"{text}: could not fetch the model from the hub ({type(e).__name__}); download it once "
-                           "with network access (it is cached afterwards) or pass a local folder") from None
+        raise WeightsError(f"{text}: no such local folder, and no hub model of that id could be fetched "
+                           f"({type(e).__name__}); check the path, or download the hub model once with network "
+                           "access (it is cached afterwards)") from None
 
 
 def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldModelNet]:
@@ -150,11 +152,13 @@ def save_pretrained(folder: str | os.PathLike, config: dict, net: WorldModelNet,
              CONFIG_NAME: lambda p: p.write_text(json.dumps(checked, indent=2, allow_nan=False) + "\n")}
     card_text = basic_card(checked, net) if card is None else card
     files[CARD_NAME] = lambda p: p.write_text(card_text)
-    for name, write in files.items():
-        tmp = folder / f".{name}.tmp{os.getpid()}"
-        try:
-            write(tmp)
+    temps = {name: folder / f".{name}.tmp{os.getpid()}" for name in files}
+    try:  # every file is written before any replaces its old one: a failure leaves the folder as it was
+        for name, write in files.items():
+            write(temps[name])
+        for name, tmp in temps.items():
             os.replace(tmp, folder / name)
-        finally:
+    finally:
+        for tmp in temps.values():
             tmp.unlink(missing_ok=True)
     return folder

@@ -162,11 +162,15 @@ class NeuralWorld(BaseWorldModel):
     @classmethod
     def from_description(cls, desc: dict) -> "NeuralWorld":
         """Rebuild from :meth:`describe` (a session's world); WeightsError when the weights are gone."""
+        from worldmodel.procedural import KINEMATICS_RANGES
+
         kin = desc.get("kinematics") or {}
         try:
-            kinematics = Kinematics(float(kin.get("step_m", 0.5)), float(kin.get("yaw_deg", 10.0)))
-        except (TypeError, ValueError, AttributeError):
-            raise WeightsError("the session's neural world has malformed kinematics") from None
+            kinematics = Kinematics(*(checks.number(kin.get(key, default), f"the neural world's kinematics.{key}",
+                                                    *KINEMATICS_RANGES[key])
+                                      for key, default in (("step_m", 0.5), ("yaw_deg", 10.0))))
+        except (checks.CheckError, AttributeError) as e:
+            raise WeightsError(f"the session's neural world has malformed kinematics ({e})") from None
         try:
             noise = desc.get("context_noise")
             noise = None if noise is None else checks.number(noise, "the neural world's context_noise", 0.0, 1.0)

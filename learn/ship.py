@@ -14,7 +14,8 @@ from pathlib import Path
 from learn.evaluate import format_table
 from learn.records import json_safe
 from learn.train import trained_minutes
-from worldmodel.neural.weights import load_pretrained, save_pretrained
+from scenes.atomic import WriteError, write_error
+from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
 
 CARD = """# WorldStudio neural world model ({size}x{size})
 
@@ -78,11 +79,23 @@ def describe_lineage(record: dict | None) -> str:
     return "".join(lines)
 
 
+def read_eval_json(path: str | Path) -> dict:
+    """The summary ``launch.py eval --json`` wrote; ValueError (one line) for anything else."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: cannot read the eval JSON ({type(e).__name__}); pass the file `launch.py eval "
+                         "--json` wrote") from None
+    if not isinstance(summary, dict) or not {"walks", "steps", "size"} <= set(summary):
+        raise ValueError(f"{path}: not an eval JSON written by `launch.py eval --json` (no walks/steps/size)")
+    return summary
+
+
 def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None = None) -> Path:
     config, net = load_pretrained(checkpoint)
     training = config.get("training", {})
     tcfg = training.get("config", {})
-    summary = json.loads(Path(eval_json).read_text()) if eval_json else None
+    summary = read_eval_json(eval_json) if eval_json else None
     seeds = tcfg.get("train_seeds", [0])
     minutes = trained_minutes(checkpoint, training)
     card = CARD.format(
@@ -116,7 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest")
     p.add_argument("--eval", default=None, help="eval JSON written by `launch.py eval --json`")
     args = p.parse_args(argv)
-    out = ship(args.checkpoint, args.dest, args.eval)
+    try:
+        out = ship(args.checkpoint, args.dest, args.eval)
+    except (WeightsError, WriteError, ValueError) as e:  # unusable weights or eval JSON, a folder not writable
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {write_error(e, Path(args.dest))}", file=sys.stderr)
+        return 2
     print(f"shipped -> {out}")
     return 0
 

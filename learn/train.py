@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
 from learn.data import generate_shards, load_shard, shard_path
 from learn.records import json_safe
-from scenes.atomic import WriteError, replacing, writable_folder
+from scenes.atomic import WriteError, replacing, writable_folder, write_error
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
 from worldmodel.neural.net import IN_CHANNELS, bf16_is_fast
@@ -686,7 +686,11 @@ def main(args) -> int:
         return 2
     if args.resume and trainer.rank == 0:
         print(f"resumed from {cfg.out} at step {trainer.step}")
-    trainer.load_data()
+    try:
+        trainer.load_data()
+    except (ValueError, OSError) as e:  # a damaged shard (its message says which), a --data that is a file
+        print(f"error: {e if isinstance(e, ValueError) else write_error(e, Path(cfg.data))}", file=sys.stderr)
+        return 2
     short = min(min(trainer.train_bank.lengths), min(trainer.val_bank.lengths))
     if short < cfg.max_rollout + 2:  # a rollout needs max_rollout frames before its last frame and its target
         print(f"error: the walks in {cfg.data} have {short} frames; --max-rollout {cfg.max_rollout} needs at least "

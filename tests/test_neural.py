@@ -260,7 +260,7 @@ def test_the_lineage_names_every_start_and_marks_what_was_not_recorded(tmp_path)
     assert base_training_record("c", tmp_path, {}) is None and describe_lineage(None) == ""
 
 
-def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp_path):
+def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp_path, capsys):
     """learn.ship: a checkpoint becomes fp16 weights, a config with the eval figures and a card that states the
     run's own clock; shipping the shipped folder again (a new eval) keeps the weights byte for byte and the clock."""
     from learn.ship import ship
@@ -288,6 +288,16 @@ def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp
     assert (again / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
     assert "20.6 minutes" in (again / "README.md").read_text()
 
+    # the command says what is wrong in one line: no checkpoint, a file that is not an eval JSON
+    from learn.ship import main as ship_main
+
+    (tmp_path / "bench.json").write_text(json.dumps({"neural_step_ms_128": 50.0}))
+    for argv, says in (([str(tmp_path / "nowhere"), str(tmp_path / "x")], "no such"),
+                       ([str(run), str(tmp_path / "x"), "--eval", str(tmp_path / "bench.json")], "not an eval JSON")):
+        code = ship_main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and says in err and len(err.splitlines()) == 1, err
+
 
 def test_save_and_from_pretrained_round_trip(tmp_path):
     torch.manual_seed(1)
@@ -313,6 +323,17 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
         save_pretrained(tmp_path / "m", {**TINY, "widths": [8, 24], "training": {"history": [float("nan")]}}, other)
     assert torch.equal(load_pretrained(tmp_path / "m")[1].frame(x, m), loaded.frame(x, m))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_the_shipped_weights_are_package_data():
+    """A wheel (not only the editable install) carries the shipped weights the default world loads."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = [p.relative_to(SHIPPED_WEIGHTS.parent).as_posix() for p in SHIPPED_WEIGHTS.iterdir()]
+    assert {"pretrained/config.json", "pretrained/model.safetensors"} <= set(shipped)
+    assert all(any(fnmatch(f, pattern) for pattern in patterns["worldmodel.neural"]) for f in shipped)
 
 
 def test_bad_weights_give_one_clear_line(tmp_path):
@@ -349,7 +370,19 @@ def test_bad_weights_give_one_clear_line(tmp_path):
         (folder / "config.json").write_text(json.dumps({**cfg, "widths": [8, 16], **change}))
         with pytest.raises(WeightsError, match=match):
             load_pretrained(folder)
+    for name, change, match in [("bottom", {"size": [16, 16], "widths": [8, 8, 8, 8]}, "to 2 pixels or more"),
+                                ("record", {"training": "abc"}, "training must be an object")]:
+        folder = save_pretrained(tmp_path / name, TINY, net)
+        (folder / "config.json").write_text(json.dumps({**cfg, "widths": [8, 16], **change}))
+        with pytest.raises(WeightsError, match=match):
+            load_pretrained(folder)
     state = load_file(str(good / "model.safetensors"))
+    first = next(iter(state))
+    save_file({**state, first: state[first].to(torch.int32)}, str(tmp_path / "ints.safetensors"))
+    ints = save_pretrained(tmp_path / "ints", TINY, net)
+    (tmp_path / "ints.safetensors").replace(ints / "model.safetensors")
+    with pytest.raises(WeightsError, match="not floating point"):
+        load_pretrained(ints)
     state[next(iter(state))][...] = float("nan")
     save_file(state, str(good / "model.safetensors"))
     with pytest.raises(WeightsError, match="NaN"):
@@ -931,6 +964,9 @@ def test_train_checks_its_output_folder_and_rollout_length_before_the_work(tiny_
     saved = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert code == 0 and saved["widths"] == [8, 16] and saved["context_noise"] == 0.05, err
     assert saved["training"]["steps"] == 2 and saved["training"]["init"]["steps"] == 777
+    (tmp_path / "data_file").write_text("x")  # walk data that cannot be made or read
+    code, err = train("--out", str(tmp_path / "d"), "--data", str(tmp_path / "data_file"))
+    assert code == 2 and err.startswith("error: cannot write") and len(err.splitlines()) == 1, err
     code, err = train("--out", str(tmp_path / "ro"), "--max-rollout", "6", "--rollout-after", "0")
     assert code == 2 and "walks in" in err and "--max-rollout 6 needs at least 8" in err, err
     assert not (tmp_path / "ro" / "model.safetensors").exists()

@@ -61,9 +61,12 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
     if not 2 <= len(widths) <= MAX_LEVELS or any(w % 8 for w in widths):
         raise WeightsError(f"{where}: widths {widths} are unsupported (2..{MAX_LEVELS} levels, each a multiple of 8 "
                            f"in 8..{MAX_WIDTH}); {fix}")
-    if any(side // 2 % 2 ** (len(widths) - 1) for side in size):
-        raise WeightsError(f"{where}: size {size} cannot be halved {len(widths) - 1} times below the stem; "
-                           "use fewer widths or a size that divides")
+    if any(side // 2 % 2 ** (len(widths) - 1) or side // 2 // 2 ** (len(widths) - 1) < 2 for side in size):
+        raise WeightsError(f"{where}: size {size} cannot be halved {len(widths) - 1} times below the stem to 2 "
+                           "pixels or more; use fewer widths or a size that divides")
+    for record in ("training", "eval"):  # free-form, but read by the model card, ship and fine-tuning
+        if not isinstance(cfg.get(record) or {}, dict):
+            raise WeightsError(f"{where}: {record} must be an object; re-export the model with save_pretrained")
     return cfg
 
 
@@ -101,6 +104,10 @@ def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldMode
         state = load_file(str(w_path))
     except Exception as e:  # safetensors raises its own error types for truncated / lying files
         raise WeightsError(f"{w_path}: corrupt weights file ({e}); download or re-export it") from None
+    integral = sorted(k for k, v in state.items() if not v.is_floating_point())
+    if integral:
+        raise WeightsError(f"{w_path}: tensor {integral[0]} is {state[integral[0]].dtype}, not floating point; the "
+                           "file is not this model's weights, re-export it")
     with torch.device("meta"):  # shapes only: a config that lies about the sizes allocates nothing
         expected = build_net(config).state_dict()
     missing = sorted(set(expected) - set(state))

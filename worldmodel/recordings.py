@@ -88,6 +88,12 @@ def _natural_key(p: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
+def _visible(paths) -> list[Path]:
+    """``paths`` without hidden files (a leading dot: macOS's ``._name`` copies beside each file, editors' swap
+    files), which are never frames."""
+    return [p for p in paths if not p.name.startswith(".")]
+
+
 def _last_number(name: str) -> int | None:
     m = re.findall(r"\d+", name)
     return int(m[-1]) if m else None
@@ -110,7 +116,7 @@ def _numbers(path: Path) -> list[tuple[int, list[float]]]:
     if not path.is_file():
         raise SequenceError(f"{path} is missing; the sequence folder is incomplete")
     try:
-        return number_rows(path.read_text(encoding="utf-8", errors="replace"), path)
+        return number_rows(path.read_text(encoding="utf-8-sig", errors="replace"), path)
     except OSError as e:
         raise SequenceError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:
@@ -188,7 +194,7 @@ def _load_config(folder: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        cfg = json.loads(path.read_text())
+        cfg = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeError, json.JSONDecodeError) as e:
         raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); fix or delete it") from None
     if not isinstance(cfg, dict):
@@ -317,6 +323,7 @@ class _ImageSequence(Sequence):
     Ks: list[np.ndarray] | np.ndarray = field(default_factory=list)
     depth_scale: float = 0.001
     depth_invalid: int | None = None
+    default_K_for: tuple[int, int] | None = None  # (W, H) the format's default Ks are for (none were given)
     _size: tuple[int, int] | None = None  # (H, W) of the first frame read
 
     def files(self, i: int) -> list[Path]:
@@ -334,6 +341,11 @@ class _ImageSequence(Sequence):
         elif rgb.shape[:2] != self._size:
             raise SequenceError(f"{self.rgb_files[i]} is {rgb.shape[1]}x{rgb.shape[0]} but the sequence's frames "
                                 f"are {self._size[1]}x{self._size[0]}; every frame must have one size")
+        if self.default_K_for is not None and (rgb.shape[1], rgb.shape[0]) != self.default_K_for:
+            w, h = self.default_K_for
+            raise SequenceError(f"{self.rgb_files[i]} is {rgb.shape[1]}x{rgb.shape[0]}, but no intrinsics were given "
+                                f"and the {self.format} default is for {w}x{h} frames; put the camera's \"K\": "
+                                f"[[fx, 0, cx], [0, fy, cy], [0, 0, 1]] in {self.path / CONFIG_FILE}")
         K = np.asarray(self.Ks[i] if isinstance(self.Ks, list) else self.Ks, dtype=np.float64)
         _check_K_for_image(K, rgb.shape[1], rgb.shape[0], self.rgb_files[i])
         return Frame(index=i, rgb=rgb, depth=depth, K=K.copy(), c2w=self.c2ws[i].copy())
@@ -346,7 +358,7 @@ def _read_tum_list(path: Path) -> tuple[np.ndarray, list[Path]]:
     if not path.is_file():
         raise SequenceError(f"{path} is missing; a TUM folder needs rgb.txt, depth.txt and groundtruth.txt")
     stamps, files = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
@@ -434,6 +446,8 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
                             "rgb.txt and depth.txt do not belong together")
     ri = np.array([p[0] for p in pairs])
     di = np.array([p[1] for p in pairs])
+    in_time = np.argsort(rgb_t[ri], kind="stable")  # played in time order, however rgb.txt is sorted
+    ri, di = ri[in_time], di[in_time]
     poses, ok = interpolate_poses(gt, rgb_t[ri])
     if not ok.all():
         notes.append(f"{int((~ok).sum())} frames lie outside the ground truth or in a gap (skipped)")
@@ -453,7 +467,7 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     return _ImageSequence(
         path=folder, format="tum", c2ws=A @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
         rgb_files=rgb_files, depth_files=depth_files, Ks=TUM_K.copy() if K is None else K,
-        depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE))
+        default_K_for=(640, 480) if K is None else None, depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE))
 
 
 # --------------------------------------------------------------------------------------------- 7-Scenes
@@ -472,8 +486,9 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
             if cand.is_file():
                 K = _read_intrinsics(cand)
                 break
+    default_K_for = None
     if K is None:
-        K = SEVEN_SCENES_K.copy()
+        K, default_K_for = SEVEN_SCENES_K.copy(), (640, 480)
         notes.append("no camera-intrinsics.txt: using 7-Scenes' documented fx=fy=585, cx=320, cy=240")
     kept, depth_files, poses = [], [], []
     for c in colors:
@@ -501,7 +516,7 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     return _ImageSequence(
         path=folder, format="7scenes", c2ws=A @ np.stack(poses),
         timestamps=np.array([_last_number(c.name) or i for i, c in enumerate(colors)], dtype=np.float64),
-        world_up=up, notes=notes, rgb_files=colors, depth_files=depth_files, Ks=K,
+        world_up=up, notes=notes, rgb_files=colors, depth_files=depth_files, Ks=K, default_K_for=default_K_for,
         depth_scale=_depth_scale(cfg, folder, 0.001), depth_invalid=65535)
 
 
@@ -541,10 +556,10 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         raise SequenceError(f"{rgb_dir} is missing; a generic folder needs rgb/, depth/, poses.txt and intrinsics")
     if not depth_dir.is_dir():
         raise SequenceError(f"{depth_dir} is missing; put one depth .npy (metres) or 16-bit .png per image there")
-    rgb_files = sorted((p for p in rgb_dir.iterdir() if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
+    rgb_files = sorted((p for p in _visible(rgb_dir.iterdir()) if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
     if not rgb_files:
         raise SequenceError(f"{rgb_dir} holds no .png/.jpg images")
-    depth_all = {p.stem: p for p in depth_dir.iterdir() if p.suffix.lower() in (".npy", ".png")}
+    depth_all = {p.stem: p for p in _visible(depth_dir.iterdir()) if p.suffix.lower() in (".npy", ".png")}
     depth_files = []
     for p in rgb_files:
         d = depth_all.get(p.stem)
@@ -676,10 +691,11 @@ def _placeholder_image(pts: np.ndarray, cols: np.ndarray, c2w: np.ndarray, size=
 
 
 def _open_ply(folder: Path, cfg: dict, up: str) -> _PlySequence:
-    plys = sorted(folder.glob("*.ply"), key=_natural_key)
+    plys = sorted(_visible(folder.glob("*.ply")), key=_natural_key)
     if not plys:
         raise SequenceError(f"{folder} holds no .ply files")
-    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mp4", ".mov", ".avi", ".webm", ".mkv"))
+    videos = sorted(p for p in _visible(folder.iterdir())
+                    if p.suffix.lower() in (".mp4", ".mov", ".avi", ".webm", ".mkv"))
     video = None
     if videos:  # prefer the video whose name the PLYs extend (DeepVerse: generated_video.mp4 + generated_video_frame8.ply)
         video = next((v for v in videos if plys[0].stem.startswith(v.stem)), videos[0])
@@ -713,7 +729,7 @@ def _detect(folder: Path) -> str | None:
         return "7scenes"
     if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
         return "generic"
-    if any(folder.glob("*.ply")):
+    if _visible(folder.glob("*.ply")):
         return "ply"
     return None
 

@@ -51,6 +51,8 @@ class ReplayWorld(BaseWorldModel):
     ``position`` is the index in the recording of the frame returned last (-1 before ``reset``).
     """
 
+    _last: tuple[int, int] | None = None  # (frame index along its branch, recording index) of the last frame made
+
     name = "replay"
 
     def __init__(self, sequence) -> None:
@@ -79,6 +81,7 @@ class ReplayWorld(BaseWorldModel):
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
         """Frame 0 of the recording (``seed`` is ignored); with ``start`` (c2w), the recorded frame nearest to it."""
         self.position = 0 if start is None else self._nearest(np.asarray(start, dtype=np.float64))
+        self._last = (0, self.position)
         return replace(self.sequence[self.position], index=0, action=None)
 
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
@@ -89,6 +92,7 @@ class ReplayWorld(BaseWorldModel):
             self.position = min(self._locate(context.last) + 1, len(self.sequence) - 1)
         else:
             raise TypeError(f"ReplayWorld.step expects an Action or TargetPose, got {type(action).__name__}")
+        self._last = (context.last.index + 1, self.position)
         return replace(self.sequence[self.position], index=context.last.index + 1, action=action)
 
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
@@ -104,16 +108,20 @@ class ReplayWorld(BaseWorldModel):
         return nearest_pose_index(self.sequence.c2ws, c2w)
 
     def _locate(self, frame: Frame) -> int:
-        """Recording index of ``frame``: the current position when its pose matches (so static stretches
-        advance), else the recorded frame with the same pose (after seek/fork or a reopened session),
-        else the nearest pose."""
+        """Recording index of ``frame``, a frame this world made (now or in a saved session): among the recorded
+        frames with its pose, the last one returned when ``frame`` is that frame (so static stretches
+        advance); else (after a seek, a fork or a reopened session) the one its place along the branch points
+        at: a replay plays one recorded frame a step, so frame i is recorded frame i (plus where ``reset``
+        started). Many frames can share a pose: a fixed camera, or a PLY folder without poses. A pose no
+        recorded frame has: the nearest one."""
         c2ws = self.sequence.c2ws
-        if 0 <= self.position < len(c2ws) and np.allclose(c2ws[self.position], frame.c2w, atol=1e-9):
-            return self.position
         same = np.nonzero(np.abs(c2ws - frame.c2w).reshape(len(c2ws), -1).max(axis=1) < 1e-9)[0]
-        if len(same):
-            return int(same[0])
-        return self._nearest(np.asarray(frame.c2w, dtype=np.float64))
+        if not len(same):
+            return self._nearest(np.asarray(frame.c2w, dtype=np.float64))
+        if self._last is not None and frame.index == self._last[0] and self._last[1] in same:
+            return self._last[1]
+        guess = frame.index + (self._last[1] - self._last[0] if self._last is not None else 0)
+        return int(same[np.argmin(np.abs(same - guess))])
 
     # ---- sessions ----------------------------------------------------------------------------------
     def describe(self) -> dict:

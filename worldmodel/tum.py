@@ -61,7 +61,7 @@ def read_tum_rows(path: str | Path) -> np.ndarray:
     line) when unreadable, when a line does not hold 8 numbers, or a row NaN/inf or a zero quaternion."""
     path = Path(path).expanduser()
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror or e}; check the path") from None
     rows = number_rows(text, path)

@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--autosave", type=ranged(0, STEPS[1], integer=True), default=None, metavar="N",
                      help="save OUT/session every N steps (0 = off; default: every 100 steps for runs longer "
                           "than 300 steps), so a crash or kill loses at most one interval")
-    run.add_argument("--autosave-seconds", type=ranged(0, 1e6), default=120.0, metavar="T",
-                     help="also autosave when T seconds have passed since the last save (default: 120)")
+    run.add_argument("--autosave-seconds", type=ranged(0, 1e6), default=None, metavar="T",
+                     help="also autosave when T seconds have passed since the last save (default: 120 when "
+                          "autosave is on)")
     run.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the session in DIR (e.g. OUT/session after a crash): run the same command "
                           "with --resume; the steps it already holds are not repeated")

@@ -60,12 +60,14 @@ def replacing(path: str | os.PathLike, check: Callable[[Path], None] | None = No
     tmp = temp_path(path)
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # usual permissions; fails early
+        mode = os.stat(tmp).st_mode & 0o777  # 0o666 less the umask
     except OSError as e:
         raise write_error(e, path) from None
     try:
         yield tmp
         if check is not None:
             check(tmp)
+        os.chmod(tmp, mode)  # safetensors writes its files 0o600: a shared session must stay readable
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:
         remove_quietly(tmp)

@@ -544,7 +544,9 @@ def _png_bytes(img: np.ndarray) -> bytes:
 
 
 def _intrinsics_dict(K: np.ndarray, w: int, h: int) -> dict:
-    return {"fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
+    """nerfstudio's intrinsics keys. Our K puts pixel centres at whole numbers; nerfstudio, instant-ngp and COLMAP
+    put them at +0.5 (the image spans 0..w), so the principal point moves by half a pixel."""
+    return {"fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]) + 0.5, "cy": float(K[1, 2]) + 0.5,
             "w": int(w), "h": int(h)}
 
 

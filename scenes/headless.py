@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from memory.bank import MemoryConfig
-from scenes.autosave import Autosaver, default_interval
+from scenes.atomic import WriteError, writable_folder
+from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
 from scenes.factory import make_scene
 from scenes.scene import Scene, SceneConfig
@@ -27,39 +28,51 @@ def fail(message: str) -> int:
 
 
 def main(args) -> int:
+    actions = None
     if args.actions is not None:
         try:
             actions = parse_actions(args.actions)
         except ActionParseError as e:
             return fail(str(e))
-    else:
-        if args.steps < 1:
-            return fail("--steps must be at least 1")
-        actions = generated_walk(args.walk, args.steps, args.seed)
+    elif args.steps < 1:
+        return fail("--steps must be at least 1")
     out = Path(args.out).expanduser()
     out_existed = out.exists()
+    if not args.resume and (out / "session" / "session.json").exists():  # a rerun must not overwrite a long walk
+        return fail(f"{out / 'session'} holds a saved session; add --resume {out / 'session'} to go on with it, or "
+                    "choose another --out")
 
     def fail_before_any_frame(message: str) -> int:
         if not out_existed:  # a world that could not open leaves no empty --out folder behind
             remove_empty_folder(out)
         return fail(message)
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return fail(f"cannot create {out}: {e.strerror or e}; choose another --out folder")
+    try:  # every export goes here: found out now, not after the whole walk
+        writable_folder(out)
+    except WriteError as e:
+        return fail_before_any_frame(f"{e} (--out)")
     install_signal_handlers()  # SIGTERM: save what was made, then clean up
     if args.resume:
         try:  # the session's own world, settings and memory settings; frames spill beside --out
             scene = make_scene(session=args.resume, memory=not args.no_memory, spill_near=out)
         except SessionError as e:
             return fail_before_any_frame(str(e))
-        done = scene.length - 1
+        if actions is None:  # the walk of the session's own seed, as the first run made it
+            actions = generated_walk(args.walk, args.steps, scene.seed)
+        total, done = len(actions), scene.length - 1
+        mismatch = first_different_step(scene, actions)
+        if mismatch is not None:
+            scene.close()
+            return fail(f"{args.resume} was made with other actions (step {mismatch + 1} differs); resume with the "
+                        "--actions, or --steps, --walk and --seed, of the run that made it")
         scene.seek(scene.length - 1)
         if done >= len(actions):
             print(f"{args.resume} already holds all {len(actions)} steps; writing the exports")
         actions = actions[done:]
     else:
+        if actions is None:
+            actions = generated_walk(args.walk, args.steps, args.seed)
+        total = len(actions)
         memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
         try:
             scene = make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, memory=memory,
@@ -72,15 +85,25 @@ def main(args) -> int:
         except (ValueError, OSError, RuntimeError) as e:
             scene.close()
             return fail_before_any_frame(f"the world's first frame failed: {e}")
-    every = default_interval(len(actions)) if args.autosave is None else args.autosave
-    saver = Autosaver(scene, out / "session", every_steps=every,
-                      every_s=args.autosave_seconds if every > 0 else 0.0)
+    every = default_interval(total) if args.autosave is None else args.autosave  # the whole walk's, resumed too
+    every_s = args.autosave_seconds if args.autosave_seconds is not None else DEFAULT_EVERY_S if every > 0 else 0.0
+    saver = Autosaver(scene, out / "session", every_steps=every, every_s=every_s)
     try:
         if saver.enabled:
-            print(f"autosaving the session to {out / 'session'} every {every} steps", file=sys.stderr)
+            print(f"autosaving the session to {out / 'session'} every {every or '-'} steps / {every_s:g} s",
+                  file=sys.stderr)
+        failed_saves = 0
         try:
             for _ in scene.steps(actions, progress=True):
-                saver.step_done()
+                try:
+                    saver.step_done()
+                    failed_saves = 0
+                except (SessionError, OSError) as save_error:  # a full disk may clear: one retry, then stop
+                    failed_saves += 1
+                    if failed_saves > 1:
+                        raise AutosaveFailed(scene.length - 1, save_error) from None
+                    print(f"warning: autosave after step {scene.length - 1} failed ({save_error}); going on, the next "
+                          "autosave tries again", file=sys.stderr)
         except (Exception, KeyboardInterrupt, SystemExit) as e:  # noqa: BLE001 - keep what was made
             return _save_after_failure(scene, out, e)
         try:
@@ -94,6 +117,23 @@ def main(args) -> int:
         return 0
     finally:
         scene.close()
+
+
+class AutosaveFailed(RuntimeError):
+    """Two autosaves in a row failed: the walk stops (its frames are saved once more if the disk allows)."""
+
+    def __init__(self, step: int, error: BaseException):
+        super().__init__(f"autosave failed twice, the last after step {step} ({str(error).splitlines()[0]})")
+
+
+def first_different_step(scene: Scene, actions: list) -> int | None:
+    """Index of the first of ``actions`` that the session's own frames (first and last 32 steps: the frames are
+    read from disk) were not made by; None when they agree."""
+    done = min(scene.length - 1, len(actions))
+    for i in sorted(set(range(min(32, done))) | set(range(max(0, done - 32), done))):
+        if scene.frame_at(i + 1).action != actions[i]:
+            return i
+    return None
 
 
 def remove_empty_folder(folder: Path) -> None:
@@ -110,6 +150,8 @@ def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:
         why = "interrupted"
     elif isinstance(e, SystemExit):
         why = "stopped by a signal"
+    elif isinstance(e, AutosaveFailed):
+        why = str(e)
     else:
         why = f"step {scene.length} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     try:

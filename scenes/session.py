@@ -23,7 +23,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from scenes.atomic import write_error
+from scenes.atomic import replacing, write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
 from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
@@ -63,9 +63,11 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
         scene.store.save_to(staging, fids, progress=bar.update if bar else None)
         if bar:
             bar.close()
-        save_file(scene.map.state_dict(), str(staging / "map.safetensors"))
+        with replacing(staging / "map.safetensors") as tmp:  # with the usual permissions (see replacing)
+            save_file(scene.map.state_dict(), str(tmp))
         if scene.memory is not None:
-            save_file(scene.memory.state_dict(), str(staging / "memory.safetensors"))
+            with replacing(staging / "memory.safetensors") as tmp:
+                save_file(scene.memory.state_dict(), str(tmp))
         meta = {
             "format": FORMAT, "version": VERSION,
             "world": scene.model.describe(),

@@ -213,8 +213,13 @@ def test_transforms_json(tmp_path, frames):
     meta = json.loads(tj.read_text())
     assert meta["camera_model"] == "OPENCV" and meta["w"] == W and meta["h"] == H
     assert meta["depth_unit_scale_factor"] == 0.001
-    np.testing.assert_allclose([meta["fl_x"], meta["fl_y"], meta["cx"], meta["cy"]],
-                               [frames[0].K[0, 0], frames[0].K[1, 1], frames[0].K[0, 2], frames[0].K[1, 2]])
+    # nerfstudio's ray through pixel (i, j) leaves at (i + 0.5, j + 0.5) with these intrinsics: it must be ours
+    # through pixel (i, j) (our K puts pixel centres at whole numbers)
+    K = frames[0].K
+    i, j = np.array([0.0, W - 1.0, 7.0]), np.array([0.0, H - 1.0, 3.0])
+    ours = np.stack([(i - K[0, 2]) / K[0, 0], (j - K[1, 2]) / K[1, 1]])
+    theirs = np.stack([(i + 0.5 - meta["cx"]) / meta["fl_x"], (j + 0.5 - meta["cy"]) / meta["fl_y"]])
+    np.testing.assert_allclose(theirs, ours, atol=1e-12)
     assert len(meta["frames"]) == len(frames)
     for f, e in zip(frames, meta["frames"]):
         assert e["file_path"] == f"images/frame_{f.index:05d}.png"

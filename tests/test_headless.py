@@ -146,3 +146,65 @@ def test_sigterm_of_the_studio_removes_its_spill_folder(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert spill_folders(tmp_path) == []
+
+
+def test_a_rerun_or_a_resume_that_disagrees_with_the_saved_walk_is_refused(tmp_path, capsys, monkeypatch):
+    """The same command run again without --resume would overwrite the session (a long walk lost at the first
+    autosave); --resume with other actions or another seed would graft another walk onto it; an --out that
+    cannot be written was found after the whole walk. Each is one line, before any step."""
+    from launch import main
+
+    out = tmp_path / "out"
+    assert main(["run", "--steps", "12", "--seed", "3", *SMALL, "--out", str(out)]) == 0
+    before = (out / "session" / "session.json").read_bytes()
+    capsys.readouterr()
+    assert main(["run", "--steps", "5", "--seed", "3", *SMALL, "--out", str(out)]) == 2
+    assert "holds a saved session; add --resume" in capsys.readouterr().err
+    for other in (["--steps", "20", "--walk", "orbit"], ["--actions", "(BN)" * 20]):
+        assert main(["run", *other, *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 2
+        assert "made with other actions (step 1 differs)" in capsys.readouterr().err
+    assert (out / "session" / "session.json").read_bytes() == before
+    # the walk of the session's own seed goes on when --seed is left out
+    assert main(["run", "--steps", "16", *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
+    scene = load_session(out / "session")
+    assert scene.length == 17
+    scene.close()
+    (tmp_path / "a_file").write_text("x")
+    capsys.readouterr()
+    assert main(["run", "--steps", "3", *SMALL, "--out", str(tmp_path / "a_file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and len(err.splitlines()) == 1
+
+
+def test_a_resumed_run_autosaves_and_one_failed_autosave_does_not_stop_it(tmp_path, capsys, monkeypatch):
+    """A resumed run autosaves at the whole walk's interval (it computed one from the steps left, and turned
+    autosave off); one failed autosave (a full disk that clears) warns and the walk goes on; two in a row stop it
+    with what was made saved."""
+    from launch import main
+    import scenes.autosave as autosave
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(autosave, "AUTOSAVE_FROM_STEPS", 20)  # as for 300+ steps, with a small walk
+    monkeypatch.setattr(autosave, "DEFAULT_EVERY_STEPS", 6)
+    real = autosave.Autosaver.save
+    saves = []
+
+    def save_failing_once(self):
+        saves.append(self.scene.length - 1)
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        return real(self)
+
+    monkeypatch.setattr(autosave.Autosaver, "save", save_failing_once)
+    assert main(["run", *SMALL, "--out", str(out), "--actions", "(FN)" * 9]) == 0
+    assert saves == []  # 9 steps: no autosave
+    assert main(["run", *SMALL, "--out", str(out), "--resume", str(out / "session"), "--actions", "(FN)" * 22]) == 0
+    err = capsys.readouterr().err
+    assert saves == [15, 21, 22] and "warning: autosave after step 21 failed" in err, (saves, err)
+    monkeypatch.setattr(autosave.Autosaver, "save", lambda self: (_ for _ in ()).throw(OSError(28, "No space")))
+    assert main(["run", *SMALL, "--out", str(out), "--resume", str(out / "session"), "--actions", "(FN)" * 40]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "autosave failed twice, the last after step 29" in err and "--resume" in err, err
+    scene = load_session(out / "session")  # what was made is saved once more
+    assert scene.length == 30
+    scene.close()

@@ -268,3 +268,25 @@ def test_a_nan_pose_is_refused_and_the_scene_stays_as_it_was(monkeypatch):
     assert (scene.length, scene.cursor, len(scene.map)) == before
     monkeypatch.undo()
     assert scene.step(Action("F", "N")).frame.index == 2
+
+
+def test_every_file_of_a_saved_session_has_the_usual_permissions(tmp_path):
+    """safetensors writes its files 0o600: frames, map and memory were unreadable to anyone else (a shared
+    session failed to open for them as "corrupt"), while session.json was not."""
+    import os
+    import stat
+
+    from scenes.factory import make_scene as scene_with_memory
+
+    old = os.umask(0o022)
+    try:
+        scene = scene_with_memory("procedural", 5, size=(64, 48))
+        scene.run(parse_actions("(FN)(FL)"))
+        folder = save_session(scene, tmp_path / "s")
+        scene.close()
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in folder.rglob("*") if p.is_file()}
+    assert "map.safetensors" in modes and "memory.safetensors" in modes and any(k.startswith("frames/") for k in modes)
+    assert set(modes.values()) == {0o644}, modes

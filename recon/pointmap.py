@@ -88,6 +88,7 @@ class VoxelPointMap:
 
     COLUMNS = ("keys", "pos_sum", "color_sum", "weight", "first_seen", "last_seen", "modified",
                "seen_frames", "free_frames")
+    ADDED_COLUMNS = ("seen_frames", "free_frames")  # not in maps saved before free-space carving
     _LOG_VERSIONS = 64  # versions of change logs kept for changed_since() (older asks scan the map)
 
     def __init__(self, voxel_size: float = 0.1, max_depth: float = 50.0, min_weight: int = 1,

@@ -16,7 +16,7 @@ from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
 from scenes.factory import make_scene
 from scenes.scene import Scene, SceneConfig
-from scenes.session import SessionError, save_session
+from scenes.session import SessionError, read_session_meta, save_session, saved_memory_config
 from scenes.spill import install_signal_handlers
 from worldmodel.actions import ActionParseError, Kinematics, generated_walk, parse_actions
 from worldmodel.registry import WorldSpecError
@@ -53,8 +53,12 @@ def main(args) -> int:
         return fail_before_any_frame(f"{e} (--out)")
     install_signal_handlers()  # SIGTERM: save what was made, then clean up
     if args.resume:
-        try:  # the session's own world, settings and memory settings; frames spill beside --out
-            scene = make_scene(session=args.resume, memory=not args.no_memory, spill_near=out)
+        try:  # the session's own world, settings and memory (or none); frames spill beside --out
+            meta = read_session_meta(args.resume)
+            had_memory = saved_memory_config(meta) is not None
+            if args.no_memory and had_memory:
+                return fail_before_any_frame(f"{args.resume} was made with memory; resume it without --no-memory")
+            scene = make_scene(session=args.resume, memory=had_memory, spill_near=out, session_meta=meta)
         except SessionError as e:
             return fail_before_any_frame(str(e))
         if actions is None:  # the walk of the session's own seed, as the first run made it

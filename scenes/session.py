@@ -23,6 +23,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from recon.pointmap import VoxelPointMap
 from scenes.atomic import replacing, write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
@@ -115,7 +116,7 @@ def _swap_session_files(staging: Path, folder: Path) -> None:
             if (staging / name).exists():
                 os.replace(staging / name, folder / name)
                 moved_in.append(name)
-    except OSError:
+    except BaseException:  # a failed move, or Ctrl-C / SIGTERM between two: the old session goes back
         for name in moved_in:
             os.replace(folder / name, staging / name)
         for name in moved_out:
@@ -187,6 +188,9 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
             raise _fail(folder, "map.safetensors is missing") from None
         except (SafetensorError, ValueError, OSError) as e:
             raise _fail(folder, f"map.safetensors is corrupt ({str(e).splitlines()[0][:100]})") from None
+        lacking = {c for c in VoxelPointMap.COLUMNS if c not in map_state}
+        if lacking and lacking <= set(VoxelPointMap.ADDED_COLUMNS):
+            map_state = None  # an older build's map: rebuilt from the session's frames
         memory_state = _memory_state(folder, set(fids)) if memory is not None else None
         try:
             scene.restore(branches, checked.current_branch, checked.cursor, seed=checked.seed, map_state=map_state,

@@ -208,3 +208,23 @@ def test_a_resumed_run_autosaves_and_one_failed_autosave_does_not_stop_it(tmp_pa
     scene = load_session(out / "session")  # what was made is saved once more
     assert scene.length == 30
     scene.close()
+
+
+def test_a_resumed_run_keeps_the_memory_it_was_made_with(tmp_path, capsys):
+    """--resume goes on with the session's memory: none for a --no-memory session (it gained the default memory),
+    its own settings otherwise; --no-memory on a session made with memory is refused (it dropped them)."""
+    import json
+
+    from launch import main
+
+    plain, with_memory = tmp_path / "plain", tmp_path / "mem"
+    assert main(["run", "--steps", "4", *SMALL, "--no-memory", "--out", str(plain)]) == 0
+    assert main(["run", "--steps", "6", *SMALL, "--out", str(plain), "--resume", str(plain / "session")]) == 0
+    assert json.loads((plain / "session" / "session.json").read_text())["memory"] is None
+    assert main(["run", "--steps", "4", *SMALL, "--retrieval", "deepverse", "--out", str(with_memory)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--steps", "6", *SMALL, "--no-memory", "--out", str(with_memory), "--resume",
+                 str(with_memory / "session")]) == 2
+    assert "made with memory; resume it without --no-memory" in capsys.readouterr().err
+    assert main(["run", "--steps", "6", *SMALL, "--out", str(with_memory), "--resume", str(with_memory / "session")]) == 0
+    assert json.loads((with_memory / "session" / "session.json").read_text())["memory"]["retrieval_rule"] == "deepverse"

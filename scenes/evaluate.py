@@ -34,6 +34,7 @@ import numpy as np
 from worldmodel.camera import camera_to_pixels, invert_pose, valid_depth_mask, world_to_camera
 from recon.pointmap import SAMPLES_PER_VOXEL, VoxelPointMap, auto_stride
 from recon.tsdf import TSDFFusion
+from scenes.atomic import WriteError, writable_folder
 from worldmodel.frame import Frame
 
 DEFAULT_MAX_DEPTH = 20.0     # metres, for both methods
@@ -167,10 +168,13 @@ def accuracy_completeness(recon: np.ndarray, reference: np.ndarray, voxel: float
 
 def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = None,
                       max_depth: float = DEFAULT_MAX_DEPTH, stride: int | str = "auto", peer: bool = True,
-                      progress: bool = False, carve: bool = True) -> dict:
+                      progress: bool = False, carve: bool = True, reference_up: str = "+y") -> dict:
     """Fuse ``seq`` (a worldmodel.recordings.Sequence or any list of Frames) with ours and the TSDF peer.
 
     stride: pixel stride for our fusion, an int or "auto" (:func:`auto_stride`, per frame).
+    reference: a mesh or point cloud in the recording's own coordinates (as a dataset's reference comes), whose
+    up axis is ``reference_up`` (the recording's ``world_up``): it is turned to +Y-up as the frames were. It is
+    read before any frame is fused.
     Returns a flat {metric: number} dict (see the module docstring); peer metrics are absent when the
     frames carry no depth (per-frame point clouds) or ``peer`` is False.
     """
@@ -179,6 +183,11 @@ def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = N
     n = len(seq)
     if n == 0:
         raise EvalError("the sequence has no frames")
+    ref = None
+    if reference is not None:  # a bad file is found before the fusion, not after it
+        from worldmodel.recordings import up_rotation
+
+        ref = load_reference(reference, voxel) @ up_rotation(reference_up)[:3, :3].T
     bar = _bar(progress, n, "fuse")
     ours = VoxelPointMap(voxel, max_depth=max_depth, carve=carve)
     tsdf = TSDFFusion(voxel_size=voxel, depth_max=max_depth) if peer else None
@@ -241,8 +250,7 @@ def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = N
             out["peer_median_abs_dz_m"] = float(np.median(peer_med))
             out["peer_p90_frame_abs_dz_m"] = float(np.percentile(peer_med, 90))
 
-    if reference is not None:
-        ref = load_reference(reference, voxel)
+    if ref is not None:
         out["reference_points"] = int(len(ref))
         out["accuracy_m"], out["completeness"] = accuracy_completeness(pts.astype(np.float64), ref, voxel)
         if peer_pts is not None:
@@ -292,10 +300,14 @@ def main(args) -> int:
     from worldmodel.recordings import SequenceError, open_sequence
 
     try:
+        if args.json:  # found now, not after the fusion
+            if Path(args.json).expanduser().is_dir():
+                raise EvalError(f"--json {args.json} is a folder; name a file")
+            writable_folder(Path(args.json).expanduser().parent)
         seq = open_sequence(args.path, max_frames=args.max_frames)
         metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True,
-                                    carve=not args.no_carve)
-    except (SequenceError, EvalError) as e:
+                                    carve=not args.no_carve, reference_up=seq.world_up)
+    except (SequenceError, EvalError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     f0 = seq[0]
@@ -308,6 +320,11 @@ def main(args) -> int:
               "pixels per frame (median)")
     for note in seq.notes:
         print(f"note: {note}")
+    if not metrics.get("map_points"):
+        print("note: the map is empty: no frame has valid depth within the fuse range (check the depth scale, "
+              "e.g. depth_scale in worldstudio.json, and the invalid value)")
+    if args.reference:
+        print(f"note: the reference was read in the recording's coordinates (up {seq.world_up}) and turned to +Y-up")
     if args.json:
         try:
             Path(args.json).expanduser().write_text(json.dumps(metrics, indent=1) + "\n")

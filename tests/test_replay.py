@@ -122,7 +122,7 @@ def test_tum_world_is_y_up(tum_path, tum):
     assert (-unconverted.c2ws[:, 1, 1]).mean() < 0.3
 
 
-def test_eval_recon_on_tum_reports_both_methods(tum_path, tmp_path, capsys):
+def test_eval_recon_on_tum_reports_both_methods(tum_path, tmp_path, capsys, monkeypatch):
     """30 frames at 2 cm: the fused maps agree with every frame's depth (median per frame, then over frames).
     Measured: ours ~11 mm, the TSDF ~9 mm on these 30 frames (the TSDF averages Kinect noise along rays;
     a voxel-mean map keeps the noisy front layer) -- asserted as 'within 2 cm' and 'ours <= 1.5x peer'."""
@@ -138,6 +138,16 @@ def test_eval_recon_on_tum_reports_both_methods(tum_path, tmp_path, capsys):
         assert isinstance(m[key], (int, float)) and np.isfinite(m[key]) and m[key] > 0, key
     assert m["frames"] == 30
     assert m["median_abs_dz_m"] < 0.02 and m["peer_median_abs_dz_m"] < 0.02
+    # a --json that is a folder, or a reference that is no mesh, is one line before any frame is fused
+    (tmp_path / "notes.txt").write_text("not a mesh")
+    for json_path, reference, says in ((str(tmp_path), None, "is a folder"),
+                                       (None, str(tmp_path / "notes.txt"), "cannot read reference")):
+        fused = []
+        monkeypatch.setattr(evaluate, "auto_stride", lambda *a, **k: fused.append(1) or 4)  # called per frame fused
+        rc = evaluate.main(Namespace(path=str(tum_path), voxel=0.02, reference=reference, max_frames=3,
+                                     json=json_path, no_carve=False))
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and not fused, err
     assert m["median_abs_dz_m"] <= 1.5 * m["peer_median_abs_dz_m"]
     assert m["map_points"] > 10_000 and m["peer_points"] > 10_000
 
@@ -240,6 +250,13 @@ def test_generic_folders_round_trip(walk_frames, tmp_path):
     assert m["median_abs_dz_m"] < 0.005 and m["peer_median_abs_dz_m"] < 0.1  # exact depth: ours ~0.3 mm, TSDF ~6 cm
     assert m["accuracy_m"] < 0.03 and m["completeness"] > 0.95
     assert np.isfinite(m["peer_accuracy_m"])
+    # a recording in z-up coordinates comes with its reference in them too: both are turned to +Y-up (the
+    # reference was left as it was: accuracy 1.2 m on a box room)
+    to_z_up = np.linalg.inv(up_rotation("+z"))[:3, :3]  # our +Y-up world -> the recording's z-up coordinates
+    write_ply(tmp_path / "reference_z_up.ply", pts @ to_z_up.T, None)
+    m = evaluate.evaluate_sequence(walk_frames, voxel=0.1, reference=tmp_path / "reference_z_up.ply",
+                                   max_depth=40.0, peer=False, reference_up="+z")  # frames: as the reader turned them
+    assert m["accuracy_m"] < 0.03 and m["completeness"] > 0.95
 
 
 def test_ply_folder_with_video_fuses(walk_frames, tmp_path):

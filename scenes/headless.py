@@ -20,6 +20,7 @@ from scenes.session import SessionError, read_session_meta, save_session, saved_
 from scenes.spill import install_signal_handlers
 from worldmodel.actions import ActionParseError, Kinematics, generated_walk, parse_actions
 from worldmodel.registry import WorldSpecError
+from worldmodel.replay import ReplayWorld
 
 
 def fail(message: str) -> int:
@@ -89,6 +90,8 @@ def main(args) -> int:
         except (ValueError, OSError, RuntimeError) as e:
             scene.close()
             return fail_before_any_frame(f"the world's first frame failed: {e}")
+    if isinstance(scene.model, ReplayWorld):  # a recording: what the reader noticed, and where it ends
+        actions = _within_the_recording(scene.model, scene.length - 1, actions, resize=args.size is not None)
     every = default_interval(total) if args.autosave is None else args.autosave  # the whole walk's, resumed too
     every_s = args.autosave_seconds if args.autosave_seconds is not None else DEFAULT_EVERY_S if every > 0 else 0.0
     saver = Autosaver(scene, out / "session", every_steps=every, every_s=every_s)
@@ -121,6 +124,21 @@ def main(args) -> int:
         return 0
     finally:
         scene.close()
+
+
+def _within_the_recording(world: ReplayWorld, done: int, actions: list, resize: bool) -> list:
+    """Print the recording's notes (frames skipped, intrinsics assumed...) and cut ``actions`` (those after
+    step ``done``) at its last frame: past it a replay only repeats that frame."""
+    for note in world.sequence.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if resize:
+        print("note: --size does not apply to a recording: its frames keep their own size", file=sys.stderr)
+    left = max(0, len(world) - 1 - done)
+    if len(actions) > left:
+        print(f"note: the recording has {len(world)} frames: the walk stops at its end, after {done + left} steps "
+              f"(not {done + len(actions)})", file=sys.stderr)
+        return actions[:left]
+    return actions
 
 
 class AutosaveFailed(RuntimeError):

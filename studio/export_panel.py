@@ -18,6 +18,7 @@ from scenes.scene import Scene
 from scenes.session import SessionError, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
 from studio.security import path_in_root, session_world_in_root, world_spec_in_root
+from worldmodel.replay import ReplayWorld
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
 
@@ -244,8 +245,15 @@ class ExportPanel:
     def _new_world(self, event: viser.GuiEvent) -> None:
         spec, seed = self.world.value.strip(), int(self.seed.value)
 
-        def run(scene: Scene) -> None:
-            self.replace_scene(make_scene(world_spec_in_root(self.root, spec), seed, size=None,
-                                          kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config)))
+        def run(scene: Scene) -> list[str]:
+            opened = make_scene(world_spec_in_root(self.root, spec), seed, size=None,
+                                kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config))
+            self.replace_scene(opened)
+            # what a recording's reader noticed (frames skipped, intrinsics assumed...): said, not hidden
+            return list(opened.model.sequence.notes) if isinstance(opened.model, ReplayWorld) else []
 
-        self.submit(f"open world {spec}", run, event.client)
+        def done(notes: list[str]) -> None:
+            if notes:
+                self.notify(event.client, "Recording opened", "; ".join(notes))
+
+        self.submit(f"open world {spec}", run, event.client, on_done=done)

@@ -19,7 +19,7 @@ from PIL import Image
 from worldmodel.camera import invert_pose, reproject_depth, unproject_depth
 from recon.pointmap import VoxelPointMap
 from scenes import evaluate
-from scenes.export import depth_to_png_mm, write_mp4, write_ply
+from scenes.export import depth_to_png_mm, read_tum_trajectory, write_mp4, write_ply
 from worldmodel.recordings import SequenceError, detect_format, open_sequence, up_rotation
 from scenes.scene import Scene, SceneConfig, fuse_frame
 from scenes.session import load_session, save_session
@@ -517,3 +517,43 @@ def test_hidden_files_are_not_frames_of_a_generic_or_ply_folder(tmp_path):
               np.full((50, 3), 128, np.uint8))
     (plys / "._frame0.ply").write_bytes(b"\0\5\26\7")
     assert detect_format(plys) == "ply" and len(open_sequence(plys)) == 1
+
+
+def test_a_headless_replay_stops_at_the_recordings_end_and_prints_its_notes(tum_path, tmp_path, capsys):
+    """`run` on a recording says what its reader noticed and stops at its last frame (it padded the walk with
+    copies of the last frame, into the MP4, trajectory and transforms, without a word), and says --size does
+    not apply."""
+    from launch import main
+
+    out = tmp_path / "out"
+    assert main(["run", "--world", f"replay:{tum_path}?max_frames=4", "--steps", "9", "--size", "64", "48",
+                 "--no-video", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "the recording has 4 frames: the walk stops at its end, after 3 steps (not 9)" in err
+    assert "--size does not apply to a recording" in err
+    assert len(read_tum_trajectory(out / "trajectory.txt")[0]) == 4
+
+
+def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):
+    from types import SimpleNamespace
+
+    from studio.app import Studio
+    from studio.bench_util import free_port
+
+    folder = tmp_path / "tum"
+    rows = small_tum_copy(tum_path, folder, n=4)
+    (folder / "rgb.txt").write_text("\n".join(rows + ["1305031299.000000 rgb/late.png"]) + "\n")  # no depth for it
+    scene = Scene(create_world("procedural", width=48, height=36), SceneConfig(voxel_size=0.3))
+    scene.reset(0)
+    studio = Studio(scene, port=free_port(), root=tmp_path)
+    notes = []
+    studio.notify = lambda client, title, body, error=False: notes.append((title, body, error))
+    try:
+        studio.exports.world.value = "replay:tum"
+        studio.exports._new_world(SimpleNamespace(client=None))
+        assert studio.worker.wait_idle(60)
+        assert studio.worker.scene.model.name == "replay"
+        assert ("Recording opened", "1 colour images have no depth within 0.02 s (skipped)", False) in notes, notes
+    finally:
+        studio.close()
+        studio.worker.scene.close()

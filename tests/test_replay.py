@@ -289,6 +289,19 @@ def test_ply_folder_with_video_fuses(walk_frames, tmp_path):
     assert len(pts) > 1000
     m = evaluate.evaluate_sequence(seq, voxel=0.1)
     assert m["map_points"] == len(pts) and "peer_tsdf_ms_per_frame" not in m
+    # the video is decoded on demand, a few frames kept (it was decoded into RAM whole at open): a PLY per video
+    # frame, read backwards (every read a seek back) and forwards, gives the same images, and the cache stays small
+    for i in range(len(walk_frames)):
+        f = walk_frames[i]
+        pts_i, pix = unproject_depth(f.depth, f.K, f.c2w, max_depth=40)
+        write_ply(folder / f"generated_video_frame{i}.ply", pts_i[::50] @ A[:3, :3].T, f.rgb.reshape(-1, 3)[pix][::50])
+    every = open_sequence(folder)
+    every.VIDEO_CACHE_FRAMES = 4
+    backwards = [every[k].rgb for k in reversed(range(len(every)))][::-1]
+    forwards = [every[k].rgb for k in range(len(every))]
+    assert len(every) == len(walk_frames) == 16
+    assert all(np.array_equal(a, b) for a, b in zip(backwards, forwards)) and len(every._video["cache"]) == 4
+    assert all(np.abs(g.astype(int) - f.rgb).mean() < 12 for g, f in zip(forwards, walk_frames))
 
     (folder / "generated_video.mp4").unlink()  # without the video: small placeholder previews
     g = open_sequence(folder)[1]

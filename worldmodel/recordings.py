@@ -602,41 +602,60 @@ class _PlySequence(Sequence):
     video_index: list[int] = field(default_factory=list)
     video_panels: int | None = None
     K_override: np.ndarray | None = None
-    _video_frames: dict | None = field(default=None, repr=False)
+    _video: dict = field(default_factory=dict, repr=False)  # the decoder: reader, next index, panel width, cache
 
     def files(self, i: int) -> list[Path]:
         return [self.ply_files[i]] + ([self.video] if self.video else [])
 
-    def _load_video(self) -> dict:
-        """Decode the video once, keeping only the frames some PLY refers to (left panel)."""
-        if self._video_frames is not None:
-            return self._video_frames
-        frames: dict[int, np.ndarray] = {}
-        if self.video is not None:
-            import imageio_ffmpeg
+    VIDEO_CACHE_FRAMES = 16  # decoded frames kept (a long video is never decoded into RAM whole)
 
-            wanted = set(self.video_index)
-            try:
-                gen = imageio_ffmpeg.read_frames(str(self.video))
-                meta = next(gen)
-                w, h = meta["size"]
-                panels = self.video_panels or (2 if w >= 2.2 * h else 1)
-                pw = w // panels
-                for k, raw in enumerate(gen):
-                    if k in wanted:
-                        img = np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
-                        frames[k] = np.ascontiguousarray(img[:, :pw])
-                    if k >= max(wanted, default=-1):
-                        break
-                gen.close()
-            except (OSError, RuntimeError, StopIteration, ValueError) as e:
-                raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
-                                    "remove the video to use placeholder images") from None
-            missing = wanted - set(frames)
-            if missing:
-                self.notes.append(f"{len(missing)} PLY frames have no video frame (placeholder images)")
-        self._video_frames = frames
-        return frames
+    def _video_frame(self, k: int) -> np.ndarray | None:
+        """Left panel of video frame ``k``, decoded on demand: forward from where the decoder is, from the
+        start for an earlier frame (a seek back), the last few kept. None past the video's end (a note says so)."""
+        if self.video is None:
+            return None
+        v = self._video
+        if k in v.get("cache", {}):
+            v["cache"].move_to_end(k)
+            return v["cache"][k]
+        if "reader" not in v or k < v["next"]:
+            self._open_video()
+        img = None
+        while v["next"] <= k:
+            raw = next(v["reader"], None)
+            if raw is None:  # the video is shorter than the PLY frames say
+                if not v.get("short"):
+                    v["short"] = True
+                    self.notes.append(f"{self.video.name} ends at frame {v['next']}: later PLY frames get "
+                                      "placeholder images")
+                return None
+            if v["next"] == k:
+                img = np.ascontiguousarray(np.frombuffer(raw, dtype=np.uint8).reshape(v["h"], v["w"], 3)[:, :v["pw"]])
+            v["next"] += 1
+        v["cache"][k] = img
+        while len(v["cache"]) > self.VIDEO_CACHE_FRAMES:
+            v["cache"].popitem(last=False)
+        return img
+
+    def _open_video(self) -> None:
+        """(Re)start the decoder at frame 0; SequenceError when the file is no readable video."""
+        import collections
+
+        import imageio_ffmpeg
+
+        old = self._video.get("reader")
+        if old is not None:
+            old.close()
+        try:
+            reader = imageio_ffmpeg.read_frames(str(self.video))
+            meta = next(reader)
+        except (OSError, RuntimeError, StopIteration, ValueError) as e:
+            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
+                                "remove the video to use placeholder images") from None
+        w, h = meta["size"]
+        panels = self.video_panels or (2 if w >= 2.2 * h else 1)
+        cache = self._video.get("cache", collections.OrderedDict())
+        self._video.update(reader=reader, next=0, w=w, h=h, pw=w // panels, cache=cache)
 
     def _read(self, i: int) -> Frame:
         pts, cols = read_ply_points(self.ply_files[i])
@@ -644,7 +663,13 @@ class _PlySequence(Sequence):
         pts = (pts.astype(np.float64) @ A[:3, :3].T).astype(np.float32)
         finite = np.isfinite(pts).all(axis=1)
         pts, cols = pts[finite], cols[finite]
-        img = self._load_video().get(self.video_index[i])
+        try:
+            img = self._video_frame(self.video_index[i])
+        except SequenceError:
+            raise
+        except (OSError, RuntimeError, ValueError) as e:  # a video damaged part-way
+            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
+                                "remove the video to use placeholder images") from None
         c2w = self.c2ws[i].copy()
         if img is None:
             img = _placeholder_image(pts, cols, c2w)

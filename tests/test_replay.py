@@ -570,3 +570,20 @@ def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):
     finally:
         studio.close()
         studio.worker.scene.close()
+
+
+def test_a_16_bit_grey_camera_is_scaled_to_8_bits_not_clipped(tmp_path):
+    """An IR or mono camera's 16-bit grey images: 65535 is white and 32768 mid-grey (every pixel above 255 came
+    out white)."""
+    folder = tmp_path / "mono"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    (folder / "intrinsics.txt").write_text("60 60 32 24\n")
+    (folder / "poses.txt").write_text(" ".join(repr(float(v)) for v in np.eye(4).reshape(-1)) + "\n")
+    grey = np.zeros((48, 64), np.uint16)
+    grey[:, 16:32], grey[:, 32:] = 32768, 65535
+    Image.fromarray(grey).save(folder / "rgb" / "0000.png")
+    np.save(folder / "depth" / "0000.npy", np.full((48, 64), 2.0, np.float32))
+    rgb = open_sequence(folder)[0].rgb
+    assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 20].tolist() == [128] * 3 and rgb[0, 40].tolist() == [255] * 3

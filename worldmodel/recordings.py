@@ -143,6 +143,11 @@ def _read_rgb(path: Path) -> np.ndarray:
 
     try:
         with _open_image(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grey (IR, mono) camera: scale, not clip
+                grey = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
+                grey = np.clip(np.rint(grey * (255.0 / top)), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None

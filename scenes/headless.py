@@ -7,8 +7,11 @@ made, and ``--resume DIR`` goes on from a saved session (with the memory setting
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 from memory.bank import MemoryConfig
 from scenes.atomic import WriteError, writable_folder
@@ -52,6 +55,14 @@ def main(args) -> int:
         writable_folder(out)
     except WriteError as e:
         return fail_before_any_frame(f"{e} (--out)")
+    with _only_run_in(out) as alone:
+        if not alone:  # two runs saving one session break each other's saves
+            return fail(f"another `launch.py run` is writing to {out}; wait for it to end, or choose another --out")
+        return _walk(args, out, actions, fail_before_any_frame)
+
+
+def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable[[str], int]) -> int:
+    """The run itself, once ``out`` is checked and this process alone writes there."""
     install_signal_handlers()  # SIGTERM: save what was made, then clean up
     if args.resume:
         try:  # the session's own world, settings and memory (or none); frames spill beside --out
@@ -125,6 +136,23 @@ def main(args) -> int:
     finally:
         scene.close()
 
+
+@contextmanager
+def _only_run_in(out: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on the folder ``out`` itself (nothing is written; released when the process ends,
+    however it ends) for the block; yields False when another process holds it."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 def _within_the_recording(world: ReplayWorld, done: int, actions: list, resize: bool) -> list:
     """Print the recording's notes (frames skipped, intrinsics assumed...) and cut ``actions`` (those after

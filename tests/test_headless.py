@@ -228,3 +228,21 @@ def test_a_resumed_run_keeps_the_memory_it_was_made_with(tmp_path, capsys):
     assert "made with memory; resume it without --no-memory" in capsys.readouterr().err
     assert main(["run", "--steps", "6", *SMALL, "--out", str(with_memory), "--resume", str(with_memory / "session")]) == 0
     assert json.loads((with_memory / "session" / "session.json").read_text())["memory"]["retrieval_rule"] == "deepverse"
+
+
+def test_a_second_run_into_the_same_out_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    """Two runs saving one session break each other's saves (a --resume started while the first run still
+    lived): the second is refused in one line while the first holds the folder."""
+    from launch import main
+
+    out = tmp_path / "out"
+    proc = start_run(out, "--autosave", "5", "--autosave-seconds", "0")
+    try:
+        wait_for_saves(out / "session", proc, saves=1)
+        assert main(["run", "--steps", "100000", *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 2
+        assert "another `launch.py run` is writing to" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert main(["run", "--steps", "3", *SMALL, "--out", str(out), "--resume", str(out / "session"),
+                 "--autosave", "0"]) == 0  # the lock went with the killed process

@@ -232,8 +232,9 @@ class GeometricMemory:
         step = max(1, frame.width // 100)  # the panorama has 0.7 degree cells: ~100-200 px across a view fill them
         K_strided = np.array(frame.K, np.float64)
         K_strided[:2] /= step  # pixel i of the strided image is pixel i * step of the frame
-        self.far.observe(frame.rgb[::step, ::step], frame.depth[::step, ::step], K_strided, c2w,
-                         min_depth=pointmap.max_depth)
+        if frame.world_points is None:  # a point-cloud frame's depth is all 0: no pixel of it is known to be far
+            self.far.observe(frame.rgb[::step, ::step], frame.depth[::step, ::step], K_strided, c2w,
+                             min_depth=pointmap.max_depth)
         if not self.is_keyframe(c2w):
             return
         rows = np.asarray(fused.rows, dtype=np.int64)

@@ -224,9 +224,9 @@ def render_map_cache(pointmap: VoxelPointMap, grid: MapGrid, K: np.ndarray, c2w:
     Voxels that free-space carving removed (:meth:`VoxelPointMap.carved_mask`) are not drawn: the model is not
     handed a surface the map has found to be free space (with level of detail, a cell whose coarse
     representatives carving removed is drawn in full detail, so a surface behind a carved ghost in the same block
-    is not lost with it). Voxels under the map's ``min_weight`` are drawn: a
-    generated voxel's weight is its summed confidence, and hiding those cost the learned world 0.18 dB of
-    revisit PSNR on the eval's 8 loops.
+    is not lost with it). Voxels the viewer hides (seen by fewer than the map's
+    ``min_weight`` frames) are drawn: hiding low-weight generated voxels (a weight is the summed confidence) cost
+    the learned world 0.18 dB of revisit PSNR on the eval's 8 loops.
     """
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:

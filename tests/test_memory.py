@@ -606,3 +606,23 @@ def test_a_world_of_observed_frames_never_pays_for_the_observed_layer(monkeypatc
     for _ in range(2):
         assert memory.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed.any()
     assert fused == [0, 1]  # each observed frame once, in order
+
+
+def test_a_point_cloud_frame_leaves_nothing_in_the_far_field():
+    """A frame that came as a point cloud has depth 0 everywhere: its pixels are not known to be far, so its
+    near wall must not enter the far-field panorama (it was shown as far field in every later view that way).
+    A frame whose depth is 0 where there is sky does fill it."""
+    K = intrinsics_from_fov(64, 48, 60.0)
+    rgb = np.full((48, 64, 3), 220, np.uint8)
+    wall = np.stack(np.meshgrid(np.linspace(-1, 1, 40), np.linspace(-0.7, 0.7, 30)), -1).reshape(-1, 2)
+    points = np.column_stack([wall, np.full(len(wall), 2.0)]).astype(np.float32)
+    cloud = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4), world_points=points,
+                  world_colors=np.full((len(points), 3), 220, np.uint8))
+    sky = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4))
+    for frame, far_expected in ((cloud, False), (sky, True)):
+        memory, pmap = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0)
+        fused = pmap.fuse_points(points, frame.world_colors if frame.world_points is not None
+                                 else np.full((len(points), 3), 220, np.uint8), 0)
+        memory.observe(frame, 0, fused, pmap)
+        cache = memory.build_context(np.eye(4), K, 64, 48, pmap, 0)[2]
+        assert cache.far_valid.any() == far_expected

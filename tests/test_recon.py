@@ -93,6 +93,22 @@ def test_map_rejects_invalid_depth_and_counts_observations():
         pmap.fuse(depth, rgb, K, np.full((4, 4), np.nan), 2)
 
 
+def test_a_voxel_one_frame_saw_with_low_confidence_is_shown_and_exported():
+    """A learned model's confidences are below 1: a voxel one generated frame saw weighs under 1, and was hidden
+    from points() (the viewer, PLY and GLB) while the cache drew it. min_weight counts frames."""
+    K = intrinsics_from_fov(32, 24, 60.0)
+    depth = np.full((24, 32), 2.0, np.float32)
+    rgb = np.full((24, 32, 3), 100, np.uint8)
+    pmap = VoxelPointMap(voxel_size=0.05)
+    pmap.fuse(depth, rgb, K, np.eye(4), 0, confidence=np.full((24, 32), 0.4, np.float32))
+    assert len(pmap) > 100 and len(pmap.points()[0]) == len(pmap)
+    strict = VoxelPointMap(voxel_size=0.05, min_weight=2)
+    strict.fuse(depth, rgb, K, np.eye(4), 0)
+    assert len(strict.points()[0]) == 0  # seen by one frame only
+    strict.fuse(depth, rgb, K, np.eye(4), 1, confidence=np.full((24, 32), 0.4, np.float32))
+    assert len(strict.points()[0]) == len(strict)
+
+
 def test_changed_since_and_box_queries(walk_frames):
     pmap = VoxelPointMap(voxel_size=0.2, carve=False)  # carving also marks the voxels it sees through
     for f in walk_frames[:3]:

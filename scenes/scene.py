@@ -15,7 +15,10 @@ discarded and can be switched to and exported.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +33,28 @@ from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
 from worldmodel.frame import (CacheView, Context, Frame, GroundFollowingWorld, GroundProbe, WorldModel,
                               missing_world_members)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """On the main thread, hold SIGINT and SIGTERM (their Python handlers) until the block ends, then deliver
+    them: a step's fusion is never cut half-way (a row's position summed but not its weight). Elsewhere (the
+    studio's worker) signals never interrupt the thread, and nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(sig)):  # a Python handler that would raise in the middle of the block
+            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in held:
+            signal.raise_signal(sig)
 
 
 class SceneError(ValueError):
@@ -68,9 +93,9 @@ class StepResult:
     fid: int
     branch: str
     fused: FuseStats
-    model_ms: float
+    model_ms: float                  # the model: its pose prediction (with the map's ground) and its frame
     fuse_ms: float
-    memory_ms: float
+    memory_ms: float                 # retrieval and cache render before the frame, observing it after
     forked_from: str | None = None   # parent branch name when this step started a new branch
     memory_fids: list[int] = field(default_factory=list)
     memory_scores: list[float] = field(default_factory=list)
@@ -264,6 +289,7 @@ class Scene:
         last = recent[-1]
         t0 = time.perf_counter()
         context = Context(recent=recent, target=self._predict_target(last, action))
+        t_pose = time.perf_counter()  # the model's pose prediction counts as model time, not memory time
         mem_fids: list[int] = []
         if self._memory_on:
             mem_fids, scores, cache = self.memory.build_context(context.target, last.K, last.width, last.height,
@@ -280,12 +306,20 @@ class Scene:
         fid = self.store.add(frame)
         fids.append(fid)
         self.cursor = len(fids) - 1
-        fused, fuse_ms, observe_ms = self._fuse(frame, fid)
+        try:
+            with signals_deferred():  # Ctrl-C / SIGTERM wait until the map and the memory hold the whole frame
+                fused, fuse_ms, observe_ms = self._fuse(frame, fid)
+        except Exception:  # nothing half-done: the frame leaves the branch, the map and memory are as before
+            fids.pop()
+            self.cursor = len(fids) - 1
+            if forked_from is None:  # (a fork's caller puts back the map and memory it had)
+                self._rebuild_map()
+            raise
         if mem_fids:
             self.retrievals[fid] = (list(mem_fids), list(context.memory_scores))
         self.last_step = StepResult(
-            frame, fid, self.branch_name, fused, model_ms=1e3 * (t2 - t1), fuse_ms=fuse_ms,
-            memory_ms=1e3 * (t1 - t0) + observe_ms, forked_from=forked_from, memory_fids=list(mem_fids),
+            frame, fid, self.branch_name, fused, model_ms=1e3 * (t2 - t1 + t_pose - t0), fuse_ms=fuse_ms,
+            memory_ms=1e3 * (t1 - t_pose) + observe_ms, forked_from=forked_from, memory_fids=list(mem_fids),
             memory_scores=list(context.memory_scores), memory_indices=[f.index for f in context.memory],
             memory_poses=(np.stack([f.c2w for f in context.memory]) if context.memory else np.zeros((0, 4, 4))),
             cache=context.cache, move_refused=self.model.kinematics.move_refused(last.c2w, frame.c2w, action))

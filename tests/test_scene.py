@@ -328,3 +328,51 @@ def test_a_session_saved_before_free_space_carving_opens_with_its_map_rebuilt(tm
     with pytest.raises(SessionError, match="lacks arrays \\['weight'\\]"):
         load_session(folder)
     scene.close()
+
+
+def test_a_step_that_fails_or_is_interrupted_while_fusing_leaves_nothing_half_done(monkeypatch):
+    """A step at the end of a branch that fails while its frame is fused leaves the scene as before: it used to
+    keep the frame in the branch with none of its points in the map (a session then saved that mismatch).
+    Ctrl-C during the fusion waits until the frame is whole in the map, then interrupts."""
+    import signal
+
+    import scenes.scene as scene_module
+
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FL)"))
+    length, points = scene.length, len(scene.map)
+    real = scene_module.fuse_frame
+
+    calls = []
+
+    def failing(pointmap, frame, stride=None):
+        calls.append(1)
+        stats = real(pointmap, frame, stride)
+        if len(calls) == 1:  # the step's own fusion: done, then a failure (the rebuild that follows works)
+            raise RuntimeError("disk gone")
+        return stats
+
+    monkeypatch.setattr(scene_module, "fuse_frame", failing)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        scene.step(Action("F", "N"))
+    assert scene.length == length and scene.cursor == length - 1 and len(scene.map) == points
+
+    def interrupted(pointmap, frame, stride=None):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the fusion
+        return real(pointmap, frame, stride)
+
+    monkeypatch.setattr(scene_module, "fuse_frame", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        scene.step(Action("F", "N"))
+    monkeypatch.undo()
+    assert scene.length == length + 1  # the step finished before the interrupt
+    rebuilt = make_scene()
+    rebuilt.run(parse_actions("(FN)(FL)(FN)"))
+    assert same_map(scene.map, rebuilt.map)
+    scene.close()
+    rebuilt.close()
+    from worldmodel.frame import Frame
+
+    with pytest.raises(ValueError, match="confidence must be"):
+        Frame(0, np.zeros((4, 6, 3), np.uint8), np.ones((4, 6), np.float32), np.eye(3), np.eye(4),
+              confidence=np.ones((2, 3), np.float32))

@@ -59,6 +59,8 @@ class Frame(_DepthImage):
             raise ValueError(f"Frame.rgb must be ({h}, {w}, 3) uint8, got {self.rgb.shape} {self.rgb.dtype}")
         if self.K.shape != (3, 3) or self.c2w.shape != (4, 4):
             raise ValueError("Frame.K must be 3x3 and Frame.c2w 4x4")
+        if self.confidence is not None and np.shape(self.confidence) != (h, w):
+            raise ValueError(f"Frame.confidence must be ({h}, {w}) like depth, got {np.shape(self.confidence)}")
         if self.world_points is not None:
             n = len(self.world_points)
             colors = self.world_colors

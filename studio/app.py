@@ -197,6 +197,20 @@ def build_scene(args) -> Scene:
                       config=SceneConfig(voxel_size=args.voxel))
 
 
+def cannot_listen_on(host: str) -> str | None:
+    """Why no server socket can be bound on ``host`` (a name that does not resolve, an address that is not this
+    machine's), or None when one can (on a free port; a busy one is viser's to skip)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def main(args) -> int:
     from scenes.session import SessionError
     from scenes.spill import install_signal_handlers
@@ -211,6 +225,11 @@ def main(args) -> int:
     root = Path(getattr(args, "root", None) or ".").expanduser()
     if not root.is_dir():
         print(f"error: workspace root {root} is not a folder; pass --root FOLDER", file=sys.stderr)
+        return 2
+    why = cannot_listen_on(args.host)
+    if why is not None:  # viser would retry 1000 ports on it and then wait for ever
+        print(f"error: cannot listen on {args.host} ({why}); pass an address of this machine, e.g. --host 127.0.0.1",
+              file=sys.stderr)
         return 2
     # the worker makes the frames; torch's threads are its alone, less a core for the browser drawing the page
     # when that runs on this machine (a loopback studio)

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from scenes.atomic import WriteError, replacing, writable_folder
 from studio.bench_util import peak_rss_mb
 
 
@@ -146,16 +147,31 @@ def _load_optional_sections() -> None:
 
 def main(args) -> int:
     _load_optional_sections()
-    names = list(SECTIONS) if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    names = list(SECTIONS) if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [n for n in names if n not in SECTIONS]
-    if unknown:
-        print(f"error: unknown bench section(s) {unknown}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+    if unknown or not names:
+        what = f"unknown bench section(s) {unknown}" if unknown else "--only names no section"
+        print(f"error: {what}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
+    if args.json:  # found now, not after the whole bench
+        try:
+            if Path(args.json).is_dir():
+                raise WriteError(f"--json {args.json} is a folder; name a file")
+            writable_folder(Path(args.json).expanduser().parent)
+        except WriteError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     results: dict[str, float] = {}
+    failed = []
     for name in names:
         t0 = time.perf_counter()
-        res = SECTIONS[name](args.quick)
-        results.update(res)
+        try:
+            results.update(SECTIONS[name](args.quick))
+        except Exception as e:  # noqa: BLE001 - one section's failure must not lose the others' figures
+            failed.append(name)
+            print(f"error: bench section {name} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                  file=sys.stderr)
+            continue
         print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     results["peak_rss_mb"] = peak_rss_mb()
     width = max(len(k) for k in results)
@@ -164,6 +180,12 @@ def main(args) -> int:
     for k, v in results.items():
         print(f"{k:<{width}}  {v:,.3f}" if abs(v) < 1e6 else f"{k:<{width}}  {v:,.0f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        try:
+            with replacing(Path(args.json).expanduser()) as tmp:
+                tmp.write_text(json.dumps(results, indent=1))
+        except WriteError as e:
+            print(json.dumps(results, indent=1))
+            print(f"error: {e} (the JSON is printed above)", file=sys.stderr)
+            return 1
         print(f"wrote {args.json}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0

@@ -31,3 +31,33 @@ def test_bad_view_and_eval_values_are_refused(capsys):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and "is outside" in capsys.readouterr().err
+
+
+def test_a_studio_on_an_address_it_cannot_listen_on_says_so_at_once(capsys):
+    """viser retries 1000 ports on an address that is not this machine's, then waits for ever: the studio hung
+    without a word. Now one line and exit 2, before any world is made."""
+    import time
+
+    for host in ("10.123.45.67", "no-such-host.invalid"):
+        started = time.monotonic()
+        assert main(["view", "--world", "procedural", "--host", host]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot listen on {host} (") and time.monotonic() - started < 20, err
+
+
+def test_bench_checks_its_json_path_first_and_keeps_the_figures_of_sections_that_ran(tmp_path, capsys, monkeypatch):
+    """A --json that cannot be written was a traceback after the whole bench; a section that failed lost the
+    figures of every other; --only ',' ran nothing and exited 0."""
+    import json
+
+    import studio.bench as bench
+
+    assert main(["bench", "--only", ","]) == 2 and "--only names no section" in capsys.readouterr().err
+    assert main(["bench", "--only", "procedural", "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    bench._load_optional_sections()
+    monkeypatch.setitem(bench.SECTIONS, "good", lambda quick: {"good_ms": 1.5})
+    monkeypatch.setitem(bench.SECTIONS, "bad", lambda quick: (_ for _ in ()).throw(RuntimeError("no chromium")))
+    assert main(["bench", "--only", "bad,good", "--json", str(tmp_path / "b.json")]) == 1
+    assert "bench section bad failed: no chromium" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b.json").read_text())["good_ms"] == 1.5

@@ -204,6 +204,24 @@ def test_cannot_walk_into_buildings():
     assert frames[-1].forward[2] < -0.1  # ...but applied the turn (left of +x is -z)
 
 
+def test_a_long_step_cannot_jump_through_a_building():
+    """Steps longer than the body are checked along their path, walking and flying: a 12 m step from 3 m in front
+    of a building used to land beyond it (only its end point was checked)."""
+    from worldmodel.actions import Kinematics
+
+    for fly in (False, True):
+        w = ProceduralWorld(ProceduralConfig(width=48, height=48, fly=fly, kinematics=Kinematics(step_m=12.0)),
+                            seed=0)
+        xmin, zmin, xmax, zmax, top = _find_building(w)
+        if xmax - xmin > 8.0:
+            pytest.fail("the test needs a building less than 9 m deep along x")
+        eye = np.array([xmin - 3.0, 0.0, 0.5 * (zmin + zmax)])
+        eye[1] = float(w.terrain_height(eye[0], eye[2])) + (w.config.eye_height if not fly else 3.0)
+        f = w.reset(0, look_at_c2w(eye, eye + [1.0, 0.0, 0.0]))
+        after = w.step(Action("F", "N"), Context(recent=[f]))
+        assert np.allclose(after.c2w[:3, 3], f.c2w[:3, 3]), (fly, after.c2w[:3, 3], (xmin, xmax))
+
+
 def test_target_pose_keeps_clearance():
     w = ProceduralWorld(ProceduralConfig(width=32, height=32), seed=2)
     f0 = w.reset(2)

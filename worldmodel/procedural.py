@@ -715,16 +715,25 @@ class ProceduralWorld(BaseWorldModel):
         c2w = cfg.kinematics.apply(last.c2w, action)
         if cfg.fly:
             c2w = self._clamp_above_ground(c2w)
-            if self.is_blocked(c2w[:3, 3]):
+            if any(self.is_blocked(p) for p in self._path_points(last.c2w[:3, 3], c2w[:3, 3])):
                 c2w[:3, 3] = last.c2w[:3, 3]
             return c2w
-        x, z = c2w[0, 3], c2w[2, 3]
-        probe = np.array([x, float(self.terrain_height(x, z)) + cfg.eye_height, z])
-        if self.is_blocked(probe):
-            c2w[:3, 3] = last.c2w[:3, 3]
+        for x, _, z in self._path_points(last.c2w[:3, 3], c2w[:3, 3]):
+            if self.is_blocked(np.array([x, float(self.terrain_height(x, z)) + cfg.eye_height, z])):
+                c2w[:3, 3] = last.c2w[:3, 3]
+                break
         x, z = c2w[0, 3], c2w[2, 3]
         c2w[1, 3] = float(self.terrain_height(x, z)) + cfg.eye_height
         return c2w
+
+    @staticmethod
+    def _path_points(start: np.ndarray, end: np.ndarray) -> list[np.ndarray]:
+        """Where a move from ``start`` to ``end`` is checked for obstacles: its end, and for a move longer than
+        the body (2 x CAMERA_RADIUS; not the default 0.5 m steps) points along it at most CAMERA_RADIUS apart, so a
+        long step cannot jump through a trunk or a wall."""
+        length = float(np.linalg.norm(end - start))
+        n = 1 if length <= 2 * CAMERA_RADIUS else math.ceil(length / CAMERA_RADIUS)
+        return [start + (end - start) * (i / n) for i in range(1, n + 1)]
 
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
         """The frame after ``action`` from ``context.last`` (see :meth:`predict_c2w` for where it is taken)."""

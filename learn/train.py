@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
 from learn.data import generate_shards, load_shard, shard_path
 from learn.records import json_safe
-from scenes.atomic import WriteError, replacing, writable_folder, write_error
+from scenes.atomic import WriteError, remove_empty_folder, replacing, writable_folder, write_error
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
 from worldmodel.neural.net import IN_CHANNELS, bf16_is_fast
@@ -672,6 +672,7 @@ def main(args) -> int:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:
         cfg.val_seeds = list(range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_walks))
+    out_existed = Path(cfg.out).exists()
     try:  # the output folder, weights and checkpoints are checked before any walk data is made
         check_out_folder(Path(cfg.out), bool(args.resume))
         if args.resume:  # the run goes on with the model it saved (widths, context noise, camera), not defaults
@@ -682,6 +683,8 @@ def main(args) -> int:
         if args.resume:
             trainer.resume()
     except (WeightsError, CheckpointError, WriteError) as e:
+        if not out_existed:  # a run that never started leaves no empty --out folder behind
+            remove_empty_folder(Path(cfg.out))
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.resume and trainer.rank == 0:

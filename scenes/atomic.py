@@ -92,6 +92,14 @@ def writable_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def remove_empty_folder(folder: Path) -> None:
+    """Remove ``folder`` when it is empty; leave it (and say nothing) otherwise."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def remove_quietly(path: Path) -> None:
     """Remove a file or folder if it is there (cleanup after a failure must not raise)."""
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from memory.bank import MemoryConfig
-from scenes.atomic import WriteError, writable_folder
+from scenes.atomic import WriteError, remove_empty_folder, writable_folder
 from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
 from scenes.factory import make_scene
@@ -184,14 +184,6 @@ def first_different_step(scene: Scene, actions: list) -> int | None:
         if scene.frame_at(i + 1).action != actions[i]:
             return i
     return None
-
-
-def remove_empty_folder(folder: Path) -> None:
-    """Remove ``folder`` when it is empty; leave it (and say nothing) otherwise."""
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
 
 
 def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:

@@ -1004,6 +1004,7 @@ def test_bad_init_weights_or_a_damaged_checkpoint_stop_training_with_one_line_be
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "corrupt weights file" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
+    assert not (tmp_path / "run").exists()  # no empty --out folder left behind
 
     cfg = TrainConfig(out=str(tmp_path / "ckpt"), data=str(tmp_path / "data"), train_seeds=[1000], val_seeds=[100],
                       steps=1, batch=1, widths=[8, 16])

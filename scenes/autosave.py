@@ -41,7 +41,11 @@ class Autosaver:
         due = (self.every_steps > 0 and self._steps >= self.every_steps) or \
               (self.every_s > 0 and time.monotonic() - self._last >= self.every_s)
         if due:
-            self.save()
+            try:
+                self.save()
+            except BaseException:
+                self._steps, self._last = 0, time.monotonic()  # a failed save is tried again an interval later
+                raise
         return due
 
     def save(self) -> Path:

@@ -57,7 +57,11 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
         world = create_world(world, seed=seed, width=width, height=height, kinematics=kinematics)
     config = config or SceneConfig()
     store = FrameStore(ram_frames=config.ram_frames, spill_near=spill_near)
-    scene = Scene(world, config, memory=make_memory(memory), store=store)
+    try:
+        scene = Scene(world, config, memory=make_memory(memory), store=store)
+    except BaseException:
+        store.close()  # its spill folder goes with it
+        raise
     if reset:
         try:
             scene.reset(seed)

@@ -114,14 +114,14 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
         try:
             for _ in scene.steps(actions, progress=True):
                 try:
-                    saver.step_done()
-                    failed_saves = 0
+                    if saver.step_done():  # a save that worked: the next failure is a first one again
+                        failed_saves = 0
                 except (SessionError, OSError) as save_error:  # a full disk may clear: one retry, then stop
                     failed_saves += 1
                     if failed_saves > 1:
                         raise AutosaveFailed(scene.length - 1, save_error) from None
                     print(f"warning: autosave after step {scene.length - 1} failed ({save_error}); going on, the next "
-                          "autosave tries again", file=sys.stderr)
+                          "autosave (an interval later) tries again", file=sys.stderr)
         except (Exception, KeyboardInterrupt, SystemExit) as e:  # noqa: BLE001 - keep what was made
             return _save_after_failure(scene, out, e)
         try:

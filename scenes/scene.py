@@ -155,8 +155,8 @@ class Scene:
                  store: FrameStore | None = None):
         missing = missing_world_members(model)  # the contract is checked once, here
         if missing:
-            raise TypeError(f"{type(model).__name__} is not a WorldModel: it lacks {', '.join(missing)} (see "
-                            "worldmodel/frame.py; inherit BaseWorldModel for the defaults)")
+            raise SceneError(f"{type(model).__name__} is not a WorldModel: it lacks {', '.join(missing)} (see "
+                             "worldmodel/frame.py; inherit BaseWorldModel for the defaults)")
         self.model = model
         self.config = config or SceneConfig()
         self.memory = memory
@@ -304,17 +304,17 @@ class Scene:
             raise SceneError(f"the {self.model.name} world returned a camera pose with NaN/inf; nothing was stored")
         t2 = time.perf_counter()
         fid = self.store.add(frame)
-        fids.append(fid)
-        self.cursor = len(fids) - 1
-        try:
-            with signals_deferred():  # Ctrl-C / SIGTERM wait until the map and the memory hold the whole frame
-                fused, fuse_ms, observe_ms = self._fuse(frame, fid)
-        except Exception:  # nothing half-done: the frame leaves the branch, the map and memory are as before
-            fids.pop()
+        with signals_deferred():  # Ctrl-C / SIGTERM wait until the branch, map and memory hold the whole frame
+            fids.append(fid)
             self.cursor = len(fids) - 1
-            if forked_from is None:  # (a fork's caller puts back the map and memory it had)
-                self._rebuild_map()
-            raise
+            try:
+                fused, fuse_ms, observe_ms = self._fuse(frame, fid)
+            except Exception:  # nothing half-done: the frame leaves the branch, the map and memory are as before
+                fids.pop()
+                self.cursor = len(fids) - 1
+                if forked_from is None:  # (a fork's caller puts back the map and memory it had)
+                    self._rebuild_map()
+                raise
         if mem_fids:
             self.retrievals[fid] = (list(mem_fids), list(context.memory_scores))
         self.last_step = StepResult(

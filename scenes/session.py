@@ -102,29 +102,30 @@ SESSION_ENTRIES = ("frames", "map.safetensors", "memory.safetensors", "session.j
 
 def _swap_session_files(staging: Path, folder: Path) -> None:
     """Replace the session's own entries in ``folder`` by those in ``staging``; anything else in ``folder``
-    (a user's notes) stays. The old entries are set aside first and put back if a move fails."""
+    (a user's notes) stays. The old entries are set aside first and put back if a move fails. Ctrl-C and SIGTERM
+    wait until the swap (or its rollback) is done: a half-swapped folder is never left behind."""
+    from scenes.scene import signals_deferred
+
     retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-    retired.mkdir()
-    moved_out: list[str] = []
-    moved_in: list[str] = []
-    try:
-        for name in reversed(SESSION_ENTRIES):  # session.json first: a half-swapped folder is no session
-            if (folder / name).exists():
-                os.replace(folder / name, retired / name)
-                moved_out.append(name)
-        for name in SESSION_ENTRIES:
-            if (staging / name).exists():
-                os.replace(staging / name, folder / name)
-                moved_in.append(name)
-    except BaseException:  # a failed move, or Ctrl-C / SIGTERM between two: the old session goes back
-        for name in moved_in:
-            os.replace(folder / name, staging / name)
-        for name in moved_out:
-            os.replace(retired / name, folder / name)
+    with signals_deferred():
+        retired.mkdir()
+        try:
+            for name in reversed(SESSION_ENTRIES):  # session.json first: a half-swapped folder is no session
+                if (folder / name).exists():
+                    os.replace(folder / name, retired / name)
+            for name in SESSION_ENTRIES:
+                if (staging / name).exists():
+                    os.replace(staging / name, folder / name)
+        except OSError:
+            for name in SESSION_ENTRIES:  # whatever moved, by what is on each side now
+                if (retired / name).exists():
+                    if (folder / name).exists():
+                        os.replace(folder / name, staging / name)
+                    os.replace(retired / name, folder / name)
+            shutil.rmtree(retired, ignore_errors=True)  # empty: every old entry is back
+            raise
         shutil.rmtree(retired, ignore_errors=True)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fail(folder: Path, why: str) -> SessionError:
@@ -181,7 +182,10 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
     except FrameFileError as e:
         raise SessionError(str(e)) from None
     try:
-        scene = Scene(model, config, memory=memory, store=store)
+        try:
+            scene = Scene(model, config, memory=memory, store=store)
+        except SceneError as e:  # the world it names does not keep the contract (a plugin)
+            raise _fail(folder, str(e)) from None
         try:
             map_state = load_file(str(folder / "map.safetensors"))
         except FileNotFoundError:

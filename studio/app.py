@@ -67,10 +67,10 @@ class Studio:
     # ------------------------------------------------------------------ commands
     def submit(self, label: str, run: Callable[[Scene], Any], client: viser.ClientHandle | None,
                coalesce: str | None = None, on_done: Callable[[Any], None] | None = None,
-               on_error: Callable[[str], None] | None = None) -> None:
+               on_error: Callable[[str], None] | None = None, droppable: bool = False) -> None:
         def report(message: str) -> None:
             self.notify(client, f"{label} failed", message, error=True)
-        self.worker.submit(Command(label, run, coalesce, on_error or report, on_done))
+        self.worker.submit(Command(label, run, coalesce, on_error or report, on_done, droppable=droppable))
 
     def step_command(self, action: Action | TargetPose, client: viser.ClientHandle | None = None,
                      coalesce: str | None = None) -> Command:

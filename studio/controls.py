@@ -180,7 +180,7 @@ class Controls:
         else:
             def nearest(scene: Scene):
                 return scene.step(scene.model.kinematics.nearest_action(scene.current.c2w, c2w))
-            self.submit("step towards camera", nearest, camera.client, coalesce="camera-target")
+            self.submit("step towards camera", nearest, camera.client, coalesce="camera-target", droppable=True)
 
     # ------------------------------------------------------------------ timeline and branches
     def sync(self, scene: Scene) -> None:

@@ -13,6 +13,7 @@ from memory.metrics import psnr
 from recon.visual import colorize_depth
 from scenes.scene import Scene, StepResult
 from studio.bench_util import process_rss_mb
+from worldmodel.frame import ComparableWorld
 
 
 def depth_range(depth: np.ndarray) -> tuple[float, float]:
@@ -62,7 +63,8 @@ class LivePanel:
 
     def _show_reference(self, scene: Scene, frame) -> None:
         """The compare view: the model's ground truth at the frame's pose, with the PSNR of the frame."""
-        ref = scene.model.reference_view(frame.c2w) if self.compare.value else None
+        comparable = isinstance(scene.model, ComparableWorld)  # an optional part of a world's contract
+        ref = scene.model.reference_view(frame.c2w) if self.compare.value and comparable else None
         self.reference.visible = self.compare_md.visible = bool(self.compare.value)
         if not self.compare.value:
             return

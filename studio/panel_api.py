@@ -15,11 +15,12 @@ from worldmodel.actions import Action, TargetPose
 
 class Submit(Protocol):
     """Queue ``run(scene)`` on the worker. Errors are notified to ``client`` (or passed to ``on_error``);
-    ``on_done(result)`` runs after success; pending commands with the same ``coalesce`` key keep the newest."""
+    ``on_done(result)`` runs after success; pending commands with the same ``coalesce`` key keep the newest;
+    ``droppable``: it is a step, which Stop drops while it waits."""
 
     def __call__(self, label: str, run: Callable[[Scene], Any], client: viser.ClientHandle | None,
                  coalesce: str | None = None, on_done: Callable[[Any], None] | None = None,
-                 on_error: Callable[[str], None] | None = None) -> None: ...
+                 on_error: Callable[[str], None] | None = None, droppable: bool = False) -> None: ...
 
 
 class SubmitStep(Protocol):

@@ -200,8 +200,9 @@ def session_world_in_root(root: str | Path, desc):
     if not isinstance(desc, dict):
         return desc
     desc = dict(desc)
-    if desc.get("kind") == "replay" and isinstance(desc.get("path"), str):
+    kind = str(desc.get("kind", "")).strip().lower()  # as the registry reads it ("Replay", " neural")
+    if kind == "replay" and isinstance(desc.get("path"), str):
         desc["path"] = str(path_in_root(root, desc["path"]))
-    elif desc.get("kind") == "neural" and isinstance(desc.get("weights"), str) and desc["weights"].strip():
+    elif kind == "neural" and isinstance(desc.get("weights"), str) and desc["weights"].strip():
         desc["weights"] = str(path_in_root(root, desc["weights"]))
     return desc

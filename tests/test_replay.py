@@ -470,6 +470,10 @@ def test_a_fixed_camera_replays_the_right_frame_after_a_seek_a_fork_and_a_reopen
     assert recorded(reopened) == 4
     reopened.step(Action("F", "N"))
     assert recorded(reopened) == 5
+    reopened.run([Action("F", "N")] * 3)  # past the end: the last frame again
+    reopened.seek(2)
+    reopened.step(Action("F", "N"))
+    assert recorded(reopened) == 3
     reopened.close()
 
 

@@ -167,24 +167,44 @@ def test_discarded_branch_and_failed_save_lose_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["s"]
     again = load_session(folder)
     assert again.length == loaded.length and same_map(again.map, loaded.map)
-    # Ctrl-C (or SIGTERM) between two of the renames that swap the new save in: the old session goes back
+    # Ctrl-C (or SIGTERM) between two of the renames that swap the new save in waits for the swap: the folder then
+    # holds the new save, whole (it was left without session.json, or lost the old frames to the cleanup)
+    import signal
+
     real_replace, renames = session_module.os.replace, []
 
     def interrupted(src, dst):
         if Path(dst).parent == folder:  # moving a staged entry in
             renames.append(src)
             if len(renames) == 2:
-                raise KeyboardInterrupt
+                signal.raise_signal(signal.SIGINT)
         return real_replace(src, dst)
 
     monkeypatch.setattr(session_module.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_session(scene, folder)
     monkeypatch.undo()
-    assert len(renames) >= 2  # interrupted after one staged entry had moved in (then the rollback)
+    assert len(renames) == 3  # frames, map, session.json: every entry moved in before the interrupt
     again = load_session(folder)
-    assert again.length == loaded.length and same_map(again.map, loaded.map)
+    assert again.length == scene.length and same_map(again.map, scene.map)
+    # a rename that fails half-way puts every old entry back, whatever had moved
+    failing_at = []
 
+    def failing(src, dst):
+        if Path(dst).parent == folder and Path(src).parent.name.startswith(".s.saving-"):
+            failing_at.append(src)
+            if len(failing_at) == 2:
+                raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    scene.step(Action("F", "N"))
+    monkeypatch.setattr(session_module.os, "replace", failing)
+    with pytest.raises(SessionError):
+        save_session(scene, folder)
+    monkeypatch.undo()
+    again = load_session(folder)
+    assert again.length == scene.length - 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["s"]
 
 def test_corrupt_sessions_give_one_line_errors(tmp_path):
     scene = make_scene()

@@ -159,8 +159,8 @@ def test_a_session_from_the_browser_names_no_world_path_outside_the_root(studio,
     errors = []
     studio.notify = lambda client, title, body, error=False: errors.append(body) if error else None
     scene = studio.worker.scene
-    worlds = [{"kind": "replay", "path": "/work", "frames": 3}, {"kind": "neural", "weights": "/etc", "seed": 0},
-              {"kind": "neural", "weights": "owner/name", "seed": 0}, {"kind": "neural", "weights": "../..", "seed": 0}]
+    worlds = [{"kind": "Replay", "path": "/work", "frames": 3}, {"kind": " neural", "weights": "/etc", "seed": 0},
+              {"kind": "neural", "weights": "owner/name", "seed": 0}, {"kind": "NEURAL", "weights": "../..", "seed": 0}]
     for world in worlds:
         (folder / "session.json").write_text(json.dumps({**meta, "world": world}))
         studio.exports.open_path.value = "sessions/mine"

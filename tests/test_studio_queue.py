@@ -49,3 +49,27 @@ def test_stop_clears_the_queue_and_long_strings_are_refused(tmp_path):
         assert app.worker.wait_idle(30) and app.worker.scene.length == 3
     finally:
         app.close()
+
+
+def test_stop_drops_a_waiting_step_towards_the_viewer_camera(tmp_path):
+    """Steering by the viewer camera in 'nearest action' mode queues steps too: Stop drops them."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    app = Studio(small_scene(), port=free_port(), root=tmp_path)
+    try:
+        assert app.worker.wait_idle(30)
+        app.controls.steer_by_camera.value = "nearest action"
+        assert app.worker.wait_idle(30)
+        gate, holding = threading.Event(), threading.Event()
+        app.worker.submit(Command("hold", lambda s: (holding.set(), gate.wait(10))))
+        assert holding.wait(10)
+        c2w = app.worker.scene.current.c2w.copy()
+        c2w[:3, 3] += 0.5 * c2w[:3, 2]
+        x, y, z, w = Rotation.from_matrix(c2w[:3, :3]).as_quat()
+        app.controls.camera_moved(SimpleNamespace(wxyz=np.array([w, x, y, z]), position=c2w[:3, 3], client=None))
+        app.controls._stop_clicked(SimpleNamespace(client=None))
+        gate.set()
+        assert app.worker.wait_idle(30) and app.worker.scene.length == 1
+    finally:
+        app.close()

@@ -178,9 +178,15 @@ class WorldModel(Protocol):
         """JSON description with a ``"kind"`` key; ``registry.world_from_description`` rebuilds the world."""
         ...
 
+
+@runtime_checkable
+class ComparableWorld(Protocol):
+    """A world that may have ground truth to compare its frames with (optional: the studio's *compare* view
+    says there is none for a world without it; :class:`BaseWorldModel` has it, returning None)."""
+
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Ground truth at a pose, (rgb (H, W, 3) uint8, z-depth (H, W) float32), for worlds that have one (a
-        learned world started from its simulator: the studio's *compare* view); None otherwise."""
+        learned world started from its simulator); None otherwise."""
         ...
 
 

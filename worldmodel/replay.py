@@ -86,13 +86,17 @@ class ReplayWorld(BaseWorldModel):
 
     def step(self, action: Action | TargetPose, context: Context) -> Frame:
         """The next recorded frame after ``context.last`` (Action), or the one nearest a TargetPose."""
+        at_end = False
         if isinstance(action, TargetPose):
             self.position = self._nearest(np.asarray(action.c2w, dtype=np.float64))
         elif isinstance(action, Action):
-            self.position = min(self._locate(context.last) + 1, len(self.sequence) - 1)
+            here = self._locate(context.last)
+            self.position = min(here + 1, len(self.sequence) - 1)
+            at_end = self.position == here
         else:
             raise TypeError(f"ReplayWorld.step expects an Action or TargetPose, got {type(action).__name__}")
-        self._last = (context.last.index + 1, self.position)
+        if not at_end:  # a step past the end repeats the last frame: frame i is then no longer recorded frame i
+            self._last = (context.last.index + 1, self.position)
         return replace(self.sequence[self.position], index=context.last.index + 1, action=action)
 
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:

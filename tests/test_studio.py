@@ -471,3 +471,18 @@ def test_a_scene_refuses_a_world_that_lacks_part_of_the_contract():
 
     with pytest.raises(ValueError, match="lacks kinematics, step, predict_c2w, describe \\(see"):
         Scene(Partial())  # a SceneError: one line where worlds are opened (reference_view is optional)
+
+    class WithoutReference(Partial):  # the contract as plugins were written to it before the check
+        from worldmodel.actions import Kinematics
+        kinematics = Kinematics()
+
+        def step(self, action, context): ...
+
+        def predict_c2w(self, last, action): ...
+
+        def describe(self): return {"kind": "partial"}
+
+    from worldmodel.frame import ComparableWorld
+
+    assert not isinstance(WithoutReference(), ComparableWorld)
+    Scene(WithoutReference()).close()

@@ -51,7 +51,7 @@ from learn.baselines import BASELINES, BaselineWorld
 from learn.data import Pilot, WalkSpec, walk_start
 from learn.records import json_safe
 from memory.metrics import psnr
-from scenes.atomic import WriteError, replacing, writable_folder
+from scenes.atomic import WriteError, writable_file, writable_folder, write_text_or_print
 from worldmodel.actions import Kinematics
 from worldmodel.frame import Frame
 
@@ -392,9 +392,7 @@ def main(args) -> int:
 
     try:  # a path that cannot be written must not cost a whole evaluation at the end
         if args.json:
-            if Path(args.json).is_dir():
-                raise WriteError(f"--json {args.json} is a folder; name a file")
-            writable_folder(Path(args.json).parent)
+            writable_file(args.json, "--json")
         if args.plots:
             writable_folder(args.plots)
     except WriteError as e:
@@ -415,12 +413,8 @@ def main(args) -> int:
           f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "
           f"{100 * summary['revisit_silhouette_share_memory_on']:.1f} % of pixels where sky and surface disagree")
     if args.json:
-        text = json.dumps(json_safe(summary), indent=1, allow_nan=False)
-        try:
-            with replacing(args.json) as tmp:
-                tmp.write_text(text)
-        except WriteError as e:  # the numbers are not lost: they go to the terminal instead
-            print(text)
-            print(f"error: {e} (the JSON is printed above)", file=sys.stderr)
+        error = write_text_or_print(args.json, json.dumps(json_safe(summary), indent=1, allow_nan=False))
+        if error is not None:  # the numbers are not lost: they went to the terminal instead
+            print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
             return 1
     return 0

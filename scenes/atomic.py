@@ -92,6 +92,28 @@ def writable_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def writable_file(path: str | os.PathLike, what: str) -> Path:
+    """Check before long work that the file ``path`` (given as ``what``, e.g. "--json") can be written at the
+    end: not a folder, in a folder that can be written (made if missing); WriteError (one line) otherwise."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise WriteError(f"{what} {path} is a folder; name a file")
+    writable_folder(path.parent)
+    return path
+
+
+def write_text_or_print(path: str | os.PathLike, text: str) -> WriteError | None:
+    """Write ``text`` to ``path`` (atomically); when it cannot be written, print it to stdout instead, so the
+    results of a long run are not lost, and return the WriteError."""
+    try:
+        with replacing(Path(path).expanduser()) as tmp:
+            tmp.write_text(text)
+    except WriteError as e:
+        print(text)
+        return e
+    return None
+
+
 def remove_empty_folder(folder: Path) -> None:
     """Remove ``folder`` when it is empty; leave it (and say nothing) otherwise."""
     try:

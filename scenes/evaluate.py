@@ -34,7 +34,7 @@ import numpy as np
 from worldmodel.camera import camera_to_pixels, invert_pose, valid_depth_mask, world_to_camera
 from recon.pointmap import SAMPLES_PER_VOXEL, VoxelPointMap, auto_stride
 from recon.tsdf import TSDFFusion
-from scenes.atomic import WriteError, writable_folder
+from scenes.atomic import WriteError, writable_file
 from worldmodel.frame import Frame
 
 DEFAULT_MAX_DEPTH = 20.0     # metres, for both methods
@@ -301,9 +301,7 @@ def main(args) -> int:
 
     try:
         if args.json:  # found now, not after the fusion
-            if Path(args.json).expanduser().is_dir():
-                raise EvalError(f"--json {args.json} is a folder; name a file")
-            writable_folder(Path(args.json).expanduser().parent)
+            writable_file(args.json, "--json")
         seq = open_sequence(args.path, max_frames=args.max_frames)
         metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True,
                                     carve=not args.no_carve, reference_up=seq.world_up)

@@ -154,6 +154,7 @@ def _only_run_in(out: Path) -> Iterator[bool]:
     finally:
         os.close(fd)  # releases the lock
 
+
 def _within_the_recording(world: ReplayWorld, done: int, actions: list, resize: bool) -> list:
     """Print the recording's notes (frames skipped, intrinsics assumed...) and cut ``actions`` (those after
     step ``done``) at its last frame: past it a replay only repeats that frame."""

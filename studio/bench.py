@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from scenes.atomic import WriteError, replacing, writable_folder
+from scenes.atomic import WriteError, writable_file, write_text_or_print
 from studio.bench_util import peak_rss_mb
 
 
@@ -155,9 +155,7 @@ def main(args) -> int:
         return 2
     if args.json:  # found now, not after the whole bench
         try:
-            if Path(args.json).is_dir():
-                raise WriteError(f"--json {args.json} is a folder; name a file")
-            writable_folder(Path(args.json).expanduser().parent)
+            writable_file(args.json, "--json")
         except WriteError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -180,12 +178,9 @@ def main(args) -> int:
     for k, v in results.items():
         print(f"{k:<{width}}  {v:,.3f}" if abs(v) < 1e6 else f"{k:<{width}}  {v:,.0f}")
     if args.json:
-        try:
-            with replacing(Path(args.json).expanduser()) as tmp:
-                tmp.write_text(json.dumps(results, indent=1))
-        except WriteError as e:
-            print(json.dumps(results, indent=1))
-            print(f"error: {e} (the JSON is printed above)", file=sys.stderr)
+        error = write_text_or_print(args.json, json.dumps(results, indent=1))
+        if error is not None:
+            print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
             return 1
         print(f"wrote {args.json}", file=sys.stderr)
     return 1 if failed else 0

@@ -438,7 +438,9 @@ def test_eval_checks_its_paths_and_the_weights_geometry_first_and_keeps_results_
     def full_disk(path, check=None):
         raise WriteError("disk full: free space in /x (or choose a folder on another disk)")
 
-    monkeypatch.setattr(evaluation, "replacing", full_disk)
+    import scenes.atomic
+
+    monkeypatch.setattr(scenes.atomic, "replacing", full_disk)  # the JSON's write
     # weights of another frame size are evaluated at their size (a 128x128 walk crashed on them)
     small = save_pretrained(tmp_path / "small", {**TINY, "size": [64, 64]}, build_net(TINY))
     code, out, err = run("--weights", str(small), "--json", str(tmp_path / "r.json"))

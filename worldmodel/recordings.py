@@ -616,9 +616,19 @@ class _PlySequence(Sequence):
 
     def _video_frame(self, k: int) -> np.ndarray | None:
         """Left panel of video frame ``k``, decoded on demand: forward from where the decoder is, from the
-        start for an earlier frame (a seek back), the last few kept. None past the video's end (a note says so)."""
+        start for an earlier frame (a seek back), the last few kept. None past the video's end (a note says so).
+        SequenceError when the video cannot be decoded (at its start or part-way)."""
         if self.video is None:
             return None
+        try:
+            return self._decode(k)
+        except SequenceError:
+            raise
+        except (OSError, RuntimeError, StopIteration, ValueError) as e:
+            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
+                                "remove the video to use placeholder images") from None
+
+    def _decode(self, k: int) -> np.ndarray | None:
         v = self._video
         if k in v.get("cache", {}):
             v["cache"].move_to_end(k)
@@ -643,7 +653,7 @@ class _PlySequence(Sequence):
         return img
 
     def _open_video(self) -> None:
-        """(Re)start the decoder at frame 0; SequenceError when the file is no readable video."""
+        """(Re)start the decoder at frame 0."""
         import collections
 
         import imageio_ffmpeg
@@ -651,12 +661,8 @@ class _PlySequence(Sequence):
         old = self._video.get("reader")
         if old is not None:
             old.close()
-        try:
-            reader = imageio_ffmpeg.read_frames(str(self.video))
-            meta = next(reader)
-        except (OSError, RuntimeError, StopIteration, ValueError) as e:
-            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
-                                "remove the video to use placeholder images") from None
+        reader = imageio_ffmpeg.read_frames(str(self.video))
+        meta = next(reader)
         w, h = meta["size"]
         panels = self.video_panels or (2 if w >= 2.2 * h else 1)
         cache = self._video.get("cache", collections.OrderedDict())
@@ -668,13 +674,7 @@ class _PlySequence(Sequence):
         pts = (pts.astype(np.float64) @ A[:3, :3].T).astype(np.float32)
         finite = np.isfinite(pts).all(axis=1)
         pts, cols = pts[finite], cols[finite]
-        try:
-            img = self._video_frame(self.video_index[i])
-        except SequenceError:
-            raise
-        except (OSError, RuntimeError, ValueError) as e:  # a video damaged part-way
-            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
-                                "remove the video to use placeholder images") from None
+        img = self._video_frame(self.video_index[i])
         c2w = self.c2ws[i].copy()
         if img is None:
             img = _placeholder_image(pts, cols, c2w)

@@ -8,7 +8,14 @@ own Scene (its frames fill its own map and memory):
 - ``memory_on``: the learned model with the memory inputs (cache render + far field);
 - ``memory_off``: the same network with no memory: its inputs zeroed, and no map for the camera to ride the
   ground on (the pose head alone places it), so its path differs too;
-- baselines on the simulator's poses (:mod:`learn.baselines`): ``repeat``, ``warp``, ``cache_fill``.
+- baselines on the simulator's poses (:mod:`learn.baselines`): ``repeat``, ``warp``, ``cache_fill``;
+- ``memory_on_true_out`` / ``memory_off_true_out``: WorldMem's protocol (memory of real frames, generation
+  beyond the context). The way out is the simulator's own frames at its poses (observed frames, fused into the
+  map as a recording's would be); from the turn the learned model makes every frame of the return, with the
+  memory inputs on / zeroed. Only the return counts in these modes' metrics: what the model recalls of places
+  it was shown, apart from what it made up on the way out (which bounds ``memory_on``'s revisits). With more
+  than ``MemoryConfig.observed_layer_frames`` observed frames the memory keeps no observed layer (as for a
+  recording), so the camera rides no ground: these modes' pose drift is the pose head's.
 
 Each generated frame is compared with the simulator's render *at the pose the mode reached*. Metrics:
 ``psnr``, ``ssim`` (data range 1), ``depth_absrel`` and ``depth_delta1`` (pixels where both have a surface;
@@ -40,8 +47,10 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -53,10 +62,16 @@ from learn.records import json_safe
 from memory.metrics import psnr
 from scenes.atomic import WriteError, writable_file, writable_folder, write_text_or_print
 from worldmodel.actions import Kinematics
-from worldmodel.frame import Frame
+from worldmodel.frame import BaseWorldModel, Context, Frame, GroundProbe
+
+if TYPE_CHECKING:
+    from worldmodel.neural.world import NeuralWorld
+    from worldmodel.procedural import ProceduralWorld
 
 EVAL_SEEDS_START = 0  # held out: training uses 1000+, validation 100..107
-MODES = ("memory_on", "memory_off") + BASELINES
+TRUE_OUTBOUND_MODES = ("memory_on_true_out", "memory_off_true_out")
+MODES = ("memory_on", "memory_off") + BASELINES + TRUE_OUTBOUND_MODES
+MODEL_MODES = ("memory_on", "memory_off") + TRUE_OUTBOUND_MODES  # the modes that load the weights
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,21 +131,58 @@ def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
     return actions, poses, pilot.return_from, start, first
 
 
+class TrueOutboundWorld(BaseWorldModel):
+    """The learned world shown the way out (WorldMem's protocol): frames before index ``generated_from`` are the
+    simulator's at its own poses (observed: no confidence), later ones the learned ``model``'s, which then also
+    places the camera."""
+
+    exact_depth = False
+
+    def __init__(self, model: "NeuralWorld", simulator: "ProceduralWorld", generated_from: int):
+        self.name, self.model, self.simulator = "neural-true-outbound", model, simulator
+        self.kinematics, self.generated_from = model.kinematics, int(generated_from)
+
+    def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
+        self.model.reset(seed, start)
+        return self.simulator.reset(seed, start)
+
+    def _shown(self, last: Frame) -> bool:
+        return last.index < self.generated_from
+
+    def predict_c2w(self, last: Frame, action):
+        return self.predict_c2w_on_ground(last, action, None)
+
+    def predict_c2w_on_ground(self, last: Frame, action, ground: GroundProbe | None) -> np.ndarray:
+        if self._shown(last):
+            return self.simulator.predict_c2w(last, action)
+        return self.model.predict_c2w_on_ground(last, action, ground)
+
+    def step(self, action, context: Context) -> Frame:
+        return (self.simulator if self._shown(context.last) else self.model).step(action, context)
+
+
 def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int, kinematics: Kinematics,
-            progress=None, context_noise: float | None = None) -> WalkRecord:
-    """Replay ``actions`` with one mode in its own Scene; record frames and the truth at their poses."""
+            progress=None, context_noise: float | None = None, return_from: int = 0) -> WalkRecord:
+    """Replay ``actions`` with one mode in its own Scene; record frames and the truth at their poses
+    (``return_from``: the first step of the return, where the true-outbound modes start to generate)."""
     from memory.bank import GeometricMemory, MemoryConfig
     from scenes.scene import Scene, SceneConfig
     from worldmodel.neural.world import NeuralWorld
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     sim = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
-    if mode in ("memory_on", "memory_off"):
+
+    def simulator() -> ProceduralWorld:  # each world its own (a simulator keeps the state of its walk)
+        return ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
+
+    if mode in MODEL_MODES:
         model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics, context_noise=context_noise)
+        if mode in TRUE_OUTBOUND_MODES:
+            model = TrueOutboundWorld(model, simulator(), return_from)
     else:
-        model = BaselineWorld(mode, ProceduralWorld(ProceduralConfig(width=size, height=size,
-                                                                     kinematics=kinematics), seed=seed))
-    memory = None if mode in ("memory_off", "repeat", "warp") else GeometricMemory(MemoryConfig())
+        model = BaselineWorld(mode, simulator())
+    memory = (None if mode in ("memory_off", "memory_off_true_out", "repeat", "warp")
+              else GeometricMemory(MemoryConfig()))
     scene = Scene(model, SceneConfig(memory_k=4 if memory is not None else 0), memory=memory)
     rec = WalkRecord()
     try:
@@ -170,12 +222,16 @@ def revisit_pairs(true_poses: list[np.ndarray], return_from: int, radius: float 
 
 
 def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int, first: Frame | None = None,
-                 max_depth: float = 60.0) -> dict:
+                 max_depth: float = 60.0, generated_from: int = 0) -> dict:
     """Per-walk metrics of one mode (see the module docstring); ``first`` (the simulator's start frame) adds
-    the revisits' PSNR on surfaces it saw / did not see."""
+    the revisits' PSNR on surfaces it saw / did not see. Steps before ``generated_from`` are the simulator's
+    frames (the true-outbound modes): left out of every metric, their per-step PSNR nan."""
     step_psnr, ssim_v, cov_psnr, new_psnr, absrel, delta1, sharp_g, sharp_t = ([] for _ in range(8))
     absrel_cov, absrel_new = [], []
-    for f, (t_rgb, t_depth), cov in zip(rec.frames, rec.truth, rec.covered):
+    for t, (f, (t_rgb, t_depth), cov) in enumerate(zip(rec.frames, rec.truth, rec.covered)):
+        if t < generated_from:
+            step_psnr.append(float("nan"))
+            continue
         step_psnr.append(psnr(f.rgb, t_rgb))
         ssim_v.append(ssim(f.rgb, t_rgb))
         cov_psnr.append(psnr(f.rgb, t_rgb, cov))
@@ -194,7 +250,8 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
         if new.sum() > 100:
             sharp_g.append(float(gradient_magnitude(f.rgb)[new].mean()))
             sharp_t.append(float(gradient_magnitude(t_rgb)[new].mean()))
-    path = sum(np.linalg.norm(true_poses[i + 1][:3, 3] - true_poses[i][:3, 3]) for i in range(len(true_poses) - 1))
+    path = sum(np.linalg.norm(true_poses[i + 1][:3, 3] - true_poses[i][:3, 3])
+               for i in range(generated_from, len(true_poses) - 1))  # the path the mode walked itself
     drift = np.linalg.norm(rec.frames[-1].c2w[:3, 3] - true_poses[-1][:3, 3])
     # revisits: return-half frames whose true pose matches a true outbound pose (frame i sits at true_poses[i + 1])
     revisit, far_psnr, self_psnr, outbound_psnr, seen_psnr, unseen_psnr = [], [], [], [], [], []
@@ -216,7 +273,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
         silhouette_err += sq_err[silhouette].sum()
         total_px += silhouette.size
         total_err += sq_err.sum()
-        if j >= 0:
+        if j >= generated_from:  # an outbound frame the mode made (not the start frame, nor a true one)
             self_psnr.append(psnr(f.rgb, rec.frames[j].rgb))
             outbound_psnr.append(step_psnr[j])
 
@@ -228,7 +285,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             "depth_absrel": mean(absrel), "depth_absrel_median": float(np.median(absrel)) if absrel else float("nan"),
             "depth_absrel_covered": mean(absrel_cov), "depth_absrel_new": mean(absrel_new),
             "depth_delta1": mean(delta1),
-            "pose_drift_pct": float(100 * drift / max(path, 1e-6)), "eye_height_err_m": mean(rec.eye_height_err),
+            "pose_drift_pct": float(100 * drift / max(path, 1e-6)), "eye_height_err_m": mean(rec.eye_height_err[generated_from:]),
             "sharpness_ratio_new": float(np.sum(sharp_g) / max(np.sum(sharp_t), 1e-9)) if sharp_t else float("nan"),
             "revisit_psnr": mean(revisit), "revisit_self_psnr": mean(self_psnr), "revisit_far_psnr": mean(far_psnr),
             "revisit_outbound_psnr": mean(outbound_psnr), "revisit_frames": float(len(pairs)),
@@ -281,7 +338,7 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
     from worldmodel.procedural import ProceduralConfig
 
     kin = Kinematics()
-    if {"memory_on", "memory_off"} & set(modes):
+    if set(MODEL_MODES) & set(modes):
         # unusable weights are one WeightsError line now, not under the progress bar; the walks are driven with
         # the model's own frame size and steps, and its camera must be the simulator's
         config, _ = load_pretrained(weights)
@@ -302,8 +359,10 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
         records = {}
         for mode in modes:
             records[mode] = rollout(mode, seed, actions, start, weights, size, kin, progress=bar.update,
-                                    context_noise=context_noise)
-            per_mode[mode].append(walk_metrics(records[mode], poses, return_from, first))
+                                    context_noise=context_noise, return_from=return_from)
+            generated_from = return_from if mode in TRUE_OUTBOUND_MODES else 0
+            per_mode[mode].append(walk_metrics(records[mode], poses, return_from, first,
+                                               generated_from=generated_from))
         if w == 0:
             sheets = records
             first_return = return_from
@@ -317,8 +376,10 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
                 continue
             vals = [it[key] for it in items if np.isfinite(it[key])]
             summary[f"{key}_{mode}"] = float(np.mean(vals)) if vals else float("nan")
-    summary["curves"] = {m: np.nanmean([it["per_step_psnr"] for it in items], axis=0).tolist()
-                         for m, items in per_mode.items()}
+    with warnings.catch_warnings():  # the steps a true-outbound mode did not make are nan in every walk
+        warnings.simplefilter("ignore", RuntimeWarning)
+        summary["curves"] = {m: np.nanmean([it["per_step_psnr"] for it in items], axis=0).tolist()
+                             for m, items in per_mode.items()}
     # the same metrics per loop (a mean over 8 loops hides which walks went wrong): {mode: [{metric: value}]}
     summary["per_walk"] = {m: [{"seed": EVAL_SEEDS_START + w,
                                 **{k: v for k, v in it.items() if k != "per_step_psnr"}}
@@ -406,8 +467,10 @@ def main(args) -> int:
     print(format_table(summary))
     on, off = summary.get("revisit_psnr_memory_on"), summary.get("revisit_psnr_memory_off")
     fill = summary.get("revisit_psnr_cache_fill")
+    true_on, true_off = summary.get("revisit_psnr_memory_on_true_out"), summary.get("revisit_psnr_memory_off_true_out")
     print(f"revisit_psnr_memory_on {on:.2f} dB, memory_off {off:.2f} dB (gain {on - off:+.2f}), "
-          f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f}); the start frame saw "
+          f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f}); shown the true way out (WorldMem's protocol): "
+          f"{true_on:.2f} dB, memory zeroed {true_off:.2f} dB (gain {true_on - true_off:+.2f}); the start frame saw "
           f"{100 * summary['revisit_start_seen']:.0f} % of the surfaces the revisits show (the rest, and the far "
           "field, the model made on the way out); "
           f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "

@@ -34,7 +34,7 @@ import numpy as np
 from worldmodel.camera import camera_to_pixels, invert_pose, valid_depth_mask, world_to_camera
 from recon.pointmap import SAMPLES_PER_VOXEL, VoxelPointMap, auto_stride
 from recon.tsdf import TSDFFusion
-from scenes.atomic import WriteError, writable_file
+from scenes.atomic import WriteError, writable_file, write_text_or_print
 from worldmodel.frame import Frame
 
 DEFAULT_MAX_DEPTH = 20.0     # metres, for both methods
@@ -296,7 +296,8 @@ def format_table(metrics: dict, title: str = "") -> str:
 
 
 def main(args) -> int:
-    """CLI entry (launch.py eval-recon): prints the table, optionally writes --json; errors -> exit 2."""
+    """CLI entry (launch.py eval-recon): prints the table, optionally writes --json (atomically); errors -> exit 2;
+    a --json that cannot be written after the fusion (a full disk) -> the JSON printed instead, exit 1."""
     from worldmodel.recordings import SequenceError, open_sequence
 
     try:
@@ -324,9 +325,8 @@ def main(args) -> int:
     if args.reference:
         print(f"note: the reference was read in the recording's coordinates (up {seq.world_up}) and turned to +Y-up")
     if args.json:
-        try:
-            Path(args.json).expanduser().write_text(json.dumps(metrics, indent=1) + "\n")
-        except OSError as e:
-            print(f"error: cannot write {args.json}: {e.strerror or e}", file=sys.stderr)
-            return 2
+        error = write_text_or_print(args.json, json.dumps(metrics, indent=1) + "\n")
+        if error is not None:  # the numbers are not lost: they went to the terminal instead
+            print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
+            return 1
     return 0

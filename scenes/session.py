@@ -7,7 +7,9 @@ Layout::
     memory.safetensors      the memory bank's state, when the scene has one that can save itself
     frames/0000000.safetensors ...   every frame referenced by a branch (rgb, depth, K, c2w [, confidence])
 
-A folder without session.json is not a session (a save that failed half-way leaves none).
+A folder without session.json is not a session (a save that failed half-way leaves none). A save works in
+hidden folders beside it (``.NAME.saving-PID-*``, ``.NAME.old-PID-*``); those a killed process left behind are
+removed by the next save of the same session.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
         raise SessionError(f"cannot save to {folder}: it holds other files; choose an empty or new folder")
     # Everything is written to a staging folder beside the target, which then replaces it: a save that
     # fails (disk full, no permission) leaves the previous session as it was.
-    staging = folder.parent / f".{folder.name}.saving-{uuid.uuid4().hex[:8]}"
+    _remove_leftovers(folder)
+    staging = _work_folder(folder, "saving")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
@@ -106,7 +109,7 @@ def _swap_session_files(staging: Path, folder: Path) -> None:
     wait until the swap (or its rollback) is done: a half-swapped folder is never left behind."""
     from scenes.scene import signals_deferred
 
-    retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+    retired = _work_folder(folder, "old")
     with signals_deferred():
         retired.mkdir()
         try:
@@ -126,6 +129,44 @@ def _swap_session_files(staging: Path, folder: Path) -> None:
             raise
         shutil.rmtree(retired, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+WORK_KINDS = ("saving", "old")  # a save's staging folder, and the folder the swap moves the old entries to
+
+
+def _work_folder(folder: Path, kind: str) -> Path:
+    """A hidden folder beside ``folder`` for a save's work: ``.NAME.KIND-PID-RANDOM`` (the PID tells a later save
+    whether the process that made it still runs)."""
+    return folder.parent / f".{folder.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's process, or no such pid number: leave it alone
+        return False
+    return False
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the work folders of saves of ``folder`` whose process is gone (killed mid-save: kill -9, a power
+    cut), which would otherwise hold a copy of the session's frames for good. Only while ``folder`` is a whole
+    session or absent: the swap moves session.json out first and in last, so then no entry of a save is only
+    in a work folder (a half-swapped folder, without session.json, keeps them for recovery by hand)."""
+    if folder.exists() and not (folder / "session.json").is_file():
+        return
+    try:
+        siblings = list(folder.parent.iterdir())
+    except OSError:
+        return
+    for path in siblings:
+        for kind in WORK_KINDS:
+            prefix = f".{folder.name}.{kind}-"
+            pid = path.name[len(prefix):].split("-")[0] if path.name.startswith(prefix) else ""
+            if pid.isdigit() and int(pid) != os.getpid() and _process_is_gone(int(pid)) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _fail(folder: Path, why: str) -> SessionError:

@@ -163,6 +163,37 @@ def test_saving_over_a_session_keeps_the_users_other_files(tmp_path):
     scene.close()
 
 
+
+def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
+    """A save killed with SIGKILL leaves its hidden work folders (a copy of the frames) beside the session; the
+    next save of that session removes those of processes that are gone, and no other's."""
+    import os
+    import subprocess
+    import sys
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    alive = os.getppid()  # a process that still runs: its save may be under way
+    scene = tiny_scene()
+    folder = tmp_path / "s"
+    left = [tmp_path / f".s.saving-{gone}-0badf00d", tmp_path / f".s.old-{gone}-0badf00d"]
+    kept = [tmp_path / f".s.saving-{alive}-0badf00d", tmp_path / f".t.saving-{gone}-0badf00d",
+            tmp_path / ".s.saving-0badf00d"]  # a running save; another session's; no process named
+    for path in left + kept:
+        (path / "frames").mkdir(parents=True)
+        (path / "frames" / "0000000.safetensors").write_bytes(b"frame")
+    save_session(scene, folder)  # the first save (no session there yet) clears them too
+    assert not any(p.exists() for p in left) and all(p.is_dir() for p in kept)
+    assert load_session(folder).length == 4
+    # a half-swapped folder (killed between the moves: no session.json) keeps every work folder for recovery
+    for path in left:
+        (path / "frames").mkdir(parents=True)
+    (folder / "session.json").unlink()
+    with pytest.raises(SessionError):
+        save_session(scene, folder)
+    assert all(p.is_dir() for p in left)
+    scene.close()
+
 def test_long_walks_and_exports_hold_a_bounded_number_of_frames(tmp_path):
     import gc
     import weakref

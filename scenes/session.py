@@ -8,16 +8,19 @@ Layout::
     frames/0000000.safetensors ...   every frame referenced by a branch (rgb, depth, K, c2w [, confidence])
 
 A folder without session.json is not a session (a save that failed half-way leaves none). A save works in
-hidden folders beside it (``.NAME.saving-PID-*``, ``.NAME.old-PID-*``); those a killed process left behind are
-removed by the next save of the same session.
+hidden folders beside it (``.NAME.saving-HOST-PID-*``, ``.NAME.old-HOST-PID-*``); those a killed process of this
+machine left behind are removed by the next save of the same session from this machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from pathlib import Path
 
@@ -134,10 +137,16 @@ def _swap_session_files(staging: Path, folder: Path) -> None:
 WORK_KINDS = ("saving", "old")  # a save's staging folder, and the folder the swap moves the old entries to
 
 
+def _this_host() -> str:
+    """8 hex digits naming this machine: a PID means something only on the machine that gave it (a session
+    folder on a network disk may be saved from several)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def _work_folder(folder: Path, kind: str) -> Path:
-    """A hidden folder beside ``folder`` for a save's work: ``.NAME.KIND-PID-RANDOM`` (the PID tells a later save
-    whether the process that made it still runs)."""
-    return folder.parent / f".{folder.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A hidden folder beside ``folder`` for a save's work: ``.NAME.KIND-HOST-PID-RANDOM`` (host and PID tell a
+    later save whether the process that made it still runs)."""
+    return folder.parent / f".{folder.name}.{kind}-{_this_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _process_is_gone(pid: int) -> bool:
@@ -161,12 +170,12 @@ def _remove_leftovers(folder: Path) -> None:
         siblings = list(folder.parent.iterdir())
     except OSError:
         return
+    ours = re.compile(rf"\.{re.escape(folder.name)}\.(?:{'|'.join(WORK_KINDS)})-{_this_host()}-(\d+)-[0-9a-f]{{8}}")
     for path in siblings:
-        for kind in WORK_KINDS:
-            prefix = f".{folder.name}.{kind}-"
-            pid = path.name[len(prefix):].split("-")[0] if path.name.startswith(prefix) else ""
-            if pid.isdigit() and int(pid) != os.getpid() and _process_is_gone(int(pid)) and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
+        named = ours.fullmatch(path.name)
+        if (named and int(named[1]) != os.getpid() and _process_is_gone(int(named[1])) and path.is_dir()
+                and not path.is_symlink()):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _fail(folder: Path, why: str) -> SessionError:

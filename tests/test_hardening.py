@@ -163,7 +163,6 @@ def test_saving_over_a_session_keeps_the_users_other_files(tmp_path):
     scene.close()
 
 
-
 def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
     """A save killed with SIGKILL leaves its hidden work folders (a copy of the frames) beside the session; the
     next save of that session removes those of processes that are gone, and no other's."""
@@ -176,9 +175,11 @@ def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
     alive = os.getppid()  # a process that still runs: its save may be under way
     scene = tiny_scene()
     folder = tmp_path / "s"
-    left = [tmp_path / f".s.saving-{gone}-0badf00d", tmp_path / f".s.old-{gone}-0badf00d"]
-    kept = [tmp_path / f".s.saving-{alive}-0badf00d", tmp_path / f".t.saving-{gone}-0badf00d",
-            tmp_path / ".s.saving-0badf00d"]  # a running save; another session's; no process named
+    host = session_mod._this_host()
+    left = [tmp_path / f".s.saving-{host}-{gone}-0badf00d", tmp_path / f".s.old-{host}-{gone}-0badf00d"]
+    kept = [tmp_path / f".s.saving-{host}-{alive}-0badf00d", tmp_path / f".t.saving-{host}-{gone}-0badf00d",
+            tmp_path / f".s.saving-0badf00d-{gone}-0badf00d",  # a running save; another session's; another host's
+            tmp_path / ".s.saving-0badf00d", tmp_path / f".s.old-{host}-{gone}-my-backup"]  # not a save's names
     for path in left + kept:
         (path / "frames").mkdir(parents=True)
         (path / "frames" / "0000000.safetensors").write_bytes(b"frame")
@@ -193,6 +194,7 @@ def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
         save_session(scene, folder)
     assert all(p.is_dir() for p in left)
     scene.close()
+
 
 def test_long_walks_and_exports_hold_a_bounded_number_of_frames(tmp_path):
     import gc

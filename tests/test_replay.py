@@ -152,7 +152,6 @@ def test_eval_recon_on_tum_reports_both_methods(tum_path, tmp_path, capsys, monk
     assert m["map_points"] > 10_000 and m["peer_points"] > 10_000
 
 
-
 def test_eval_recon_json_on_a_full_disk_is_printed_not_lost(tum_path, tmp_path, capsys, monkeypatch):
     """The --json write comes after the fusion: on a full disk the figures go to the terminal (exit 1), and no
     half-written file or temporary file is left beside it."""
@@ -170,6 +169,7 @@ def test_eval_recon_json_on_a_full_disk_is_printed_not_lost(tum_path, tmp_path, 
     printed = json.loads(captured.out[captured.out.index("{"):])
     assert printed["frames"] == 3 and printed["map_points"] > 0
     assert list(tmp_path.iterdir()) == []
+
 
 def test_map_agreement_detects_a_wrong_pose(tum):
     """The agreement metric can fail: the map re-projected with a pose 5 cm off disagrees."""

@@ -45,7 +45,6 @@ frame the simulator made, saw: the rest was generated on the way out, so the tru
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -58,9 +57,8 @@ import torch.nn.functional as F
 
 from learn.baselines import BASELINES, BaselineWorld
 from learn.data import Pilot, WalkSpec, walk_start
-from learn.records import json_safe
 from memory.metrics import psnr
-from scenes.atomic import WriteError, writable_file, writable_folder, write_text_or_print
+from scenes.atomic import WriteError, writable_file, writable_folder, write_json_or_print
 from worldmodel.actions import Kinematics
 from worldmodel.frame import BaseWorldModel, Context, Frame, GroundProbe
 
@@ -476,7 +474,7 @@ def main(args) -> int:
           f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "
           f"{100 * summary['revisit_silhouette_share_memory_on']:.1f} % of pixels where sky and surface disagree")
     if args.json:
-        error = write_text_or_print(args.json, json.dumps(json_safe(summary), indent=1, allow_nan=False))
+        error = write_json_or_print(args.json, summary)
         if error is not None:  # the numbers are not lost: they went to the terminal instead
             print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
             return 1

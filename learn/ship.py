@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from learn.evaluate import format_table
-from learn.records import json_safe
+from scenes.atomic import json_safe
 from learn.train import trained_minutes
 from scenes.atomic import WriteError, write_error
 from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained

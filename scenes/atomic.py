@@ -7,6 +7,8 @@ A failed write is one :class:`WriteError` line that says what to do ("disk full:
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import shutil
 import uuid
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 from safetensors import SafetensorError
 
 
@@ -102,9 +105,25 @@ def writable_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def write_text_or_print(path: str | os.PathLike, text: str) -> WriteError | None:
-    """Write ``text`` to ``path`` (atomically); when it cannot be written, print it to stdout instead, so the
-    results of a long run are not lost, and return the WriteError."""
+def json_safe(value):
+    """``value`` (nested dicts / lists / tuples / arrays of numbers and strings, numpy scalars too) with every
+    non-finite float as None: JSON has no NaN, and a metric that could not be measured (PSNR over an empty
+    region, the accuracy of an empty map) is written as null."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_or_print(path: str | os.PathLike, record: dict) -> WriteError | None:
+    """Write ``record`` as JSON (:func:`json_safe`, indented) to ``path`` atomically; when it cannot be written,
+    print it to stdout instead, so the results of a long run are not lost, and return the WriteError."""
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
     try:
         with replacing(Path(path).expanduser()) as tmp:
             tmp.write_text(text)

@@ -24,7 +24,6 @@ Metrics (names as written by ``--json``; ``peer_`` prefix for the TSDF):
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 from worldmodel.camera import camera_to_pixels, invert_pose, valid_depth_mask, world_to_camera
 from recon.pointmap import SAMPLES_PER_VOXEL, VoxelPointMap, auto_stride
 from recon.tsdf import TSDFFusion
-from scenes.atomic import WriteError, writable_file, write_text_or_print
+from scenes.atomic import WriteError, writable_file, write_json_or_print
 from worldmodel.frame import Frame
 
 DEFAULT_MAX_DEPTH = 20.0     # metres, for both methods
@@ -325,7 +324,7 @@ def main(args) -> int:
     if args.reference:
         print(f"note: the reference was read in the recording's coordinates (up {seq.world_up}) and turned to +Y-up")
     if args.json:
-        error = write_text_or_print(args.json, json.dumps(metrics, indent=1) + "\n")
+        error = write_json_or_print(args.json, metrics)
         if error is not None:  # the numbers are not lost: they went to the terminal instead
             print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
             return 1

@@ -6,7 +6,6 @@ medians over repetitions (the machine is noisy: compare ratios within one run).
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -15,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from scenes.atomic import WriteError, writable_file, write_text_or_print
+from scenes.atomic import WriteError, writable_file, write_json_or_print
 from studio.bench_util import peak_rss_mb
 
 
@@ -178,7 +177,7 @@ def main(args) -> int:
     for k, v in results.items():
         print(f"{k:<{width}}  {v:,.3f}" if abs(v) < 1e6 else f"{k:<{width}}  {v:,.0f}")
     if args.json:
-        error = write_text_or_print(args.json, json.dumps(results, indent=1))
+        error = write_json_or_print(args.json, results)
         if error is not None:
             print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
             return 1

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from learn.data import generate_walk, load_shard, WalkSpec
 from learn.evaluate import format_table
-from learn.records import json_safe
+from scenes.atomic import json_safe
 from learn.train import (CheckpointError, TrainConfig, Trainer, WalkBank, describe_hardware, splat_into_cache,
                          weights_fingerprint)
 from studio.bench_util import free_port

@@ -169,6 +169,20 @@ def test_eval_recon_json_on_a_full_disk_is_printed_not_lost(tum_path, tmp_path, 
     printed = json.loads(captured.out[captured.out.index("{"):])
     assert printed["frames"] == 3 and printed["map_points"] > 0
     assert list(tmp_path.iterdir()) == []
+    # what could not be measured is null, not NaN (which strict JSON readers refuse)
+    monkeypatch.undo()
+    monkeypatch.setattr(evaluate, "accuracy_completeness", lambda *a, **k: (float("nan"), 0.0))
+    reference = tmp_path / "box.ply"
+    write_ply(reference, np.random.default_rng(0).uniform(0, 1, (50, 3)), np.zeros((50, 3), np.uint8))
+    rc = evaluate.main(Namespace(path=str(tum_path), voxel=0.05, reference=str(reference), max_frames=2,
+                                 json=str(out), no_carve=False))
+    capsys.readouterr()
+
+    def no_nan(constant):
+        raise AssertionError(f"{constant} in the JSON")
+
+    written = json.loads(out.read_text(), parse_constant=no_nan)
+    assert rc == 0 and written["frames"] == 2 and None in written.values()
 
 
 def test_map_agreement_detects_a_wrong_pose(tum):

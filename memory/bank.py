@@ -234,7 +234,7 @@ class GeometricMemory:
         K_strided[:2] /= step  # pixel i of the strided image is pixel i * step of the frame
         if frame.world_points is None:  # a point-cloud frame's depth is all 0: no pixel of it is known to be far
             self.far.observe(frame.rgb[::step, ::step], frame.depth[::step, ::step], K_strided, c2w,
-                             min_depth=pointmap.max_depth)
+                             min_depth=pointmap.max_depth, zero_is_far=frame.zero_depth_is_sky)
         if not self.is_keyframe(c2w):
             return
         rows = np.asarray(fused.rows, dtype=np.int64)

@@ -4,8 +4,9 @@ The voxel map only fuses surfaces nearer than its ``max_depth`` (60 m), so far t
 on the way out would be gone on return. Beyond that range parallax is small for a walking camera, so the far
 field is well described by colour as a function of view direction alone: an equirectangular panorama.
 
-Every observed frame writes its far pixels (no depth, or z-depth at or beyond the map's fuse range) into the
-panorama cell of their world ray direction (the newest observation wins); rendering looks up the target
+Every observed frame writes its far pixels (z-depth at or beyond the map's fuse range, and no depth where the
+frame says that means sky: ``Frame.zero_depth_is_sky``; a sensor's dropouts are not far) into the panorama cell
+of their world ray direction (the newest observation wins); rendering looks up the target
 camera's ray directions. Cells: azimuth ``atan2(x, z)`` over the columns, elevation ``asin(y)`` (world +Y up)
 over the rows.
 """
@@ -40,14 +41,17 @@ class FarFieldPanorama:
         row = np.clip(((np.pi / 2 - el) * (self.rows / np.pi)).astype(np.int64), 0, self.rows - 1)
         return row * self.cols + col
 
-    def observe(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, min_depth: float) -> None:
-        """Write the far pixels of a frame: rgb (H, W, 3) uint8, depth (H, W) z-depth (0 = none); far = no depth
-        or z-depth >= ``min_depth`` (metres: the fuse range of the map it complements)."""
+    def observe(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, min_depth: float,
+                zero_is_far: bool) -> None:
+        """Write the far pixels of a frame: rgb (H, W, 3) uint8, depth (H, W) z-depth; far = z-depth >=
+        ``min_depth`` (metres: the fuse range of the map it complements), and no depth (0, NaN) when
+        ``zero_is_far`` (the frame's sky; else no depth is no measurement and is left out)."""
         if not np.isfinite(np.asarray(c2w)).all():
             return
         h, w = depth.shape
         with np.errstate(invalid="ignore"):
-            far = ~(depth < min_depth) | (depth <= 0)  # NaN counts as no depth
+            measured = depth > 0  # NaN counts as no depth
+            far = (measured & ~(depth < min_depth)) | (~measured & zero_is_far)
         cells = self._cells(K, c2w, w, h)[far.reshape(-1)]
         self.rgb.reshape(-1, 3)[cells] = rgb.reshape(-1, 3)[far.reshape(-1)]
         self.valid.reshape(-1)[cells] = True

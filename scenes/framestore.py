@@ -40,7 +40,8 @@ def write_frame(path: Path, frame: Frame) -> None:
     if frame.world_points is not None:
         arrays["world_points"] = np.ascontiguousarray(frame.world_points, dtype=np.float32)
         arrays["world_colors"] = np.ascontiguousarray(frame.world_colors, dtype=np.uint8)
-    meta = {"index": str(frame.index), "action": action_to_text(frame.action)}
+    meta = {"index": str(frame.index), "action": action_to_text(frame.action),
+            "zero_depth_is_sky": "1" if frame.zero_depth_is_sky else "0"}
     with replacing(path) as tmp:  # a failed write (disk full) leaves no partial file; raises WriteError
         save_file(arrays, str(tmp), metadata=meta)
 
@@ -57,7 +58,8 @@ def read_frame(path: Path, shown: str | Path | None = None) -> Frame:
         return Frame(index=int(meta.get("index", "0")), rgb=arrays["rgb"], depth=arrays["depth"], K=arrays["K"],
                      c2w=arrays["c2w"], action=action_from_text(meta.get("action", "")),
                      confidence=arrays.get("confidence"), world_points=arrays.get("world_points"),
-                     world_colors=arrays.get("world_colors"))
+                     world_colors=arrays.get("world_colors"),
+                     zero_depth_is_sky=meta.get("zero_depth_is_sky") == "1")
     except FileNotFoundError:
         raise FrameFileError(f"frame file {name} is missing; the session folder is incomplete") from None
     except (SafetensorError, KeyError, ValueError, OSError) as e:

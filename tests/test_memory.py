@@ -608,18 +608,22 @@ def test_a_world_of_observed_frames_never_pays_for_the_observed_layer(monkeypatc
     assert fused == [0, 1]  # each observed frame once, in order
 
 
-def test_a_point_cloud_frame_leaves_nothing_in_the_far_field():
+def test_only_what_is_known_to_be_far_enters_the_far_field():
     """A frame that came as a point cloud has depth 0 everywhere: its pixels are not known to be far, so its
     near wall must not enter the far-field panorama (it was shown as far field in every later view that way).
-    A frame whose depth is 0 where there is sky does fill it."""
+    Nor do a depth sensor's dropouts (depth 0 is no measurement: a recording's black or shiny surfaces were
+    kept as far field in that direction). A frame whose depth 0 means sky (a simulator's, a generated one), or
+    whose depth reaches the fuse range, does fill it."""
     K = intrinsics_from_fov(64, 48, 60.0)
     rgb = np.full((48, 64, 3), 220, np.uint8)
     wall = np.stack(np.meshgrid(np.linspace(-1, 1, 40), np.linspace(-0.7, 0.7, 30)), -1).reshape(-1, 2)
     points = np.column_stack([wall, np.full(len(wall), 2.0)]).astype(np.float32)
     cloud = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4), world_points=points,
                   world_colors=np.full((len(points), 3), 220, np.uint8))
-    sky = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4))
-    for frame, far_expected in ((cloud, False), (sky, True)):
+    sky = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4), zero_depth_is_sky=True)
+    dropouts = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4))
+    beyond = Frame(0, rgb, np.full((48, 64), 80.0, np.float32), K, np.eye(4))
+    for frame, far_expected in ((cloud, False), (sky, True), (dropouts, False), (beyond, True)):
         memory, pmap = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0)
         fused = pmap.fuse_points(points, frame.world_colors if frame.world_points is not None
                                  else np.full((len(points), 3), 220, np.uint8), 0)

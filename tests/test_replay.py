@@ -455,6 +455,33 @@ def test_replay_in_a_scene_with_session_round_trip(mini_tum, tmp_path):
         load_session(saved)
 
 
+def test_a_recordings_depth_dropouts_are_not_far_field(mini_tum, tmp_path):
+    """Depth 0 in a recording is a dropout (no measurement), not the sky: the memory's far-field panorama
+    (what lies beyond the fuse range, by direction) keeps none of it, while a simulator's sky fills it. What
+    depth 0 means is kept with each frame in a session."""
+    from memory.bank import GeometricMemory, MemoryConfig
+    from scenes.framestore import read_frame, write_frame
+
+    scene = Scene(create_world(f"replay:{mini_tum}"), SceneConfig(voxel_size=0.05, max_depth=10.0),
+                  memory=GeometricMemory(MemoryConfig()))
+    scene.reset(0)
+    scene.run([Action("F", "N")] * 3)
+    dropouts = [float((scene.frame_at(i).depth == 0).mean()) for i in range(scene.length)]
+    assert min(dropouts) > 0.01  # every frame has some
+    assert not scene.memory.far.valid.any() and not scene.current.zero_depth_is_sky
+    recorded = scene.current
+    scene.close()
+
+    sim = create_world("procedural", width=64, height=48)
+    scene = Scene(sim, SceneConfig(voxel_size=0.2), memory=GeometricMemory(MemoryConfig()))
+    first = scene.reset(0)
+    assert first.zero_depth_is_sky and (first.depth == 0).any() and scene.memory.far.valid.any()
+    for frame in (first, recorded):
+        write_frame(tmp_path / "f.safetensors", frame)
+        assert read_frame(tmp_path / "f.safetensors").zero_depth_is_sky == frame.zero_depth_is_sky
+    scene.close()
+
+
 def test_reference_mesh_accuracy_and_completeness(tmp_path):
     import trimesh
 

@@ -41,6 +41,9 @@ class Frame(_DepthImage):
     world_points / world_colors: optional (N, 3) float32 world points and (N, 3) uint8 colours, for sources
         that deliver a point cloud per frame instead of depth (e.g. DeepVerse/Aether per-frame PLY files);
         when given, fusion uses them and ``depth`` may be all zeros.
+    zero_depth_is_sky: what depth 0 means. False (the convention): no measurement, e.g. a depth sensor's
+        dropouts. True: the ray meets no surface, e.g. the sky of a simulator or a generated frame; the memory
+        then keeps those pixels in its far-field panorama as what lies in that direction.
     """
 
     index: int
@@ -52,6 +55,7 @@ class Frame(_DepthImage):
     confidence: np.ndarray | None = None
     world_points: np.ndarray | None = None
     world_colors: np.ndarray | None = None
+    zero_depth_is_sky: bool = False
 
     def __post_init__(self) -> None:
         h, w = self.depth.shape

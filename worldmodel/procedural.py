@@ -658,7 +658,8 @@ class ProceduralWorld(BaseWorldModel):
 
     def _frame(self, index: int, c2w: np.ndarray, action) -> Frame:
         rgb, depth = self.render(c2w)
-        return Frame(index=index, rgb=rgb, depth=depth, K=self.K.copy(), c2w=c2w, action=action)
+        return Frame(index=index, rgb=rgb, depth=depth, K=self.K.copy(), c2w=c2w, action=action,
+                     zero_depth_is_sky=True)  # a ray that hits nothing shows the sky
 
     def _clamp_above_ground(self, c2w: np.ndarray) -> np.ndarray:
         out = np.array(c2w, dtype=np.float64, copy=True)

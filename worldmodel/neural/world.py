@@ -211,7 +211,8 @@ class NeuralWorld(BaseWorldModel):
         depth = _resize(depth_to_tensor(depth), self.height, self.width)
         self.K = resize_intrinsics(f.K, f.width, f.height, self.width, self.height)
         c2w = np.asarray(start if start is not None else f.c2w, np.float64)
-        return Frame(0, tensor_to_image(rgb[0]), depth[0, 0].numpy(), self.K.copy(), c2w, None)
+        return Frame(0, tensor_to_image(rgb[0]), depth[0, 0].numpy(), self.K.copy(), c2w, None,
+                     zero_depth_is_sky=f.zero_depth_is_sky)
 
     @property
     def walker_eye_height(self) -> float | None:
@@ -281,7 +282,8 @@ class NeuralWorld(BaseWorldModel):
             rgb[observed] = tensor_to_image(cache_rgb[0])[observed]
             depth[observed] = cache_depth[0, 0].numpy()[observed]
             conf[observed] = 0.0  # already in the map, from the observed frame
-        return Frame(last.index + 1, rgb, depth, self.K.copy(), target, action, confidence=conf)
+        return Frame(last.index + 1, rgb, depth, self.K.copy(), target, action, confidence=conf,
+                     zero_depth_is_sky=True)  # depth 0 where the sky head says there is no surface
 
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The simulator's (rgb, depth) at ``c2w`` for side-by-side comparison; None when the world did not

@@ -53,7 +53,8 @@ class BaselineWorld(BaseWorldModel):
         last = context.last
         target = self.target_c2w(action, context)
         if self.kind == "repeat":
-            return Frame(last.index + 1, last.rgb.copy(), last.depth.copy(), last.K.copy(), target, action)
+            return Frame(last.index + 1, last.rgb.copy(), last.depth.copy(), last.K.copy(), target, action,
+                         zero_depth_is_sky=last.zero_depth_is_sky)
         rgb, depth, mask = warp_frame(last, target)
         cache = context.cache
         if self.kind == "cache_fill" and cache is not None and cache.rgb.shape == rgb.shape:
@@ -63,4 +64,5 @@ class BaselineWorld(BaseWorldModel):
             if cache.far_rgb is not None:
                 far = cache.far_valid & ~valid & ~mask
                 rgb = np.where(far[..., None], cache.far_rgb, rgb)
+        # depth 0 here is a hole of the warp (unknown), not the sky: zero_depth_is_sky stays False
         return Frame(last.index + 1, rgb, depth.astype(np.float32), last.K.copy(), target, action)

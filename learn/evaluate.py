@@ -9,10 +9,10 @@ own Scene (its frames fill its own map and memory):
 - ``memory_off``: the same network with no memory: its inputs zeroed, and no map for the camera to ride the
   ground on (the pose head alone places it), so its path differs too;
 - baselines on the simulator's poses (:mod:`learn.baselines`): ``repeat``, ``warp``, ``cache_fill``;
-- ``memory_on_true_out`` / ``memory_off_true_out``: WorldMem's protocol (memory of real frames, generation
-  beyond the context). The way out is the simulator's own frames at its poses (observed frames, fused into the
-  map as a recording's would be); from the turn the learned model makes every frame of the return, with the
-  memory inputs on / zeroed. Only the return counts in these modes' metrics: what the model recalls of places
+- ``memory_on_true_out`` / ``memory_off_true_out`` / ``cache_fill_true_out``: WorldMem's protocol (memory of
+  real frames, generation beyond the context). The way out is the simulator's own frames at its poses (observed
+  frames, fused into the map as a recording's would be); from the turn the learned model makes every frame of
+  the return, with the memory inputs on / zeroed, or the cache + fill baseline does (on the true poses). Only the return counts in these modes' metrics: what the model recalls of places
   it was shown, apart from what it made up on the way out (which bounds ``memory_on``'s revisits). With more
   than ``MemoryConfig.observed_layer_frames`` observed frames the memory keeps no observed layer (as for a
   recording), so the camera rides no ground: these modes' pose drift is the pose head's.
@@ -60,16 +60,18 @@ from learn.data import Pilot, WalkSpec, walk_start
 from memory.metrics import psnr
 from scenes.atomic import WriteError, writable_file, writable_folder, write_json_or_print
 from worldmodel.actions import Kinematics
-from worldmodel.frame import BaseWorldModel, Context, Frame, GroundProbe
+from worldmodel.frame import BaseWorldModel, Context, Frame, GroundFollowingWorld, GroundProbe
 
 if TYPE_CHECKING:
     from worldmodel.neural.world import NeuralWorld
     from worldmodel.procedural import ProceduralWorld
 
 EVAL_SEEDS_START = 0  # held out: training uses 1000+, validation 100..107
-TRUE_OUTBOUND_MODES = ("memory_on_true_out", "memory_off_true_out")
+TRUE_OUTBOUND = "_true_out"  # a mode's suffix: the way out is the simulator's (see the module docstring)
+TRUE_OUTBOUND_MODES = ("memory_on_true_out", "memory_off_true_out", "cache_fill_true_out")
 MODES = ("memory_on", "memory_off") + BASELINES + TRUE_OUTBOUND_MODES
-MODEL_MODES = ("memory_on", "memory_off") + TRUE_OUTBOUND_MODES  # the modes that load the weights
+MODEL_MODES = ("memory_on", "memory_off", "memory_on_true_out", "memory_off_true_out")  # they load the weights
+NO_MEMORY_MODES = ("memory_off", "memory_off_true_out", "repeat", "warp")
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,14 +132,14 @@ def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
 
 
 class TrueOutboundWorld(BaseWorldModel):
-    """The learned world shown the way out (WorldMem's protocol): frames before index ``generated_from`` are the
-    simulator's at its own poses (observed: no confidence), later ones the learned ``model``'s, which then also
-    places the camera."""
+    """A world shown the way out (WorldMem's protocol): frames before index ``generated_from`` are the
+    simulator's at its own poses (observed: no confidence), later ones ``model``'s (the learned world, or a
+    baseline), which then also places the camera."""
 
     exact_depth = False
 
-    def __init__(self, model: "NeuralWorld", simulator: "ProceduralWorld", generated_from: int):
-        self.name, self.model, self.simulator = "neural-true-outbound", model, simulator
+    def __init__(self, model: "NeuralWorld | BaselineWorld", simulator: "ProceduralWorld", generated_from: int):
+        self.name, self.model, self.simulator = f"{model.name}-true-outbound", model, simulator
         self.kinematics, self.generated_from = model.kinematics, int(generated_from)
 
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
@@ -153,7 +155,9 @@ class TrueOutboundWorld(BaseWorldModel):
     def predict_c2w_on_ground(self, last: Frame, action, ground: GroundProbe | None) -> np.ndarray:
         if self._shown(last):
             return self.simulator.predict_c2w(last, action)
-        return self.model.predict_c2w_on_ground(last, action, ground)
+        if isinstance(self.model, GroundFollowingWorld):
+            return self.model.predict_c2w_on_ground(last, action, ground)
+        return self.model.predict_c2w(last, action)
 
     def step(self, action, context: Context) -> Frame:
         return (self.simulator if self._shown(context.last) else self.model).step(action, context)
@@ -175,12 +179,11 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
 
     if mode in MODEL_MODES:
         model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics, context_noise=context_noise)
-        if mode in TRUE_OUTBOUND_MODES:
-            model = TrueOutboundWorld(model, simulator(), return_from)
     else:
-        model = BaselineWorld(mode, simulator())
-    memory = (None if mode in ("memory_off", "memory_off_true_out", "repeat", "warp")
-              else GeometricMemory(MemoryConfig()))
+        model = BaselineWorld(mode.removesuffix(TRUE_OUTBOUND), simulator())
+    if mode in TRUE_OUTBOUND_MODES:
+        model = TrueOutboundWorld(model, simulator(), return_from)
+    memory = None if mode in NO_MEMORY_MODES else GeometricMemory(MemoryConfig())
     scene = Scene(model, SceneConfig(memory_k=4 if memory is not None else 0), memory=memory)
     rec = WalkRecord()
     try:
@@ -466,9 +469,11 @@ def main(args) -> int:
     on, off = summary.get("revisit_psnr_memory_on"), summary.get("revisit_psnr_memory_off")
     fill = summary.get("revisit_psnr_cache_fill")
     true_on, true_off = summary.get("revisit_psnr_memory_on_true_out"), summary.get("revisit_psnr_memory_off_true_out")
+    true_fill = summary.get("revisit_psnr_cache_fill_true_out")
     print(f"revisit_psnr_memory_on {on:.2f} dB, memory_off {off:.2f} dB (gain {on - off:+.2f}), "
           f"cache_fill {fill:.2f} dB (gain {on - fill:+.2f}); shown the true way out (WorldMem's protocol): "
-          f"{true_on:.2f} dB, memory zeroed {true_off:.2f} dB (gain {true_on - true_off:+.2f}); the start frame saw "
+          f"{true_on:.2f} dB, memory zeroed {true_off:.2f} dB (gain {true_on - true_off:+.2f}), cache_fill "
+          f"{true_fill:.2f} dB (gain {true_on - true_fill:+.2f}); the start frame saw "
           f"{100 * summary['revisit_start_seen']:.0f} % of the surfaces the revisits show (the rest, and the far "
           "field, the model made on the way out); "
           f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "

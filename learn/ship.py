@@ -57,9 +57,10 @@ made on the way out.
 
 Columns: `memory_on` = this model with its memory inputs; `memory_off` = the same network with them zeroed;
 baselines on the simulator's true poses: `repeat` the last frame, `warp` the last frame, `cache_fill` the cache
-render filled from the warped last frame and the far field; `memory_on_true_out` / `memory_off_true_out` =
-WorldMem's protocol: the way out is the simulator's own frames (memory of real frames), and the model makes the
-return with its memory inputs on / zeroed (their rows cover the return alone).
+render filled from the warped last frame and the far field; `memory_on_true_out` / `memory_off_true_out` /
+`cache_fill_true_out` = WorldMem's protocol: the way out is the simulator's own frames (memory of real frames),
+and the model makes the return with its memory inputs on / zeroed, or the cache + fill baseline does (their rows
+cover the return alone).
 """
 
 

@@ -123,7 +123,7 @@ def json_safe(value):
 def write_json_or_print(path: str | os.PathLike, record: dict) -> WriteError | None:
     """Write ``record`` as JSON (:func:`json_safe`, indented) to ``path`` atomically; when it cannot be written,
     print it to stdout instead, so the results of a long run are not lost, and return the WriteError."""
-    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False, default=str) + "\n"  # a Path as its text
     try:
         with replacing(Path(path).expanduser()) as tmp:
             tmp.write_text(text)

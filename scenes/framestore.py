@@ -32,7 +32,7 @@ def frame_file_name(fid: int) -> str:
 
 
 def write_frame(path: Path, frame: Frame) -> None:
-    """Write one frame (arrays in safetensors, index/action as string metadata)."""
+    """Write one frame (arrays in safetensors; index, action and what depth 0 means as string metadata)."""
     arrays = {"rgb": np.ascontiguousarray(frame.rgb), "depth": np.ascontiguousarray(frame.depth, dtype=np.float32),
               "K": np.asarray(frame.K, dtype=np.float64), "c2w": np.asarray(frame.c2w, dtype=np.float64)}
     if frame.confidence is not None:
@@ -46,8 +46,10 @@ def write_frame(path: Path, frame: Frame) -> None:
         save_file(arrays, str(tmp), metadata=meta)
 
 
-def read_frame(path: Path, shown: str | Path | None = None) -> Frame:
-    """Read a frame written by :func:`write_frame`; FrameFileError names the file (as ``shown``) when it is bad."""
+def read_frame(path: Path, shown: str | Path | None = None, zero_depth_is_sky_when_unsaid: bool = False) -> Frame:
+    """Read a frame written by :func:`write_frame`; FrameFileError names the file (as ``shown``) when it is bad.
+    ``zero_depth_is_sky_when_unsaid``: the frame's ``zero_depth_is_sky`` when the file does not say (written
+    before files said it: the caller knows from the world that made it)."""
     name, path = shown or path, Path(path)
     try:
         from safetensors import safe_open
@@ -55,11 +57,14 @@ def read_frame(path: Path, shown: str | Path | None = None) -> Frame:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             arrays = {k: f.get_tensor(k) for k in f.keys()}
+        said = meta.get("zero_depth_is_sky")
+        if said not in (None, "0", "1"):
+            raise ValueError(f"zero_depth_is_sky metadata is {said[:20]!r}, not 0 or 1")
         return Frame(index=int(meta.get("index", "0")), rgb=arrays["rgb"], depth=arrays["depth"], K=arrays["K"],
                      c2w=arrays["c2w"], action=action_from_text(meta.get("action", "")),
                      confidence=arrays.get("confidence"), world_points=arrays.get("world_points"),
                      world_colors=arrays.get("world_colors"),
-                     zero_depth_is_sky=meta.get("zero_depth_is_sky") == "1")
+                     zero_depth_is_sky=said == "1" if said is not None else zero_depth_is_sky_when_unsaid)
     except FileNotFoundError:
         raise FrameFileError(f"frame file {name} is missing; the session folder is incomplete") from None
     except (SafetensorError, KeyError, ValueError, OSError) as e:
@@ -152,6 +157,7 @@ class FrameStore:
         self._poses: dict[int, np.ndarray] = {}  # every frame's c2w stays in RAM (128 bytes each)
         self._next_id = 0
         self.source: Path | None = None  # the session folder the frames were opened from
+        self.zero_depth_is_sky_when_unsaid = False  # for frame files older than that metadata (open_existing)
 
     def __len__(self) -> int:
         return self._next_id
@@ -179,7 +185,7 @@ class FrameStore:
             return frame
         if not 0 <= fid < self._next_id:
             raise KeyError(f"no frame with id {fid}")
-        frame = read_frame(self.path_of(fid), self._shown(fid))
+        frame = read_frame(self.path_of(fid), self._shown(fid), self.zero_depth_is_sky_when_unsaid)
         self._make_room()
         self._ram[fid] = frame
         return frame
@@ -224,8 +230,10 @@ class FrameStore:
 
     @classmethod
     def open_existing(cls, folder: Path, fids: list[int], ram_frames: int = 256,
-                      spill_near: str | Path | None = None) -> "FrameStore":
+                      spill_near: str | Path | None = None, zero_depth_is_sky_when_unsaid: bool = False
+                      ) -> "FrameStore":
         """A store over the frames ``fids`` in ``folder/frames`` (checked here, read lazily).
+        ``zero_depth_is_sky_when_unsaid``: see :func:`read_frame` (the world that made the session's frames).
 
         The store works on its own hard links (or copies) of the files, so stepping on, or saving over the
         folder later, never changes what was opened."""
@@ -237,6 +245,7 @@ class FrameStore:
         poses = {i: read_frame_pose(folder / "frames" / frame_file_name(i)) for i in fids}
         store = cls(None, ram_frames, spill_near=spill_near)
         store._poses, store.source = poses, Path(folder)
+        store.zero_depth_is_sky_when_unsaid = bool(zero_depth_is_sky_when_unsaid)
         for i in fids:
             link_or_copy(folder / "frames" / frame_file_name(i), store.path_of(i))
         store._on_disk = set(fids)

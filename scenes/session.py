@@ -104,6 +104,9 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
 
 
 SESSION_ENTRIES = ("frames", "map.safetensors", "memory.safetensors", "session.json")  # session.json last
+# The built-in worlds whose frames show the sky as depth 0. Frame files saved before they said what depth 0
+# means (Frame.zero_depth_is_sky) are read with it from the world of their session.
+WORLDS_WITH_SKY_AT_DEPTH_0 = ("procedural", "neural")
 
 
 def _swap_session_files(staging: Path, folder: Path) -> None:
@@ -228,7 +231,8 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
     branches = {name: Branch(name, bf, parent, fork) for name, bf, parent, fork in checked.branches}
     try:
         store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames,
-                                         spill_near=spill_near or folder.parent)
+                                         spill_near=spill_near or folder.parent,
+                                         zero_depth_is_sky_when_unsaid=model.name in WORLDS_WITH_SKY_AT_DEPTH_0)
     except FrameFileError as e:
         raise SessionError(str(e)) from None
     try:

@@ -600,6 +600,7 @@ def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     # (measured: 24.2 dB against 18.7 for its own way out and 15.3 with memory zeroed)
     assert s["revisit_psnr_memory_on_true_out"] > s["revisit_psnr_memory_on"] + 2.0
     assert s["revisit_psnr_memory_on_true_out"] > s["revisit_psnr_memory_off_true_out"] + 5.0
+    assert s["revisit_psnr_memory_on_true_out"] > s["revisit_psnr_cache_fill_true_out"] + 1.0
     assert s["revisit_frames_memory_on_true_out"] == 20
     true_curve = s["curves"]["memory_on_true_out"]
     assert np.isnan(true_curve[:20]).all() and np.isfinite(true_curve[20:]).all()

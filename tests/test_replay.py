@@ -460,7 +460,7 @@ def test_a_recordings_depth_dropouts_are_not_far_field(mini_tum, tmp_path):
     (what lies beyond the fuse range, by direction) keeps none of it, while a simulator's sky fills it. What
     depth 0 means is kept with each frame in a session."""
     from memory.bank import GeometricMemory, MemoryConfig
-    from scenes.framestore import read_frame, write_frame
+    from scenes.framestore import FrameFileError, read_frame, write_frame
 
     scene = Scene(create_world(f"replay:{mini_tum}"), SceneConfig(voxel_size=0.05, max_depth=10.0),
                   memory=GeometricMemory(MemoryConfig()))
@@ -479,7 +479,24 @@ def test_a_recordings_depth_dropouts_are_not_far_field(mini_tum, tmp_path):
     for frame in (first, recorded):
         write_frame(tmp_path / "f.safetensors", frame)
         assert read_frame(tmp_path / "f.safetensors").zero_depth_is_sky == frame.zero_depth_is_sky
+    # frame files written before they said it: read as the session's world made them (a simulator's: sky)
+    scene.run([Action("F", "N")] * 2)
+    saved = save_session(scene, tmp_path / "old_session")
     scene.close()
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    for path in sorted((saved / "frames").iterdir()):
+        with safe_open(str(path), framework="numpy") as f:
+            meta, arrays = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        del meta["zero_depth_is_sky"]
+        save_file(arrays, str(path), metadata=meta)
+    assert not read_frame(path).zero_depth_is_sky  # alone, a file that does not say is no measurement
+    loaded = load_session(saved)
+    assert all(loaded.frame_at(i).zero_depth_is_sky for i in range(loaded.length))
+    loaded.close()
+    save_file(arrays, str(path), metadata={**meta, "zero_depth_is_sky": "yes"})
+    with pytest.raises(FrameFileError, match="corrupt"):
+        read_frame(path)
 
 
 def test_reference_mesh_accuracy_and_completeness(tmp_path):

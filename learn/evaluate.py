@@ -75,18 +75,21 @@ NO_MEMORY_MODES = ("memory_off", "memory_off_true_out", "repeat", "warp")
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM of two (H, W, 3) uint8 images (Gaussian 11x11 window, sigma 1.5, data range 1)."""
+    """Mean SSIM of two (H, W, 3) uint8 images (Gaussian 11x11 window, sigma 1.5, data range 1; float64).
+
+    The window is separable: the five local moments are blurred along rows, then columns, in one grouped
+    convolution each (the same values as the 11x11 window to 1e-15, 10x faster: an 11x11 float64 convolution
+    has no fast kernel on the CPU, and the eval's SSIM took 40 % of its time)."""
     x = torch.from_numpy(a).permute(2, 0, 1)[None].double() / 255
     y = torch.from_numpy(b).permute(2, 0, 1)[None].double() / 255
     g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5 ** 2))
-    g = (g / g.sum())
-    win = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
-
-    def blur(t):
-        return F.conv2d(t, win, groups=3)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    g = g / g.sum()
+    moments = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (1, 15, H, W)
+    c = moments.shape[1]
+    blurred = F.conv2d(F.conv2d(moments, g.view(1, 1, 1, 11).expand(c, 1, 1, 11), groups=c),
+                       g.view(1, 1, 11, 1).expand(c, 1, 11, 1), groups=c)
+    mx, my, xx, yy, xy = blurred.split(3, dim=1)
+    vx, vy, cxy = xx - mx ** 2, yy - my ** 2, xy - mx * my
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
     return float(s.mean())

@@ -1087,3 +1087,30 @@ def test_continuing_from_a_frame_keeps_the_learned_worlds_own_weights(tmp_path):
     finally:
         studio.close()
         studio.worker.scene.close()
+
+
+def test_ssim_is_the_gaussian_window_ssim():
+    """The eval's SSIM (separable window) equals SSIM with the full 11x11 Gaussian window (Wang et al. 2004,
+    data range 1, K1 0.01, K2 0.03), is 1 for identical images and falls with noise."""
+    import torch.nn.functional as F
+
+    from learn.evaluate import ssim
+
+    def reference(a, b):
+        x, y = (torch.from_numpy(v).permute(2, 0, 1)[None].double() / 255 for v in (a, b))
+        g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5 ** 2))
+        win = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, 11, 11)
+        mu = lambda t: F.conv2d(t, win, groups=3)  # noqa: E731
+        mx, my = mu(x), mu(y)
+        vx, vy, cxy = mu(x * x) - mx ** 2, mu(y * y) - my ** 2, mu(x * y) - mx * my
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        return float((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))).mean())
+
+    rng = np.random.default_rng(0)
+    a = (np.add.outer(np.arange(96), np.arange(80))[..., None] * [1, 2, 3] % 256).astype(np.uint8)
+    scores = []
+    for sigma in (5, 20, 80):
+        b = np.clip(a + rng.normal(0, sigma, a.shape), 0, 255).astype(np.uint8)
+        assert abs(ssim(a, b) - reference(a, b)) < 1e-12
+        scores.append(ssim(a, b))
+    assert ssim(a, a) == pytest.approx(1.0) and scores[0] > scores[1] > scores[2]

@@ -287,3 +287,34 @@ def test_spawn_is_clear_of_buildings():
         assert not w.is_blocked(f.c2w[:3, 3], radius=2.0)
         x, y, z = f.c2w[:3, 3]
         assert y == pytest.approx(float(w.terrain_height(x, z)) + w.config.eye_height)
+
+
+def test_a_flying_camera_stops_at_a_tree_crown_not_inside_it():
+    """Flying at crown height toward a broadleaf tree, the camera stops outside the crown the renderer draws (it
+    used to fly in: only the trunk's 0.6 m column was an obstacle). A walker passes under crowns as before."""
+    from worldmodel.actions import Kinematics
+
+    w = ProceduralWorld(ProceduralConfig(width=33, height=33, fly=True, kinematics=Kinematics(step_m=0.25)), seed=0)
+    checked = 0
+    for key in [(i, j) for i in range(-2, 3) for j in range(-2, 3)]:
+        for px, pz, r, bottom, height, cone in w.chunk(*key).crowns:
+            if cone or checked == 3:
+                continue
+            mid = bottom + height / 2
+            for direction in ([1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]):
+                eye = np.array([px, mid, pz]) - 3.5 * r * np.array(direction)
+                if w.is_blocked(eye, crowns=True) or eye[1] < float(w.terrain_height(eye[0], eye[2])) + 0.5:
+                    continue
+                f = w.reset(0, look_at_c2w(eye, eye + direction))
+                surface = 3.5 * r - float(f.depth[16, 16])  # the drawn crown's radius along this ray
+                if not 0.5 * r < surface < 1.2 * r:  # something else is in the way: try another side
+                    continue
+                for _ in range(int(14 * r)):
+                    f = w.step(Action("F", "N"), Context(recent=[f]))
+                axis_distance = float(np.hypot(f.c2w[0, 3] - px, f.c2w[2, 3] - pz))
+                assert surface < axis_distance < surface + 1.5, (key, surface, axis_distance)
+                inside = np.array([px, mid, pz]) - 1.0 * np.array(direction)  # in the crown, clear of the trunk
+                assert w.is_blocked(inside, crowns=True) and not w.is_blocked(inside)  # walkers pass under crowns
+                checked += 1
+                break
+    assert checked == 3

@@ -106,6 +106,9 @@ class Chunk:
     tri_mat: np.ndarray       # (T,) uint8 material id
     boxes: np.ndarray         # (B, 5) float64 building footprints [xmin, zmin, xmax, zmax, ytop]
     circles: np.ndarray       # (C, 4) float64 round obstacles [x, z, r, ytop] (trunks, rocks)
+    # (K, 6) float64 tree crowns [x, z, r, ybottom, height, cone]: cone 1 narrows to its top, 0 is an ellipsoid
+    # around mid-height; obstacles of a flying camera only (a walker passes under them)
+    crowns: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
 
     @property
     def triangle_count(self) -> int:
@@ -152,7 +155,7 @@ class _MeshBuilder:
         tris[flip] = tris[flip][:, [0, 2, 1]]
         return tris
 
-    def build(self, key, boxes, circles) -> Chunk:
+    def build(self, key, boxes, circles, crowns) -> Chunk:
         verts = np.concatenate(self.verts)
         return Chunk(
             key=key,
@@ -162,6 +165,7 @@ class _MeshBuilder:
             tri_mat=np.concatenate(self.mats),
             boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 5),
             circles=np.asarray(circles, dtype=np.float64).reshape(-1, 4),
+            crowns=np.asarray(crowns, dtype=np.float64).reshape(-1, 6),
         )
 
 
@@ -242,6 +246,7 @@ def generate_chunk(seed: int, cx: int, cz: int, cfg: ProceduralConfig) -> Chunk:
     forest = float(tr.value_noise(centre[0], centre[1], 150.0, seed * 4 + 2))
     boxes: list[list[float]] = []
     circles: list[list[float]] = []
+    crowns: list[list[float]] = []
 
     def ground(x, z):  # the mesh's own vertex heights (H), not computed again
         return tr.mesh_height(x, z, cell, seed, known=(cx * n, cz * n, H))
@@ -306,6 +311,7 @@ def generate_chunk(seed: int, cx: int, cz: int, cfg: ProceduralConfig) -> Chunk:
             v = _ICO_V * np.array([crown_r[i], crown_h[i] / 2, crown_r[i]]) * ico_jitter[i]
             mb.add_convex(v + [px, base + crown_h[i] / 2, pz], _ICO_F, leaf[i], MAT_CANOPY)
         circles.append([px, pz, 0.6, base + crown_h[i]])
+        crowns.append([px, pz, crown_r[i], base, crown_h[i], float(kind[i] < 0.6)])
 
     # --- rocks
     nr = int(rng.poisson(2.5))
@@ -325,7 +331,7 @@ def generate_chunk(seed: int, cx: int, cz: int, cfg: ProceduralConfig) -> Chunk:
         mb.add_convex(_ICO_V * sc * rjit[i] + [px, cy, pz], _ICO_F, grey[i], MAT_ROCK)
         circles.append([px, pz, 0.9 * max(sc[0], sc[2]), cy + 1.2 * sc[1]])
 
-    return mb.build((cx, cz), boxes, circles)
+    return mb.build((cx, cz), boxes, circles, crowns)
 
 
 # --------------------------------------------------------------------------------------------- scene
@@ -457,9 +463,12 @@ class ProceduralWorld(BaseWorldModel):
         chunks = [self.chunk(cx + i, cz + j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
         return np.concatenate([c.boxes for c in chunks]), np.concatenate([c.circles for c in chunks])
 
-    def is_blocked(self, position: np.ndarray, radius: float = CAMERA_RADIUS) -> bool:
-        """True when a camera at ``position`` (3,) would be inside a building, trunk or rock (plus radius)."""
+    def is_blocked(self, position: np.ndarray, radius: float = CAMERA_RADIUS, crowns: bool = False) -> bool:
+        """True when a camera at ``position`` (3,) would be inside a building, trunk or rock (plus radius), or
+        with ``crowns`` (a flying camera) a tree's crown."""
         x, y, z = (float(v) for v in position[:3])
+        if crowns and self._in_a_crown(x, y, z, radius):
+            return True
         boxes, circles = self.obstacles_near(x, z)
         if len(boxes):
             inside = ((boxes[:, 0] - radius < x) & (x < boxes[:, 2] + radius) & (boxes[:, 1] - radius < z)
@@ -471,6 +480,20 @@ class ProceduralWorld(BaseWorldModel):
             if np.any((d2 < (circles[:, 2] + radius) ** 2) & (y < circles[:, 3] + radius)):
                 return True
         return False
+
+    def _in_a_crown(self, x: float, y: float, z: float, radius: float) -> bool:
+        """Whether a camera at (x, y, z) comes within ``radius`` of a tree crown of the 3x3 chunks around it:
+        the crown's radius at the camera's height (a cone narrows to its top; a broadleaf crown is an ellipsoid,
+        its jittered vertices up to 15 % out), measured horizontally."""
+        cx, cz = self.chunk_of(x, z)
+        crowns = np.concatenate([self.chunk(cx + i, cz + j).crowns for i in (-1, 0, 1) for j in (-1, 0, 1)])
+        if not len(crowns):
+            return False
+        px, pz, r, bottom, height, cone = crowns.T
+        up = np.clip((y - bottom) / height, 0.0, 1.0)  # 0 at the crown's bottom, 1 at its top
+        across = np.where(cone > 0, r * (1.0 - up), 1.15 * r * np.sqrt(np.clip(1.0 - (2.0 * up - 1.0) ** 2, 0, 1)))
+        near = np.hypot(px - x, pz - z) < across + radius
+        return bool(np.any(near & (y > bottom - radius) & (y < bottom + 1.15 * height + radius)))
 
     # ---- geometry queries ---------------------------------------------------------------------------
 
@@ -716,7 +739,7 @@ class ProceduralWorld(BaseWorldModel):
         c2w = cfg.kinematics.apply(last.c2w, action)
         if cfg.fly:
             c2w = self._clamp_above_ground(c2w)
-            if any(self.is_blocked(p) for p in self._path_points(last.c2w[:3, 3], c2w[:3, 3])):
+            if any(self.is_blocked(p, crowns=True) for p in self._path_points(last.c2w[:3, 3], c2w[:3, 3])):
                 c2w[:3, 3] = last.c2w[:3, 3]
             return c2w
         for x, _, z in self._path_points(last.c2w[:3, 3], c2w[:3, 3]):

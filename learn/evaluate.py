@@ -482,8 +482,6 @@ def main(args) -> int:
           f"{100 * summary['revisit_silhouette_err_share_memory_on']:.0f} % of the revisit error is in the "
           f"{100 * summary['revisit_silhouette_share_memory_on']:.1f} % of pixels where sky and surface disagree")
     if args.json:
-        error = write_json_or_print(args.json, summary)
-        if error is not None:  # the numbers are not lost: they went to the terminal instead
-            print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
+        if not write_json_or_print(args.json, summary):  # the numbers went to the terminal instead
             return 1
     return 0

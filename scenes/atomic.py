@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,17 +121,19 @@ def json_safe(value):
     return value
 
 
-def write_json_or_print(path: str | os.PathLike, record: dict) -> WriteError | None:
-    """Write ``record`` as JSON (:func:`json_safe`, indented) to ``path`` atomically; when it cannot be written,
-    print it to stdout instead, so the results of a long run are not lost, and return the WriteError."""
+def write_json_or_print(path: str | os.PathLike, record: dict) -> bool:
+    """Write ``record`` as JSON (:func:`json_safe`, indented) to ``path`` atomically -> True. When it cannot be
+    written, print it to stdout instead, so the results of a long run are not lost, say why on stderr (one
+    line) -> False."""
     text = json.dumps(json_safe(record), indent=1, allow_nan=False, default=str) + "\n"  # a Path as its text
     try:
         with replacing(Path(path).expanduser()) as tmp:
             tmp.write_text(text)
     except WriteError as e:
         print(text)
-        return e
-    return None
+        print(f"error: {e} (the JSON is printed above)", file=sys.stderr)
+        return False
+    return True
 
 
 def remove_empty_folder(folder: Path) -> None:

@@ -324,8 +324,6 @@ def main(args) -> int:
     if args.reference:
         print(f"note: the reference was read in the recording's coordinates (up {seq.world_up}) and turned to +Y-up")
     if args.json:
-        error = write_json_or_print(args.json, metrics)
-        if error is not None:  # the numbers are not lost: they went to the terminal instead
-            print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
+        if not write_json_or_print(args.json, metrics):  # the numbers went to the terminal instead
             return 1
     return 0

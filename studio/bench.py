@@ -177,9 +177,7 @@ def main(args) -> int:
     for k, v in results.items():
         print(f"{k:<{width}}  {v:,.3f}" if abs(v) < 1e6 else f"{k:<{width}}  {v:,.0f}")
     if args.json:
-        error = write_json_or_print(args.json, results)
-        if error is not None:
-            print(f"error: {error} (the JSON is printed above)", file=sys.stderr)
+        if not write_json_or_print(args.json, results):
             return 1
         print(f"wrote {args.json}", file=sys.stderr)
     return 1 if failed else 0

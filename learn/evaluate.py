@@ -12,9 +12,10 @@ own Scene (its frames fill its own map and memory):
 - ``memory_on_true_out`` / ``memory_off_true_out`` / ``cache_fill_true_out``: WorldMem's protocol (memory of
   real frames, generation beyond the context). The way out is the simulator's own frames at its poses (observed
   frames, fused into the map as a recording's would be); from the turn the learned model makes every frame of
-  the return, with the memory inputs on / zeroed, or the cache + fill baseline does (on the true poses). Only the return counts in these modes' metrics: what the model recalls of places
-  it was shown, apart from what it made up on the way out (which bounds ``memory_on``'s revisits). With more
-  than ``MemoryConfig.observed_layer_frames`` observed frames the memory keeps no observed layer (as for a
+  the return, with the memory inputs on / zeroed, or the cache + fill baseline does (on the true poses). Only
+  the return counts in these modes' metrics: what the model recalls of places it was shown, apart from what it
+  made up on the way out (which bounds ``memory_on``'s revisits). With more than
+  ``MemoryConfig.observed_layer_frames`` observed frames the memory keeps no observed layer (as for a
   recording), so the camera rides no ground: these modes' pose drift is the pose head's.
 
 Each generated frame is compared with the simulator's render *at the pose the mode reached*. Metrics:
@@ -175,10 +176,10 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
     from worldmodel.neural.world import NeuralWorld
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
-    sim = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
-
     def simulator() -> ProceduralWorld:  # each world its own (a simulator keeps the state of its walk)
         return ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
+
+    sim = simulator()  # the truth at the poses the mode reaches
 
     if mode in MODEL_MODES:
         model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics, context_noise=context_noise)

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 from learn.evaluate import format_table
-from scenes.atomic import json_safe
 from learn.train import trained_minutes
-from scenes.atomic import WriteError, write_error
+from scenes.atomic import WriteError, json_safe, write_error
 from worldmodel.neural.weights import WeightsError, load_pretrained, save_pretrained
 
 CARD = """# WorldStudio neural world model ({size}x{size})

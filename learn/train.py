@@ -41,8 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
 from learn.data import generate_shards, load_shard, shard_path
-from scenes.atomic import json_safe
-from scenes.atomic import WriteError, remove_empty_folder, replacing, writable_folder, write_error
+from scenes.atomic import WriteError, json_safe, remove_empty_folder, replacing, writable_folder, write_error
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
 from worldmodel.neural.net import IN_CHANNELS, bf16_is_fast

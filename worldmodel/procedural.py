@@ -202,6 +202,7 @@ def _icosahedron():
 
 
 _ICO_V, _ICO_F = _icosahedron()
+CROWN_JITTER = (0.85, 1.15)  # a broadleaf crown's vertices are scaled by a factor drawn from this range
 
 
 def _chunk_rng(seed: int, cx: int, cz: int) -> np.random.Generator:
@@ -293,7 +294,7 @@ def generate_chunk(seed: int, cx: int, cz: int, cfg: ProceduralConfig) -> Chunk:
     kind, phase = rng.random(nt), rng.uniform(0, 2 * math.pi, nt)
     leaf = np.clip(np.array([0.16, 0.42, 0.15]) * rng.uniform(0.75, 1.25, size=(nt, 3)), 0, 1)
     bark = np.clip(np.array([0.40, 0.28, 0.18]) * rng.uniform(0.8, 1.2, size=(nt, 1)), 0, 1)
-    ico_jitter = rng.uniform(0.85, 1.15, size=(nt, 12, 1))
+    ico_jitter = rng.uniform(*CROWN_JITTER, size=(nt, 12, 1))
     tg = ground(tp[:, 0], tp[:, 1]) if nt else np.zeros(0)
     tpd = tr.path_distance(tp[:, 0], tp[:, 1], seed) if nt else np.zeros(0)
     for i in range(nt):
@@ -457,10 +458,14 @@ class ProceduralWorld(BaseWorldModel):
         keep = {k for k in have if max(abs(k[0] - ccx), abs(k[1] - ccz)) <= r + 1}
         self._scene = _Scene([self.chunk(*k) for k in sorted(need | keep)])
 
+    def _chunks_around(self, x: float, z: float) -> list[Chunk]:
+        """The 3x3 chunks around (x, z): every object a camera there can touch."""
+        cx, cz = self.chunk_of(x, z)
+        return [self.chunk(cx + i, cz + j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+
     def obstacles_near(self, x: float, z: float) -> tuple[np.ndarray, np.ndarray]:
         """(boxes (B, 5), circles (C, 4)) of the 3x3 chunks around (x, z)."""
-        cx, cz = self.chunk_of(x, z)
-        chunks = [self.chunk(cx + i, cz + j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+        chunks = self._chunks_around(x, z)
         return np.concatenate([c.boxes for c in chunks]), np.concatenate([c.circles for c in chunks])
 
     def is_blocked(self, position: np.ndarray, radius: float = CAMERA_RADIUS, crowns: bool = False) -> bool:
@@ -484,16 +489,16 @@ class ProceduralWorld(BaseWorldModel):
     def _in_a_crown(self, x: float, y: float, z: float, radius: float) -> bool:
         """Whether a camera at (x, y, z) comes within ``radius`` of a tree crown of the 3x3 chunks around it:
         the crown's radius at the camera's height (a cone narrows to its top; a broadleaf crown is an ellipsoid,
-        its jittered vertices up to 15 % out), measured horizontally."""
-        cx, cz = self.chunk_of(x, z)
-        crowns = np.concatenate([self.chunk(cx + i, cz + j).crowns for i in (-1, 0, 1) for j in (-1, 0, 1)])
+        its jittered vertices up to CROWN_JITTER[1] out), measured horizontally."""
+        crowns = np.concatenate([c.crowns for c in self._chunks_around(x, z)])
         if not len(crowns):
             return False
         px, pz, r, bottom, height, cone = crowns.T
         up = np.clip((y - bottom) / height, 0.0, 1.0)  # 0 at the crown's bottom, 1 at its top
-        across = np.where(cone > 0, r * (1.0 - up), 1.15 * r * np.sqrt(np.clip(1.0 - (2.0 * up - 1.0) ** 2, 0, 1)))
+        out = CROWN_JITTER[1]
+        across = np.where(cone > 0, r * (1.0 - up), out * r * np.sqrt(np.clip(1.0 - (2.0 * up - 1.0) ** 2, 0, 1)))
         near = np.hypot(px - x, pz - z) < across + radius
-        return bool(np.any(near & (y > bottom - radius) & (y < bottom + 1.15 * height + radius)))
+        return bool(np.any(near & (y > bottom - radius) & (y < bottom + out * height + radius)))
 
     # ---- geometry queries ---------------------------------------------------------------------------
 

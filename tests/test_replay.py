@@ -333,7 +333,7 @@ def test_ply_folder_with_video_fuses(walk_frames, tmp_path):
     backwards = [every[k].rgb for k in reversed(range(len(every)))][::-1]
     forwards = [every[k].rgb for k in range(len(every))]
     assert len(every) == len(walk_frames) == 16
-    assert all(np.array_equal(a, b) for a, b in zip(backwards, forwards)) and len(every._video["cache"]) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(backwards, forwards)) and len(every._video.cache) == 4
     assert all(np.abs(g.astype(int) - f.rgb).mean() < 12 for g, f in zip(forwards, walk_frames))
 
     (folder / "generated_video.mp4").unlink()  # without the video: small placeholder previews

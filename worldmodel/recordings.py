@@ -598,6 +598,54 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 # --------------------------------------------------------------------------------------------- per-frame PLY
 
 
+class _VideoPanels:
+    """The left panel of a video's frames (DeepVerse writes RGB | depth side by side; ``panels`` None: two when
+    the video is over 2.2 times as wide as high), decoded on demand: forward from where the decoder is, from the
+    start for an earlier frame (a seek back); the last few frames are kept."""
+
+    def __init__(self, path: Path, panels: int | None):
+        self.path, self.panels = path, panels
+        self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.ended_at: int | None = None  # the video's frame count, once a read went past its end
+        self._reader: Iterator[bytes] | None = None
+        self._next = 0  # index of the frame the reader gives next
+        self._size = (0, 0, 0)  # width, height, panel width
+
+    def frame(self, k: int, keep: int) -> np.ndarray | None:
+        """Frame ``k``'s left panel, (H, W, 3) uint8, with the ``keep`` last read kept; None past the end."""
+        if k in self.cache:
+            self.cache.move_to_end(k)
+            return self.cache[k]
+        if self._reader is None or k < self._next:
+            self._open()
+        w, h, pw = self._size
+        img = None
+        while self._next <= k:
+            raw = next(self._reader, None)
+            if raw is None:
+                self.ended_at = self._next
+                return None
+            if self._next == k:
+                img = np.ascontiguousarray(np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)[:, :pw])
+            self._next += 1
+        self.cache[k] = img
+        while len(self.cache) > keep:
+            self.cache.popitem(last=False)
+        return img
+
+    def _open(self) -> None:
+        """(Re)start the decoder at frame 0."""
+        import imageio_ffmpeg
+
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        reader = imageio_ffmpeg.read_frames(str(self.path))
+        w, h = next(reader)["size"]  # a video that cannot be read fails here, and is tried again next time
+        panels = self.panels or (2 if w >= 2.2 * h else 1)
+        self._reader, self._size, self._next = reader, (w, h, w // panels), 0
+
+
 @dataclass(eq=False)
 class _PlySequence(Sequence):
     """Per-frame world point clouds (DeepVerse / Aether outputs) with an optional video for the images."""
@@ -607,7 +655,7 @@ class _PlySequence(Sequence):
     video_index: list[int] = field(default_factory=list)
     video_panels: int | None = None
     K_override: np.ndarray | None = None
-    _video: dict = field(default_factory=dict, repr=False)  # the decoder: reader, next index, panel width, cache
+    _video: _VideoPanels | None = field(default=None, repr=False)  # the decoder, made at the first image
 
     def files(self, i: int) -> list[Path]:
         return [self.ply_files[i]] + ([self.video] if self.video else [])
@@ -615,58 +663,22 @@ class _PlySequence(Sequence):
     VIDEO_CACHE_FRAMES = 16  # decoded frames kept (a long video is never decoded into RAM whole)
 
     def _video_frame(self, k: int) -> np.ndarray | None:
-        """Left panel of video frame ``k``, decoded on demand: forward from where the decoder is, from the
-        start for an earlier frame (a seek back), the last few kept. None past the video's end (a note says so).
+        """Left panel of video frame ``k`` (:class:`_VideoPanels`); None past the video's end (a note says so).
         SequenceError when the video cannot be decoded (at its start or part-way)."""
         if self.video is None:
             return None
+        if self._video is None:
+            self._video = _VideoPanels(self.video, self.video_panels)
+        ended = self._video.ended_at
         try:
-            return self._decode(k)
-        except SequenceError:
-            raise
+            img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
         except (OSError, RuntimeError, StopIteration, ValueError) as e:
             raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
                                 "remove the video to use placeholder images") from None
-
-    def _decode(self, k: int) -> np.ndarray | None:
-        v = self._video
-        if k in v.get("cache", {}):
-            v["cache"].move_to_end(k)
-            return v["cache"][k]
-        if "reader" not in v or k < v["next"]:
-            self._open_video()
-        img = None
-        while v["next"] <= k:
-            raw = next(v["reader"], None)
-            if raw is None:  # the video is shorter than the PLY frames say
-                if not v.get("short"):
-                    v["short"] = True
-                    self.notes.append(f"{self.video.name} ends at frame {v['next']}: later PLY frames get "
-                                      "placeholder images")
-                return None
-            if v["next"] == k:
-                img = np.ascontiguousarray(np.frombuffer(raw, dtype=np.uint8).reshape(v["h"], v["w"], 3)[:, :v["pw"]])
-            v["next"] += 1
-        v["cache"][k] = img
-        while len(v["cache"]) > self.VIDEO_CACHE_FRAMES:
-            v["cache"].popitem(last=False)
+        if ended is None and self._video.ended_at is not None:  # the video is shorter than the PLY frames say
+            self.notes.append(f"{self.video.name} ends at frame {self._video.ended_at}: later PLY frames get "
+                              "placeholder images")
         return img
-
-    def _open_video(self) -> None:
-        """(Re)start the decoder at frame 0."""
-        import collections
-
-        import imageio_ffmpeg
-
-        old = self._video.get("reader")
-        if old is not None:
-            old.close()
-        reader = imageio_ffmpeg.read_frames(str(self.video))
-        meta = next(reader)
-        w, h = meta["size"]
-        panels = self.video_panels or (2 if w >= 2.2 * h else 1)
-        cache = self._video.get("cache", collections.OrderedDict())
-        self._video.update(reader=reader, next=0, w=w, h=h, pw=w // panels, cache=cache)
 
     def _read(self, i: int) -> Frame:
         pts, cols = read_ply_points(self.ply_files[i])

@@ -31,7 +31,7 @@ from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
-from worldmodel.frame import (CacheView, Context, Frame, GroundFollowingWorld, GroundProbe, WorldModel,
+from worldmodel.frame import (CacheView, ClosableWorld, Context, Frame, GroundFollowingWorld, GroundProbe, WorldModel,
                               missing_world_members)
 
 
@@ -218,8 +218,15 @@ class Scene:
         return self.branches[name]
 
     # ------------------------------------------------------------------ stepping
-    def reset(self, seed: int | None = None, start: np.ndarray | None = None) -> Frame:
-        """Start a new world (drops all branches); returns frame 0."""
+    def reset(self, seed: int | None = None, start: np.ndarray | None = None,
+              prelude: Iterable[Frame] = ()) -> Frame:
+        """Start a new world (drops all branches); returns the model's first frame.
+
+        ``prelude``: frames that come before it in the new branch, oldest first: given, not generated (the frames
+        a user walked before handing over to a learned model, already at its frame size). Each is stored, fused
+        and shown to the memory as the world's own would be, so the model remembers what they saw; the model's
+        first frame follows them. SceneError when one differs in size from the model's frames (the scene is then
+        empty: reset it again)."""
         if seed is not None:
             self.seed = int(seed)
         frame = self.model.reset(self.seed, start)
@@ -227,11 +234,24 @@ class Scene:
         if self.memory is not None:
             self.memory.reset()
         self.retrievals = {}
-        fid = self.store.add(frame)
-        self.branches = {"main": Branch("main", [fid])}
-        self.branch_name, self.cursor = "main", 0
-        fused, fuse_ms, observe_ms = self._fuse(frame, fid)
-        self.last_step = StepResult(frame, fid, "main", fused, 0.0, fuse_ms, observe_ms)
+        self.branches, self.branch_name, self.cursor = {}, "main", -1
+        fids: list[int] = []
+        for given in prelude:
+            if (given.width, given.height) != (frame.width, frame.height):
+                self.map = self._new_map()
+                if self.memory is not None:
+                    self.memory.reset()
+                raise SceneError(f"a frame handed to the {self.model.name} world is {given.width}x{given.height}, "
+                                 f"its frames are {frame.width}x{frame.height}: resize the frames first")
+            given = given.with_index(len(fids)) if given.index != len(fids) else given
+            fids.append(self.store.add(given))
+            self._fuse(given, fids[-1])
+        frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
+        fids.append(self.store.add(frame))
+        self.branches = {"main": Branch("main", fids)}
+        self.cursor = len(fids) - 1
+        fused, fuse_ms, observe_ms = self._fuse(frame, fids[-1])
+        self.last_step = StepResult(frame, fids[-1], "main", fused, 0.0, fuse_ms, observe_ms)
         return frame
 
     def _fuse(self, frame: Frame, fid: int, into: VoxelPointMap | None = None) -> tuple[FuseStats, float, float]:
@@ -491,7 +511,10 @@ class Scene:
         return written
 
     def close(self) -> None:
+        """Remove the frames spilled to disk and release what the world holds open (ClosableWorld)."""
         self.store.close()
+        if isinstance(self.model, ClosableWorld):
+            self.model.close()
 
 
 def scene_config_from_dict(d: dict) -> SceneConfig:

@@ -121,7 +121,8 @@ class ExportPanel:
             new.on_click(self._new_world)
             learned = gui.add_button("Continue with the learned model from this frame", icon=viser.Icon.SPARKLES,
                                      hint="the learned world model takes the frame at the cursor (of a recording, "
-                                          "a session or any world) as its first frame and generates from there")
+                                          "a session or any world) and the frames before it as its own, and "
+                                          "generates from there: coming back, it shows what they saw")
             learned.on_click(self._learned_from_frame)
 
     # ------------------------------------------------------------------ exports
@@ -238,7 +239,13 @@ class ExportPanel:
             same = ({"weights": current.weights, "bf16": current.bf16, "context_noise": current.context_noise}
                     if isinstance(current, NeuralWorld) else {})  # a learned world goes on with its own weights
             model = NeuralWorld(seed=scene.seed, kinematics=current.kinematics, first_frame=frame, **same)
-            self.replace_scene(make_scene(model, scene.seed, config=dataclasses.replace(scene.config)))
+            learned = make_scene(model, scene.seed, config=dataclasses.replace(scene.config), reset=False)
+            try:  # the frames before the cursor come along (at the model's size): its memory holds what they saw
+                learned.reset(scene.seed, prelude=(model.adopt(f) for f in scene.iter_frames(upto=scene.cursor - 1)))
+            except BaseException:
+                learned.close()
+                raise
+            self.replace_scene(learned)
 
         self.submit("continue with the learned model", run, event.client)
 

@@ -335,6 +335,15 @@ def test_ply_folder_with_video_fuses(walk_frames, tmp_path):
     assert len(every) == len(walk_frames) == 16
     assert all(np.array_equal(a, b) for a, b in zip(backwards, forwards)) and len(every._video.cache) == 4
     assert all(np.abs(g.astype(int) - f.rgb).mean() < 12 for g, f in zip(forwards, walk_frames))
+    # closing a scene over the recording stops its decoder (an ffmpeg process) now, not when it is collected
+    scene = Scene(ReplayWorld(every))
+    scene.reset(0)
+    decoder = every._video._reader
+    assert decoder is not None and decoder.gi_frame is not None
+    scene.close()
+    assert decoder.gi_frame is None and every._video._reader is None
+    assert np.array_equal(every[5].rgb, forwards[5])  # and reading again starts a new one
+    every.close()
 
     (folder / "generated_video.mp4").unlink()  # without the video: small placeholder previews
     g = open_sequence(folder)[1]

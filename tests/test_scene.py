@@ -63,6 +63,33 @@ def test_same_seed_same_frames_and_map():
     assert same_map(a.map, b.map)
 
 
+def test_a_world_handed_the_frames_before_it_remembers_them_as_its_own():
+    """reset(prelude=): the frames given before the model's first frame are the branch's first frames, fused and
+    remembered as if the world had made them: the same map and keyframes as the walk they came from."""
+    from memory.bank import GeometricMemory
+
+    walked = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.2),
+                   memory=GeometricMemory())
+    walked.reset(3)
+    walked.run(parse_actions("(FN)(fLL)(FL)(FN)(SR)"))
+    handed = Scene(create_world("procedural", width=96, height=72), SceneConfig(voxel_size=0.2),
+                   memory=GeometricMemory())
+    first = handed.reset(3, start=walked.current.c2w, prelude=walked.iter_frames(upto=walked.cursor - 1))
+    assert first.index == 5 and handed.length == 6 and handed.cursor == 5
+    for a, b in zip(walked.iter_frames(), handed.iter_frames()):
+        assert a.index == b.index and np.array_equal(a.rgb, b.rgb) and np.allclose(a.c2w, b.c2w)
+    assert same_map(walked.map, handed.map)
+    assert np.array_equal(walked.memory.frame_indices, handed.memory.frame_indices)
+    assert np.allclose(walked.memory.poses, handed.memory.poses)
+    handed.step(Action("F", "N"))  # and it goes on from its first frame
+    assert handed.length == 7 and handed.current.index == 6
+    # a frame of another size is refused in one line, and the scene is left empty (not half-made)
+    other = create_world("procedural", width=48, height=36).reset(3)
+    with pytest.raises(SceneError, match="48x36, its frames are 96x72: resize"):
+        handed.reset(3, prelude=[other])
+    assert handed.length == 0 and len(handed.map) == 0 and len(handed.memory) == 0
+
+
 def test_frames_spill_to_disk_and_read_back_identical():
     scene = make_scene(ram_frames=3)
     scene.run(parse_actions("(FN)" * 8))

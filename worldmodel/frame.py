@@ -194,6 +194,16 @@ class ComparableWorld(Protocol):
         ...
 
 
+@runtime_checkable
+class ClosableWorld(Protocol):
+    """A world that holds something open (a recording's video decoder: an ffmpeg process); optional. The Scene
+    calls :meth:`close` when it is closed."""
+
+    def close(self) -> None:
+        """Release it; the world may be used again after (it reopens what it needs)."""
+        ...
+
+
 def missing_world_members(model) -> list[str]:
     """The members of :class:`WorldModel` that ``model`` lacks (empty: it is one). ``isinstance`` with the
     protocol answers only yes or no; this names what a plugin author has to add."""

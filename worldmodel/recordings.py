@@ -313,6 +313,9 @@ class Sequence:
         """The files frame ``i`` is read from (for messages)."""
         return []
 
+    def close(self) -> None:
+        """Release what reading holds open (a video decoder); reading again opens it again."""
+
     def describe(self) -> dict:
         """JSON-able: enough to open the same sequence again with :func:`open_sequence`."""
         return {"path": str(self.path), "format": self.format, "frames": len(self), "world_up": self.world_up,
@@ -633,13 +636,17 @@ class _VideoPanels:
             self.cache.popitem(last=False)
         return img
 
+    def close(self) -> None:
+        """Stop the decoder (its ffmpeg process); a later read starts it again."""
+        if self._reader is not None:
+            self._reader.close()  # imageio_ffmpeg's generator ends its ffmpeg process when closed
+            self._reader = None
+
     def _open(self) -> None:
         """(Re)start the decoder at frame 0."""
         import imageio_ffmpeg
 
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self.close()
         reader = imageio_ffmpeg.read_frames(str(self.path))
         w, h = next(reader)["size"]  # a video that cannot be read fails here, and is tried again next time
         panels = self.panels or (2 if w >= 2.2 * h else 1)
@@ -661,6 +668,10 @@ class _PlySequence(Sequence):
         return [self.ply_files[i]] + ([self.video] if self.video else [])
 
     VIDEO_CACHE_FRAMES = 16  # decoded frames kept (a long video is never decoded into RAM whole)
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
 
     def _video_frame(self, k: int) -> np.ndarray | None:
         """Left panel of video frame ``k`` (:class:`_VideoPanels`); None past the video's end (a note says so).

@@ -105,6 +105,10 @@ class ReplayWorld(BaseWorldModel):
             return self.sequence.c2ws[self._nearest(np.asarray(action.c2w, dtype=np.float64))].copy()
         return self.sequence.c2ws[min(self._locate(last) + 1, len(self.sequence) - 1)].copy()
 
+    def close(self) -> None:
+        """Release what the recording holds open (a PLY folder's video decoder); the Scene calls it on close."""
+        self.sequence.close()
+
     # ---- where are we in the recording -------------------------------------------------------------
     def _nearest(self, c2w: np.ndarray) -> int:
         from worldmodel.recordings import nearest_pose_index

@@ -193,26 +193,38 @@ class NeuralWorld(BaseWorldModel):
 
     # ------------------------------------------------------------------ WorldModel
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
-        """Frame 0: ``first_frame`` (resized to the model's size) when given, else the simulator's view."""
+        """Frame 0: ``first_frame`` (resized to the model's size, :meth:`adopt`) when given, else the simulator's
+        view. ValueError when the first frame has no valid depth (the model needs its geometry)."""
         self.seed = int(seed)
         self.from_user_frame = self.first_frame is not None
         if self.first_frame is None:
             self.K = self.simulator.K.copy()
             return self.simulator.reset(self.seed, start)
-        f = self.first_frame
-        depth = f.depth
-        if f.world_points is not None and len(f.world_points):  # a point-cloud frame: its depth may be all 0
-            depth = np.where(valid_depth_mask(depth), depth, points_to_depth(f.world_points, f.K, f.c2w, f.width,
-                                                                             f.height))
-        if not valid_depth_mask(depth).any():
+        first = self.adopt(self.first_frame)
+        if not valid_depth_mask(first.depth).any():
             raise ValueError("the first frame has no valid depth (all 0, NaN or inf) and no points; the learned "
                              "model needs its geometry: pick a frame with depth")
-        rgb = _resize(image_to_tensor(f.rgb), self.height, self.width)
-        depth = _resize(depth_to_tensor(depth), self.height, self.width)
-        self.K = resize_intrinsics(f.K, f.width, f.height, self.width, self.height)
-        c2w = np.asarray(start if start is not None else f.c2w, np.float64)
-        return Frame(0, tensor_to_image(rgb[0]), depth[0, 0].numpy(), self.K.copy(), c2w, None,
-                     zero_depth_is_sky=f.zero_depth_is_sky)
+        self.K = first.K.copy()
+        c2w = np.asarray(start if start is not None else first.c2w, np.float64)
+        return Frame(0, first.rgb, first.depth, self.K.copy(), c2w, None, zero_depth_is_sky=first.zero_depth_is_sky)
+
+    def adopt(self, frame: Frame) -> Frame:
+        """``frame`` (any world's or recording's) at the model's frame size: RGB, depth and confidence resized
+        (nearest), K scaled to match; pose, index, action and the meaning of depth 0 kept. A point-cloud frame's
+        missing depth is rendered from its points (which are then dropped: the depth holds them). Used for the
+        first frame and for the frames a learned world is handed before it (``Scene.reset(prelude=)``)."""
+        depth = frame.depth
+        if frame.world_points is not None and len(frame.world_points):  # a point-cloud frame: depth may be all 0
+            depth = np.where(valid_depth_mask(depth), depth,
+                             points_to_depth(frame.world_points, frame.K, frame.c2w, frame.width, frame.height))
+        rgb = tensor_to_image(_resize(image_to_tensor(frame.rgb), self.height, self.width)[0])
+        depth = _resize(depth_to_tensor(depth), self.height, self.width)[0, 0].numpy()
+        confidence = (None if frame.confidence is None else
+                      _resize(torch.from_numpy(np.asarray(frame.confidence, np.float32))[None, None],
+                              self.height, self.width)[0, 0].numpy())
+        K = resize_intrinsics(frame.K, frame.width, frame.height, self.width, self.height)
+        return Frame(frame.index, rgb, depth, K, np.asarray(frame.c2w, np.float64).copy(), frame.action,
+                     confidence=confidence, zero_depth_is_sky=frame.zero_depth_is_sky)
 
     @property
     def walker_eye_height(self) -> float | None:

@@ -197,10 +197,11 @@ class Scene:
         return self.frame_at(self.cursor)
 
     def iter_frames(self, branch: str | None = None, upto: int | None = None) -> Iterator[Frame]:
+        """The branch's frames (up to position ``upto``), read one at a time as they are asked for. Which frames
+        is fixed now: a reset or step meanwhile does not change them (a scene can be handed its own frames)."""
         fids = self._branch(branch).fids
         end = len(fids) if upto is None else upto + 1
-        for fid in fids[:end]:
-            yield self.store.get(fid)
+        return (self.store.get(fid) for fid in fids[:end])
 
     def poses(self, branch: str | None = None) -> np.ndarray:
         """(M, 4, 4) c2w of the branch's frames (from the store's pose table: no frame is read)."""
@@ -225,32 +226,36 @@ class Scene:
         ``prelude``: frames that come before it in the new branch, oldest first: given, not generated (the frames
         a user walked before handing over to a learned model, already at its frame size). Each is stored, fused
         and shown to the memory as the world's own would be, so the model remembers what they saw; the model's
-        first frame follows them. SceneError when one differs in size from the model's frames (the scene is then
-        empty: reset it again)."""
+        first frame follows them. SceneError when one differs in size from the model's frames; on that or any
+        other error the scene is left empty (reset it again)."""
         if seed is not None:
             self.seed = int(seed)
         frame = self.model.reset(self.seed, start)
         self.map = self._new_map()
         if self.memory is not None:
             self.memory.reset()
-        self.retrievals = {}
+        self.retrievals, self.last_step = {}, None
         self.branches, self.branch_name, self.cursor = {}, "main", -1
         fids: list[int] = []
-        for given in prelude:
-            if (given.width, given.height) != (frame.width, frame.height):
-                self.map = self._new_map()
-                if self.memory is not None:
-                    self.memory.reset()
-                raise SceneError(f"a frame handed to the {self.model.name} world is {given.width}x{given.height}, "
-                                 f"its frames are {frame.width}x{frame.height}: resize the frames first")
-            given = given.with_index(len(fids)) if given.index != len(fids) else given
-            fids.append(self.store.add(given))
-            self._fuse(given, fids[-1])
-        frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
-        fids.append(self.store.add(frame))
+        try:
+            for given in prelude:
+                if (given.width, given.height) != (frame.width, frame.height):
+                    raise SceneError(f"a frame handed to the {self.model.name} world is {given.width}x"
+                                     f"{given.height}, its frames are {frame.width}x{frame.height}: resize the "
+                                     "frames first")
+                given = given.with_index(len(fids)) if given.index != len(fids) else given
+                fids.append(self.store.add(given))
+                self._fuse(given, fids[-1])
+            frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
+            fids.append(self.store.add(frame))
+            fused, fuse_ms, observe_ms = self._fuse(frame, fids[-1])
+        except BaseException:  # (a frame that cannot be read, a full disk): nothing half-made stays
+            self.map = self._new_map()
+            if self.memory is not None:
+                self.memory.reset()
+            raise
         self.branches = {"main": Branch("main", fids)}
         self.cursor = len(fids) - 1
-        fused, fuse_ms, observe_ms = self._fuse(frame, fids[-1])
         self.last_step = StepResult(frame, fids[-1], "main", fused, 0.0, fuse_ms, observe_ms)
         return frame
 
@@ -512,9 +517,11 @@ class Scene:
 
     def close(self) -> None:
         """Remove the frames spilled to disk and release what the world holds open (ClosableWorld)."""
-        self.store.close()
-        if isinstance(self.model, ClosableWorld):
-            self.model.close()
+        try:
+            self.store.close()
+        finally:
+            if isinstance(self.model, ClosableWorld):
+                self.model.close()
 
 
 def scene_config_from_dict(d: dict) -> SceneConfig:

@@ -1131,6 +1131,27 @@ def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as
         scene.close()
 
 
+def test_a_fork_from_a_frame_handed_to_the_learned_world_goes_on_with_that_frames_camera():
+    """A frame handed before the first one (Scene.reset(prelude=)) may have other intrinsics (a recording's
+    per-frame K); stepping from it (a fork) makes a frame with its camera, not the first frame's."""
+    from scenes.factory import make_scene
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    narrow = ProceduralWorld(ProceduralConfig(width=128, height=128, fov_y_deg=50.0), seed=0).reset(0)
+    wide = ProceduralWorld(ProceduralConfig(width=128, height=128), seed=0).reset(0)
+    model = NeuralWorld(seed=0, first_frame=wide)
+    scene = make_scene(model, 0, reset=False)
+    try:
+        scene.reset(0, prelude=[model.adopt(narrow)])
+        assert np.allclose(scene.frame_at(0).K, narrow.K) and np.allclose(scene.frame_at(1).K, wide.K)
+        scene.seek(0)
+        forked = scene.step(Action("F", "N"))
+        assert np.allclose(forked.frame.K, narrow.K) and np.allclose(forked.cache.K, narrow.K)
+        assert scene.branch_name != "main" and scene.step(Action("S", "L")).frame.K[0, 0] == narrow.K[0, 0]
+    finally:
+        scene.close()
+
+
 def test_ssim_is_the_gaussian_window_ssim():
     """The eval's SSIM (separable window) equals SSIM with the full 11x11 Gaussian window (Wang et al. 2004,
     data range 1, K1 0.01, K2 0.03), is 1 for identical images and falls with noise."""

@@ -83,6 +83,19 @@ def test_a_world_handed_the_frames_before_it_remembers_them_as_its_own():
     assert np.allclose(walked.memory.poses, handed.memory.poses)
     handed.step(Action("F", "N"))  # and it goes on from its first frame
     assert handed.length == 7 and handed.current.index == 6
+    # a scene can be handed its own frames (they are read as the reset goes); one that cannot be read half-way
+    # leaves it empty, not with half a map
+    handed.reset(3, start=walked.current.c2w, prelude=walked.iter_frames(upto=walked.cursor - 1))
+    handed.reset(3, start=handed.current.c2w, prelude=handed.iter_frames(upto=handed.cursor - 1))
+    assert handed.length == 6 and same_map(walked.map, handed.map)
+
+    def unreadable():
+        yield from walked.iter_frames(upto=2)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        handed.reset(3, prelude=unreadable())
+    assert handed.length == 0 and len(handed.map) == 0 and len(handed.memory) == 0
     # a frame of another size is refused in one line, and the scene is left empty (not half-made)
     other = create_world("procedural", width=48, height=36).reset(3)
     with pytest.raises(SceneError, match="48x36, its frames are 96x72: resize"):

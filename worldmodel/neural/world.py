@@ -275,7 +275,10 @@ class NeuralWorld(BaseWorldModel):
         else:
             cache_rgb, cache_depth = torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)
             far_rgb, far_valid = torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)
-        K = torch.from_numpy(np.asarray(self.K, np.float32))[None]
+        # the last frame's camera (the Scene rendered the cache with it): a fork from a frame handed to this world
+        # (Scene.reset(prelude=)) goes on with that frame's intrinsics
+        K_last = resize_intrinsics(last.K, last.width, last.height, w, h)
+        K = torch.from_numpy(K_last.astype(np.float32))[None]
         x, motion, sources = build_inputs(
             _resize(image_to_tensor(last.rgb), h, w), _resize(depth_to_tensor(last.depth), h, w), K,
             torch.from_numpy(np.asarray(last.c2w, np.float64))[None], torch.from_numpy(target)[None],
@@ -294,7 +297,7 @@ class NeuralWorld(BaseWorldModel):
             rgb[observed] = tensor_to_image(cache_rgb[0])[observed]
             depth[observed] = cache_depth[0, 0].numpy()[observed]
             conf[observed] = 0.0  # already in the map, from the observed frame
-        return Frame(last.index + 1, rgb, depth, self.K.copy(), target, action, confidence=conf,
+        return Frame(last.index + 1, rgb, depth, K_last, target, action, confidence=conf,
                      zero_depth_is_sky=True)  # depth 0 where the sky head says there is no surface
 
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -318,3 +318,18 @@ def test_a_flying_camera_stops_at_a_tree_crown_not_inside_it():
                 checked += 1
                 break
     assert checked == 3
+
+
+def test_worlds_of_a_seed_share_their_generated_chunks_read_only():
+    """Chunks are generated once per process for every world of a seed and chunk settings (the eval makes several
+    simulators per walk, a learned world one of its own); they are read-only, and other settings get their own."""
+    a = ProceduralWorld(ProceduralConfig(width=64, height=48), seed=21)
+    b = ProceduralWorld(ProceduralConfig(width=128, height=128, fov_y_deg=50.0), seed=21)
+    shared = a.chunk(2, -1)
+    assert b.chunk(2, -1) is shared and ProceduralWorld(seed=22).chunk(2, -1) is not shared
+    assert ProceduralWorld(ProceduralConfig(terrain_cell=2.0), seed=21).chunk(2, -1) is not shared
+    with pytest.raises(ValueError, match="read-only"):
+        shared.vertices[0, 0] = 1.0
+    fresh = generate_chunk(21, 2, -1, ProceduralConfig())
+    assert all(np.array_equal(getattr(fresh, k), getattr(shared, k))
+               for k in ("vertices", "triangles", "tri_color", "tri_mat", "boxes", "circles", "crowns"))

@@ -20,6 +20,7 @@ Conventions: metres, right-handed +Y-up world, OpenCV cameras, c2w float64, dept
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -209,8 +210,24 @@ def _chunk_rng(seed: int, cx: int, cz: int) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFFFFFF, (cx + 2 ** 31) & 0xFFFFFFFF, (cz + 2 ** 31) & 0xFFFFFFFF, 0x5EED])
 
 
+# The settings generate_chunk reads: with the seed and the chunk's coordinates they fix its content.
+CHUNK_SETTINGS = ("chunk_size", "terrain_cell")
+SHARED_CHUNKS = 512  # chunks kept for every world in the process (~75 KB each, ~40 MB in all)
+
+
+@functools.lru_cache(maxsize=SHARED_CHUNKS)
+def _shared_chunk(seed: int, cx: int, cz: int, settings: tuple) -> Chunk:
+    """generate_chunk, once per process for each chunk: every world of a seed (the eval's simulators, a
+    learned world's, a reopened session's) reuses it. Its arrays are read-only (they are shared)."""
+    chunk = generate_chunk(seed, cx, cz, ProceduralConfig(**dict(zip(CHUNK_SETTINGS, settings))))
+    for array in (chunk.vertices, chunk.triangles, chunk.tri_color, chunk.tri_mat, chunk.boxes, chunk.circles,
+                  chunk.crowns):
+        array.flags.writeable = False
+    return chunk
+
+
 def generate_chunk(seed: int, cx: int, cz: int, cfg: ProceduralConfig) -> Chunk:
-    """Content of chunk (cx, cz): a pure function of (seed, cx, cz) and the config's geometry settings."""
+    """Content of chunk (cx, cz): a pure function of (seed, cx, cz) and the config's CHUNK_SETTINGS."""
     size, cell = cfg.chunk_size, cfg.terrain_cell
     n = int(round(size / cell))
     if abs(n * cell - size) > 1e-9:
@@ -434,7 +451,7 @@ class ProceduralWorld(BaseWorldModel):
         key = (int(cx), int(cz))
         c = self._chunks.get(key)
         if c is None:
-            c = generate_chunk(self.seed, key[0], key[1], self.config)
+            c = _shared_chunk(self.seed, key[0], key[1], tuple(getattr(self.config, k) for k in CHUNK_SETTINGS))
             self._chunks[key] = c
             limit = max(self.config.chunk_cache, (2 * self.config.load_radius_chunks + 3) ** 2 + 9)
             while len(self._chunks) > limit:

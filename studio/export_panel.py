@@ -33,6 +33,24 @@ def zip_folder(folder: Path) -> bytes:
     return buf.getvalue()
 
 
+def working_note(client: viser.ClientHandle | None, title: str, body: str) -> viser.NotificationHandle | None:
+    """A loading notification for the tab that asked (None without one) while the worker runs a long command;
+    :func:`settle_note` turns it into the outcome."""
+    return client.add_notification(title, body, loading=True, with_close_button=False) if client else None
+
+
+def settle_note(note: viser.NotificationHandle | None, title: str, body: str, error: bool = False) -> None:
+    """Show a command's outcome in its :func:`working_note` (a failure stays until closed, in red)."""
+    if note is None:
+        return
+    note.title, note.body = title, body
+    if error:
+        note.color = "red"
+    else:
+        note.auto_close_seconds = 5.0
+    note.loading, note.with_close_button = False, True
+
+
 def upload_too_large(size_bytes: int) -> str | None:
     """The one-line refusal of an upload of ``size_bytes``; None when it is within MAX_UPLOAD_BYTES."""
     if size_bytes <= MAX_UPLOAD_BYTES:
@@ -129,8 +147,7 @@ class ExportPanel:
     def _export_clicked(self, label: str, make: Callable[[Scene, Path], Path]):
         def handler(event: viser.GuiEvent) -> None:
             client = event.client
-            note = client.add_notification(f"Exporting {label}", "working…", loading=True,
-                                           with_close_button=False) if client else None
+            note = working_note(client, f"Exporting {label}", "working…")
 
             def run(scene: Scene) -> tuple[str, bytes]:
                 with tempfile.TemporaryDirectory(prefix="worldstudio-export-") as tmp:
@@ -141,14 +158,10 @@ class ExportPanel:
                 name, data = result
                 if client is not None:
                     client.send_file_download(name, data, save_immediately=True)
-                if note is not None:
-                    note.title, note.body = f"Exported {label}", f"{name} ({len(data) / 2**20:.1f} MB)"
-                    note.loading, note.with_close_button, note.auto_close_seconds = False, True, 5.0
+                settle_note(note, f"Exported {label}", f"{name} ({len(data) / 2**20:.1f} MB)")
 
             def failed(message: str) -> None:
-                if note is not None:
-                    note.title, note.body, note.color = f"Export failed: {label}", message, "red"
-                    note.loading, note.with_close_button = False, True
+                settle_note(note, f"Export failed: {label}", message, error=True)
 
             self.submit(f"export {label}", run, client, on_done=done, on_error=failed)
         return handler
@@ -232,7 +245,9 @@ class ExportPanel:
         return {**meta, "world": session_world_in_root(self.root, meta.get("world"))}
 
     def _learned_from_frame(self, event: viser.GuiEvent) -> None:
-        def run(scene: Scene) -> None:
+        note = working_note(event.client, "Continuing with the learned model", "taking the frames so far…")
+
+        def run(scene: Scene) -> int:
             from worldmodel.neural.world import NeuralWorld
 
             frame, current = scene.current, scene.model
@@ -246,8 +261,17 @@ class ExportPanel:
                 learned.close()
                 raise
             self.replace_scene(learned)
+            return learned.length - 1
 
-        self.submit("continue with the learned model", run, event.client)
+        def done(kept: int) -> None:
+            settle_note(note, "The learned model goes on from this frame",
+                        f"with the {kept} frames before it as its memory" if kept else "from this frame alone")
+
+        def failed(message: str) -> None:
+            settle_note(note, "Continue with the learned model failed", message, error=True)
+
+        self.submit("continue with the learned model", run, event.client, on_done=done,
+                    on_error=failed if note is not None else None)
 
     def _new_world(self, event: viser.GuiEvent) -> None:
         spec, seed = self.world.value.strip(), int(self.seed.value)

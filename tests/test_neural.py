@@ -1107,9 +1107,17 @@ def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as
     studio = Studio(walked, port=free_port())  # which closes it when it opens the learned world
     try:
         assert studio.worker.wait_idle(60)
-        studio.exports._learned_from_frame(SimpleNamespace(client=None))
+        notes = []  # the tab that asked is told it is under way, then what came along
+
+        def add_notification(title, body, **kwargs):
+            notes.append(SimpleNamespace(title=title, body=body, **kwargs))
+            return notes[-1]
+
+        studio.exports._learned_from_frame(SimpleNamespace(client=SimpleNamespace(add_notification=add_notification)))
+        assert notes[0].loading
         assert studio.worker.wait_idle(120)
         learned = studio.worker.scene
+        assert len(notes) == 1 and not notes[0].loading and notes[0].body == "with the 9 frames before it as its memory"
     finally:
         studio.close()
     assert isinstance(learned.model, NeuralWorld) and learned.length == 10 and learned.cursor == 9

@@ -58,9 +58,12 @@ def temp_path(path: Path) -> Path:
 @contextmanager
 def replacing(path: str | os.PathLike, check: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a temporary file (created empty) beside ``path``; when the block succeeds (and ``check(tmp)``
-    passes) it is renamed over ``path``. Otherwise it is removed and ``path`` is untouched.
+    passes) it is renamed over ``path``. Otherwise it is removed and ``path`` is untouched. A symbolic link is
+    written through (its target is replaced, as a shell's ``>`` would write it), not replaced by a file.
     OSError/SafetensorError become WriteError."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     tmp = temp_path(path)
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # usual permissions; fails early

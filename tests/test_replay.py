@@ -183,6 +183,13 @@ def test_eval_recon_json_on_a_full_disk_is_printed_not_lost(tum_path, tmp_path, 
 
     written = json.loads(out.read_text(), parse_constant=no_nan)
     assert rc == 0 and written["frames"] == 2 and None in written.values()
+    # --json through a symbolic link writes its target (as a shell's > would), and the link stays a link
+    (tmp_path / "results").mkdir()
+    link = tmp_path / "latest.json"
+    link.symlink_to(tmp_path / "results" / "run1.json")
+    rc = evaluate.main(Namespace(path=str(tum_path), voxel=0.05, reference=None, max_frames=2, json=str(link),
+                                 no_carve=False))
+    assert rc == 0 and link.is_symlink() and json.loads((tmp_path / "results" / "run1.json").read_text())["frames"] == 2
 
 
 def test_map_agreement_detects_a_wrong_pose(tum):

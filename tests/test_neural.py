@@ -1131,7 +1131,7 @@ def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as
         returns[name] = [psnr(scene.step(a).frame.rgb, truth.render(scene.current.c2w)[0])
                          for a in parse_actions("(SR)" * 9)]
     assert np.mean(returns["kept"]) > 21 and np.mean(returns["kept"]) > np.mean(returns["alone"]) + 4
-    assert returns["kept"][-1] > 22 and returns["alone"][-1] < 16
+    assert returns["kept"][-1] > 22 and returns["kept"][-1] > returns["alone"][-1] + 6
     # a saved session keeps them
     reopened = make_scene(session=save_session(learned, tmp_path / "session"))
     assert reopened.length == 19 and reopened.frame_at(0).confidence is None

@@ -666,8 +666,9 @@ def test_studio_compare_shows_at_once_and_steering_by_camera_starts_at_the_gener
 
 
 def test_learned_world_continues_from_a_recorded_frame():
-    """Any RGB-D frame can start the learned world (here the TUM recording): resized to 128x128 with its K
-    scaled, then stepped; no simulator ground truth exists for it."""
+    """Any RGB-D frame can start the learned world (here the TUM recording, 640x480): its centre cut square
+    (80 columns off each side: not squeezed) and resized to 128x128 with its K shifted and scaled, then stepped;
+    no simulator ground truth exists for it."""
     from worldmodel.registry import create_world
 
     recording = create_world("replay:" + str(REPO.parent / "shared" / "data" / "tum_fr1_rpy"))
@@ -675,7 +676,18 @@ def test_learned_world_continues_from_a_recorded_frame():
     world = NeuralWorld(seed=0, first_frame=frame)
     f0 = world.reset(0)
     assert f0.rgb.shape == (128, 128, 3) and np.allclose(f0.c2w, frame.c2w)
-    assert np.isclose(f0.K[0, 0], frame.K[0, 0] * 128 / frame.width)
+    assert (frame.width, frame.height) == (640, 480)
+    assert np.allclose(np.diag(f0.K)[:2], np.diag(frame.K)[:2] * 128 / 480)  # pixels as square as they were
+    assert np.allclose(f0.K[:2, 2], (frame.K[:2, 2] - [80, 0] + 0.5) * 128 / 480 - 0.5)
+    # the same surface point lands on the same place in both images: 3D points of the frame project alike
+    ys, xs = np.mgrid[40:440:50, 120:520:50]
+    z = frame.depth[ys, xs]
+    ok = z > 0
+    rays = np.linalg.inv(frame.K) @ np.stack([xs[ok], ys[ok], np.ones(ok.sum())])
+    pix = f0.K @ (rays * z[ok])
+    u, v = (np.rint(pix[:2] / pix[2]).astype(int))
+    both = f0.depth[v, u] > 0  # (a resized pixel can fall on a sensor dropout next to the sample)
+    assert both.mean() > 0.7 and np.median(np.abs(f0.depth[v, u][both] / z[ok][both] - 1)) < 0.02
     f1 = world.step(TargetPose(frame.c2w), Context(recent=[f0]))
     assert np.isfinite(f1.depth).all() and f1.rgb.std() > 5
     assert world.reference_view(f1.c2w) is None

@@ -112,6 +112,18 @@ def _user_frame_intrinsics(value) -> np.ndarray | None:
     return K
 
 
+def centre_crop(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
+    """The largest centred window of a ``width`` x ``height`` image with ``aspect`` (width / height):
+    (x0, y0, window width, window height); the whole image when it is within a pixel of that already."""
+    if width > height * aspect + 1:
+        cut = max(1, round(height * aspect))
+        return (width - cut) // 2, 0, cut, height
+    if height > width / aspect + 1:
+        cut = max(1, round(width / aspect))
+        return 0, (height - cut) // 2, width, cut
+    return 0, 0, width, height
+
+
 def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return t if t.shape[-2:] == (height, width) else F.interpolate(t, size=(height, width), mode="nearest")
 
@@ -209,20 +221,26 @@ class NeuralWorld(BaseWorldModel):
         return Frame(0, first.rgb, first.depth, self.K.copy(), c2w, None, zero_depth_is_sky=first.zero_depth_is_sky)
 
     def adopt(self, frame: Frame) -> Frame:
-        """``frame`` (any world's or recording's) at the model's frame size: RGB, depth and confidence resized
-        (nearest), K scaled to match; pose, index, action and the meaning of depth 0 kept. A point-cloud frame's
-        missing depth is rendered from its points (which are then dropped: the depth holds them). Used for the
-        first frame and for the frames a learned world is handed before it (``Scene.reset(prelude=)``)."""
+        """``frame`` (any world's or recording's) at the model's frame size: the centre cut to the model's aspect
+        ratio (a 640x480 recording loses 80 columns each side rather than being squeezed: pixels stay as square
+        as they were), then RGB, depth and confidence resized (nearest), K shifted and scaled to match; pose,
+        index, action and the meaning of depth 0 kept. A point-cloud frame's missing depth is rendered from its
+        points (which are then dropped: the depth holds them). Used for the first frame and for the frames a
+        learned world is handed before it (``Scene.reset(prelude=)``)."""
         depth = frame.depth
         if frame.world_points is not None and len(frame.world_points):  # a point-cloud frame: depth may be all 0
             depth = np.where(valid_depth_mask(depth), depth,
                              points_to_depth(frame.world_points, frame.K, frame.c2w, frame.width, frame.height))
-        rgb = tensor_to_image(_resize(image_to_tensor(frame.rgb), self.height, self.width)[0])
-        depth = _resize(depth_to_tensor(depth), self.height, self.width)[0, 0].numpy()
+        (x0, y0, width, height) = centre_crop(frame.width, frame.height, self.width / self.height)
+        window = (slice(y0, y0 + height), slice(x0, x0 + width))
+        rgb = tensor_to_image(_resize(image_to_tensor(frame.rgb[window]), self.height, self.width)[0])
+        depth = _resize(depth_to_tensor(depth[window]), self.height, self.width)[0, 0].numpy()
         confidence = (None if frame.confidence is None else
-                      _resize(torch.from_numpy(np.asarray(frame.confidence, np.float32))[None, None],
+                      _resize(torch.from_numpy(np.asarray(frame.confidence[window], np.float32))[None, None],
                               self.height, self.width)[0, 0].numpy())
-        K = resize_intrinsics(frame.K, frame.width, frame.height, self.width, self.height)
+        K = np.array(frame.K, np.float64)
+        K[0, 2], K[1, 2] = K[0, 2] - x0, K[1, 2] - y0
+        K = resize_intrinsics(K, width, height, self.width, self.height)
         return Frame(frame.index, rgb, depth, K, np.asarray(frame.c2w, np.float64).copy(), frame.action,
                      confidence=confidence, zero_depth_is_sky=frame.zero_depth_is_sky)
 

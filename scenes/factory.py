@@ -4,10 +4,13 @@
     scene = make_scene("procedural:fly", seed=3)                 # reset, with geometry-aware memory
     scene = make_scene(MyWorld(), memory=False)                  # any WorldModel instance
     scene = make_scene(session="sessions/latest")                # a saved session, with its memory settings
+    learned = continue_with_learned_model(scene)                 # the learned model goes on from its cursor
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 from memory.bank import GeometricMemory, MemoryConfig
@@ -69,3 +72,24 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
             scene.close()  # its spill folder goes with it
             raise
     return scene
+
+
+def continue_with_learned_model(scene: Scene, weights: str | os.PathLike | None = None) -> Scene:
+    """A new Scene (reset) in which the learned world model goes on from the frame at ``scene``'s cursor, with
+    the frames before it in the branch handed over as its own (``Scene.reset(prelude=)``, each cut and resized
+    to the model's size by ``NeuralWorld.adopt``): its map and memory hold what they saw, so turning back shows
+    it. ``weights``: a folder or hub repo id; None: a learned world's own weights and settings, else the shipped
+    ones. ``scene`` is left as it was (close it when done). ValueError when the cursor frame has no depth."""
+    from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld
+
+    current = scene.model
+    same = ({"weights": current.weights, "bf16": current.bf16, "context_noise": current.context_noise}
+            if isinstance(current, NeuralWorld) and weights is None else {"weights": weights or SHIPPED_WEIGHTS})
+    model = NeuralWorld(seed=scene.seed, kinematics=current.kinematics, first_frame=scene.current, **same)
+    learned = make_scene(model, scene.seed, config=dataclasses.replace(scene.config), reset=False)
+    try:
+        learned.reset(scene.seed, prelude=(model.adopt(f) for f in scene.iter_frames(upto=scene.cursor - 1)))
+    except BaseException:
+        learned.close()
+        raise
+    return learned

@@ -13,7 +13,7 @@ from typing import Callable
 
 import viser
 
-from scenes.factory import make_scene
+from scenes.factory import continue_with_learned_model, make_scene
 from scenes.scene import Scene
 from scenes.session import SessionError, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
@@ -248,18 +248,7 @@ class ExportPanel:
         note = working_note(event.client, "Continuing with the learned model", "taking the frames so far…")
 
         def run(scene: Scene) -> int:
-            from worldmodel.neural.world import NeuralWorld
-
-            frame, current = scene.current, scene.model
-            same = ({"weights": current.weights, "bf16": current.bf16, "context_noise": current.context_noise}
-                    if isinstance(current, NeuralWorld) else {})  # a learned world goes on with its own weights
-            model = NeuralWorld(seed=scene.seed, kinematics=current.kinematics, first_frame=frame, **same)
-            learned = make_scene(model, scene.seed, config=dataclasses.replace(scene.config), reset=False)
-            try:  # the frames before the cursor come along (at the model's size): its memory holds what they saw
-                learned.reset(scene.seed, prelude=(model.adopt(f) for f in scene.iter_frames(upto=scene.cursor - 1)))
-            except BaseException:
-                learned.close()
-                raise
+            learned = continue_with_learned_model(scene)  # the frames before the cursor come along as memory
             self.replace_scene(learned)
             return learned.length - 1
 

@@ -9,6 +9,8 @@ pose, an advantage the learned model does not get) and makes frames only from wh
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -34,16 +36,19 @@ class BaselineWorld(BaseWorldModel):
 
     exact_depth = False
 
-    def __init__(self, kind: str, simulator: ProceduralWorld):
+    def __init__(self, kind: str, simulator: ProceduralWorld, first_frame: Frame | None = None):
         if kind not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
         self.name, self.kind, self.simulator = f"baseline-{kind}", kind, simulator
         self.kinematics = simulator.config.kinematics
+        self.first_frame = first_frame  # where it starts, as a learned world handed a frame (else the simulator's)
 
     def describe(self) -> dict:
         return {"kind": "baseline", "baseline": self.kind}
 
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
+        if self.first_frame is not None:
+            return dataclasses.replace(self.first_frame, index=0, action=None)
         return self.simulator.reset(seed, start)
 
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:

@@ -10,9 +10,11 @@ own Scene (its frames fill its own map and memory):
   ground on (the pose head alone places it), so its path differs too;
 - baselines on the simulator's poses (:mod:`learn.baselines`): ``repeat``, ``warp``, ``cache_fill``;
 - ``memory_on_true_out`` / ``memory_off_true_out`` / ``cache_fill_true_out``: WorldMem's protocol (memory of
-  real frames, generation beyond the context). The way out is the simulator's own frames at its poses (observed
-  frames, fused into the map as a recording's would be); from the turn the learned model makes every frame of
-  the return, with the memory inputs on / zeroed, or the cache + fill baseline does (on the true poses). Only
+  real frames, generation beyond the context). The way out is the simulator's own frames at its poses, handed
+  to the mode's world as the studio's *Continue with the learned model* hands a walk (``Scene.reset(prelude=)``:
+  observed frames, fused into the map as a recording's would be); from the turn the learned model makes every
+  frame of the return, with the memory inputs on / zeroed, or the cache + fill baseline does (on the true
+  poses). Only
   the return counts in these modes' metrics: what the model recalls of places it was shown, apart from what it
   made up on the way out (which bounds ``memory_on``'s revisits). With more than
   ``MemoryConfig.observed_layer_frames`` observed frames the memory keeps no observed layer (as for a
@@ -61,7 +63,7 @@ from learn.data import Pilot, WalkSpec, walk_start
 from memory.metrics import psnr
 from scenes.atomic import WriteError, writable_file, writable_folder, write_json_or_print
 from worldmodel.actions import Kinematics
-from worldmodel.frame import BaseWorldModel, Context, Frame, GroundFollowingWorld, GroundProbe
+from worldmodel.frame import Context, Frame
 
 if TYPE_CHECKING:
     from worldmodel.neural.world import NeuralWorld
@@ -118,59 +120,27 @@ class WalkRecord:
 
 def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
     """Drive the simulator along a retrace loop -> (actions, true c2w list (steps + 1), return_from, start c2w,
-    the simulator's start frame: the one view of the world every mode is given)."""
-    from worldmodel.frame import Context
+    the simulator's frames (steps + 1): the first is the one view of the world every mode is given, those up to
+    ``return_from`` the way out the true-outbound modes are shown)."""
     from worldmodel.procedural import ProceduralConfig, ProceduralWorld
 
     world = ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
     start = walk_start(world, seed)
-    frame = first = world.reset(seed, start)
+    frames = [world.reset(seed, start)]
     pilot = Pilot(WalkSpec(seed, "retrace", steps, size), kinematics)
-    actions, poses = [], [frame.c2w]
+    actions = []
     for t in range(steps):
-        a = pilot.next(t, frame.c2w)
-        frame = world.step(a, Context(recent=[frame]))
-        actions.append(a)
-        poses.append(frame.c2w)
-    return actions, poses, pilot.return_from, start, first
-
-
-class TrueOutboundWorld(BaseWorldModel):
-    """A world shown the way out (WorldMem's protocol): frames before index ``generated_from`` are the
-    simulator's at its own poses (observed: no confidence), later ones ``model``'s (the learned world, or a
-    baseline), which then also places the camera."""
-
-    exact_depth = False
-
-    def __init__(self, model: "NeuralWorld | BaselineWorld", simulator: "ProceduralWorld", generated_from: int):
-        self.name, self.model, self.simulator = f"{model.name}-true-outbound", model, simulator
-        self.kinematics, self.generated_from = model.kinematics, int(generated_from)
-
-    def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
-        self.model.reset(seed, start)
-        return self.simulator.reset(seed, start)
-
-    def _shown(self, last: Frame) -> bool:
-        return last.index < self.generated_from
-
-    def predict_c2w(self, last: Frame, action):
-        return self.predict_c2w_on_ground(last, action, None)
-
-    def predict_c2w_on_ground(self, last: Frame, action, ground: GroundProbe | None) -> np.ndarray:
-        if self._shown(last):
-            return self.simulator.predict_c2w(last, action)
-        if isinstance(self.model, GroundFollowingWorld):
-            return self.model.predict_c2w_on_ground(last, action, ground)
-        return self.model.predict_c2w(last, action)
-
-    def step(self, action, context: Context) -> Frame:
-        return (self.simulator if self._shown(context.last) else self.model).step(action, context)
+        actions.append(pilot.next(t, frames[-1].c2w))
+        frames.append(world.step(actions[-1], Context(recent=[frames[-1]])))
+    return actions, [f.c2w for f in frames], pilot.return_from, start, frames
 
 
 def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int, kinematics: Kinematics,
-            progress=None, context_noise: float | None = None, return_from: int = 0) -> WalkRecord:
-    """Replay ``actions`` with one mode in its own Scene; record frames and the truth at their poses
-    (``return_from``: the first step of the return, where the true-outbound modes start to generate)."""
+            progress=None, context_noise: float | None = None, shown: list[Frame] = ()) -> WalkRecord:
+    """Replay ``actions`` with one mode in its own Scene; record frames and the truth at their poses.
+    ``shown``: the simulator's frames of the way out (frame 0 to the turn), handed to a true-outbound mode's
+    world as the studio's *Continue with the learned model* hands a walk (``Scene.reset(prelude=)``): it goes on
+    from the last with the others as its own; they are recorded as they are (the metrics leave them out)."""
     from memory.bank import GeometricMemory, MemoryConfig
     from scenes.scene import Scene, SceneConfig
     from worldmodel.neural.world import NeuralWorld
@@ -180,31 +150,35 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
         return ProceduralWorld(ProceduralConfig(width=size, height=size, kinematics=kinematics), seed=seed)
 
     sim = simulator()  # the truth at the poses the mode reaches
-
+    handed = list(shown) if mode in TRUE_OUTBOUND_MODES else []
     if mode in MODEL_MODES:
-        model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics, context_noise=context_noise)
+        model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics, context_noise=context_noise,
+                                            first_frame=handed[-1] if handed else None,
+                                            eye_height=sim.walker_eye_height)  # (a walker's frames are handed)
     else:
-        model = BaselineWorld(mode.removesuffix(TRUE_OUTBOUND), simulator())
-    if mode in TRUE_OUTBOUND_MODES:
-        model = TrueOutboundWorld(model, simulator(), return_from)
+        model = BaselineWorld(mode.removesuffix(TRUE_OUTBOUND), simulator(), first_frame=handed[-1] if handed else None)
     memory = None if mode in NO_MEMORY_MODES else GeometricMemory(MemoryConfig())
     scene = Scene(model, SceneConfig(memory_k=4 if memory is not None else 0), memory=memory)
     rec = WalkRecord()
+
+    def record(f: Frame, cache) -> None:
+        rec.frames.append(f)
+        rec.truth.append(sim.render(f.c2w))
+        x, y, z = f.c2w[:3, 3]
+        rec.eye_height_err.append(abs(y - float(sim.terrain_height(x, z)) - sim.config.eye_height))
+        same_size = cache is not None and cache.depth.shape == f.depth.shape
+        rec.covered.append(cache.valid if same_size else np.zeros(f.depth.shape, bool))
+        rec.cache.append(cache.rgb if same_size else np.zeros_like(f.rgb))
+        if progress is not None:
+            progress()
+
     try:
-        scene.reset(seed, start)
-        for a in actions:
+        scene.reset(seed, None if handed else start, prelude=handed[:-1])  # handed: from the turn's frame
+        for f in handed[1:]:
+            record(f, None)
+        for a in actions[max(0, len(handed) - 1):]:
             result = scene.step(a)
-            f = result.frame
-            rec.frames.append(f)
-            rec.truth.append(sim.render(f.c2w))
-            x, y, z = f.c2w[:3, 3]
-            rec.eye_height_err.append(abs(y - float(sim.terrain_height(x, z)) - sim.config.eye_height))
-            cache = result.cache
-            same_size = cache is not None and cache.depth.shape == f.depth.shape
-            rec.covered.append(cache.valid if same_size else np.zeros(f.depth.shape, bool))
-            rec.cache.append(cache.rgb if same_size else np.zeros_like(f.rgb))
-            if progress is not None:
-                progress()
+            record(result.frame, result.cache)
     finally:
         scene.close()
     return rec
@@ -359,14 +333,14 @@ def evaluate(weights, walks: int = 8, steps: int = 80, size: int = 128, modes=MO
     sheets = []
     for w in range(walks):
         seed = EVAL_SEEDS_START + w
-        actions, poses, return_from, start, first = simulator_walk(seed, steps, size, kin)
+        actions, poses, return_from, start, true_frames = simulator_walk(seed, steps, size, kin)
         start_seen.append(start_seen_share(seed, start, poses, return_from, size, kin))
         records = {}
         for mode in modes:
             records[mode] = rollout(mode, seed, actions, start, weights, size, kin, progress=bar.update,
-                                    context_noise=context_noise, return_from=return_from)
+                                    context_noise=context_noise, shown=true_frames[:return_from + 1])
             generated_from = return_from if mode in TRUE_OUTBOUND_MODES else 0
-            per_mode[mode].append(walk_metrics(records[mode], poses, return_from, first,
+            per_mode[mode].append(walk_metrics(records[mode], poses, return_from, true_frames[0],
                                                generated_from=generated_from))
         if w == 0:
             sheets = records

@@ -17,7 +17,7 @@ from memory.bank import GeometricMemory, MemoryConfig
 from scenes.framestore import FrameStore
 from scenes.scene import MemoryProvider, Scene, SceneConfig
 from worldmodel.actions import Kinematics
-from worldmodel.frame import WorldModel
+from worldmodel.frame import WalkingWorld, WorldModel
 from worldmodel.registry import create_world
 
 
@@ -78,14 +78,18 @@ def continue_with_learned_model(scene: Scene, weights: str | os.PathLike | None 
     """A new Scene (reset) in which the learned world model goes on from the frame at ``scene``'s cursor, with
     the frames before it in the branch handed over as its own (``Scene.reset(prelude=)``, each cut and resized
     to the model's size by ``NeuralWorld.adopt``): its map and memory hold what they saw, so turning back shows
-    it. ``weights``: a folder or hub repo id; None: a learned world's own weights and settings, else the shipped
-    ones. ``scene`` is left as it was (close it when done). ValueError when the cursor frame has no depth."""
+    it, and a walker's camera (a WalkingWorld's: the simulator's, not a recording's) rides the ground at its
+    height. ``weights``: a folder or hub repo id; None: a learned world's own weights and settings, else the
+    shipped ones. ``scene`` is left as it was (close it when done). ValueError when the cursor frame has no
+    depth."""
     from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld
 
     current = scene.model
     same = ({"weights": current.weights, "bf16": current.bf16, "context_noise": current.context_noise}
             if isinstance(current, NeuralWorld) and weights is None else {"weights": weights or SHIPPED_WEIGHTS})
-    model = NeuralWorld(seed=scene.seed, kinematics=current.kinematics, first_frame=scene.current, **same)
+    eye_height = current.walker_eye_height if isinstance(current, WalkingWorld) else None
+    model = NeuralWorld(seed=scene.seed, kinematics=current.kinematics, first_frame=scene.current,
+                        eye_height=eye_height, **same)
     learned = make_scene(model, scene.seed, config=dataclasses.replace(scene.config), reset=False)
     try:
         learned.reset(scene.seed, prelude=(model.adopt(f) for f in scene.iter_frames(upto=scene.cursor - 1)))

@@ -720,9 +720,15 @@ def test_a_session_of_a_world_started_from_a_recorded_frame_reopens_as_that_worl
     finally:
         reopened.close()
     meta = json.loads((folder / "session.json").read_text())
+    assert "user_eye_height" not in meta["world"]  # a recording's camera: no known height
     for bad in ([[1, 0], [0, 1]], [[0, 0, 64], [0, 100, 64], [0, 0, 1]], "K"):
         meta["world"]["user_frame_K"] = bad
         with pytest.raises(WeightsError, match="user_frame_K"):
+            NeuralWorld.from_description(meta["world"])
+    meta["world"]["user_frame_K"] = np.eye(3).tolist()
+    for bad in (-1.0, "tall", float("nan")):
+        meta["world"]["user_eye_height"] = bad
+        with pytest.raises(WeightsError, match="user_eye_height"):
             NeuralWorld.from_description(meta["world"])
 
 
@@ -1133,6 +1139,7 @@ def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as
     finally:
         studio.close()
     assert isinstance(learned.model, NeuralWorld) and learned.length == 10 and learned.cursor == 9
+    assert learned.model.walker_eye_height == pytest.approx(1.7)  # the simulator's walker: it rides the ground
     for before, kept in zip(walked_frames, learned.iter_frames()):
         assert (kept.width, kept.height) == (128, 128) and kept.confidence is None
         assert kept.index == before.index and np.allclose(kept.c2w, before.c2w)
@@ -1147,6 +1154,7 @@ def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as
     # a saved session keeps them
     reopened = make_scene(session=save_session(learned, tmp_path / "session"))
     assert reopened.length == 19 and reopened.frame_at(0).confidence is None
+    assert reopened.model.walker_eye_height == pytest.approx(1.7) and reopened.model.from_user_frame
     for scene in (learned, alone, reopened):
         scene.close()
 

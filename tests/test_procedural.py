@@ -333,3 +333,14 @@ def test_worlds_of_a_seed_share_their_generated_chunks_read_only():
     fresh = generate_chunk(21, 2, -1, ProceduralConfig())
     assert all(np.array_equal(getattr(fresh, k), getattr(shared, k))
                for k in ("vertices", "triangles", "tri_color", "tri_mat", "boxes", "circles", "crowns"))
+
+
+def test_a_walker_says_its_eye_height_and_a_flying_camera_says_none():
+    """WalkingWorld: what a learned world handed these frames rides the ground at (scenes.factory)."""
+    from worldmodel.frame import WalkingWorld
+
+    walker, flyer = ProceduralWorld(ProceduralConfig(eye_height=1.2)), ProceduralWorld(ProceduralConfig(fly=True))
+    assert isinstance(walker, WalkingWorld) and walker.walker_eye_height == 1.2 and flyer.walker_eye_height is None
+    frame = walker.reset(0)
+    x, y, z = frame.c2w[:3, 3]
+    assert y - walker.terrain_height(x, z) == pytest.approx(walker.walker_eye_height)

@@ -195,6 +195,18 @@ class ComparableWorld(Protocol):
 
 
 @runtime_checkable
+class WalkingWorld(Protocol):
+    """A world whose camera may be held a known height above its ground (optional). A learned world handed its
+    frames (``scenes.factory.continue_with_learned_model``) rides the ground its map shows at that height."""
+
+    @property
+    def walker_eye_height(self) -> float | None:
+        """Metres the camera is held above the ground; None when it is not held at one (a flying camera, a
+        recording's hand-held one)."""
+        ...
+
+
+@runtime_checkable
 class ClosableWorld(Protocol):
     """A world that holds something open (a recording's video decoder: an ffmpeg process); optional. The Scene
     calls :meth:`close` when it is closed."""

@@ -442,6 +442,11 @@ class ProceduralWorld(BaseWorldModel):
     def triangle_count(self) -> int:
         return self._scene.triangle_count if self._scene is not None else 0
 
+    @property
+    def walker_eye_height(self) -> float | None:
+        """The walking camera's height above the terrain (a WalkingWorld); None for a flying one."""
+        return None if self.config.fly else float(self.config.eye_height)
+
     def chunk_of(self, x: float, z: float) -> tuple[int, int]:
         s = self.config.chunk_size
         return int(math.floor(x / s)), int(math.floor(z / s))

@@ -135,7 +135,8 @@ class NeuralWorld(BaseWorldModel):
     exact_depth = False
 
     def __init__(self, weights: str | os.PathLike = SHIPPED_WEIGHTS, seed: int = 0, kinematics: Kinematics | None = None,
-                 first_frame: Frame | None = None, bf16: bool | None = None, context_noise: float | None = None):
+                 first_frame: Frame | None = None, bf16: bool | None = None, context_noise: float | None = None,
+                 eye_height: float | None = None):
         folder = resolve(weights)
         # a local folder is kept absolute (a session reopens from anywhere); a hub id as given
         self.weights = str(folder.resolve()) if folder == Path(weights).expanduser() else str(weights)
@@ -158,8 +159,10 @@ class NeuralWorld(BaseWorldModel):
                                                           kinematics=self.kinematics), seed=self.seed)
         self.K = self.simulator.K.copy()
         # True for a world that starts (and, after a reset, started) from a user's first frame, or a session of
-        # one: the camera rides no known eye height and there is no simulator to compare with
+        # one: there is no simulator to compare with, and the camera rides the ground only at ``eye_height``,
+        # the height that frame's camera was held at (a walker's, e.g. the simulator's), when it is known
         self.from_user_frame = first_frame is not None
+        self.user_eye_height = None if eye_height is None else float(eye_height)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike = SHIPPED_WEIGHTS, **kwargs) -> "NeuralWorld":
@@ -174,7 +177,7 @@ class NeuralWorld(BaseWorldModel):
     @classmethod
     def from_description(cls, desc: dict) -> "NeuralWorld":
         """Rebuild from :meth:`describe` (a session's world); WeightsError when the weights are gone."""
-        from worldmodel.procedural import KINEMATICS_RANGES
+        from worldmodel.procedural import KINEMATICS_RANGES, PROCEDURAL_RANGES
 
         kin = desc.get("kinematics") or {}
         try:
@@ -187,12 +190,15 @@ class NeuralWorld(BaseWorldModel):
             noise = desc.get("context_noise")
             noise = None if noise is None else checks.number(noise, "the neural world's context_noise", 0.0, 1.0)
             K = _user_frame_intrinsics(desc.get("user_frame_K"))
+            eye = desc.get("user_eye_height")
+            eye = None if eye is None else checks.number(eye, "the neural world's user_eye_height",
+                                                          *PROCEDURAL_RANGES["eye_height"])
         except checks.CheckError as e:
             raise WeightsError(f"the session's neural world is malformed ({e})") from None
         world = cls(desc.get("weights") or SHIPPED_WEIGHTS, seed=int(desc.get("seed", 0)), kinematics=kinematics,
                     context_noise=noise)
         if K is not None:  # its frames (in the session) came from a user's first frame, with these intrinsics
-            world.from_user_frame, world.K = True, K
+            world.from_user_frame, world.K, world.user_eye_height = True, K, eye
         return world
 
     def describe(self) -> dict:
@@ -201,6 +207,8 @@ class NeuralWorld(BaseWorldModel):
                 "kinematics": {"step_m": self.kinematics.step_m, "yaw_deg": self.kinematics.yaw_deg}}
         if self.from_user_frame:
             desc["user_frame_K"] = self.K.tolist()
+            if self.user_eye_height is not None:
+                desc["user_eye_height"] = self.user_eye_height
         return desc
 
     # ------------------------------------------------------------------ WorldModel
@@ -246,9 +254,10 @@ class NeuralWorld(BaseWorldModel):
 
     @property
     def walker_eye_height(self) -> float | None:
-        """Metres the camera rides above the ground: the simulator's eye height when its view started the
-        world, None for a user's first frame (a recording's camera is held at a height nobody told us)."""
-        return None if self.from_user_frame else float(self.simulator.config.eye_height)
+        """Metres the camera rides above the ground (a WalkingWorld): the simulator's eye height when its view
+        started the world; for a user's first frame the height its camera was held at, when known (a walker's:
+        ``eye_height``), else None (a recording's camera is held at a height nobody told us)."""
+        return self.user_eye_height if self.from_user_frame else float(self.simulator.config.eye_height)
 
     def predict_c2w(self, last: Frame, action: Action | TargetPose) -> np.ndarray:
         """:meth:`predict_c2w_on_ground` with no map to ride (the pose head's residual alone)."""

@@ -1,7 +1,8 @@
-"""Hand a recording over to the learned world model: it goes on from a recorded frame, with the frames before it
-as its memory (what the studio's *Continue with the learned model from this frame* does), then walks on.
+"""Hand a recording over to the learned world model: it goes on from the last recorded frame with the frames before
+it as its memory (what the studio's *Continue with the learned model from this frame* does). Steered back to where
+earlier frames were recorded, it shows what they saw; with --alone (handed the last frame only) it must guess.
 
-    python3 examples/continue_recording.py ../shared/data/tum_fr1_rpy --frames 40 --actions "(SL)(SL)(SR)(SR)"
+    python3 examples/continue_recording.py ../shared/data/tum_fr1_rpy --frames 30 [--alone]
 """
 
 from __future__ import annotations
@@ -9,34 +10,41 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from memory.metrics import psnr
 from scenes.factory import continue_with_learned_model, make_scene
 from scenes.scene import SceneConfig
-from worldmodel.actions import Action, parse_actions
+from worldmodel.actions import Action, TargetPose, parse_actions
+from worldmodel.neural.world import NeuralWorld
 
 
-def main(folder: Path, frames: int, actions: str, out: Path, voxel: float = 0.02) -> list[float]:
-    """Returns, per generated frame, the share of its view that the map (the recording's frames) covered."""
-    recording = make_scene(f"replay:{folder}?max_frames={frames}", config=SceneConfig(voxel_size=voxel))
+def main(folder: Path, frames: int, out: Path, actions: str, alone: bool = False, voxel: float = 0.02) -> list[float]:
+    """Returns the PSNR (dB) of the views made at four earlier recorded poses against those recorded frames."""
+    config = SceneConfig(voxel_size=voxel)  # a room: 2 cm voxels
+    recording = make_scene(f"replay:{folder}?max_frames={frames}", config=config)
     recording.run([Action("F", "N")] * (frames - 1))  # each step plays the next recorded frame
-    learned = continue_with_learned_model(recording)  # from the last recorded frame, all of them as memory
+    learned = (make_scene(NeuralWorld(first_frame=recording.current, kinematics=recording.model.kinematics),
+                          config=config) if alone else continue_with_learned_model(recording))
+    print(f"handed over {learned.length} recorded frame(s) at {learned.current.width}x{learned.current.height}")
+    scores = []
+    for k in range(0, frames - 1, max(1, (frames - 1) // 4))[:4]:
+        recorded = recording.frame_at(k)
+        made = learned.step(TargetPose(recorded.c2w)).frame  # steered back to where frame k was recorded
+        scores.append(psnr(made.rgb, learned.model.adopt(recorded).rgb))
+        print(f"back at recorded frame {k}: {scores[-1]:.1f} dB against the recording")
     recording.close()
-    print(f"handed over {learned.length} recorded frames at {learned.current.width}x{learned.current.height}")
-    covered = []
-    for step in learned.steps(parse_actions(actions)):
-        covered.append(float(step.cache.valid.mean()))
-        print(f"generated frame {step.frame.index}: the map covered {covered[-1]:.0%} of its view")
+    learned.run(parse_actions(actions))  # and on
     out.mkdir(parents=True, exist_ok=True)
     print("wrote", learned.export_mp4(out / "frames.mp4"), "and", learned.export_ply(out / "scene.ply"))
     learned.close()
-    return covered
+    return scores
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path, help="TUM, 7-Scenes, generic or per-frame PLY folder")
-    p.add_argument("--frames", type=int, default=40, help="how many recorded frames to hand over")
+    p.add_argument("--frames", type=int, default=30, help="how many recorded frames to hand over")
     p.add_argument("--actions", default="(SL)(SL)(SR)(SR)", help="what the learned world does next")
+    p.add_argument("--alone", action="store_true", help="hand over the last frame only (for comparison)")
     p.add_argument("--out", type=Path, default=Path("out/continued"))
-    p.add_argument("--voxel", type=float, default=0.02, help="voxel size in metres (a room: 0.02)")
     a = p.parse_args()
-    main(a.folder, a.frames, a.actions, a.out, a.voxel)
+    main(a.folder, a.frames, a.out, a.actions, a.alone)

@@ -151,6 +151,8 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
 
     sim = simulator()  # the truth at the poses the mode reaches
     handed = list(shown) if mode in TRUE_OUTBOUND_MODES else []
+    if mode in TRUE_OUTBOUND_MODES and not handed:
+        raise ValueError(f"the {mode} mode needs the way out it is shown (shown=)")
     if mode in MODEL_MODES:
         model = NeuralWorld.from_pretrained(weights, seed=seed, kinematics=kinematics, context_noise=context_noise,
                                             first_frame=handed[-1] if handed else None,

@@ -67,24 +67,17 @@ def test_replay_memory_saves_the_cache_render(tmp_path):
     assert res.stdout.count("keyframe: recorded frame") == 4
 
 
-def test_continue_recording_hands_the_recording_to_the_learned_model_and_turns_back_to_it(tmp_path):
-    """30 TUM frames handed over (cut square, 128x128), then two turns out and two back: the map covers most of
-    every generated view, and back at the last recorded pose the model shows the recorded view, closer to it
-    than the recording's own frame two steps earlier is."""
+def test_continue_recording_remembers_the_recording(tmp_path):
+    """30 TUM frames handed to the learned model (cut square, 128x128): steered back to four earlier recorded
+    poses it shows the recorded views (16-19 dB against them); handed the last frame alone it guesses (7-11 dB)."""
     import re
 
-    import imageio_ffmpeg
-
-    from memory.metrics import psnr
-
-    res = run_example("continue_recording.py", str(TUM), "--frames", "30", "--out", str(tmp_path))
-    assert "handed over 30 recorded frames at 128x128" in res.stdout
-    covered = [int(share) for share in re.findall(r"the map covered (\d+)% of its view", res.stdout)]
-    assert len(covered) == 4 and min(covered) > 50
-    reader = imageio_ffmpeg.read_frames(str(tmp_path / "frames.mp4"))
-    width, height = next(reader)["size"]
-    rgb = [np.frombuffer(raw, np.uint8).reshape(height, width, 3)[:, : width // 2] for raw in reader]
-    assert len(rgb) == 34 and rgb[0].shape == (128, 128, 3)
-    handed, back, earlier = rgb[29], rgb[33], rgb[27]
-    assert psnr(back, handed) > psnr(earlier, handed) + 3
-    assert len(read_ply(tmp_path / "scene.ply")[0]) > 1000
+    runs = {}
+    for name, extra, handed in (("handed", (), 30), ("alone", ("--alone",), 1)):
+        res = run_example("continue_recording.py", str(TUM), "--frames", "30", "--out", str(tmp_path / name), *extra)
+        assert f"handed over {handed} recorded frame(s) at 128x128" in res.stdout
+        runs[name] = [float(v) for v in re.findall(r"back at recorded frame \d+: ([\d.]+) dB", res.stdout)]
+    assert len(runs["handed"]) == len(runs["alone"]) == 4
+    assert all(h > 15 and h > a + 5 for h, a in zip(runs["handed"], runs["alone"])), runs
+    pts, _ = read_ply(tmp_path / "handed" / "scene.ply")
+    assert len(pts) > 1000 and (tmp_path / "handed" / "frames.mp4").stat().st_size > 0

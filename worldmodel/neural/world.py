@@ -15,7 +15,8 @@ validation loops). The Scene asks :meth:`predict_c2w` first, renders the memory 
 :meth:`step`, which uses the same pose (the pose head is deterministic).
 
 The first frame is the simulator's view for the seed (as DeepVerse starts from an input image), or any RGB-D
-frame handed in as ``first_frame`` (a recording's or a saved session's frame), resized to the model's size.
+frame handed in as ``first_frame`` (a recording's or a saved session's frame), its centre cut to the model's
+aspect ratio and resized to its size (:meth:`NeuralWorld.adopt`).
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def centre_crop(width: int, height: int, aspect: float) -> tuple[int, int, int, 
 
 
 def _resize(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return t if t.shape[-2:] == (height, width) else F.interpolate(t, size=(height, width), mode="nearest")
+    """(B, C, h, w) -> (B, C, height, width), nearest pixel centre to centre (as resize_intrinsics scales K)."""
+    return t if t.shape[-2:] == (height, width) else F.interpolate(t, size=(height, width), mode="nearest-exact")
 
 
 class NeuralWorld(BaseWorldModel):
@@ -244,7 +246,7 @@ class NeuralWorld(BaseWorldModel):
         rgb = tensor_to_image(_resize(image_to_tensor(frame.rgb[window]), self.height, self.width)[0])
         depth = _resize(depth_to_tensor(depth[window]), self.height, self.width)[0, 0].numpy()
         confidence = (None if frame.confidence is None else
-                      _resize(torch.from_numpy(np.asarray(frame.confidence[window], np.float32))[None, None],
+                      _resize(torch.from_numpy(np.asarray(frame.confidence, np.float32)[window])[None, None],
                               self.height, self.width)[0, 0].numpy())
         K = np.array(frame.K, np.float64)
         K[0, 2], K[1, 2] = K[0, 2] - x0, K[1, 2] - y0

@@ -69,7 +69,7 @@ def test_replay_memory_saves_the_cache_render(tmp_path):
 
 def test_continue_recording_remembers_the_recording(tmp_path):
     """30 TUM frames handed to the learned model (cut square, 128x128): steered back to four earlier recorded
-    poses it shows the recorded views (16-19 dB against them); handed the last frame alone it guesses (7-11 dB)."""
+    poses it shows the recorded views (17-20 dB against them); handed the last frame alone it guesses (7-11 dB)."""
     import re
 
     runs = {}

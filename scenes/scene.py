@@ -243,10 +243,10 @@ class Scene:
                     raise SceneError(f"a frame handed to the {self.model.name} world is {given.width}x"
                                      f"{given.height}, its frames are {frame.width}x{frame.height}: resize the "
                                      "frames first")
-                given = given.with_index(len(fids)) if given.index != len(fids) else given
+                given = given.with_index(len(fids))
                 fids.append(self.store.add(given))
                 self._fuse(given, fids[-1])
-            frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
+            frame = frame.with_index(len(fids))
             fids.append(self.store.add(frame))
             fused, fuse_ms, observe_ms = self._fuse(frame, fids[-1])
         except BaseException:  # (a frame that cannot be read, a full disk): nothing half-made stays
@@ -324,7 +324,7 @@ class Scene:
             context.cache = cache
         t1 = time.perf_counter()
         frame = self.model.step(action, context)
-        frame = frame.with_index(len(fids)) if frame.index != len(fids) else frame
+        frame = frame.with_index(len(fids))
         if not np.isfinite(frame.c2w).all():  # checked before anything is stored: the scene stays as it was
             raise SceneError(f"the {self.model.name} world returned a camera pose with NaN/inf; nothing was stored")
         t2 = time.perf_counter()

@@ -82,7 +82,8 @@ class Frame(_DepthImage):
         return self.c2w[:3, 2]
 
     def with_index(self, index: int) -> "Frame":
-        return replace(self, index=index)
+        """This frame at position ``index`` of a branch (itself when it is there already: frames are frozen)."""
+        return self if self.index == index else replace(self, index=index)
 
 
 @dataclass(frozen=True, eq=False)

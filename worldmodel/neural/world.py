@@ -243,10 +243,9 @@ class NeuralWorld(BaseWorldModel):
         """``frame`` (any world's or recording's) at the model's frame size: the centre cut to the model's aspect
         ratio (a 640x480 recording loses 80 columns each side rather than being squeezed: pixels stay as square
         as they were), then RGB resized (averaged when it shrinks), depth and confidence resized (nearest pixel),
-        K shifted and scaled to match; pose,
-        index, action and the meaning of depth 0 kept. A point-cloud frame's missing depth is rendered from its
-        points (which are then dropped: the depth holds them). Used for the first frame and for the frames a
-        learned world is handed before it (``Scene.reset(prelude=)``)."""
+        K shifted and scaled to match; pose, index, action and the meaning of depth 0 kept. A point-cloud frame's
+        missing depth is rendered from its points (which are then dropped: the depth holds them). Used for the
+        first frame and for the frames a learned world is handed before it (``Scene.reset(prelude=)``)."""
         depth = frame.depth
         if frame.world_points is not None and len(frame.world_points):  # a point-cloud frame: depth may be all 0
             depth = np.where(valid_depth_mask(depth), depth,

@@ -9,10 +9,25 @@ import sys
 from scenes.argtypes import SEED, SIZE, STEP_M, STEPS, VOXEL, YAW_DEG, ranged
 
 
+class _GivenWorld(argparse.Action):
+    """--world that also notes it was given (``world_given``): --start-from refuses a world other than neural."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.world, namespace.world_given = values, True
+
+
 def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
-    p.add_argument("--world", default=default_world,
+    p.add_argument("--world", default=default_world, action=_GivenWorld,
                    help="world to explore: neural[:WEIGHTS] | procedural | procedural:fly | replay:PATH | a plugin's "
                         f"NAME[:ARGS] (`launch.py worlds` lists them; default: {default_world})")
+    p.add_argument("--start-from", default=None, metavar="PATH",
+                   help="the learned model (--world neural[:WEIGHTS]) goes on from a frame of a saved session folder "
+                        "or a recording folder (replay:PATH options allowed), the frames before it handed over as "
+                        "its memory")
+    p.set_defaults(world_given=False)
+    p.add_argument("--start-frame", type=int, default=None, metavar="N",
+                   help="with --start-from: the frame to go on from (a session: position in its current branch, "
+                        "default its cursor; a recording: recorded frame index, default the last; -1 = the last)")
     p.add_argument("--seed", type=ranged(*SEED, integer=True), default=0, help="world seed (default: 0)")
     p.add_argument("--size", type=ranged(*SIZE, integer=True), nargs=2, default=None, metavar=("W", "H"),
                    help="frame size in pixels, 16..4096 (default: the world's own: 256 256 procedural, 128 128 neural)")
@@ -131,11 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_start_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--start-from hands over to the learned model (weights: ``--world neural:WEIGHTS``, else the shipped ones):
+    it refuses another --world, --session, and --size (the model makes frames at its own size)."""
+    if args.start_from is None:
+        if args.start_frame is not None:
+            parser.error("--start-frame needs --start-from PATH (the session or recording it is a frame of)")
+        return
+    if args.world_given and args.world.partition(":")[0] != "neural":
+        parser.error(f"--start-from hands over to the learned model; drop --world {args.world} or use "
+                     "--world neural[:WEIGHTS]")
+    if args.command == "view" and args.session is not None:
+        parser.error("--start-from and --session both say what to open; give one of them")
+    if args.size is not None:
+        parser.error("--size does not apply with --start-from: the learned model makes frames at its own size")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["view", *argv]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("view", "run"):
+        _check_start_from(parser, args)
     if args.command == "view":
         from studio.app import main as studio_main
 

@@ -5,19 +5,22 @@
     scene = make_scene(MyWorld(), memory=False)                  # any WorldModel instance
     scene = make_scene(session="sessions/latest")                # a saved session, with its memory settings
     learned = continue_with_learned_model(scene)                 # the learned model goes on from its cursor
+    learned = start_learned_from("sessions/latest", frame=40)    # ... or from a saved session's or a recording's
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
+from typing import Iterable
 
 from memory.bank import GeometricMemory, MemoryConfig
 from scenes.framestore import FrameStore
 from scenes.scene import MemoryProvider, Scene, SceneConfig
 from worldmodel.actions import Kinematics
-from worldmodel.frame import WalkingWorld, WorldModel
+from worldmodel.frame import Frame, WalkingWorld, WorldModel
 from worldmodel.registry import create_world
 
 
@@ -74,26 +77,106 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
     return scene
 
 
-def continue_with_learned_model(scene: Scene, weights: str | os.PathLike | None = None) -> Scene:
+def continue_with_learned_model(scene: Scene, weights: str | os.PathLike | None = None,
+                                memory: bool | MemoryConfig | MemoryProvider = True,
+                                spill_near: str | os.PathLike | None = None, progress: bool = False) -> Scene:
     """A new Scene (reset) in which the learned world model goes on from the frame at ``scene``'s cursor, with
     the frames before it in the branch handed over as its own (``Scene.reset(prelude=)``, each cut and resized
     to the model's size by ``NeuralWorld.adopt``): its map and memory hold what they saw, so turning back shows
     it, and a walker's camera (a WalkingWorld's: the simulator's, not a recording's) rides the ground at its
     height. ``weights``: a folder or hub repo id; None: a learned world's own weights and settings, else the
-    shipped ones. ``scene`` is left as it was (close it when done). ValueError when the cursor frame has no
-    depth."""
-    from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld
+    shipped ones. ``memory``, ``spill_near``: as for :func:`make_scene`; ``progress``: a progress bar while the
+    frames are handed over. ``scene`` is left as it was (close it when done).
+    ValueError when the cursor frame has no depth."""
+    from worldmodel.neural.world import NeuralWorld
 
     current = scene.model
     same = ({"weights": current.weights, "bf16": current.bf16, "context_noise": current.context_noise}
-            if isinstance(current, NeuralWorld) and weights is None else {"weights": weights or SHIPPED_WEIGHTS})
-    eye_height = current.walker_eye_height if isinstance(current, WalkingWorld) else None
-    model = NeuralWorld(seed=scene.seed, kinematics=current.kinematics, first_frame=scene.current,
-                        eye_height=eye_height, **same)
-    learned = make_scene(model, scene.seed, config=dataclasses.replace(scene.config), reset=False)
+            if isinstance(current, NeuralWorld) and weights is None else {"weights": weights})
+    return hand_over_to_learned_model(
+        scene.current, scene.iter_frames(upto=scene.cursor - 1), seed=scene.seed, kinematics=current.kinematics,
+        eye_height=current.walker_eye_height if isinstance(current, WalkingWorld) else None,
+        config=dataclasses.replace(scene.config), memory=memory, spill_near=spill_near,
+        progress=scene.cursor if progress else None, **same)
+
+
+def hand_over_to_learned_model(first: Frame, before: Iterable[Frame] = (), *, seed: int = 0,
+                               kinematics: Kinematics | None = None, eye_height: float | None = None,
+                               config: SceneConfig | None = None, memory: bool | MemoryConfig | MemoryProvider = True,
+                               weights: str | os.PathLike | None = None, progress: int | None = None,
+                               spill_near: str | os.PathLike | None = None, **world_settings) -> Scene:
+    """A new Scene in which the learned world model starts from ``first`` (any world's or recording's frame,
+    with depth) with the frames ``before`` it (oldest first, read as they are needed) handed over as its own
+    memory. ``eye_height``: metres above the ground the frames' camera was held at (a walker's), None when
+    unknown; ``weights``: a folder or hub repo id (None: the shipped ones); ``world_settings``: more
+    NeuralWorld arguments (bf16, context_noise). ``progress``: how many frames ``before`` holds, to show a
+    progress bar (None: none). ``spill_near``: as for :func:`make_scene`. ValueError when ``first`` has no
+    depth; the frames' own errors as they are read."""
+    from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld
+
+    model = NeuralWorld(weights=weights or SHIPPED_WEIGHTS, seed=seed, kinematics=kinematics, first_frame=first,
+                        eye_height=eye_height, **world_settings)
+    learned = make_scene(model, seed, config=config, memory=memory, reset=False, spill_near=spill_near)
+    handed = (model.adopt(frame) for frame in before)
     try:
-        learned.reset(scene.seed, prelude=(model.adopt(f) for f in scene.iter_frames(upto=scene.cursor - 1)))
+        if progress is not None:
+            from tqdm import tqdm
+
+            handed = tqdm(handed, total=progress, desc="handing frames over", unit="frame")
+        learned.reset(seed, prelude=handed)
     except BaseException:
         learned.close()
         raise
     return learned
+
+
+def start_learned_from(source: str | os.PathLike, frame: int | None = None, *, weights: str | os.PathLike | None = None,
+                       seed: int = 0, kinematics: Kinematics | None = None, config: SceneConfig | None = None,
+                       memory: bool | MemoryConfig | MemoryProvider = True, spill_near: str | os.PathLike | None = None,
+                       progress: bool = False) -> Scene:
+    """The learned world model going on from frame ``frame`` of ``source``, the frames before it handed over as
+    its memory (:func:`hand_over_to_learned_model`; ``launch.py view/run --start-from``).
+
+    source: a saved session folder (the frame is a position in its current branch; default: its cursor; its own
+    seed, kinematics and scene settings are kept, and a learned world's weights unless ``weights`` is given) or
+    a recording folder, with ``replay:`` options when wanted (``PATH?stride=2``; the frame is a recorded frame's
+    index; default: the last; ``seed``, ``kinematics`` and ``config`` apply). Raises SessionError /
+    WorldSpecError / ValueError with a one-line message. ``memory``, ``spill_near``: as for :func:`make_scene`;
+    ``progress``: a progress bar while the frames are handed over."""
+    from scenes.session import is_session_folder
+
+    if is_session_folder(source):
+        saved = make_scene(session=source, memory=False)
+        try:
+            position = saved.cursor if frame is None else _frame_in(frame, saved.length, f"{source}'s branch")
+            saved.seek(position)
+            return continue_with_learned_model(saved, weights, memory=memory, spill_near=spill_near,
+                                               progress=progress)
+        finally:
+            saved.close()
+    recording = create_world(f"replay:{source}")  # a ReplayWorld: its frames are read one at a time
+    try:
+        frames = recording.sequence
+        position = len(frames) - 1 if frame is None else _frame_in(frame, len(frames), f"the recording {source}")
+        for note in frames.notes if progress else ():  # what the reader assumed (a command line's user reads it)
+            print(f"note: {note}", file=sys.stderr)
+        return hand_over_to_learned_model(frames[position], (frames[i] for i in range(position)), seed=seed,
+                                          kinematics=kinematics, config=config, memory=memory, weights=weights,
+                                          spill_near=spill_near, progress=position if progress else None)
+    finally:
+        recording.close()
+
+
+def learned_weights(world: str) -> str | None:
+    """The weights a world spec names for the learned model: ``"neural:FOLDER"`` -> ``"FOLDER"``; None for
+    ``"neural"`` and any other world (the shipped weights)."""
+    kind, _, weights = world.partition(":")
+    return (weights or None) if kind == "neural" else None
+
+
+def _frame_in(frame: int, count: int, what: str) -> int:
+    """``frame`` checked against ``count`` frames (negative: from the end, -1 the last)."""
+    if not -count <= frame < count:
+        raise ValueError(f"frame {frame} is not in {what}, which has {count} frames (0..{count - 1}, or -1 for the "
+                         "last)")
+    return frame % count

@@ -17,7 +17,7 @@ from memory.bank import MemoryConfig
 from scenes.atomic import WriteError, remove_empty_folder, writable_folder
 from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
-from scenes.factory import make_scene
+from scenes.factory import learned_weights, make_scene, start_learned_from
 from scenes.scene import Scene, SceneConfig
 from scenes.session import SessionError, read_session_meta, save_session, saved_memory_config
 from scenes.spill import install_signal_handlers
@@ -75,7 +75,7 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             return fail_before_any_frame(str(e))
         if actions is None:  # the walk of the session's own seed, as the first run made it
             actions = generated_walk(args.walk, args.steps, scene.seed)
-        total, done = len(actions), scene.length - 1
+        total, done = len(actions), scene.length - 1 - scene.branch.handed  # frames handed over are no steps
         mismatch = first_different_step(scene, actions)
         if mismatch is not None:
             scene.close()
@@ -90,17 +90,25 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             actions = generated_walk(args.walk, args.steps, args.seed)
         total = len(actions)
         memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
-        try:
-            scene = make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, memory=memory,
-                               kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
-                               config=SceneConfig(voxel_size=args.voxel), reset=False, spill_near=out)
-        except (WorldSpecError, ValueError, OSError) as e:
-            return fail_before_any_frame(str(e))
-        try:
-            scene.reset(args.seed)
-        except (ValueError, OSError, RuntimeError) as e:
-            scene.close()
-            return fail_before_any_frame(f"the world's first frame failed: {e}")
+        kinematics, config = Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg), SceneConfig(voxel_size=args.voxel)
+        if args.start_from is not None:  # the learned model goes on from a frame of a session or recording
+            try:
+                scene = start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
+                                           seed=args.seed, kinematics=kinematics, config=config, memory=memory,
+                                           spill_near=out, progress=True)
+            except (SessionError, ValueError, OSError) as e:  # WorldSpecError, WeightsError are ValueErrors
+                return fail_before_any_frame(f"cannot start from {args.start_from}: {e}")
+        else:
+            try:
+                scene = make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None,
+                                   memory=memory, kinematics=kinematics, config=config, reset=False, spill_near=out)
+            except (WorldSpecError, ValueError, OSError) as e:
+                return fail_before_any_frame(str(e))
+            try:
+                scene.reset(args.seed)
+            except (ValueError, OSError, RuntimeError) as e:
+                scene.close()
+                return fail_before_any_frame(f"the world's first frame failed: {e}")
     if isinstance(scene.model, ReplayWorld):  # a recording: what the reader noticed, and where it ends
         actions = _within_the_recording(scene.model, scene.length - 1, actions, resize=args.size is not None)
     every = default_interval(total) if args.autosave is None else args.autosave  # the whole walk's, resumed too
@@ -180,9 +188,10 @@ class AutosaveFailed(RuntimeError):
 def first_different_step(scene: Scene, actions: list) -> int | None:
     """Index of the first of ``actions`` that the session's own frames (first and last 32 steps: the frames are
     read from disk) were not made by; None when they agree."""
-    done = min(scene.length - 1, len(actions))
+    first = scene.branch.handed  # the world's first frame: the steps follow it
+    done = min(scene.length - 1 - first, len(actions))
     for i in sorted(set(range(min(32, done))) | set(range(max(0, done - 32), done))):
-        if scene.frame_at(i + 1).action != actions[i]:
+        if scene.frame_at(first + i + 1).action != actions[i]:
             return i
     return None
 

@@ -78,6 +78,7 @@ class Branch:
     fids: list[int] = field(default_factory=list)
     parent: str | None = None
     fork_position: int | None = None  # last position shared with the parent
+    handed: int = 0  # the first ``handed`` frames were given (Scene.reset(prelude=)), not made by the world
 
 
 @dataclass
@@ -254,7 +255,7 @@ class Scene:
             if self.memory is not None:
                 self.memory.reset()
             raise
-        self.branches = {"main": Branch("main", fids)}
+        self.branches = {"main": Branch("main", fids, handed=len(fids) - 1)}
         self.cursor = len(fids) - 1
         self.last_step = StepResult(frame, fids[-1], "main", fused, 0.0, fuse_ms, observe_ms)
         return frame
@@ -388,7 +389,8 @@ class Scene:
     def _fork(self) -> None:
         parent = self.branch
         name = self._unique_branch_name()
-        self.branches[name] = Branch(name, parent.fids[: self.cursor + 1], parent.name, self.cursor)
+        self.branches[name] = Branch(name, parent.fids[: self.cursor + 1], parent.name, self.cursor,
+                                     handed=min(parent.handed, self.cursor + 1))
         self.branch_name = name
         self._rebuild_map()
 

@@ -185,6 +185,11 @@ def _fail(folder: Path, why: str) -> SessionError:
     return SessionError(f"{folder} is not a usable WorldStudio session: {why}")
 
 
+def is_session_folder(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds a session.json (a saved session, whole or not: opening it says which)."""
+    return (Path(folder).expanduser() / "session.json").is_file()
+
+
 def read_session_meta(folder: str | Path) -> dict:
     folder = Path(folder).expanduser()
     path = folder / "session.json"
@@ -228,7 +233,7 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
         why = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
         raise _fail(folder, f"its world description is unusable ({why})") from None
     fids = checked.frame_ids
-    branches = {name: Branch(name, bf, parent, fork) for name, bf, parent, fork in checked.branches}
+    branches = {name: Branch(name, bf, parent, fork, handed) for name, bf, parent, fork, handed in checked.branches}
     try:
         store = FrameStore.open_existing(folder, fids, ram_frames=config.ram_frames,
                                          spill_near=spill_near or folder.parent,

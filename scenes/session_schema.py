@@ -31,7 +31,7 @@ class SessionMeta:
     world: dict
     seed: int
     frame_ids: list[int]
-    branches: list[tuple[str, list[int], str | None, int | None]]
+    branches: list[tuple[str, list[int], str | None, int | None, int]]
     current_branch: str
     cursor: int
     retrievals: dict[int, tuple[list[int], list[float]]]
@@ -88,7 +88,8 @@ def check_session_meta(meta: dict) -> SessionMeta:
         parent = None if parent is None else text(parent, f"branch {name!r} parent", 200)
         fork = b.get("fork_position")
         fork = None if fork is None else number(fork, f"branch {name!r} fork_position", 0, len(bf) - 1, True)
-        branches.append((name, bf, parent, fork))
+        handed = number(b.get("handed", 0), f"branch {name!r} handed", 0, len(bf) - 1, True)  # older saves: 0
+        branches.append((name, bf, parent, fork, handed))
     current = text(meta.get("current_branch"), "current_branch", 200)
     if current not in names:
         raise CheckError(f"current_branch {current!r} is not one of the branches")

@@ -61,3 +61,20 @@ def test_bench_checks_its_json_path_first_and_keeps_the_figures_of_sections_that
     assert main(["bench", "--only", "bad,good", "--json", str(tmp_path / "b.json")]) == 1
     assert "bench section bad failed: no chromium" in capsys.readouterr().err
     assert json.loads((tmp_path / "b.json").read_text())["good_ms"] == 1.5
+
+
+@pytest.mark.parametrize("bad, says", [
+    (["--start-frame", "3"], "--start-frame needs --start-from PATH"),
+    (["--start-from", "x", "--world", "procedural"], "--start-from hands over to the learned model; drop --world"),
+    (["--start-from", "x", "--size", "64", "64"], "--size does not apply with --start-from"),
+])
+def test_start_from_refuses_what_it_cannot_honour(tmp_path, capsys, bad, says):
+    """--start-from hands over to the learned model: another world, a size, or a frame without a source is one
+    usage line, and nothing is made."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--steps", "2", "--out", str(out), *bad])
+    assert e.value.code == 2 and says in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        main(["view", "--start-from", "x", "--session", "y"])
+    assert "give one of them" in capsys.readouterr().err

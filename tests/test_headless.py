@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from scenes.session import load_session
 from studio.bench_util import free_port
 
@@ -246,3 +248,43 @@ def test_a_second_run_into_the_same_out_folder_is_refused_while_the_first_runs(t
         proc.wait(30)
     assert main(["run", "--steps", "3", *SMALL, "--out", str(out), "--resume", str(out / "session"),
                  "--autosave", "0"]) == 0  # the lock went with the killed process
+
+
+def test_run_starts_the_learned_model_from_a_recorded_frame_and_resume_counts_only_its_steps(tmp_path, capsys):
+    """`run --start-from RECORDING --start-frame 6`: the learned model goes on from recorded frame 6 with frames
+    0-5 handed over as the branch's first frames (at the model's size, at their recorded poses). --resume counts
+    the steps after the model's first frame, not the frames handed over (it took all 8 frames of the session for
+    steps and made none)."""
+    from launch import main
+    from worldmodel.actions import Action
+    from worldmodel.registry import create_world
+
+    tum = ROOT.parent / "shared" / "data" / "tum_fr1_rpy"
+    out = tmp_path / "out"
+    start = ["run", "--start-from", str(tum), "--start-frame", "6", "--voxel", "0.05", "--no-video", "--out", str(out)]
+    assert main([*start, "--actions", "(FN)(SL)"]) == 0
+    scene = load_session(out / "session")
+    recording = create_world(f"replay:{tum}").sequence
+    try:
+        assert scene.model.name == "neural" and scene.length == 6 + 1 + 2 and scene.branch.handed == 6
+        assert all(np.allclose(scene.frame_at(i).c2w, recording.c2ws[i]) for i in range(7))
+        assert scene.current.rgb.shape == (128, 128, 3)
+        assert [str(scene.frame_at(i).action) for i in (7, 8)] == [str(Action("F", "N")), str(Action("S", "L"))]
+        made = [scene.frame_at(i).rgb.copy() for i in range(9)]
+    finally:
+        scene.close()
+        recording.close()
+    assert main([*start, "--actions", "(FN)(SL)(FN)", "--resume", str(out / "session")]) == 0
+    scene = load_session(out / "session")
+    try:
+        assert scene.length == 10 and scene.branch.handed == 6  # one step more, none repeated
+        assert all(np.array_equal(scene.frame_at(i).rgb, made[i]) for i in range(9))
+    finally:
+        scene.close()
+    capsys.readouterr()
+    assert main([*start, "--actions", "(FN)(SR)(FN)(FN)", "--resume", str(out / "session")]) == 2
+    assert "step 2 differs" in capsys.readouterr().err
+    # a frame the recording does not have is one line, and no --out folder is left behind
+    assert main(["run", "--start-from", str(tum), "--start-frame", "90", "--steps", "1",
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "frame 90 is not in the recording" in capsys.readouterr().err and not (tmp_path / "none").exists()

@@ -1107,6 +1107,39 @@ def test_continuing_from_a_frame_keeps_the_learned_worlds_own_weights(tmp_path):
         studio.worker.scene.close()
 
 
+def test_the_learned_world_starts_from_a_saved_sessions_frame_from_the_command_line(tmp_path):
+    """`launch.py view/run --start-from SESSION --start-frame N` (scenes.factory.start_learned_from): the learned
+    model goes on from position N of a saved procedural walk with the N frames before it handed over, at their
+    poses, resized to 128x128, with the walker's eye height; the default frame is the session's cursor."""
+    from launch import build_parser
+    from scenes.factory import make_scene
+    from scenes.session import save_session
+    from studio.app import build_scene
+    from worldmodel.actions import parse_actions
+
+    walked = make_scene("procedural", 2, size=(192, 192))
+    walked.run(parse_actions("(FN)(SL)(SL)(FN)(FR)"))
+    walked.seek(4)
+    save_session(walked, tmp_path / "walk")
+    poses = walked.poses()
+    walked.close()
+    args = build_parser().parse_args(["view", "--start-from", str(tmp_path / "walk"), "--start-frame", "3"])
+    scene = build_scene(args)
+    try:
+        assert scene.model.name == "neural" and scene.length == 4 and scene.branch.handed == 3
+        assert np.allclose(scene.poses(), poses[:4]) and scene.current.rgb.shape == (128, 128, 3)
+        assert scene.model.walker_eye_height == pytest.approx(1.7) and scene.seed == 2
+        scene.step(Action("F", "N"))
+        assert scene.length == 5 and np.isfinite(scene.current.depth).all()
+    finally:
+        scene.close()
+    scene = build_scene(build_parser().parse_args(["view", "--start-from", str(tmp_path / "walk")]))
+    try:
+        assert scene.length == 5 and scene.branch.handed == 4  # the cursor it was saved at
+    finally:
+        scene.close()
+
+
 def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as_its_memory(tmp_path):
     """*Continue with the learned model from this frame* hands the learned world the frames before the cursor (at
     its size, observed): turning back to where the simulator looked, it shows what was there. Started from the

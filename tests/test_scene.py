@@ -436,3 +436,40 @@ def test_a_step_that_fails_or_is_interrupted_while_fusing_leaves_nothing_half_do
     with pytest.raises(ValueError, match="confidence must be"):
         Frame(0, np.zeros((4, 6, 3), np.uint8), np.ones((4, 6), np.float32), np.eye(3), np.eye(4),
               confidence=np.ones((2, 3), np.float32))
+
+
+def test_a_branch_knows_how_many_of_its_frames_were_handed_over_and_a_session_keeps_it(tmp_path):
+    """Branch.handed: the frames Scene.reset(prelude=) gave, not made by the world (a resumed headless run counts
+    its steps after them). A fork shares as many as it keeps; a session saves and checks the number; a session
+    of an older build, without it, has none."""
+    walked = make_scene()
+    walked.run(parse_actions("(FN)(fLL)(FL)(FN)(SR)"))
+    scene = make_scene()
+    scene.reset(5, start=walked.current.c2w, prelude=walked.iter_frames(upto=walked.cursor - 1))
+    scene.run(parse_actions("(FN)(FN)"))
+    assert scene.branch.handed == 5 and scene.length == 8
+    scene.seek(2)
+    scene.step(Action("F", "L"))  # forked inside the handed frames: it keeps 3 of them
+    inside = scene.branch_name
+    scene.switch_branch("main")
+    scene.seek(6)
+    scene.step(Action("F", "L"))  # forked after them: all 5
+    assert scene.branches[inside].handed == 3 and scene.branch.handed == 5 and scene.branches["main"].handed == 5
+    save_session(scene, tmp_path / "s")
+    loaded = load_session(tmp_path / "s")
+    assert {n: b.handed for n, b in loaded.branches.items()} == {n: b.handed for n, b in scene.branches.items()}
+    loaded.close()
+    meta_path = tmp_path / "s" / "session.json"
+    meta = json.loads(meta_path.read_text())
+    for bad in (-1, 8, "5", 2.5):
+        meta["branches"][0]["handed"] = bad
+        meta_path.write_text(json.dumps(meta))
+        with pytest.raises(SessionError, match="branch 'main' handed"):
+            load_session(tmp_path / "s")
+    for branch in meta["branches"]:
+        del branch["handed"]
+    meta_path.write_text(json.dumps(meta))
+    older = load_session(tmp_path / "s")
+    assert all(b.handed == 0 for b in older.branches.values())
+    older.close()
+    assert make_scene().branch.handed == 0

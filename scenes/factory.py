@@ -97,7 +97,7 @@ def continue_with_learned_model(scene: Scene, weights: str | os.PathLike | None 
         scene.current, scene.iter_frames(upto=scene.cursor - 1), seed=scene.seed, kinematics=current.kinematics,
         eye_height=current.walker_eye_height if isinstance(current, WalkingWorld) else None,
         config=dataclasses.replace(scene.config), memory=memory, spill_near=spill_near,
-        progress=scene.cursor if progress else None, **same)
+        progress=scene.cursor if progress else None, handed_from=current, **same)
 
 
 def hand_over_to_learned_model(first: Frame, before: Iterable[Frame] = (), *, seed: int = 0,
@@ -109,7 +109,8 @@ def hand_over_to_learned_model(first: Frame, before: Iterable[Frame] = (), *, se
     with depth) with the frames ``before`` it (oldest first, read as they are needed) handed over as its own
     memory. ``eye_height``: metres above the ground the frames' camera was held at (a walker's), None when
     unknown; ``weights``: a folder or hub repo id (None: the shipped ones); ``world_settings``: more
-    NeuralWorld arguments (bf16, context_noise). ``progress``: how many frames ``before`` holds, to show a
+    NeuralWorld arguments (bf16, context_noise, handed_from: the world the frames came from, whose ground
+    truth the compare view then shows when it has one). ``progress``: how many frames ``before`` holds, to show a
     progress bar (None: none). ``spill_near``: as for :func:`make_scene`. ValueError when ``first`` has no
     depth; the frames' own errors as they are read."""
     from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld

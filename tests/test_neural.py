@@ -1187,12 +1187,46 @@ def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as
                          for a in parse_actions("(SR)" * 9)]
     assert np.mean(returns["kept"]) > 21 and np.mean(returns["kept"]) > np.mean(returns["alone"]) + 4
     assert returns["kept"][-1] > 22 and returns["kept"][-1] > returns["alone"][-1] + 6
+    # the compare view still has the simulator (the frames came from its world), the cursor frame alone has not
+    reference = learned.model.reference_view(learned.current.c2w)
+    assert np.array_equal(reference[0], truth.render(learned.current.c2w)[0]) and alone.model.reference_view(
+        alone.current.c2w) is None
     # a saved session keeps them
     reopened = make_scene(session=save_session(learned, tmp_path / "session"))
     assert reopened.length == 19 and reopened.frame_at(0).confidence is None
     assert reopened.model.walker_eye_height == pytest.approx(1.7) and reopened.model.from_user_frame
+    assert np.array_equal(reopened.model.reference_view(learned.current.c2w)[0], reference[0])
     for scene in (learned, alone, reopened):
         scene.close()
+
+
+def test_a_learned_world_handed_frames_of_the_simulators_own_world_compares_with_the_simulator():
+    """The compare view has ground truth after a handover only when the frames came from the world the model's
+    simulator renders: the procedural world of the same seed and terrain (looked at with any size, field of
+    view, eye height, flying or not), or a learned world whose truth it is. It renders at the handed camera's
+    intrinsics (a 4:3 walk's frame is cut square: its field of view narrows)."""
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+
+    def handed(source):
+        return NeuralWorld(seed=0, first_frame=source.reset(source.seed), handed_from=source)
+
+    assert handed(ProceduralWorld(ProceduralConfig(width=64, height=48, fov_y_deg=50, fly=True), seed=0)
+                  ).simulator_is_truth
+    assert not handed(ProceduralWorld(ProceduralConfig(terrain_cell=2.0), seed=0)).simulator_is_truth
+    assert not handed(ProceduralWorld(seed=1)).simulator_is_truth
+    from_sim = NeuralWorld(seed=0)
+    from_sim.reset(0)
+    assert NeuralWorld(seed=0, first_frame=from_sim.simulator.reset(0), handed_from=from_sim).simulator_is_truth
+    source = ProceduralWorld(ProceduralConfig(width=320, height=240), seed=0)
+    world = handed(source)
+    first = world.reset(0)
+    rgb, depth = world.reference_view(first.c2w)
+    ok = (depth > 0) & (first.depth > 0)
+    assert ok.mean() > 0.5 and np.median(np.abs(depth[ok] / first.depth[ok] - 1)) < 0.02  # the same camera
+    desc = world.describe()
+    assert desc["simulator_is_truth"] and NeuralWorld.from_description(desc).reference_view(first.c2w) is not None
+    with pytest.raises(WeightsError, match="simulator_is_truth must be true or false"):
+        NeuralWorld.from_description({**desc, "simulator_is_truth": "yes"})
 
 
 def test_a_fork_from_a_frame_handed_to_the_learned_world_goes_on_with_that_frames_camera():

@@ -83,6 +83,9 @@ class ProceduralConfig:
     chunk_cache: int = 160           # generated chunks kept in the LRU (>= loaded chunks)
 
 
+# ProceduralConfig settings of how the world is looked at, not of what is in it (shows_the_same_world_as)
+CAMERA_SETTINGS = ("width", "height", "fov_y_deg", "eye_height", "fly", "kinematics", "chunk_cache")
+
 # Ranges a saved world's settings must lie in: (lo, hi, integer). Booleans (fly, shadows) are checked apart.
 PROCEDURAL_RANGES = {
     "width": (16, 4096, True), "height": (16, 4096, True), "fov_y_deg": (1.0, 170.0, False),
@@ -406,6 +409,15 @@ class ProceduralWorld(BaseWorldModel):
     def describe(self) -> dict:
         """JSON-able description from which :func:`worldmodel.registry.world_from_description` rebuilds it."""
         return {"kind": "procedural", "seed": self.seed, "config": dataclasses.asdict(self.config)}
+
+    def shows_the_same_world_as(self, other: "ProceduralWorld") -> bool:
+        """True when ``other`` renders what this world renders at any pose and intrinsics: the same seed and the
+        same settings of what is there (chunks, terrain, load radius, far, fog, shadows). How it is looked at
+        (frame size, field of view, eye height, flying, kinematics, chunk cache) may differ."""
+        mine, theirs = (dataclasses.asdict(world.config) for world in (self, other))
+        for setting in CAMERA_SETTINGS:
+            del mine[setting], theirs[setting]
+        return self.seed == other.seed and mine == theirs
 
     @classmethod
     def from_description(cls, desc: dict) -> "ProceduralWorld":

@@ -147,7 +147,7 @@ class NeuralWorld(BaseWorldModel):
 
     def __init__(self, weights: str | os.PathLike = SHIPPED_WEIGHTS, seed: int = 0, kinematics: Kinematics | None = None,
                  first_frame: Frame | None = None, bf16: bool | None = None, context_noise: float | None = None,
-                 eye_height: float | None = None):
+                 eye_height: float | None = None, handed_from: BaseWorldModel | None = None):
         folder = resolve(weights)
         # a local folder is kept absolute (a session reopens from anywhere); a hub id as given
         self.weights = str(folder.resolve()) if folder == Path(weights).expanduser() else str(weights)
@@ -174,6 +174,10 @@ class NeuralWorld(BaseWorldModel):
         # the height that frame's camera was held at (a walker's, e.g. the simulator's), when it is known
         self.from_user_frame = first_frame is not None
         self.user_eye_height = None if eye_height is None else float(eye_height)
+        # a user's first frame from the world this model's simulator renders (``handed_from``: the procedural
+        # world of the same seed and terrain, or a learned world started from it): the simulator is still the
+        # ground truth the compare view shows
+        self.simulator_is_truth = first_frame is not None and _renders_like(handed_from, self.simulator)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike = SHIPPED_WEIGHTS, **kwargs) -> "NeuralWorld":
@@ -204,12 +208,13 @@ class NeuralWorld(BaseWorldModel):
             eye = desc.get("user_eye_height")
             eye = None if eye is None else checks.number(eye, "the neural world's user_eye_height",
                                                           *PROCEDURAL_RANGES["eye_height"])
+            truth = checks.boolean(desc.get("simulator_is_truth", False), "the neural world's simulator_is_truth")
         except checks.CheckError as e:
             raise WeightsError(f"the session's neural world is malformed ({e})") from None
         world = cls(desc.get("weights") or SHIPPED_WEIGHTS, seed=int(desc.get("seed", 0)), kinematics=kinematics,
                     context_noise=noise)
         if K is not None:  # its frames (in the session) came from a user's first frame, with these intrinsics
-            world.from_user_frame, world.K, world.user_eye_height = True, K, eye
+            world.from_user_frame, world.K, world.user_eye_height, world.simulator_is_truth = True, K, eye, truth
         return world
 
     def describe(self) -> dict:
@@ -220,6 +225,8 @@ class NeuralWorld(BaseWorldModel):
             desc["user_frame_K"] = self.K.tolist()
             if self.user_eye_height is not None:
                 desc["user_eye_height"] = self.user_eye_height
+            if self.simulator_is_truth:
+                desc["simulator_is_truth"] = True
         return desc
 
     # ------------------------------------------------------------------ WorldModel
@@ -339,11 +346,23 @@ class NeuralWorld(BaseWorldModel):
                      zero_depth_is_sky=True)  # depth 0 where the sky head says there is no surface
 
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """The simulator's (rgb, depth) at ``c2w`` for side-by-side comparison; None when the world did not
-        start from the simulator (a user-picked first frame has no ground truth)."""
-        if self.from_user_frame or not np.isfinite(np.asarray(c2w)).all():
+        """The simulator's (rgb, depth) at ``c2w`` with this world's intrinsics, for side-by-side comparison;
+        None when the simulator is not what the frames show (a user's first frame from a recording, a session
+        or another world has no ground truth; one handed over from the simulator's own world has it)."""
+        if (self.from_user_frame and not self.simulator_is_truth) or not np.isfinite(np.asarray(c2w)).all():
             return None
-        return self.simulator.render(np.asarray(c2w, np.float64))
+        return self.simulator.render(np.asarray(c2w, np.float64), self.K, self.width, self.height)
+
+
+def _renders_like(world: BaseWorldModel | None, simulator) -> bool:
+    """True when ``world`` shows what ``simulator`` (a ProceduralWorld) renders: the procedural world of the
+    same seed and terrain, or a learned world whose ground truth is such a simulator."""
+    from worldmodel.procedural import ProceduralWorld
+
+    if isinstance(world, NeuralWorld):
+        has_truth = not world.from_user_frame or world.simulator_is_truth
+        return has_truth and world.simulator.shows_the_same_world_as(simulator)
+    return isinstance(world, ProceduralWorld) and world.shows_the_same_world_as(simulator)
 
 
 def check_size(world: NeuralWorld, width: int, height: int) -> None:

@@ -22,12 +22,13 @@ def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
                         f"NAME[:ARGS] (`launch.py worlds` lists them; default: {default_world})")
     p.add_argument("--start-from", default=None, metavar="PATH",
                    help="the learned model (--world neural[:WEIGHTS]) goes on from a frame of a saved session folder "
-                        "or a recording folder (replay:PATH options allowed), the frames before it handed over as "
-                        "its memory")
+                        "(keeping its seed, voxel size and step settings) or a recording folder (replay:PATH options "
+                        "allowed), the frames before it handed over as its memory")
     p.set_defaults(world_given=False)
     p.add_argument("--start-frame", type=int, default=None, metavar="N",
                    help="with --start-from: the frame to go on from (a session: position in its current branch, "
-                        "default its cursor; a recording: recorded frame index, default the last; -1 = the last)")
+                        "default its cursor; a recording: frame index after its stride and max_frames options, "
+                        "default the last; -1 = the last)")
     p.add_argument("--seed", type=ranged(*SEED, integer=True), default=0, help="world seed (default: 0)")
     p.add_argument("--size", type=ranged(*SIZE, integer=True), nargs=2, default=None, metavar=("W", "H"),
                    help="frame size in pixels, 16..4096 (default: the world's own: 256 256 procedural, 128 128 neural)")

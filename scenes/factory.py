@@ -119,15 +119,19 @@ def hand_over_to_learned_model(first: Frame, before: Iterable[Frame] = (), *, se
                         eye_height=eye_height, **world_settings)
     learned = make_scene(model, seed, config=config, memory=memory, reset=False, spill_near=spill_near)
     handed = (model.adopt(frame) for frame in before)
+    bar = None
     try:
         if progress is not None:
             from tqdm import tqdm
 
-            handed = tqdm(handed, total=progress, desc="handing frames over", unit="frame")
+            handed = bar = tqdm(handed, total=progress, desc="handing frames over", unit="frame")
         learned.reset(seed, prelude=handed)
     except BaseException:
         learned.close()
         raise
+    finally:
+        if bar is not None:  # ends its line: an error is printed below it, not on it
+            bar.close()
     return learned
 
 
@@ -155,6 +159,14 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *, w
                                                progress=progress)
         finally:
             saved.close()
+    from worldmodel.recordings import detect_format
+    from worldmodel.replay import parse_replay_arg
+
+    folder, _ = parse_replay_arg(str(source))
+    try:
+        detect_format(folder)
+    except ValueError as e:  # neither a session nor a recording: say that both are taken
+        raise ValueError(f"{e}; or a saved session folder (with session.json)") from None
     recording = create_world(f"replay:{source}")  # a ReplayWorld: its frames are read one at a time
     try:
         frames = recording.sequence

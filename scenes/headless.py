@@ -75,7 +75,7 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             return fail_before_any_frame(str(e))
         if actions is None:  # the walk of the session's own seed, as the first run made it
             actions = generated_walk(args.walk, args.steps, scene.seed)
-        total, done = len(actions), scene.length - 1 - scene.branch.handed  # frames handed over are no steps
+        total, done = len(actions), steps_made(scene)
         mismatch = first_different_step(scene, actions)
         if mismatch is not None:
             scene.close()
@@ -86,9 +86,6 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             print(f"{args.resume} already holds all {len(actions)} steps; writing the exports")
         actions = actions[done:]
     else:
-        if actions is None:
-            actions = generated_walk(args.walk, args.steps, args.seed)
-        total = len(actions)
         memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
         kinematics, config = Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg), SceneConfig(voxel_size=args.voxel)
         if args.start_from is not None:  # the learned model goes on from a frame of a session or recording
@@ -109,6 +106,9 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             except (ValueError, OSError, RuntimeError) as e:
                 scene.close()
                 return fail_before_any_frame(f"the world's first frame failed: {e}")
+        if actions is None:  # the walk of the scene's seed (a session started from keeps its own)
+            actions = generated_walk(args.walk, args.steps, scene.seed)
+        total = len(actions)
     if isinstance(scene.model, ReplayWorld):  # a recording: what the reader noticed, and where it ends
         actions = _within_the_recording(scene.model, scene.length - 1, actions, resize=args.size is not None)
     every = default_interval(total) if args.autosave is None else args.autosave  # the whole walk's, resumed too
@@ -127,8 +127,8 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
                 except (SessionError, OSError) as save_error:  # a full disk may clear: one retry, then stop
                     failed_saves += 1
                     if failed_saves > 1:
-                        raise AutosaveFailed(scene.length - 1, save_error) from None
-                    print(f"warning: autosave after step {scene.length - 1} failed ({save_error}); going on, the next "
+                        raise AutosaveFailed(steps_made(scene), save_error) from None
+                    print(f"warning: autosave after step {steps_made(scene)} failed ({save_error}); going on, the next "
                           "autosave (an interval later) tries again", file=sys.stderr)
         except (Exception, KeyboardInterrupt, SystemExit) as e:  # noqa: BLE001 - keep what was made
             return _save_after_failure(scene, out, e)
@@ -185,11 +185,17 @@ class AutosaveFailed(RuntimeError):
         super().__init__(f"autosave failed twice, the last after step {step} ({str(error).splitlines()[0]})")
 
 
+def steps_made(scene: Scene) -> int:
+    """Steps the world made on the current branch: its frames after the one it went on from (frames handed over
+    before that one, ``Branch.handed``, are no steps)."""
+    return scene.length - 1 - scene.branch.handed
+
+
 def first_different_step(scene: Scene, actions: list) -> int | None:
     """Index of the first of ``actions`` that the session's own frames (first and last 32 steps: the frames are
     read from disk) were not made by; None when they agree."""
-    first = scene.branch.handed  # the world's first frame: the steps follow it
-    done = min(scene.length - 1 - first, len(actions))
+    first = scene.branch.handed  # the frame the world went on from: the steps follow it
+    done = min(steps_made(scene), len(actions))
     for i in sorted(set(range(min(32, done))) | set(range(max(0, done - 32), done))):
         if scene.frame_at(first + i + 1).action != actions[i]:
             return i
@@ -205,7 +211,7 @@ def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:
     elif isinstance(e, AutosaveFailed):
         why = str(e)
     else:
-        why = f"step {scene.length} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        why = f"step {steps_made(scene) + 1} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     try:
         folder = save_session(scene, out / "session")
     except (SessionError, OSError) as save_error:

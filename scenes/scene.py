@@ -78,7 +78,7 @@ class Branch:
     fids: list[int] = field(default_factory=list)
     parent: str | None = None
     fork_position: int | None = None  # last position shared with the parent
-    handed: int = 0  # the first ``handed`` frames were given (Scene.reset(prelude=)), not made by the world
+    handed: int = 0  # frames given before the one the world went on from (Scene.reset(prelude=)): no steps
 
 
 @dataclass
@@ -390,7 +390,7 @@ class Scene:
         parent = self.branch
         name = self._unique_branch_name()
         self.branches[name] = Branch(name, parent.fids[: self.cursor + 1], parent.name, self.cursor,
-                                     handed=min(parent.handed, self.cursor + 1))
+                                     handed=min(parent.handed, self.cursor))
         self.branch_name = name
         self._rebuild_map()
 

@@ -194,8 +194,8 @@ def build_scene(args) -> Scene:
     """The scene the studio opens on: a saved session (--session), the learned model going on from a frame of a
     session or recording (--start-from), or a new world; with memory."""
     if args.start_from is not None:
-        return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world), seed=args.seed,
-                                  kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
+        return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
+                                  seed=args.seed, kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
                                   config=SceneConfig(voxel_size=args.voxel), progress=True)
     return make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, session=args.session,
                       kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),

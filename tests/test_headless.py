@@ -288,3 +288,31 @@ def test_run_starts_the_learned_model_from_a_recorded_frame_and_resume_counts_on
     assert main(["run", "--start-from", str(tum), "--start-frame", "90", "--steps", "1",
                  "--out", str(tmp_path / "none")]) == 2
     assert "frame 90 is not in the recording" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_a_run_started_from_a_session_walks_its_seed_and_counts_its_own_steps(tmp_path, capsys, monkeypatch):
+    """`run --start-from SESSION --steps N` walks the session's seed (the scene keeps it): resumed, it finds the
+    same walk (it made the walk of --seed's default 0 and, resumed, of seed 2: 'step 1 differs'). A step that
+    fails is numbered among the run's own steps, not among the frames handed over."""
+    from launch import main
+    from worldmodel.neural.world import NeuralWorld
+
+    assert main(["run", "--seed", "2", "--steps", "3", "--size", "128", "128", "--no-video",
+                 "--out", str(tmp_path / "walk")]) == 0
+    start = ["run", "--start-from", str(tmp_path / "walk" / "session"), "--steps", "4", "--no-video"]
+    assert main([*start, "--out", str(tmp_path / "on")]) == 0
+    capsys.readouterr()
+    assert main([*start, "--out", str(tmp_path / "on"), "--resume", str(tmp_path / "on" / "session")]) == 0
+    assert "already holds all 4 steps" in capsys.readouterr().out
+    real_step, calls = NeuralWorld.step, []
+
+    def second_step_fails(self, action, context):
+        calls.append(action)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real_step(self, action, context)
+
+    monkeypatch.setattr(NeuralWorld, "step", second_step_fails)
+    assert main([*start, "--out", str(tmp_path / "failed")]) == 2
+    err = capsys.readouterr().err
+    assert "step 2 failed: boom; the 5 frames made so far are saved" in err

@@ -439,8 +439,8 @@ def test_a_step_that_fails_or_is_interrupted_while_fusing_leaves_nothing_half_do
 
 
 def test_a_branch_knows_how_many_of_its_frames_were_handed_over_and_a_session_keeps_it(tmp_path):
-    """Branch.handed: the frames Scene.reset(prelude=) gave, not made by the world (a resumed headless run counts
-    its steps after them). A fork shares as many as it keeps; a session saves and checks the number; a session
+    """Branch.handed: the frames Scene.reset(prelude=) gave before the one the world went on from (a resumed
+    headless run counts its steps after that one). A fork from inside them goes on from its fork frame; a session saves and checks the number; a session
     of an older build, without it, has none."""
     walked = make_scene()
     walked.run(parse_actions("(FN)(fLL)(FL)(FN)(SR)"))
@@ -449,12 +449,12 @@ def test_a_branch_knows_how_many_of_its_frames_were_handed_over_and_a_session_ke
     scene.run(parse_actions("(FN)(FN)"))
     assert scene.branch.handed == 5 and scene.length == 8
     scene.seek(2)
-    scene.step(Action("F", "L"))  # forked inside the handed frames: it keeps 3 of them
+    scene.step(Action("F", "L"))  # forked inside the handed frames: it goes on from the third
     inside = scene.branch_name
     scene.switch_branch("main")
     scene.seek(6)
     scene.step(Action("F", "L"))  # forked after them: all 5
-    assert scene.branches[inside].handed == 3 and scene.branch.handed == 5 and scene.branches["main"].handed == 5
+    assert scene.branches[inside].handed == 2 and scene.branch.handed == 5 and scene.branches["main"].handed == 5
     save_session(scene, tmp_path / "s")
     loaded = load_session(tmp_path / "s")
     assert {n: b.handed for n, b in loaded.branches.items()} == {n: b.handed for n, b in scene.branches.items()}

@@ -138,7 +138,7 @@ def hand_over_to_learned_model(first: Frame, before: Iterable[Frame] = (), *, se
 def start_learned_from(source: str | os.PathLike, frame: int | None = None, *, weights: str | os.PathLike | None = None,
                        seed: int = 0, kinematics: Kinematics | None = None, config: SceneConfig | None = None,
                        memory: bool | MemoryConfig | MemoryProvider = True, spill_near: str | os.PathLike | None = None,
-                       progress: bool = False) -> Scene:
+                       progress: bool = False, session_meta: dict | None = None) -> Scene:
     """The learned world model going on from frame ``frame`` of ``source``, the frames before it handed over as
     its memory (:func:`hand_over_to_learned_model`; ``launch.py view/run --start-from``).
 
@@ -147,11 +147,12 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *, w
     a recording folder, with ``replay:`` options when wanted (``PATH?stride=2``; the frame is a recorded frame's
     index; default: the last; ``seed``, ``kinematics`` and ``config`` apply). Raises SessionError /
     WorldSpecError / ValueError with a one-line message. ``memory``, ``spill_near``: as for :func:`make_scene`;
-    ``progress``: a progress bar while the frames are handed over."""
+    ``progress``: a progress bar while the frames are handed over. ``session_meta``: a session source's
+    session.json as :func:`scenes.session.read_session_meta` returned it (e.g. with its paths checked)."""
     from scenes.session import is_session_folder
 
-    if is_session_folder(source):
-        saved = make_scene(session=source, memory=False)
+    if session_meta is not None or is_session_folder(source):
+        saved = make_scene(session=source, memory=False, session_meta=session_meta)
         try:
             position = saved.cursor if frame is None else _frame_in(frame, saved.length, f"{source}'s branch")
             saved.seek(position)

@@ -13,9 +13,9 @@ from typing import Callable
 
 import viser
 
-from scenes.factory import continue_with_learned_model, make_scene
+from scenes.factory import continue_with_learned_model, make_scene, start_learned_from
 from scenes.scene import Scene
-from scenes.session import SessionError, read_session_meta, save_session
+from scenes.session import SessionError, is_session_folder, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
 from studio.security import path_in_root, session_world_in_root, world_spec_in_root
 from worldmodel.replay import ReplayWorld
@@ -142,6 +142,15 @@ class ExportPanel:
                                           "a session or any world) and the frames before it as its own, and "
                                           "generates from there: coming back, it shows what they saw")
             learned.on_click(self._learned_from_frame)
+            self.start_from = gui.add_text("Session or recording folder", initial_value="",
+                                           hint="a saved session folder, or a recording folder (TUM, 7-Scenes, "
+                                                "generic, PLY; replay options like ?stride=2 allowed)")
+            self.start_frame = gui.add_number("Frame (-1: a session's cursor, a recording's last)", -1, step=1,
+                                              min=-1)
+            from_folder = gui.add_button("Learned model from that frame", icon=viser.Icon.SPARKLES,
+                                         hint="the learned world model goes on from that frame with the frames "
+                                              "before it as its memory, without playing the recording through")
+            from_folder.on_click(self._learned_from_folder)
 
     # ------------------------------------------------------------------ exports
     def _export_clicked(self, label: str, make: Callable[[Scene, Path], Path]):
@@ -260,6 +269,32 @@ class ExportPanel:
             settle_note(note, "Continue with the learned model failed", message, error=True)
 
         self.submit("continue with the learned model", run, event.client, on_done=done,
+                    on_error=failed if note is not None else None)
+
+    def _learned_from_folder(self, event: viser.GuiEvent) -> None:
+        text, frame = self.start_from.value.strip(), int(self.start_frame.value)
+        note = working_note(event.client, "Starting the learned model", f"taking the frames of {text}…")
+
+        def run(scene: Scene) -> int:
+            folder = path_in_root(self.root, text)
+            if is_session_folder(folder):  # its world's paths held inside the workspace root, as when opened
+                source, meta = folder, self._meta_in_root(folder)
+            else:  # a recording, with its replay options
+                source, meta = world_spec_in_root(self.root, f"replay:{text}").removeprefix("replay:"), None
+            learned = start_learned_from(source, None if frame < 0 else frame, seed=int(self.seed.value),
+                                         kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config),
+                                         session_meta=meta)
+            self.replace_scene(learned)
+            return learned.branch.handed
+
+        def done(kept: int) -> None:
+            settle_note(note, "The learned model goes on from that frame",
+                        f"with the {kept} frames before it as its memory" if kept else "from that frame alone")
+
+        def failed(message: str) -> None:
+            settle_note(note, "Learned model from that frame failed", message, error=True)
+
+        self.submit("learned model from a folder's frame", run, event.client, on_done=done,
                     on_error=failed if note is not None else None)
 
     def _new_world(self, event: viser.GuiEvent) -> None:

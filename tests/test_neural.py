@@ -1140,6 +1140,50 @@ def test_the_learned_world_starts_from_a_saved_sessions_frame_from_the_command_l
         scene.close()
 
 
+def test_the_studio_starts_the_learned_model_from_a_frame_of_a_recording_folder_inside_its_root(tmp_path):
+    """*Learned model from that frame* (the Open panel): the learned world goes on from frame N of a recording
+    (or session) folder typed in the page, with the frames before it as memory, without playing the recording
+    through; a folder outside the workspace root is refused and the world stays."""
+    import shutil
+
+    from scenes.factory import make_scene
+    from studio.app import Studio
+    from tests.test_replay import small_tum_copy
+
+    tum = REPO.parent / "shared" / "data" / "tum_fr1_rpy"
+    root = tmp_path / "workspace"
+    (root / "tum").mkdir(parents=True)
+    small_tum_copy(tum, root / "tum", n=8)
+    outside = shutil.copytree(root / "tum", tmp_path / "elsewhere")
+    studio = Studio(make_scene("procedural", 0, size=(64, 64)), port=free_port(), root=root)
+    try:
+        assert studio.worker.wait_idle(60)
+        notes = []
+
+        def add_notification(title, body, **kwargs):
+            notes.append(SimpleNamespace(title=title, body=body, **kwargs))
+            return notes[-1]
+
+        tab = SimpleNamespace(client=SimpleNamespace(add_notification=add_notification))
+        studio.exports.start_from.value, studio.exports.start_frame.value = str(outside), 5
+        studio.exports._learned_from_folder(tab)
+        assert studio.worker.wait_idle(60) and notes[-1].color == "red" and "outside the workspace" in notes[-1].body
+        assert studio.worker.scene.model.name == "procedural"
+        studio.exports.start_from.value = "tum?stride=2"
+        studio.exports.start_frame.value = 2  # recorded frame 4
+        studio.exports._learned_from_folder(tab)
+        assert studio.worker.wait_idle(60), notes[-1].body
+        scene = studio.worker.scene
+        assert notes[-1].body == "with the 2 frames before it as its memory"
+        assert scene.model.name == "neural" and scene.length == 3 and scene.branch.handed == 2
+        replay = make_scene(f"replay:{root / 'tum'}?stride=2")  # the recorded poses of frames 0, 2 and 4
+        assert np.allclose(scene.poses(), replay.model.sequence.c2ws[:3])
+        replay.close()
+    finally:
+        studio.close()
+        studio.worker.scene.close()
+
+
 def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as_its_memory(tmp_path):
     """*Continue with the learned model from this frame* hands the learned world the frames before the cursor (at
     its size, observed): turning back to where the simulator looked, it shows what was there. Started from the

@@ -254,48 +254,42 @@ class ExportPanel:
         return {**meta, "world": session_world_in_root(self.root, meta.get("world"))}
 
     def _learned_from_frame(self, event: viser.GuiEvent) -> None:
-        note = working_note(event.client, "Continuing with the learned model", "taking the frames so far…")
-
-        def run(scene: Scene) -> int:
-            learned = continue_with_learned_model(scene)  # the frames before the cursor come along as memory
-            self.replace_scene(learned)
-            return learned.length - 1
-
-        def done(kept: int) -> None:
-            settle_note(note, "The learned model goes on from this frame",
-                        f"with the {kept} frames before it as its memory" if kept else "from this frame alone")
-
-        def failed(message: str) -> None:
-            settle_note(note, "Continue with the learned model failed", message, error=True)
-
-        self.submit("continue with the learned model", run, event.client, on_done=done,
-                    on_error=failed if note is not None else None)
+        self._hand_over(event, "this frame", "continue with the learned model",
+                        continue_with_learned_model)  # the frames before the cursor come along as memory
 
     def _learned_from_folder(self, event: viser.GuiEvent) -> None:
         text, frame = self.start_from.value.strip(), int(self.start_frame.value)
-        note = working_note(event.client, "Starting the learned model", f"taking the frames of {text}…")
 
-        def run(scene: Scene) -> int:
+        def make(scene: Scene) -> Scene:
             folder = path_in_root(self.root, text)
             if is_session_folder(folder):  # its world's paths held inside the workspace root, as when opened
                 source, meta = folder, self._meta_in_root(folder)
             else:  # a recording, with its replay options
                 source, meta = world_spec_in_root(self.root, f"replay:{text}").removeprefix("replay:"), None
-            learned = start_learned_from(source, None if frame < 0 else frame, seed=int(self.seed.value),
-                                         kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config),
-                                         session_meta=meta)
+            return start_learned_from(source, None if frame < 0 else frame, seed=int(self.seed.value),
+                                      kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config),
+                                      session_meta=meta)
+
+        self._hand_over(event, "that frame", "learned model from a folder's frame", make)
+
+    def _hand_over(self, event: viser.GuiEvent, which: str, label: str, make: Callable[[Scene], Scene]) -> None:
+        """On the worker: ``make`` the learned world's Scene from the current one and show it; the tab that
+        asked sees a loading note, then how many frames came along as memory (or why it failed)."""
+        note = working_note(event.client, f"The learned model from {which}", "taking the frames so far…")
+
+        def run(scene: Scene) -> int:
+            learned = make(scene)
             self.replace_scene(learned)
             return learned.branch.handed
 
         def done(kept: int) -> None:
-            settle_note(note, "The learned model goes on from that frame",
-                        f"with the {kept} frames before it as its memory" if kept else "from that frame alone")
+            settle_note(note, f"The learned model goes on from {which}",
+                        f"with the {kept} frames before it as its memory" if kept else f"from {which} alone")
 
         def failed(message: str) -> None:
-            settle_note(note, "Learned model from that frame failed", message, error=True)
+            settle_note(note, f"The learned model from {which} failed", message, error=True)
 
-        self.submit("learned model from a folder's frame", run, event.client, on_done=done,
-                    on_error=failed if note is not None else None)
+        self.submit(label, run, event.client, on_done=done, on_error=failed if note is not None else None)
 
     def _new_world(self, event: viser.GuiEvent) -> None:
         spec, seed = self.world.value.strip(), int(self.seed.value)

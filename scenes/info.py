@@ -13,7 +13,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def session_info(folder: str | Path) -> dict:
-    """{world, frames, branches, current_branch, cursor, map_points, bytes} of the session in ``folder``.
+    """{world, frames, branches, handed, current_branch, cursor, map_points, bytes} of the session in ``folder``
+    (handed: frames given before the one the world went on from, per branch that has any).
 
     Opens it as the studio would (every check runs), so a session that passes here opens there."""
     folder = Path(folder).expanduser()
@@ -26,6 +27,7 @@ def session_info(folder: str | Path) -> dict:
             "frame_size": f"{f.width}x{f.height}",
             "frames": len({fid for b in scene.branches.values() for fid in b.fids}),
             "branches": {name: len(b.fids) for name, b in scene.branches.items()},
+            "handed": {name: b.handed for name, b in scene.branches.items() if b.handed},
             "current_branch": scene.branch_name, "cursor": scene.cursor,
             "voxel_size": scene.config.voxel_size, "map_points": len(scene.map),
             "memory": (folder / "memory.safetensors").is_file(),
@@ -35,14 +37,18 @@ def session_info(folder: str | Path) -> dict:
         scene.close()
 
 
+def _handed(count: int) -> str:
+    return f", the first {count} handed over" if count else ""
+
+
 def main(args) -> int:
     try:
         info = session_info(args.path)
     except SessionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    branches = ", ".join(f"{n} ({k} frames{', current' if n == info['current_branch'] else ''})"
-                         for n, k in info["branches"].items())
+    branches = ", ".join(f"{n} ({k} frames{_handed(info['handed'].get(n, 0))}"
+                         f"{', current' if n == info['current_branch'] else ''})" for n, k in info["branches"].items())
     print(f"session   {Path(args.path).expanduser().resolve()}")
     print(f"world     {info['world']}, frames {info['frame_size']}")
     print(f"frames    {info['frames']} (cursor at {info['cursor']} of {info['current_branch']})")

@@ -282,6 +282,8 @@ def test_run_starts_the_learned_model_from_a_recorded_frame_and_resume_counts_on
     finally:
         scene.close()
     capsys.readouterr()
+    assert main(["info", str(out / "session")]) == 0
+    assert "main (10 frames, the first 6 handed over, current)" in capsys.readouterr().out
     assert main([*start, "--actions", "(FN)(SR)(FN)(FN)", "--resume", str(out / "session")]) == 2
     assert "step 2 differs" in capsys.readouterr().err
     # a frame the recording does not have is one line, and no --out folder is left behind

@@ -31,8 +31,8 @@ from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
-from worldmodel.frame import (CacheView, ClosableWorld, Context, Frame, GroundFollowingWorld, GroundProbe, WorldModel,
-                              missing_world_members)
+from worldmodel.frame import (CacheView, ClosableWorld, Context, Frame, GroundFollowingWorld, GroundProbe,
+                              PixelSourceWorld, WorldModel, missing_world_members)
 
 
 @contextmanager
@@ -104,6 +104,7 @@ class StepResult:
     memory_poses: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
     cache: CacheView | None = None
     move_refused: bool = False  # the action commanded a move and the camera did not move (Kinematics.move_refused)
+    pixel_sources: np.ndarray | None = None  # (H, W, 3) where the frame's pixels came from (PixelSourceWorld)
 
     @cached_property
     def agreement(self) -> dict[str, float] | None:
@@ -348,7 +349,8 @@ class Scene:
             memory_ms=1e3 * (t1 - t_pose) + observe_ms, forked_from=forked_from, memory_fids=list(mem_fids),
             memory_scores=list(context.memory_scores), memory_indices=[f.index for f in context.memory],
             memory_poses=(np.stack([f.c2w for f in context.memory]) if context.memory else np.zeros((0, 4, 4))),
-            cache=context.cache, move_refused=self.model.kinematics.move_refused(last.c2w, frame.c2w, action))
+            cache=context.cache, move_refused=self.model.kinematics.move_refused(last.c2w, frame.c2w, action),
+            pixel_sources=self.model.last_pixel_sources() if isinstance(self.model, PixelSourceWorld) else None)
         return self.last_step
 
     def steps(self, actions: Iterable[Action | TargetPose], progress: bool = False) -> Iterator[StepResult]:

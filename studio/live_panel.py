@@ -1,5 +1,5 @@
 """The movable live panel: newest frame (RGB and colour-mapped depth), frame number and frames/s, the cache
-render with its agreement figures, and what each step costs."""
+render with its agreement figures, where the pixels came from, and what each step costs."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ class LivePanel:
             self.rgb = gui.add_image(_blank(), label="RGB", format="jpeg", jpeg_quality=85)
             self.depth = gui.add_image(_blank(), label="Depth (near blue, far red)", format="jpeg", jpeg_quality=85)
             self.compare = gui.add_checkbox("Compare with the simulator", False,
-                                            hint="a learned world started from the simulator: show the simulator's "
-                                                 "view of the same pose beside the generated frame")
+                                            hint="a learned world started from the simulator (or handed frames of "
+                                                 "its world): show the simulator's view of the same pose beside the "
+                                                 "generated frame")
             self.compare_md = gui.add_markdown("", visible=False)
             self.reference = gui.add_image(_blank(), label="Simulator at this pose", format="jpeg", jpeg_quality=85,
                                            visible=False)
@@ -54,6 +55,13 @@ class LivePanel:
             self.cache_rgb = gui.add_image(_blank(), label="Cache render (RGB)", format="jpeg", visible=False)
             self.cache_depth = gui.add_image(_blank(), label="Cache render (depth)", format="jpeg", visible=False)
             self.show_cache.on_update(lambda _: self._cache_visibility())
+            self.sources_md = gui.add_markdown("", visible=False)
+            self.show_sources = gui.add_checkbox("Show where the pixels came from", False,
+                                                 hint="a learned world: each pixel's share made up (red), copied "
+                                                      "from the previous frame (green), from the map (blue)")
+            self.sources = gui.add_image(_blank(), label="Pixels: red made up, green previous frame, blue memory",
+                                         format="png", visible=False)
+            self.show_sources.on_update(lambda _: self._sources_visibility())
         with self.panel.add_tab("Cost", viser.Icon.CHART_BAR):
             self.cost = gui.add_markdown("")
         self.panel.dock_right()
@@ -80,9 +88,25 @@ class LivePanel:
     def _cache_visibility(self) -> None:
         self.cache_rgb.visible = self.cache_depth.visible = bool(self.show_cache.value)
 
+    def _sources_visibility(self) -> None:
+        self.sources.visible = bool(self.show_sources.value) and self.sources_md.visible
+
+    def _show_sources(self, shares: np.ndarray | None) -> None:
+        """Where the new frame's pixels came from (StepResult.pixel_sources; None: the world does not say)."""
+        self.sources_md.visible = shares is not None
+        self._sources_visibility()
+        if shares is None:
+            return
+        made_up, previous, memory = (100 * shares.reshape(-1, 3).mean(axis=0)).tolist()
+        self.sources_md.content = (f"Pixels: **{memory:.0f} %** from memory, {previous:.0f} % from the previous "
+                                   f"frame, {made_up:.0f} % made up")
+        if self.show_sources.value:
+            self.sources.image = np.clip(shares * 255 + 0.5, 0, 255).astype(np.uint8)
+
     def forget_memory(self) -> None:
         """Another world: its memory has retrieved nothing yet (the old world's picks are not shown)."""
         self.memory_md.content = NO_MEMORY_YET
+        self._show_sources(None)
 
     def update(self, scene: Scene, step: StepResult | None, stream_ms: float, stream_bytes: int,
                points_shown: int, agreement: dict | None) -> None:
@@ -113,6 +137,8 @@ class LivePanel:
                          f"depth error **{100 * agreement.get('depth_abs_err_m', float('nan')):.1f} cm**, "
                          f"coverage {100 * agreement.get('coverage', 0.0):.0f} %")
             self.memory_md.content = text
+        if step is not None:
+            self._show_sources(step.pixel_sources)
         cache = None if step is None else step.cache
         if cache is not None and self.show_cache.value:
             self.cache_rgb.image = np.where(cache.valid[..., None], cache.rgb, 30).astype(np.uint8)

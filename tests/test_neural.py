@@ -665,6 +665,44 @@ def test_studio_compare_shows_at_once_and_steering_by_camera_starts_at_the_gener
         studio.worker.scene.close()
 
 
+def test_the_learned_world_says_where_its_pixels_came_from_and_the_studio_shows_it():
+    """StepResult.pixel_sources (a PixelSourceWorld): each pixel's share made up / previous frame / memory, 1 in
+    all; no memory where the cache render has nothing; turning back to the start view, most of the frame comes
+    from the map. The studio's Memory tab says the shares (and shows them as an image when asked); a world that
+    does not say hides them."""
+    from scenes.factory import make_scene
+    from studio.app import Studio
+    from worldmodel.actions import parse_actions
+
+    scene = make_scene("neural", 0)
+    studio = Studio(scene, port=free_port())
+    try:
+        assert studio.worker.wait_idle(60)
+        memory_share = []
+        for action in parse_actions("(SL)" * 6 + "(SR)" * 6):
+            studio.submit_step(action, None)
+            assert studio.worker.wait_idle(60)
+            shares, cache = scene.last_step.pixel_sources, scene.last_step.cache
+            assert shares.shape == (128, 128, 3) and np.allclose(shares.sum(axis=2), 1, atol=1e-5)
+            assert cache.valid.shape == (128, 128) and shares[~cache.valid, 2].max(initial=0) < 1e-6
+            memory_share.append(shares[..., 2].mean())
+        assert memory_share[-1] > 0.6 and memory_share[-1] > memory_share[5] + 0.2  # back where it started
+        live = studio.live
+        assert live.sources_md.visible and f"**{100 * memory_share[-1]:.0f} %** from memory" in live.sources_md.content
+        assert not live.sources.visible
+        live.show_sources.value = True
+        studio.submit_step(parse_actions("(FN)")[0], None)
+        assert studio.worker.wait_idle(60) and live.sources.visible and live.sources.image.shape == (128, 128, 3)
+        studio.submit("a world that does not say", lambda s: studio.replace_scene(make_scene("procedural", 0)), None)
+        studio.submit_step(parse_actions("(FN)")[0], None)
+        assert studio.worker.wait_idle(60)
+        assert studio.worker.scene.last_step.pixel_sources is None
+        assert not live.sources_md.visible and not live.sources.visible
+    finally:
+        studio.close()
+        studio.worker.scene.close()
+
+
 def test_learned_world_continues_from_a_recorded_frame():
     """Any RGB-D frame can start the learned world (here the TUM recording, 640x480): its centre cut square
     (80 columns off each side: not squeezed) and resized to 128x128 with its K shifted and scaled, then stepped;

@@ -244,6 +244,22 @@ class GroundProbe(Protocol):
 
 
 @runtime_checkable
+class PixelSourceWorld(Protocol):
+    """A world that says where each pixel of the frame its last step made came from (optional; the Scene hands
+    it on in ``StepResult.pixel_sources`` and the studio's Memory tab shows it): made up, copied from the
+    previous frame, or copied from the memory's map (a learned world's blend; what an observed frame's map
+    showed counts as memory)."""
+
+    def last_pixel_sources(self) -> np.ndarray | None:
+        """(H, W, 3) float32 shares summing to 1 per pixel, in the order of :data:`PIXEL_SOURCES`, for the frame
+        the last :meth:`WorldModel.step` returned; None when it made none (before a step, after a reset)."""
+        ...
+
+
+PIXEL_SOURCES = ("made up", "previous frame", "memory")  # the channels of PixelSourceWorld.last_pixel_sources
+
+
+@runtime_checkable
 class GroundFollowingWorld(Protocol):
     """A world whose walking camera rides the ground the map's observed frames show (a learned world has no
     terrain of its own). The Scene asks :meth:`predict_c2w_on_ground` instead of ``predict_c2w`` when it has a

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from worldmodel.actions import Action, Kinematics, TargetPose
 from worldmodel import checks
@@ -178,6 +179,7 @@ class NeuralWorld(BaseWorldModel):
         # world of the same seed and terrain, or a learned world started from it): the simulator is still the
         # ground truth the compare view shows
         self.simulator_is_truth = first_frame is not None and _renders_like(handed_from, self.simulator)
+        self._last_sources: np.ndarray | None = None  # see last_pixel_sources
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike = SHIPPED_WEIGHTS, **kwargs) -> "NeuralWorld":
@@ -234,6 +236,7 @@ class NeuralWorld(BaseWorldModel):
         """Frame 0: ``first_frame`` (resized to the model's size, :meth:`adopt`) when given, else the simulator's
         view. ValueError when the first frame has no valid depth (the model needs its geometry)."""
         self.seed = int(seed)
+        self._last_sources = None
         self.from_user_frame = self.first_frame is not None
         if self.first_frame is None:
             self.K = self.simulator.K.copy()
@@ -336,14 +339,22 @@ class NeuralWorld(BaseWorldModel):
         depth = output_depth(out)[0, 0].numpy().astype(np.float32)
         conf = out["conf"][0, 0].numpy().astype(np.float32)
         conf[depth_edge_mask(depth, DEPTH_EDGE_LOG_JUMP)] = 0.0
+        sources = rearrange(out["weights"][0], "s h w -> h w s").numpy().astype(np.float32)
         if cache is not None and cache.observed is not None:  # what was observed is shown as observed
             observed = torch.from_numpy(cache.observed.astype(np.float32))[None, None]
             observed = _resize(observed, h, w)[0, 0].numpy() > 0.5
             rgb[observed] = tensor_to_image(cache_rgb[0])[observed]
             depth[observed] = cache_depth[0, 0].numpy()[observed]
             conf[observed] = 0.0  # already in the map, from the observed frame
+            sources[observed] = (0.0, 0.0, 1.0)
+        self._last_sources = sources
         return Frame(last.index + 1, rgb, depth, K_last, target, action, confidence=conf,
                      zero_depth_is_sky=True)  # depth 0 where the sky head says there is no surface
+
+    def last_pixel_sources(self) -> np.ndarray | None:
+        """(H, W, 3) shares of each pixel of the last frame made (a PixelSourceWorld): generated, the warped
+        previous frame, the cache render of the map (the blend weights; observed surfaces: the map)."""
+        return self._last_sources
 
     def reference_view(self, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The simulator's (rgb, depth) at ``c2w`` with this world's intrinsics, for side-by-side comparison;

@@ -41,9 +41,10 @@ matches the start frame, which no mode made — memory can recall no better than
 frame saw / did not see: memory can give back the first, the second was made on the way out),
 ``revisit_silhouette_share`` / ``revisit_silhouette_err_share`` (the share of revisit pixels where the mode shows
 sky and the world a surface or the other way round — an object missed or made up — and the share of the
-revisits' squared colour error they carry), and, per
-walk, ``revisit_start_seen`` (share of the true return views' surface pixels that the start frame, the only
-frame the simulator made, saw: the rest was generated on the way out, so the truth there was never shown).
+revisits' squared colour error they carry), ``memory_share`` / ``revisit_memory_share`` (the learned modes' share
+of pixels copied from the map, over all steps / the revisits: ``StepResult.pixel_sources``), and, per walk,
+``revisit_start_seen`` (share of the true return views' surface pixels that the start frame, the only frame the
+simulator made, saw: the rest was generated on the way out, so the truth there was never shown).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class WalkRecord:
     cache: list = field(default_factory=list)        # cache rgb (for the contact sheet)
     true_poses: list = field(default_factory=list)   # the simulator's own trajectory under the actions
     eye_height_err: list = field(default_factory=list)  # |camera height - (true ground + eye height)|, metres
+    memory_share: list = field(default_factory=list)  # share of the frame's pixels copied from the map (nan: unsaid)
 
 
 def simulator_walk(seed: int, steps: int, size: int, kinematics: Kinematics):
@@ -163,8 +165,9 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
     scene = Scene(model, SceneConfig(memory_k=4 if memory is not None else 0), memory=memory)
     rec = WalkRecord()
 
-    def record(f: Frame, cache) -> None:
+    def record(f: Frame, cache, sources: np.ndarray | None = None) -> None:
         rec.frames.append(f)
+        rec.memory_share.append(float(sources[..., 2].mean()) if sources is not None else float("nan"))
         rec.truth.append(sim.render(f.c2w))
         x, y, z = f.c2w[:3, 3]
         rec.eye_height_err.append(abs(y - float(sim.terrain_height(x, z)) - sim.config.eye_height))
@@ -180,7 +183,7 @@ def rollout(mode: str, seed: int, actions, start: np.ndarray, weights, size: int
             record(f, None)
         for a in actions[max(0, len(handed) - 1):]:
             result = scene.step(a)
-            record(result.frame, result.cache)
+            record(result.frame, result.cache, result.pixel_sources)
     finally:
         scene.close()
     return rec
@@ -235,12 +238,14 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
                for i in range(generated_from, len(true_poses) - 1))  # the path the mode walked itself
     drift = np.linalg.norm(rec.frames[-1].c2w[:3, 3] - true_poses[-1][:3, 3])
     # revisits: return-half frames whose true pose matches a true outbound pose (frame i sits at true_poses[i + 1])
-    revisit, far_psnr, self_psnr, outbound_psnr, seen_psnr, unseen_psnr = [], [], [], [], [], []
+    revisit, far_psnr, self_psnr, outbound_psnr, seen_psnr, unseen_psnr, revisit_memory = ([] for _ in range(7))
     silhouette_px = silhouette_err = total_px = total_err = 0.0
     pairs = revisit_pairs(true_poses, return_from)
+    shares = rec.memory_share or [float("nan")] * len(rec.frames)  # (a record made without them: not said)
     for i, j in pairs:
         f, (t_rgb, t_depth) = rec.frames[i], rec.truth[i]
         revisit.append(step_psnr[i])
+        revisit_memory.append(shares[i])
         far = (t_depth <= 0) | (t_depth >= max_depth)
         far_psnr.append(psnr(f.rgb, t_rgb, far))
         if first is not None:
@@ -273,6 +278,7 @@ def walk_metrics(rec: WalkRecord, true_poses: list[np.ndarray], return_from: int
             "revisit_psnr_start_seen": mean(seen_psnr), "revisit_psnr_unseen": mean(unseen_psnr),
             "revisit_silhouette_share": float(silhouette_px / total_px) if total_px else float("nan"),
             "revisit_silhouette_err_share": float(silhouette_err / total_err) if total_err > 0 else float("nan"),
+            "memory_share": mean(shares[generated_from:]), "revisit_memory_share": mean(revisit_memory),
             "per_step_psnr": step_psnr}
 
 
@@ -412,7 +418,7 @@ TABLE_KEYS = ("psnr", "ssim", "psnr_covered", "psnr_new", "depth_absrel", "depth
               "depth_absrel_covered", "depth_absrel_new", "depth_delta1",
               "pose_drift_pct", "eye_height_err_m", "sharpness_ratio_new", "revisit_psnr", "revisit_self_psnr",
               "revisit_far_psnr", "revisit_psnr_start_seen", "revisit_psnr_unseen", "revisit_silhouette_share",
-              "revisit_silhouette_err_share", "revisit_outbound_psnr")
+              "revisit_silhouette_err_share", "revisit_outbound_psnr", "memory_share", "revisit_memory_share")
 
 
 def format_table(summary: dict) -> str:

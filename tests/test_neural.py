@@ -595,6 +595,10 @@ def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     assert np.isfinite(s["depth_absrel_covered_memory_on"]) and np.isfinite(s["depth_absrel_new_memory_on"])
     # memory gives back the surfaces the start frame showed better than those the model had to make up
     assert s["revisit_psnr_start_seen_memory_on"] > s["revisit_psnr_unseen_memory_on"] + 3.0
+    # where the pixels came from: with memory zeroed nothing is the map's; coming back, more of it is than on
+    # average; a baseline does not say
+    assert s["memory_share_memory_off"] == 0.0 and not np.isfinite(s["memory_share_repeat"])
+    assert s["revisit_memory_share_memory_on"] > s["memory_share_memory_on"] > 0.1
     # shown the true way out (WorldMem's protocol), memory gives the return back far better than the model's own
     # way out does, and far better than the same network with memory zeroed; only the return is scored
     # (measured: 24.2 dB against 18.7 for its own way out and 15.3 with memory zeroed)

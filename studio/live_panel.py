@@ -61,7 +61,10 @@ class LivePanel:
                                                       "from the previous frame (green), from the map (blue)")
             self.sources = gui.add_image(_blank(), label="Pixels: red made up, green previous frame, blue memory",
                                          format="png", visible=False)
-            self.show_sources.on_update(lambda _: self._sources_visibility())
+            self.show_sources.on_update(lambda _: self._show_sources())
+            # the last step's pixel sources and the frame they are of: (branch, position, (H, W, 3) shares)
+            self._sources: tuple[str, int, np.ndarray] | None = None
+            self._on_screen: tuple[str, int] | None = None  # (branch, position) of the frame on screen
         with self.panel.add_tab("Cost", viser.Icon.CHART_BAR):
             self.cost = gui.add_markdown("")
         self.panel.dock_right()
@@ -88,13 +91,16 @@ class LivePanel:
     def _cache_visibility(self) -> None:
         self.cache_rgb.visible = self.cache_depth.visible = bool(self.show_cache.value)
 
-    def _sources_visibility(self) -> None:
-        self.sources.visible = bool(self.show_sources.value) and self.sources_md.visible
-
-    def _show_sources(self, shares: np.ndarray | None) -> None:
-        """Where the new frame's pixels came from (StepResult.pixel_sources; None: the world does not say)."""
+    def _show_sources(self, on_screen: tuple[str, int] | None = None) -> None:
+        """Where the pixels of the frame on screen (``on_screen``: its branch and position; None: the one shown
+        last) came from: the last step's StepResult.pixel_sources when it made that frame, else nothing (the
+        world does not say, or the cursor moved to another frame without a step)."""
+        if on_screen is not None:
+            self._on_screen = on_screen
+        held = self._sources
+        shares = held[2] if held is not None and held[:2] == self._on_screen else None
         self.sources_md.visible = shares is not None
-        self._sources_visibility()
+        self.sources.visible = shares is not None and bool(self.show_sources.value)
         if shares is None:
             return
         made_up, previous, memory = (100 * shares.reshape(-1, 3).mean(axis=0)).tolist()
@@ -106,7 +112,8 @@ class LivePanel:
     def forget_memory(self) -> None:
         """Another world: its memory has retrieved nothing yet (the old world's picks are not shown)."""
         self.memory_md.content = NO_MEMORY_YET
-        self._show_sources(None)
+        self._sources = None
+        self._show_sources()
 
     def update(self, scene: Scene, step: StepResult | None, stream_ms: float, stream_bytes: int,
                points_shown: int, agreement: dict | None) -> None:
@@ -138,7 +145,9 @@ class LivePanel:
                          f"coverage {100 * agreement.get('coverage', 0.0):.0f} %")
             self.memory_md.content = text
         if step is not None:
-            self._show_sources(step.pixel_sources)
+            self._sources = (None if step.pixel_sources is None else
+                             (step.branch, step.frame.index, step.pixel_sources))
+        self._show_sources((scene.branch_name, scene.cursor))
         cache = None if step is None else step.cache
         if cache is not None and self.show_cache.value:
             self.cache_rgb.image = np.where(cache.valid[..., None], cache.rgb, 30).astype(np.uint8)

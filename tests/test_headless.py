@@ -290,6 +290,8 @@ def test_run_starts_the_learned_model_from_a_recorded_frame_and_resume_counts_on
     assert main(["run", "--start-from", str(tum), "--start-frame", "90", "--steps", "1",
                  "--out", str(tmp_path / "none")]) == 2
     assert "frame 90 is not in the recording" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    assert main(["run", "--start-from", f"{tum}?stride=x", "--steps", "1", "--out", str(tmp_path / "none")]) == 2
+    assert "bad replay options" in capsys.readouterr().err and not (tmp_path / "none").exists()
 
 
 def test_a_run_started_from_a_session_walks_its_seed_and_counts_its_own_steps(tmp_path, capsys, monkeypatch):

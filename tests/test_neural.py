@@ -694,9 +694,13 @@ def test_the_learned_world_says_where_its_pixels_came_from_and_the_studio_shows_
         live = studio.live
         assert live.sources_md.visible and f"**{100 * memory_share[-1]:.0f} %** from memory" in live.sources_md.content
         assert not live.sources.visible
-        live.show_sources.value = True
-        studio.submit_step(parse_actions("(FN)")[0], None)
-        assert studio.worker.wait_idle(60) and live.sources.visible and live.sources.image.shape == (128, 128, 3)
+        live.show_sources.value = True  # the last step's shares at once, not on the next step
+        assert live.sources.visible and np.array_equal(
+            live.sources.image, np.clip(scene.last_step.pixel_sources * 255 + 0.5, 0, 255).astype(np.uint8))
+        studio.submit("seek", lambda s: s.seek(3), None)  # another frame on screen: its sources are not known
+        assert studio.worker.wait_idle(60) and not live.sources_md.visible and not live.sources.visible
+        studio.submit("seek back", lambda s: s.seek(s.length - 1), None)
+        assert studio.worker.wait_idle(60) and live.sources_md.visible and live.sources.visible
         studio.submit("a world that does not say", lambda s: studio.replace_scene(make_scene("procedural", 0)), None)
         studio.submit_step(parse_actions("(FN)")[0], None)
         assert studio.worker.wait_idle(60)

@@ -670,7 +670,7 @@ def test_studio_compare_shows_at_once_and_steering_by_camera_starts_at_the_gener
 
 
 def test_the_learned_world_says_where_its_pixels_came_from_and_the_studio_shows_it():
-    """StepResult.pixel_sources (a PixelSourceWorld): each pixel's share made up / previous frame / memory, 1 in
+    """StepResult.pixel_sources (a PixelSourceWorld): each pixel's share generated / previous frame / memory, 1 in
     all; no memory where the cache render has nothing; turning back to the start view, most of the frame comes
     from the map. The studio's Memory tab says the shares (and shows them as an image when asked); a world that
     does not say hides them."""
@@ -692,7 +692,7 @@ def test_the_learned_world_says_where_its_pixels_came_from_and_the_studio_shows_
             memory_share.append(shares[..., 2].mean())
         assert memory_share[-1] > 0.6 and memory_share[-1] > memory_share[5] + 0.2  # back where it started
         live = studio.live
-        assert live.sources_md.visible and f"**{100 * memory_share[-1]:.0f} %** from memory" in live.sources_md.content
+        assert live.sources_md.visible and f"**{100 * memory_share[-1]:.0f} %** copied from memory" in live.sources_md.content
         assert not live.sources.visible
         live.show_sources.value = True  # the last step's shares at once, not on the next step
         assert live.sources.visible and np.array_equal(

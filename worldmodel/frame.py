@@ -246,9 +246,10 @@ class GroundProbe(Protocol):
 @runtime_checkable
 class PixelSourceWorld(Protocol):
     """A world that says where each pixel of the frame its last step made came from (optional; the Scene hands
-    it on in ``StepResult.pixel_sources`` and the studio's Memory tab shows it): made up, copied from the
-    previous frame, or copied from the memory's map (a learned world's blend; what an observed frame's map
-    showed counts as memory)."""
+    it on in ``StepResult.pixel_sources`` and the studio's Memory tab shows it): generated (a learned world's
+    network output, which sees the memory's render among its inputs), copied from the previous frame, or
+    copied from the memory's map (a learned world's blend; what an observed frame's map showed counts as
+    memory)."""
 
     def last_pixel_sources(self) -> np.ndarray | None:
         """(H, W, 3) float32 shares summing to 1 per pixel, in the order of :data:`PIXEL_SOURCES`, for the frame
@@ -256,7 +257,7 @@ class PixelSourceWorld(Protocol):
         ...
 
 
-PIXEL_SOURCES = ("made up", "previous frame", "memory")  # the channels of PixelSourceWorld.last_pixel_sources
+PIXEL_SOURCES = ("generated", "previous frame", "memory")  # the channels of PixelSourceWorld.last_pixel_sources
 
 
 @runtime_checkable

@@ -135,20 +135,23 @@ def hand_over_to_learned_model(first: Frame, before: Iterable[Frame] = (), *, se
     return learned
 
 
-def start_learned_from(source: str | os.PathLike, frame: int | None = None, *, weights: str | os.PathLike | None = None,
-                       seed: int = 0, kinematics: Kinematics | None = None, config: SceneConfig | None = None,
-                       memory: bool | MemoryConfig | MemoryProvider = True, spill_near: str | os.PathLike | None = None,
-                       progress: bool = False, session_meta: dict | None = None) -> Scene:
+def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
+                       weights: str | os.PathLike | None = None, seed: int = 0, kinematics: Kinematics | None = None,
+                       config: SceneConfig | None = None, memory: bool | MemoryConfig | MemoryProvider = True,
+                       spill_near: str | os.PathLike | None = None, progress: bool = False,
+                       session_meta: dict | None = None) -> Scene:
     """The learned world model going on from frame ``frame`` of ``source``, the frames before it handed over as
     its memory (:func:`hand_over_to_learned_model`; ``launch.py view/run --start-from``).
 
     source: a saved session folder (the frame is a position in its current branch; default: its cursor; its own
     seed, kinematics and scene settings are kept, and a learned world's weights unless ``weights`` is given) or
-    a recording folder, with ``replay:`` options when wanted (``PATH?stride=2``; the frame is a recorded frame's
-    index; default: the last; ``seed``, ``kinematics`` and ``config`` apply). Raises SessionError /
-    WorldSpecError / ValueError with a one-line message. ``memory``, ``spill_near``: as for :func:`make_scene`;
-    ``progress``: a progress bar while the frames are handed over. ``session_meta``: a session source's
-    session.json as :func:`scenes.session.read_session_meta` returned it (e.g. with its paths checked)."""
+    a recording folder, with ``replay:`` options when wanted (``PATH?stride=2``; the frame is an index after the
+    options: with stride 2, frame 3 is recorded frame 6; default: the last; ``seed``, ``kinematics`` and
+    ``config`` apply). Negative frames count from the end. ``memory``, ``spill_near``: as for
+    :func:`make_scene`; ``progress``: a progress bar while the frames are handed over (and a recording's notes
+    printed); ``session_meta``: a session source's session.json as :func:`scenes.session.read_session_meta`
+    returned it (e.g. with its paths checked). Raises SessionError / WorldSpecError / ValueError with a
+    one-line message."""
     from scenes.session import is_session_folder
 
     if session_meta is not None or is_session_folder(source):

@@ -692,7 +692,8 @@ def test_the_learned_world_says_where_its_pixels_came_from_and_the_studio_shows_
             memory_share.append(shares[..., 2].mean())
         assert memory_share[-1] > 0.6 and memory_share[-1] > memory_share[5] + 0.2  # back where it started
         live = studio.live
-        assert live.sources_md.visible and f"**{100 * memory_share[-1]:.0f} %** copied from memory" in live.sources_md.content
+        said = f"**{100 * memory_share[-1]:.0f} %** copied from memory"
+        assert live.sources_md.visible and said in live.sources_md.content
         assert not live.sources.visible
         live.show_sources.value = True  # the last step's shares at once, not on the next step
         assert live.sources.visible and np.array_equal(

@@ -440,8 +440,8 @@ def test_a_step_that_fails_or_is_interrupted_while_fusing_leaves_nothing_half_do
 
 def test_a_branch_knows_how_many_of_its_frames_were_handed_over_and_a_session_keeps_it(tmp_path):
     """Branch.handed: the frames Scene.reset(prelude=) gave before the one the world went on from (a resumed
-    headless run counts its steps after that one). A fork from inside them goes on from its fork frame; a session saves and checks the number; a session
-    of an older build, without it, has none."""
+    headless run counts its steps after that one). A fork from inside them goes on from its fork frame; a
+    session saves and checks the number; a session of an older build, without it, has none."""
     walked = make_scene()
     walked.run(parse_actions("(FN)(fLL)(FL)(FN)(SR)"))
     scene = make_scene()

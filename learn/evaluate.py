@@ -17,8 +17,9 @@ own Scene (its frames fill its own map and memory):
   poses). Only
   the return counts in these modes' metrics: what the model recalls of places it was shown, apart from what it
   made up on the way out (which bounds ``memory_on``'s revisits). With more than
-  ``MemoryConfig.observed_layer_frames`` observed frames the memory keeps no observed layer (as for a
-  recording), so the camera rides no ground: these modes' pose drift is the pose head's.
+  ``MemoryConfig.observed_layer_frames`` observed frames the memory keeps no observed layer to win the
+  render (as for a recording); the camera rides the ground of the map as it stood before the model's first
+  frame (``GeometricMemory.ground``).
 
 Each generated frame is compared with the simulator's render *at the pose the mode reached*. Metrics:
 ``psnr``, ``ssim`` (data range 1), ``depth_absrel`` and ``depth_delta1`` (pixels where both have a surface;

@@ -7,6 +7,8 @@ Run with ``pytest -s`` to see the recall table.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import numpy as np
@@ -533,6 +535,46 @@ def test_the_maps_ground_is_the_observed_ground_where_a_generated_frame_raised_i
     only_observed.observe(start, 0, pmap_observed.fuse(start.depth, start.rgb, start.K, start.c2w, 0), pmap_observed)
     observed = only_observed.ground(pmap_observed).ground_height(x, z, eye - 3.2, eye - 0.7, 0.35)
     assert abs(observed - truth) < 0.1
+
+
+def test_a_handover_of_more_observed_frames_than_the_layer_takes_still_rides_their_ground():
+    """More observed frames than MemoryConfig.observed_layer_frames (a learned world handed a long walk): the
+    layer is dropped, so once a generated frame (a floor 0.6 m too high) was fused there was no ground at all
+    and the camera rode none (eval, WorldMem's protocol: drift 3.7 %, 0.35 m off eye height). The map as it
+    stood before the first generated frame is now kept for the ground: the true terrain under the raised
+    floor, nothing where only the generated frame shows ground; it does not win the cache render; it survives
+    state_dict. Without a ground query before the generated frame (a rebuilt map) there is none."""
+    world = ProceduralWorld(ProceduralConfig(width=W, height=H), seed=3)
+    start = world.reset(3)
+    fwd = start.c2w[:3, 2] * [1, 0, 1]
+    fwd /= np.linalg.norm(fwd)
+    x, z = start.c2w[0, 3] + 5 * fwd[0], start.c2w[2, 3] + 5 * fwd[2]
+    truth, eye = float(world.terrain_height(x, z)), float(world.terrain_height(x, z)) + 1.7
+    floor = np.stack(np.meshgrid(np.arange(-1.0, 1.0, 0.05), np.arange(-1.0, 1.0, 0.05)), -1).reshape(-1, 2)
+    raised = np.stack([x + floor[:, 0], np.full(len(floor), truth + 0.6), z + floor[:, 1]], 1)
+    behind = raised - [10 * fwd[0], 0, 10 * fwd[2]]
+    generated = Frame(2, start.rgb, np.zeros_like(start.depth), start.K, start.c2w,
+                      confidence=np.ones_like(start.depth),
+                      world_points=np.concatenate([raised, behind]).astype(np.float32),
+                      world_colors=np.full((2 * len(raised), 3), 90, np.uint8))
+    grounds = {}
+    for asked_before in (True, False):
+        memory = GeometricMemory(MemoryConfig(observed_layer_frames=1))
+        pmap = VoxelPointMap(0.1, 60.0, carve=True)
+        for fid, f in enumerate([start, dataclasses.replace(start, index=1)]):  # two observed: more than 1
+            memory.observe(f, fid, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index), pmap)
+        if asked_before:  # the Scene asks for the ground before each step of a ground-following world
+            assert abs(memory.ground(pmap).ground_height(x, z, eye - 3.2, eye - 0.7, 0.35) - truth) < 0.1
+        memory.observe(generated, 2, pmap.fuse_points(generated.world_points, generated.world_colors, 2), pmap)
+        grounds[asked_before] = memory.ground(pmap).ground_height(x, z, eye - 3.2, eye - 0.7, 0.35)
+        if asked_before:
+            bx, bz = behind[0, 0] + 1.0, behind[0, 2] + 1.0
+            assert memory.ground(pmap).ground_height(bx, bz, eye - 3.2, eye - 0.7, 0.35) is None
+            assert memory.build_context(start.c2w, start.K, W, H, pmap, 0)[2].observed is None  # no render win
+            restored = GeometricMemory(MemoryConfig(observed_layer_frames=1))
+            restored.load_state_dict(memory.state_dict())
+            assert restored.ground(pmap).ground_height(x, z, eye - 3.2, eye - 0.7, 0.35) == grounds[True]
+    assert abs(grounds[True] - truth) < 0.1 and grounds[False] is None
 
 
 def test_the_cache_render_does_not_draw_what_carving_removed():

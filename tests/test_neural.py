@@ -606,6 +606,9 @@ def test_shipped_weights_beat_baselines_and_memory_helps_on_a_loop():
     assert s["revisit_psnr_memory_on_true_out"] > s["revisit_psnr_memory_off_true_out"] + 5.0
     assert s["revisit_psnr_memory_on_true_out"] > s["revisit_psnr_cache_fill_true_out"] + 1.0
     assert s["revisit_frames_memory_on_true_out"] == 20
+    # handed 21 observed frames, more than the observed layer takes, the camera still rides their ground (it
+    # rode none: 0.28 m off eye height on this loop (now 0.04), 0.35 over the eval's 8)
+    assert s["eye_height_err_m_memory_on_true_out"] < 0.1, s["eye_height_err_m_memory_on_true_out"]
     true_curve = s["curves"]["memory_on_true_out"]
     assert np.isnan(true_curve[:20]).all() and np.isfinite(true_curve[20:]).all()
     assert s["psnr_memory_on_true_out"] < 40  # the simulator's own frames of the way out are not counted

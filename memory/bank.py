@@ -121,8 +121,8 @@ def thumbnail(rgb: np.ndarray, depth: np.ndarray, factor: int) -> tuple[np.ndarr
 @dataclass
 class MapGround:
     """The map's :class:`~worldmodel.frame.GroundProbe`: the ground in ``observed``, the observed frames' own
-    map (the whole map while no generated frame has been fused; None once the observed layer was dropped,
-    MemoryConfig.observed_layer_frames)."""
+    map (the whole map while no generated frame has been fused; past MemoryConfig.observed_layer_frames the
+    copy of it :meth:`GeometricMemory.ground` kept, or None where none was kept)."""
 
     observed: VoxelPointMap | None
 

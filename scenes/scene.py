@@ -408,7 +408,12 @@ class Scene:
         elif keep_map:
             return
         fids = self.branch.fids
+        # a ground-following world asked the memory for the ground before each frame it made (_predict_target):
+        # asked again here at the same moments, the memory keeps what it kept then (GeometricMemory.ground)
+        asks_ground = isinstance(self.model, GroundFollowingWorld) and self._memory_on
         for i, fid in enumerate(fids):
+            if asks_ground and i > self.branch.handed:
+                self.memory.ground(fresh)  # type: ignore[union-attr]
             self._fuse(self.store.get(fid), fid, into=fresh)
             if progress is not None:
                 progress(i + 1, len(fids))

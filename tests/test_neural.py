@@ -1323,6 +1323,40 @@ def test_a_learned_world_handed_frames_of_the_simulators_own_world_compares_with
         NeuralWorld.from_description({**desc, "simulator_is_truth": "yes"})
 
 
+def test_a_fork_or_a_reopened_session_after_a_long_handover_keeps_the_ground_it_was_handed(tmp_path):
+    """Handed more observed frames than the observed layer takes, the memory keeps the map as it stood before
+    the first generated frame for the ground (GeometricMemory.ground). A fork rebuilds the map from frames that
+    include generated ones: asked for the ground at the same moments, the memory keeps the same copy (it had
+    none: the camera rode no ground after a fork); so does a session opened without its memory file."""
+    from memory.bank import GeometricMemory, MemoryConfig
+    from scenes.factory import hand_over_to_learned_model, make_scene
+    from scenes.session import save_session
+    from worldmodel.actions import parse_actions
+
+    walked = make_scene("procedural", 0, size=(128, 128))
+    walked.run(parse_actions("(FN)" * 4))  # 5 observed frames: more than the cap of 2 below
+    learned = hand_over_to_learned_model(walked.current, walked.iter_frames(upto=walked.cursor - 1), seed=0,
+                                         eye_height=1.7, memory=GeometricMemory(MemoryConfig(observed_layer_frames=2)))
+    walked.close()
+    learned.run(parse_actions("(FN)(FN)"))
+    x, y, z = learned.current.c2w[:3, 3]
+
+    def ground(scene):
+        return scene.memory.ground(scene.map).ground_height(x, z, y - 3.2, y - 0.7, 0.35)
+
+    handed = ground(learned)
+    assert handed is not None and abs(y - handed - 1.7) < 0.2
+    folder = save_session(learned, tmp_path / "s")
+    learned.seek(learned.length - 2)
+    learned.step(Action("F", "L"))  # a fork: its map is rebuilt from 4 handed, the first and 1 generated frame
+    assert learned.branch_name != "main" and ground(learned) == handed
+    (folder / "memory.safetensors").unlink()
+    reopened = make_scene(session=folder)  # its memory rebuilt from the frames
+    assert ground(reopened) == handed
+    for scene in (learned, reopened):
+        scene.close()
+
+
 def test_a_fork_from_a_frame_handed_to_the_learned_world_goes_on_with_that_frames_camera():
     """A frame handed before the first one (Scene.reset(prelude=)) may have other intrinsics (a recording's
     per-frame K); stepping from it (a fork) makes a frame with its camera, not the first frame's."""

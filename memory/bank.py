@@ -392,7 +392,7 @@ class GeometricMemory:
         the layer takes (a learned world handed a long walk or a recording), ``pointmap`` as it is now, before
         the first generated frame, is copied as the layer for the ground alone: a 40-frame handover then rides
         the ground (pose drift 3.7 -> 0.9 % on the eval's loops) instead of none. (A Scene that rebuilds its
-        map asks again before the frames the world made, so a fork keeps the copy.)"""
+        map asks again before the first frame the world made, so a fork keeps the copy.)"""
         if self._generated_seen:
             return MapGround(self._observed_layer())
         if self._observed_map is None and self._observed_frames > self.config.observed_layer_frames > 0:

@@ -408,11 +408,13 @@ class Scene:
         elif keep_map:
             return
         fids = self.branch.fids
-        # a ground-following world asked the memory for the ground before each frame it made (_predict_target):
-        # asked again here at the same moments, the memory keeps what it kept then (GeometricMemory.ground)
+        # a ground-following world asked the memory for the ground before the first frame it made
+        # (_predict_target): asked again here at that moment, the memory keeps what it kept then (after a long
+        # handover, a copy of the map of observed frames: GeometricMemory.ground). Only then: a call after a
+        # generated frame would fuse the observed layer now rather than when it is first used
         asks_ground = isinstance(self.model, GroundFollowingWorld) and self._memory_on
         for i, fid in enumerate(fids):
-            if asks_ground and i > self.branch.handed:
+            if asks_ground and i == self.branch.handed + 1:
                 self.memory.ground(fresh)  # type: ignore[union-attr]
             self._fuse(self.store.get(fid), fid, into=fresh)
             if progress is not None:

@@ -166,10 +166,7 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     from worldmodel.recordings import detect_format
     from worldmodel.replay import parse_replay_arg
 
-    try:
-        folder, _ = parse_replay_arg(str(source))
-    except ValueError:  # (an option's value that is not a number)
-        raise ValueError(f"bad replay options in {source}; use e.g. PATH?up=+z&stride=2&max_frames=100") from None
+    folder, _ = parse_replay_arg(str(source))  # (ValueError: an option that is not a number)
     try:
         detect_format(folder)
     except ValueError as e:  # neither a session nor a recording: say that both are taken

@@ -1219,6 +1219,10 @@ def test_the_studio_starts_the_learned_model_from_a_frame_of_a_recording_folder_
         studio.exports._learned_from_folder(tab)
         assert studio.worker.wait_idle(60) and notes[-1].color == "red" and "outside the workspace" in notes[-1].body
         assert studio.worker.scene.model.name == "procedural"
+        studio.exports.start_from.value = "tum?stride=x"  # said in one line (it was int()'s "invalid literal")
+        studio.exports._learned_from_folder(tab)
+        assert studio.worker.wait_idle(60) and notes[-1].color == "red"
+        assert "stride must be a whole number" in notes[-1].body
         studio.exports.start_from.value = "tum?stride=2"
         studio.exports.start_frame.value = 2  # recorded frame 4
         studio.exports._learned_from_folder(tab)

@@ -95,8 +95,8 @@ def _replay(arg: str, seed: int, width: int, height: int, kinematics: Kinematics
         raise WorldSpecError("replay needs a folder: replay:/path/to/sequence (TUM, 7-Scenes, generic or PLY folder)")
     try:
         path, opts = parse_replay_arg(arg)
-    except ValueError:
-        raise WorldSpecError(f"bad replay options in {arg!r}; use e.g. replay:/data/seq?up=+z&stride=2") from None
+    except ValueError as e:
+        raise WorldSpecError(str(e)) from None
     return ReplayWorld.open(path, **opts)
 
 

@@ -29,7 +29,8 @@ def parse_replay_arg(arg: str) -> tuple[str, dict]:
     """``"/data/seq?up=+z&stride=2"`` -> ("/data/seq", {"world_up": "+z", "stride": 2}).
 
     The part after the last ``?`` is read as options only when every item is a known ``key=value``;
-    otherwise the whole string is the path."""
+    otherwise the whole string is the path. ValueError (one line) when ``stride`` or ``max_frames`` is not a
+    whole number."""
     path, sep, query = arg.rpartition("?")
     if not sep:
         return arg, {}
@@ -40,7 +41,11 @@ def parse_replay_arg(arg: str) -> tuple[str, dict]:
         if not eq or key not in _OPTION_KEYS:
             return arg, {}
         name = _OPTION_KEYS[key]
-        opts[name] = value.strip() if name == "world_up" else int(value)
+        try:
+            opts[name] = value.strip() if name == "world_up" else int(value)
+        except ValueError:
+            raise ValueError(f"bad replay options in {arg!r}: {key} must be a whole number; use e.g. "
+                             "PATH?up=+z&stride=2&max_frames=100") from None
     return path, opts
 
 

@@ -298,11 +298,18 @@ def main(args) -> int:
     """CLI entry (launch.py eval-recon): prints the table, optionally writes --json (atomically); errors -> exit 2;
     a --json that cannot be written after the fusion (a full disk) -> the JSON printed instead, exit 1."""
     from worldmodel.recordings import SequenceError, open_sequence
+    from worldmodel.replay import parse_replay_arg
 
     try:
         if args.json:  # found now, not after the fusion
             writable_file(args.json, "--json")
-        seq = open_sequence(args.path, max_frames=args.max_frames)
+        try:  # PATH?up=+z&stride=2&max_frames=N, as --world replay: takes
+            path, options = parse_replay_arg(args.path)
+        except ValueError as e:
+            raise SequenceError(str(e)) from None
+        if args.max_frames is not None:
+            options["max_frames"] = args.max_frames
+        seq = open_sequence(path, **options)
         metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True,
                                     carve=not args.no_carve, reference_up=seq.world_up)
     except (SequenceError, EvalError, WriteError) as e:

@@ -20,7 +20,7 @@ from worldmodel.camera import invert_pose, reproject_depth, unproject_depth
 from recon.pointmap import VoxelPointMap
 from scenes import evaluate
 from scenes.export import depth_to_png_mm, read_tum_trajectory, write_mp4, write_ply
-from worldmodel.recordings import SequenceError, detect_format, open_sequence, up_rotation
+from worldmodel.recordings import SequenceError, detect_format, interpolate_poses, open_sequence, up_rotation
 from scenes.scene import Scene, SceneConfig, fuse_frame
 from scenes.session import load_session, save_session
 from worldmodel.actions import Action, TargetPose
@@ -150,6 +150,13 @@ def test_eval_recon_on_tum_reports_both_methods(tum_path, tmp_path, capsys, monk
         assert rc == 2 and says in err and not fused, err
     assert m["median_abs_dz_m"] <= 1.5 * m["peer_median_abs_dz_m"]
     assert m["map_points"] > 10_000 and m["peer_points"] > 10_000
+    # the recording's options as --world replay: takes them (--max-frames wins over max_frames=)
+    rc = evaluate.main(Namespace(path=f"{tum_path}?stride=10&max_frames=2", voxel=0.05, reference=None,
+                                 max_frames=None, json=str(out), no_carve=False))
+    assert rc == 0 and json.loads(out.read_text())["frames"] == 2 and "tum, 2 frames" in capsys.readouterr().out
+    rc = evaluate.main(Namespace(path=f"{tum_path}?stride=ten", voxel=0.05, reference=None, max_frames=None,
+                                 json=None, no_carve=False))
+    assert rc == 2 and "stride must be a whole number" in capsys.readouterr().err
 
 
 def test_eval_recon_json_on_a_full_disk_is_printed_not_lost(tum_path, tmp_path, capsys, monkeypatch):
@@ -243,6 +250,36 @@ def test_7scenes_folder_round_trips(walk_frames, tmp_path):
     # intrinsics in the parent folder (3DMatch layout) are found too
     (folder / "camera-intrinsics.txt").rename(tmp_path / "camera-intrinsics.txt")
     np.testing.assert_allclose(open_sequence(folder)[0].K, walk_frames[0].K)
+
+
+def test_a_12_scenes_folder_takes_its_depth_camera_from_info_txt(walk_frames, tmp_path):
+    """12-Scenes (BundleFusion's export, 7-Scenes' frame names): info.txt in the scene folder holds the depth
+    camera's K and depth shift, and the colour camera is larger than the depth; colour is resized to the depth's
+    size, geometry comes from the depth camera. (Refused before: 'register depth to colour first'.)"""
+    frames = walk_frames[:3]
+    data = tmp_path / "apt1" / "kitchen" / "data"
+    _write_7scenes(data, frames)
+    (data / "camera-intrinsics.txt").unlink()
+    h, w = frames[0].depth.shape
+    for i, f in enumerate(frames):  # a colour camera 2x the depth's (and jpg, as 12-Scenes ships)
+        (data / f"frame-{i:06d}.color.png").unlink()
+        Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.NEAREST).save(data / f"frame-{i:06d}.color.jpg", quality=95)
+        Image.fromarray(depth_to_png_mm(f.depth)).save(data / f"frame-{i:06d}.depth.png")  # 0 = invalid here
+    K = frames[0].K
+    K4 = " ".join(f"{v:g}" for v in np.block([[K, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]]).ravel())
+    (data.parent / "info.txt").write_text(
+        f"m_versionNumber = 4\nm_colorWidth = {2 * w}\nm_colorHeight = {2 * h}\nm_depthWidth = {w}\n"
+        f"m_depthHeight = {h}\nm_depthShift = 1000\nm_calibrationColorIntrinsic = 1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 1\n"
+        f"m_calibrationDepthIntrinsic = {K4}\nm_frames.size = 3\n")
+    seq = open_sequence(data)
+    assert seq.format == "7scenes" and len(seq) == 3
+    assert any(f"resized to the depth's {w}x{h}" in n for n in seq.notes), seq.notes
+    for f, g in zip(frames, seq):
+        assert g.rgb.shape == f.rgb.shape
+        assert np.abs(g.rgb.astype(float) - f.rgb).mean() < 8  # jpg and the resize
+        np.testing.assert_allclose(g.K, K, atol=1e-3)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
 
 
 def test_generic_folders_round_trip(walk_frames, tmp_path):
@@ -610,6 +647,98 @@ def test_tum_lists_are_read_as_tum_tools_read_them(tum_path, tmp_path):
     assert open_sequence(small)[0].K[0, 0] == 262.5
 
 
+def sparse_tum_copy(tum_path: Path, folder: Path, every: int = 6, n: int = 4) -> list[tuple[str, str]]:
+    """Every ``every``-th colour image of the TUM sample (n of them, ~0.2 s apart) with its nearest depth image,
+    in ``folder``'s rgb/ and depth/ (no lists written) -> [(rgb line, depth line)]."""
+    rows = {name: [r for r in (tum_path / f"{name}.txt").read_text().splitlines() if r and not r.startswith("#")]
+            for name in ("rgb", "depth")}
+    depth_t = np.array([float(r.split()[0]) for r in rows["depth"]])
+    out = []
+    for name in ("rgb", "depth"):
+        (folder / name).mkdir(parents=True)
+    for r in rows["rgb"][::every][:n]:
+        d = rows["depth"][int(np.argmin(np.abs(depth_t - float(r.split()[0]))))]
+        for line in (r, d):
+            shutil.copy(tum_path / line.split()[1], folder / line.split()[1])
+        out.append((r, d))
+    return out
+
+
+def test_tum_ground_truth_once_per_image_associations_and_calibration(tum_path, tmp_path):
+    """Valid TUM-format folders that differ from the TUM downloads: ground truth written once per image at 5 Hz
+    (ICL-NUIM's, or a SLAM system's own), associate.py's associations.txt instead of rgb.txt/depth.txt (depth
+    first, as ICL-NUIM writes it) with a lone *.gt.freiburg trajectory, and ETH3D's calibration.txt. Each reads
+    the same poses as the full 100 Hz ground truth; poses that only bracket images from 0.2 s apart are still
+    refused, saying why."""
+    from worldmodel.tum import format_tum, read_tum_rows
+
+    gt = read_tum_rows(tum_path / "groundtruth.txt")
+
+    def gt_at(times) -> str:  # one pose per time, interpolated from the full ground truth
+        poses, ok = interpolate_poses(gt, np.asarray(times))
+        assert ok.all()
+        return format_tum(poses, np.asarray(times))
+
+    full = tmp_path / "full"
+    pairs = sparse_tum_copy(tum_path, full)
+    (full / "rgb.txt").write_text("".join(r + "\n" for r, _ in pairs))
+    (full / "depth.txt").write_text("".join(d + "\n" for _, d in pairs))
+    shutil.copy(tum_path / "groundtruth.txt", full / "groundtruth.txt")
+    reference = open_sequence(full)
+    assert len(reference) == 4 and np.diff(reference.timestamps).min() > 0.15
+    assert any("TUM's default fx=fy=525" in n for n in reference.notes)  # what it assumed is said
+    times = [float(r.split()[0]) for r, _ in pairs]
+
+    per_image = tmp_path / "per_image"
+    sparse_tum_copy(tum_path, per_image)
+    for name in ("rgb.txt", "depth.txt"):
+        shutil.copy(full / name, per_image / name)
+    (per_image / "groundtruth.txt").write_text(gt_at(times))
+    np.testing.assert_allclose(open_sequence(per_image).c2ws, reference.c2ws, atol=1e-9)
+    (per_image / "groundtruth.txt").write_text(gt_at([t - 0.05 for t in times]))  # none within 0.02 s
+    with pytest.raises(SequenceError, match=r"no pose within 0.02 s of any image .* more than 0.1 s apart"):
+        open_sequence(per_image)
+
+    icl = tmp_path / "icl_like"
+    sparse_tum_copy(tum_path, icl)
+    (icl / "associations.txt").write_text("".join(f"{d} {r}\n" for r, d in pairs))  # depth first
+    shutil.copy(tum_path / "groundtruth.txt", icl / "living_room0.gt.freiburg")
+    seq = open_sequence(icl)
+    assert seq.format == "tum" and [p.name for p in seq.rgb_files] == [p.name for p in reference.rgb_files]
+    assert [p.name for p in seq.depth_files] == [p.name for p in reference.depth_files]
+    np.testing.assert_allclose(seq.c2ws, reference.c2ws, atol=1e-9)
+    np.testing.assert_array_equal(seq[1].depth, reference[1].depth)
+
+    (icl / "calibration.txt").write_text("520.9 521.0 325.1 249.7\n")  # ETH3D's fx fy cx cy
+    calibrated = open_sequence(icl)
+    assert calibrated[0].K[0, 0] == 520.9 and calibrated[0].K[1, 2] == 249.7
+    assert not any("default" in n for n in calibrated.notes)
+
+
+def test_generic_folders_from_scanner_exports(walk_frames, tmp_path):
+    """ScanNet-style generic folders: a 4x4 intrinsics file, -inf poses where tracking was lost (those frames
+    are skipped, with a note), and depth in a format the reader does not take is named as such."""
+    from tests.test_recording_checks import generic
+
+    folder = generic(tmp_path / "scan", walk_frames[:4])
+    (folder / "worldstudio.json").unlink()
+    K4 = np.eye(4)
+    K4[:3, :3] = walk_frames[0].K
+    (folder / "intrinsics.txt").write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in K4) + "\n")
+    lines = (folder / "poses.txt").read_text().splitlines()
+    lines[2] = " ".join(["-inf"] * 16)
+    (folder / "poses.txt").write_text("\n".join(lines) + "\n")
+    seq = open_sequence(folder)
+    assert len(seq) == 3 and [p.name for p in seq.rgb_files] == ["0000.png", "0001.png", "0003.png"]
+    assert "1 frames have an inf/NaN pose in poses.txt (tracking lost): skipped" in seq.notes
+    np.testing.assert_allclose(seq[2].K, walk_frames[0].K, atol=1e-6)
+    np.testing.assert_allclose(seq.c2ws[2], walk_frames[3].c2w, atol=1e-6)
+
+    (folder / "depth" / "0001.png").rename(folder / "depth" / "0001.tif")
+    with pytest.raises(SequenceError, match=r"0001\.tif: \.tif depth is not read; convert it to \.npy"):
+        open_sequence(folder)
+
+
 def test_hidden_files_are_not_frames_of_a_generic_or_ply_folder(tmp_path):
     folder = tmp_path / "generic"
     (folder / "rgb").mkdir(parents=True)
@@ -663,7 +792,8 @@ def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):
         studio.exports._new_world(SimpleNamespace(client=None))
         assert studio.worker.wait_idle(60)
         assert studio.worker.scene.model.name == "replay"
-        assert ("Recording opened", "1 colour images have no depth within 0.02 s (skipped)", False) in notes, notes
+        said = [body for title, body, error in notes if title == "Recording opened" and not error]
+        assert said and said[0].startswith("1 colour images have no depth within 0.02 s (skipped); "), notes
     finally:
         studio.close()
         studio.worker.scene.close()

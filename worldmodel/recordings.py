@@ -5,14 +5,21 @@ OpenCV cameras (x right, y down, z forward), ``c2w`` float64 (4, 4), float32 z-d
 uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval-recon"):
 
 - ``tum``: TUM RGB-D (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``). Colour and depth are associated by
-  nearest timestamp (at most 0.02 s apart, one-to-one), the ground-truth pose is interpolated at the colour
-  timestamp (linear translation, slerp rotation), depth = value / 5000, K = (525, 525, 319.5, 239.5).
-  The motion-capture world is z-up; it is rotated to +Y-up (``world_up="+z"``).
+  nearest timestamp (at most 0.02 s apart, one-to-one), or by associate.py's ``associations.txt`` when there is
+  no rgb.txt (ORB-SLAM's and ICL-NUIM's folders; a lone ``*.gt.freiburg`` stands in for groundtruth.txt). The
+  ground-truth pose is interpolated at the colour timestamp (linear translation, slerp rotation) between samples
+  at most 0.1 s apart, or taken from a sample within 0.02 s (ground truth written once per image). Depth = value
+  / 5000; K from ``calibration.txt`` (``fx fy cx cy``, ETH3D's SLAM benchmark) or TUM's default (525, 525,
+  319.5, 239.5). The motion-capture world is z-up; it is rotated to +Y-up (``world_up="+z"``).
 - ``7scenes``: 7-Scenes / 3DMatch (``frame-XXXXXX.color.png|jpg``, ``.depth.png``, ``.pose.txt``,
-  ``camera-intrinsics.txt`` here or in the parent folder), depth = value / 1000, 65535 = invalid.
+  ``camera-intrinsics.txt`` here or in the parent folder), depth = value / 1000, 65535 = invalid. 12-Scenes and
+  other BundleFusion exports name their frames so and hold the cameras in ``info.txt`` (here or in the parent
+  folder): the depth camera's K and depth shift, and a colour image of another size is resized to the depth's.
   The world is the recording's first (roughly level) camera frame, y down (``world_up="-y"``).
-- ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt``, ``intrinsics.txt``
-  or ``worldstudio.json`` (``world_up="+y"``: poses already in our convention unless told otherwise).
+- ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
+  natural file-name order; an inf/NaN pose, ScanNet's mark of lost tracking, skips its frame), ``intrinsics.txt``
+  (a 3x3 or 4x4 matrix, or ``fx fy cx cy``) or ``worldstudio.json`` (``world_up="+y"``: poses already in our
+  convention unless told otherwise).
 - ``ply``: a folder of per-frame PLY point clouds in world coordinates (DeepVerse ``run.py --add_ply`` writes
   ``<video>_frame<i>.ply``; Aether similar), optionally with the video and a ``poses.txt``. Frames carry
   ``world_points``/``world_colors``; depth is all zeros. DeepVerse's world is its first camera's OpenCV
@@ -246,8 +253,10 @@ def _depth_scale(cfg: dict, where: Path, default: float) -> float:
 
 
 def _read_intrinsics(path: Path) -> np.ndarray:
-    """A 3x3 matrix (9 numbers) or ``fx fy cx cy`` (4 numbers) from a text file."""
+    """A 3x3 matrix (9 numbers), a 4x4 one with it in the top left (ScanNet), or ``fx fy cx cy`` (4 numbers)."""
     vals = [v for _, row in _numbers(path) for v in row]
+    if len(vals) == 16 and np.allclose(np.reshape(vals, (4, 4))[[0, 1, 2, 3, 3, 3], [3, 3, 3, 0, 1, 2]], 0):
+        vals = list(np.reshape(vals, (4, 4))[:3, :3].ravel())  # ScanNet's 4x4 intrinsic_color.txt
     if len(vals) == 9:
         K = np.asarray(vals, dtype=np.float64).reshape(3, 3)
     elif len(vals) == 4:
@@ -332,6 +341,7 @@ class _ImageSequence(Sequence):
     depth_scale: float = 0.001
     depth_invalid: int | None = None
     default_K_for: tuple[int, int] | None = None  # (W, H) the format's default Ks are for (none were given)
+    colour_to_depth_size: bool = False  # a colour camera of another size: resized to the depth's (K is depth's)
     _size: tuple[int, int] | None = None  # (H, W) of the first frame read
 
     def files(self, i: int) -> list[Path]:
@@ -340,6 +350,10 @@ class _ImageSequence(Sequence):
     def _read(self, i: int) -> Frame:
         rgb = _read_rgb(self.rgb_files[i])
         depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid)
+        if self.colour_to_depth_size and depth.shape != rgb.shape[:2]:
+            from PIL import Image
+
+            rgb = np.asarray(Image.fromarray(rgb).resize((depth.shape[1], depth.shape[0]), Image.BILINEAR))
         if depth.shape != rgb.shape[:2]:
             raise SequenceError(f"{self.depth_files[i]}: depth is {depth.shape[1]}x{depth.shape[0]} but its colour "
                                 f"image {self.rgb_files[i].name} is {rgb.shape[1]}x{rgb.shape[0]}; "
@@ -362,26 +376,31 @@ class _ImageSequence(Sequence):
 # --------------------------------------------------------------------------------------------- TUM
 
 
-def _read_tum_list(path: Path) -> tuple[np.ndarray, list[Path]]:
-    if not path.is_file():
-        raise SequenceError(f"{path} is missing; a TUM folder needs rgb.txt, depth.txt and groundtruth.txt")
-    stamps, files = [], []
+def _time_file_rows(path: Path, pairs: int, expected: str) -> list[list[tuple[float, str]]]:
+    """Non-comment lines of a TUM-style list, each ``pairs`` times ``timestamp filename`` -> per line
+    [(time, file name)]; SequenceError naming the line that is not (``expected`` says the layout)."""
+    rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
         parts = s.split()
         try:
-            t = float(parts[0])
-            if len(parts) < 2:
+            if len(parts) < 2 * pairs:
                 raise ValueError
+            rows.append([(float(parts[2 * k]), parts[2 * k + 1]) for k in range(pairs)])
         except ValueError:
-            raise SequenceError(f"{path}:{n}: expected 'timestamp filename', got {s[:60]!r}") from None
-        stamps.append(t)
-        files.append(path.parent / parts[1])
-    if not stamps:
+            raise SequenceError(f"{path}:{n}: expected '{expected}', got {s[:60]!r}") from None
+    if not rows:
         raise SequenceError(f"{path} lists no images; is the download complete?")
-    return np.asarray(stamps, dtype=np.float64), files
+    return rows
+
+
+def _read_tum_list(path: Path) -> tuple[np.ndarray, list[Path]]:
+    if not path.is_file():
+        raise SequenceError(f"{path} is missing; a TUM folder needs rgb.txt, depth.txt and groundtruth.txt")
+    rows = _time_file_rows(path, 1, "timestamp filename")
+    return np.array([t for (t, _), in rows], np.float64), [path.parent / f for (_, f), in rows]
 
 
 def associate(t_a: np.ndarray, t_b: np.ndarray, max_dt: float = TUM_MAX_DT) -> list[tuple[int, int]]:
@@ -406,10 +425,13 @@ def associate(t_a: np.ndarray, t_b: np.ndarray, max_dt: float = TUM_MAX_DT) -> l
     return sorted(pairs)
 
 
-def interpolate_poses(gt: np.ndarray, t: np.ndarray, max_gap: float = TUM_MAX_GT_GAP) -> tuple[np.ndarray, np.ndarray]:
+def interpolate_poses(gt: np.ndarray, t: np.ndarray, max_gap: float = TUM_MAX_GT_GAP,
+                      max_dt: float = TUM_MAX_DT) -> tuple[np.ndarray, np.ndarray]:
     """TUM ground truth (M, 8) ``t tx ty tz qx qy qz qw`` -> poses (N, 4, 4) at times ``t`` (N,)
-    (linear translation, slerp rotation) and a (N,) bool mask of times inside the ground truth with
-    bracketing samples at most ``max_gap`` seconds apart."""
+    (linear translation, slerp rotation) and a (N,) bool mask of the times it knows: inside the ground truth
+    with bracketing samples at most ``max_gap`` seconds apart (no interpolation across a motion-capture
+    dropout), or within ``max_dt`` of a sample (ground truth written once per image, at any rate, as TUM's
+    associate.py matches it)."""
     from scipy.spatial.transform import Rotation, Slerp
 
     order = np.argsort(gt[:, 0], kind="stable")
@@ -418,11 +440,14 @@ def interpolate_poses(gt: np.ndarray, t: np.ndarray, max_gap: float = TUM_MAX_GT
     gt = gt[keep]
     ts = gt[:, 0]
     inside = (t >= ts[0]) & (t <= ts[-1])
-    k = np.clip(np.searchsorted(ts, t), 1, len(ts) - 1)
-    ok = inside & (ts[k] - ts[k - 1] <= max_gap) if len(ts) > 1 else inside & (t == ts[0])
+    k = np.clip(np.searchsorted(ts, t), 1, len(ts) - 1) if len(ts) > 1 else np.zeros(len(t), np.int64)
+    nearest = np.minimum(np.abs(ts[k] - t), np.abs(ts[k - 1] - t)) if len(ts) > 1 else np.abs(ts[0] - t)
+    ok = nearest <= max_dt
+    if len(ts) > 1:
+        ok |= inside & (ts[k] - ts[k - 1] <= max_gap)
     poses = np.tile(np.eye(4), (len(t), 1, 1))
     if ok.any():
-        tq = t[ok]
+        tq = np.clip(t[ok], ts[0], ts[-1])  # a time just outside the ends takes the end's pose
         if len(ts) == 1:
             poses[ok, :3, :3] = Rotation.from_quat(gt[0, 4:8]).as_matrix()
             poses[ok, :3, 3] = gt[0, 1:4]
@@ -432,21 +457,63 @@ def interpolate_poses(gt: np.ndarray, t: np.ndarray, max_gap: float = TUM_MAX_GT
     return poses, ok
 
 
-def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
-    rgb_t, rgb_f = _read_tum_list(folder / "rgb.txt")
-    dep_t, dep_f = _read_tum_list(folder / "depth.txt")
+def _read_associations(path: Path) -> tuple[np.ndarray, list[Path], np.ndarray, list[Path]]:
+    """associate.py's output ``t1 file1 t2 file2`` per line (ORB-SLAM's and ICL-NUIM's TUM-format folders)
+    -> (colour times, colour files, depth times, depth files), one pair per line. The depth column is the one
+    whose path names depth (ICL-NUIM writes depth first); with neither, the first is colour, as associate.py
+    writes ``rgb.txt depth.txt``."""
+    rgb, depth = [], []
+    for a, b in _time_file_rows(path, 2, "time colour-file time depth-file"):
+        if "depth" in a[1].lower() and "depth" not in b[1].lower():
+            a, b = b, a
+        rgb.append(a)
+        depth.append(b)
+    return (np.array([t for t, _ in rgb], np.float64), [path.parent / f for _, f in rgb],
+            np.array([t for t, _ in depth], np.float64), [path.parent / f for _, f in depth])
+
+
+def _tum_groundtruth(folder: Path) -> Path:
+    """groundtruth.txt, else the one ``*.gt.freiburg`` (ICL-NUIM's TUM-format trajectory)."""
     gt_path = folder / "groundtruth.txt"
     if not gt_path.is_file():
+        freiburg = _visible(folder.glob("*.gt.freiburg"))
+        if len(freiburg) == 1:
+            return freiburg[0]
         raise SequenceError(f"{gt_path} is missing; a TUM folder needs it for the camera poses "
                             "(download the sequence's groundtruth.txt)")
+    return gt_path
+
+
+def _tum_intrinsics(folder: Path, cfg: dict) -> tuple[np.ndarray | None, str | None]:
+    """(K, note): worldstudio.json's, else ``calibration.txt`` (``fx fy cx cy``, as ETH3D's SLAM benchmark ships
+    beside its TUM-format lists), else None with a note that TUM's default is used."""
+    K = _K_from_config(cfg, folder)
+    if K is None and (folder / "calibration.txt").is_file():
+        K = _read_intrinsics(folder / "calibration.txt")
+    if K is not None:
+        return K, None
+    return None, ("no calibration.txt: using TUM's default fx=fy=525, cx=319.5, cy=239.5 (its advice for every "
+                  f"sequence); put 'fx fy cx cy' in calibration.txt or K in {CONFIG_FILE} for another camera")
+
+
+def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    notes = []
+    lists = ("rgb.txt", "depth.txt")
+    if not (folder / "rgb.txt").is_file() and (folder / "associations.txt").is_file():
+        rgb_t, rgb_f, dep_t, dep_f = _read_associations(folder / "associations.txt")
+        pairs = [(i, i) for i in range(len(rgb_t))]  # associated already
+        lists = ("associations.txt", "associations.txt")
+    else:
+        rgb_t, rgb_f = _read_tum_list(folder / "rgb.txt")
+        dep_t, dep_f = _read_tum_list(folder / "depth.txt")
+        pairs = associate(rgb_t, dep_t)
+    gt_path = _tum_groundtruth(folder)
     try:
         gt = read_tum_rows(gt_path)  # (M, 8) t tx ty tz qx qy qz qw, every row checked
     except ValueError as e:
         raise SequenceError(str(e)) from None
     if not len(gt):
         raise SequenceError(f"{gt_path} holds no poses; download the complete file")
-    pairs = associate(rgb_t, dep_t)
-    notes = []
     if len(pairs) < len(rgb_t):
         notes.append(f"{len(rgb_t) - len(pairs)} colour images have no depth within {TUM_MAX_DT} s (skipped)")
     if not pairs:
@@ -460,17 +527,22 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if not ok.all():
         notes.append(f"{int((~ok).sum())} frames lie outside the ground truth or in a gap (skipped)")
     if not ok.any():
-        raise SequenceError(f"{gt_path} does not cover the image timestamps "
-                            f"({rgb_t[ri].min():.2f}..{rgb_t[ri].max():.2f}); is it from another sequence?")
+        t0, t1, g0, g1 = rgb_t[ri].min(), rgb_t[ri].max(), gt[:, 0].min(), gt[:, 0].max()
+        if t1 < g0 or t0 > g1:
+            raise SequenceError(f"{gt_path} ({g0:.2f}..{g1:.2f}) does not cover the image timestamps "
+                                f"({t0:.2f}..{t1:.2f}); is it from another sequence?")
+        raise SequenceError(f"{gt_path} has no pose within {TUM_MAX_DT} s of any image and its poses are more "
+                            f"than {TUM_MAX_GT_GAP} s apart around each; write a pose at each image's timestamp")
     ri, di, poses = ri[ok], di[ok], poses[ok]
     rgb_files = [rgb_f[i] for i in ri]
     depth_files = [dep_f[j] for j in di]
-    for listed, files in (("rgb.txt", rgb_files), ("depth.txt", depth_files)):
+    for listed, files in zip(lists, (rgb_files, depth_files)):
         missing = next((p for p in files if not p.is_file()), None)
         if missing is not None:
             raise SequenceError(f"{missing} is missing (listed in {listed}); copy it again or remove its line "
                                 f"from {listed}")
-    K = _K_from_config(cfg, folder)
+    K, k_note = _tum_intrinsics(folder, cfg)
+    notes += [k_note] if k_note else []
     A = up_rotation(up)
     return _ImageSequence(
         path=folder, format="tum", c2ws=A @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
@@ -485,6 +557,27 @@ def _seven_scenes_frames(folder: Path) -> list[Path]:
     return sorted((p for ext in _IMAGE_EXT for p in folder.glob(f"frame-*.color{ext}")), key=_natural_key)
 
 
+def _read_bundlefusion_info(path: Path) -> tuple[np.ndarray, float, tuple[int, int], tuple[int, int]]:
+    """BundleFusion's ``info.txt`` (12-Scenes, ScanNet's .sens exports: ``m_key = values`` lines) -> (the depth
+    camera's K, metres per depth unit (1 / m_depthShift), colour (W, H), depth (W, H))."""
+    info = {}
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            info[key.strip()] = value.split()
+    try:
+        K4 = np.asarray(info["m_calibrationDepthIntrinsic"], np.float64).reshape(4, 4)
+        shift = float(info.get("m_depthShift", ["1000"])[0])
+        colour = (int(info["m_colorWidth"][0]), int(info["m_colorHeight"][0]))
+        depth = (int(info["m_depthWidth"][0]), int(info["m_depthHeight"][0]))
+    except (KeyError, ValueError, IndexError):
+        raise SequenceError(f"{path}: expected BundleFusion's m_calibrationDepthIntrinsic (16 numbers), "
+                            "m_depthShift and m_colorWidth/Height, m_depthWidth/Height lines") from None
+    if not (np.isfinite(shift) and shift > 0):
+        raise SequenceError(f"{path}: m_depthShift must be a positive number of depth units per metre")
+    return _check_K(K4[:3, :3], path), 1.0 / shift, colour, depth
+
+
 def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     colors = _seven_scenes_frames(folder)
     notes = []
@@ -494,6 +587,14 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
             if cand.is_file():
                 K = _read_intrinsics(cand)
                 break
+    colour_to_depth_size, depth_scale = False, 0.001
+    info = next((p for p in (folder / "info.txt", folder.parent / "info.txt") if p.is_file()), None)
+    if K is None and info is not None:  # 12-Scenes / BundleFusion: the depth camera's K, colour resized to it
+        K, depth_scale, colour_size, depth_size = _read_bundlefusion_info(info)
+        colour_to_depth_size = colour_size != depth_size
+        if colour_to_depth_size:
+            notes.append(f"colour {colour_size[0]}x{colour_size[1]} is resized to the depth's "
+                         f"{depth_size[0]}x{depth_size[1]} (the depth camera's intrinsics from {info.name})")
     default_K_for = None
     if K is None:
         K, default_K_for = SEVEN_SCENES_K.copy(), (640, 480)
@@ -525,21 +626,27 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="7scenes", c2ws=A @ np.stack(poses),
         timestamps=np.array([_last_number(c.name) or i for i, c in enumerate(colors)], dtype=np.float64),
         world_up=up, notes=notes, rgb_files=colors, depth_files=depth_files, Ks=K, default_K_for=default_K_for,
-        depth_scale=_depth_scale(cfg, folder, 0.001), depth_invalid=65535)
+        depth_scale=_depth_scale(cfg, folder, depth_scale), depth_invalid=65535,
+        colour_to_depth_size=colour_to_depth_size)
 
 
 # --------------------------------------------------------------------------------------------- generic
 
 
-def read_poses_file(path: Path) -> np.ndarray:
+def read_poses_file(path: Path, lost_tracking: bool = False) -> np.ndarray:
     """(N, 4, 4) c2w from ``poses.txt``: per line 16 numbers (row-major 4x4), 12 (3x4) or a TUM line
-    ``timestamp tx ty tz qx qy qz qw``; a 4x4 may also span four lines of 4 numbers."""
+    ``timestamp tx ty tz qx qy qz qw``; a 4x4 may also span four lines of 4 numbers. ``lost_tracking``: a pose
+    of inf/NaN numbers (ScanNet and BundleFusion write -inf where tracking was lost) is returned all-NaN for the
+    caller to skip, instead of refused."""
     rows = _numbers(path)
     if rows and all(len(r) == 4 for _, r in rows) and len(rows) % 4 == 0:
         rows = [(rows[i][0], [v for _, r in rows[i:i + 4] for v in r]) for i in range(0, len(rows), 4)]
     out = []
     for n, r in rows:
         M = np.eye(4)
+        if len(r) in (12, 16) and lost_tracking and not np.isfinite(r).all():
+            out.append(np.full((4, 4), np.nan))
+            continue
         if len(r) == 16:
             M = np.asarray(r, dtype=np.float64).reshape(4, 4)
         elif len(r) == 12:
@@ -567,18 +674,32 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     rgb_files = sorted((p for p in _visible(rgb_dir.iterdir()) if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
     if not rgb_files:
         raise SequenceError(f"{rgb_dir} holds no .png/.jpg images")
-    depth_all = {p.stem: p for p in _visible(depth_dir.iterdir()) if p.suffix.lower() in (".npy", ".png")}
+    depth_all, other_depth = {}, {}
+    for p in _visible(depth_dir.iterdir()):
+        (depth_all if p.suffix.lower() in (".npy", ".png") else other_depth)[p.stem] = p
     depth_files = []
     for p in rgb_files:
         d = depth_all.get(p.stem)
+        if d is None and p.stem in other_depth:
+            raise SequenceError(f"{other_depth[p.stem]}: {other_depth[p.stem].suffix} depth is not read; convert it "
+                                "to .npy (float metres) or a 16-bit .png (millimetres, or set depth_scale)")
         if d is None:
             raise SequenceError(f"{depth_dir / (p.stem + '.npy')} (or .png) is missing for {p.relative_to(folder)}; "
                                 "depth files must have the same names as the images")
         depth_files.append(d)
-    poses = read_poses_file(folder / "poses.txt")
+    poses = read_poses_file(folder / "poses.txt", lost_tracking=True)
     if len(poses) != len(rgb_files):
         raise SequenceError(f"{folder / 'poses.txt'} has {len(poses)} poses but rgb/ has {len(rgb_files)} images; "
-                            "write one pose per image, in file-name order")
+                            "write one pose per image, in natural file-name order (2 before 10)")
+    notes = []
+    lost = ~np.isfinite(poses).all(axis=(1, 2))
+    if lost.all():
+        raise SequenceError(f"{folder / 'poses.txt'}: every pose is inf/NaN (tracking lost); no frame can be placed")
+    if lost.any():  # ScanNet's -inf rows: tracking lost there
+        notes.append(f"{int(lost.sum())} frames have an inf/NaN pose in poses.txt (tracking lost): skipped")
+        rgb_files = [f for f, bad in zip(rgb_files, lost) if not bad]
+        depth_files = [f for f, bad in zip(depth_files, lost) if not bad]
+        poses = poses[~lost]
     camera = str(cfg.get("camera", "opencv")).lower()
     if camera not in ("opencv", "opengl"):
         raise SequenceError(f"{folder / CONFIG_FILE}: camera must be 'opencv' or 'opengl', got {camera!r}")
@@ -593,8 +714,8 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         K = _read_intrinsics(intr)
     A = up_rotation(up)
     return _ImageSequence(
-        path=folder, format="generic", c2ws=A @ poses, timestamps=np.arange(len(poses), dtype=np.float64),
-        world_up=up, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
+        path=folder, format="generic", c2ws=A @ poses, timestamps=np.flatnonzero(~lost).astype(np.float64),
+        world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
         depth_scale=_depth_scale(cfg, folder, 0.001), options={"camera": camera})
 
 
@@ -776,7 +897,7 @@ def _open_ply(folder: Path, cfg: dict, up: str) -> _PlySequence:
 
 
 def _detect(folder: Path) -> str | None:
-    if any((folder / n).is_file() for n in ("rgb.txt", "depth.txt", "groundtruth.txt")):
+    if any((folder / n).is_file() for n in ("rgb.txt", "depth.txt", "groundtruth.txt", "associations.txt")):
         return "tum"
     if _seven_scenes_frames(folder):
         return "7scenes"

@@ -565,8 +565,10 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
 
     Depth PNGs are 16-bit millimetres (``depth_unit_scale_factor`` 0.001; 0 = invalid; > 65.5 m dropped).
     Poses are converted to nerfstudio's OpenGL camera: c2w_gl = c2w_cv @ diag(1, -1, -1, 1).
-    Intrinsics of the first frame are global; frames with other K or size carry their own.
-    ``out_dir`` is created if missing. Returns the path of transforms.json.
+    Intrinsics of the first frame are global; frames with other K or size carry their own. The world stays ours
+    (+Y up, where nerfstudio's is z-up): a ``worldstudio.json`` beside it says so, so the folder opens again as a
+    recording (``replay:FOLDER``) the right way up. ``out_dir`` is created if missing. Returns the path of
+    transforms.json.
     """
     try:
         out = Path(out_dir).expanduser()
@@ -609,6 +611,7 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
         meta["frames"].append(entry)
     target = out / "transforms.json"
     _write_bytes_atomic(target, [json.dumps(meta, indent=2).encode("utf-8")])
+    _write_bytes_atomic(out / "worldstudio.json", [json.dumps({"world_up": "+y"}).encode("utf-8")])
     return target
 
 

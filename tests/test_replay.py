@@ -814,3 +814,116 @@ def test_a_16_bit_grey_camera_is_scaled_to_8_bits_not_clipped(tmp_path):
     rgb = open_sequence(folder)[0].rgb
     assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
     assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 20].tolist() == [128] * 3 and rgb[0, 40].tolist() == [255] * 3
+
+
+def test_a_nerfstudio_dataset_opens_as_a_recording(walk_frames, tmp_path):
+    """transforms.json with depth: this tool's own export reopens exactly (its worldstudio.json keeps our +Y-up
+    world), and a phone capture's layout (Polycam / Record3D through nerfstudio: a colour image 2x its depth's,
+    intrinsics per frame, frames listed out of order, nerfstudio's z-up world) gives the same frames at the
+    depth's size. Without depth, or with a fisheye camera, it says why in one line."""
+    from scenes.export import write_transforms_json
+
+    frames = walk_frames[:4]
+    ours = tmp_path / "export"
+    write_transforms_json(ours, frames)
+    assert detect_format(ours) == "nerfstudio"
+    seq = open_sequence(ours)
+    assert len(seq) == 4 and seq.world_up == "+y"
+    for f, g in zip(frames, seq):
+        np.testing.assert_array_equal(g.rgb, f.rgb)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)  # nerfstudio's half-pixel principal point undone
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+
+    phone = tmp_path / "polycam"
+    (phone / "images").mkdir(parents=True)
+    (phone / "depth").mkdir()
+    h, w = frames[0].depth.shape
+    to_z_up = np.linalg.inv(up_rotation("+z"))  # our +Y-up world -> nerfstudio's z-up one
+    entries = []
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(phone / "images" / f"frame_{i + 1}.jpg",
+                                                                          quality=95)
+        Image.fromarray(depth_to_png_mm(f.depth)).save(phone / "depth" / f"frame_{i + 1}.png")
+        K2 = f.K * [[2], [2], [1]]  # the colour camera, in nerfstudio's convention (pixel centres at +0.5)
+        entries.append({"file_path": f"images/frame_{i + 1}.jpg", "depth_file_path": f"depth/frame_{i + 1}.png",
+                        "fl_x": K2[0, 0], "fl_y": K2[1, 1], "cx": 2 * (f.K[0, 2] + 0.5), "cy": 2 * (f.K[1, 2] + 0.5),
+                        "w": 2 * w, "h": 2 * h,
+                        "transform_matrix": (to_z_up @ f.c2w @ np.diag([1.0, -1.0, -1.0, 1.0])).tolist()})
+    (phone / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV", "k1": 0.01,
+                                                       "frames": entries[::-1]}))
+    seq = open_sequence(phone)
+    assert seq.format == "nerfstudio" and seq.world_up == "+z" and len(seq) == 4
+    assert [p.name for p in seq.rgb_files] == ["frame_1.jpg", "frame_2.jpg", "frame_3.jpg", "frame_4.jpg"]
+    assert any("k1" in n and "ignored" in n for n in seq.notes)
+    for f, g in zip(frames, seq):
+        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < 8
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+    assert any(f"resized to their depth's size ({w}x{h})" in n for n in seq.notes), seq.notes
+
+    meta = json.loads((phone / "transforms.json").read_text())
+    del meta["frames"][2]["depth_file_path"]
+    (phone / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(SequenceError, match=r"frame 2 \(images/frame_2\.jpg\) has no depth_file_path; this tool "
+                                            r"needs a depth image per frame"):
+        open_sequence(phone)
+    (phone / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV_FISHEYE", "frames": entries}))
+    with pytest.raises(SequenceError, match="OPENCV_FISHEYE is not a pinhole camera; undistort"):
+        open_sequence(phone)
+
+
+def test_a_scannet_export_opens_at_the_depth_cameras_size(walk_frames, tmp_path):
+    """ScanNet's SensReader export (color/N.jpg at the colour camera's size, depth/N.png in mm, pose/N.txt with
+    -inf where tracking was lost, intrinsic/intrinsic_depth.txt): colour resized to the depth's size, the depth
+    camera's K, lost frames skipped with a note, ScanNet's z-up world turned to +Y up."""
+    frames = walk_frames[:4]
+    scan = tmp_path / "scene0000_00"
+    for sub in ("color", "depth", "pose", "intrinsic"):
+        (scan / sub).mkdir(parents=True)
+    h, w = frames[0].depth.shape
+    to_z_up = np.linalg.inv(up_rotation("+z"))
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(scan / "color" / f"{i}.jpg", quality=95)
+        Image.fromarray(depth_to_png_mm(f.depth)).save(scan / "depth" / f"{i}.png")
+        pose = np.full((4, 4), -np.inf) if i == 1 else to_z_up @ f.c2w
+        (scan / "pose" / f"{i}.txt").write_text("\n".join(" ".join(f"{v:.9f}" for v in r) for r in pose) + "\n")
+    K4 = np.eye(4)
+    K4[:3, :3] = frames[0].K
+    (scan / "intrinsic" / "intrinsic_depth.txt").write_text("\n".join(" ".join(f"{v:g}" for v in r) for r in K4))
+    assert detect_format(scan) == "scannet"
+    seq = open_sequence(scan)
+    assert len(seq) == 3 and seq.world_up == "+z" and list(seq.timestamps) == [0, 2, 3]
+    assert "1 frames have an inf/NaN pose in pose/ (tracking lost): skipped" in seq.notes
+    for f, g in zip([frames[0], frames[2], frames[3]], seq):
+        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < 8
+        np.testing.assert_allclose(g.K, f.K, atol=1e-4)
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-7)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+    (scan / "intrinsic" / "intrinsic_depth.txt").unlink()
+    with pytest.raises(SequenceError, match=r"intrinsic_depth\.txt is missing; export the intrinsics"):
+        open_sequence(scan)
+
+
+def test_a_generic_folder_with_depth_smaller_than_colour(walk_frames, tmp_path):
+    """A phone capture as a generic folder (Stray Scanner, Record3D: colour 2x its depth's size, K of the
+    colour camera): colour is resized to the depth's size and K with it; images of another shape than their
+    depth are still refused, since they are not one camera."""
+    from tests.test_recording_checks import generic
+
+    frames = walk_frames[:3]
+    h, w = frames[0].depth.shape
+    K2 = frames[0].K.copy()
+    K2[:2] = [[2 * K2[0, 0], 0, 2 * K2[0, 2] + 0.5], [0, 2 * K2[1, 1], 2 * K2[1, 2] + 0.5]]  # centres kept
+    folder = generic(tmp_path / "phone", frames, K=K2)
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(folder / "rgb" / f"{i:04d}.png")
+    seq = open_sequence(folder)
+    for f, g in zip(frames, seq):
+        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < 8
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+    assert any("resized to their depth's size" in n and "intrinsics with them" in n for n in seq.notes)
+    Image.fromarray(frames[1].rgb[:, : w // 2]).save(folder / "rgb" / "0001.png")
+    with pytest.raises(SequenceError, match=rf"depth is {w}x{h} but its colour image 0001\.png is {w // 2}x{h}; "
+                                            "register depth to colour first"):
+        open_sequence(folder)[1]

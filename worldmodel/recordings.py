@@ -16,10 +16,20 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   other BundleFusion exports name their frames so and hold the cameras in ``info.txt`` (here or in the parent
   folder): the depth camera's K and depth shift, and a colour image of another size is resized to the depth's.
   The world is the recording's first (roughly level) camera frame, y down (``world_up="-y"``).
+- ``scannet``: ScanNet's SensReader export (``color/N.jpg``, ``depth/N.png`` in mm, ``pose/N.txt`` c2w with -inf
+  where tracking was lost, ``intrinsic/intrinsic_depth.txt``): colour resized to the depth camera's size, world
+  z-up.
+- ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (Polycam, Record3D, this tool's
+  own export): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth in mm
+  (``depth_unit_scale_factor``), world z-up (this tool's export writes ``world_up: +y`` beside it).
 - ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
   natural file-name order; an inf/NaN pose, ScanNet's mark of lost tracking, skips its frame), ``intrinsics.txt``
   (a 3x3 or 4x4 matrix, or ``fx fy cx cy``) or ``worldstudio.json`` (``world_up="+y"``: poses already in our
   convention unless told otherwise).
+
+In ScanNet, nerfstudio and generic folders the depth may be smaller than its colour image (one viewpoint, two
+resolutions, as phones and ScanNet record): the colour is resized to the depth's size, and a colour camera's K
+with it.
 - ``ply``: a folder of per-frame PLY point clouds in world coordinates (DeepVerse ``run.py --add_ply`` writes
   ``<video>_frame<i>.ply``; Aether similar), optionally with the video and a ``poses.txt``. Frames carry
   ``world_points``/``world_colors``; depth is all zeros. DeepVerse's world is its first camera's OpenCV
@@ -46,20 +56,22 @@ from typing import Iterator
 
 import numpy as np
 
-from worldmodel.camera import camera_to_pixels, flip_cv_gl, intrinsics_from_fov, invert_pose, world_to_camera
+from worldmodel.camera import (camera_to_pixels, flip_cv_gl, intrinsics_from_fov, invert_pose, resize_intrinsics,
+                               world_to_camera)
 from worldmodel.frame import Frame
 from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws
 
-FORMATS = ("tum", "7scenes", "generic", "ply")
+FORMATS = ("tum", "7scenes", "scannet", "nerfstudio", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "generic": "+y", "ply": "-y"}
+DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "nerfstudio": "+z", "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
+                 "color/ + depth/ + pose/ (ScanNet), transforms.json with depth (nerfstudio), "
                  "rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
 
 
@@ -341,7 +353,9 @@ class _ImageSequence(Sequence):
     depth_scale: float = 0.001
     depth_invalid: int | None = None
     default_K_for: tuple[int, int] | None = None  # (W, H) the format's default Ks are for (none were given)
-    colour_to_depth_size: bool = False  # a colour camera of another size: resized to the depth's (K is depth's)
+    colour_to_depth_size: bool = False  # a colour image of another size (same shape) is resized to the depth's
+    colour_K: bool = False  # Ks describe the colour images as stored (resized with them); else the depth camera
+    resize_said: bool = False  # a note says the colour is resized (the opener's, or the first frame's)
     _size: tuple[int, int] | None = None  # (H, W) of the first frame read
 
     def files(self, i: int) -> list[Path]:
@@ -350,14 +364,9 @@ class _ImageSequence(Sequence):
     def _read(self, i: int) -> Frame:
         rgb = _read_rgb(self.rgb_files[i])
         depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid)
-        if self.colour_to_depth_size and depth.shape != rgb.shape[:2]:
-            from PIL import Image
-
-            rgb = np.asarray(Image.fromarray(rgb).resize((depth.shape[1], depth.shape[0]), Image.BILINEAR))
+        K = np.asarray(self.Ks[i] if isinstance(self.Ks, list) else self.Ks, dtype=np.float64)
         if depth.shape != rgb.shape[:2]:
-            raise SequenceError(f"{self.depth_files[i]}: depth is {depth.shape[1]}x{depth.shape[0]} but its colour "
-                                f"image {self.rgb_files[i].name} is {rgb.shape[1]}x{rgb.shape[0]}; "
-                                "register depth to colour first")
+            rgb, K = self._colour_at_depth_size(i, rgb, depth.shape, K)
         if self._size is None:
             self._size = rgb.shape[:2]
         elif rgb.shape[:2] != self._size:
@@ -368,9 +377,29 @@ class _ImageSequence(Sequence):
             raise SequenceError(f"{self.rgb_files[i]} is {rgb.shape[1]}x{rgb.shape[0]}, but no intrinsics were given "
                                 f"and the {self.format} default is for {w}x{h} frames; put the camera's \"K\": "
                                 f"[[fx, 0, cx], [0, fy, cy], [0, 0, 1]] in {self.path / CONFIG_FILE}")
-        K = np.asarray(self.Ks[i] if isinstance(self.Ks, list) else self.Ks, dtype=np.float64)
         _check_K_for_image(K, rgb.shape[1], rgb.shape[0], self.rgb_files[i])
         return Frame(index=i, rgb=rgb, depth=depth, K=K.copy(), c2w=self.c2ws[i].copy())
+
+    def _colour_at_depth_size(self, i: int, rgb: np.ndarray, depth_shape: tuple[int, int],
+                              K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``i``'s colour resized to its depth's (H, W) (phone captures, 12-Scenes, ScanNet: one viewpoint,
+        two resolutions) and the K that goes with it; refused where the format does not allow it or the two
+        images have another shape (then they are not one camera)."""
+        (dh, dw), (ch, cw) = depth_shape, rgb.shape[:2]
+        if not self.colour_to_depth_size or abs(dw * ch - dh * cw) > 0.01 * dw * ch:
+            why = "" if self.colour_to_depth_size else "; this format needs both at one size"
+            raise SequenceError(f"{self.depth_files[i]}: depth is {dw}x{dh} but its colour image "
+                                f"{self.rgb_files[i].name} is {cw}x{ch}{why}; register depth to colour first")
+        from PIL import Image
+
+        if self.colour_K:
+            _check_K_for_image(K, cw, ch, self.rgb_files[i])
+            K = resize_intrinsics(K, cw, ch, dw, dh)
+        if not self.resize_said:
+            self.resize_said = True
+            self.notes.append(f"colour images ({cw}x{ch}) are resized to their depth's size ({dw}x{dh})"
+                              + (", the colour camera's intrinsics with them" if self.colour_K else ""))
+        return np.asarray(Image.fromarray(rgb).resize((dw, dh), Image.BILINEAR)), K
 
 
 # --------------------------------------------------------------------------------------------- TUM
@@ -578,6 +607,19 @@ def _read_bundlefusion_info(path: Path) -> tuple[np.ndarray, float, tuple[int, i
     return _check_K(K4[:3, :3], path), 1.0 / shift, colour, depth
 
 
+def _read_pose_file(path: Path) -> np.ndarray:
+    """(4, 4) c2w from a file of one pose (16 numbers, or 12 of a 3x4); all-NaN when it holds inf/NaN (tracking
+    lost: the caller skips the frame)."""
+    vals = [v for _, r in _numbers(path) for v in r]
+    if len(vals) not in (12, 16):
+        raise SequenceError(f"{path}: expected a 4x4 camera-to-world matrix (16 numbers), got {len(vals)}")
+    M = np.eye(4)
+    M[: len(vals) // 4] = np.asarray(vals, dtype=np.float64).reshape(-1, 4)
+    if not np.isfinite(M).all():
+        return np.full((4, 4), np.nan)
+    return _check_pose(M, str(path))
+
+
 def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     colors = _seven_scenes_frames(folder)
     notes = []
@@ -607,15 +649,11 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
             if not f.is_file():
                 raise SequenceError(f"{f} is missing (its colour image {c.name} exists); copy it again or "
                                     f"delete {c.name}")
-        vals = [v for _, r in _numbers(p) for v in r]
-        if len(vals) not in (12, 16):
-            raise SequenceError(f"{p}: expected a 4x4 camera-to-world matrix (16 numbers), got {len(vals)}")
-        M = np.eye(4)
-        M[: len(vals) // 4] = np.asarray(vals, dtype=np.float64).reshape(-1, 4)
+        M = _read_pose_file(p)
         if not np.isfinite(M).all():
             notes.append(f"{p.name} has an invalid (inf/NaN) pose: frame skipped")
             continue
-        poses.append(_check_pose(M, str(p)))
+        poses.append(M)
         kept.append(c)
         depth_files.append(d)
     colors = kept
@@ -627,7 +665,7 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         timestamps=np.array([_last_number(c.name) or i for i, c in enumerate(colors)], dtype=np.float64),
         world_up=up, notes=notes, rgb_files=colors, depth_files=depth_files, Ks=K, default_K_for=default_K_for,
         depth_scale=_depth_scale(cfg, folder, depth_scale), depth_invalid=65535,
-        colour_to_depth_size=colour_to_depth_size)
+        colour_to_depth_size=colour_to_depth_size, resize_said=colour_to_depth_size)
 
 
 # --------------------------------------------------------------------------------------------- generic
@@ -665,15 +703,21 @@ def read_poses_file(path: Path, lost_tracking: bool = False) -> np.ndarray:
     return np.stack(out)
 
 
-def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
-    rgb_dir, depth_dir = folder / "rgb", folder / "depth"
-    if not rgb_dir.is_dir():
-        raise SequenceError(f"{rgb_dir} is missing; a generic folder needs rgb/, depth/, poses.txt and intrinsics")
+def _images_in(folder: Path, sub: str, needs: str) -> list[Path]:
+    """The .png/.jpg images of ``folder/sub`` in natural file-name order (2 before 10)."""
+    images = folder / sub
+    if not images.is_dir():
+        raise SequenceError(f"{images} is missing; {needs}")
+    found = sorted((p for p in _visible(images.iterdir()) if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
+    if not found:
+        raise SequenceError(f"{images} holds no .png/.jpg images")
+    return found
+
+
+def _depth_files_by_stem(rgb_files: list[Path], depth_dir: Path, folder: Path) -> list[Path]:
+    """The depth file (.npy or .png) of the same name as each image, from ``depth_dir``."""
     if not depth_dir.is_dir():
         raise SequenceError(f"{depth_dir} is missing; put one depth .npy (metres) or 16-bit .png per image there")
-    rgb_files = sorted((p for p in _visible(rgb_dir.iterdir()) if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
-    if not rgb_files:
-        raise SequenceError(f"{rgb_dir} holds no .png/.jpg images")
     depth_all, other_depth = {}, {}
     for p in _visible(depth_dir.iterdir()):
         (depth_all if p.suffix.lower() in (".npy", ".png") else other_depth)[p.stem] = p
@@ -687,19 +731,33 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
             raise SequenceError(f"{depth_dir / (p.stem + '.npy')} (or .png) is missing for {p.relative_to(folder)}; "
                                 "depth files must have the same names as the images")
         depth_files.append(d)
+    return depth_files
+
+
+def _drop_lost_poses(poses: np.ndarray, files: list[list[Path]], where: Path,
+                     notes: list[str]) -> tuple[np.ndarray, list[list[Path]], np.ndarray]:
+    """Skip the frames whose pose is inf/NaN (ScanNet and BundleFusion write -inf where tracking was lost), with a
+    note -> (poses kept, each list of ``files`` kept, the kept frames' indices); refused when none is left."""
+    lost = ~np.isfinite(poses).all(axis=(1, 2))
+    if lost.all():
+        raise SequenceError(f"{where}: every pose is inf/NaN (tracking lost); no frame can be placed")
+    if lost.any():
+        name = where.name + ("/" if where.is_dir() else "")
+        notes.append(f"{int(lost.sum())} frames have an inf/NaN pose in {name} (tracking lost): skipped")
+    keep = np.flatnonzero(~lost)
+    return poses[keep], [[fs[i] for i in keep] for fs in files], keep
+
+
+def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    rgb_files = _images_in(folder, "rgb", "a generic folder needs rgb/, depth/, poses.txt and intrinsics")
+    depth_files = _depth_files_by_stem(rgb_files, folder / "depth", folder)
     poses = read_poses_file(folder / "poses.txt", lost_tracking=True)
     if len(poses) != len(rgb_files):
         raise SequenceError(f"{folder / 'poses.txt'} has {len(poses)} poses but rgb/ has {len(rgb_files)} images; "
                             "write one pose per image, in natural file-name order (2 before 10)")
-    notes = []
-    lost = ~np.isfinite(poses).all(axis=(1, 2))
-    if lost.all():
-        raise SequenceError(f"{folder / 'poses.txt'}: every pose is inf/NaN (tracking lost); no frame can be placed")
-    if lost.any():  # ScanNet's -inf rows: tracking lost there
-        notes.append(f"{int(lost.sum())} frames have an inf/NaN pose in poses.txt (tracking lost): skipped")
-        rgb_files = [f for f, bad in zip(rgb_files, lost) if not bad]
-        depth_files = [f for f, bad in zip(depth_files, lost) if not bad]
-        poses = poses[~lost]
+    notes: list[str] = []
+    poses, (rgb_files, depth_files), kept = _drop_lost_poses(poses, [rgb_files, depth_files], folder / "poses.txt",
+                                                             notes)
     camera = str(cfg.get("camera", "opencv")).lower()
     if camera not in ("opencv", "opengl"):
         raise SequenceError(f"{folder / CONFIG_FILE}: camera must be 'opencv' or 'opengl', got {camera!r}")
@@ -714,9 +772,144 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         K = _read_intrinsics(intr)
     A = up_rotation(up)
     return _ImageSequence(
-        path=folder, format="generic", c2ws=A @ poses, timestamps=np.flatnonzero(~lost).astype(np.float64),
+        path=folder, format="generic", c2ws=A @ poses, timestamps=kept.astype(np.float64),
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
-        depth_scale=_depth_scale(cfg, folder, 0.001), options={"camera": camera})
+        depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
+        options={"camera": camera})
+
+
+# --------------------------------------------------------------------------------------------- ScanNet
+
+
+def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """ScanNet's SensReader export: ``color/N.jpg``, ``depth/N.png`` (mm), ``pose/N.txt`` (c2w; -inf where
+    tracking was lost), ``intrinsic/intrinsic_depth.txt`` (here or in the parent folder). The colour camera
+    (1296x968) is resized to the depth's (640x480) and the depth camera's K is used."""
+    rgb_files = _images_in(folder, "color", "a ScanNet export needs color/, depth/, pose/ and intrinsic/")
+    depth_files = _depth_files_by_stem(rgb_files, folder / "depth", folder)
+    pose_files = [folder / "pose" / f"{p.stem}.txt" for p in rgb_files]
+    for p, c in zip(pose_files, rgb_files):
+        if not p.is_file():
+            raise SequenceError(f"{p} is missing (its colour image {c.name} exists); copy it again or delete "
+                                f"{c.name}")
+    notes: list[str] = []
+    poses, (rgb_files, depth_files), kept = _drop_lost_poses(
+        np.stack([_read_pose_file(p) for p in pose_files]), [rgb_files, depth_files], folder / "pose", notes)
+    K, colour_K = _K_from_config(cfg, folder), True
+    if K is None:
+        for name, of_colour in (("intrinsic_depth.txt", False), ("intrinsic_color.txt", True)):
+            found = next((d / "intrinsic" / name for d in (folder, folder.parent)
+                          if (d / "intrinsic" / name).is_file()), None)
+            if found is not None:
+                K, colour_K = _read_intrinsics(found), of_colour
+                break
+    if K is None:
+        raise SequenceError(f"{folder / 'intrinsic' / 'intrinsic_depth.txt'} is missing; export the intrinsics "
+                            f"with ScanNet's reader (--export_intrinsics), or put \"K\" in {folder / CONFIG_FILE}")
+    return _ImageSequence(
+        path=folder, format="scannet", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
+        world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
+        depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=colour_K)
+
+
+# --------------------------------------------------------------------------------------------- nerfstudio
+
+_NOT_PINHOLE = ("OPENCV_FISHEYE", "FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R",
+                "VR180_L", "VR180_R")
+
+
+def _nerfstudio_K(entry: dict, meta: dict, image: Path, where: str) -> np.ndarray:
+    """OpenCV K of one frame of a transforms.json: its own ``fl_x fl_y cx cy w h`` or the file's, or instant-ngp's
+    ``camera_angle_x``. nerfstudio puts pixel centres at +0.5 (the image spans 0..w), ours at whole numbers."""
+    def value(key: str):
+        v = entry.get(key, meta.get(key))
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
+            raise SequenceError(f"{where}: {key} must be a number, got {v!r}")
+        return v
+
+    w, h = value("w"), value("h")
+    if w is None or h is None:
+        with _open_image(image) as im:
+            w, h = im.size
+    fx, fy = value("fl_x"), value("fl_y")
+    if fx is None and value("camera_angle_x") is not None:
+        fx = 0.5 * w / np.tan(0.5 * value("camera_angle_x"))
+        if value("camera_angle_y") is not None:
+            fy = 0.5 * h / np.tan(0.5 * value("camera_angle_y"))
+    if fx is None:
+        raise SequenceError(f"{where}: no focal length; give fl_x and fl_y (pixels) or camera_angle_x (radians)")
+    fy = fx if fy is None else fy
+    cx, cy = value("cx"), value("cy")
+    cx, cy = (0.5 * w if cx is None else cx) - 0.5, (0.5 * h if cy is None else cy) - 0.5
+    return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64), where)
+
+
+def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """A nerfstudio / instant-ngp ``transforms.json`` whose frames carry depth (``depth_file_path``; Polycam,
+    Record3D and this tool's own exports do): OpenGL camera-to-world matrices, intrinsics per file or per frame,
+    16-bit depth in millimetres (``depth_unit_scale_factor``) or float .npy in metres. Frames are played in
+    file-name order, as nerfstudio sorts them; a depth image smaller than its colour image (phone captures)
+    keeps its size and the colour is resized to it. nerfstudio's world is z-up."""
+    path = folder / "transforms.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeError, json.JSONDecodeError) as e:
+        raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); copy it again") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not isinstance(frames, list) or not frames or not all(isinstance(f, dict) for f in frames):
+        raise SequenceError(f"{path} has no \"frames\" list of objects; it is not a nerfstudio dataset")
+    model = str(meta.get("camera_model", "OPENCV")).upper()
+    if model in _NOT_PINHOLE:
+        raise SequenceError(f"{path}: camera_model {model} is not a pinhole camera; undistort the images first "
+                            "(nerfstudio's ns-process-data does)")
+    notes: list[str] = []
+    distortion = [k for k in ("k1", "k2", "k3", "k4", "p1", "p2") if meta.get(k)]
+    if distortion:
+        notes.append(f"lens distortion ({', '.join(distortion)}) in transforms.json is ignored: frames are used as "
+                     "pinhole images")
+
+    def file_of(entry: dict, key: str, n: int) -> Path:
+        rel = entry.get(key)
+        if not isinstance(rel, str) or not rel:
+            raise SequenceError(f"{path}: frame {n} has no \"{key}\"")
+        f = folder / rel
+        if not f.suffix and not f.is_file():  # instant-ngp's synthetic scenes name images without extension
+            f = next((f.with_suffix(e) for e in _IMAGE_EXT if f.with_suffix(e).is_file()), f)
+        if not f.is_file():
+            raise SequenceError(f"{f} is missing (frame {n} of transforms.json); copy it again or remove the frame")
+        return f
+
+    order = sorted(range(len(frames)), key=lambda n: _natural_key(Path(str(frames[n].get("file_path", "")))))
+    rgb_files, depth_files, Ks, poses = [], [], [], []
+    for n in order:
+        entry = frames[n]
+        depth_key = next((k for k in ("depth_file_path", "depth_path") if k in entry), None)
+        if depth_key is None:
+            raise SequenceError(f"{path}: frame {n} ({entry.get('file_path')}) has no depth_file_path; this tool "
+                                "needs a depth image per frame (Polycam and Record3D exports have them; a "
+                                "COLMAP-only capture does not)")
+        rgb_files.append(file_of(entry, "file_path", n))
+        depth_files.append(file_of(entry, depth_key, n))
+        try:
+            M = np.asarray(entry.get("transform_matrix"), dtype=np.float64)
+        except (TypeError, ValueError):
+            M = np.zeros(0)
+        if M.shape == (3, 4):
+            M = np.vstack([M, [0.0, 0.0, 0.0, 1.0]])
+        if M.shape != (4, 4):
+            raise SequenceError(f"{path}: frame {n}'s transform_matrix is not a 4x4 matrix")
+        poses.append(flip_cv_gl(_check_pose(M, f"{path}: frame {n}")))  # OpenGL -> OpenCV camera
+        Ks.append(_nerfstudio_K(entry, meta, rgb_files[-1], f"{path}: frame {n}"))
+    depth_scale = _depth_scale(cfg, folder, 0.001)
+    if "depth_scale" not in cfg and "depth_unit_scale_factor" in meta:
+        depth_scale = meta["depth_unit_scale_factor"]
+        if isinstance(depth_scale, bool) or not isinstance(depth_scale, (int, float)) or not 0 < depth_scale <= 10:
+            raise SequenceError(f"{path}: depth_unit_scale_factor must be a positive number of metres per depth "
+                                f"unit (0.001 for millimetres), got {depth_scale!r}")
+    return _ImageSequence(
+        path=folder, format="nerfstudio", c2ws=up_rotation(up) @ np.stack(poses),
+        timestamps=np.arange(len(poses), dtype=np.float64), world_up=up, notes=notes, rgb_files=rgb_files,
+        depth_files=depth_files, Ks=Ks, depth_scale=float(depth_scale), colour_to_depth_size=True, colour_K=True)
 
 
 # --------------------------------------------------------------------------------------------- per-frame PLY
@@ -901,6 +1094,10 @@ def _detect(folder: Path) -> str | None:
         return "tum"
     if _seven_scenes_frames(folder):
         return "7scenes"
+    if (folder / "color").is_dir() and (folder / "pose").is_dir():
+        return "scannet"
+    if (folder / "transforms.json").is_file():
+        return "nerfstudio"
     if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
         return "generic"
     if _visible(folder.glob("*.ply")):
@@ -909,7 +1106,7 @@ def _detect(folder: Path) -> str | None:
 
 
 def detect_format(path) -> str:
-    """Which reader a folder needs: "tum", "7scenes", "generic" or "ply" (SequenceError when none fits)."""
+    """Which reader a folder needs, one of FORMATS (SequenceError when none fits)."""
     folder = Path(path).expanduser()
     if not folder.exists():
         raise SequenceError(f"{folder}: no such folder; pass a recorded sequence folder ({_FORMATS_HELP})")
@@ -925,7 +1122,8 @@ def detect_format(path) -> str:
     raise SequenceError(f"{folder} is not a recognised sequence folder: {_FORMATS_HELP}")
 
 
-_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "generic": _open_generic, "ply": _open_ply}
+_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "nerfstudio": _open_nerfstudio,
+            "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

@@ -1,4 +1,4 @@
-"""Replay backend: a recorded sequence (TUM, 7-Scenes/3DMatch, generic folder, per-frame PLYs) as a WorldModel.
+"""Replay backend: a recorded sequence (any format worldmodel.recordings reads) as a WorldModel.
 
 ``create_world("replay:/path/to/seq")`` opens the folder with :func:`worldmodel.recordings.open_sequence`;
 options follow a ``?``: ``replay:/data/seq?up=+z&stride=2&max_frames=300``.

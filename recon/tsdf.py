@@ -61,7 +61,7 @@ class TSDFFusion:
         """Fuse one frame (depth + colour) into the volume."""
         depth = np.asarray(frame.depth, dtype=np.float32)
         depth = np.where(valid_depth_mask(depth), depth, np.float32(0.0)).astype(np.float32)
-        if not np.any(depth > 0):
+        if not np.any((depth > 0) & (depth <= self.depth_max)):  # open3d aborts on a frame that touches no block
             self.num_frames += 1
             return
         rgb = np.ascontiguousarray(frame.rgb, dtype=np.uint8)

@@ -213,6 +213,12 @@ def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = N
     bar.close()
 
     pts, _ = ours.points()
+    if has_depth and not len(pts):
+        depth = np.asarray(seq[0].depth)
+        valid = depth[np.isfinite(depth) & (depth > 0)]
+        median = f"{np.median(valid):.4g} m" if valid.size else "no valid pixel"
+        raise EvalError(f"no frame has depth within 0..{max_depth:g} m (frame 0's median depth: {median}); check the "
+                        "recording's depth scale (depth_scale in its worldstudio.json)")
     out: dict = {"frames": n, "voxel_m": float(voxel), "max_depth_m": float(max_depth),
                  "fuse_ms_per_frame": float(np.median(fuse_ms)), "load_ms_per_frame": float(np.median(load_ms)),
                  "map_points": int(len(pts))}

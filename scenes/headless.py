@@ -138,6 +138,9 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             return fail(str(e))
         pts = len(scene.map)
         print(f"{scene.length} frames, {pts:,} map points -> {out}")
+        if not pts:
+            print(f"warning: the map is empty: no frame had depth within the fuse range (0..{scene.config.max_depth:g} "
+                  "m); check the recording's depth scale (depth_scale in its worldstudio.json)", file=sys.stderr)
         for kind, path in written.items():
             print(f"  {kind:11s} {path}")
         return 0

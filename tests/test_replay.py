@@ -861,12 +861,29 @@ def test_a_nerfstudio_dataset_opens_as_a_recording(walk_frames, tmp_path):
         np.testing.assert_allclose(g.K, f.K, atol=1e-9)
         np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
     assert any(f"resized to their depth's size ({w}x{h})" in n for n in seq.notes), seq.notes
+    assert any("world up +z assumed: of y and z, the axis nearer the cameras' mean up" in n for n in seq.notes)
 
+    # an ARKit (Record3D) world is y-up and nerfstudio keeps it: the cameras say so; depth as millimetre .npy
     meta = json.loads((phone / "transforms.json").read_text())
-    del meta["frames"][2]["depth_file_path"]
+    for e in meta["frames"]:
+        e["transform_matrix"] = (up_rotation("+z") @ np.asarray(e["transform_matrix"])).tolist()  # back to +Y up
+        e["depth_file_path"] = e["depth_file_path"].replace(".png", ".npy")
+        mm = np.asarray(Image.open(phone / e["depth_file_path"].replace(".npy", ".png")), np.float32)
+        np.save(phone / e["depth_file_path"], mm)
+    (phone / "transforms.json").write_text(json.dumps({**meta, "depth_unit_scale_factor": 0.001}))
+    seq = open_sequence(phone)
+    assert seq.world_up == "+y" and any("world up +y assumed" in n for n in seq.notes)
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)  # nerfstudio's scale, as PNG
+    assert open_sequence(phone, world_up="+z").world_up == "+z"  # ?up= still decides
+    (phone / "transforms.json").write_text(json.dumps({**meta, "orientation_override": "none"}))
+    assert open_sequence(phone).world_up == "+z"  # nerfstudio oriented it (its Polycam export): z-up, no guess
+
+    del meta["frames"][2]["depth_file_path"]  # the list is backwards: this is frame_2's entry
     (phone / "transforms.json").write_text(json.dumps(meta))
-    with pytest.raises(SequenceError, match=r"frame 2 \(images/frame_2\.jpg\) has no depth_file_path; this tool "
-                                            r"needs a depth image per frame"):
+    with pytest.raises(SequenceError, match=r"frame images/frame_2\.jpg has no depth_file_path; this tool needs a "
+                                            r"depth image per frame"):
         open_sequence(phone)
     (phone / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV_FISHEYE", "frames": entries}))
     with pytest.raises(SequenceError, match="OPENCV_FISHEYE is not a pinhole camera; undistort"):
@@ -900,9 +917,32 @@ def test_a_scannet_export_opens_at_the_depth_cameras_size(walk_frames, tmp_path)
         np.testing.assert_allclose(g.K, f.K, atol=1e-4)
         np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-7)
         np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
-    (scan / "intrinsic" / "intrinsic_depth.txt").unlink()
+    (scan / "intrinsic" / "intrinsic_depth.txt").rename(scan / "intrinsics_depth.txt")  # scannet_frames_25k's
+    np.testing.assert_allclose(open_sequence(scan)[0].K, frames[0].K, atol=1e-4)
+    (scan / "intrinsics_depth.txt").unlink()
     with pytest.raises(SequenceError, match=r"intrinsic_depth\.txt is missing; export the intrinsics"):
         open_sequence(scan)
+    # the colour camera's K on colour already at the depth's size (resized exports): refused, not fused wrong
+    K4[:3, :3] = frames[0].K * [[2], [2], [1]]
+    (scan / "intrinsic" / "intrinsic_color.txt").write_text("\n".join(" ".join(f"{v:g}" for v in r) for r in K4))
+    for i in (0, 2, 3):
+        Image.fromarray(frames[i].rgb).save(scan / "color" / f"{i}.jpg", quality=95)
+    with pytest.raises(SequenceError, match=rf"intrinsics fx=.* do not fit a {w}x{h} image"):
+        open_sequence(scan)
+
+
+def test_eval_recon_on_depth_in_the_wrong_unit_is_one_line(walk_frames, tmp_path, capsys):
+    """Depth that lies beyond the fuse range everywhere (metres written where millimetres were meant, or a
+    wrong depth_scale) is one line from eval-recon, not open3d's "No block is touched" traceback."""
+    from tests.test_recording_checks import generic
+
+    from launch import main
+
+    folder = generic(tmp_path / "seq", walk_frames[:3], depth_scale=1.0)  # millimetre PNGs read as metres
+    assert main(["eval-recon", str(folder), "--voxel", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: no frame has depth within 0..") and "frame 0's median depth:" in err[-1]
+    assert "check the recording's depth scale" in err[-1]
 
 
 def test_a_generic_folder_with_depth_smaller_than_colour(walk_frames, tmp_path):

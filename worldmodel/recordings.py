@@ -19,9 +19,10 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
 - ``scannet``: ScanNet's SensReader export (``color/N.jpg``, ``depth/N.png`` in mm, ``pose/N.txt`` c2w with -inf
   where tracking was lost, ``intrinsic/intrinsic_depth.txt``): colour resized to the depth camera's size, world
   z-up.
-- ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (Polycam, Record3D, this tool's
-  own export): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth in mm
-  (``depth_unit_scale_factor``), world z-up (this tool's export writes ``world_up: +y`` beside it).
+- ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
+  tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
+  ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else the axis nearest the
+  cameras' up, said in a note (this tool's export writes ``world_up: +y`` beside it).
 - ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
   natural file-name order; an inf/NaN pose, ScanNet's mark of lost tracking, skips its frame), ``intrinsics.txt``
   (a 3x3 or 4x4 matrix, or ``fx fy cx cy``) or ``worldstudio.json`` (``world_up="+y"``: poses already in our
@@ -68,7 +69,7 @@ TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "nerfstudio": "+z", "generic": "+y", "ply": "-y"}
+DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "nerfstudio": "auto", "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "color/ + depth/ + pose/ (ScanNet), transforms.json with depth (nerfstudio), "
@@ -177,8 +178,9 @@ def _read_rgb(path: Path) -> np.ndarray:
                             "copy the file again or remove the frame") from None
 
 
-def _read_depth(path: Path, scale: float, invalid: int | None = None) -> np.ndarray:
-    """(H, W) float32 metres from a 16-bit PNG (value * scale) or a float .npy in metres; 0 = invalid."""
+def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scale: float = 1.0) -> np.ndarray:
+    """(H, W) float32 metres from a 16-bit PNG or an integer .npy (value * ``scale``), or a float .npy (value *
+    ``float_scale``: metres unless the format says otherwise); 0 = invalid."""
     if path.suffix.lower() == ".npy":
         try:
             d = np.load(path, allow_pickle=False)
@@ -186,9 +188,16 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None) -> np.ndar
             raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
         except (OSError, ValueError) as e:
             raise SequenceError(f"cannot read {path}: {str(e)[:80]}; write a float (H, W) .npy in metres") from None
-        if d.ndim != 2 or not np.issubdtype(d.dtype, np.floating):
-            raise SequenceError(f"{path}: depth .npy must be a float (H, W) array in metres, got {d.dtype} {d.shape}")
-        d = d.astype(np.float32)
+        if d.ndim != 2 or not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
+            raise SequenceError(f"{path}: depth .npy must be an (H, W) array of float metres or integer depth units "
+                                f"(e.g. millimetres), got {d.dtype} {d.shape}")
+        if np.issubdtype(d.dtype, np.integer):  # depth units, as a 16-bit PNG holds them (Stray Scanner's mm)
+            raw = d
+            d = raw.astype(np.float32) * np.float32(scale)
+            if invalid is not None:
+                d[raw == invalid] = 0.0
+        else:
+            d = d.astype(np.float32) * np.float32(float_scale)
         d[~np.isfinite(d) | (d < 0)] = 0.0
         return d
     from PIL import Image, UnidentifiedImageError
@@ -246,11 +255,13 @@ def _check_K(K: np.ndarray, where) -> np.ndarray:
 
 
 def _check_K_for_image(K: np.ndarray, width: int, height: int, where) -> None:
-    """Focal lengths and principal point that a real camera of this image size can have."""
+    """Focal lengths and principal point that a real camera of this image size can have: the principal point
+    within the middle 70 % of the image (intrinsics of the camera at another resolution put it elsewhere, e.g.
+    ScanNet's 1296x968 colour K on its 640x480 images: cx 648)."""
     side = max(width, height)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     if not (0.05 * side <= fx <= 100 * side and 0.05 * side <= fy <= 100 * side
-            and -width <= cx <= 2 * width and -height <= cy <= 2 * height):
+            and 0.15 * width <= cx + 0.5 <= 0.85 * width and 0.15 * height <= cy + 0.5 <= 0.85 * height):
         raise SequenceError(f"{where}: intrinsics fx={fx:g} fy={fy:g} cx={cx:g} cy={cy:g} do not fit a "
                             f"{width}x{height} image; check the intrinsics are in pixels of this image size")
 
@@ -350,7 +361,8 @@ class _ImageSequence(Sequence):
     rgb_files: list[Path] = field(default_factory=list)
     depth_files: list[Path] = field(default_factory=list)
     Ks: list[np.ndarray] | np.ndarray = field(default_factory=list)
-    depth_scale: float = 0.001
+    depth_scale: float = 0.001  # metres per unit of a 16-bit PNG or an integer .npy
+    float_depth_scale: float = 1.0  # metres per unit of a float .npy
     depth_invalid: int | None = None
     default_K_for: tuple[int, int] | None = None  # (W, H) the format's default Ks are for (none were given)
     colour_to_depth_size: bool = False  # a colour image of another size (same shape) is resized to the depth's
@@ -363,7 +375,7 @@ class _ImageSequence(Sequence):
 
     def _read(self, i: int) -> Frame:
         rgb = _read_rgb(self.rgb_files[i])
-        depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid)
+        depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid, self.float_depth_scale)
         K = np.asarray(self.Ks[i] if isinstance(self.Ks, list) else self.Ks, dtype=np.float64)
         if depth.shape != rgb.shape[:2]:
             rgb, K = self._colour_at_depth_size(i, rgb, depth.shape, K)
@@ -783,8 +795,9 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 
 def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """ScanNet's SensReader export: ``color/N.jpg``, ``depth/N.png`` (mm), ``pose/N.txt`` (c2w; -inf where
-    tracking was lost), ``intrinsic/intrinsic_depth.txt`` (here or in the parent folder). The colour camera
-    (1296x968) is resized to the depth's (640x480) and the depth camera's K is used."""
+    tracking was lost), ``intrinsic/intrinsic_depth.txt`` (here or in the parent folder; scannet_frames_25k:
+    ``intrinsics_depth.txt`` here). The colour camera (1296x968) is resized to the depth's (640x480) and the depth
+    camera's K is used (the colour camera's, resized with it, when only that is given)."""
     rgb_files = _images_in(folder, "color", "a ScanNet export needs color/, depth/, pose/ and intrinsic/")
     depth_files = _depth_files_by_stem(rgb_files, folder / "depth", folder)
     pose_files = [folder / "pose" / f"{p.stem}.txt" for p in rgb_files]
@@ -796,13 +809,13 @@ def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     poses, (rgb_files, depth_files), kept = _drop_lost_poses(
         np.stack([_read_pose_file(p) for p in pose_files]), [rgb_files, depth_files], folder / "pose", notes)
     K, colour_K = _K_from_config(cfg, folder), True
-    if K is None:
-        for name, of_colour in (("intrinsic_depth.txt", False), ("intrinsic_color.txt", True)):
-            found = next((d / "intrinsic" / name for d in (folder, folder.parent)
-                          if (d / "intrinsic" / name).is_file()), None)
-            if found is not None:
-                K, colour_K = _read_intrinsics(found), of_colour
-                break
+    if K is None:  # SensReader's intrinsic/ (here or beside), or scannet_frames_25k's intrinsics_*.txt at the root
+        candidates = [(f, cam == "color") for cam in ("depth", "color") for f in (
+            folder / "intrinsic" / f"intrinsic_{cam}.txt", folder.parent / "intrinsic" / f"intrinsic_{cam}.txt",
+            folder / f"intrinsics_{cam}.txt")]
+        found = next(((f, of_colour) for f, of_colour in candidates if f.is_file()), None)
+        if found is not None:
+            K, colour_K = _read_intrinsics(found[0]), found[1]
     if K is None:
         raise SequenceError(f"{folder / 'intrinsic' / 'intrinsic_depth.txt'} is missing; export the intrinsics "
                             f"with ScanNet's reader (--export_intrinsics), or put \"K\" in {folder / CONFIG_FILE}")
@@ -845,11 +858,16 @@ def _nerfstudio_K(entry: dict, meta: dict, image: Path, where: str) -> np.ndarra
 
 
 def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
-    """A nerfstudio / instant-ngp ``transforms.json`` whose frames carry depth (``depth_file_path``; Polycam,
-    Record3D and this tool's own exports do): OpenGL camera-to-world matrices, intrinsics per file or per frame,
-    16-bit depth in millimetres (``depth_unit_scale_factor``) or float .npy in metres. Frames are played in
-    file-name order, as nerfstudio sorts them; a depth image smaller than its colour image (phone captures)
-    keeps its size and the colour is resized to it. nerfstudio's world is z-up."""
+    """A nerfstudio / instant-ngp ``transforms.json`` whose frames carry depth (``depth_file_path``: nerfstudio's
+    Polycam export and this tool's own do): OpenGL camera-to-world matrices, intrinsics per file or per frame,
+    16-bit depth in millimetres, or .npy, both times ``depth_unit_scale_factor`` as nerfstudio reads them. Frames
+    are played in file-name order, as nerfstudio sorts them; a depth image smaller than its colour image keeps
+    its size and the colour is resized to it.
+
+    The up axis: ``up="auto"`` (the default) takes nerfstudio's z-up when the file says it was oriented
+    (``orientation_override``, as the Polycam export writes), else y or z, whichever is nearer the cameras'
+    mean up direction, with a note: nerfstudio re-orients every dataset when it loads it, so the files keep the world
+    they came from (Record3D's and ARKit's are y-up, COLMAP's arbitrary)."""
     path = folder / "transforms.json"
     try:
         meta = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -868,28 +886,29 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         notes.append(f"lens distortion ({', '.join(distortion)}) in transforms.json is ignored: frames are used as "
                      "pinhole images")
 
-    def file_of(entry: dict, key: str, n: int) -> Path:
+    def file_of(entry: dict, key: str, frame: str) -> Path:
         rel = entry.get(key)
         if not isinstance(rel, str) or not rel:
-            raise SequenceError(f"{path}: frame {n} has no \"{key}\"")
+            raise SequenceError(f"{path}: frame {frame} has no \"{key}\"")
         f = folder / rel
         if not f.suffix and not f.is_file():  # instant-ngp's synthetic scenes name images without extension
             f = next((f.with_suffix(e) for e in _IMAGE_EXT if f.with_suffix(e).is_file()), f)
         if not f.is_file():
-            raise SequenceError(f"{f} is missing (frame {n} of transforms.json); copy it again or remove the frame")
+            raise SequenceError(f"{f} is missing (frame {frame} of transforms.json); copy it again or remove the "
+                                "frame")
         return f
 
     order = sorted(range(len(frames)), key=lambda n: _natural_key(Path(str(frames[n].get("file_path", "")))))
     rgb_files, depth_files, Ks, poses = [], [], [], []
     for n in order:
         entry = frames[n]
+        frame = str(entry.get("file_path", f"number {n}"))  # named as the user sees it (the list's order is not)
         depth_key = next((k for k in ("depth_file_path", "depth_path") if k in entry), None)
         if depth_key is None:
-            raise SequenceError(f"{path}: frame {n} ({entry.get('file_path')}) has no depth_file_path; this tool "
-                                "needs a depth image per frame (Polycam and Record3D exports have them; a "
-                                "COLMAP-only capture does not)")
-        rgb_files.append(file_of(entry, "file_path", n))
-        depth_files.append(file_of(entry, depth_key, n))
+            raise SequenceError(f"{path}: frame {frame} has no depth_file_path; this tool needs a depth image per "
+                                "frame (nerfstudio's Polycam export has them; its Record3D and COLMAP ones do not)")
+        rgb_files.append(file_of(entry, "file_path", frame))
+        depth_files.append(file_of(entry, depth_key, frame))
         try:
             M = np.asarray(entry.get("transform_matrix"), dtype=np.float64)
         except (TypeError, ValueError):
@@ -897,19 +916,34 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         if M.shape == (3, 4):
             M = np.vstack([M, [0.0, 0.0, 0.0, 1.0]])
         if M.shape != (4, 4):
-            raise SequenceError(f"{path}: frame {n}'s transform_matrix is not a 4x4 matrix")
-        poses.append(flip_cv_gl(_check_pose(M, f"{path}: frame {n}")))  # OpenGL -> OpenCV camera
-        Ks.append(_nerfstudio_K(entry, meta, rgb_files[-1], f"{path}: frame {n}"))
-    depth_scale = _depth_scale(cfg, folder, 0.001)
-    if "depth_scale" not in cfg and "depth_unit_scale_factor" in meta:
-        depth_scale = meta["depth_unit_scale_factor"]
-        if isinstance(depth_scale, bool) or not isinstance(depth_scale, (int, float)) or not 0 < depth_scale <= 10:
-            raise SequenceError(f"{path}: depth_unit_scale_factor must be a positive number of metres per depth "
-                                f"unit (0.001 for millimetres), got {depth_scale!r}")
+            raise SequenceError(f"{path}: frame {frame}'s transform_matrix is not a 4x4 matrix")
+        poses.append(flip_cv_gl(_check_pose(M, f"{path}: frame {frame}")))  # OpenGL -> OpenCV camera
+        Ks.append(_nerfstudio_K(entry, meta, rgb_files[-1], f"{path}: frame {frame}"))
+    poses = np.stack(poses)
+    unit = meta.get("depth_unit_scale_factor")
+    if unit is not None and (isinstance(unit, bool) or not isinstance(unit, (int, float)) or not 0 < unit <= 10):
+        raise SequenceError(f"{path}: depth_unit_scale_factor must be a positive number of metres per depth unit "
+                            f"(0.001 for millimetres), got {unit!r}")
+    if unit is None and any(f.suffix.lower() == ".npy" for f in depth_files):
+        notes.append("float .npy depth is read as metres (transforms.json gives no depth_unit_scale_factor)")
+    if up == "auto":
+        up = "+z" if "orientation_override" in meta else _y_or_z_up(-poses[:, :3, 1].mean(axis=0))
+        if "orientation_override" not in meta:
+            notes.append(f"world up {up} assumed: of y and z, the axis nearer the cameras' mean up direction (pass "
+                         "?up=... or world_up in worldstudio.json if the floor stands up)")
     return _ImageSequence(
-        path=folder, format="nerfstudio", c2ws=up_rotation(up) @ np.stack(poses),
+        path=folder, format="nerfstudio", c2ws=up_rotation(up) @ poses,
         timestamps=np.arange(len(poses), dtype=np.float64), world_up=up, notes=notes, rgb_files=rgb_files,
-        depth_files=depth_files, Ks=Ks, depth_scale=float(depth_scale), colour_to_depth_size=True, colour_K=True)
+        depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001 if unit is None else unit),
+        float_depth_scale=1.0 if unit is None else float(unit), colour_to_depth_size=True, colour_K=True)
+
+
+def _y_or_z_up(mean_up: np.ndarray) -> str:
+    """"+y", "-y", "+z" or "-z": of the two up axes in use (ARKit's and OpenGL's y, nerfstudio's and Blender's z),
+    the one nearer the cameras' mean up direction ``mean_up`` (3,). Not x: no capture tool writes x-up, and a
+    camera pitched down more than 45° (a desk scan) leans its up vector nearer a horizontal axis than gravity."""
+    k = 1 if abs(mean_up[1]) >= abs(mean_up[2]) else 2
+    return ("+" if mean_up[k] >= 0 else "-") + "xyz"[k]
 
 
 # --------------------------------------------------------------------------------------------- per-frame PLY
@@ -1144,7 +1178,8 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
         raise SequenceError(f"max_frames must be >= 1, got {max_frames}")
     cfg = _load_config(folder)
     up = str(world_up or cfg.get("world_up") or DEFAULT_UP[fmt])
-    up_rotation(up)  # validate early
+    if not (up == "auto" and fmt == "nerfstudio"):  # "auto": that reader picks the axis from the cameras
+        up_rotation(up)  # validate early
     seq = _OPENERS[fmt](folder, cfg, up)
     if stride > 1 or max_frames is not None:
         keep = np.arange(0, len(seq), int(stride))

@@ -144,7 +144,7 @@ class ExportPanel:
             learned.on_click(self._learned_from_frame)
             self.start_from = gui.add_text("Session or recording folder", initial_value="",
                                            hint="a saved session folder, or a recording folder (TUM, 7-Scenes, "
-                                                "ScanNet, nerfstudio, generic, PLY; options like ?stride=2 allowed)")
+                                                "ScanNet, Replica, nerfstudio, generic, PLY; ?stride=2 allowed)")
             self.start_frame = gui.add_number("Frame (-1: a session's cursor, a recording's last)", -1, step=1,
                                               min=-1)
             from_folder = gui.add_button("Learned model from that frame", icon=viser.Icon.SPARKLES,

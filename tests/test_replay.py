@@ -967,3 +967,43 @@ def test_a_generic_folder_with_depth_smaller_than_colour(walk_frames, tmp_path):
     with pytest.raises(SequenceError, match=rf"depth is {w}x{h} but its colour image 0001\.png is {w // 2}x{h}; "
                                             "register depth to colour first"):
         open_sequence(folder)[1]
+
+
+def test_a_replica_folder_as_nice_slam_ships_it(walk_frames, tmp_path):
+    """Replica in NICE-SLAM's / SplaTAM's layout: results/frame*.jpg + depth*.png (value / 6553.5 m), traj.txt
+    (row-major OpenCV c2w per line), cam_params.json in the parent folder; z-up world. Without cam_params.json
+    Replica's documented camera is assumed, and said, and a frame of another size than it is refused."""
+    frames = walk_frames[:3]
+    scene = tmp_path / "Replica" / "room0"
+    (scene / "results").mkdir(parents=True)
+    to_z_up = np.linalg.inv(up_rotation("+z"))
+    with open(scene / "traj.txt", "w") as fp:
+        for i, f in enumerate(frames):
+            Image.fromarray(f.rgb).save(scene / "results" / f"frame{i:06d}.jpg", quality=95)
+            units = np.where(f.depth > 0, np.rint(f.depth * 6553.5), 0)
+            Image.fromarray(np.where(units <= 65535, units, 0).astype(np.uint16)).save(
+                scene / "results" / f"depth{i:06d}.png")
+            fp.write(" ".join(repr(float(v)) for v in (to_z_up @ f.c2w).ravel()) + "\n")
+    K = frames[0].K
+    h, w = frames[0].depth.shape
+    (scene.parent / "cam_params.json").write_text(json.dumps({"camera": {
+        "w": w, "h": h, "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "scale": 6553.5}}))
+    assert detect_format(scene) == "replica"
+    seq = open_sequence(scene)
+    assert len(seq) == 3 and seq.world_up == "+z" and not seq.notes
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.K, K, atol=1e-9)
+        near = (f.depth > 0) & (f.depth < 9.0)
+        np.testing.assert_allclose(g.depth[near], f.depth[near], atol=1e-4)
+        assert np.abs(g.rgb.astype(float) - f.rgb).mean() < 6
+    (scene.parent / "cam_params.json").unlink()
+    seq = open_sequence(scene, check_first=False)
+    assert any("no cam_params.json: using Replica's fx=fy=600" in n for n in seq.notes)
+    with pytest.raises(SequenceError, match=rf"is {w}x{h}, but no intrinsics were given and the replica default is "
+                                            "for 1200x680 frames"):
+        seq[0]
+    with open(scene / "traj.txt", "a") as fp:
+        fp.write(" ".join(["0"] * 16) + "\n")
+    with pytest.raises(SequenceError, match="traj.txt:4: pose rotation is not orthonormal"):
+        open_sequence(scene)

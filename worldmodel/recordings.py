@@ -19,6 +19,8 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
 - ``scannet``: ScanNet's SensReader export (``color/N.jpg``, ``depth/N.png`` in mm, ``pose/N.txt`` c2w with -inf
   where tracking was lost, ``intrinsic/intrinsic_depth.txt``): colour resized to the depth camera's size, world
   z-up.
+- ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
+  ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), world z-up.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
   ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else the axis nearest the
@@ -62,18 +64,19 @@ from worldmodel.camera import (camera_to_pixels, flip_cv_gl, intrinsics_from_fov
 from worldmodel.frame import Frame
 from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws
 
-FORMATS = ("tum", "7scenes", "scannet", "nerfstudio", "generic", "ply")
+FORMATS = ("tum", "7scenes", "scannet", "replica", "nerfstudio", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "nerfstudio": "auto", "generic": "+y", "ply": "-y"}
+DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "replica": "+z", "nerfstudio": "auto", "generic": "+y",
+              "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
-                 "color/ + depth/ + pose/ (ScanNet), transforms.json with depth (nerfstudio), "
-                 "rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
+                 "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), transforms.json with depth "
+                 "(nerfstudio), rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
 
 
 class SequenceError(ValueError):
@@ -825,6 +828,60 @@ def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=colour_K)
 
 
+# --------------------------------------------------------------------------------------------- Replica
+
+REPLICA_CAMERA = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}
+
+
+def _replica_frames(folder: Path) -> list[Path]:
+    results = folder / "results"
+    return sorted(_visible(p for ext in _IMAGE_EXT for p in results.glob(f"frame*{ext}")), key=_natural_key) \
+        if results.is_dir() else []
+
+
+def _open_replica(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """Replica as NICE-SLAM and SplaTAM ship it: ``results/frame000000.jpg``, ``results/depth000000.png``
+    (metres = value / 6553.5), ``traj.txt`` (one row-major OpenCV c2w 4x4 per line, frame i on line i) and
+    ``cam_params.json`` here or in the parent folder (``{"camera": {"w", "h", "fx", "fy", "cx", "cy",
+    "scale"}}``; without it Replica's 600, 600, 599.5, 339.5 at 1200x680, said). The world is z-up."""
+    rgb_files = _replica_frames(folder)
+    depth_files = []
+    for c in rgb_files:
+        d = c.with_name(f"depth{c.stem[len('frame'):]}.png")
+        if not d.is_file():
+            raise SequenceError(f"{d} is missing (its colour image {c.name} exists); copy it again or delete {c.name}")
+        depth_files.append(d)
+    poses = read_poses_file(folder / "traj.txt", lost_tracking=True)
+    if len(poses) != len(rgb_files):
+        raise SequenceError(f"{folder / 'traj.txt'} has {len(poses)} poses but results/ has {len(rgb_files)} frames; "
+                            "it needs one line per frame")
+    notes: list[str] = []
+    poses, (rgb_files, depth_files), kept = _drop_lost_poses(poses, [rgb_files, depth_files], folder / "traj.txt",
+                                                             notes)
+    params = next((d / "cam_params.json" for d in (folder, folder.parent) if (d / "cam_params.json").is_file()), None)
+    camera, default_K_for = dict(REPLICA_CAMERA), None
+    if params is not None:
+        try:
+            given = json.loads(params.read_text(encoding="utf-8-sig"))["camera"]
+            camera.update({k: float(given[k]) for k in ("fx", "fy", "cx", "cy")})
+            camera["scale"] = float(given.get("scale", REPLICA_CAMERA["scale"]))
+        except (OSError, UnicodeError, ValueError, KeyError, TypeError) as e:
+            raise SequenceError(f"{params}: expected {{\"camera\": {{\"fx\", \"fy\", \"cx\", \"cy\", \"scale\"}}}} "
+                                f"({type(e).__name__}: {str(e)[:60]}); fix or delete it") from None
+        if not (np.isfinite(camera["scale"]) and camera["scale"] > 0):
+            raise SequenceError(f"{params}: scale must be a positive number of depth units per metre")
+    elif _K_from_config(cfg, folder) is None:
+        default_K_for = (REPLICA_CAMERA["w"], REPLICA_CAMERA["h"])
+        notes.append("no cam_params.json: using Replica's fx=fy=600, cx=599.5, cy=339.5 (1200x680)")
+    K = _K_from_config(cfg, folder)
+    if K is None:
+        K = np.array([[camera["fx"], 0.0, camera["cx"]], [0.0, camera["fy"], camera["cy"]], [0.0, 0.0, 1.0]])
+    return _ImageSequence(
+        path=folder, format="replica", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
+        world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=_check_K(K, params or folder),
+        default_K_for=default_K_for, depth_scale=_depth_scale(cfg, folder, 1.0 / camera["scale"]))
+
+
 # --------------------------------------------------------------------------------------------- nerfstudio
 
 _NOT_PINHOLE = ("OPENCV_FISHEYE", "FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R",
@@ -1130,6 +1187,8 @@ def _detect(folder: Path) -> str | None:
         return "7scenes"
     if (folder / "color").is_dir() and (folder / "pose").is_dir():
         return "scannet"
+    if (folder / "traj.txt").is_file() and _replica_frames(folder):
+        return "replica"
     if (folder / "transforms.json").is_file():
         return "nerfstudio"
     if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
@@ -1156,8 +1215,8 @@ def detect_format(path) -> str:
     raise SequenceError(f"{folder} is not a recognised sequence folder: {_FORMATS_HELP}")
 
 
-_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "nerfstudio": _open_nerfstudio,
-            "generic": _open_generic, "ply": _open_ply}
+_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
+            "nerfstudio": _open_nerfstudio, "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

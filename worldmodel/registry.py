@@ -88,12 +88,12 @@ def _procedural_from(desc: dict) -> WorldModel:
 
 
 def _replay(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel:
-    """A recorded sequence: replay:PATH[?up=+z&stride=2&max_frames=N] (TUM, 7-Scenes, ScanNet, nerfstudio, ...)."""
+    """A recorded sequence: replay:PATH[?up=+z&stride=2&max_frames=N] (TUM, 7-Scenes, ScanNet, Replica, ...)."""
     from worldmodel.replay import ReplayWorld, parse_replay_arg
 
     if not arg:
-        raise WorldSpecError("replay needs a folder: replay:/path/to/sequence (TUM, 7-Scenes, ScanNet, nerfstudio, "
-                             "generic or PLY folder)")
+        raise WorldSpecError("replay needs a folder: replay:/path/to/sequence (TUM, 7-Scenes, ScanNet, Replica, "
+                             "nerfstudio, generic or PLY folder)")
     try:
         path, opts = parse_replay_arg(arg)
     except ValueError as e:

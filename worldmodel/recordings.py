@@ -763,16 +763,23 @@ def _drop_lost_poses(poses: np.ndarray, files: list[list[Path]], where: Path,
     return poses[keep], [[fs[i] for i in keep] for fs in files], keep
 
 
+def _one_pose_per_frame(poses_file: Path, files: list[list[Path]], images_in: str,
+                        notes: list[str]) -> tuple[np.ndarray, list[list[Path]], np.ndarray]:
+    """The poses of ``poses_file`` (:func:`read_poses_file`), one per image of ``files[0]`` in order; the frames
+    whose pose is lost are dropped (:func:`_drop_lost_poses`)."""
+    poses = read_poses_file(poses_file, lost_tracking=True)
+    if len(poses) != len(files[0]):
+        raise SequenceError(f"{poses_file} has {len(poses)} poses but {images_in} has {len(files[0])} images; "
+                            "write one pose per image, in natural file-name order (2 before 10)")
+    return _drop_lost_poses(poses, files, poses_file, notes)
+
+
 def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     rgb_files = _images_in(folder, "rgb", "a generic folder needs rgb/, depth/, poses.txt and intrinsics")
     depth_files = _depth_files_by_stem(rgb_files, folder / "depth", folder)
-    poses = read_poses_file(folder / "poses.txt", lost_tracking=True)
-    if len(poses) != len(rgb_files):
-        raise SequenceError(f"{folder / 'poses.txt'} has {len(poses)} poses but rgb/ has {len(rgb_files)} images; "
-                            "write one pose per image, in natural file-name order (2 before 10)")
     notes: list[str] = []
-    poses, (rgb_files, depth_files), kept = _drop_lost_poses(poses, [rgb_files, depth_files], folder / "poses.txt",
-                                                             notes)
+    poses, (rgb_files, depth_files), kept = _one_pose_per_frame(folder / "poses.txt", [rgb_files, depth_files],
+                                                                "rgb/", notes)
     camera = str(cfg.get("camera", "opencv")).lower()
     if camera not in ("opencv", "opengl"):
         raise SequenceError(f"{folder / CONFIG_FILE}: camera must be 'opencv' or 'opengl', got {camera!r}")
@@ -851,13 +858,9 @@ def _open_replica(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         if not d.is_file():
             raise SequenceError(f"{d} is missing (its colour image {c.name} exists); copy it again or delete {c.name}")
         depth_files.append(d)
-    poses = read_poses_file(folder / "traj.txt", lost_tracking=True)
-    if len(poses) != len(rgb_files):
-        raise SequenceError(f"{folder / 'traj.txt'} has {len(poses)} poses but results/ has {len(rgb_files)} frames; "
-                            "it needs one line per frame")
     notes: list[str] = []
-    poses, (rgb_files, depth_files), kept = _drop_lost_poses(poses, [rgb_files, depth_files], folder / "traj.txt",
-                                                             notes)
+    poses, (rgb_files, depth_files), kept = _one_pose_per_frame(folder / "traj.txt", [rgb_files, depth_files],
+                                                                "results/", notes)
     params = next((d / "cam_params.json" for d in (folder, folder.parent) if (d / "cam_params.json").is_file()), None)
     camera, default_K_for = dict(REPLICA_CAMERA), None
     if params is not None:

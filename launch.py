@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scenes.argtypes import SEED, SIZE, STEP_M, STEPS, VOXEL, YAW_DEG, ranged
+from scenes.argtypes import SEED, SIZE, STEP_M, STEPS, VOXEL, YAW_DEG, folder_path, ranged
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse whose errors are one line: the usage block it prints first wraps to 5-11 lines here."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
 
 
 class _GivenWorld(argparse.Action):
@@ -41,7 +48,7 @@ def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__)
+    parser = _OneLineErrors(prog="launch.py", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
     view = sub.add_parser("view", help="start the studio in the browser (the default command)")
@@ -63,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--steps", type=ranged(*STEPS, integer=True), help="number of steps of a generated walk (see --walk)")
     run.add_argument("--walk", choices=("random", "forward", "orbit"), default="random",
                      help="walk used with --steps: random (seeded wander), forward, orbit (default: random)")
-    run.add_argument("--out", required=True, help="output folder (created if missing)")
+    run.add_argument("--out", required=True, type=folder_path,
+                     help="output folder (created if missing; one holding an earlier run's files is refused)")
     run.add_argument("--no-video", action="store_true", help="skip frames.mp4")
     run.add_argument("--no-memory", action="store_true",
                      help="no geometry-aware memory (no retrieval, no cache render; the model sees recent frames only)")
@@ -93,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
 
     tr = sub.add_parser("train", help="train the learned world model on walks of the procedural world")
-    tr.add_argument("--out", default="runs/neural", help="checkpoint folder (config.json + model.safetensors)")
+    tr.add_argument("--out", default="runs/neural", type=folder_path, help="checkpoint folder (config.json + model.safetensors)")
     tr.add_argument("--data", default="runs/shards", help="folder of walk shards (made when missing, then reused)")
     tr.add_argument("--minutes", type=ranged(0.01, 1e6), default=60.0, help="training time budget (default: 60)")
     tr.add_argument("--steps", type=ranged(*STEPS, integer=True), default=20000, help="at most this many optimiser steps (default: 20000)")

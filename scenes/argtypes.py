@@ -31,3 +31,10 @@ def ranged(lo: float, hi: float, integer: bool = False) -> Callable[[str], float
             raise argparse.ArgumentTypeError(f"{text} is outside {span}") from None
     parse.__name__ = "whole number" if integer else "number"
     return parse
+
+
+def folder_path(text: str) -> str:
+    """An argparse ``type`` for an output folder: "" (which Path reads as the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path is not a folder; name the output folder")
+    return text

@@ -145,6 +145,9 @@ def load_reference(path: str | Path, voxel: float) -> np.ndarray:
         pts = np.asarray(geom.vertices, dtype=np.float64)
     else:
         raise EvalError(f"reference {path} holds no points or triangles")
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise EvalError(f"reference {path}: its points are not 3-D (shape {pts.shape}); pass a PLY/OBJ/GLB with "
+                        "x y z vertices")
     pts = pts[np.isfinite(pts).all(axis=1)]
     if len(pts) == 0:
         raise EvalError(f"reference {path} holds no finite points")

@@ -36,6 +36,7 @@ __all__ = [
     "write_tum_trajectory",
     "read_tum_trajectory",
     "write_transforms_json",
+    "TRANSFORMS_NAMES",
     "write_mp4",
 ]
 
@@ -558,6 +559,9 @@ def depth_to_png_mm(depth: np.ndarray) -> np.ndarray:
         mm = np.where(ok, np.rint(d * 1000.0), 0.0)
     mm[(mm > 65535) | (mm < 0)] = 0
     return mm.astype(np.uint16)
+
+
+TRANSFORMS_NAMES = ("transforms.json", "worldstudio.json", "images", "depth")  # what write_transforms_json writes
 
 
 def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = "images") -> Path:

@@ -45,6 +45,9 @@ def main(args) -> int:
     if not args.resume and (out / "session" / "session.json").exists():  # a rerun must not overwrite a long walk
         return fail(f"{out / 'session'} holds a saved session; add --resume {out / 'session'} to go on with it, or "
                     "choose another --out")
+    why_not = _why_not_write_into(out, args)
+    if why_not:
+        return fail(why_not)
 
     def fail_before_any_frame(message: str) -> int:
         if not out_existed:  # a world that could not open leaves no empty --out folder behind
@@ -59,6 +62,31 @@ def main(args) -> int:
         if not alone:  # two runs saving one session break each other's saves
             return fail(f"another `launch.py run` is writing to {out}; wait for it to end, or choose another --out")
         return _walk(args, out, actions, fail_before_any_frame)
+
+
+def _why_not_write_into(out: Path, args) -> str | None:
+    """Why the bundle must not be written into ``out`` (None: it may): ``out`` is, or lies inside, the recording
+    the run reads (``replay:`` or ``--start-from``; a run wrote its exports over the frames it was playing), or,
+    without --resume, it already holds files of the bundle (another run's, or the user's own scene.ply)."""
+    from worldmodel.replay import parse_replay_arg
+
+    sources = [args.world.partition(":")[2]] if args.world.strip().lower().startswith("replay:") else []
+    sources += [args.start_from] if getattr(args, "start_from", None) else []
+    target = out.expanduser().resolve()
+    for source in sources:
+        try:
+            folder = Path(parse_replay_arg(source)[0]).expanduser().resolve()
+        except ValueError:
+            continue  # the world's own opening says what is wrong with it
+        if target == folder or folder in target.parents:
+            return f"--out {out} is inside the recording {folder}, which the run reads; choose a folder outside it"
+    if args.resume or not out.is_dir():
+        return None
+    held = [name for name in Scene.BUNDLE_NAMES if (out / name).exists()]
+    if held:
+        return (f"{out} already holds {', '.join(held[:4])}{'...' if len(held) > 4 else ''}, which the run would "
+                "overwrite; choose an empty --out, or move those away")
+    return None
 
 
 def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable[[str], int]) -> int:

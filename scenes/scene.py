@@ -498,8 +498,11 @@ class Scene:
     def export_mp4(self, path: str | Path, branch: str | None = None, fps: int = 10, progress: bool = False) -> Path:
         return ex.write_mp4(path, self.iter_frames(branch), fps=fps, progress=progress)
 
+    BUNDLE_NAMES = ("session", "scene.ply", "scene.glb", "frames.mp4", "trajectory.txt", *ex.TRANSFORMS_NAMES)
+
     def export_all(self, folder: str | Path, progress: bool = False, video: bool = True) -> dict[str, Path]:
-        """The headless bundle: scene.ply, scene.glb, frames.mp4, trajectory.txt, transforms.json, session/.
+        """The headless bundle: scene.ply, scene.glb, frames.mp4, trajectory.txt, transforms.json (with images/,
+        depth/, worldstudio.json), session/ (``BUNDLE_NAMES``).
 
         Each file is written atomically; the session comes first, and one failed export does not stop the
         others. When any failed, ExportError names them after everything else was written."""

@@ -186,7 +186,7 @@ def world_spec_in_root(root: str | Path, spec: str) -> str:
         return spec
     from worldmodel.replay import parse_replay_arg
 
-    path, _ = parse_replay_arg(arg)
+    path, _ = parse_replay_arg(arg, look_at_folders=False)  # nothing outside the root is looked at
     query = arg[len(path):]  # '?up=+z...' when the options parsed, else ''
     return f"replay:{path_in_root(root, path)}{query}"
 

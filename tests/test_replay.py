@@ -943,6 +943,9 @@ def test_eval_recon_on_depth_in_the_wrong_unit_is_one_line(walk_frames, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: no frame has depth within 0..") and "frame 0's median depth:" in err[-1]
     assert "check the recording's depth scale" in err[-1]
+    (tmp_path / "flat.obj").write_text("v 1 2\nv 2 3\n")  # 2-D vertices: a numpy traceback before
+    assert main(["eval-recon", str(folder), "--reference", str(tmp_path / "flat.obj")]) == 2
+    assert "its points are not 3-D" in capsys.readouterr().err
 
 
 def test_a_generic_folder_with_depth_smaller_than_colour(walk_frames, tmp_path):

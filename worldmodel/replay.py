@@ -25,12 +25,14 @@ from worldmodel.frame import BaseWorldModel, Context, Frame
 _OPTION_KEYS = {"up": "world_up", "world_up": "world_up", "stride": "stride", "max_frames": "max_frames"}
 
 
-def parse_replay_arg(arg: str) -> tuple[str, dict]:
+def parse_replay_arg(arg: str, look_at_folders: bool = True) -> tuple[str, dict]:
     """``"/data/seq?up=+z&stride=2"`` -> ("/data/seq", {"world_up": "+z", "stride": 2}).
 
     The part after the last ``?`` is read as options only when every item is a known ``key=value``;
-    otherwise the whole string is the path. ValueError (one line) when ``stride`` or ``max_frames`` is not a
-    whole number."""
+    otherwise the whole string is the path (a folder may have a ``?`` in its name). ValueError (one line) when
+    ``stride`` or ``max_frames`` is not a whole number, an option is given twice, or (``look_at_folders``; off
+    where a path is not checked yet, as the studio's page gives them) the part before the ``?`` is a folder,
+    the whole is not, and an option is unknown or has no value."""
     path, sep, query = arg.rpartition("?")
     if not sep:
         return arg, {}
@@ -39,8 +41,13 @@ def parse_replay_arg(arg: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         key = key.strip().lower()
         if not eq or key not in _OPTION_KEYS:
+            if look_at_folders and Path(path).expanduser().is_dir() and not Path(arg).expanduser().exists():
+                raise ValueError(f"bad replay option {item!r} in {arg!r}: the options are up=, stride= and "
+                                 "max_frames=, e.g. PATH?up=+z&stride=2&max_frames=100")
             return arg, {}
         name = _OPTION_KEYS[key]
+        if name in opts:
+            raise ValueError(f"replay option {key} is given twice in {arg!r}; give it once")
         try:
             opts[name] = value.strip() if name == "world_up" else int(value)
         except ValueError:

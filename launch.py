@@ -173,6 +173,21 @@ def _check_start_from(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error("--size does not apply with --start-from: the learned model makes frames at its own size")
 
 
+RESUME_KEEPS = (("world", "--world"), ("seed", "--seed"), ("size", "--size"), ("voxel", "--voxel"),
+                ("step_m", "--step-m"), ("yaw_deg", "--yaw-deg"), ("retrieval", "--retrieval"),
+                ("start_from", "--start-from"), ("start_frame", "--start-frame"))
+
+
+def _note_what_resume_ignores(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`run --resume` goes on with the session's own world and settings: say which options given were not used
+    (they were dropped without a word)."""
+    defaults = parser.parse_args(["run", "--out", "x", "--steps", "1"])
+    ignored = [flag for name, flag in RESUME_KEEPS if getattr(args, name) != getattr(defaults, name)]
+    if ignored:
+        print(f"note: {', '.join(ignored)} not used: --resume goes on with the world and settings the session was "
+              "made with", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -187,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         return studio_main(args)
     if args.command == "run":
         from scenes.headless import main as run_main
+
+        if args.resume:
+            _note_what_resume_ignores(parser, args)
 
         return run_main(args)
     if args.command == "eval-recon":

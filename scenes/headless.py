@@ -111,7 +111,9 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
                         "--actions, or --steps, --walk and --seed, of the run that made it")
         scene.seek(scene.length - 1)
         if done >= len(actions):
-            print(f"{args.resume} already holds all {len(actions)} steps; writing the exports")
+            held = (f"all {done} steps" if done == len(actions) else f"{done} steps, more than the {len(actions)} "
+                    "asked")
+            print(f"{args.resume} already holds {held}; writing the exports")
         actions = actions[done:]
     else:
         memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)

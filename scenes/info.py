@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from scenes.session import SessionError, load_session
+from scenes.session import SessionError, load_session, saved_memory_state
 
 
 def folder_bytes(folder: Path) -> int:
@@ -30,7 +30,8 @@ def session_info(folder: str | Path) -> dict:
             "handed": {name: b.handed for name, b in scene.branches.items() if b.handed},
             "current_branch": scene.branch_name, "cursor": scene.cursor,
             "voxel_size": scene.config.voxel_size, "map_points": len(scene.map),
-            "memory": (folder / "memory.safetensors").is_file(),
+            "memory": ("none" if not (folder / "memory.safetensors").is_file() else "saved" if saved_memory_state(
+                folder, {fid for b in scene.branches.values() for fid in b.fids}) is not None else "unreadable"),
             "bytes": folder_bytes(folder),
         }
     finally:
@@ -54,6 +55,7 @@ def main(args) -> int:
     print(f"frames    {info['frames']} (cursor at {info['cursor']} of {info['current_branch']})")
     print(f"branches  {branches}")
     print(f"map       {info['map_points']:,} points at {info['voxel_size']:g} m voxels"
-          f"{'; memory saved' if info['memory'] else ''}")
+          + {"none": "", "saved": "; memory saved",
+             "unreadable": "; memory.safetensors unreadable: the memory is rebuilt from the frames"}[info["memory"]])
     print(f"on disk   {info['bytes'] / 2**20:.1f} MB")
     return 0

@@ -254,7 +254,7 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
         lacking = {c for c in VoxelPointMap.COLUMNS if c not in map_state}
         if lacking and lacking <= set(VoxelPointMap.ADDED_COLUMNS):
             map_state = None  # an older build's map: rebuilt from the session's frames
-        memory_state = _memory_state(folder, set(fids)) if memory is not None else None
+        memory_state = saved_memory_state(folder, set(fids)) if memory is not None else None
         try:
             scene.restore(branches, checked.current_branch, checked.cursor, seed=checked.seed, map_state=map_state,
                           memory_state=memory_state, retrievals=checked.retrievals)
@@ -274,7 +274,7 @@ def load_session(folder: str | Path, memory: MemoryProvider | None = None, ram_f
     return scene
 
 
-def _memory_state(folder: Path, known: set[int]) -> dict | None:
+def saved_memory_state(folder: Path, known: set[int]) -> dict | None:
     """memory.safetensors when present and readable and the frames it names are frames of the session; else None
     (Scene.restore then rebuilds the memory from the frames: memory is derived from them)."""
     path = folder / "memory.safetensors"

@@ -128,3 +128,21 @@ def test_bad_replay_options_are_named_and_neural_world_is_importable(tmp_path, w
     from worldmodel.neural.world import NeuralWorld as defined
 
     assert NeuralWorld is defined
+
+
+def test_a_resume_says_which_options_it_does_not_use(tmp_path, capsys):
+    """`run --resume` keeps the session's world and settings: a --world, --seed or --size given with it was
+    dropped without a word; now a note names them. Asking fewer steps than the session holds says so."""
+    out = tmp_path / "out"
+    assert main(["run", "--size", "64", "48", "--steps", "3", "--no-video", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--world", "procedural:fly", "--seed", "7", "--size", "96", "64", "--steps", "1",
+                 "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
+    captured = capsys.readouterr()
+    assert "note: --world, --seed, --size not used: --resume goes on with the world and settings" in captured.err
+    assert "already holds 3 steps, more than the 1 asked; writing the exports" in captured.out
+    assert main(["run", "--steps", "3", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
+    assert "not used" not in capsys.readouterr().err
+    (out / "session" / "memory.safetensors").write_bytes(b"")  # what a full disk's copy leaves
+    assert main(["info", str(out / "session")]) == 0
+    assert "memory.safetensors unreadable: the memory is rebuilt from the frames" in capsys.readouterr().out

@@ -41,7 +41,7 @@ def main(folder: Path, frames: int, out: Path, actions: str, alone: bool = False
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", type=Path, help="TUM, 7-Scenes, ScanNet, Replica, nerfstudio, generic or per-frame PLY folder")
+    p.add_argument("folder", type=Path, help="a recorded sequence folder (TUM, 7-Scenes, ScanNet, ...)")
     p.add_argument("--frames", type=int, default=30, help="how many recorded frames to hand over")
     p.add_argument("--actions", default="(SL)(SL)(SR)(SR)", help="what the learned world does next")
     p.add_argument("--alone", action="store_true", help="hand over the last frame only (for comparison)")

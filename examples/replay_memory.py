@@ -35,7 +35,7 @@ def main(folder: Path, frames: int, out: Path, voxel: float = 0.02) -> np.ndarra
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", type=Path, help="TUM, 7-Scenes, ScanNet, Replica, nerfstudio, generic or per-frame PLY folder")
+    p.add_argument("folder", type=Path, help="a recorded sequence folder (TUM, 7-Scenes, ScanNet, ...)")
     p.add_argument("--frames", type=int, default=40, help="how many recorded frames to fuse")
     p.add_argument("--out", type=Path, default=Path("cache.png"))
     p.add_argument("--voxel", type=float, default=0.02, help="voxel size in metres")

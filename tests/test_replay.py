@@ -1010,3 +1010,56 @@ def test_a_replica_folder_as_nice_slam_ships_it(walk_frames, tmp_path):
         fp.write(" ".join(["0"] * 16) + "\n")
     with pytest.raises(SequenceError, match="traj.txt:4: pose rotation is not orthonormal"):
         open_sequence(scene)
+
+
+def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
+    """Stray Scanner: colour in rgb.mp4 at the phone camera's size (2x the depth here), depth/NNNNNN.png in mm,
+    confidence/ (0..2; below 1 dropped), odometry.csv with its header (OpenCV c2w, ARKit's y-up world) and
+    camera_matrix.csv (the video's K): frames at the depth's size, K resized, poses as recorded."""
+    import imageio_ffmpeg
+
+    frames = walk_frames[:4]
+    folder = tmp_path / "8a3f2c1e"
+    (folder / "depth").mkdir(parents=True)
+    (folder / "confidence").mkdir()
+    h, w = frames[0].depth.shape
+    writer = imageio_ffmpeg.write_frames(str(folder / "rgb.mp4"), (2 * w, 2 * h), fps=10, quality=10,
+                                         macro_block_size=1)
+    writer.send(None)
+    from scipy.spatial.transform import Rotation
+
+    lines = ["timestamp, frame, x, y, z, qx, qy, qz, qw"]
+    for i, f in enumerate(frames):
+        writer.send(np.ascontiguousarray(np.asarray(Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR))))
+        Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "depth" / f"{i:06d}.png")
+        confidence = np.full((h, w), 2, np.uint8)
+        confidence[:, : w // 4] = 0  # the left quarter: low confidence
+        Image.fromarray(confidence).save(folder / "confidence" / f"{i:06d}.png")
+        q = Rotation.from_matrix(f.c2w[:3, :3]).as_quat()
+        lines.append(", ".join([f"{0.1 * i:.6f}", f"{i:06d}", *(f"{v:.9f}" for v in (*f.c2w[:3, 3], *q))]))
+    writer.close()
+    (folder / "odometry.csv").write_text("\n".join(lines) + "\n")
+    K2 = frames[0].K.copy()
+    K2[:2] = [[2 * K2[0, 0], 0, 2 * K2[0, 2] + 0.5], [0, 2 * K2[1, 1], 2 * K2[1, 2] + 0.5]]
+    (folder / "camera_matrix.csv").write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in K2) + "\n")
+    assert detect_format(folder) == "stray"
+    seq = open_sequence(folder)
+    assert len(seq) == 4 and seq.world_up == "+y" and np.allclose(seq.timestamps, [0, 0.1, 0.2, 0.3])
+    assert any("confidence below 1" in n for n in seq.notes)
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-7)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-5)
+        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < 10  # H.264
+        expected = _expected_mm_depth(f.depth)
+        expected[:, : w // 4] = 0
+        np.testing.assert_allclose(g.depth, expected, atol=1e-6)
+    seq.close()
+    (folder / "odometry.csv").write_text("\n".join(lines + [lines[-1]]) + "\n")  # one row more than depth/ has
+    assert any("odometry.csv has 5 poses and depth/ 4 frames" in n for n in open_sequence(folder).notes)
+    for sub in ("depth", "confidence"):  # five frames of depth, four of video
+        (folder / sub / "000004.png").write_bytes((folder / sub / "000003.png").read_bytes())
+    seq = open_sequence(folder)
+    with pytest.raises(SequenceError, match=r"rgb\.mp4 ends at frame 4, but odometry\.csv goes on to frame 4; "
+                                            r"play fewer frames \(\?max_frames=4\)"):
+        seq[4]
+    seq.close()

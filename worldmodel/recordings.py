@@ -21,6 +21,8 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   z-up.
 - ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
   ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), world z-up.
+- ``stray``: Stray Scanner's export (``rgb.mp4``, ``depth/*.png`` mm, ``confidence/``, ``odometry.csv`` OpenCV c2w,
+  ``camera_matrix.csv``): colour from the video resized to the depth's size, ARKit's y-up world.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
   ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else the axis nearest the
@@ -64,18 +66,19 @@ from worldmodel.camera import (camera_to_pixels, flip_cv_gl, intrinsics_from_fov
 from worldmodel.frame import Frame
 from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws
 
-FORMATS = ("tum", "7scenes", "scannet", "replica", "nerfstudio", "generic", "ply")
+FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "nerfstudio", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "replica": "+z", "nerfstudio": "auto", "generic": "+y",
-              "ply": "-y"}
+DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "nerfstudio": "auto",
+              "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
-                 "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), transforms.json with depth "
+                 "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
+                 "Scanner), transforms.json with depth "
                  "(nerfstudio), rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
 
 
@@ -376,9 +379,14 @@ class _ImageSequence(Sequence):
     def files(self, i: int) -> list[Path]:
         return [self.rgb_files[i], self.depth_files[i]]
 
+    def _colour(self, i: int) -> np.ndarray:
+        return _read_rgb(self.rgb_files[i])
+
+    def _depth(self, i: int) -> np.ndarray:
+        return _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid, self.float_depth_scale)
+
     def _read(self, i: int) -> Frame:
-        rgb = _read_rgb(self.rgb_files[i])
-        depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid, self.float_depth_scale)
+        rgb, depth = self._colour(i), self._depth(i)
         K = np.asarray(self.Ks[i] if isinstance(self.Ks, list) else self.Ks, dtype=np.float64)
         if depth.shape != rgb.shape[:2]:
             rgb, K = self._colour_at_depth_size(i, rgb, depth.shape, K)
@@ -885,6 +893,132 @@ def _open_replica(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         default_K_for=default_K_for, depth_scale=_depth_scale(cfg, folder, 1.0 / camera["scale"]))
 
 
+# --------------------------------------------------------------------------------------------- Stray Scanner
+
+
+@dataclass(eq=False)
+class _StraySequence(_ImageSequence):
+    """Stray Scanner's frames: colour from the video (frame k of ``rgb.mp4`` is odometry row k), depth per
+    frame, its confidence (0..2) masking the depth below ``min_confidence``."""
+
+    video: Path | None = None
+    video_index: list[int] = field(default_factory=list)
+    confidence_files: list[Path] = field(default_factory=list)
+    min_confidence: int = 1
+    _video: "_VideoPanels | None" = field(default=None, repr=False)
+
+    VIDEO_CACHE_FRAMES = 4  # decoded frames kept: a phone's 1920x1440 frame is 8 MB
+
+    def files(self, i: int) -> list[Path]:
+        return [self.video, self.depth_files[i]] if self.video else [self.depth_files[i]]
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+    def _colour(self, i: int) -> np.ndarray:
+        if self._video is None:
+            self._video = _VideoPanels(self.video, 1)
+        k = self.video_index[i]
+        try:
+            img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
+        except (OSError, RuntimeError, StopIteration, ValueError) as e:
+            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
+                                "copy it again") from None
+        if img is None:
+            raise SequenceError(f"{self.video} ends at frame {self._video.ended_at}, but odometry.csv goes on to frame "
+                                f"{k}; play fewer frames (?max_frames={self._video.ended_at}) or copy the video again")
+        return img
+
+    def _depth(self, i: int) -> np.ndarray:
+        depth = super()._depth(i)
+        if self.confidence_files and self.min_confidence > 0:
+            from PIL import Image
+
+            with _open_image(self.confidence_files[i]) as im:
+                confidence = np.asarray(im)
+            if confidence.shape == depth.shape:
+                depth[confidence < self.min_confidence] = 0.0
+        return depth
+
+
+def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``odometry.csv`` -> (timestamps (N,), OpenCV c2w (N, 4, 4)): a header, then ``timestamp, frame, x, y, z,
+    qx, qy, qz, qw`` per frame (older versions: ``x, y, z, qx, qy, qz, qw``, no header)."""
+    from scipy.spatial.transform import Rotation
+
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+        cells = [c.strip() for c in line.split(",") if c.strip()]
+        if not cells:
+            continue
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if n == 1:
+                continue  # the header
+            raise SequenceError(f"{path}:{n}: expected numbers 'timestamp, frame, x, y, z, qx, qy, qz, qw'") from None
+        if len(values) not in (7, 9):
+            raise SequenceError(f"{path}:{n}: expected 9 numbers 'timestamp, frame, x, y, z, qx, qy, qz, qw' (or 7 "
+                                f"without timestamp and frame), got {len(values)}")
+        rows.append(values if len(values) == 9 else [float(len(rows)), float(len(rows)), *values])
+    if not rows:
+        raise SequenceError(f"{path} holds no poses")
+    arr = np.asarray(rows, dtype=np.float64)
+    q = arr[:, 5:9]
+    if not np.isfinite(arr).all() or (np.linalg.norm(q, axis=1) < 1e-9).any():
+        raise SequenceError(f"{path} holds NaN/inf numbers or zero quaternions; copy it again")
+    c2ws = np.tile(np.eye(4), (len(arr), 1, 1))
+    c2ws[:, :3, :3] = Rotation.from_quat(q).as_matrix()  # scalar-last, as the app writes it
+    c2ws[:, :3, 3] = arr[:, 2:5]
+    return arr[:, 0], c2ws
+
+
+def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
+    """Stray Scanner's export: ``rgb.mp4`` (the phone camera, e.g. 1920x1440), ``depth/000000.png`` (mm, 256x192;
+    older versions uint16 ``.npy``), ``confidence/000000.png`` (0..2), ``camera_matrix.csv`` (the video's 3x3 K),
+    ``odometry.csv`` (OpenCV camera-to-world in ARKit's y-up world). Row k, depth k and video frame k belong
+    together. The colour is resized to the depth's size and K with it; depth below confidence 1 (the app's
+    low) is dropped (``min_confidence`` in worldstudio.json: 0..2)."""
+    timestamps, poses = _read_stray_odometry(folder / "odometry.csv")
+    depth_dir = folder / "depth"
+    depth_files = sorted((p for p in _visible(depth_dir.iterdir()) if p.suffix.lower() in (".png", ".npy")),
+                         key=_natural_key) if depth_dir.is_dir() else []
+    if not depth_files:
+        raise SequenceError(f"{depth_dir} holds no depth .png/.npy; a Stray Scanner folder needs depth/, rgb.mp4, "
+                            "odometry.csv and camera_matrix.csv")
+    notes: list[str] = []
+    n = min(len(depth_files), len(poses))
+    if len(depth_files) != len(poses):
+        notes.append(f"odometry.csv has {len(poses)} poses and depth/ {len(depth_files)} frames: the first {n} "
+                     "are played")
+    conf_dir = folder / "confidence"
+    confidence = sorted((p for p in _visible(conf_dir.iterdir()) if p.suffix.lower() == ".png"),
+                        key=_natural_key)[:n] if conf_dir.is_dir() else []
+    if confidence and len(confidence) < n:
+        notes.append(f"confidence/ has {len(confidence)} maps for {n} frames: depth is not masked")
+        confidence = []
+    min_confidence = cfg.get("min_confidence", 1)
+    if isinstance(min_confidence, bool) or min_confidence not in (0, 1, 2):
+        raise SequenceError(f"{folder / CONFIG_FILE}: min_confidence must be 0, 1 or 2, got {min_confidence!r}")
+    if confidence and min_confidence:
+        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+    K = _K_from_config(cfg, folder)
+    if K is None:
+        matrix = folder / "camera_matrix.csv"
+        if not matrix.is_file():
+            raise SequenceError(f"{matrix} is missing; a Stray Scanner folder needs it for the camera's intrinsics")
+        K = _read_intrinsics(matrix)
+    if not (folder / "rgb.mp4").is_file():
+        raise SequenceError(f"{folder / 'rgb.mp4'} is missing; a Stray Scanner folder needs it for the colour")
+    return _StraySequence(
+        path=folder, format="stray", c2ws=up_rotation(up) @ poses[:n], timestamps=timestamps[:n], world_up=up,
+        notes=notes, rgb_files=[folder / "rgb.mp4"] * n, depth_files=depth_files[:n], Ks=K,
+        depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
+        video=folder / "rgb.mp4", video_index=list(range(n)), confidence_files=confidence,
+        min_confidence=int(min_confidence))
+
+
 # --------------------------------------------------------------------------------------------- nerfstudio
 
 _NOT_PINHOLE = ("OPENCV_FISHEYE", "FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R",
@@ -1192,6 +1326,8 @@ def _detect(folder: Path) -> str | None:
         return "scannet"
     if (folder / "traj.txt").is_file() and _replica_frames(folder):
         return "replica"
+    if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
+        return "stray"
     if (folder / "transforms.json").is_file():
         return "nerfstudio"
     if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
@@ -1219,7 +1355,7 @@ def detect_format(path) -> str:
 
 
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
-            "nerfstudio": _open_nerfstudio, "generic": _open_generic, "ply": _open_ply}
+            "stray": _open_stray, "nerfstudio": _open_nerfstudio, "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,
@@ -1259,8 +1395,8 @@ def _subset(seq: Sequence, keep: np.ndarray) -> None:
     idx = [int(i) for i in keep]
     seq.c2ws = seq.c2ws[idx]
     seq.timestamps = seq.timestamps[idx]
-    for name in ("rgb_files", "depth_files", "ply_files", "video_index"):
-        if hasattr(seq, name):
+    for name in ("rgb_files", "depth_files", "ply_files", "video_index", "confidence_files"):
+        if getattr(seq, name, None):  # (a per-frame list; an empty one means the format has none)
             setattr(seq, name, [getattr(seq, name)[i] for i in idx])
     if isinstance(getattr(seq, "Ks", None), list) and seq.Ks:  # type: ignore[attr-defined]
         seq.Ks = [seq.Ks[i] for i in idx]  # type: ignore[attr-defined]

@@ -25,24 +25,25 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ``camera_matrix.csv``): colour from the video resized to the depth's size, ARKit's y-up world.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
-  ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else the axis nearest the
-  cameras' up, said in a note (this tool's export writes ``world_up: +y`` beside it).
+  ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
+  the cameras' mean up is nearer, said in a note (this tool's export writes ``world_up: +y`` beside it).
 - ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
   natural file-name order; an inf/NaN pose, ScanNet's mark of lost tracking, skips its frame), ``intrinsics.txt``
   (a 3x3 or 4x4 matrix, or ``fx fy cx cy``) or ``worldstudio.json`` (``world_up="+y"``: poses already in our
   convention unless told otherwise).
-
-In ScanNet, nerfstudio and generic folders the depth may be smaller than its colour image (one viewpoint, two
-resolutions, as phones and ScanNet record): the colour is resized to the depth's size, and a colour camera's K
-with it.
 - ``ply``: a folder of per-frame PLY point clouds in world coordinates (DeepVerse ``run.py --add_ply`` writes
   ``<video>_frame<i>.ply``; Aether similar), optionally with the video and a ``poses.txt``. Frames carry
   ``world_points``/``world_colors``; depth is all zeros. DeepVerse's world is its first camera's OpenCV
   frame (y down), so the default is ``world_up="-y"``.
 
+In ScanNet, Stray Scanner, nerfstudio and generic folders the depth may be smaller than its colour image (one
+viewpoint, two resolutions, as phones and ScanNet record): the colour is resized to the depth's size, and a
+colour camera's K with it.
+
 An optional ``worldstudio.json`` in any sequence folder overrides settings: ``world_up`` ("+x".."-z"),
 ``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx cy``, ``camera`` ("opencv" | "opengl",
-generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has).
+generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
+``min_confidence`` (Stray Scanner: 0..2).
 Keyword arguments of :func:`open_sequence` override both.
 
 Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
@@ -78,8 +79,8 @@ DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "replica": "+z", "s
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
-                 "Scanner), transforms.json with depth "
-                 "(nerfstudio), rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
+                 "Scanner), transforms.json with depth (nerfstudio), rgb/ + depth/ + poses.txt (generic) or *.ply "
+                 "files (per-frame point clouds)")
 
 
 class SequenceError(ValueError):

@@ -79,7 +79,7 @@ def _why_not_write_into(out: Path, args) -> str | None:
         except ValueError:
             continue  # the world's own opening says what is wrong with it
         if target == folder or folder in target.parents:
-            return f"--out {out} is inside the recording {folder}, which the run reads; choose a folder outside it"
+            return f"--out {out} is inside {folder}, which the run reads from; choose a folder outside it"
     if args.resume or not out.is_dir():
         return None
     held = [name for name in Scene.BUNDLE_NAMES if (out / name).exists()]

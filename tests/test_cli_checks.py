@@ -96,7 +96,7 @@ def test_run_never_writes_over_a_recording_or_another_runs_files(tmp_path, capsy
     for out in (recording, recording / "sub"):
         assert main(["run", "--world", f"replay:{recording}?stride=2", "--steps", "1", "--no-video",
                      "--out", str(out)]) == 2
-        assert f"is inside the recording {recording}" in capsys.readouterr().err
+        assert f"is inside {recording}, which the run reads from" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in recording.rglob("*") if p.is_file()} == before
     assert not (recording / "sub").exists()
 

@@ -449,7 +449,8 @@ class Trainer:
             np.random.default_rng().bit_generator.state = meta["rng"]  # a malformed state fails here, not later
             tensors = load_file(str(out / "train_state.safetensors"))
         except (WeightsError, OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
-            raise CheckpointError(f"{out}: cannot resume, the checkpoint is damaged ({e}); restore it, or start "
+            why = f"train_state.json lacks {e.args[0]!r}" if isinstance(e, KeyError) else e  # not a bare 'step'
+            raise CheckpointError(f"{out}: cannot resume, the checkpoint is damaged ({why}); restore it, or start "
                                   "over without --resume (or with another --out)") from None
         try:
             self.module.load_state_dict(saved_net.state_dict())

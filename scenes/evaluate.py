@@ -128,8 +128,9 @@ def load_reference(path: str | Path, voxel: float) -> np.ndarray:
         raise EvalError(f"reference {path} does not exist; pass a mesh or point cloud file")
     try:
         geom = trimesh.load(str(path), process=False)
-    except Exception as e:  # trimesh raises many types for bad files
-        raise EvalError(f"cannot read reference {path}: {str(e)[:100]}; pass a PLY/OBJ/GLB mesh or point cloud") from None
+    except Exception as e:  # trimesh raises many types for bad files (a KeyError names what a header lacks)
+        why = f"it lacks {e.args[0]!r}" if isinstance(e, KeyError) else str(e)[:100]
+        raise EvalError(f"cannot read reference {path}: {why}; pass a PLY/OBJ/GLB mesh or point cloud") from None
     if isinstance(geom, trimesh.Scene):
         geoms = list(geom.dump())
         meshes = [g for g in geoms if isinstance(g, trimesh.Trimesh) and len(g.faces)]

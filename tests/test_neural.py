@@ -1098,6 +1098,10 @@ def test_bad_init_weights_or_a_damaged_checkpoint_stop_training_with_one_line_be
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="cannot resume, the checkpoint is damaged .* without --resume"):
         Trainer(cfg).resume()
+    Trainer(cfg).checkpoint()
+    (tmp_path / "ckpt" / "train_state.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"damaged \(train_state.json lacks 'step'\)"):  # was "('step')"
+        Trainer(cfg).resume()
 
 
 def test_a_session_of_weights_given_by_a_relative_path_reopens_from_anywhere(tmp_path, monkeypatch):

@@ -946,6 +946,9 @@ def test_eval_recon_on_depth_in_the_wrong_unit_is_one_line(walk_frames, tmp_path
     (tmp_path / "flat.obj").write_text("v 1 2\nv 2 3\n")  # 2-D vertices: a numpy traceback before
     assert main(["eval-recon", str(folder), "--reference", str(tmp_path / "flat.obj")]) == 2
     assert "its points are not 3-D" in capsys.readouterr().err
+    (tmp_path / "cut.ply").write_text("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n")
+    assert main(["eval-recon", str(folder), "--reference", str(tmp_path / "cut.ply")]) == 2
+    assert "cut.ply: it lacks 'y'" in capsys.readouterr().err  # (a bare 'y' before)
 
 
 def test_a_generic_folder_with_depth_smaller_than_colour(walk_frames, tmp_path):

@@ -168,9 +168,12 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             return fail(str(e))
         pts = len(scene.map)
         print(f"{scene.length} frames, {pts:,} map points -> {out}")
-        if not pts:
+        if not pts and (scene.current.depth > 0).any():
             print(f"warning: the map is empty: no frame had depth within the fuse range (0..{scene.config.max_depth:g} "
                   "m); check the recording's depth scale (depth_scale in its worldstudio.json)", file=sys.stderr)
+        elif not pts:
+            print("warning: the map is empty: the frames have no valid depth (all 0, NaN or negative)",
+                  file=sys.stderr)
         for kind, path in written.items():
             print(f"  {kind:11s} {path}")
         return 0

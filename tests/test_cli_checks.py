@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from launch import main
@@ -146,3 +147,23 @@ def test_a_resume_says_which_options_it_does_not_use(tmp_path, capsys):
     (out / "session" / "memory.safetensors").write_bytes(b"")  # what a full disk's copy leaves
     assert main(["info", str(out / "session")]) == 0
     assert "memory.safetensors unreadable: the memory is rebuilt from the frames" in capsys.readouterr().out
+
+
+def test_a_run_whose_map_stays_empty_says_why(tmp_path, capsys, walk_frames):
+    """A recording whose depth lies beyond the fuse range (millimetres read as metres) or is invalid everywhere
+    (NaN) made an empty map and exited 0 without a word; now a warning says which, and a pickled .npy is named
+    as such."""
+    from tests.test_recording_checks import generic
+
+    far = generic(tmp_path / "far", walk_frames[:2], depth_scale=1.0)
+    assert main(["run", "--world", f"replay:{far}", "--steps", "1", "--no-video", "--out", str(tmp_path / "o1")]) == 0
+    assert "no frame had depth within the fuse range" in capsys.readouterr().err
+    nan = generic(tmp_path / "nan", walk_frames[:2])
+    for f in (nan / "depth").iterdir():
+        f.unlink()
+        np.save(f.with_suffix(".npy"), np.full(walk_frames[0].depth.shape, np.nan, np.float32))
+    assert main(["run", "--world", f"replay:{nan}", "--steps", "1", "--no-video", "--out", str(tmp_path / "o2")]) == 0
+    assert "the frames have no valid depth (all 0, NaN or negative)" in capsys.readouterr().err
+    np.save(nan / "depth" / "0000.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert main(["run", "--world", f"replay:{nan}", "--steps", "1", "--no-video", "--out", str(tmp_path / "o3")]) == 2
+    assert "0000.npy: it holds pickled objects, which are never loaded" in capsys.readouterr().err

@@ -194,7 +194,8 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
         except FileNotFoundError:
             raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
         except (OSError, ValueError) as e:
-            raise SequenceError(f"cannot read {path}: {str(e)[:80]}; write a float (H, W) .npy in metres") from None
+            why = "it holds pickled objects, which are never loaded" if "pickle" in str(e) else str(e)[:80]
+            raise SequenceError(f"cannot read {path}: {why}; write a float (H, W) .npy in metres") from None
         if d.ndim != 2 or not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
             raise SequenceError(f"{path}: depth .npy must be an (H, W) array of float metres or integer depth units "
                                 f"(e.g. millimetres), got {d.dtype} {d.shape}")

@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-walks", type=ranged(1, 900, integer=True), default=None,
                     help="validation walks (default: 8; at most 900: seeds 100..999, below the training seeds)")
     tr.add_argument("--walk-steps", type=ranged(2, 100_000, integer=True), default=80, help="steps per generated walk (default: 80)")
-    tr.add_argument("--widths", type=ranged(4, 1024, integer=True), nargs="+", default=[48, 96, 144, 192],
-                    help="U-Net channels per level (default: 48 96 144 192)")
+    tr.add_argument("--widths", type=ranged(8, 1024, integer=True), nargs="+", default=[48, 96, 144, 192],
+                    help="U-Net channels per level, 2 to 6 multiples of 8 in 8..1024 (default: 48 96 144 192)")
     tr.add_argument("--val-every", type=ranged(*STEPS, integer=True), default=500, help="validate every N steps (default: 500)")
     tr.add_argument("--rollout-share", type=ranged(0.0, 1.0), default=0.4,
                     help="share of batches made from the model's own rollouts (default: 0.4)")
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     neval.add_argument("--walks", type=ranged(1, 100, integer=True), default=8,
                        help="held-out loop walks, seeds 0..N-1 of the 100 held out (default: 8)")
     neval.add_argument("--steps", type=ranged(8, 100_000, integer=True), default=80,
-                       help="steps per walk, half out and half back (default: 80)")
+                       help="steps per walk, half out and half back, 8..100000 (default: 80)")
     neval.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")
     neval.add_argument("--plots", default=None, metavar="DIR", help="write PSNR-per-step and contact-sheet PNGs")
 

@@ -183,7 +183,8 @@ def _note_what_resume_ignores(parser: argparse.ArgumentParser, args: argparse.Na
     """`run --resume` goes on with the session's own world and settings: say which options given were not used
     (they were dropped without a word)."""
     defaults = parser.parse_args(["run", "--out", "x", "--steps", "1"])
-    ignored = [flag for name, flag in RESUME_KEEPS if getattr(args, name) != getattr(defaults, name)]
+    ignored = [flag for name, flag in RESUME_KEEPS if getattr(args, name) != getattr(defaults, name)
+               or name == "world" and args.world_given]
     if ignored:
         print(f"note: {', '.join(ignored)} not used: --resume goes on with the world and settings the session was "
               "made with", file=sys.stderr)

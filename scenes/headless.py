@@ -66,22 +66,33 @@ def main(args) -> int:
 
 def _why_not_write_into(out: Path, args) -> str | None:
     """Why the bundle must not be written into ``out`` (None: it may): ``out`` is, or lies inside, the recording
-    the run reads (``replay:`` or ``--start-from``; a run wrote its exports over the frames it was playing), or,
-    without --resume, it already holds files of the bundle (another run's, or the user's own scene.ply)."""
+    the run reads (``replay:``, a resumed session's recording, or ``--start-from``; a run wrote its exports over the
+    frames it was playing), or it already holds files of the bundle (another run's, or the user's own scene.ply)
+    and is not the folder of the session resumed."""
     from worldmodel.replay import parse_replay_arg
 
-    sources = [args.world.partition(":")[2]] if args.world.strip().lower().startswith("replay:") else []
-    sources += [args.start_from] if getattr(args, "start_from", None) else []
+    world = args.world
+    if args.resume:  # the session's own world: a resumed replay reads its recording again
+        try:
+            saved = read_session_meta(args.resume).get("world")
+            world = f"replay:{saved['path']}" if saved.get("kind") == "replay" else ""
+        except (SessionError, AttributeError, KeyError, TypeError):
+            world = ""  # the resume's own opening says what is wrong with the session
+    sources = [world.partition(":")[2]] if world.strip().lower().startswith("replay:") else []
+    sources += [args.start_from] if getattr(args, "start_from", None) and not args.resume else []
     target = out.expanduser().resolve()
     for source in sources:
         try:
-            folder = Path(parse_replay_arg(source)[0]).expanduser().resolve()
+            path = parse_replay_arg(source)[0]
         except ValueError:
             continue  # the world's own opening says what is wrong with it
+        if not path.strip():
+            continue  # "replay:" names no folder (not the current one): the world's opening says so
+        folder = Path(path).expanduser().resolve()
         if target == folder or folder in target.parents:
             return f"--out {out} is inside {folder}, which the run reads from; choose a folder outside it"
-    if args.resume or not out.is_dir():
-        return None
+    if not out.is_dir() or (args.resume and (out / "session").resolve() == Path(args.resume).expanduser().resolve()):
+        return None  # (a resume writes its exports again where its session is)
     held = [name for name in Scene.BUNDLE_NAMES if (out / name).exists()]
     if held:
         return (f"{out} already holds {', '.join(held[:4])}{'...' if len(held) > 4 else ''}, which the run would "

@@ -111,6 +111,28 @@ def test_run_never_writes_over_a_recording_or_another_runs_files(tmp_path, capsy
         main(["run", "--steps", "2", "--out", " "])  # "" is the current folder to Path
     assert e.value.code == 2 and "an empty path is not a folder" in capsys.readouterr().err
 
+    # a resumed replay reads its recording again: --out there is refused too (it also wrote worldstudio.json
+    # over the recording's own settings)
+    walk = tmp_path / "walk"
+    assert main(["run", "--world", f"replay:{recording}", "--steps", "1", "--no-video", "--out", str(walk)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--steps", "2", "--no-video", "--out", str(recording), "--resume",
+                 str(walk / "session")]) == 2
+    assert f"is inside {recording}, which the run reads from" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in recording.rglob("*") if p.is_file()} == before
+    assert main(["run", "--steps", "2", "--no-video", "--out", str(walk), "--resume", str(walk / "session")]) == 0
+    elsewhere = tmp_path / "cwd"  # "replay:" names no folder: the world says so, not "--out is inside ."
+    elsewhere.mkdir()
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(elsewhere)
+        assert main(["run", "--world", "replay:", "--steps", "1", "--no-video", "--out", "rel"]) == 2
+    finally:
+        os.chdir(here)
+    assert "replay needs a folder" in capsys.readouterr().err
+
 
 def test_bad_replay_options_are_named_and_neural_world_is_importable(tmp_path, walk_frames):
     """An unknown option after a folder that exists said "no such folder"; a repeated one was taken silently.
@@ -141,6 +163,9 @@ def test_a_resume_says_which_options_it_does_not_use(tmp_path, capsys):
                  "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
     captured = capsys.readouterr()
     assert "note: --world, --seed, --size not used: --resume goes on with the world and settings" in captured.err
+    assert main(["run", "--world", "procedural", "--steps", "3", "--no-video", "--out", str(out), "--resume",
+                 str(out / "session")]) == 0  # --world given at its default value: also not used
+    assert "note: --world not used" in capsys.readouterr().err
     assert "already holds 3 steps, more than the 1 asked; writing the exports" in captured.out
     assert main(["run", "--steps", "3", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
     assert "not used" not in capsys.readouterr().err

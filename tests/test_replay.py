@@ -1066,3 +1066,20 @@ def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
                                             r"play fewer frames \(\?max_frames=4\)"):
         seq[4]
     seq.close()
+
+
+
+def test_other_files_named_like_another_formats_do_not_change_the_reader(walk_frames, tmp_path):
+    """A generic folder with a transforms.json made from it (COLMAP, nerfstudio: no depth) stays generic, and an
+    info.txt that is not BundleFusion's (a download's notes) beside a 7-Scenes sequence is not read: both
+    folders opened before the new readers and were refused after them."""
+    from tests.test_recording_checks import generic
+
+    folder = generic(tmp_path / "gen", walk_frames[:2])
+    (folder / "transforms.json").write_text(json.dumps({"frames": [{"file_path": "rgb/0000.png",
+                                                                    "transform_matrix": np.eye(4).tolist()}]}))
+    assert detect_format(folder) == "generic" and len(open_sequence(folder)) == 2
+    seq7 = tmp_path / "chess" / "seq-01"
+    _write_7scenes(seq7, walk_frames[:2])
+    (seq7.parent / "info.txt").write_text("Downloaded from the 7-Scenes page; see its licence.\n")
+    assert len(open_sequence(seq7)) == 2

@@ -611,6 +611,14 @@ def _seven_scenes_frames(folder: Path) -> list[Path]:
     return sorted((p for ext in _IMAGE_EXT for p in folder.glob(f"frame-*.color{ext}")), key=_natural_key)
 
 
+def _is_bundlefusion_info(path: Path) -> bool:
+    """``path`` is BundleFusion's info.txt (another info.txt, a download's notes, is not read)."""
+    try:
+        return path.is_file() and "m_calibrationDepthIntrinsic" in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def _read_bundlefusion_info(path: Path) -> tuple[np.ndarray, float, tuple[int, int], tuple[int, int]]:
     """BundleFusion's ``info.txt`` (12-Scenes, ScanNet's .sens exports: ``m_key = values`` lines) -> (the depth
     camera's K, metres per depth unit (1 / m_depthShift), colour (W, H), depth (W, H))."""
@@ -655,7 +663,7 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
                 K = _read_intrinsics(cand)
                 break
     colour_to_depth_size, depth_scale = False, 0.001
-    info = next((p for p in (folder / "info.txt", folder.parent / "info.txt") if p.is_file()), None)
+    info = next((p for p in (folder / "info.txt", folder.parent / "info.txt") if _is_bundlefusion_info(p)), None)
     if K is None and info is not None:  # 12-Scenes / BundleFusion: the depth camera's K, colour resized to it
         K, depth_scale, colour_size, depth_size = _read_bundlefusion_info(info)
         colour_to_depth_size = colour_size != depth_size
@@ -1330,10 +1338,10 @@ def _detect(folder: Path) -> str | None:
         return "replica"
     if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
         return "stray"
+    if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
+        return "generic"  # (before nerfstudio: a generic folder may also hold a transforms.json made from it)
     if (folder / "transforms.json").is_file():
         return "nerfstudio"
-    if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
-        return "generic"
     if _visible(folder.glob("*.ply")):
         return "ply"
     return None

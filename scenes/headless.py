@@ -79,7 +79,7 @@ def _why_not_write_into(out: Path, args) -> str | None:
         except (SessionError, AttributeError, KeyError, TypeError):
             world = ""  # the resume's own opening says what is wrong with the session
     sources = [world.partition(":")[2]] if world.strip().lower().startswith("replay:") else []
-    sources += [args.start_from] if getattr(args, "start_from", None) and not args.resume else []
+    sources += [args.start_from] if args.start_from and not args.resume else []
     target = out.expanduser().resolve()
     for source in sources:
         try:

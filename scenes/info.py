@@ -22,16 +22,19 @@ def session_info(folder: str | Path) -> dict:
     try:
         desc = scene.model.describe()
         f = scene.current
+        fids = {fid for b in scene.branches.values() for fid in b.fids}
+        memory = "none"
+        if (folder / "memory.safetensors").is_file():
+            memory = "saved" if saved_memory_state(folder, fids) is not None else "unreadable"
         return {
             "world": desc.get("kind", "?") + (f" {desc['path']}" if "path" in desc else f" seed {scene.seed}"),
             "frame_size": f"{f.width}x{f.height}",
-            "frames": len({fid for b in scene.branches.values() for fid in b.fids}),
+            "frames": len(fids),
             "branches": {name: len(b.fids) for name, b in scene.branches.items()},
             "handed": {name: b.handed for name, b in scene.branches.items() if b.handed},
             "current_branch": scene.branch_name, "cursor": scene.cursor,
             "voxel_size": scene.config.voxel_size, "map_points": len(scene.map),
-            "memory": ("none" if not (folder / "memory.safetensors").is_file() else "saved" if saved_memory_state(
-                folder, {fid for b in scene.branches.values() for fid in b.fids}) is not None else "unreadable"),
+            "memory": memory,
             "bytes": folder_bytes(folder),
         }
     finally:

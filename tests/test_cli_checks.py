@@ -176,8 +176,8 @@ def test_a_resume_says_which_options_it_does_not_use(tmp_path, capsys):
 
 def test_a_run_whose_map_stays_empty_says_why(tmp_path, capsys, walk_frames):
     """A recording whose depth lies beyond the fuse range (millimetres read as metres) or is invalid everywhere
-    (NaN) made an empty map and exited 0 without a word; now a warning says which, and a pickled .npy is named
-    as such."""
+    (NaN) made an empty map and exited 0 without a word; now a warning says which, and a .npy of Python objects
+    is named as such (never loaded)."""
     from tests.test_recording_checks import generic
 
     far = generic(tmp_path / "far", walk_frames[:2], depth_scale=1.0)
@@ -191,4 +191,4 @@ def test_a_run_whose_map_stays_empty_says_why(tmp_path, capsys, walk_frames):
     assert "the frames have no valid depth (all 0, NaN or negative)" in capsys.readouterr().err
     np.save(nan / "depth" / "0000.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     assert main(["run", "--world", f"replay:{nan}", "--steps", "1", "--no-video", "--out", str(tmp_path / "o3")]) == 2
-    assert "0000.npy: it holds pickled objects, which are never loaded" in capsys.readouterr().err
+    assert "0000.npy: it holds Python objects, which are never loaded" in capsys.readouterr().err

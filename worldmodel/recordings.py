@@ -194,7 +194,7 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
         except FileNotFoundError:
             raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
         except (OSError, ValueError) as e:
-            why = "it holds pickled objects, which are never loaded" if "pickle" in str(e) else str(e)[:80]
+            why = "it holds Python objects, which are never loaded" if "object" in str(e).lower() else str(e)[:80]
             raise SequenceError(f"cannot read {path}: {why}; write a float (H, W) .npy in metres") from None
         if d.ndim != 2 or not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
             raise SequenceError(f"{path}: depth .npy must be an (H, W) array of float metres or integer depth units "
@@ -274,13 +274,17 @@ def _check_K_for_image(K: np.ndarray, width: int, height: int, where) -> None:
                             f"{width}x{height} image; check the intrinsics are in pixels of this image size")
 
 
+def _metres_per_unit(value, source: str) -> float:
+    """A depth scale (metres per depth unit) that ``source`` ("file: key") gives: a finite positive number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 10 and np.isfinite(value)):
+        raise SequenceError(f"{source} must be a positive number of metres per depth unit (e.g. 0.001 for "
+                            f"millimetres), got {value!r}")
+    return float(value)
+
+
 def _depth_scale(cfg: dict, where: Path, default: float) -> float:
     """``depth_scale`` from the config (metres per depth unit): a finite positive number."""
-    value = cfg.get("depth_scale", default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 10 and np.isfinite(value)):
-        raise SequenceError(f"{where / CONFIG_FILE}: depth_scale must be a positive number of metres per depth "
-                            f"unit (e.g. 0.001 for millimetres), got {value!r}")
-    return float(value)
+    return _metres_per_unit(cfg.get("depth_scale", default), f"{where / CONFIG_FILE}: depth_scale")
 
 
 def _read_intrinsics(path: Path) -> np.ndarray:
@@ -955,8 +959,6 @@ class _StraySequence(_ImageSequence):
 def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``odometry.csv`` -> (timestamps (N,), OpenCV c2w (N, 4, 4)): a header, then ``timestamp, frame, x, y, z,
     qx, qy, qz, qw`` per frame (older versions: ``x, y, z, qx, qy, qz, qw``, no header)."""
-    from scipy.spatial.transform import Rotation
-
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         cells = [c.strip() for c in line.split(",") if c.strip()]
@@ -974,14 +976,10 @@ def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
         rows.append(values if len(values) == 9 else [float(len(rows)), float(len(rows)), *values])
     if not rows:
         raise SequenceError(f"{path} holds no poses")
-    arr = np.asarray(rows, dtype=np.float64)
-    q = arr[:, 5:9]
-    if not np.isfinite(arr).all() or (np.linalg.norm(q, axis=1) < 1e-9).any():
-        raise SequenceError(f"{path} holds NaN/inf numbers or zero quaternions; copy it again")
-    c2ws = np.tile(np.eye(4), (len(arr), 1, 1))
-    c2ws[:, :3, :3] = Rotation.from_quat(q).as_matrix()  # scalar-last, as the app writes it
-    c2ws[:, :3, 3] = arr[:, 2:5]
-    return arr[:, 0], c2ws
+    try:  # less the frame column, a row is TUM's 't tx ty tz qx qy qz qw' (scalar-last, as the app writes it)
+        return tum_rows_to_c2ws(np.asarray(rows, dtype=np.float64)[:, [0, 2, 3, 4, 5, 6, 7, 8]], path)
+    except ValueError as e:
+        raise SequenceError(str(e)) from None
 
 
 def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
@@ -1125,9 +1123,8 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         Ks.append(_nerfstudio_K(entry, meta, rgb_files[-1], f"{path}: frame {frame}"))
     poses = np.stack(poses)
     unit = meta.get("depth_unit_scale_factor")
-    if unit is not None and (isinstance(unit, bool) or not isinstance(unit, (int, float)) or not 0 < unit <= 10):
-        raise SequenceError(f"{path}: depth_unit_scale_factor must be a positive number of metres per depth unit "
-                            f"(0.001 for millimetres), got {unit!r}")
+    if unit is not None:
+        unit = _metres_per_unit(unit, f"{path}: depth_unit_scale_factor")
     if unit is None and any(f.suffix.lower() == ".npy" for f in depth_files):
         notes.append("float .npy depth is read as metres (transforms.json gives no depth_unit_scale_factor)")
     if up == "auto":
@@ -1139,7 +1136,7 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="nerfstudio", c2ws=up_rotation(up) @ poses,
         timestamps=np.arange(len(poses), dtype=np.float64), world_up=up, notes=notes, rgb_files=rgb_files,
         depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001 if unit is None else unit),
-        float_depth_scale=1.0 if unit is None else float(unit), colour_to_depth_size=True, colour_K=True)
+        float_depth_scale=1.0 if unit is None else unit, colour_to_depth_size=True, colour_K=True)
 
 
 def _y_or_z_up(mean_up: np.ndarray) -> str:

@@ -932,13 +932,9 @@ class _StraySequence(_ImageSequence):
 
     def _colour(self, i: int) -> np.ndarray:
         if self._video is None:
-            self._video = _VideoPanels(self.video, 1)
+            self._video = _VideoPanels(self.video, 1, fix="copy it again")
         k = self.video_index[i]
-        try:
-            img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
-        except (OSError, RuntimeError, StopIteration, ValueError) as e:
-            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
-                                "copy it again") from None
+        img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
         if img is None:
             raise SequenceError(f"{self.video} ends at frame {self._video.ended_at}, but odometry.csv goes on to frame "
                                 f"{k}; play fewer frames (?max_frames={self._video.ended_at}) or copy the video again")
@@ -1155,8 +1151,8 @@ class _VideoPanels:
     the video is over 2.2 times as wide as high), decoded on demand: forward from where the decoder is, from the
     start for an earlier frame (a seek back); the last few frames are kept."""
 
-    def __init__(self, path: Path, panels: int | None):
-        self.path, self.panels = path, panels
+    def __init__(self, path: Path, panels: int | None, fix: str):
+        self.path, self.panels, self.fix = path, panels, fix  # fix: what to do when it cannot be decoded
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.ended_at: int | None = None  # the video's frame count, once a read went past its end
         self._reader: Iterator[bytes] | None = None
@@ -1164,7 +1160,15 @@ class _VideoPanels:
         self._size = (0, 0, 0)  # width, height, panel width
 
     def frame(self, k: int, keep: int) -> np.ndarray | None:
-        """Frame ``k``'s left panel, (H, W, 3) uint8, with the ``keep`` last read kept; None past the end."""
+        """Frame ``k``'s left panel, (H, W, 3) uint8, with the ``keep`` last read kept; None past the end.
+        SequenceError (ending with ``fix``) when the video cannot be decoded, at its start or part-way."""
+        try:
+            return self._frame(k, keep)
+        except (OSError, RuntimeError, StopIteration, ValueError) as e:
+            raise SequenceError(f"cannot read {self.path}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
+                                f"{self.fix}") from None
+
+    def _frame(self, k: int, keep: int) -> np.ndarray | None:
         if k in self.cache:
             self.cache.move_to_end(k)
             return self.cache[k]
@@ -1228,13 +1232,9 @@ class _PlySequence(Sequence):
         if self.video is None:
             return None
         if self._video is None:
-            self._video = _VideoPanels(self.video, self.video_panels)
+            self._video = _VideoPanels(self.video, self.video_panels, fix="remove the video to use placeholder images")
         ended = self._video.ended_at
-        try:
-            img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
-        except (OSError, RuntimeError, StopIteration, ValueError) as e:
-            raise SequenceError(f"cannot read {self.video}: {str(e).splitlines()[0][:80] if str(e) else 'bad video'}; "
-                                "remove the video to use placeholder images") from None
+        img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
         if ended is None and self._video.ended_at is not None:  # the video is shorter than the PLY frames say
             self.notes.append(f"{self.video.name} ends at frame {self._video.ended_at}: later PLY frames get "
                               "placeholder images")

@@ -365,7 +365,8 @@ def test_bad_weights_give_one_clear_line(tmp_path):
                                 ("fov", {"fov_y_deg": 500}, "fov_y_deg must be a number between 1 and 179, got 500"),
                                 ("noise", {"context_noise": 2.0},
                                  "context_noise must be a number between 0 and 1, got 2.0"),
-                                ("step", {"step_m": True}, "step_m must be a number between 0.001 and 10, got True")]:
+                                ("step", {"step_m": True}, "step_m must be a number between 0.001 and 10, got True"),
+                                ("text", {"size": "abc"}, "size must be a list of whole numbers, got 'abc'")]:
         folder = save_pretrained(tmp_path / name, TINY, net)
         (folder / "config.json").write_text(json.dumps({**cfg, "widths": [8, 16], **change}))
         with pytest.raises(WeightsError, match=match):

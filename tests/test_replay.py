@@ -695,6 +695,17 @@ def test_tum_ground_truth_once_per_image_associations_and_calibration(tum_path, 
         shutil.copy(full / name, per_image / name)
     (per_image / "groundtruth.txt").write_text(gt_at(times))
     np.testing.assert_allclose(open_sequence(per_image).c2ws, reference.c2ws, atol=1e-9)
+    lines = gt_at(times).splitlines()  # a SLAM system's trajectory writes NaN where it lost tracking
+    lines[-3] = f"{times[1]:.6f}" + " nan" * 7
+    (per_image / "groundtruth.txt").write_text("\n".join(lines) + "\n")
+    lost = open_sequence(per_image)
+    assert len(lost) == 3 and [p.name for p in lost.rgb_files] == [reference.rgb_files[i].name for i in (0, 2, 3)]
+    np.testing.assert_allclose(lost.c2ws, reference.c2ws[[0, 2, 3]], atol=1e-9)
+    assert "1 lines of groundtruth.txt hold NaN/inf or a zero quaternion (tracking lost?): no pose is taken from them" \
+        in lost.notes and any("1 frames lie outside the ground truth or in a gap" in n for n in lost.notes)
+    (per_image / "groundtruth.txt").write_text("".join(f"{t} 0 0 0 0 0 0 0\n" for t in times))
+    with pytest.raises(SequenceError, match="every pose holds NaN/inf or a zero quaternion"):
+        open_sequence(per_image)
     (per_image / "groundtruth.txt").write_text(gt_at([t - 0.05 for t in times]))  # none within 0.02 s
     with pytest.raises(SequenceError, match=r"no pose within 0.02 s of any image .* more than 0.1 s apart"):
         open_sequence(per_image)

@@ -164,6 +164,7 @@ def edit_json(folder: Path, path: tuple, raw: str) -> None:
     (("scene", "recent_frames"), "-3", "scene.recent_frames"),
     (("world", "config", "load_radius_chunks"), "1e6", "load_radius_chunks"),
     (("world", "config", "width"), "200000", "world.config.width"),
+    (("seed",), "-1", "seed must be a whole number between 0 and 9223372036854775807, got -1"),
     (("retrievals",), '"big"', "retrievals must be"), (("memory",), "5", "memory must be"),
 ])
 def test_each_bad_session_value_is_one_line_naming_it(saved, tmp_path, path, raw, says):

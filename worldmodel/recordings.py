@@ -65,7 +65,7 @@ import numpy as np
 from worldmodel.camera import (camera_to_pixels, flip_cv_gl, intrinsics_from_fov, invert_pose, resize_intrinsics,
                                world_to_camera)
 from worldmodel.frame import Frame
-from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws
+from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws, valid_tum_rows
 
 FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "nerfstudio", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
@@ -567,9 +567,16 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         pairs = associate(rgb_t, dep_t)
     gt_path = _tum_groundtruth(folder)
     try:
-        gt = read_tum_rows(gt_path)  # (M, 8) t tx ty tz qx qy qz qw, every row checked
+        gt = read_tum_rows(gt_path, check=False)  # (M, 8) t tx ty tz qx qy qz qw
     except ValueError as e:
         raise SequenceError(str(e)) from None
+    valid = valid_tum_rows(gt)
+    if len(gt) and not valid.any():
+        raise SequenceError(f"{gt_path}: every pose holds NaN/inf or a zero quaternion; pass a trajectory with poses")
+    if not valid.all():
+        notes.append(f"{int((~valid).sum())} lines of {gt_path.name} hold NaN/inf or a zero quaternion (tracking "
+                     "lost?): no pose is taken from them")
+        gt = gt[valid]
     if not len(gt):
         raise SequenceError(f"{gt_path} holds no poses; download the complete file")
     if len(pairs) < len(rgb_t):

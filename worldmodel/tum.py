@@ -29,11 +29,19 @@ def number_rows(text: str, where: str | Path) -> list[tuple[int, list[float]]]:
     return rows
 
 
+def valid_tum_rows(rows: np.ndarray) -> np.ndarray:
+    """(M, 8) rows -> (M,) bool: every value finite and a non-zero quaternion (a SLAM system writes NaN where
+    it lost tracking)."""
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(rows).all(axis=1) & (np.linalg.norm(rows[:, 4:8], axis=1) >= 1e-9)
+
+
 def check_tum_rows(rows: np.ndarray, where: str | Path = "trajectory") -> np.ndarray:
     """(M, 8) rows ``t tx ty tz qx qy qz qw`` as float64; ValueError when a row holds NaN/inf or a zero
     quaternion."""
     arr = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
-    if not np.isfinite(arr).all() or (np.linalg.norm(arr[:, 4:8], axis=1) < 1e-9).any():
+    if not valid_tum_rows(arr).all():
         raise ValueError(f"{where} contains NaN/inf or zero quaternions; fix or drop those lines")
     return arr
 
@@ -56,9 +64,10 @@ def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return tum_rows_to_c2ws(read_tum_rows(path), path)
 
 
-def read_tum_rows(path: str | Path) -> np.ndarray:
-    """A TUM trajectory file -> its checked (M, 8) float64 rows ``t tx ty tz qx qy qz qw``; ValueError (one
-    line) when unreadable, when a line does not hold 8 numbers, or a row NaN/inf or a zero quaternion."""
+def read_tum_rows(path: str | Path, check: bool = True) -> np.ndarray:
+    """A TUM trajectory file -> its (M, 8) float64 rows ``t tx ty tz qx qy qz qw``; ValueError (one line) when
+    unreadable, when a line does not hold 8 numbers, or (``check``) a row NaN/inf or a zero quaternion
+    (unchecked rows go through :func:`valid_tum_rows`)."""
     path = Path(path).expanduser()
     try:
         text = path.read_text(encoding="utf-8-sig", errors="replace")
@@ -69,7 +78,8 @@ def read_tum_rows(path: str | Path) -> np.ndarray:
     if bad:
         raise ValueError(f"{path}:{bad[0]}: expected 8 numbers '{TUM_FIELDS}', got {len(bad[1])}; "
                          "pass a TUM trajectory file")
-    return check_tum_rows(np.asarray([r for _, r in rows]), path)
+    arr = np.asarray([r for _, r in rows], dtype=np.float64).reshape(-1, 8)
+    return check_tum_rows(arr, path) if check else arr
 
 
 def format_tum(c2ws: np.ndarray, timestamps: np.ndarray, header: str = "") -> str:

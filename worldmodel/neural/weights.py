@@ -43,6 +43,10 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
         raise WeightsError(f"{where}: not a WorldStudio neural model config (format must be {FORMAT!r}); "
                            "point at a folder written by save_pretrained or `launch.py train`")
     cfg = {**DEFAULT_CONFIG, **config}
+    for key in ("size", "widths"):
+        if not isinstance(cfg[key], list):  # (a text would be checked one character at a time)
+            raise WeightsError(f"{where}: {key} must be a list of whole numbers, got {checks.short(cfg[key])}; "
+                               "re-export the model with save_pretrained")
     try:  # each number's type and range; how they fit together below
         size = [checks.number(v, "each side of size", 16, 1024, integer=True) for v in cfg["size"]]
         widths = [checks.number(v, "each of widths", 8, MAX_WIDTH, integer=True) for v in cfg["widths"]]
@@ -51,8 +55,6 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
         for key, (low, high) in REAL_RANGES.items():
             if key in cfg:  # context_noise is optional
                 cfg[key] = checks.number(cfg[key], key, low, high)
-    except TypeError as e:  # size or widths not a list
-        raise WeightsError(f"{where}: malformed config value ({e}); re-export the model with save_pretrained") from None
     except checks.CheckError as e:
         raise WeightsError(f"{where}: {e}; {fix}") from None
     cfg["size"], cfg["widths"] = size, widths  # as ints: 48.0 would reach the network's layers as a float

@@ -710,20 +710,35 @@ def test_tum_ground_truth_once_per_image_associations_and_calibration(tum_path, 
     with pytest.raises(SequenceError, match=r"no pose within 0.02 s of any image .* more than 0.1 s apart"):
         open_sequence(per_image)
 
+    # ICL-NUIM's release: associations.txt (depth first), a lone *.gt.freiburg whose poses live in the renderer's
+    # left-handed y-up world (S C S of the true OpenCV pose C, S = diag(1, -1, 1, 1)), and its own camera
     icl = tmp_path / "icl_like"
     sparse_tum_copy(tum_path, icl)
     (icl / "associations.txt").write_text("".join(f"{d} {r}\n" for r, d in pairs))  # depth first
-    shutil.copy(tum_path / "groundtruth.txt", icl / "living_room0.gt.freiburg")
+    true_c2ws = up_rotation("+z").T @ reference.c2ws  # the TUM sample's poses as the file holds them
+    S = np.diag([1.0, -1.0, 1.0, 1.0])
+    (icl / "living_room0.gt.freiburg").write_text(format_tum(S @ true_c2ws @ S, np.asarray(times)))
     seq = open_sequence(icl)
     assert seq.format == "tum" and [p.name for p in seq.rgb_files] == [p.name for p in reference.rgb_files]
     assert [p.name for p in seq.depth_files] == [p.name for p in reference.depth_files]
-    np.testing.assert_allclose(seq.c2ws, reference.c2ws, atol=1e-9)
+    np.testing.assert_allclose(seq.c2ws, up_rotation("-y") @ true_c2ws, atol=1e-9)  # right-handed, y down
+    assert seq.world_up == "-y" and np.linalg.det(seq.c2ws[:, :3, :3]).min() > 0.999
     np.testing.assert_array_equal(seq[1].depth, reference[1].depth)
+    np.testing.assert_allclose(seq[0].K, [[481.2, 0, 319.5], [0, 480.0, 239.5], [0, 0, 1]])  # a positive fy
+    assert any("ICL-NUIM's camera" in n for n in seq.notes) and any("reflected" in n for n in seq.notes)
 
-    (icl / "calibration.txt").write_text("520.9 521.0 325.1 249.7\n")  # ETH3D's fx fy cx cy
-    calibrated = open_sequence(icl)
+    # a TUM-format folder with its own camera (ETH3D's calibration.txt): up is the cameras' mean up, y or z
+    eth3d = tmp_path / "eth3d_like"
+    shutil.copytree(full, eth3d)
+    (eth3d / "calibration.txt").write_text("520.9 521.0 325.1 249.7\n")  # ETH3D's fx fy cx cy
+    calibrated = open_sequence(eth3d)
     assert calibrated[0].K[0, 0] == 520.9 and calibrated[0].K[1, 2] == 249.7
     assert not any("default" in n for n in calibrated.notes)
+    assert calibrated.world_up == "+z" and any("world up taken as +z" in n for n in calibrated.notes)
+    y_up = tmp_path / "eth3d_y_up"  # the same cameras in a y-up world
+    shutil.copytree(eth3d, y_up)
+    (y_up / "groundtruth.txt").write_text(format_tum(up_rotation("+z") @ true_c2ws, np.asarray(times)))
+    np.testing.assert_allclose(open_sequence(y_up).c2ws, reference.c2ws, atol=1e-9)
 
 
 def test_generic_folders_from_scanner_exports(walk_frames, tmp_path):

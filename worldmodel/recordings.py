@@ -10,7 +10,9 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ground-truth pose is interpolated at the colour timestamp (linear translation, slerp rotation) between samples
   at most 0.1 s apart, or taken from a sample within 0.02 s (ground truth written once per image). Depth = value
   / 5000; K from ``calibration.txt`` (``fx fy cx cy``, ETH3D's SLAM benchmark) or TUM's default (525, 525,
-  319.5, 239.5). The motion-capture world is z-up; it is rotated to +Y-up (``world_up="+z"``).
+  319.5, 239.5). TUM's motion-capture world is z-up; with a ``calibration.txt`` the up axis is the one of y
+  and z nearer the cameras' mean up (said in a note). ICL-NUIM's release (``*.gt.freiburg``, frame numbers as
+  times) has its own K and a left-handed y-up world: its poses are reflected to a right-handed y-down one.
 - ``7scenes``: 7-Scenes / 3DMatch (``frame-XXXXXX.color.png|jpg``, ``.depth.png``, ``.pose.txt``,
   ``camera-intrinsics.txt`` here or in the parent folder), depth = value / 1000, 65535 = invalid. 12-Scenes and
   other BundleFusion exports name their frames so and hold the cameras in ``info.txt`` (here or in the parent
@@ -70,11 +72,14 @@ from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws, valid_t
 FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "nerfstudio", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
+# ICL-NUIM's TUM-format release: its renderer's camera with a positive fy (the dataset page's -480 is for the
+# POV-Ray-format files; ETH3D/badslam#59, cuVSLAM#135)
+ICL_NUIM_K = np.array([[481.20, 0.0, 319.5], [0.0, 480.0, 239.5], [0.0, 0.0, 1.0]])
 TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "+z", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "nerfstudio": "auto",
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "nerfstudio": "auto",
               "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
@@ -542,16 +547,27 @@ def _tum_groundtruth(folder: Path) -> Path:
     return gt_path
 
 
-def _tum_intrinsics(folder: Path, cfg: dict) -> tuple[np.ndarray | None, str | None]:
+def _tum_intrinsics(folder: Path, cfg: dict, icl_nuim: bool) -> tuple[np.ndarray | None, str | None]:
     """(K, note): worldstudio.json's, else ``calibration.txt`` (``fx fy cx cy``, as ETH3D's SLAM benchmark ships
-    beside its TUM-format lists), else None with a note that TUM's default is used."""
+    beside its TUM-format lists), else None with a note that the default (TUM's, or ICL-NUIM's) is used."""
     K = _K_from_config(cfg, folder)
     if K is None and (folder / "calibration.txt").is_file():
         K = _read_intrinsics(folder / "calibration.txt")
     if K is not None:
         return K, None
+    if icl_nuim:
+        return None, "no calibration.txt: using ICL-NUIM's camera fx=481.2, fy=480, cx=319.5, cy=239.5"
     return None, ("no calibration.txt: using TUM's default fx=fy=525, cx=319.5, cy=239.5 (its advice for every "
                   f"sequence); put 'fx fy cx cy' in calibration.txt or K in {CONFIG_FILE} for another camera")
+
+
+def _icl_nuim_to_right_handed(c2ws: np.ndarray) -> np.ndarray:
+    """ICL-NUIM's ``*.gt.freiburg`` poses (N, 4, 4) -> OpenCV c2w in a right-handed world: its renderer's world is
+    left-handed and y-up, its images top-down, so every pose is reflected in the xz plane (S T S, S = diag(1, -1,
+    1, 1); di-fusion's and cuVSLAM's loaders do the same: unreflected poses fuse into a scrambled map). The
+    world is then y-down (up is -y)."""
+    S = np.diag([1.0, -1.0, 1.0, 1.0])
+    return S @ c2ws @ S
 
 
 def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
@@ -566,6 +582,7 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         dep_t, dep_f = _read_tum_list(folder / "depth.txt")
         pairs = associate(rgb_t, dep_t)
     gt_path = _tum_groundtruth(folder)
+    icl_nuim = gt_path.name.endswith(".gt.freiburg")
     try:
         gt = read_tum_rows(gt_path, check=False)  # (M, 8) t tx ty tz qx qy qz qw
     except ValueError as e:
@@ -606,13 +623,32 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         if missing is not None:
             raise SequenceError(f"{missing} is missing (listed in {listed}); copy it again or remove its line "
                                 f"from {listed}")
-    K, k_note = _tum_intrinsics(folder, cfg)
+    K, k_note = _tum_intrinsics(folder, cfg, icl_nuim)
     notes += [k_note] if k_note else []
-    A = up_rotation(up)
+    if icl_nuim:
+        poses = _icl_nuim_to_right_handed(poses)
+        notes.append(f"ICL-NUIM ({gt_path.name}): its left-handed y-up poses are reflected to a right-handed world")
+    if up == "auto":
+        up = _tum_up(poses, icl_nuim, calibrated=K is not None, notes=notes)
     return _ImageSequence(
-        path=folder, format="tum", c2ws=A @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
-        rgb_files=rgb_files, depth_files=depth_files, Ks=TUM_K.copy() if K is None else K,
+        path=folder, format="tum", c2ws=up_rotation(up) @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
+        rgb_files=rgb_files, depth_files=depth_files,
+        Ks=(ICL_NUIM_K if icl_nuim else TUM_K).copy() if K is None else K,
         default_K_for=(640, 480) if K is None else None, depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE))
+
+
+def _tum_up(c2ws: np.ndarray, icl_nuim: bool, calibrated: bool, notes: list[str]) -> str:
+    """The up axis of a TUM-format world: ICL-NUIM's (reflected) is y-down, TUM's own motion-capture world is
+    z-up; another camera's (a ``calibration.txt``: ETH3D, a SLAM system's output) has no documented axis, so
+    the one of y and z nearer the cameras' mean up is taken, said in a note."""
+    if icl_nuim:
+        return "-y"
+    if not calibrated:
+        return "+z"
+    up = _y_or_z_up(-c2ws[:, :3, 1].mean(axis=0))
+    notes.append(f"world up taken as {up} (the cameras' mean up); pass ?up= or world_up in {CONFIG_FILE} if the "
+                 "world stands sideways")
+    return up
 
 
 # --------------------------------------------------------------------------------------------- 7-Scenes
@@ -1390,7 +1426,7 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
         raise SequenceError(f"max_frames must be >= 1, got {max_frames}")
     cfg = _load_config(folder)
     up = str(world_up or cfg.get("world_up") or DEFAULT_UP[fmt])
-    if not (up == "auto" and fmt == "nerfstudio"):  # "auto": that reader picks the axis from the cameras
+    if not (up == "auto" and DEFAULT_UP[fmt] == "auto"):  # "auto": that reader picks the axis
         up_rotation(up)  # validate early
     seq = _OPENERS[fmt](folder, cfg, up)
     if stride > 1 or max_frames is not None:

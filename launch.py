@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from scenes.argtypes import SEED, SIZE, STEP_M, STEPS, VOXEL, YAW_DEG, folder_path, ranged
+from worldmodel.recordings import FORMAT_NAMES
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -90,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "with --resume; the steps it already holds are not repeated")
 
     ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
-    ev.add_argument("path", help="sequence folder: TUM RGB-D, 7-Scenes/3DMatch, ScanNet export, Replica, Stray "
-                    "Scanner, nerfstudio (with depth), generic, or per-frame PLY folder; "
+    ev.add_argument("path", help=f"sequence folder: {FORMAT_NAMES}; "
                     "PATH?up=+z&stride=2&max_frames=N as --world replay: takes")
     ev.add_argument("--voxel", type=ranged(*VOXEL), default=0.02, help="voxel size in metres for both methods (default 0.02)")
     ev.add_argument("--reference", default=None, help="reference mesh or point cloud (PLY/OBJ/GLB) for accuracy")

@@ -18,6 +18,7 @@ from scenes.scene import Scene
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
 from studio.security import path_in_root, session_world_in_root, world_spec_in_root
+from worldmodel.recordings import FORMAT_NAMES
 from worldmodel.replay import ReplayWorld
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
@@ -143,8 +144,8 @@ class ExportPanel:
                                           "generates from there: coming back, it shows what they saw")
             learned.on_click(self._learned_from_frame)
             self.start_from = gui.add_text("Session or recording folder", initial_value="",
-                                           hint="a saved session folder, or a recording folder (TUM, 7-Scenes, "
-                                                "ScanNet, Replica, nerfstudio, generic, PLY; ?stride=2 allowed)")
+                                           hint=f"a saved session folder, or a recording folder ({FORMAT_NAMES}; "
+                                                "?stride=2 allowed)")
             self.start_frame = gui.add_number("Frame (-1: a session's cursor, a recording's last)", -1, step=1,
                                               min=-1)
             from_folder = gui.add_button("Learned model from that frame", icon=viser.Icon.SPARKLES,

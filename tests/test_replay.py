@@ -734,7 +734,7 @@ def test_tum_ground_truth_once_per_image_associations_and_calibration(tum_path, 
     calibrated = open_sequence(eth3d)
     assert calibrated[0].K[0, 0] == 520.9 and calibrated[0].K[1, 2] == 249.7
     assert not any("default" in n for n in calibrated.notes)
-    assert calibrated.world_up == "+z" and any("world up taken as +z" in n for n in calibrated.notes)
+    assert calibrated.world_up == "+z" and any("world up +z assumed" in n for n in calibrated.notes)
     y_up = tmp_path / "eth3d_y_up"  # the same cameras in a y-up world
     shutil.copytree(eth3d, y_up)
     (y_up / "groundtruth.txt").write_text(format_tum(up_rotation("+z") @ true_c2ws, np.asarray(times)))
@@ -1109,3 +1109,64 @@ def test_other_files_named_like_another_formats_do_not_change_the_reader(walk_fr
     _write_7scenes(seq7, walk_frames[:2])
     (seq7.parent / "info.txt").write_text("Downloaded from the 7-Scenes page; see its licence.\n")
     assert len(open_sequence(seq7)) == 2
+
+
+def test_an_open3d_folder_reads_as_open3d_writes_it(walk_frames, tmp_path):
+    """Open3D's reconstruction-system / Redwood layout, its files written by open3d itself: image/ and depth/ (mm)
+    paired in name order, trajectory.log (c2w; open3d's reader keeps the inverse), camera_intrinsic.json (column-
+    major). The frames come back with their poses, K and depth; a trajectory of some frames places each by its
+    frame number; a program's log beside a generic folder leaves it generic."""
+    import open3d as o3d
+
+    from tests.test_recording_checks import generic
+
+    frames = walk_frames[:5]
+    h, w = frames[0].depth.shape
+    K = frames[0].K
+    folder = tmp_path / "o3d"
+    (folder / "image").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    trajectory = o3d.camera.PinholeCameraTrajectory()
+    params = []
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).save(folder / "image" / f"{i:06d}.png")
+        Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "depth" / f"{i:06d}.png")
+        p = o3d.camera.PinholeCameraParameters()
+        p.intrinsic = o3d.camera.PinholeCameraIntrinsic(w, h, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+        p.extrinsic = invert_pose(f.c2w)
+        params.append(p)
+    trajectory.parameters = params
+    assert o3d.io.write_pinhole_camera_trajectory(str(folder / "trajectory.log"), trajectory)
+    assert o3d.io.write_pinhole_camera_intrinsic(str(folder / "camera_intrinsic.json"), params[0].intrinsic)
+
+    seq = open_sequence(folder)
+    assert seq.format == "open3d" and len(seq) == 5 and seq.world_up == "+y"  # level cameras in a y-up world
+    np.testing.assert_allclose(seq.c2ws, np.stack([f.c2w for f in frames]), atol=1e-6)
+    np.testing.assert_allclose(seq[3].K, K, atol=1e-9)
+    valid = (frames[3].depth > 0) & (frames[3].depth < 60)  # (a mm PNG holds up to 65.5 m)
+    assert np.abs(seq[3].depth[valid] - frames[3].depth[valid]).max() < 6e-4
+    np.testing.assert_array_equal(seq[3].rgb, frames[3].rgb)
+    assert any("world up +y assumed" in n for n in seq.notes)
+
+    # the reconstruction system's own output: a trajectory in the first camera's frame (y down), of some frames
+    first = invert_pose(frames[0].c2w)
+    keyframes = [1, 3]
+    (folder / "trajectory.log").write_text("".join(
+        f"{k} {k} {k + 1}\n" + "".join(" ".join(f"{v:.12f}" for v in row) + "\n" for row in first @ frames[k].c2w)
+        for k in keyframes))
+    some = open_sequence(folder)
+    assert some.world_up == "-y" and [p.name for p in some.rgb_files] == ["000001.png", "000003.png"]
+    np.testing.assert_allclose(some.c2ws, up_rotation("-y") @ first @ np.stack([frames[k].c2w for k in keyframes]),
+                               atol=1e-9)
+    assert "3 images have no camera in trajectory.log (skipped)" in some.notes
+
+    (folder / "camera_intrinsic.json").unlink()  # Open3D's default camera is for 640x480 frames
+    with pytest.raises(SequenceError, match=r"no intrinsics were given and the open3d default is for 640x480"):
+        open_sequence(folder)
+    (folder / "trajectory.log").write_text("0 0 1\n1 0 0 0\n0 1 0 0\n0 0 1 0\n")
+    with pytest.raises(SequenceError, match=r"trajectory.log: expected blocks of 5 lines"):
+        open_sequence(folder)
+
+    plain = generic(tmp_path / "plain", frames[:2])
+    (plain / "run.log").write_text("12:00:01 INFO fused 2 frames\n")
+    assert detect_format(plain) == "generic"

@@ -29,6 +29,8 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
   ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
   the cameras' mean up is nearer, said in a note (this tool's export writes ``world_up: +y`` beside it).
+- ``open3d``: Open3D's reconstruction-system and Redwood layout (``image/`` or ``color/``, ``depth/`` mm, a ``.log``
+  trajectory of c2w matrices, ``camera_intrinsic.json`` column-major); up y or z from the cameras, said.
 - ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
   natural file-name order; an inf/NaN pose, ScanNet's mark of lost tracking, skips its frame), ``intrinsics.txt``
   (a 3x3 or 4x4 matrix, or ``fx fy cx cy``) or ``worldstudio.json`` (``world_up="+y"``: poses already in our
@@ -69,7 +71,7 @@ from worldmodel.camera import (camera_to_pixels, flip_cv_gl, intrinsics_from_fov
 from worldmodel.frame import Frame
 from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws, valid_tum_rows
 
-FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "nerfstudio", "generic", "ply")
+FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "nerfstudio", "open3d", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 # ICL-NUIM's TUM-format release: its renderer's camera with a positive fy (the dataset page's -480 is for the
@@ -79,13 +81,15 @@ TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "nerfstudio": "auto",
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "nerfstudio": "auto", "open3d": "auto",
               "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
+FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, nerfstudio (with "
+                "depth), Open3D/Redwood, generic or per-frame PLY")  # for help texts; each layout: _FORMATS_HELP
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
-                 "Scanner), transforms.json with depth (nerfstudio), rgb/ + depth/ + poses.txt (generic) or *.ply "
-                 "files (per-frame point clouds)")
+                 "Scanner), transforms.json with depth (nerfstudio), image/ + depth/ + trajectory.log "
+                 "(Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
 
 
 class SequenceError(ValueError):
@@ -643,12 +647,7 @@ def _tum_up(c2ws: np.ndarray, icl_nuim: bool, calibrated: bool, notes: list[str]
     the one of y and z nearer the cameras' mean up is taken, said in a note."""
     if icl_nuim:
         return "-y"
-    if not calibrated:
-        return "+z"
-    up = _y_or_z_up(-c2ws[:, :3, 1].mean(axis=0))
-    notes.append(f"world up taken as {up} (the cameras' mean up); pass ?up= or world_up in {CONFIG_FILE} if the "
-                 "world stands sideways")
-    return up
+    return "+z" if not calibrated else _up_from_cameras(c2ws, notes)
 
 
 # --------------------------------------------------------------------------------------------- 7-Scenes
@@ -863,6 +862,113 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
         options={"camera": camera})
+
+
+# --------------------------------------------------------------------------------------------- Open3D / Redwood
+
+OPEN3D_COLOUR_DIRS = ("image", "rgb", "color")  # the first that exists, as Open3D's reconstruction system looks
+
+
+def _open3d_trajectory(folder: Path) -> Path | None:
+    """The camera trajectory of an Open3D / Redwood folder: ``trajectory.log`` (the reconstruction system's and
+    Open3D's sample data), else the one ``*.log``, else the one ``*-traj.txt`` (Redwood's indoor scenes)."""
+    if (folder / "trajectory.log").is_file():
+        return folder / "trajectory.log"
+    for pattern in ("*.log", "*-traj.txt"):
+        found = [p for p in _visible(folder.glob(pattern)) if p.is_file() and _starts_like_a_log_trajectory(p)]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def _starts_like_a_log_trajectory(path: Path) -> bool:
+    """The file's first line is three whole numbers (a program's log file is not a trajectory)."""
+    try:
+        with path.open("rb") as f:
+            first = f.read(200).split(b"\n", 1)[0].split()
+        return len(first) == 3 and all(v.isdigit() for v in first)
+    except OSError:
+        return False
+
+
+def read_log_trajectory(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Redwood's / Open3D's ``.log`` trajectory: per camera a line of three integers (the third is its depth
+    image's number, from 1) and four lines of a row-major c2w 4x4 (Open3D's reader keeps its inverse as the
+    extrinsic) -> (c2ws (N, 4, 4) float64, frame numbers (N,) int)."""
+    rows = _numbers(path)
+    if not rows or len(rows) % 5:
+        raise SequenceError(f"{path}: expected blocks of 5 lines (three numbers, then a 4x4 camera-to-world matrix "
+                            f"in four lines), got {len(rows)} lines; pass an Open3D / Redwood .log trajectory")
+    c2ws, numbers = [], []
+    for k in range(0, len(rows), 5):
+        (n, head), matrix = rows[k], rows[k + 1:k + 5]
+        if len(head) != 3 or any(len(r) != 4 for _, r in matrix) or not float(head[2]).is_integer():
+            raise SequenceError(f"{path}:{n}: expected three whole numbers then four lines of 4 numbers (a 4x4 "
+                                "camera-to-world matrix)")
+        c2ws.append(_check_pose(np.asarray([r for _, r in matrix], dtype=np.float64), f"{path}:{n + 1}"))
+        numbers.append(int(head[2]))
+    return np.stack(c2ws), np.asarray(numbers)
+
+
+def _open3d_intrinsics(folder: Path, cfg: dict) -> tuple[np.ndarray | None, str | None]:
+    """(K, note): worldstudio.json's, else an Open3D ``PinholeCameraIntrinsic`` JSON (``camera_intrinsic.json``, or
+    the one ``*.json`` holding ``intrinsic_matrix``: 9 numbers, column-major), else None with a note that the
+    PrimeSense camera (Open3D's default) is assumed."""
+    K = _K_from_config(cfg, folder)
+    if K is not None:
+        return K, None
+    candidates = [folder / "camera_intrinsic.json"] if (folder / "camera_intrinsic.json").is_file() else [
+        p for p in _visible(folder.glob("*.json")) if p.name not in (CONFIG_FILE, "transforms.json")]
+    for path in candidates:
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeError, json.JSONDecodeError) as e:
+            raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); fix or delete it") from None
+        if not isinstance(meta, dict) or "intrinsic_matrix" not in meta:
+            continue
+        try:
+            K = np.asarray(meta["intrinsic_matrix"], dtype=np.float64).reshape(3, 3).T  # stored column-major
+        except (TypeError, ValueError):
+            raise SequenceError(f"{path}: intrinsic_matrix must be 9 numbers (column-major, as Open3D writes "
+                                "it)") from None
+        return _check_K(K, path), None
+    return None, ("no camera_intrinsic.json: using Open3D's default camera (PrimeSense: fx=fy=525, cx=319.5, "
+                  f"cy=239.5); write one with open3d.io.write_pinhole_camera_intrinsic or put K in {CONFIG_FILE}")
+
+
+def _open_open3d(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """Open3D's reconstruction-system and Redwood layout: ``image/`` (or ``rgb/``, ``color/``) and ``depth/``
+    (16-bit mm) paired in file-name order, a ``.log`` trajectory (:func:`read_log_trajectory`; one camera per
+    image in order, or fewer, each placed by its frame number) and the camera's intrinsic JSON."""
+    colour_dir = next(d for d in OPEN3D_COLOUR_DIRS if (folder / d).is_dir())
+    rgb_files = _images_in(folder, colour_dir, "an Open3D folder needs image/ (or color/), depth/ and a .log")
+    depth_files = _images_in(folder, "depth", "an Open3D folder needs its depth images in depth/")
+    if len(depth_files) != len(rgb_files):
+        raise SequenceError(f"{folder}: {colour_dir}/ has {len(rgb_files)} images but depth/ has {len(depth_files)};"
+                            " Open3D pairs them in file-name order, so each needs one of the other")
+    trajectory = _open3d_trajectory(folder)
+    poses, numbers = read_log_trajectory(trajectory)
+    if len(poses) == len(rgb_files):
+        kept = np.arange(len(poses))
+    elif len(poses) < len(rgb_files) and numbers.min() >= 1 and numbers.max() <= len(rgb_files) \
+            and len(set(numbers.tolist())) == len(numbers):
+        kept = numbers - 1  # a trajectory of some frames: each names its depth image (from 1)
+    else:
+        raise SequenceError(f"{trajectory} has {len(poses)} cameras for {len(rgb_files)} images, and its frame "
+                            "numbers do not pick images; write one camera per image, in file-name order")
+    notes = [] if len(kept) == len(rgb_files) else [
+        f"{len(rgb_files) - len(kept)} images have no camera in {trajectory.name} (skipped)"]
+    order = np.argsort(kept, kind="stable")
+    poses, kept = poses[order], kept[order]
+    K, k_note = _open3d_intrinsics(folder, cfg)
+    notes += [k_note] if k_note else []
+    if up == "auto":
+        up = _up_from_cameras(poses, notes)
+    return _ImageSequence(
+        path=folder, format="open3d", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
+        world_up=up, notes=notes, rgb_files=[rgb_files[i] for i in kept], depth_files=[depth_files[i] for i in kept],
+        Ks=TUM_K.copy() if K is None else K, default_K_for=(640, 480) if K is None else None,
+        depth_scale=_depth_scale(cfg, folder, 0.001))
 
 
 # --------------------------------------------------------------------------------------------- ScanNet
@@ -1167,15 +1273,21 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if unit is None and any(f.suffix.lower() == ".npy" for f in depth_files):
         notes.append("float .npy depth is read as metres (transforms.json gives no depth_unit_scale_factor)")
     if up == "auto":
-        up = "+z" if "orientation_override" in meta else _y_or_z_up(-poses[:, :3, 1].mean(axis=0))
-        if "orientation_override" not in meta:
-            notes.append(f"world up {up} assumed: of y and z, the axis nearer the cameras' mean up direction (pass "
-                         "?up=... or world_up in worldstudio.json if the floor stands up)")
+        up = "+z" if "orientation_override" in meta else _up_from_cameras(poses, notes)
     return _ImageSequence(
         path=folder, format="nerfstudio", c2ws=up_rotation(up) @ poses,
         timestamps=np.arange(len(poses), dtype=np.float64), world_up=up, notes=notes, rgb_files=rgb_files,
         depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001 if unit is None else unit),
         float_depth_scale=1.0 if unit is None else unit, colour_to_depth_size=True, colour_K=True)
+
+
+def _up_from_cameras(c2ws: np.ndarray, notes: list[str]) -> str:
+    """The up axis of a world no file names (:func:`_y_or_z_up` of the OpenCV cameras ``c2ws`` (N, 4, 4)), said
+    in a note."""
+    up = _y_or_z_up(-c2ws[:, :3, 1].mean(axis=0))
+    notes.append(f"world up {up} assumed: of y and z, the axis nearer the cameras' mean up direction (pass "
+                 f"?up=... or world_up in {CONFIG_FILE} if the floor stands up)")
+    return up
 
 
 def _y_or_z_up(mean_up: np.ndarray) -> str:
@@ -1378,6 +1490,9 @@ def _detect(folder: Path) -> str | None:
         return "replica"
     if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
         return "stray"
+    if (not (folder / "poses.txt").is_file() and (folder / "depth").is_dir() and _open3d_trajectory(folder)
+            and any((folder / d).is_dir() for d in OPEN3D_COLOUR_DIRS)):
+        return "open3d"
     if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
         return "generic"  # (before nerfstudio: a generic folder may also hold a transforms.json made from it)
     if (folder / "transforms.json").is_file():
@@ -1405,7 +1520,8 @@ def detect_format(path) -> str:
 
 
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
-            "stray": _open_stray, "nerfstudio": _open_nerfstudio, "generic": _open_generic, "ply": _open_ply}
+            "stray": _open_stray, "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic,
+            "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

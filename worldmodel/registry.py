@@ -40,6 +40,7 @@ from typing import Callable
 
 from worldmodel.actions import Kinematics
 from worldmodel.frame import BaseWorldModel, WorldModel
+from worldmodel.recordings import FORMAT_NAMES
 
 ENTRY_POINT_GROUP = "worldstudio.worlds"
 
@@ -92,8 +93,7 @@ def _replay(arg: str, seed: int, width: int, height: int, kinematics: Kinematics
     from worldmodel.replay import ReplayWorld, parse_replay_arg
 
     if not arg:
-        raise WorldSpecError("replay needs a folder: replay:/path/to/sequence (TUM, 7-Scenes, ScanNet, Replica, "
-                             "nerfstudio, generic or PLY folder)")
+        raise WorldSpecError(f"replay needs a folder: replay:/path/to/sequence ({FORMAT_NAMES} folder)")
     try:
         path, opts = parse_replay_arg(arg)
     except ValueError as e:

@@ -1041,6 +1041,23 @@ def test_a_replica_folder_as_nice_slam_ships_it(walk_frames, tmp_path):
         open_sequence(scene)
 
 
+def assert_phone_capture(seq, frames, expected_depth, pose_atol: float, K_atol: float, rgb_mean_error: float) -> None:
+    """A phone capture of ``frames`` read back (Stray Scanner, Record3D): frames 0.1 s apart in ARKit's y-up world
+    at the depth's size, poses and K as the frames', colour within ``rgb_mean_error`` (lossy codecs), depth as
+    ``expected_depth(frame.depth)`` stored it with the low-confidence left quarter dropped."""
+    w = frames[0].depth.shape[1]
+    assert len(seq) == len(frames) and seq.world_up == "+y" and np.allclose(seq.timestamps, 0.1 * np.arange(len(seq)))
+    assert any("confidence below 1" in n for n in seq.notes)
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=pose_atol)
+        np.testing.assert_allclose(g.K, f.K, atol=K_atol)
+        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < rgb_mean_error
+        expected = expected_depth(f.depth)
+        expected[:, : w // 4] = 0
+        np.testing.assert_allclose(g.depth, expected, atol=1e-6)
+    seq.close()
+
+
 def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
     """Stray Scanner: colour in rgb.mp4 at the phone camera's size (2x the depth here), depth/NNNNNN.png in mm,
     confidence/ (0..2; below 1 dropped), odometry.csv with its header (OpenCV c2w, ARKit's y-up world) and
@@ -1072,17 +1089,8 @@ def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
     K2[:2] = [[2 * K2[0, 0], 0, 2 * K2[0, 2] + 0.5], [0, 2 * K2[1, 1], 2 * K2[1, 2] + 0.5]]
     (folder / "camera_matrix.csv").write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in K2) + "\n")
     assert detect_format(folder) == "stray"
-    seq = open_sequence(folder)
-    assert len(seq) == 4 and seq.world_up == "+y" and np.allclose(seq.timestamps, [0, 0.1, 0.2, 0.3])
-    assert any("confidence below 1" in n for n in seq.notes)
-    for f, g in zip(frames, seq):
-        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-7)
-        np.testing.assert_allclose(g.K, f.K, atol=1e-5)
-        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < 10  # H.264
-        expected = _expected_mm_depth(f.depth)
-        expected[:, : w // 4] = 0
-        np.testing.assert_allclose(g.depth, expected, atol=1e-6)
-    seq.close()
+    assert_phone_capture(open_sequence(folder), frames, _expected_mm_depth, pose_atol=1e-7, K_atol=1e-5,
+                         rgb_mean_error=10)  # H.264
     (folder / "odometry.csv").write_text("\n".join(lines + [lines[-1]]) + "\n")  # one row more than depth/ has
     assert any("odometry.csv has 5 poses and depth/ 4 frames" in n for n in open_sequence(folder).notes)
     for sub in ("depth", "confidence"):  # five frames of depth, four of video
@@ -1170,3 +1178,86 @@ def test_an_open3d_folder_reads_as_open3d_writes_it(walk_frames, tmp_path):
     plain = generic(tmp_path / "plain", frames[:2])
     (plain / "run.log").write_text("12:00:01 INFO fused 2 frames\n")
     assert detect_format(plain) == "generic"
+
+
+def write_r3d(target: Path, frames, top_folder: str = "", conf_low_quarter: bool = True) -> Path:
+    """A Record3D capture of ``frames`` as the app writes it: colour JPEGs at 2x the depth's size, LZFSE float32
+    depth (metres, NaN where the LiDAR saw nothing) and uint8 confidence, metadata with a column-major K of the
+    colour camera and [qx, qy, qz, qw, tx, ty, tz] OpenGL camera-to-world poses. A ``.r3d`` zip when ``target``
+    ends so (members under ``top_folder``), else the unzipped folder."""
+    import io
+    import zipfile
+
+    import lzfse
+    from scipy.spatial.transform import Rotation
+
+    from worldmodel.camera import flip_cv_gl
+
+    h, w = frames[0].depth.shape
+    K2 = frames[0].K.copy()
+    K2[:2] = [[2 * K2[0, 0], 0, 2 * K2[0, 2] + 0.5], [0, 2 * K2[1, 1], 2 * K2[1, 2] + 0.5]]
+    members = {}
+    poses = []
+    for i, f in enumerate(frames):
+        jpg = io.BytesIO()
+        Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(jpg, "JPEG", quality=95)
+        members[f"rgbd/{i}.jpg"] = jpg.getvalue()
+        depth = f.depth.astype(np.float32).copy()
+        depth[depth <= 0] = np.nan
+        members[f"rgbd/{i}.depth"] = lzfse.compress(depth.tobytes())
+        confidence = np.full((h, w), 2, np.uint8)
+        if conf_low_quarter:
+            confidence[:, : w // 4] = 0
+        members[f"rgbd/{i}.conf"] = lzfse.compress(confidence.tobytes())
+        gl = flip_cv_gl(f.c2w)
+        poses.append([*Rotation.from_matrix(gl[:3, :3]).as_quat(), *gl[:3, 3]])
+    meta = {"w": 2 * w, "h": 2 * h, "dw": w, "dh": h, "fps": 10, "K": K2.T.reshape(-1).tolist(), "poses": poses,
+            "initPose": [0, 0, 0, 1, 0, 0, 0], "frameTimestamps": [0.1 * i for i in range(len(frames))],
+            "cameraType": 1}
+    members["metadata"] = json.dumps(meta).encode()
+    if target.suffix == ".r3d":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(target, "w") as z:
+            for name, data in members.items():
+                z.writestr(top_folder + name, data)
+    else:
+        for name, data in members.items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes(data)
+    return target
+
+
+def test_a_record3d_capture_opens_from_its_r3d_file(walk_frames, tmp_path, capsys):
+    """Record3D's .r3d (a zip, members maybe under a top folder) and the folder it unzips to: frames at the depth's
+    size with the colour camera's K resized, the poses as recorded (OpenGL cameras, ARKit's y-up world), depth in
+    metres with NaN and low confidence dropped. A damaged capture is one line naming the member."""
+    frames = walk_frames[:4]
+    r3d = write_r3d(tmp_path / "captures" / "2026-12-07--10-00-00.r3d", frames, top_folder="export/")
+    unzipped = write_r3d(tmp_path / "unzipped", frames)
+    for source in (r3d, unzipped):
+        assert detect_format(source) == "record3d"
+        assert_phone_capture(open_sequence(source), frames, np.copy, pose_atol=1e-9, K_atol=1e-6,
+                             rgb_mean_error=6)  # JPEG, resized
+    with pytest.raises(SequenceError, match=r"holds several sequences \(2026-12-07--10-00-00.r3d\); pass one"):
+        detect_format(tmp_path / "captures")
+
+    from launch import main  # the headless run plays it
+
+    out = tmp_path / "bundle"
+    assert main(["run", "--world", f"replay:{r3d}?stride=2", "--steps", "1", "--no-video", "--out", str(out)]) == 0
+    assert "confidence below 1" in capsys.readouterr().err and len(read_tum_trajectory(out / "trajectory.txt")[0]) == 2
+
+    broken = tmp_path / "broken.r3d"
+    broken.write_bytes(r3d.read_bytes()[:200])
+    with pytest.raises(SequenceError, match=r"broken.r3d is not a readable .r3d file"):
+        open_sequence(broken)
+    import lzfse
+
+    (unzipped / "rgbd" / "2.depth").write_bytes(lzfse.compress(np.zeros(10, np.float32).tobytes()))
+    seq = open_sequence(unzipped)
+    with pytest.raises(SequenceError, match=r"rgbd/2.depth holds 40 bytes, not a \d+x\d+ float32 image"):
+        seq[2]
+    meta = json.loads((unzipped / "metadata").read_text())
+    (unzipped / "metadata").write_text(json.dumps({**meta, "poses": [[0, 0, 0]]}))
+    with pytest.raises(SequenceError, match=r"poses must be \[qx, qy, qz, qw, tx, ty, tz\] per frame"):
+        open_sequence(unzipped)

@@ -25,6 +25,9 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), world z-up.
 - ``stray``: Stray Scanner's export (``rgb.mp4``, ``depth/*.png`` mm, ``confidence/``, ``odometry.csv`` OpenCV c2w,
   ``camera_matrix.csv``): colour from the video resized to the depth's size, ARKit's y-up world.
+- ``record3d``: Record3D's ``.r3d`` file (a zip) or the folder it unzips to (``metadata`` JSON, ``rgbd/N.jpg``,
+  ``rgbd/N.depth`` LZFSE float32 metres, ``rgbd/N.conf``): OpenGL c2w poses, colour resized to the depth's size
+  with its K, confidence below 1 dropped, ARKit's y-up world.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
   ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
@@ -47,7 +50,7 @@ colour camera's K with it.
 An optional ``worldstudio.json`` in any sequence folder overrides settings: ``world_up`` ("+x".."-z"),
 ``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx cy``, ``camera`` ("opencv" | "opengl",
 generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
-``min_confidence`` (Stray Scanner: 0..2).
+``min_confidence`` (Stray Scanner, Record3D folders: 0..2).
 Keyword arguments of :func:`open_sequence` override both.
 
 Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
@@ -57,8 +60,11 @@ at once with a :class:`SequenceError` naming the file.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +77,7 @@ from worldmodel.camera import (camera_to_pixels, flip_cv_gl, intrinsics_from_fov
 from worldmodel.frame import Frame
 from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws, valid_tum_rows
 
-FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "nerfstudio", "open3d", "generic", "ply")
+FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "nerfstudio", "open3d", "generic", "ply")
 CONFIG_FILE = "worldstudio.json"
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 # ICL-NUIM's TUM-format release: its renderer's camera with a positive fy (the dataset page's -480 is for the
@@ -81,14 +87,14 @@ TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "nerfstudio": "auto", "open3d": "auto",
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y", "nerfstudio": "auto", "open3d": "auto",
               "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
-FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, nerfstudio (with "
-                "depth), Open3D/Redwood, generic or per-frame PLY")  # for help texts; each layout: _FORMATS_HELP
+FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, Record3D (.r3d), "
+                "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")  # for help texts; each layout: _FORMATS_HELP
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
-                 "Scanner), transforms.json with depth (nerfstudio), image/ + depth/ + trajectory.log "
+                 "Scanner), a .r3d file or metadata + rgbd/ (Record3D), transforms.json with depth (nerfstudio), image/ + depth/ + trajectory.log "
                  "(Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
 
 
@@ -162,11 +168,12 @@ def _numbers(path: Path) -> list[tuple[int, list[float]]]:
 MAX_PIXELS = 8192 * 8192  # a larger image is refused before it is decoded (decompression bombs)
 
 
-def _open_image(path: Path):
-    """PIL image of ``path``, refused (SequenceError naming it) when it claims more than MAX_PIXELS."""
+def _open_image(path: Path, data: bytes | None = None):
+    """PIL image of ``path`` (or of ``data``, its bytes, e.g. read from an archive), refused (SequenceError naming
+    it) when it claims more than MAX_PIXELS."""
     from PIL import Image
 
-    im = Image.open(path)
+    im = Image.open(path if data is None else io.BytesIO(data))
     if im.width * im.height > MAX_PIXELS:
         im.close()
         raise SequenceError(f"{path} claims {im.width}x{im.height} pixels, more than this tool reads; "
@@ -174,11 +181,12 @@ def _open_image(path: Path):
     return im
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 of the image file ``path`` (or of ``data``, its bytes)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with _open_image(path) as im:
+        with _open_image(path, data) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grey (IR, mono) camera: scale, not clip
                 grey = np.asarray(im, dtype=np.float64)
                 top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
@@ -281,6 +289,14 @@ def _check_K_for_image(K: np.ndarray, width: int, height: int, where) -> None:
             and 0.15 * width <= cx + 0.5 <= 0.85 * width and 0.15 * height <= cy + 0.5 <= 0.85 * height):
         raise SequenceError(f"{where}: intrinsics fx={fx:g} fy={fy:g} cx={cx:g} cy={cy:g} do not fit a "
                             f"{width}x{height} image; check the intrinsics are in pixels of this image size")
+
+
+def _min_confidence(cfg: dict, folder: Path) -> int:
+    """``min_confidence`` from the config (ARKit's depth confidence 0..2, default 1: the low one is dropped)."""
+    value = cfg.get("min_confidence", 1)
+    if isinstance(value, bool) or value not in (0, 1, 2):
+        raise SequenceError(f"{folder / CONFIG_FILE}: min_confidence must be 0, 1 or 2, got {value!r}")
+    return int(value)
 
 
 def _metres_per_unit(value, source: str) -> float:
@@ -864,6 +880,167 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         options={"camera": camera})
 
 
+# --------------------------------------------------------------------------------------------- Record3D
+
+
+class _Record3DArchive:
+    """The files of a Record3D capture: its ``.r3d`` file (a zip, the members maybe under one top folder) or the
+    folder it was unzipped into. Members are named as in the archive (``metadata``, ``rgbd/0.jpg``)."""
+
+    def __init__(self, path: Path):
+        self.path, self.prefix, self._zip = path, "", None
+        self.names: set[str] | None = None  # the archive's members (None: a folder)
+        if path.is_file():
+            try:
+                with zipfile.ZipFile(path) as z:
+                    names = z.namelist()
+            except (zipfile.BadZipFile, OSError) as e:
+                raise SequenceError(f"{path} is not a readable .r3d file (a zip archive: {str(e)[:60]}); export the "
+                                    "capture from Record3D again") from None
+            found = [n for n in names if n == "metadata" or n.endswith("/metadata")]
+            if not found:
+                raise SequenceError(f"{path} holds no Record3D metadata; is it a .r3d export of the Record3D app?")
+            self.prefix = min(found, key=len)[: -len("metadata")]
+            self.names = set(names)
+
+    def where(self, name: str) -> Path:
+        """Where member ``name`` is, for messages (inside the .r3d file, or in the folder)."""
+        return self.path / (self.prefix + name)
+
+    def has(self, name: str) -> bool:
+        return (self.prefix + name) in self.names if self.names is not None else (self.path / name).is_file()
+
+    def read(self, name: str) -> bytes:
+        if not self.has(name):
+            raise SequenceError(f"{self.where(name)} is missing; export the capture from Record3D again")
+        try:
+            if self.names is None:
+                return (self.path / name).read_bytes()
+            if self._zip is None:
+                self._zip = zipfile.ZipFile(self.path)
+            return self._zip.read(self.prefix + name)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+            raise SequenceError(f"cannot read {self.where(name)} ({str(e)[:60]}); export the capture from Record3D "
+                                "again") from None
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+
+def _lzfse_array(data: bytes, dtype, shape: tuple[int, int], where: Path) -> np.ndarray:
+    """Record3D's LZFSE-compressed raw (H, W) array (depth float32 metres, confidence uint8)."""
+    import lzfse
+
+    try:
+        raw = lzfse.decompress(data)
+    except (lzfse.error, ValueError) as e:
+        raise SequenceError(f"cannot read {where}: not LZFSE data ({str(e)[:60]}); export the capture again") from None
+    expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    if len(raw) != expected:
+        raise SequenceError(f"{where} holds {len(raw)} bytes, not a {shape[1]}x{shape[0]} {np.dtype(dtype).name} "
+                            "image as the metadata says; export the capture again")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+@dataclass(eq=False)
+class _Record3DSequence(_ImageSequence):
+    """Record3D's frames (``rgbd/N.jpg``, ``rgbd/N.depth``, ``rgbd/N.conf``), read from its archive."""
+
+    archive: _Record3DArchive | None = None
+    depth_shape: tuple[int, int] = (0, 0)  # (dh, dw)
+    min_confidence: int = 1
+    confidence_files: list[Path] = field(default_factory=list)
+    members: list[int] = field(default_factory=list)  # the capture's frame number of each frame
+
+    def files(self, i: int) -> list[Path]:
+        return [self.archive.path]
+
+    def close(self) -> None:
+        self.archive.close()
+
+    def _colour(self, i: int) -> np.ndarray:
+        return _read_rgb(self.rgb_files[i], self.archive.read(f"rgbd/{self.members[i]}.jpg"))
+
+    def _depth(self, i: int) -> np.ndarray:
+        depth = _lzfse_array(self.archive.read(f"rgbd/{self.members[i]}.depth"), np.float32, self.depth_shape,
+                             self.depth_files[i]).copy()
+        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+        conf = f"rgbd/{self.members[i]}.conf"
+        if self.min_confidence > 0 and self.archive.has(conf):
+            depth[_lzfse_array(self.archive.read(conf), np.uint8, self.depth_shape, self.archive.where(conf))
+                  < self.min_confidence] = 0.0
+        return depth
+
+
+def _record3d_number(meta: dict, key: str, where: Path) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16384:
+        raise SequenceError(f"{where}: metadata {key} must be an image side in pixels, got {value!r}")
+    return value
+
+
+def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
+    """A Record3D capture (a ``.r3d`` file or its unzipped folder): ``metadata`` (JSON: ``w h`` of the colour,
+    ``dw dh`` of the depth, ``K`` column-major for the colour image, ``perFrameIntrinsicCoeffs`` ``[fx, fy, cx, cy]``
+    per frame in newer versions, ``poses`` ``[qx, qy, qz, qw, tx, ty, tz]`` camera-to-world with OpenGL cameras,
+    ``frameTimestamps``), ``rgbd/N.jpg``, ``rgbd/N.depth`` (LZFSE float32 metres), ``rgbd/N.conf`` (LZFSE uint8
+    0..2). The colour is resized to the depth's size and K with it; depth below confidence 1 is dropped; ARKit's
+    world is y-up."""
+    archive = _Record3DArchive(path)
+    where = archive.where("metadata")
+    try:
+        meta = json.loads(archive.read("metadata").decode("utf-8-sig"))
+    except (UnicodeError, json.JSONDecodeError) as e:
+        raise SequenceError(f"{where} is not valid JSON ({str(e)[:60]}); export the capture again") from None
+    if not isinstance(meta, dict):
+        raise SequenceError(f"{where} must hold a JSON object; export the capture again")
+    w, h, dw, dh = (_record3d_number(meta, key, where) for key in ("w", "h", "dw", "dh"))
+    try:
+        poses = np.asarray(meta.get("poses"), dtype=np.float64)
+        if poses.ndim != 2 or poses.shape[1] != 7 or not len(poses):
+            raise ValueError
+        K = np.asarray(meta.get("K"), dtype=np.float64).reshape(3, 3).T  # stored column-major
+        coeffs = meta.get("perFrameIntrinsicCoeffs")
+        coeffs = np.asarray(coeffs, dtype=np.float64).reshape(-1, 4) if coeffs else None
+    except (TypeError, ValueError):
+        raise SequenceError(f"{where}: poses must be [qx, qy, qz, qw, tx, ty, tz] per frame and K 9 numbers; "
+                            "export the capture again") from None
+    n = len(poses)
+    try:  # in TUM's order 't tx ty tz qx qy qz qw' (scalar-last quaternions, as Record3D writes them)
+        _, c2ws = tum_rows_to_c2ws(np.column_stack([np.zeros(n), poses[:, 4:7], poses[:, 0:4]]), where)
+    except ValueError as e:
+        raise SequenceError(f"{where}: a pose holds NaN/inf or a zero quaternion ({e}); export the capture "
+                            "again") from None
+    c2ws = flip_cv_gl(c2ws)  # OpenGL -> OpenCV cameras
+    if coeffs is not None and len(coeffs) == n:
+        Ks = [_check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), where) for fx, fy, cx, cy in coeffs]
+    else:
+        Ks = _check_K(K, where)
+    members = [i for i in range(n) if archive.has(f"rgbd/{i}.jpg") and archive.has(f"rgbd/{i}.depth")]
+    if not members:
+        raise SequenceError(f"{archive.where('rgbd')} holds no frame (N.jpg with N.depth); export the capture again")
+    notes = [] if len(members) == n else [f"{n - len(members)} of the {n} poses have no rgbd/ frame (skipped)"]
+    stamps = meta.get("frameTimestamps")
+    try:
+        stamps = np.asarray(stamps, dtype=np.float64) if stamps is not None else None
+    except (TypeError, ValueError):
+        stamps = None
+    if stamps is None or stamps.shape != (n,) or not np.isfinite(stamps).all():
+        stamps = np.arange(n, dtype=np.float64) / float(meta.get("fps") or 1)
+    min_confidence = _min_confidence(cfg, path)
+    if min_confidence and archive.has(f"rgbd/{members[0]}.conf"):
+        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+    return _Record3DSequence(
+        path=path, format="record3d", c2ws=up_rotation(up) @ c2ws[members], timestamps=stamps[members],
+        world_up=up, notes=notes, rgb_files=[archive.where(f"rgbd/{i}.jpg") for i in members],
+        depth_files=[archive.where(f"rgbd/{i}.depth") for i in members],
+        Ks=[Ks[i] for i in members] if isinstance(Ks, list) else Ks, colour_to_depth_size=True, colour_K=True,
+        archive=archive, depth_shape=(dh, dw), min_confidence=min_confidence, members=members,
+        options={"colour_size": [w, h]})
+
+
 # --------------------------------------------------------------------------------------------- Open3D / Redwood
 
 OPEN3D_COLOUR_DIRS = ("image", "rgb", "color")  # the first that exists, as Open3D's reconstruction system looks
@@ -1151,9 +1328,7 @@ def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
     if confidence and len(confidence) < n:
         notes.append(f"confidence/ has {len(confidence)} maps for {n} frames: depth is not masked")
         confidence = []
-    min_confidence = cfg.get("min_confidence", 1)
-    if isinstance(min_confidence, bool) or min_confidence not in (0, 1, 2):
-        raise SequenceError(f"{folder / CONFIG_FILE}: min_confidence must be 0, 1 or 2, got {min_confidence!r}")
+    min_confidence = _min_confidence(cfg, folder)
     if confidence and min_confidence:
         notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
     K = _K_from_config(cfg, folder)
@@ -1169,7 +1344,7 @@ def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
         notes=notes, rgb_files=[folder / "rgb.mp4"] * n, depth_files=depth_files[:n], Ks=K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
         video=folder / "rgb.mp4", video_index=list(range(n)), confidence_files=confidence,
-        min_confidence=int(min_confidence))
+        min_confidence=min_confidence)
 
 
 # --------------------------------------------------------------------------------------------- nerfstudio
@@ -1480,6 +1655,8 @@ def _open_ply(folder: Path, cfg: dict, up: str) -> _PlySequence:
 
 
 def _detect(folder: Path) -> str | None:
+    if folder.is_file():
+        return "record3d" if folder.suffix.lower() == ".r3d" else None
     if any((folder / n).is_file() for n in ("rgb.txt", "depth.txt", "groundtruth.txt", "associations.txt")):
         return "tum"
     if _seven_scenes_frames(folder):
@@ -1490,6 +1667,8 @@ def _detect(folder: Path) -> str | None:
         return "replica"
     if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
         return "stray"
+    if (folder / "metadata").is_file() and (folder / "rgbd").is_dir():
+        return "record3d"  # a .r3d file unzipped
     if (not (folder / "poses.txt").is_file() and (folder / "depth").is_dir() and _open3d_trajectory(folder)
             and any((folder / d).is_dir() for d in OPEN3D_COLOUR_DIRS)):
         return "open3d"
@@ -1503,16 +1682,16 @@ def _detect(folder: Path) -> str | None:
 
 
 def detect_format(path) -> str:
-    """Which reader a folder needs, one of FORMATS (SequenceError when none fits)."""
+    """Which reader a folder (or a Record3D .r3d file) needs, one of FORMATS (SequenceError when none fits)."""
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise SequenceError(f"{folder}: no such folder; pass a recorded sequence folder ({_FORMATS_HELP})")
-    if not folder.is_dir():
-        raise SequenceError(f"{folder} is a file; pass the folder that contains it")
+        raise SequenceError(f"{folder}: no such folder or file; pass a recorded sequence folder ({_FORMATS_HELP})")
     fmt = _detect(folder)
     if fmt is not None:
         return fmt
-    subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and _detect(p))
+    if not folder.is_dir():
+        raise SequenceError(f"{folder} is a file; pass the folder that contains it (or a Record3D .r3d file)")
+    subs = sorted(p.name for p in folder.iterdir() if (p.is_dir() or p.suffix.lower() == ".r3d") and _detect(p))
     if subs:
         raise SequenceError(f"{folder} holds several sequences ({', '.join(subs[:6])}{'...' if len(subs) > 6 else ''}); "
                             "pass one of them")
@@ -1520,8 +1699,8 @@ def detect_format(path) -> str:
 
 
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
-            "stray": _open_stray, "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic,
-            "ply": _open_ply}
+            "stray": _open_stray, "record3d": _open_record3d, "nerfstudio": _open_nerfstudio, "open3d": _open_open3d,
+            "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

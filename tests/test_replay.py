@@ -760,8 +760,18 @@ def test_generic_folders_from_scanner_exports(walk_frames, tmp_path):
     np.testing.assert_allclose(seq[2].K, walk_frames[0].K, atol=1e-6)
     np.testing.assert_allclose(seq.c2ws[2], walk_frames[3].c2w, atol=1e-6)
 
+    import OpenEXR  # float depth as Blender and Record3D write it: metres in an EXR's Z channel
+
+    (folder / "depth" / "0003.png").unlink()
+    with OpenEXR.File({"type": OpenEXR.scanlineimage}, {"Z": walk_frames[3].depth.astype(np.float32)}) as exr:
+        exr.write(str(folder / "depth" / "0003.exr"))
+    np.testing.assert_array_equal(open_sequence(folder)[2].depth, walk_frames[3].depth)
+    (folder / "depth" / "0003.exr").write_bytes(b"v/1\x01 not an image")
+    with pytest.raises(SequenceError, match=r"cannot read .*0003\.exr: not a valid EXR image"):
+        open_sequence(folder)[2]
+
     (folder / "depth" / "0001.png").rename(folder / "depth" / "0001.tif")
-    with pytest.raises(SequenceError, match=r"0001\.tif: \.tif depth is not read; convert it to \.npy"):
+    with pytest.raises(SequenceError, match=r"0001\.tif: \.tif depth is not read; convert it to \.npy or \.exr"):
         open_sequence(folder)
 
 
@@ -1180,11 +1190,15 @@ def test_an_open3d_folder_reads_as_open3d_writes_it(walk_frames, tmp_path):
     assert detect_format(plain) == "generic"
 
 
-def write_r3d(target: Path, frames, top_folder: str = "", conf_low_quarter: bool = True) -> Path:
+def write_r3d(target: Path, frames, top_folder: str = "", conf_low_quarter: bool = True,
+              exr_export: bool = False) -> Path:
     """A Record3D capture of ``frames`` as the app writes it: colour JPEGs at 2x the depth's size, LZFSE float32
     depth (metres, NaN where the LiDAR saw nothing) and uint8 confidence, metadata with a column-major K of the
     colour camera and [qx, qy, qz, qw, tx, ty, tz] OpenGL camera-to-world poses. A ``.r3d`` zip when ``target``
-    ends so (members under ``top_folder``), else the unzipped folder."""
+    ends so (members under ``top_folder``), else the unzipped folder; ``exr_export``: the app's "EXR + JPG" export
+    instead (metadata.json, rgb/N.jpg, depth/N.exr in metres, no confidence)."""
+    import OpenEXR
+
     import io
     import zipfile
 
@@ -1201,20 +1215,26 @@ def write_r3d(target: Path, frames, top_folder: str = "", conf_low_quarter: bool
     for i, f in enumerate(frames):
         jpg = io.BytesIO()
         Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(jpg, "JPEG", quality=95)
-        members[f"rgbd/{i}.jpg"] = jpg.getvalue()
+        members[f"{'rgb' if exr_export else 'rgbd'}/{i}.jpg"] = jpg.getvalue()
         depth = f.depth.astype(np.float32).copy()
         depth[depth <= 0] = np.nan
+        gl = flip_cv_gl(f.c2w)
+        poses.append([*Rotation.from_matrix(gl[:3, :3]).as_quat(), *gl[:3, 3]])
+        if exr_export:
+            (target / "depth").mkdir(parents=True, exist_ok=True)
+            with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                              {"Z": depth}) as exr:
+                exr.write(str(target / "depth" / f"{i}.exr"))
+            continue
         members[f"rgbd/{i}.depth"] = lzfse.compress(depth.tobytes())
         confidence = np.full((h, w), 2, np.uint8)
         if conf_low_quarter:
             confidence[:, : w // 4] = 0
         members[f"rgbd/{i}.conf"] = lzfse.compress(confidence.tobytes())
-        gl = flip_cv_gl(f.c2w)
-        poses.append([*Rotation.from_matrix(gl[:3, :3]).as_quat(), *gl[:3, 3]])
     meta = {"w": 2 * w, "h": 2 * h, "dw": w, "dh": h, "fps": 10, "K": K2.T.reshape(-1).tolist(), "poses": poses,
             "initPose": [0, 0, 0, 1, 0, 0, 0], "frameTimestamps": [0.1 * i for i in range(len(frames))],
             "cameraType": 1}
-    members["metadata"] = json.dumps(meta).encode()
+    members["metadata.json" if exr_export else "metadata"] = json.dumps(meta).encode()
     if target.suffix == ".r3d":
         target.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(target, "w") as z:
@@ -1240,6 +1260,12 @@ def test_a_record3d_capture_opens_from_its_r3d_file(walk_frames, tmp_path, capsy
                              rgb_mean_error=6)  # JPEG, resized
     with pytest.raises(SequenceError, match=r"holds several sequences \(2026-12-07--10-00-00.r3d\); pass one"):
         detect_format(tmp_path / "captures")
+    exr = write_r3d(tmp_path / "exr_export", frames, exr_export=True)  # the app's EXR + JPG export: no confidence
+    assert detect_format(exr) == "record3d"
+    for f, g in zip(frames, open_sequence(exr)):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-6)
+        np.testing.assert_array_equal(g.depth, f.depth)
 
     from launch import main  # the headless run plays it
 

@@ -87,15 +87,17 @@ TUM_DEPTH_SCALE = 1.0 / 5000.0
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
-DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y", "nerfstudio": "auto", "open3d": "auto",
-              "generic": "+y", "ply": "-y"}
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
+              "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
+# the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, Record3D (.r3d), "
-                "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")  # for help texts; each layout: _FORMATS_HELP
+                "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
-                 "Scanner), a .r3d file or metadata + rgbd/ (Record3D), transforms.json with depth (nerfstudio), image/ + depth/ + trajectory.log "
-                 "(Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) or *.ply files (per-frame point clouds)")
+                 "Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), transforms.json with depth "
+                 "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
+                 "or *.ply files (per-frame point clouds)")
 
 
 class SequenceError(ValueError):
@@ -202,9 +204,42 @@ def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
                             "copy the file again or remove the frame") from None
 
 
+def _read_exr(path: Path) -> np.ndarray:
+    """The depth channel of an OpenEXR image as (H, W) float32: its only channel, else Z, depth, Y or R (Blender
+    writes depth as Z, or into R, G and B alike)."""
+    import OpenEXR
+
+    try:
+        with OpenEXR.File(str(path)) as exr:
+            channels = exr.channels()
+            if len(channels) == 1:
+                values = next(iter(channels.values())).pixels
+            else:
+                name = next((n for n in ("Z", "depth", "Depth", "Y", "R", "V") if n in channels), None)
+                if name is None:
+                    raise SequenceError(f"{path}: an EXR with channels {', '.join(sorted(channels))[:60]} and no "
+                                        "Z, depth, Y or R; write the depth as one channel")
+                values = channels[name].pixels
+    except FileNotFoundError:
+        raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
+    except (OSError, RuntimeError, ValueError, TypeError) as e:
+        raise SequenceError(f"cannot read {path}: not a valid EXR image ({str(e)[:80]}); copy the file again or "
+                            "remove the frame") from None
+    values = np.asarray(values)
+    if values.ndim == 3:  # an RGB(A) channel group
+        values = values[..., 0]
+    if values.ndim != 2:
+        raise SequenceError(f"{path}: EXR depth must be an (H, W) image, got {values.shape}")
+    return values.astype(np.float32)
+
+
 def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scale: float = 1.0) -> np.ndarray:
-    """(H, W) float32 metres from a 16-bit PNG or an integer .npy (value * ``scale``), or a float .npy (value *
-    ``float_scale``: metres unless the format says otherwise); 0 = invalid."""
+    """(H, W) float32 metres from a 16-bit PNG or an integer .npy (value * ``scale``), or a float .npy or an
+    OpenEXR image (value * ``float_scale``: metres unless the format says otherwise); 0 = invalid."""
+    if path.suffix.lower() == ".exr":
+        d = _read_exr(path) * np.float32(float_scale)
+        d[~np.isfinite(d) | (d < 0)] = 0.0
+        return d
     if path.suffix.lower() == ".npy":
         try:
             d = np.load(path, allow_pickle=False)
@@ -812,19 +847,20 @@ def _images_in(folder: Path, sub: str, needs: str) -> list[Path]:
 def _depth_files_by_stem(rgb_files: list[Path], depth_dir: Path, folder: Path) -> list[Path]:
     """The depth file (.npy or .png) of the same name as each image, from ``depth_dir``."""
     if not depth_dir.is_dir():
-        raise SequenceError(f"{depth_dir} is missing; put one depth .npy (metres) or 16-bit .png per image there")
+        raise SequenceError(f"{depth_dir} is missing; put one depth .npy or .exr (metres) or 16-bit .png per image "
+                            "there")
     depth_all, other_depth = {}, {}
     for p in _visible(depth_dir.iterdir()):
-        (depth_all if p.suffix.lower() in (".npy", ".png") else other_depth)[p.stem] = p
+        (depth_all if p.suffix.lower() in (".npy", ".png", ".exr") else other_depth)[p.stem] = p
     depth_files = []
     for p in rgb_files:
         d = depth_all.get(p.stem)
         if d is None and p.stem in other_depth:
             raise SequenceError(f"{other_depth[p.stem]}: {other_depth[p.stem].suffix} depth is not read; convert it "
-                                "to .npy (float metres) or a 16-bit .png (millimetres, or set depth_scale)")
+                                "to .npy or .exr (float metres) or a 16-bit .png (millimetres, or set depth_scale)")
         if d is None:
-            raise SequenceError(f"{depth_dir / (p.stem + '.npy')} (or .png) is missing for {p.relative_to(folder)}; "
-                                "depth files must have the same names as the images")
+            raise SequenceError(f"{depth_dir / (p.stem + '.npy')} (or .png, .exr) is missing for "
+                                f"{p.relative_to(folder)}; depth files must have the same names as the images")
         depth_files.append(d)
     return depth_files
 
@@ -885,11 +921,18 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 
 class _Record3DArchive:
     """The files of a Record3D capture: its ``.r3d`` file (a zip, the members maybe under one top folder) or the
-    folder it was unzipped into. Members are named as in the archive (``metadata``, ``rgbd/0.jpg``)."""
+    folder it was unzipped into (``metadata``, ``rgbd/0.jpg``, ``.depth``, ``.conf``), or the app's "EXR + JPG"
+    export (``metadata.json``, ``rgb/0.jpg``, ``depth/0.exr``, as nerfstudio's ``ns-process-data record3d`` takes
+    it). Members are named as there; ``colour``, ``depth``, ``confidence`` (None: none) name frame N's."""
 
     def __init__(self, path: Path):
         self.path, self.prefix, self._zip = path, "", None
         self.names: set[str] | None = None  # the archive's members (None: a folder)
+        exr_export = path.is_dir() and not (path / "metadata").is_file() and (path / "metadata.json").is_file()
+        self.metadata = "metadata.json" if exr_export else "metadata"
+        self.colour = "rgb/{}.jpg" if exr_export else "rgbd/{}.jpg"
+        self.depth = "depth/{}.exr" if exr_export else "rgbd/{}.depth"
+        self.confidence = None if exr_export else "rgbd/{}.conf"
         if path.is_file():
             try:
                 with zipfile.ZipFile(path) as z:
@@ -946,7 +989,8 @@ def _lzfse_array(data: bytes, dtype, shape: tuple[int, int], where: Path) -> np.
 
 @dataclass(eq=False)
 class _Record3DSequence(_ImageSequence):
-    """Record3D's frames (``rgbd/N.jpg``, ``rgbd/N.depth``, ``rgbd/N.conf``), read from its archive."""
+    """Record3D's frames (``rgbd/N.jpg``, ``rgbd/N.depth``, ``rgbd/N.conf``, or the EXR export's), read from its
+    archive."""
 
     archive: _Record3DArchive | None = None
     depth_shape: tuple[int, int] = (0, 0)  # (dh, dw)
@@ -961,17 +1005,28 @@ class _Record3DSequence(_ImageSequence):
         self.archive.close()
 
     def _colour(self, i: int) -> np.ndarray:
-        return _read_rgb(self.rgb_files[i], self.archive.read(f"rgbd/{self.members[i]}.jpg"))
+        return _read_rgb(self.rgb_files[i], self.archive.read(self.archive.colour.format(self.members[i])))
 
     def _depth(self, i: int) -> np.ndarray:
-        depth = _lzfse_array(self.archive.read(f"rgbd/{self.members[i]}.depth"), np.float32, self.depth_shape,
-                             self.depth_files[i]).copy()
+        if self.depth_files[i].suffix == ".exr":  # the EXR export (a folder)
+            return _read_depth(self.depth_files[i], 1.0)
+        depth = _lzfse_array(self.archive.read(self.archive.depth.format(self.members[i])), np.float32,
+                             self.depth_shape, self.depth_files[i]).copy()
         depth[~np.isfinite(depth) | (depth < 0)] = 0.0
-        conf = f"rgbd/{self.members[i]}.conf"
+        conf = self.archive.confidence.format(self.members[i])
         if self.min_confidence > 0 and self.archive.has(conf):
             depth[_lzfse_array(self.archive.read(conf), np.uint8, self.depth_shape, self.archive.where(conf))
                   < self.min_confidence] = 0.0
         return depth
+
+
+def _is_record3d_metadata(path: Path) -> bool:
+    """``path`` is Record3D's metadata (a JSON object with its poses and K), not another tool's metadata.json."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig")) if path.is_file() else None
+    except (OSError, UnicodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and "poses" in meta and "K" in meta
 
 
 def _record3d_number(meta: dict, key: str, where: Path) -> int:
@@ -989,9 +1044,9 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
     0..2). The colour is resized to the depth's size and K with it; depth below confidence 1 is dropped; ARKit's
     world is y-up."""
     archive = _Record3DArchive(path)
-    where = archive.where("metadata")
+    where = archive.where(archive.metadata)
     try:
-        meta = json.loads(archive.read("metadata").decode("utf-8-sig"))
+        meta = json.loads(archive.read(archive.metadata).decode("utf-8-sig"))
     except (UnicodeError, json.JSONDecodeError) as e:
         raise SequenceError(f"{where} is not valid JSON ({str(e)[:60]}); export the capture again") from None
     if not isinstance(meta, dict):
@@ -1018,10 +1073,11 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         Ks = [_check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), where) for fx, fy, cx, cy in coeffs]
     else:
         Ks = _check_K(K, where)
-    members = [i for i in range(n) if archive.has(f"rgbd/{i}.jpg") and archive.has(f"rgbd/{i}.depth")]
+    members = [i for i in range(n) if archive.has(archive.colour.format(i)) and archive.has(archive.depth.format(i))]
     if not members:
-        raise SequenceError(f"{archive.where('rgbd')} holds no frame (N.jpg with N.depth); export the capture again")
-    notes = [] if len(members) == n else [f"{n - len(members)} of the {n} poses have no rgbd/ frame (skipped)"]
+        raise SequenceError(f"{archive.where(archive.colour.format(0))} and its depth are missing, as every frame's; "
+                            "export the capture again")
+    notes = [] if len(members) == n else [f"{n - len(members)} of the {n} poses have no colour and depth (skipped)"]
     stamps = meta.get("frameTimestamps")
     try:
         stamps = np.asarray(stamps, dtype=np.float64) if stamps is not None else None
@@ -1030,12 +1086,12 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
     if stamps is None or stamps.shape != (n,) or not np.isfinite(stamps).all():
         stamps = np.arange(n, dtype=np.float64) / float(meta.get("fps") or 1)
     min_confidence = _min_confidence(cfg, path)
-    if min_confidence and archive.has(f"rgbd/{members[0]}.conf"):
+    if min_confidence and archive.confidence and archive.has(archive.confidence.format(members[0])):
         notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
     return _Record3DSequence(
         path=path, format="record3d", c2ws=up_rotation(up) @ c2ws[members], timestamps=stamps[members],
-        world_up=up, notes=notes, rgb_files=[archive.where(f"rgbd/{i}.jpg") for i in members],
-        depth_files=[archive.where(f"rgbd/{i}.depth") for i in members],
+        world_up=up, notes=notes, rgb_files=[archive.where(archive.colour.format(i)) for i in members],
+        depth_files=[archive.where(archive.depth.format(i)) for i in members],
         Ks=[Ks[i] for i in members] if isinstance(Ks, list) else Ks, colour_to_depth_size=True, colour_K=True,
         archive=archive, depth_shape=(dh, dw), min_confidence=min_confidence, members=members,
         options={"colour_size": [w, h]})
@@ -1667,8 +1723,9 @@ def _detect(folder: Path) -> str | None:
         return "replica"
     if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
         return "stray"
-    if (folder / "metadata").is_file() and (folder / "rgbd").is_dir():
-        return "record3d"  # a .r3d file unzipped
+    if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
+            (folder / "rgb").is_dir() and _is_record3d_metadata(folder / "metadata.json")):
+        return "record3d"  # a .r3d file unzipped, or the app's EXR + JPG export
     if (not (folder / "poses.txt").is_file() and (folder / "depth").is_dir() and _open3d_trajectory(folder)
             and any((folder / d).is_dir() for d in OPEN3D_COLOUR_DIRS)):
         return "open3d"

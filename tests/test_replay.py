@@ -1252,6 +1252,7 @@ def test_a_record3d_capture_opens_from_its_r3d_file(walk_frames, tmp_path, capsy
     size with the colour camera's K resized, the poses as recorded (OpenGL cameras, ARKit's y-up world), depth in
     metres with NaN and low confidence dropped. A damaged capture is one line naming the member."""
     frames = walk_frames[:4]
+    w = frames[0].depth.shape[1]
     r3d = write_r3d(tmp_path / "captures" / "2026-12-07--10-00-00.r3d", frames, top_folder="export/")
     unzipped = write_r3d(tmp_path / "unzipped", frames)
     for source in (r3d, unzipped):
@@ -1260,6 +1261,9 @@ def test_a_record3d_capture_opens_from_its_r3d_file(walk_frames, tmp_path, capsy
                              rgb_mean_error=6)  # JPEG, resized
     with pytest.raises(SequenceError, match=r"holds several sequences \(2026-12-07--10-00-00.r3d\); pass one"):
         detect_format(tmp_path / "captures")
+    every_other = open_sequence(r3d, stride=2)  # frames 0 and 2
+    np.testing.assert_array_equal(every_other[1].depth[:, w // 4:], frames[2].depth[:, w // 4:])
+    np.testing.assert_allclose(every_other.c2ws[1], frames[2].c2w, atol=1e-9)
     exr = write_r3d(tmp_path / "exr_export", frames, exr_export=True)  # the app's EXR + JPG export: no confidence
     assert detect_format(exr) == "record3d"
     for f, g in zip(frames, open_sequence(exr)):

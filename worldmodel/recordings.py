@@ -995,7 +995,6 @@ class _Record3DSequence(_ImageSequence):
     archive: _Record3DArchive | None = None
     depth_shape: tuple[int, int] = (0, 0)  # (dh, dw)
     min_confidence: int = 1
-    confidence_files: list[Path] = field(default_factory=list)
     members: list[int] = field(default_factory=list)  # the capture's frame number of each frame
 
     def files(self, i: int) -> list[Path]:
@@ -1797,7 +1796,7 @@ def _subset(seq: Sequence, keep: np.ndarray) -> None:
     idx = [int(i) for i in keep]
     seq.c2ws = seq.c2ws[idx]
     seq.timestamps = seq.timestamps[idx]
-    for name in ("rgb_files", "depth_files", "ply_files", "video_index", "confidence_files"):
+    for name in ("rgb_files", "depth_files", "ply_files", "video_index", "confidence_files", "members"):
         if getattr(seq, name, None):  # (a per-frame list; an empty one means the format has none)
             setattr(seq, name, [getattr(seq, name)[i] for i in idx])
     if isinstance(getattr(seq, "Ks", None), list) and seq.Ks:  # type: ignore[attr-defined]

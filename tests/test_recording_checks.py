@@ -83,3 +83,14 @@ def test_absurd_intrinsics_are_refused(walk_frames, tmp_path):
     K[0, 0] = K[1, 1] = 1e-6
     with pytest.raises(SequenceError, match="do not fit a 160x120 image"):
         open_sequence(generic(tmp_path / "seq", walk_frames[:2], K=K))[0]
+
+
+def test_each_reader_named_for_a_folder_it_cannot_read_says_what_it_needs(tmp_path):
+    """open_sequence(format=...) on an empty folder: one line naming what that format needs (the Stray Scanner
+    reader raised FileNotFoundError, the Open3D one StopIteration)."""
+    from worldmodel.recordings import FORMATS
+
+    for fmt in FORMATS:
+        with pytest.raises(SequenceError) as e:
+            open_sequence(tmp_path, format=fmt)
+        assert str(tmp_path) in str(e.value) and "\n" not in str(e.value), (fmt, str(e.value))

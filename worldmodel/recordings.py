@@ -752,6 +752,8 @@ def _read_pose_file(path: Path) -> np.ndarray:
 
 def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     colors = _seven_scenes_frames(folder)
+    if not colors:
+        raise SequenceError(f"{folder} holds no frame-000000.color.png (or .jpg); pass a 7-Scenes sequence folder")
     notes = []
     K = _K_from_config(cfg, folder)
     if K is None:
@@ -1172,13 +1174,15 @@ def _open_open3d(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """Open3D's reconstruction-system and Redwood layout: ``image/`` (or ``rgb/``, ``color/``) and ``depth/``
     (16-bit mm) paired in file-name order, a ``.log`` trajectory (:func:`read_log_trajectory`; one camera per
     image in order, or fewer, each placed by its frame number) and the camera's intrinsic JSON."""
-    colour_dir = next(d for d in OPEN3D_COLOUR_DIRS if (folder / d).is_dir())
+    colour_dir = next((d for d in OPEN3D_COLOUR_DIRS if (folder / d).is_dir()), None)
+    trajectory = _open3d_trajectory(folder)
+    if colour_dir is None or trajectory is None:
+        raise SequenceError(f"{folder}: an Open3D folder needs image/ (or rgb/, color/), depth/ and a trajectory.log")
     rgb_files = _images_in(folder, colour_dir, "an Open3D folder needs image/ (or color/), depth/ and a .log")
     depth_files = _images_in(folder, "depth", "an Open3D folder needs its depth images in depth/")
     if len(depth_files) != len(rgb_files):
         raise SequenceError(f"{folder}: {colour_dir}/ has {len(rgb_files)} images but depth/ has {len(depth_files)};"
                             " Open3D pairs them in file-name order, so each needs one of the other")
-    trajectory = _open3d_trajectory(folder)
     poses, numbers = read_log_trajectory(trajectory)
     if len(poses) == len(rgb_files):
         kept = np.arange(len(poses))
@@ -1336,6 +1340,8 @@ class _StraySequence(_ImageSequence):
 def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``odometry.csv`` -> (timestamps (N,), OpenCV c2w (N, 4, 4)): a header, then ``timestamp, frame, x, y, z,
     qx, qy, qz, qw`` per frame (older versions: ``x, y, z, qx, qy, qz, qw``, no header)."""
+    if not path.is_file():
+        raise SequenceError(f"{path} is missing; a Stray Scanner export needs it for the camera poses")
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         cells = [c.strip() for c in line.split(",") if c.strip()]
@@ -1446,6 +1452,8 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     mean up direction, with a note: nerfstudio re-orients every dataset when it loads it, so the files keep the world
     they came from (Record3D's and ARKit's are y-up, COLMAP's arbitrary)."""
     path = folder / "transforms.json"
+    if not path.is_file():
+        raise SequenceError(f"{path} is missing; a nerfstudio folder needs it")
     try:
         meta = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeError, json.JSONDecodeError) as e:

@@ -94,3 +94,6 @@ def test_each_reader_named_for_a_folder_it_cannot_read_says_what_it_needs(tmp_pa
         with pytest.raises(SequenceError) as e:
             open_sequence(tmp_path, format=fmt)
         assert str(tmp_path) in str(e.value) and "\n" not in str(e.value), (fmt, str(e.value))
+    (tmp_path / "rgbd_dataset_freiburg1_desk.tgz").write_bytes(b"\x1f\x8b")  # a dataset as downloaded
+    with pytest.raises(SequenceError, match=r"desk.tgz is an archive; extract it and pass the sequence folder"):
+        open_sequence(tmp_path / "rgbd_dataset_freiburg1_desk.tgz")

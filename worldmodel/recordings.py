@@ -1754,6 +1754,8 @@ def detect_format(path) -> str:
     if fmt is not None:
         return fmt
     if not folder.is_dir():
+        if folder.name.lower().endswith((".zip", ".tgz", ".tar", ".tar.gz", ".tar.bz2", ".7z")):
+            raise SequenceError(f"{folder} is an archive; extract it and pass the sequence folder inside")
         raise SequenceError(f"{folder} is a file; pass the folder that contains it (or a Record3D .r3d file)")
     subs = sorted(p.name for p in folder.iterdir() if (p.is_dir() or p.suffix.lower() == ".r3d") and _detect(p))
     if subs:

@@ -727,13 +727,31 @@ def test_tum_ground_truth_once_per_image_associations_and_calibration(tum_path, 
     np.testing.assert_allclose(seq[0].K, [[481.2, 0, 319.5], [0, 480.0, 239.5], [0, 0, 1]])  # a positive fy
     assert any("ICL-NUIM's camera" in n for n in seq.notes) and any("reflected" in n for n in seq.notes)
 
-    # a TUM-format folder with its own camera (ETH3D's calibration.txt): up is the cameras' mean up, y or z
+    # the same, renamed as SLAM repositories' download scripts leave it: groundtruth.txt, rgb.txt and depth.txt
+    # with frame numbers for times
+    renamed = tmp_path / "icl_renamed"
+    sparse_tum_copy(tum_path, renamed)
+    (renamed / "rgb.txt").write_text("".join(f"{k + 1} {r.split()[1]}\n" for k, (r, _) in enumerate(pairs)))
+    (renamed / "depth.txt").write_text("".join(f"{k + 1} {d.split()[1]}\n" for k, (_, d) in enumerate(pairs)))
+    (renamed / "groundtruth.txt").write_text(format_tum(S @ true_c2ws @ S, np.arange(1.0, len(pairs) + 1)))
+    again = open_sequence(renamed)
+    np.testing.assert_allclose(again.c2ws, seq.c2ws, atol=1e-9)
+    assert again.world_up == "-y" and again[0].K[1, 1] == 480.0
+
+    # TUM's own sequence with a calibration.txt (as badslam asks for) stays z-up
+    calibrated = tmp_path / "tum_calibrated"
+    shutil.copytree(full, calibrated)
+    (calibrated / "calibration.txt").write_text("517.3 516.5 318.6 255.3\n")  # fr1's own camera
+    calibrated = open_sequence(calibrated)
+    assert calibrated[0].K[0, 0] == 517.3 and not any("default" in n for n in calibrated.notes)
+    assert calibrated.world_up == "+z" and not any("assumed" in n for n in calibrated.notes)
+    # another TUM-format folder with its own camera (ETH3D's calibration.txt): up is the cameras' mean up, y or z
     eth3d = tmp_path / "eth3d_like"
     shutil.copytree(full, eth3d)
     (eth3d / "calibration.txt").write_text("520.9 521.0 325.1 249.7\n")  # ETH3D's fx fy cx cy
+    (eth3d / "groundtruth.txt").write_text(format_tum(true_c2ws, np.asarray(times)))  # no freiburg bag named
     calibrated = open_sequence(eth3d)
     assert calibrated[0].K[0, 0] == 520.9 and calibrated[0].K[1, 2] == 249.7
-    assert not any("default" in n for n in calibrated.notes)
     assert calibrated.world_up == "+z" and any("world up +z assumed" in n for n in calibrated.notes)
     y_up = tmp_path / "eth3d_y_up"  # the same cameras in a y-up world
     shutil.copytree(eth3d, y_up)
@@ -1178,7 +1196,13 @@ def test_an_open3d_folder_reads_as_open3d_writes_it(walk_frames, tmp_path):
                                atol=1e-9)
     assert "3 images have no camera in trajectory.log (skipped)" in some.notes
 
-    (folder / "camera_intrinsic.json").unlink()  # Open3D's default camera is for 640x480 frames
+    (folder / "scene").mkdir()  # the reconstruction system's output beside its input; another tool's broken JSON
+    (folder / "trajectory.log").rename(folder / "scene" / "trajectory.log")
+    (folder / "camera_intrinsic.json").rename(folder / "camera_primesense.json")
+    (folder / "notes.json").write_text("{broken")
+    np.testing.assert_allclose(open_sequence(folder).c2ws, some.c2ws, atol=1e-12)
+    (folder / "scene" / "trajectory.log").rename(folder / "trajectory.log")
+    (folder / "camera_primesense.json").unlink()  # Open3D's default camera is for 640x480 frames
     with pytest.raises(SequenceError, match=r"no intrinsics were given and the open3d default is for 640x480"):
         open_sequence(folder)
     (folder / "trajectory.log").write_text("0 0 1\n1 0 0 0\n0 1 0 0\n0 0 1 0\n")
@@ -1288,6 +1312,14 @@ def test_a_record3d_capture_opens_from_its_r3d_file(walk_frames, tmp_path, capsy
     with pytest.raises(SequenceError, match=r"rgbd/2.depth holds 40 bytes, not a \d+x\d+ float32 image"):
         seq[2]
     meta = json.loads((unzipped / "metadata").read_text())
+    per_frame = [[2 * f.K[0, 0], 2 * f.K[1, 1], 2 * f.K[0, 2] + 0.5, 2 * f.K[1, 2] + 0.5] for f in frames]
+    (unzipped / "metadata").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "K"},
+                                                   "perFrameIntrinsicCoeffs": per_frame}))
+    np.testing.assert_allclose(open_sequence(unzipped)[1].K, frames[1].K, atol=1e-6)  # newer versions' K per frame
+    (unzipped / "metadata").write_text(json.dumps({**meta, "poses": [[0, 0, 0, 1, 0, 0, 0]] * 4}))
+    assert any("every frame has the same pose" in n for n in open_sequence(unzipped).notes)  # the front camera
+    with pytest.raises(ValueError, match=r"bad replay option 'strid=2'"):
+        parse_replay_arg(f"{r3d}?strid=2")
     (unzipped / "metadata").write_text(json.dumps({**meta, "poses": [[0, 0, 0]]}))
     with pytest.raises(SequenceError, match=r"poses must be \[qx, qy, qz, qw, tx, ty, tz\] per frame"):
         open_sequence(unzipped)

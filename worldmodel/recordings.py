@@ -10,9 +10,10 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ground-truth pose is interpolated at the colour timestamp (linear translation, slerp rotation) between samples
   at most 0.1 s apart, or taken from a sample within 0.02 s (ground truth written once per image). Depth = value
   / 5000; K from ``calibration.txt`` (``fx fy cx cy``, ETH3D's SLAM benchmark) or TUM's default (525, 525,
-  319.5, 239.5). TUM's motion-capture world is z-up; with a ``calibration.txt`` the up axis is the one of y
-  and z nearer the cameras' mean up (said in a note). ICL-NUIM's release (``*.gt.freiburg``, frame numbers as
-  times) has its own K and a left-handed y-up world: its poses are reflected to a right-handed y-down one.
+  319.5, 239.5). TUM's motion-capture world is z-up; another's (a ``calibration.txt``, a ground truth naming no
+  freiburg bag) has the one of y and z nearer the cameras' mean up (said in a note). ICL-NUIM's release
+  (``*.gt.freiburg``, or frame numbers for times throughout) has its own K and a left-handed y-up world: its
+  poses are reflected to a right-handed y-down one.
 - ``7scenes``: 7-Scenes / 3DMatch (``frame-XXXXXX.color.png|jpg``, ``.depth.png``, ``.pose.txt``,
   ``camera-intrinsics.txt`` here or in the parent folder), depth = value / 1000, 65535 = invalid. 12-Scenes and
   other BundleFusion exports name their frames so and hold the cameras in ``info.txt`` (here or in the parent
@@ -200,8 +201,9 @@ def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         if isinstance(e, SequenceError):
             raise
-        raise SequenceError(f"cannot read {path}: not a valid image ({str(e)[:80]}); "
-                            "copy the file again or remove the frame") from None
+        why = "not a format this reader knows" if isinstance(e, UnidentifiedImageError) else str(e)[:80]
+        raise SequenceError(f"cannot read {path}: not a valid image ({why}); copy the file again or remove the "
+                            "frame") from None
 
 
 def _read_exr(path: Path) -> np.ndarray:
@@ -616,6 +618,26 @@ def _tum_intrinsics(folder: Path, cfg: dict, icl_nuim: bool) -> tuple[np.ndarray
                   f"sequence); put 'fx fy cx cy' in calibration.txt or K in {CONFIG_FILE} for another camera")
 
 
+def _is_icl_nuim(gt_path: Path, gt_times: np.ndarray, image_times: np.ndarray) -> bool:
+    """ICL-NUIM's TUM-format release: its ``*.gt.freiburg``, or (renamed groundtruth.txt, as SLAM repositories'
+    download scripts do) frame numbers for times throughout (TUM's are Unix times, ETH3D's fractional seconds)."""
+    if gt_path.name.endswith(".gt.freiburg"):
+        return True
+    times = np.concatenate([gt_times, image_times])
+    return bool(len(gt_times) and np.isfinite(times).all() and (times == np.round(times)).all()
+                and times.min() >= 0 and times.max() < 1e5)
+
+
+def _tum_recorded_by_tum(gt_path: Path) -> bool:
+    """A sequence of TUM's own benchmark (its ground truth names the freiburg bag it came from)."""
+    try:
+        with gt_path.open("rb") as f:
+            head = f.read(400)
+    except OSError:
+        return False
+    return b"rgbd_dataset_freiburg" in head or gt_path.parent.name.startswith("rgbd_dataset_freiburg")
+
+
 def _icl_nuim_to_right_handed(c2ws: np.ndarray) -> np.ndarray:
     """ICL-NUIM's ``*.gt.freiburg`` poses (N, 4, 4) -> OpenCV c2w in a right-handed world: its renderer's world is
     left-handed and y-up, its images top-down, so every pose is reflected in the xz plane (S T S, S = diag(1, -1,
@@ -637,11 +659,11 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         dep_t, dep_f = _read_tum_list(folder / "depth.txt")
         pairs = associate(rgb_t, dep_t)
     gt_path = _tum_groundtruth(folder)
-    icl_nuim = gt_path.name.endswith(".gt.freiburg")
     try:
         gt = read_tum_rows(gt_path, check=False)  # (M, 8) t tx ty tz qx qy qz qw
     except ValueError as e:
         raise SequenceError(str(e)) from None
+    icl_nuim = _is_icl_nuim(gt_path, gt[:, 0], rgb_t)
     valid = valid_tum_rows(gt)
     if len(gt) and not valid.any():
         raise SequenceError(f"{gt_path}: every pose holds NaN/inf or a zero quaternion; pass a trajectory with poses")
@@ -682,9 +704,10 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     notes += [k_note] if k_note else []
     if icl_nuim:
         poses = _icl_nuim_to_right_handed(poses)
-        notes.append(f"ICL-NUIM ({gt_path.name}): its left-handed y-up poses are reflected to a right-handed world")
+        notes.append(f"ICL-NUIM ({gt_path.name}, frame numbers as times): its left-handed y-up poses are reflected "
+                     "to a right-handed world")
     if up == "auto":
-        up = _tum_up(poses, icl_nuim, calibrated=K is not None, notes=notes)
+        up = _tum_up(poses, icl_nuim, tum_own=K is None or _tum_recorded_by_tum(gt_path), notes=notes)
     return _ImageSequence(
         path=folder, format="tum", c2ws=up_rotation(up) @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
         rgb_files=rgb_files, depth_files=depth_files,
@@ -692,13 +715,14 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         default_K_for=(640, 480) if K is None else None, depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE))
 
 
-def _tum_up(c2ws: np.ndarray, icl_nuim: bool, calibrated: bool, notes: list[str]) -> str:
+def _tum_up(c2ws: np.ndarray, icl_nuim: bool, tum_own: bool, notes: list[str]) -> str:
     """The up axis of a TUM-format world: ICL-NUIM's (reflected) is y-down, TUM's own motion-capture world is
-    z-up; another camera's (a ``calibration.txt``: ETH3D, a SLAM system's output) has no documented axis, so
-    the one of y and z nearer the cameras' mean up is taken, said in a note."""
+    z-up (``tum_own``: TUM's default camera, or a ground truth that names its freiburg bag); another's (a
+    ``calibration.txt``: ETH3D, a SLAM system's output) has no documented axis, so the one of y and z nearer the
+    cameras' mean up is taken, said in a note."""
     if icl_nuim:
         return "-y"
-    return "+z" if not calibrated else _up_from_cameras(c2ws, notes)
+    return "+z" if tum_own else _up_from_cameras(c2ws, notes)
 
 
 # --------------------------------------------------------------------------------------------- 7-Scenes
@@ -981,7 +1005,8 @@ def _lzfse_array(data: bytes, dtype, shape: tuple[int, int], where: Path) -> np.
     try:
         raw = lzfse.decompress(data)
     except (lzfse.error, ValueError) as e:
-        raise SequenceError(f"cannot read {where}: not LZFSE data ({str(e)[:60]}); export the capture again") from None
+        raise SequenceError(f"cannot read {where}: not LZFSE data ({str(e)[:60] or type(e).__name__}); export the "
+                            "capture again") from None
     expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
     if len(raw) != expected:
         raise SequenceError(f"{where} holds {len(raw)} bytes, not a {shape[1]}x{shape[0]} {np.dtype(dtype).name} "
@@ -1057,12 +1082,13 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         poses = np.asarray(meta.get("poses"), dtype=np.float64)
         if poses.ndim != 2 or poses.shape[1] != 7 or not len(poses):
             raise ValueError
-        K = np.asarray(meta.get("K"), dtype=np.float64).reshape(3, 3).T  # stored column-major
         coeffs = meta.get("perFrameIntrinsicCoeffs")
         coeffs = np.asarray(coeffs, dtype=np.float64).reshape(-1, 4) if coeffs else None
+        per_frame = coeffs is not None and len(coeffs) == len(poses)
+        K = None if per_frame else np.asarray(meta.get("K"), dtype=np.float64).reshape(3, 3).T  # column-major
     except (TypeError, ValueError):
-        raise SequenceError(f"{where}: poses must be [qx, qy, qz, qw, tx, ty, tz] per frame and K 9 numbers; "
-                            "export the capture again") from None
+        raise SequenceError(f"{where}: poses must be [qx, qy, qz, qw, tx, ty, tz] per frame and K 9 numbers (or "
+                            "perFrameIntrinsicCoeffs [fx, fy, cx, cy] per frame); export the capture again") from None
     n = len(poses)
     try:  # in TUM's order 't tx ty tz qx qy qz qw' (scalar-last quaternions, as Record3D writes them)
         _, c2ws = tum_rows_to_c2ws(np.column_stack([np.zeros(n), poses[:, 4:7], poses[:, 0:4]]), where)
@@ -1070,7 +1096,10 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         raise SequenceError(f"{where}: a pose holds NaN/inf or a zero quaternion ({e}); export the capture "
                             "again") from None
     c2ws = flip_cv_gl(c2ws)  # OpenGL -> OpenCV cameras
-    if coeffs is not None and len(coeffs) == n:
+    notes = []
+    if n > 1 and np.allclose(c2ws, c2ws[0]):
+        notes.append("every frame has the same pose (a front-camera capture has no tracking): they show one viewpoint")
+    if per_frame:
         Ks = [_check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), where) for fx, fy, cx, cy in coeffs]
     else:
         Ks = _check_K(K, where)
@@ -1078,7 +1107,7 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
     if not members:
         raise SequenceError(f"{archive.where(archive.colour.format(0))} and its depth are missing, as every frame's; "
                             "export the capture again")
-    notes = [] if len(members) == n else [f"{n - len(members)} of the {n} poses have no colour and depth (skipped)"]
+    notes += [] if len(members) == n else [f"{n - len(members)} of the {n} poses have no colour and depth (skipped)"]
     stamps = meta.get("frameTimestamps")
     try:
         stamps = np.asarray(stamps, dtype=np.float64) if stamps is not None else None
@@ -1104,10 +1133,12 @@ OPEN3D_COLOUR_DIRS = ("image", "rgb", "color")  # the first that exists, as Open
 
 
 def _open3d_trajectory(folder: Path) -> Path | None:
-    """The camera trajectory of an Open3D / Redwood folder: ``trajectory.log`` (the reconstruction system's and
-    Open3D's sample data), else the one ``*.log``, else the one ``*-traj.txt`` (Redwood's indoor scenes)."""
-    if (folder / "trajectory.log").is_file():
-        return folder / "trajectory.log"
+    """The camera trajectory of an Open3D / Redwood folder: ``trajectory.log`` (Open3D's sample data) or
+    ``scene/trajectory.log`` (the reconstruction system's output), else the one ``*.log``, else the one
+    ``*-traj.txt`` (Redwood's indoor scenes)."""
+    for name in ("trajectory.log", "scene/trajectory.log"):  # (the reconstruction system writes the latter)
+        if (folder / name).is_file():
+            return folder / name
     for pattern in ("*.log", "*-traj.txt"):
         found = [p for p in _visible(folder.glob(pattern)) if p.is_file() and _starts_like_a_log_trajectory(p)]
         if len(found) == 1:
@@ -1157,6 +1188,8 @@ def _open3d_intrinsics(folder: Path, cfg: dict) -> tuple[np.ndarray | None, str 
         try:
             meta = json.loads(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeError, json.JSONDecodeError) as e:
+            if path.name != "camera_intrinsic.json":
+                continue  # another tool's file, not a camera
             raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); fix or delete it") from None
         if not isinstance(meta, dict) or "intrinsic_matrix" not in meta:
             continue

@@ -41,7 +41,7 @@ def parse_replay_arg(arg: str, look_at_folders: bool = True) -> tuple[str, dict]
         key, eq, value = item.partition("=")
         key = key.strip().lower()
         if not eq or key not in _OPTION_KEYS:
-            if look_at_folders and Path(path).expanduser().is_dir() and not Path(arg).expanduser().exists():
+            if look_at_folders and Path(path).expanduser().exists() and not Path(arg).expanduser().exists():
                 raise ValueError(f"bad replay option {item!r} in {arg!r}: the options are up=, stride= and "
                                  "max_frames=, e.g. PATH?up=+z&stride=2&max_frames=100")
             return arg, {}

@@ -206,6 +206,22 @@ def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
                             "frame") from None
 
 
+def _read_confidence(path: Path) -> np.ndarray:
+    """(H, W) ARKit depth confidence (0 low, 1 medium, 2 high) from an 8-bit PNG."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with _open_image(path) as im:
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        if isinstance(e, SequenceError):
+            raise
+        raise SequenceError(f"cannot read {path}: not a valid confidence image; copy it again, or set "
+                            f"min_confidence 0 in {CONFIG_FILE} to use the depth unmasked") from None
+
+
 def _read_exr(path: Path) -> np.ndarray:
     """The depth channel of an OpenEXR image as (H, W) float32: its only channel, else Z, depth, Y or R (Blender
     writes depth as Z, or into R, G and B alike)."""
@@ -442,6 +458,8 @@ class _ImageSequence(Sequence):
     colour_to_depth_size: bool = False  # a colour image of another size (same shape) is resized to the depth's
     colour_K: bool = False  # Ks describe the colour images as stored (resized with them); else the depth camera
     resize_said: bool = False  # a note says the colour is resized (the opener's, or the first frame's)
+    confidence_files: list[Path] = field(default_factory=list)  # ARKit's depth confidence (0..2) per frame, if any
+    min_confidence: int = 1  # depth of a lower confidence is dropped
     _size: tuple[int, int] | None = None  # (H, W) of the first frame read
 
     def files(self, i: int) -> list[Path]:
@@ -451,7 +469,12 @@ class _ImageSequence(Sequence):
         return _read_rgb(self.rgb_files[i])
 
     def _depth(self, i: int) -> np.ndarray:
-        return _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid, self.float_depth_scale)
+        depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid, self.float_depth_scale)
+        if self.confidence_files and self.min_confidence > 0:
+            confidence = _read_confidence(self.confidence_files[i])
+            if confidence.shape == depth.shape:
+                depth[confidence < self.min_confidence] = 0.0
+        return depth
 
     def _read(self, i: int) -> Frame:
         rgb, depth = self._colour(i), self._depth(i)
@@ -1335,8 +1358,6 @@ class _StraySequence(_ImageSequence):
 
     video: Path | None = None
     video_index: list[int] = field(default_factory=list)
-    confidence_files: list[Path] = field(default_factory=list)
-    min_confidence: int = 1
     _video: "_VideoPanels | None" = field(default=None, repr=False)
 
     VIDEO_CACHE_FRAMES = 4  # decoded frames kept: a phone's 1920x1440 frame is 8 MB
@@ -1357,17 +1378,6 @@ class _StraySequence(_ImageSequence):
             raise SequenceError(f"{self.video} ends at frame {self._video.ended_at}, but odometry.csv goes on to frame "
                                 f"{k}; play fewer frames (?max_frames={self._video.ended_at}) or copy the video again")
         return img
-
-    def _depth(self, i: int) -> np.ndarray:
-        depth = super()._depth(i)
-        if self.confidence_files and self.min_confidence > 0:
-            from PIL import Image
-
-            with _open_image(self.confidence_files[i]) as im:
-                confidence = np.asarray(im)
-            if confidence.shape == depth.shape:
-                depth[confidence < self.min_confidence] = 0.0
-        return depth
 
 
 def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:

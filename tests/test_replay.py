@@ -1323,3 +1323,46 @@ def test_a_record3d_capture_opens_from_its_r3d_file(walk_frames, tmp_path, capsy
     (unzipped / "metadata").write_text(json.dumps({**meta, "poses": [[0, 0, 0]]}))
     with pytest.raises(SequenceError, match=r"poses must be \[qx, qy, qz, qw, tx, ty, tz\] per frame"):
         open_sequence(unzipped)
+
+
+def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path):
+    """ARKitScenes: lowres_wide/ and lowres_depth/ (mm) named VIDEO_TIME.png, a .pincam per frame (w h fx fy cx
+    cy), lowres_wide.traj with world-to-camera axis-angle poses at other times (interpolated at the frames'),
+    confidence/ (0..2). The frames come back at their poses; one past the trajectory's end is skipped, said."""
+    from scipy.spatial.transform import Rotation
+
+    frames = walk_frames[:4]
+    h, w = frames[0].depth.shape
+    folder = tmp_path / "41069021"
+    for sub in ("lowres_wide", "lowres_depth", "lowres_wide_intrinsics", "confidence"):
+        (folder / sub).mkdir(parents=True)
+    times = 305.244 + 0.1 * np.arange(len(frames))
+    lines = []
+    for f, t in zip(frames, times):
+        name = f"41069021_{t:.3f}"
+        Image.fromarray(f.rgb).save(folder / "lowres_wide" / f"{name}.png")
+        Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "lowres_depth" / f"{name}.png")
+        confidence = np.full((h, w), 2, np.uint8)
+        confidence[:, : w // 4] = 0
+        Image.fromarray(confidence).save(folder / "confidence" / f"{name}.png")
+        K = f.K
+        (folder / "lowres_wide_intrinsics" / f"{name}.pincam").write_text(
+            f"{w} {h} {K[0, 0]:.9f} {K[1, 1]:.9f} {K[0, 2]:.9f} {K[1, 2]:.9f}\n")
+        w2c = invert_pose(f.c2w)
+        lines.append(" ".join(f"{v:.9f}" for v in (t, *Rotation.from_matrix(w2c[:3, :3]).as_rotvec(),
+                                                    *w2c[:3, 3])))
+    (folder / "lowres_wide.traj").write_text("\n".join(lines[:-1]) + "\n")  # the last frame has no pose
+    assert detect_format(folder) == "arkitscenes"
+    seq = open_sequence(folder)
+    assert len(seq) == 3 and seq.world_up == "+y" and "1 frames lie outside lowres_wide.traj or in a gap of it " \
+        "(skipped)" in seq.notes
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-6)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-8)
+        np.testing.assert_array_equal(g.rgb, f.rgb)
+        expected = _expected_mm_depth(f.depth)
+        expected[:, : w // 4] = 0
+        np.testing.assert_allclose(g.depth, expected, atol=1e-6)
+    (folder / "lowres_wide_intrinsics" / f"41069021_{times[1]:.3f}.pincam").unlink()
+    with pytest.raises(SequenceError, match=r"41069021_305.344.pincam is missing \(the camera of 41069021_305.344.png\)"):
+        open_sequence(folder)

@@ -29,6 +29,8 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
 - ``record3d``: Record3D's ``.r3d`` file (a zip) or the folder it unzips to (``metadata`` JSON, ``rgbd/N.jpg``,
   ``rgbd/N.depth`` LZFSE float32 metres, ``rgbd/N.conf``): OpenGL c2w poses, colour resized to the depth's size
   with its K, confidence below 1 dropped, ARKit's y-up world.
+- ``arkitscenes``: an ARKitScenes video (``lowres_wide/``, ``lowres_depth/`` mm, ``lowres_wide_intrinsics/*.pincam``,
+  ``lowres_wide.traj`` world-to-camera axis-angle poses interpolated at the frames' times); up from the cameras.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
   ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
@@ -78,7 +80,8 @@ from worldmodel.camera import (camera_to_pixels, flip_cv_gl, intrinsics_from_fov
 from worldmodel.frame import Frame
 from worldmodel.tum import number_rows, read_tum_rows, tum_rows_to_c2ws, valid_tum_rows
 
-FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "nerfstudio", "open3d", "generic", "ply")
+FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "nerfstudio", "open3d", "generic",
+           "ply")
 CONFIG_FILE = "worldstudio.json"
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 # ICL-NUIM's TUM-format release: its renderer's camera with a positive fy (the dataset page's -480 is for the
@@ -89,14 +92,15 @@ TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py def
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
-              "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
+              "arkitscenes": "auto", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, Record3D (.r3d), "
-                "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
+                "ARKitScenes, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
-                 "Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), transforms.json with depth "
+                 "Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), lowres_wide/ + lowres_depth/ + "
+                 "lowres_wide.traj (ARKitScenes), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
 
@@ -1150,6 +1154,97 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         options={"colour_size": [w, h]})
 
 
+# --------------------------------------------------------------------------------------------- ARKitScenes
+
+ARKITSCENES_ASSETS = (("lowres_wide", "lowres_depth"), ("wide", "highres_depth"))  # colour, its depth
+ARKITSCENES_TRAJECTORY = "lowres_wide.traj"
+
+
+def _read_arkitscenes_trajectory(path: Path) -> np.ndarray:
+    """ARKitScenes' ``lowres_wide.traj``: per line ``timestamp ax ay az tx ty tz``, the world-to-camera rotation
+    (axis-angle, radians) and translation, as its loaders read it (``TrajStringToMatrix``) -> the cameras as TUM
+    rows (M, 8) ``t tx ty tz qx qy qz qw`` of their camera-to-world poses."""
+    from scipy.spatial.transform import Rotation
+
+    rows = _numbers(path)
+    bad = next(((n, r) for n, r in rows if len(r) != 7), None)
+    if bad:
+        raise SequenceError(f"{path}:{bad[0]}: expected 7 numbers 'timestamp ax ay az tx ty tz', got {len(bad[1])}")
+    if not rows:
+        raise SequenceError(f"{path} holds no poses")
+    arr = np.asarray([r for _, r in rows], dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise SequenceError(f"{path} holds NaN/inf; fix or drop those lines")
+    to_world = Rotation.from_rotvec(arr[:, 1:4]).inv()
+    return np.column_stack([arr[:, 0], -to_world.apply(arr[:, 4:7]), to_world.as_quat()])
+
+
+def _arkitscenes_time(path: Path) -> float:
+    """The time an ARKitScenes frame is named with: ``41069021_305.244.png`` -> 305.244."""
+    try:
+        return float(path.stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        raise SequenceError(f"{path}: expected ARKitScenes' name VIDEO_TIMESTAMP.png (e.g. 41069021_305.244.png); "
+                            "remove other files from that folder") from None
+
+
+def _read_pincam(folder: Path, image: Path) -> np.ndarray:
+    """The ``.pincam`` (``w h fx fy cx cy``) of ``image`` from ``folder``, named as it or 1 ms either side (as
+    ARKitScenes' loaders look for it)."""
+    t = _arkitscenes_time(image)
+    video = image.stem.rsplit("_", 1)[0]
+    for name in (image.stem, f"{video}_{t - 0.001:.3f}", f"{video}_{t + 0.001:.3f}"):
+        path = folder / f"{name}.pincam"
+        if path.is_file():
+            values = [v for _, row in _numbers(path) for v in row]
+            if len(values) != 6:
+                raise SequenceError(f"{path}: expected 6 numbers 'w h fx fy cx cy', got {len(values)}")
+            _, _, fx, fy, cx, cy = values
+            return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), path)
+    raise SequenceError(f"{folder / (image.stem + '.pincam')} is missing (the camera of {image.name}); download the "
+                        f"video's {folder.name} again")
+
+
+def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """An ARKitScenes video folder: ``lowres_wide/`` (or ``wide/``) colour and ``lowres_depth/`` (or
+    ``highres_depth/``, mm) of the same names ``VIDEO_TIME.png``, a ``.pincam`` per frame in
+    ``lowres_wide_intrinsics/``, ``lowres_wide.traj`` (world-to-camera, axis-angle; the pose is interpolated at
+    each frame's time as TUM's), optional ``confidence/`` (0..2); up from the cameras, said."""
+    colour_dir, depth_dir = next(((c, d) for c, d in ARKITSCENES_ASSETS
+                                  if (folder / c).is_dir() and (folder / d).is_dir()), (None, None))
+    if colour_dir is None:
+        raise SequenceError(f"{folder}: an ARKitScenes video needs lowres_wide/ and lowres_depth/ (or wide/ and "
+                            f"highres_depth/) and {ARKITSCENES_TRAJECTORY}")
+    rgb_files = _images_in(folder, colour_dir, f"an ARKitScenes video needs {colour_dir}/")
+    depth_files = _depth_files_by_stem(rgb_files, folder / depth_dir, folder)
+    times = np.array([_arkitscenes_time(p) for p in rgb_files])
+    order = np.argsort(times, kind="stable")
+    rgb_files, depth_files, times = [rgb_files[i] for i in order], [depth_files[i] for i in order], times[order]
+    trajectory = _read_arkitscenes_trajectory(folder / ARKITSCENES_TRAJECTORY)
+    poses, ok = interpolate_poses(trajectory, times)
+    notes = [] if ok.all() else [f"{int((~ok).sum())} frames lie outside {ARKITSCENES_TRAJECTORY} or in a gap of it "
+                                 "(skipped)"]
+    if not ok.any():
+        raise SequenceError(f"{folder / ARKITSCENES_TRAJECTORY} has no pose near any frame's time; is it from "
+                            "another video?")
+    keep = np.flatnonzero(ok)
+    rgb_files, depth_files = [rgb_files[i] for i in keep], [depth_files[i] for i in keep]
+    K = _K_from_config(cfg, folder)
+    Ks = K if K is not None else [_read_pincam(folder / f"{colour_dir}_intrinsics", p) for p in rgb_files]
+    confidence = [folder / "confidence" / f"{p.stem}.png" for p in depth_files]
+    if colour_dir != "lowres_wide" or not all(p.is_file() for p in confidence):
+        confidence = []  # (the confidence maps are lowres_depth's)
+    min_confidence = _min_confidence(cfg, folder)
+    if confidence and min_confidence:
+        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+    if up == "auto":
+        up = _up_from_cameras(poses[keep], notes)
+    return _ImageSequence(
+        path=folder, format="arkitscenes", c2ws=up_rotation(up) @ poses[keep], timestamps=times[keep], world_up=up,
+        notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001),
+        colour_to_depth_size=True, colour_K=True, confidence_files=confidence, min_confidence=min_confidence)
+
+
 # --------------------------------------------------------------------------------------------- Open3D / Redwood
 
 OPEN3D_COLOUR_DIRS = ("image", "rgb", "color")  # the first that exists, as Open3D's reconstruction system looks
@@ -1773,6 +1868,8 @@ def _detect(folder: Path) -> str | None:
         return "replica"
     if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
         return "stray"
+    if (folder / ARKITSCENES_TRAJECTORY).is_file() and any((folder / c).is_dir() for c, _ in ARKITSCENES_ASSETS):
+        return "arkitscenes"
     if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
             (folder / "rgb").is_dir() and _is_record3d_metadata(folder / "metadata.json")):
         return "record3d"  # a .r3d file unzipped, or the app's EXR + JPG export
@@ -1808,8 +1905,8 @@ def detect_format(path) -> str:
 
 
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
-            "stray": _open_stray, "record3d": _open_record3d, "nerfstudio": _open_nerfstudio, "open3d": _open_open3d,
-            "generic": _open_generic, "ply": _open_ply}
+            "stray": _open_stray, "record3d": _open_record3d, "arkitscenes": _open_arkitscenes,
+            "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

@@ -1348,13 +1348,13 @@ def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path
         K = f.K
         (folder / "lowres_wide_intrinsics" / f"{name}.pincam").write_text(
             f"{w} {h} {K[0, 0]:.9f} {K[1, 1]:.9f} {K[0, 2]:.9f} {K[1, 2]:.9f}\n")
-        w2c = invert_pose(f.c2w)
+        w2c = invert_pose(up_rotation("+z").T @ f.c2w)  # the dataset's world is z-up
         lines.append(" ".join(f"{v:.9f}" for v in (t, *Rotation.from_matrix(w2c[:3, :3]).as_rotvec(),
                                                     *w2c[:3, 3])))
     (folder / "lowres_wide.traj").write_text("\n".join(lines[:-1]) + "\n")  # the last frame has no pose
     assert detect_format(folder) == "arkitscenes"
     seq = open_sequence(folder)
-    assert len(seq) == 3 and seq.world_up == "+y" and "1 frames lie outside lowres_wide.traj or in a gap of it " \
+    assert len(seq) == 3 and seq.world_up == "+z" and "1 frames lie outside lowres_wide.traj or in a gap of it " \
         "(skipped)" in seq.notes
     for f, g in zip(frames, seq):
         np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-6)

@@ -30,7 +30,7 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ``rgbd/N.depth`` LZFSE float32 metres, ``rgbd/N.conf``): OpenGL c2w poses, colour resized to the depth's size
   with its K, confidence below 1 dropped, ARKit's y-up world.
 - ``arkitscenes``: an ARKitScenes video (``lowres_wide/``, ``lowres_depth/`` mm, ``lowres_wide_intrinsics/*.pincam``,
-  ``lowres_wide.traj`` world-to-camera axis-angle poses interpolated at the frames' times); up from the cameras.
+  ``lowres_wide.traj`` world-to-camera axis-angle poses interpolated at the frames' times), world z-up.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
   ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
@@ -92,7 +92,7 @@ TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py def
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
-              "arkitscenes": "auto", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
+              "arkitscenes": "+z", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, Record3D (.r3d), "
@@ -1209,7 +1209,8 @@ def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """An ARKitScenes video folder: ``lowres_wide/`` (or ``wide/``) colour and ``lowres_depth/`` (or
     ``highres_depth/``, mm) of the same names ``VIDEO_TIME.png``, a ``.pincam`` per frame in
     ``lowres_wide_intrinsics/``, ``lowres_wide.traj`` (world-to-camera, axis-angle; the pose is interpolated at
-    each frame's time as TUM's), optional ``confidence/`` (0..2); up from the cameras, said."""
+    each frame's time as TUM's), optional ``confidence/`` (0..2). OpenCV cameras in a z-up world (Apple's answers
+    in apple/ARKitScenes#81 and #78, and its own unprojection)."""
     colour_dir, depth_dir = next(((c, d) for c, d in ARKITSCENES_ASSETS
                                   if (folder / c).is_dir() and (folder / d).is_dir()), (None, None))
     if colour_dir is None:
@@ -1237,8 +1238,6 @@ def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     min_confidence = _min_confidence(cfg, folder)
     if confidence and min_confidence:
         notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
-    if up == "auto":
-        up = _up_from_cameras(poses[keep], notes)
     return _ImageSequence(
         path=folder, format="arkitscenes", c2ws=up_rotation(up) @ poses[keep], timestamps=times[keep], world_up=up,
         notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001),

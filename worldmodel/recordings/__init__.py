@@ -1,0 +1,201 @@
+"""Read recorded RGB-D sequences and world-model outputs as lazy sequences of :class:`Frame`.
+
+Every reader converts to the project's conventions at the edge: metres, right-handed **+Y-up** world,
+OpenCV cameras (x right, y down, z forward), ``c2w`` float64 (4, 4), float32 z-depth with 0 = invalid,
+uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval-recon"):
+
+- ``tum``: TUM RGB-D (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``). Colour and depth are associated by
+  nearest timestamp (at most 0.02 s apart, one-to-one), or by associate.py's ``associations.txt`` when there is
+  no rgb.txt (ORB-SLAM's and ICL-NUIM's folders; a lone ``*.gt.freiburg`` stands in for groundtruth.txt). The
+  ground-truth pose is interpolated at the colour timestamp (linear translation, slerp rotation) between samples
+  at most 0.1 s apart, or taken from a sample within 0.02 s (ground truth written once per image). Depth = value
+  / 5000; K from ``calibration.txt`` (``fx fy cx cy``, ETH3D's SLAM benchmark) or TUM's default (525, 525,
+  319.5, 239.5). TUM's motion-capture world is z-up; another's (a ``calibration.txt``, a ground truth naming no
+  freiburg bag) has the one of y and z nearer the cameras' mean up (said in a note). ICL-NUIM's release
+  (``*.gt.freiburg``, or frame numbers for times throughout) has its own K and a left-handed y-up world: its
+  poses are reflected to a right-handed y-down one.
+- ``7scenes``: 7-Scenes / 3DMatch (``frame-XXXXXX.color.png|jpg``, ``.depth.png``, ``.pose.txt``,
+  ``camera-intrinsics.txt`` here or in the parent folder), depth = value / 1000, 65535 = invalid. 12-Scenes and
+  other BundleFusion exports name their frames so and hold the cameras in ``info.txt`` (here or in the parent
+  folder): the depth camera's K and depth shift, and a colour image of another size is resized to the depth's.
+  The world is the recording's first (roughly level) camera frame, y down (``world_up="-y"``).
+- ``scannet``: ScanNet's SensReader export (``color/N.jpg``, ``depth/N.png`` in mm, ``pose/N.txt`` c2w with -inf
+  where tracking was lost, ``intrinsic/intrinsic_depth.txt``): colour resized to the depth camera's size, world
+  z-up.
+- ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
+  ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), world z-up.
+- ``stray``: Stray Scanner's export (``rgb.mp4``, ``depth/*.png`` mm, ``confidence/``, ``odometry.csv`` OpenCV c2w,
+  ``camera_matrix.csv``): colour from the video resized to the depth's size, ARKit's y-up world.
+- ``record3d``: Record3D's ``.r3d`` file (a zip) or the folder it unzips to (``metadata`` JSON, ``rgbd/N.jpg``,
+  ``rgbd/N.depth`` LZFSE float32 metres, ``rgbd/N.conf``): OpenGL c2w poses, colour resized to the depth's size
+  with its K, confidence below 1 dropped, ARKit's y-up world.
+- ``arkitscenes``: an ARKitScenes video (``lowres_wide/``, ``lowres_depth/`` mm, ``lowres_wide_intrinsics/*.pincam``,
+  ``lowres_wide.traj`` world-to-camera axis-angle poses interpolated at the frames' times), world z-up.
+- ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
+  tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
+  ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
+  the cameras' mean up is nearer, said in a note (this tool's export writes ``world_up: +y`` beside it).
+- ``open3d``: Open3D's reconstruction-system and Redwood layout (``image/`` or ``color/``, ``depth/`` mm, a ``.log``
+  trajectory of c2w matrices, ``camera_intrinsic.json`` column-major); up y or z from the cameras, said.
+- ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
+  natural file-name order; an inf/NaN pose, ScanNet's mark of lost tracking, skips its frame), ``intrinsics.txt``
+  (a 3x3 or 4x4 matrix, or ``fx fy cx cy``) or ``worldstudio.json`` (``world_up="+y"``: poses already in our
+  convention unless told otherwise).
+- ``ply``: a folder of per-frame PLY point clouds in world coordinates (DeepVerse ``run.py --add_ply`` writes
+  ``<video>_frame<i>.ply``; Aether similar), optionally with the video and a ``poses.txt``. Frames carry
+  ``world_points``/``world_colors``; depth is all zeros. DeepVerse's world is its first camera's OpenCV
+  frame (y down), so the default is ``world_up="-y"``.
+
+In ScanNet, Stray Scanner, nerfstudio and generic folders the depth may be smaller than its colour image (one
+viewpoint, two resolutions, as phones and ScanNet record): the colour is resized to the depth's size, and a
+colour camera's K with it.
+
+An optional ``worldstudio.json`` in any sequence folder overrides settings: ``world_up`` ("+x".."-z"),
+``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx cy``, ``camera`` ("opencv" | "opengl",
+generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
+``min_confidence`` (Stray Scanner, Record3D folders: 0..2).
+Keyword arguments of :func:`open_sequence` override both.
+
+Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
+file is checked to exist when the sequence is opened, and frame 0 is decoded then, so a partial folder fails
+at once with a :class:`SequenceError` naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from worldmodel.recordings.base import Sequence, SequenceError, _load_config, _visible, read_poses_file, up_rotation
+from worldmodel.recordings.tum import _open_tum, associate, interpolate_poses
+from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, _open3d_trajectory, _open_7scenes, _open_generic,
+                                            _open_open3d, _open_replica, _open_scannet, _replica_frames,
+                                            _seven_scenes_frames)
+from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJECTORY, _is_record3d_metadata,
+                                          _open_arkitscenes, _open_record3d, _open_stray)
+from worldmodel.recordings.nerfstudio import _open_nerfstudio
+from worldmodel.recordings.pointclouds import _open_ply
+
+
+FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "nerfstudio", "open3d", "generic",
+           "ply")
+
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
+              "arkitscenes": "+z", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
+
+# the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
+FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, Record3D (.r3d), "
+                "ARKitScenes, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
+
+_FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
+                 "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
+                 "Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), lowres_wide/ + lowres_depth/ + "
+                 "lowres_wide.traj (ARKitScenes), transforms.json with depth "
+                 "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
+                 "or *.ply files (per-frame point clouds)")
+
+def _detect(folder: Path) -> str | None:
+    if folder.is_file():
+        return "record3d" if folder.suffix.lower() == ".r3d" else None
+    if any((folder / n).is_file() for n in ("rgb.txt", "depth.txt", "groundtruth.txt", "associations.txt")):
+        return "tum"
+    if _seven_scenes_frames(folder):
+        return "7scenes"
+    if (folder / "color").is_dir() and (folder / "pose").is_dir():
+        return "scannet"
+    if (folder / "traj.txt").is_file() and _replica_frames(folder):
+        return "replica"
+    if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
+        return "stray"
+    if (folder / ARKITSCENES_TRAJECTORY).is_file() and any((folder / c).is_dir() for c, _ in ARKITSCENES_ASSETS):
+        return "arkitscenes"
+    if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
+            (folder / "rgb").is_dir() and _is_record3d_metadata(folder / "metadata.json")):
+        return "record3d"  # a .r3d file unzipped, or the app's EXR + JPG export
+    if (not (folder / "poses.txt").is_file() and (folder / "depth").is_dir() and _open3d_trajectory(folder)
+            and any((folder / d).is_dir() for d in OPEN3D_COLOUR_DIRS)):
+        return "open3d"
+    if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
+        return "generic"  # (before nerfstudio: a generic folder may also hold a transforms.json made from it)
+    if (folder / "transforms.json").is_file():
+        return "nerfstudio"
+    if _visible(folder.glob("*.ply")):
+        return "ply"
+    return None
+
+def detect_format(path) -> str:
+    """Which reader a folder (or a Record3D .r3d file) needs, one of FORMATS (SequenceError when none fits)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise SequenceError(f"{folder}: no such folder or file; pass a recorded sequence folder ({_FORMATS_HELP})")
+    fmt = _detect(folder)
+    if fmt is not None:
+        return fmt
+    if not folder.is_dir():
+        if folder.name.lower().endswith((".zip", ".tgz", ".tar", ".tar.gz", ".tar.bz2", ".7z")):
+            raise SequenceError(f"{folder} is an archive; extract it and pass the sequence folder inside")
+        raise SequenceError(f"{folder} is a file; pass the folder that contains it (or a Record3D .r3d file)")
+    subs = sorted(p.name for p in folder.iterdir() if (p.is_dir() or p.suffix.lower() == ".r3d") and _detect(p))
+    if subs:
+        raise SequenceError(f"{folder} holds several sequences ({', '.join(subs[:6])}{'...' if len(subs) > 6 else ''}); "
+                            "pass one of them")
+    raise SequenceError(f"{folder} is not a recognised sequence folder: {_FORMATS_HELP}")
+
+_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
+            "stray": _open_stray, "record3d": _open_record3d, "arkitscenes": _open_arkitscenes,
+            "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
+
+def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,
+                  format: str | None = None, check_first: bool = True) -> Sequence:
+    """Open a sequence folder lazily (format detected unless given).
+
+    max_frames: keep only the first N frames (after ``stride``).  stride: keep every k-th frame.
+    world_up: the source world's up axis ("+x".."-z"); default per format (or ``worldstudio.json``).
+    check_first: decode frame 0 now, so a corrupt folder fails at open. Raises SequenceError.
+    """
+    folder = Path(path).expanduser().resolve()
+    fmt = format or detect_format(folder)
+    if fmt not in _OPENERS:
+        raise SequenceError(f"unknown sequence format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if int(stride) < 1:
+        raise SequenceError(f"stride must be >= 1, got {stride}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise SequenceError(f"max_frames must be >= 1, got {max_frames}")
+    cfg = _load_config(folder)
+    up = str(world_up or cfg.get("world_up") or DEFAULT_UP[fmt])
+    if not (up == "auto" and DEFAULT_UP[fmt] == "auto"):  # "auto": that reader picks the axis
+        up_rotation(up)  # validate early
+    seq = _OPENERS[fmt](folder, cfg, up)
+    if stride > 1 or max_frames is not None:
+        keep = np.arange(0, len(seq), int(stride))
+        if max_frames is not None:
+            keep = keep[: int(max_frames)]
+        _subset(seq, keep)
+    seq.options.update({"stride": int(stride), "max_frames": None if max_frames is None else int(max_frames)})
+    if check_first and len(seq):
+        seq[0]
+    return seq
+
+def _subset(seq: Sequence, keep: np.ndarray) -> None:
+    """Restrict ``seq`` in place to the frames ``keep`` (indices into it)."""
+    idx = [int(i) for i in keep]
+    seq.c2ws = seq.c2ws[idx]
+    seq.timestamps = seq.timestamps[idx]
+    for name in ("rgb_files", "depth_files", "ply_files", "video_index", "confidence_files", "members"):
+        if getattr(seq, name, None):  # (a per-frame list; an empty one means the format has none)
+            setattr(seq, name, [getattr(seq, name)[i] for i in idx])
+    if isinstance(getattr(seq, "Ks", None), list) and seq.Ks:  # type: ignore[attr-defined]
+        seq.Ks = [seq.Ks[i] for i in idx]  # type: ignore[attr-defined]
+    seq._cache.clear()
+
+def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: float = 0.5) -> int:
+    """Index of the pose in ``c2ws`` (N, 4, 4) closest to ``c2w``: camera distance (m) plus
+    ``metres_per_radian`` x the angle between the rotations."""
+    d = np.linalg.norm(c2ws[:, :3, 3] - c2w[:3, 3], axis=1)
+    tr = np.einsum("nij,ij->n", c2ws[:, :3, :3], c2w[:3, :3])  # trace(R_i^T R)
+    ang = np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0))
+    return int(np.argmin(d + metres_per_radian * ang))
+
+__all__ = ["FORMAT_NAMES", "FORMATS", "Sequence", "SequenceError", "associate", "detect_format",
+           "interpolate_poses", "nearest_pose_index", "open_sequence", "read_poses_file", "up_rotation"]

@@ -1,0 +1,380 @@
+"""Phone and tablet captures (ARKit: depth at 256x192 beside a larger colour image, confidence 0..2): Record3D,
+Stray Scanner, ARKitScenes.
+
+Conventions and formats: see the package docstring (:mod:`worldmodel.recordings`).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from worldmodel.camera import flip_cv_gl
+from worldmodel.tum import tum_rows_to_c2ws
+from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoPanels, _check_K,
+                                        _depth_files_by_stem, _depth_scale, _images_in, _min_confidence, _natural_key,
+                                        _numbers, _read_depth, _read_intrinsics, _read_rgb, _visible, up_rotation)
+from worldmodel.recordings.tum import interpolate_poses
+
+
+class _Record3DArchive:
+    """The files of a Record3D capture: its ``.r3d`` file (a zip, the members maybe under one top folder) or the
+    folder it was unzipped into (``metadata``, ``rgbd/0.jpg``, ``.depth``, ``.conf``), or the app's "EXR + JPG"
+    export (``metadata.json``, ``rgb/0.jpg``, ``depth/0.exr``, as nerfstudio's ``ns-process-data record3d`` takes
+    it). Members are named as there; ``colour``, ``depth``, ``confidence`` (None: none) name frame N's."""
+
+    def __init__(self, path: Path):
+        self.path, self.prefix, self._zip = path, "", None
+        self.names: set[str] | None = None  # the archive's members (None: a folder)
+        exr_export = path.is_dir() and not (path / "metadata").is_file() and (path / "metadata.json").is_file()
+        self.metadata = "metadata.json" if exr_export else "metadata"
+        self.colour = "rgb/{}.jpg" if exr_export else "rgbd/{}.jpg"
+        self.depth = "depth/{}.exr" if exr_export else "rgbd/{}.depth"
+        self.confidence = None if exr_export else "rgbd/{}.conf"
+        if path.is_file():
+            try:
+                with zipfile.ZipFile(path) as z:
+                    names = z.namelist()
+            except (zipfile.BadZipFile, OSError) as e:
+                raise SequenceError(f"{path} is not a readable .r3d file (a zip archive: {str(e)[:60]}); export the "
+                                    "capture from Record3D again") from None
+            found = [n for n in names if n == "metadata" or n.endswith("/metadata")]
+            if not found:
+                raise SequenceError(f"{path} holds no Record3D metadata; is it a .r3d export of the Record3D app?")
+            self.prefix = min(found, key=len)[: -len("metadata")]
+            self.names = set(names)
+
+    def where(self, name: str) -> Path:
+        """Where member ``name`` is, for messages (inside the .r3d file, or in the folder)."""
+        return self.path / (self.prefix + name)
+
+    def has(self, name: str) -> bool:
+        return (self.prefix + name) in self.names if self.names is not None else (self.path / name).is_file()
+
+    def read(self, name: str) -> bytes:
+        if not self.has(name):
+            raise SequenceError(f"{self.where(name)} is missing; export the capture from Record3D again")
+        try:
+            if self.names is None:
+                return (self.path / name).read_bytes()
+            if self._zip is None:
+                self._zip = zipfile.ZipFile(self.path)
+            return self._zip.read(self.prefix + name)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+            raise SequenceError(f"cannot read {self.where(name)} ({str(e)[:60]}); export the capture from Record3D "
+                                "again") from None
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+def _lzfse_array(data: bytes, dtype, shape: tuple[int, int], where: Path) -> np.ndarray:
+    """Record3D's LZFSE-compressed raw (H, W) array (depth float32 metres, confidence uint8)."""
+    import lzfse
+
+    try:
+        raw = lzfse.decompress(data)
+    except (lzfse.error, ValueError) as e:
+        raise SequenceError(f"cannot read {where}: not LZFSE data ({str(e)[:60] or type(e).__name__}); export the "
+                            "capture again") from None
+    expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    if len(raw) != expected:
+        raise SequenceError(f"{where} holds {len(raw)} bytes, not a {shape[1]}x{shape[0]} {np.dtype(dtype).name} "
+                            "image as the metadata says; export the capture again")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+@dataclass(eq=False)
+class _Record3DSequence(_ImageSequence):
+    """Record3D's frames (``rgbd/N.jpg``, ``rgbd/N.depth``, ``rgbd/N.conf``, or the EXR export's), read from its
+    archive."""
+
+    archive: _Record3DArchive | None = None
+    depth_shape: tuple[int, int] = (0, 0)  # (dh, dw)
+    min_confidence: int = 1
+    members: list[int] = field(default_factory=list)  # the capture's frame number of each frame
+
+    def files(self, i: int) -> list[Path]:
+        return [self.archive.path]
+
+    def close(self) -> None:
+        self.archive.close()
+
+    def _colour(self, i: int) -> np.ndarray:
+        return _read_rgb(self.rgb_files[i], self.archive.read(self.archive.colour.format(self.members[i])))
+
+    def _depth(self, i: int) -> np.ndarray:
+        if self.depth_files[i].suffix == ".exr":  # the EXR export (a folder)
+            return _read_depth(self.depth_files[i], 1.0)
+        depth = _lzfse_array(self.archive.read(self.archive.depth.format(self.members[i])), np.float32,
+                             self.depth_shape, self.depth_files[i]).copy()
+        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+        conf = self.archive.confidence.format(self.members[i])
+        if self.min_confidence > 0 and self.archive.has(conf):
+            depth[_lzfse_array(self.archive.read(conf), np.uint8, self.depth_shape, self.archive.where(conf))
+                  < self.min_confidence] = 0.0
+        return depth
+
+def _is_record3d_metadata(path: Path) -> bool:
+    """``path`` is Record3D's metadata (a JSON object with its poses and K), not another tool's metadata.json."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig")) if path.is_file() else None
+    except (OSError, UnicodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and "poses" in meta and "K" in meta
+
+def _record3d_number(meta: dict, key: str, where: Path) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16384:
+        raise SequenceError(f"{where}: metadata {key} must be an image side in pixels, got {value!r}")
+    return value
+
+def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
+    """A Record3D capture (a ``.r3d`` file or its unzipped folder): ``metadata`` (JSON: ``w h`` of the colour,
+    ``dw dh`` of the depth, ``K`` column-major for the colour image, ``perFrameIntrinsicCoeffs`` ``[fx, fy, cx, cy]``
+    per frame in newer versions, ``poses`` ``[qx, qy, qz, qw, tx, ty, tz]`` camera-to-world with OpenGL cameras,
+    ``frameTimestamps``), ``rgbd/N.jpg``, ``rgbd/N.depth`` (LZFSE float32 metres), ``rgbd/N.conf`` (LZFSE uint8
+    0..2). The colour is resized to the depth's size and K with it; depth below confidence 1 is dropped; ARKit's
+    world is y-up."""
+    archive = _Record3DArchive(path)
+    where = archive.where(archive.metadata)
+    try:
+        meta = json.loads(archive.read(archive.metadata).decode("utf-8-sig"))
+    except (UnicodeError, json.JSONDecodeError) as e:
+        raise SequenceError(f"{where} is not valid JSON ({str(e)[:60]}); export the capture again") from None
+    if not isinstance(meta, dict):
+        raise SequenceError(f"{where} must hold a JSON object; export the capture again")
+    w, h, dw, dh = (_record3d_number(meta, key, where) for key in ("w", "h", "dw", "dh"))
+    try:
+        poses = np.asarray(meta.get("poses"), dtype=np.float64)
+        if poses.ndim != 2 or poses.shape[1] != 7 or not len(poses):
+            raise ValueError
+        coeffs = meta.get("perFrameIntrinsicCoeffs")
+        coeffs = np.asarray(coeffs, dtype=np.float64).reshape(-1, 4) if coeffs else None
+        per_frame = coeffs is not None and len(coeffs) == len(poses)
+        K = None if per_frame else np.asarray(meta.get("K"), dtype=np.float64).reshape(3, 3).T  # column-major
+    except (TypeError, ValueError):
+        raise SequenceError(f"{where}: poses must be [qx, qy, qz, qw, tx, ty, tz] per frame and K 9 numbers (or "
+                            "perFrameIntrinsicCoeffs [fx, fy, cx, cy] per frame); export the capture again") from None
+    n = len(poses)
+    try:  # in TUM's order 't tx ty tz qx qy qz qw' (scalar-last quaternions, as Record3D writes them)
+        _, c2ws = tum_rows_to_c2ws(np.column_stack([np.zeros(n), poses[:, 4:7], poses[:, 0:4]]), where)
+    except ValueError as e:
+        raise SequenceError(f"{where}: a pose holds NaN/inf or a zero quaternion ({e}); export the capture "
+                            "again") from None
+    c2ws = flip_cv_gl(c2ws)  # OpenGL -> OpenCV cameras
+    notes = []
+    if n > 1 and np.allclose(c2ws, c2ws[0]):
+        notes.append("every frame has the same pose (a front-camera capture has no tracking): they show one viewpoint")
+    if per_frame:
+        Ks = [_check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), where) for fx, fy, cx, cy in coeffs]
+    else:
+        Ks = _check_K(K, where)
+    members = [i for i in range(n) if archive.has(archive.colour.format(i)) and archive.has(archive.depth.format(i))]
+    if not members:
+        raise SequenceError(f"{archive.where(archive.colour.format(0))} and its depth are missing, as every frame's; "
+                            "export the capture again")
+    notes += [] if len(members) == n else [f"{n - len(members)} of the {n} poses have no colour and depth (skipped)"]
+    stamps = meta.get("frameTimestamps")
+    try:
+        stamps = np.asarray(stamps, dtype=np.float64) if stamps is not None else None
+    except (TypeError, ValueError):
+        stamps = None
+    if stamps is None or stamps.shape != (n,) or not np.isfinite(stamps).all():
+        stamps = np.arange(n, dtype=np.float64) / float(meta.get("fps") or 1)
+    min_confidence = _min_confidence(cfg, path)
+    if min_confidence and archive.confidence and archive.has(archive.confidence.format(members[0])):
+        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+    return _Record3DSequence(
+        path=path, format="record3d", c2ws=up_rotation(up) @ c2ws[members], timestamps=stamps[members],
+        world_up=up, notes=notes, rgb_files=[archive.where(archive.colour.format(i)) for i in members],
+        depth_files=[archive.where(archive.depth.format(i)) for i in members],
+        Ks=[Ks[i] for i in members] if isinstance(Ks, list) else Ks, colour_to_depth_size=True, colour_K=True,
+        archive=archive, depth_shape=(dh, dw), min_confidence=min_confidence, members=members,
+        options={"colour_size": [w, h]})
+
+ARKITSCENES_ASSETS = (("lowres_wide", "lowres_depth"), ("wide", "highres_depth"))  # colour, its depth
+
+ARKITSCENES_TRAJECTORY = "lowres_wide.traj"
+
+def _read_arkitscenes_trajectory(path: Path) -> np.ndarray:
+    """ARKitScenes' ``lowres_wide.traj``: per line ``timestamp ax ay az tx ty tz``, the world-to-camera rotation
+    (axis-angle, radians) and translation, as its loaders read it (``TrajStringToMatrix``) -> the cameras as TUM
+    rows (M, 8) ``t tx ty tz qx qy qz qw`` of their camera-to-world poses."""
+    from scipy.spatial.transform import Rotation
+
+    rows = _numbers(path)
+    bad = next(((n, r) for n, r in rows if len(r) != 7), None)
+    if bad:
+        raise SequenceError(f"{path}:{bad[0]}: expected 7 numbers 'timestamp ax ay az tx ty tz', got {len(bad[1])}")
+    if not rows:
+        raise SequenceError(f"{path} holds no poses")
+    arr = np.asarray([r for _, r in rows], dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise SequenceError(f"{path} holds NaN/inf; fix or drop those lines")
+    to_world = Rotation.from_rotvec(arr[:, 1:4]).inv()
+    return np.column_stack([arr[:, 0], -to_world.apply(arr[:, 4:7]), to_world.as_quat()])
+
+def _arkitscenes_time(path: Path) -> float:
+    """The time an ARKitScenes frame is named with: ``41069021_305.244.png`` -> 305.244."""
+    try:
+        return float(path.stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        raise SequenceError(f"{path}: expected ARKitScenes' name VIDEO_TIMESTAMP.png (e.g. 41069021_305.244.png); "
+                            "remove other files from that folder") from None
+
+def _read_pincam(folder: Path, image: Path) -> np.ndarray:
+    """The ``.pincam`` (``w h fx fy cx cy``) of ``image`` from ``folder``, named as it or 1 ms either side (as
+    ARKitScenes' loaders look for it)."""
+    t = _arkitscenes_time(image)
+    video = image.stem.rsplit("_", 1)[0]
+    for name in (image.stem, f"{video}_{t - 0.001:.3f}", f"{video}_{t + 0.001:.3f}"):
+        path = folder / f"{name}.pincam"
+        if path.is_file():
+            values = [v for _, row in _numbers(path) for v in row]
+            if len(values) != 6:
+                raise SequenceError(f"{path}: expected 6 numbers 'w h fx fy cx cy', got {len(values)}")
+            _, _, fx, fy, cx, cy = values
+            return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), path)
+    raise SequenceError(f"{folder / (image.stem + '.pincam')} is missing (the camera of {image.name}); download the "
+                        f"video's {folder.name} again")
+
+def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """An ARKitScenes video folder: ``lowres_wide/`` (or ``wide/``) colour and ``lowres_depth/`` (or
+    ``highres_depth/``, mm) of the same names ``VIDEO_TIME.png``, a ``.pincam`` per frame in
+    ``lowres_wide_intrinsics/``, ``lowres_wide.traj`` (world-to-camera, axis-angle; the pose is interpolated at
+    each frame's time as TUM's), optional ``confidence/`` (0..2). OpenCV cameras in a z-up world (Apple's answers
+    in apple/ARKitScenes#81 and #78, and its own unprojection)."""
+    colour_dir, depth_dir = next(((c, d) for c, d in ARKITSCENES_ASSETS
+                                  if (folder / c).is_dir() and (folder / d).is_dir()), (None, None))
+    if colour_dir is None:
+        raise SequenceError(f"{folder}: an ARKitScenes video needs lowres_wide/ and lowres_depth/ (or wide/ and "
+                            f"highres_depth/) and {ARKITSCENES_TRAJECTORY}")
+    rgb_files = _images_in(folder, colour_dir, f"an ARKitScenes video needs {colour_dir}/")
+    depth_files = _depth_files_by_stem(rgb_files, folder / depth_dir, folder)
+    times = np.array([_arkitscenes_time(p) for p in rgb_files])
+    order = np.argsort(times, kind="stable")
+    rgb_files, depth_files, times = [rgb_files[i] for i in order], [depth_files[i] for i in order], times[order]
+    trajectory = _read_arkitscenes_trajectory(folder / ARKITSCENES_TRAJECTORY)
+    poses, ok = interpolate_poses(trajectory, times)
+    notes = [] if ok.all() else [f"{int((~ok).sum())} frames lie outside {ARKITSCENES_TRAJECTORY} or in a gap of it "
+                                 "(skipped)"]
+    if not ok.any():
+        raise SequenceError(f"{folder / ARKITSCENES_TRAJECTORY} has no pose near any frame's time; is it from "
+                            "another video?")
+    keep = np.flatnonzero(ok)
+    rgb_files, depth_files = [rgb_files[i] for i in keep], [depth_files[i] for i in keep]
+    K = _K_from_config(cfg, folder)
+    Ks = K if K is not None else [_read_pincam(folder / f"{colour_dir}_intrinsics", p) for p in rgb_files]
+    confidence = [folder / "confidence" / f"{p.stem}.png" for p in depth_files]
+    if colour_dir != "lowres_wide" or not all(p.is_file() for p in confidence):
+        confidence = []  # (the confidence maps are lowres_depth's)
+    min_confidence = _min_confidence(cfg, folder)
+    if confidence and min_confidence:
+        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+    return _ImageSequence(
+        path=folder, format="arkitscenes", c2ws=up_rotation(up) @ poses[keep], timestamps=times[keep], world_up=up,
+        notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001),
+        colour_to_depth_size=True, colour_K=True, confidence_files=confidence, min_confidence=min_confidence)
+
+@dataclass(eq=False)
+class _StraySequence(_ImageSequence):
+    """Stray Scanner's frames: colour from the video (frame k of ``rgb.mp4`` is odometry row k), depth per
+    frame, its confidence (0..2) masking the depth below ``min_confidence``."""
+
+    video: Path | None = None
+    video_index: list[int] = field(default_factory=list)
+    _video: "_VideoPanels | None" = field(default=None, repr=False)
+
+    VIDEO_CACHE_FRAMES = 4  # decoded frames kept: a phone's 1920x1440 frame is 8 MB
+
+    def files(self, i: int) -> list[Path]:
+        return [self.video, self.depth_files[i]] if self.video else [self.depth_files[i]]
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+    def _colour(self, i: int) -> np.ndarray:
+        if self._video is None:
+            self._video = _VideoPanels(self.video, 1, fix="copy it again")
+        k = self.video_index[i]
+        img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
+        if img is None:
+            raise SequenceError(f"{self.video} ends at frame {self._video.ended_at}, but odometry.csv goes on to frame "
+                                f"{k}; play fewer frames (?max_frames={self._video.ended_at}) or copy the video again")
+        return img
+
+def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``odometry.csv`` -> (timestamps (N,), OpenCV c2w (N, 4, 4)): a header, then ``timestamp, frame, x, y, z,
+    qx, qy, qz, qw`` per frame (older versions: ``x, y, z, qx, qy, qz, qw``, no header)."""
+    if not path.is_file():
+        raise SequenceError(f"{path} is missing; a Stray Scanner export needs it for the camera poses")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+        cells = [c.strip() for c in line.split(",") if c.strip()]
+        if not cells:
+            continue
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if n == 1:
+                continue  # the header
+            raise SequenceError(f"{path}:{n}: expected numbers 'timestamp, frame, x, y, z, qx, qy, qz, qw'") from None
+        if len(values) not in (7, 9):
+            raise SequenceError(f"{path}:{n}: expected 9 numbers 'timestamp, frame, x, y, z, qx, qy, qz, qw' (or 7 "
+                                f"without timestamp and frame), got {len(values)}")
+        rows.append(values if len(values) == 9 else [float(len(rows)), float(len(rows)), *values])
+    if not rows:
+        raise SequenceError(f"{path} holds no poses")
+    try:  # less the frame column, a row is TUM's 't tx ty tz qx qy qz qw' (scalar-last, as the app writes it)
+        return tum_rows_to_c2ws(np.asarray(rows, dtype=np.float64)[:, [0, 2, 3, 4, 5, 6, 7, 8]], path)
+    except ValueError as e:
+        raise SequenceError(str(e)) from None
+
+def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
+    """Stray Scanner's export: ``rgb.mp4`` (the phone camera, e.g. 1920x1440), ``depth/000000.png`` (mm, 256x192;
+    older versions uint16 ``.npy``), ``confidence/000000.png`` (0..2), ``camera_matrix.csv`` (the video's 3x3 K),
+    ``odometry.csv`` (OpenCV camera-to-world in ARKit's y-up world). Row k, depth k and video frame k belong
+    together. The colour is resized to the depth's size and K with it; depth below confidence 1 (the app's
+    low) is dropped (``min_confidence`` in worldstudio.json: 0..2)."""
+    timestamps, poses = _read_stray_odometry(folder / "odometry.csv")
+    depth_dir = folder / "depth"
+    depth_files = sorted((p for p in _visible(depth_dir.iterdir()) if p.suffix.lower() in (".png", ".npy")),
+                         key=_natural_key) if depth_dir.is_dir() else []
+    if not depth_files:
+        raise SequenceError(f"{depth_dir} holds no depth .png/.npy; a Stray Scanner folder needs depth/, rgb.mp4, "
+                            "odometry.csv and camera_matrix.csv")
+    notes: list[str] = []
+    n = min(len(depth_files), len(poses))
+    if len(depth_files) != len(poses):
+        notes.append(f"odometry.csv has {len(poses)} poses and depth/ {len(depth_files)} frames: the first {n} "
+                     "are played")
+    conf_dir = folder / "confidence"
+    confidence = sorted((p for p in _visible(conf_dir.iterdir()) if p.suffix.lower() == ".png"),
+                        key=_natural_key)[:n] if conf_dir.is_dir() else []
+    if confidence and len(confidence) < n:
+        notes.append(f"confidence/ has {len(confidence)} maps for {n} frames: depth is not masked")
+        confidence = []
+    min_confidence = _min_confidence(cfg, folder)
+    if confidence and min_confidence:
+        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+    K = _K_from_config(cfg, folder)
+    if K is None:
+        matrix = folder / "camera_matrix.csv"
+        if not matrix.is_file():
+            raise SequenceError(f"{matrix} is missing; a Stray Scanner folder needs it for the camera's intrinsics")
+        K = _read_intrinsics(matrix)
+    if not (folder / "rgb.mp4").is_file():
+        raise SequenceError(f"{folder / 'rgb.mp4'} is missing; a Stray Scanner folder needs it for the colour")
+    return _StraySequence(
+        path=folder, format="stray", c2ws=up_rotation(up) @ poses[:n], timestamps=timestamps[:n], world_up=up,
+        notes=notes, rgb_files=[folder / "rgb.mp4"] * n, depth_files=depth_files[:n], Ks=K,
+        depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
+        video=folder / "rgb.mp4", video_index=list(range(n)), confidence_files=confidence,
+        min_confidence=min_confidence)

@@ -80,20 +80,18 @@ from worldmodel.recordings.pointclouds import _open_ply
 
 FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "nerfstudio", "open3d", "generic",
            "ply")
-
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
               "arkitscenes": "+z", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
-
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, Record3D (.r3d), "
                 "ARKitScenes, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
-
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
                  "Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), lowres_wide/ + lowres_depth/ + "
                  "lowres_wide.traj (ARKitScenes), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
+
 
 def _detect(folder: Path) -> str | None:
     if folder.is_file():
@@ -124,6 +122,7 @@ def _detect(folder: Path) -> str | None:
         return "ply"
     return None
 
+
 def detect_format(path) -> str:
     """Which reader a folder (or a Record3D .r3d file) needs, one of FORMATS (SequenceError when none fits)."""
     folder = Path(path).expanduser()
@@ -142,9 +141,11 @@ def detect_format(path) -> str:
                             "pass one of them")
     raise SequenceError(f"{folder} is not a recognised sequence folder: {_FORMATS_HELP}")
 
+
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
             "stray": _open_stray, "record3d": _open_record3d, "arkitscenes": _open_arkitscenes,
             "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
+
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,
                   format: str | None = None, check_first: bool = True) -> Sequence:
@@ -177,6 +178,7 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
         seq[0]
     return seq
 
+
 def _subset(seq: Sequence, keep: np.ndarray) -> None:
     """Restrict ``seq`` in place to the frames ``keep`` (indices into it)."""
     idx = [int(i) for i in keep]
@@ -189,6 +191,7 @@ def _subset(seq: Sequence, keep: np.ndarray) -> None:
         seq.Ks = [seq.Ks[i] for i in idx]  # type: ignore[attr-defined]
     seq._cache.clear()
 
+
 def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: float = 0.5) -> int:
     """Index of the pose in ``c2ws`` (N, 4, 4) closest to ``c2w``: camera distance (m) plus
     ``metres_per_radian`` x the angle between the rotations."""
@@ -196,6 +199,7 @@ def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: flo
     tr = np.einsum("nij,ij->n", c2ws[:, :3, :3], c2w[:3, :3])  # trace(R_i^T R)
     ang = np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0))
     return int(np.argmin(d + metres_per_radian * ang))
+
 
 __all__ = ["FORMAT_NAMES", "FORMATS", "Sequence", "SequenceError", "associate", "detect_format",
            "interpolate_poses", "nearest_pose_index", "open_sequence", "read_poses_file", "up_rotation"]

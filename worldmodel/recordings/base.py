@@ -24,11 +24,12 @@ from worldmodel.tum import number_rows, tum_rows_to_c2ws
 
 
 CONFIG_FILE = "worldstudio.json"
-
 _IMAGE_EXT = (".png", ".jpg", ".jpeg")
+
 
 class SequenceError(ValueError):
     """A sequence folder cannot be read; the one-line message names the file and says what to do."""
+
 
 def up_rotation(world_up: str) -> np.ndarray:
     """(4, 4) rotation taking a source world whose up axis is ``world_up`` ("+x".."-z") to our +Y-up world.
@@ -50,17 +51,21 @@ def up_rotation(world_up: str) -> np.ndarray:
     A[:3, :3] = np.stack([x, up, z])
     return A
 
+
 def _natural_key(p: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
 
 def _visible(paths) -> list[Path]:
     """``paths`` without hidden files (a leading dot: macOS's ``._name`` copies beside each file, editors' swap
     files), which are never frames."""
     return [p for p in paths if not p.name.startswith(".")]
 
+
 def _last_number(name: str) -> int | None:
     m = re.findall(r"\d+", name)
     return int(m[-1]) if m else None
+
 
 def _check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
     if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
@@ -73,6 +78,7 @@ def _check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
         raise SequenceError(f"{where}: last pose row must be 0 0 0 1")
     return c2w
 
+
 def _numbers(path: Path) -> list[tuple[int, list[float]]]:
     """Non-comment lines of a text file as (line number, floats); commas count as spaces."""
     if not path.is_file():
@@ -84,7 +90,9 @@ def _numbers(path: Path) -> list[tuple[int, list[float]]]:
     except ValueError as e:
         raise SequenceError(str(e)) from None
 
+
 MAX_PIXELS = 8192 * 8192  # a larger image is refused before it is decoded (decompression bombs)
+
 
 def _open_image(path: Path, data: bytes | None = None):
     """PIL image of ``path`` (or of ``data``, its bytes, e.g. read from an archive), refused (SequenceError naming
@@ -97,6 +105,7 @@ def _open_image(path: Path, data: bytes | None = None):
         raise SequenceError(f"{path} claims {im.width}x{im.height} pixels, more than this tool reads; "
                             "it is corrupt or not a camera frame")
     return im
+
 
 def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
     """(H, W, 3) uint8 of the image file ``path`` (or of ``data``, its bytes)."""
@@ -119,6 +128,7 @@ def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
         raise SequenceError(f"cannot read {path}: not a valid image ({why}); copy the file again or remove the "
                             "frame") from None
 
+
 def _read_confidence(path: Path) -> np.ndarray:
     """(H, W) ARKit depth confidence (0 low, 1 medium, 2 high) from an 8-bit PNG."""
     from PIL import UnidentifiedImageError
@@ -133,6 +143,7 @@ def _read_confidence(path: Path) -> np.ndarray:
             raise
         raise SequenceError(f"cannot read {path}: not a valid confidence image; copy it again, or set "
                             f"min_confidence 0 in {CONFIG_FILE} to use the depth unmasked") from None
+
 
 def _read_exr(path: Path) -> np.ndarray:
     """The depth channel of an OpenEXR image as (H, W) float32: its only channel, else Z, depth, Y or R (Blender
@@ -161,6 +172,7 @@ def _read_exr(path: Path) -> np.ndarray:
     if values.ndim != 2:
         raise SequenceError(f"{path}: EXR depth must be an (H, W) image, got {values.shape}")
     return values.astype(np.float32)
+
 
 def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scale: float = 1.0) -> np.ndarray:
     """(H, W) float32 metres from a 16-bit PNG or an integer .npy (value * ``scale``), or a float .npy or an
@@ -210,6 +222,7 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
         d[raw == invalid] = 0.0
     return d
 
+
 def _load_config(folder: Path) -> dict:
     path = folder / CONFIG_FILE
     if not path.is_file():
@@ -221,6 +234,7 @@ def _load_config(folder: Path) -> dict:
     if not isinstance(cfg, dict):
         raise SequenceError(f"{path} must hold a JSON object such as {{\"depth_scale\": 0.001}}")
     return cfg
+
 
 def _K_from_config(cfg: dict, where: Path) -> np.ndarray | None:
     try:
@@ -234,10 +248,12 @@ def _K_from_config(cfg: dict, where: Path) -> np.ndarray | None:
         raise SequenceError(f"{where / CONFIG_FILE}: K must be 3x3 numbers (or give fx, fy, cx, cy)") from None
     return _check_K(K, where / CONFIG_FILE)
 
+
 def _check_K(K: np.ndarray, where) -> np.ndarray:
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise SequenceError(f"{where}: intrinsics need positive finite focal lengths")
     return K
+
 
 def _check_K_for_image(K: np.ndarray, width: int, height: int, where) -> None:
     """Focal lengths and principal point that a real camera of this image size can have: the principal point
@@ -250,12 +266,14 @@ def _check_K_for_image(K: np.ndarray, width: int, height: int, where) -> None:
         raise SequenceError(f"{where}: intrinsics fx={fx:g} fy={fy:g} cx={cx:g} cy={cy:g} do not fit a "
                             f"{width}x{height} image; check the intrinsics are in pixels of this image size")
 
+
 def _min_confidence(cfg: dict, folder: Path) -> int:
     """``min_confidence`` from the config (ARKit's depth confidence 0..2, default 1: the low one is dropped)."""
     value = cfg.get("min_confidence", 1)
     if isinstance(value, bool) or value not in (0, 1, 2):
         raise SequenceError(f"{folder / CONFIG_FILE}: min_confidence must be 0, 1 or 2, got {value!r}")
     return int(value)
+
 
 def _metres_per_unit(value, source: str) -> float:
     """A depth scale (metres per depth unit) that ``source`` ("file: key") gives: a finite positive number."""
@@ -264,9 +282,11 @@ def _metres_per_unit(value, source: str) -> float:
                             f"millimetres), got {value!r}")
     return float(value)
 
+
 def _depth_scale(cfg: dict, where: Path, default: float) -> float:
     """``depth_scale`` from the config (metres per depth unit): a finite positive number."""
     return _metres_per_unit(cfg.get("depth_scale", default), f"{where / CONFIG_FILE}: depth_scale")
+
 
 def _read_intrinsics(path: Path) -> np.ndarray:
     """A 3x3 matrix (9 numbers), a 4x4 one with it in the top left (ScanNet), or ``fx fy cx cy`` (4 numbers)."""
@@ -281,6 +301,7 @@ def _read_intrinsics(path: Path) -> np.ndarray:
     else:
         raise SequenceError(f"{path}: expected a 3x3 matrix (9 numbers) or 'fx fy cx cy', got {len(vals)} numbers")
     return _check_K(K, path)
+
 
 @dataclass(eq=False)
 class Sequence:
@@ -341,6 +362,7 @@ class Sequence:
         """JSON-able: enough to open the same sequence again with :func:`open_sequence`."""
         return {"path": str(self.path), "format": self.format, "frames": len(self), "world_up": self.world_up,
                 **self.options}
+
 
 @dataclass(eq=False)
 class _ImageSequence(Sequence):
@@ -413,6 +435,7 @@ class _ImageSequence(Sequence):
                               + (", the colour camera's intrinsics with them" if self.colour_K else ""))
         return np.asarray(Image.fromarray(rgb).resize((dw, dh), Image.BILINEAR)), K
 
+
 def read_poses_file(path: Path, lost_tracking: bool = False) -> np.ndarray:
     """(N, 4, 4) c2w from ``poses.txt``: per line 16 numbers (row-major 4x4), 12 (3x4) or a TUM line
     ``timestamp tx ty tz qx qy qz qw``; a 4x4 may also span four lines of 4 numbers. ``lost_tracking``: a pose
@@ -444,6 +467,7 @@ def read_poses_file(path: Path, lost_tracking: bool = False) -> np.ndarray:
         raise SequenceError(f"{path} holds no poses")
     return np.stack(out)
 
+
 def _images_in(folder: Path, sub: str, needs: str) -> list[Path]:
     """The .png/.jpg images of ``folder/sub`` in natural file-name order (2 before 10)."""
     images = folder / sub
@@ -453,6 +477,7 @@ def _images_in(folder: Path, sub: str, needs: str) -> list[Path]:
     if not found:
         raise SequenceError(f"{images} holds no .png/.jpg images")
     return found
+
 
 def _depth_files_by_stem(rgb_files: list[Path], depth_dir: Path, folder: Path) -> list[Path]:
     """The depth file (.npy or .png) of the same name as each image, from ``depth_dir``."""
@@ -474,6 +499,7 @@ def _depth_files_by_stem(rgb_files: list[Path], depth_dir: Path, folder: Path) -
         depth_files.append(d)
     return depth_files
 
+
 def _drop_lost_poses(poses: np.ndarray, files: list[list[Path]], where: Path,
                      notes: list[str]) -> tuple[np.ndarray, list[list[Path]], np.ndarray]:
     """Skip the frames whose pose is inf/NaN (ScanNet and BundleFusion write -inf where tracking was lost), with a
@@ -487,6 +513,7 @@ def _drop_lost_poses(poses: np.ndarray, files: list[list[Path]], where: Path,
     keep = np.flatnonzero(~lost)
     return poses[keep], [[fs[i] for i in keep] for fs in files], keep
 
+
 def _one_pose_per_frame(poses_file: Path, files: list[list[Path]], images_in: str,
                         notes: list[str]) -> tuple[np.ndarray, list[list[Path]], np.ndarray]:
     """The poses of ``poses_file`` (:func:`read_poses_file`), one per image of ``files[0]`` in order; the frames
@@ -497,6 +524,7 @@ def _one_pose_per_frame(poses_file: Path, files: list[list[Path]], images_in: st
                             "write one pose per image, in natural file-name order (2 before 10)")
     return _drop_lost_poses(poses, files, poses_file, notes)
 
+
 def _up_from_cameras(c2ws: np.ndarray, notes: list[str]) -> str:
     """The up axis of a world no file names (:func:`_y_or_z_up` of the OpenCV cameras ``c2ws`` (N, 4, 4)), said
     in a note."""
@@ -505,12 +533,14 @@ def _up_from_cameras(c2ws: np.ndarray, notes: list[str]) -> str:
                  f"?up=... or world_up in {CONFIG_FILE} if the floor stands up)")
     return up
 
+
 def _y_or_z_up(mean_up: np.ndarray) -> str:
     """"+y", "-y", "+z" or "-z": of the two up axes in use (ARKit's and OpenGL's y, nerfstudio's and Blender's z),
     the one nearer the cameras' mean up direction ``mean_up`` (3,). Not x: no capture tool writes x-up, and a
     camera pitched down more than 45° (a desk scan) leans its up vector nearer a horizontal axis than gravity."""
     k = 1 if abs(mean_up[1]) >= abs(mean_up[2]) else 2
     return ("+" if mean_up[k] >= 0 else "-") + "xyz"[k]
+
 
 class _VideoPanels:
     """The left panel of a video's frames (DeepVerse writes RGB | depth side by side; ``panels`` None: two when

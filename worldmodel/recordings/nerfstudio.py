@@ -18,6 +18,7 @@ from worldmodel.recordings.base import (SequenceError, _IMAGE_EXT, _ImageSequenc
 _NOT_PINHOLE = ("OPENCV_FISHEYE", "FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R",
                 "VR180_L", "VR180_R")
 
+
 def _nerfstudio_K(entry: dict, meta: dict, image: Path, where: str) -> np.ndarray:
     """OpenCV K of one frame of a transforms.json: its own ``fl_x fl_y cx cy w h`` or the file's, or instant-ngp's
     ``camera_angle_x``. nerfstudio puts pixel centres at +0.5 (the image spans 0..w), ours at whole numbers."""
@@ -42,6 +43,7 @@ def _nerfstudio_K(entry: dict, meta: dict, image: Path, where: str) -> np.ndarra
     cx, cy = value("cx"), value("cy")
     cx, cy = (0.5 * w if cx is None else cx) - 0.5, (0.5 * h if cy is None else cy) - 0.5
     return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64), where)
+
 
 def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """A nerfstudio / instant-ngp ``transforms.json`` whose frames carry depth (``depth_file_path``: nerfstudio's

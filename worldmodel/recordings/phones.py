@@ -74,6 +74,7 @@ class _Record3DArchive:
             self._zip.close()
             self._zip = None
 
+
 def _lzfse_array(data: bytes, dtype, shape: tuple[int, int], where: Path) -> np.ndarray:
     """Record3D's LZFSE-compressed raw (H, W) array (depth float32 metres, confidence uint8)."""
     import lzfse
@@ -88,6 +89,7 @@ def _lzfse_array(data: bytes, dtype, shape: tuple[int, int], where: Path) -> np.
         raise SequenceError(f"{where} holds {len(raw)} bytes, not a {shape[1]}x{shape[0]} {np.dtype(dtype).name} "
                             "image as the metadata says; export the capture again")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
 
 @dataclass(eq=False)
 class _Record3DSequence(_ImageSequence):
@@ -120,6 +122,7 @@ class _Record3DSequence(_ImageSequence):
                   < self.min_confidence] = 0.0
         return depth
 
+
 def _is_record3d_metadata(path: Path) -> bool:
     """``path`` is Record3D's metadata (a JSON object with its poses and K), not another tool's metadata.json."""
     try:
@@ -128,11 +131,13 @@ def _is_record3d_metadata(path: Path) -> bool:
         return False
     return isinstance(meta, dict) and "poses" in meta and "K" in meta
 
+
 def _record3d_number(meta: dict, key: str, where: Path) -> int:
     value = meta.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16384:
         raise SequenceError(f"{where}: metadata {key} must be an image side in pixels, got {value!r}")
     return value
+
 
 def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
     """A Record3D capture (a ``.r3d`` file or its unzipped folder): ``metadata`` (JSON: ``w h`` of the colour,
@@ -198,9 +203,10 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         archive=archive, depth_shape=(dh, dw), min_confidence=min_confidence, members=members,
         options={"colour_size": [w, h]})
 
-ARKITSCENES_ASSETS = (("lowres_wide", "lowres_depth"), ("wide", "highres_depth"))  # colour, its depth
 
+ARKITSCENES_ASSETS = (("lowres_wide", "lowres_depth"), ("wide", "highres_depth"))  # colour, its depth
 ARKITSCENES_TRAJECTORY = "lowres_wide.traj"
+
 
 def _read_arkitscenes_trajectory(path: Path) -> np.ndarray:
     """ARKitScenes' ``lowres_wide.traj``: per line ``timestamp ax ay az tx ty tz``, the world-to-camera rotation
@@ -220,6 +226,7 @@ def _read_arkitscenes_trajectory(path: Path) -> np.ndarray:
     to_world = Rotation.from_rotvec(arr[:, 1:4]).inv()
     return np.column_stack([arr[:, 0], -to_world.apply(arr[:, 4:7]), to_world.as_quat()])
 
+
 def _arkitscenes_time(path: Path) -> float:
     """The time an ARKitScenes frame is named with: ``41069021_305.244.png`` -> 305.244."""
     try:
@@ -227,6 +234,7 @@ def _arkitscenes_time(path: Path) -> float:
     except (IndexError, ValueError):
         raise SequenceError(f"{path}: expected ARKitScenes' name VIDEO_TIMESTAMP.png (e.g. 41069021_305.244.png); "
                             "remove other files from that folder") from None
+
 
 def _read_pincam(folder: Path, image: Path) -> np.ndarray:
     """The ``.pincam`` (``w h fx fy cx cy``) of ``image`` from ``folder``, named as it or 1 ms either side (as
@@ -243,6 +251,7 @@ def _read_pincam(folder: Path, image: Path) -> np.ndarray:
             return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), path)
     raise SequenceError(f"{folder / (image.stem + '.pincam')} is missing (the camera of {image.name}); download the "
                         f"video's {folder.name} again")
+
 
 def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """An ARKitScenes video folder: ``lowres_wide/`` (or ``wide/``) colour and ``lowres_depth/`` (or
@@ -282,6 +291,7 @@ def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001),
         colour_to_depth_size=True, colour_K=True, confidence_files=confidence, min_confidence=min_confidence)
 
+
 @dataclass(eq=False)
 class _StraySequence(_ImageSequence):
     """Stray Scanner's frames: colour from the video (frame k of ``rgb.mp4`` is odometry row k), depth per
@@ -310,6 +320,7 @@ class _StraySequence(_ImageSequence):
                                 f"{k}; play fewer frames (?max_frames={self._video.ended_at}) or copy the video again")
         return img
 
+
 def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``odometry.csv`` -> (timestamps (N,), OpenCV c2w (N, 4, 4)): a header, then ``timestamp, frame, x, y, z,
     qx, qy, qz, qw`` per frame (older versions: ``x, y, z, qx, qy, qz, qw``, no header)."""
@@ -336,6 +347,7 @@ def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return tum_rows_to_c2ws(np.asarray(rows, dtype=np.float64)[:, [0, 2, 3, 4, 5, 6, 7, 8]], path)
     except ValueError as e:
         raise SequenceError(str(e)) from None
+
 
 def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
     """Stray Scanner's export: ``rgb.mp4`` (the phone camera, e.g. 1920x1440), ``depth/000000.png`` (mm, 256x192;

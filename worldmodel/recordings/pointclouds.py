@@ -65,6 +65,7 @@ class _PlySequence(Sequence):
         return Frame(index=i, rgb=img, depth=np.zeros((h, w), np.float32), K=np.array(K, dtype=np.float64),
                      c2w=c2w, world_points=pts, world_colors=cols)
 
+
 def read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A PLY point cloud (any variant open3d reads) -> (points (N, 3) float32, colours (N, 3) uint8, white if none)."""
     import open3d as o3d
@@ -79,6 +80,7 @@ def read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
     else:
         cols = np.full((len(pts), 3), 255, np.uint8)
     return pts, cols
+
 
 def _placeholder_image(pts: np.ndarray, cols: np.ndarray, c2w: np.ndarray, size=(128, 96)) -> np.ndarray:
     """A small (H, W, 3) uint8 preview: the points splatted from the frame's camera (60 degree view),
@@ -98,6 +100,7 @@ def _placeholder_image(pts: np.ndarray, cols: np.ndarray, c2w: np.ndarray, size=
         order = np.argsort(-z[ok])  # far first, near last: nearest colour wins
         img[v[ok][order], u[ok][order]] = c[ok][order]
     return img
+
 
 def _open_ply(folder: Path, cfg: dict, up: str) -> _PlySequence:
     plys = sorted(_visible(folder.glob("*.ply")), key=_natural_key)

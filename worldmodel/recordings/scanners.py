@@ -21,8 +21,10 @@ from worldmodel.recordings.tum import TUM_K
 
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])  # when no intrinsics file
 
+
 def _seven_scenes_frames(folder: Path) -> list[Path]:
     return sorted((p for ext in _IMAGE_EXT for p in folder.glob(f"frame-*.color{ext}")), key=_natural_key)
+
 
 def _is_bundlefusion_info(path: Path) -> bool:
     """``path`` is BundleFusion's info.txt (another info.txt, a download's notes, is not read)."""
@@ -30,6 +32,7 @@ def _is_bundlefusion_info(path: Path) -> bool:
         return path.is_file() and "m_calibrationDepthIntrinsic" in path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+
 
 def _read_bundlefusion_info(path: Path) -> tuple[np.ndarray, float, tuple[int, int], tuple[int, int]]:
     """BundleFusion's ``info.txt`` (12-Scenes, ScanNet's .sens exports: ``m_key = values`` lines) -> (the depth
@@ -51,6 +54,7 @@ def _read_bundlefusion_info(path: Path) -> tuple[np.ndarray, float, tuple[int, i
         raise SequenceError(f"{path}: m_depthShift must be a positive number of depth units per metre")
     return _check_K(K4[:3, :3], path), 1.0 / shift, colour, depth
 
+
 def _read_pose_file(path: Path) -> np.ndarray:
     """(4, 4) c2w from a file of one pose (16 numbers, or 12 of a 3x4); all-NaN when it holds inf/NaN (tracking
     lost: the caller skips the frame)."""
@@ -62,6 +66,7 @@ def _read_pose_file(path: Path) -> np.ndarray:
     if not np.isfinite(M).all():
         return np.full((4, 4), np.nan)
     return _check_pose(M, str(path))
+
 
 def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     colors = _seven_scenes_frames(folder)
@@ -112,6 +117,7 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         depth_scale=_depth_scale(cfg, folder, depth_scale), depth_invalid=65535,
         colour_to_depth_size=colour_to_depth_size, resize_said=colour_to_depth_size)
 
+
 def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     rgb_files = _images_in(folder, "rgb", "a generic folder needs rgb/, depth/, poses.txt and intrinsics")
     depth_files = _depth_files_by_stem(rgb_files, folder / "depth", folder)
@@ -137,7 +143,9 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
         options={"camera": camera})
 
+
 OPEN3D_COLOUR_DIRS = ("image", "rgb", "color")  # the first that exists, as Open3D's reconstruction system looks
+
 
 def _open3d_trajectory(folder: Path) -> Path | None:
     """The camera trajectory of an Open3D / Redwood folder: ``trajectory.log`` (Open3D's sample data) or
@@ -152,6 +160,7 @@ def _open3d_trajectory(folder: Path) -> Path | None:
             return found[0]
     return None
 
+
 def _starts_like_a_log_trajectory(path: Path) -> bool:
     """The file's first line is three whole numbers (a program's log file is not a trajectory)."""
     try:
@@ -160,6 +169,7 @@ def _starts_like_a_log_trajectory(path: Path) -> bool:
         return len(first) == 3 and all(v.isdigit() for v in first)
     except OSError:
         return False
+
 
 def read_log_trajectory(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Redwood's / Open3D's ``.log`` trajectory: per camera a line of three integers (the third is its depth
@@ -178,6 +188,7 @@ def read_log_trajectory(path: Path) -> tuple[np.ndarray, np.ndarray]:
         c2ws.append(_check_pose(np.asarray([r for _, r in matrix], dtype=np.float64), f"{path}:{n + 1}"))
         numbers.append(int(head[2]))
     return np.stack(c2ws), np.asarray(numbers)
+
 
 def _open3d_intrinsics(folder: Path, cfg: dict) -> tuple[np.ndarray | None, str | None]:
     """(K, note): worldstudio.json's, else an Open3D ``PinholeCameraIntrinsic`` JSON (``camera_intrinsic.json``, or
@@ -205,6 +216,7 @@ def _open3d_intrinsics(folder: Path, cfg: dict) -> tuple[np.ndarray | None, str 
         return _check_K(K, path), None
     return None, ("no camera_intrinsic.json: using Open3D's default camera (PrimeSense: fx=fy=525, cx=319.5, "
                   f"cy=239.5); write one with open3d.io.write_pinhole_camera_intrinsic or put K in {CONFIG_FILE}")
+
 
 def _open_open3d(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """Open3D's reconstruction-system and Redwood layout: ``image/`` (or ``rgb/``, ``color/``) and ``depth/``
@@ -242,6 +254,7 @@ def _open_open3d(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         Ks=TUM_K.copy() if K is None else K, default_K_for=(640, 480) if K is None else None,
         depth_scale=_depth_scale(cfg, folder, 0.001))
 
+
 def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """ScanNet's SensReader export: ``color/N.jpg``, ``depth/N.png`` (mm), ``pose/N.txt`` (c2w; -inf where
     tracking was lost), ``intrinsic/intrinsic_depth.txt`` (here or in the parent folder; scannet_frames_25k:
@@ -273,12 +286,15 @@ def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=colour_K)
 
+
 REPLICA_CAMERA = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}
+
 
 def _replica_frames(folder: Path) -> list[Path]:
     results = folder / "results"
     return sorted(_visible(p for ext in _IMAGE_EXT for p in results.glob(f"frame*{ext}")), key=_natural_key) \
         if results.is_dir() else []
+
 
 def _open_replica(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """Replica as NICE-SLAM and SplaTAM ship it: ``results/frame000000.jpg``, ``results/depth000000.png``

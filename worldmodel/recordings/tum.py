@@ -16,16 +16,13 @@ from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _ImageSequen
 
 
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
-
 # ICL-NUIM's TUM-format release: its renderer's camera with a positive fy (the dataset page's -480 is for the
 # POV-Ray-format files; ETH3D/badslam#59, cuVSLAM#135)
 ICL_NUIM_K = np.array([[481.20, 0.0, 319.5], [0.0, 480.0, 239.5], [0.0, 0.0, 1.0]])
-
 TUM_DEPTH_SCALE = 1.0 / 5000.0
-
 TUM_MAX_DT = 0.02          # s, colour/depth association (TUM's associate.py default)
-
 TUM_MAX_GT_GAP = 0.1       # s, a colour frame is dropped when its bracketing ground-truth samples are farther apart
+
 
 def _time_file_rows(path: Path, pairs: int, expected: str) -> list[list[tuple[float, str]]]:
     """Non-comment lines of a TUM-style list, each ``pairs`` times ``timestamp filename`` -> per line
@@ -46,11 +43,13 @@ def _time_file_rows(path: Path, pairs: int, expected: str) -> list[list[tuple[fl
         raise SequenceError(f"{path} lists no images; is the download complete?")
     return rows
 
+
 def _read_tum_list(path: Path) -> tuple[np.ndarray, list[Path]]:
     if not path.is_file():
         raise SequenceError(f"{path} is missing; a TUM folder needs rgb.txt, depth.txt and groundtruth.txt")
     rows = _time_file_rows(path, 1, "timestamp filename")
     return np.array([t for (t, _), in rows], np.float64), [path.parent / f for (_, f), in rows]
+
 
 def associate(t_a: np.ndarray, t_b: np.ndarray, max_dt: float = TUM_MAX_DT) -> list[tuple[int, int]]:
     """One-to-one nearest-timestamp matching as TUM's associate.py: candidate pairs closer than ``max_dt``,
@@ -72,6 +71,7 @@ def associate(t_a: np.ndarray, t_b: np.ndarray, max_dt: float = TUM_MAX_DT) -> l
             used_b.add(j)
             pairs.append((i, j))
     return sorted(pairs)
+
 
 def interpolate_poses(gt: np.ndarray, t: np.ndarray, max_gap: float = TUM_MAX_GT_GAP,
                       max_dt: float = TUM_MAX_DT) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +104,7 @@ def interpolate_poses(gt: np.ndarray, t: np.ndarray, max_gap: float = TUM_MAX_GT
             poses[ok, :3, 3] = np.stack([np.interp(tq, ts, gt[:, c]) for c in (1, 2, 3)], axis=1)
     return poses, ok
 
+
 def _read_associations(path: Path) -> tuple[np.ndarray, list[Path], np.ndarray, list[Path]]:
     """associate.py's output ``t1 file1 t2 file2`` per line (ORB-SLAM's and ICL-NUIM's TUM-format folders)
     -> (colour times, colour files, depth times, depth files), one pair per line. The depth column is the one
@@ -118,6 +119,7 @@ def _read_associations(path: Path) -> tuple[np.ndarray, list[Path], np.ndarray, 
     return (np.array([t for t, _ in rgb], np.float64), [path.parent / f for _, f in rgb],
             np.array([t for t, _ in depth], np.float64), [path.parent / f for _, f in depth])
 
+
 def _tum_groundtruth(folder: Path) -> Path:
     """groundtruth.txt, else the one ``*.gt.freiburg`` (ICL-NUIM's TUM-format trajectory)."""
     gt_path = folder / "groundtruth.txt"
@@ -128,6 +130,7 @@ def _tum_groundtruth(folder: Path) -> Path:
         raise SequenceError(f"{gt_path} is missing; a TUM folder needs it for the camera poses "
                             "(download the sequence's groundtruth.txt)")
     return gt_path
+
 
 def _tum_intrinsics(folder: Path, cfg: dict, icl_nuim: bool) -> tuple[np.ndarray | None, str | None]:
     """(K, note): worldstudio.json's, else ``calibration.txt`` (``fx fy cx cy``, as ETH3D's SLAM benchmark ships
@@ -142,6 +145,7 @@ def _tum_intrinsics(folder: Path, cfg: dict, icl_nuim: bool) -> tuple[np.ndarray
     return None, ("no calibration.txt: using TUM's default fx=fy=525, cx=319.5, cy=239.5 (its advice for every "
                   f"sequence); put 'fx fy cx cy' in calibration.txt or K in {CONFIG_FILE} for another camera")
 
+
 def _is_icl_nuim(gt_path: Path, gt_times: np.ndarray, image_times: np.ndarray) -> bool:
     """ICL-NUIM's TUM-format release: its ``*.gt.freiburg``, or (renamed groundtruth.txt, as SLAM repositories'
     download scripts do) frame numbers for times throughout (TUM's are Unix times, ETH3D's fractional seconds)."""
@@ -150,6 +154,7 @@ def _is_icl_nuim(gt_path: Path, gt_times: np.ndarray, image_times: np.ndarray) -
     times = np.concatenate([gt_times, image_times])
     return bool(len(gt_times) and np.isfinite(times).all() and (times == np.round(times)).all()
                 and times.min() >= 0 and times.max() < 1e5)
+
 
 def _tum_recorded_by_tum(gt_path: Path) -> bool:
     """A sequence of TUM's own benchmark (its ground truth names the freiburg bag it came from)."""
@@ -160,6 +165,7 @@ def _tum_recorded_by_tum(gt_path: Path) -> bool:
         return False
     return b"rgbd_dataset_freiburg" in head or gt_path.parent.name.startswith("rgbd_dataset_freiburg")
 
+
 def _icl_nuim_to_right_handed(c2ws: np.ndarray) -> np.ndarray:
     """ICL-NUIM's ``*.gt.freiburg`` poses (N, 4, 4) -> OpenCV c2w in a right-handed world: its renderer's world is
     left-handed and y-up, its images top-down, so every pose is reflected in the xz plane (S T S, S = diag(1, -1,
@@ -167,6 +173,7 @@ def _icl_nuim_to_right_handed(c2ws: np.ndarray) -> np.ndarray:
     world is then y-down (up is -y)."""
     S = np.diag([1.0, -1.0, 1.0, 1.0])
     return S @ c2ws @ S
+
 
 def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     notes = []
@@ -234,6 +241,7 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         rgb_files=rgb_files, depth_files=depth_files,
         Ks=(ICL_NUIM_K if icl_nuim else TUM_K).copy() if K is None else K,
         default_K_for=(640, 480) if K is None else None, depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE))
+
 
 def _tum_up(c2ws: np.ndarray, icl_nuim: bool, tum_own: bool, notes: list[str]) -> str:
     """The up axis of a TUM-format world: ICL-NUIM's (reflected) is y-down, TUM's own motion-capture world is

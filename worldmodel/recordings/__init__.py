@@ -172,24 +172,11 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
         keep = np.arange(0, len(seq), int(stride))
         if max_frames is not None:
             keep = keep[: int(max_frames)]
-        _subset(seq, keep)
+        seq.subset(keep)
     seq.options.update({"stride": int(stride), "max_frames": None if max_frames is None else int(max_frames)})
     if check_first and len(seq):
         seq[0]
     return seq
-
-
-def _subset(seq: Sequence, keep: np.ndarray) -> None:
-    """Restrict ``seq`` in place to the frames ``keep`` (indices into it)."""
-    idx = [int(i) for i in keep]
-    seq.c2ws = seq.c2ws[idx]
-    seq.timestamps = seq.timestamps[idx]
-    for name in ("rgb_files", "depth_files", "ply_files", "video_index", "confidence_files", "members"):
-        if getattr(seq, name, None):  # (a per-frame list; an empty one means the format has none)
-            setattr(seq, name, [getattr(seq, name)[i] for i in idx])
-    if isinstance(getattr(seq, "Ks", None), list) and seq.Ks:  # type: ignore[attr-defined]
-        seq.Ks = [seq.Ks[i] for i in idx]  # type: ignore[attr-defined]
-    seq._cache.clear()
 
 
 def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: float = 0.5) -> int:

@@ -14,7 +14,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 
@@ -363,10 +363,25 @@ class Sequence:
         return {"path": str(self.path), "format": self.format, "frames": len(self), "world_up": self.world_up,
                 **self.options}
 
+    PER_FRAME: ClassVar[tuple[str, ...]] = ()  # the fields holding one item per frame (each kind adds its own)
+
+    def subset(self, keep) -> None:
+        """Restrict the sequence in place to the frames ``keep`` (indices into it, in the order given)."""
+        idx = [int(i) for i in keep]
+        self.c2ws = self.c2ws[idx]
+        self.timestamps = self.timestamps[idx]
+        for name in self.PER_FRAME:
+            items = getattr(self, name)
+            if isinstance(items, list) and items:  # (empty: the format has none; an array Ks is every frame's)
+                setattr(self, name, [items[i] for i in idx])
+        self._cache.clear()
+
 
 @dataclass(eq=False)
 class _ImageSequence(Sequence):
     """RGB-D frames from per-frame image files (TUM, 7-Scenes, generic)."""
+
+    PER_FRAME = ("rgb_files", "depth_files", "Ks", "confidence_files")
 
     rgb_files: list[Path] = field(default_factory=list)
     depth_files: list[Path] = field(default_factory=list)

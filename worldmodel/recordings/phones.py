@@ -96,6 +96,7 @@ class _Record3DSequence(_ImageSequence):
     """Record3D's frames (``rgbd/N.jpg``, ``rgbd/N.depth``, ``rgbd/N.conf``, or the EXR export's), read from its
     archive."""
 
+    PER_FRAME = _ImageSequence.PER_FRAME + ("members",)
     archive: _Record3DArchive | None = None
     depth_shape: tuple[int, int] = (0, 0)  # (dh, dw)
     min_confidence: int = 1
@@ -297,6 +298,7 @@ class _StraySequence(_ImageSequence):
     """Stray Scanner's frames: colour from the video (frame k of ``rgb.mp4`` is odometry row k), depth per
     frame, its confidence (0..2) masking the depth below ``min_confidence``."""
 
+    PER_FRAME = _ImageSequence.PER_FRAME + ("video_index",)
     video: Path | None = None
     video_index: list[int] = field(default_factory=list)
     _video: "_VideoPanels | None" = field(default=None, repr=False)

@@ -20,6 +20,8 @@ from worldmodel.recordings.base import (Sequence, SequenceError, _K_from_config,
 class _PlySequence(Sequence):
     """Per-frame world point clouds (DeepVerse / Aether outputs) with an optional video for the images."""
 
+    PER_FRAME = ("ply_files", "video_index")
+
     ply_files: list[Path] = field(default_factory=list)
     video: Path | None = None
     video_index: list[int] = field(default_factory=list)

@@ -1366,3 +1366,60 @@ def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path
     (folder / "lowres_wide_intrinsics" / f"41069021_{times[1]:.3f}.pincam").unlink()
     with pytest.raises(SequenceError, match=r"41069021_305.344.pincam is missing \(the camera of 41069021_305.344.png\)"):
         open_sequence(folder)
+
+
+def write_sens(path: Path, frames, lost: tuple[int, ...] = ()) -> Path:
+    """ScanNet's .sens file of ``frames`` as its SensorData.py writes it: version 4, the colour camera at 2x the
+    depth's size (JPEG), depth as zlib uint16 mm (shift 1000), -inf poses for the frames ``lost``."""
+    import io
+    import struct
+    import zlib
+
+    h, w = frames[0].depth.shape
+    Kd = np.eye(4)
+    Kd[:3, :3] = frames[0].K
+    Kc = Kd.copy()
+    Kc[:2] *= 2
+    name = b"StructureSensor"
+    out = [struct.pack("<IQ", 4, len(name)), name]
+    out += [m.astype("<f4").tobytes() for m in (Kc, np.eye(4), Kd, np.eye(4))]
+    out.append(struct.pack("<iiIIIIfQ", 2, 1, 2 * w, 2 * h, w, h, 1000.0, len(frames)))
+    for k, f in enumerate(frames):
+        jpg = io.BytesIO()
+        Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(jpg, "JPEG", quality=95)
+        depth = zlib.compress(depth_to_png_mm(f.depth).astype("<u2").tobytes())
+        pose = np.full((4, 4), -np.inf) if k in lost else f.c2w
+        out += [pose.astype("<f4").tobytes(), struct.pack("<QQQQ", 1000 * k, 1000 * k, len(jpg.getvalue()),
+                                                          len(depth)), jpg.getvalue(), depth]
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def test_a_scannet_sens_file_opens_as_its_export_would(walk_frames, tmp_path):
+    """ScanNet's own .sens file (no SensReader export needed): the depth camera's K and size, colour resized to it,
+    -inf poses skipped with a note, world z-up; read by offset, so a stride reads the right frames; a file cut
+    short is one line."""
+    from dataclasses import replace
+
+    frames = walk_frames[:5]
+    sens = write_sens(tmp_path / "scene0000_00.sens",
+                      [replace(f, c2w=up_rotation("+z").T @ f.c2w) for f in frames], lost=(1,))
+    assert detect_format(sens) == "scannet"
+    seq = open_sequence(sens)
+    assert len(seq) == 4 and seq.world_up == "+z" and "1 frames have an inf/NaN pose in scene0000_00.sens " \
+        "(tracking lost): skipped" in seq.notes
+    for k, g in zip((0, 2, 3, 4), seq):
+        f = frames[k]
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-5)  # (float32 in the file)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-4)
+        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < 6
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+    seq.close()
+    np.testing.assert_allclose(open_sequence(sens, stride=2)[1].depth, _expected_mm_depth(frames[3].depth), atol=1e-6)
+    cut = tmp_path / "cut.sens"
+    cut.write_bytes(sens.read_bytes()[:-5000])
+    with pytest.raises(SequenceError, match=r"cut.sens ends inside frame 4 of the 5 its header counts"):
+        open_sequence(cut)
+    cut.write_bytes(sens.read_bytes()[:100])
+    with pytest.raises(SequenceError, match=r"cut.sens ends inside its header"):
+        open_sequence(cut)

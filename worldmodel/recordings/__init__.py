@@ -19,9 +19,9 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   other BundleFusion exports name their frames so and hold the cameras in ``info.txt`` (here or in the parent
   folder): the depth camera's K and depth shift, and a colour image of another size is resized to the depth's.
   The world is the recording's first (roughly level) camera frame, y down (``world_up="-y"``).
-- ``scannet``: ScanNet's SensReader export (``color/N.jpg``, ``depth/N.png`` in mm, ``pose/N.txt`` c2w with -inf
-  where tracking was lost, ``intrinsic/intrinsic_depth.txt``): colour resized to the depth camera's size, world
-  z-up.
+- ``scannet``: ScanNet's ``.sens`` file itself (read as its SensorData.py does), or its SensReader export
+  (``color/N.jpg``, ``depth/N.png`` in mm, ``pose/N.txt`` c2w with -inf where tracking was lost,
+  ``intrinsic/intrinsic_depth.txt``): colour resized to the depth camera's size, world z-up.
 - ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
   ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), world z-up.
 - ``stray``: Stray Scanner's export (``rgb.mp4``, ``depth/*.png`` mm, ``confidence/``, ``odometry.csv`` OpenCV c2w,
@@ -78,24 +78,24 @@ from worldmodel.recordings.nerfstudio import _open_nerfstudio
 from worldmodel.recordings.pointclouds import _open_ply
 
 
-FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "nerfstudio", "open3d", "generic",
-           "ply")
+FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "nerfstudio", "open3d",
+           "generic", "ply")
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
               "arkitscenes": "+z", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
-FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet, Replica, Stray Scanner, Record3D (.r3d), "
-                "ARKitScenes, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
+FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), Replica, Stray Scanner, "
+                "Record3D (.r3d), ARKitScenes, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
-                 "color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + odometry.csv (Stray "
-                 "Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), lowres_wide/ + lowres_depth/ + "
-                 "lowres_wide.traj (ARKitScenes), transforms.json with depth "
+                 "a .sens file or color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + "
+                 "odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), "
+                 "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
 
 
 def _detect(folder: Path) -> str | None:
     if folder.is_file():
-        return "record3d" if folder.suffix.lower() == ".r3d" else None
+        return {".r3d": "record3d", ".sens": "scannet"}.get(folder.suffix.lower())
     if any((folder / n).is_file() for n in ("rgb.txt", "depth.txt", "groundtruth.txt", "associations.txt")):
         return "tum"
     if _seven_scenes_frames(folder):
@@ -134,8 +134,10 @@ def detect_format(path) -> str:
     if not folder.is_dir():
         if folder.name.lower().endswith((".zip", ".tgz", ".tar", ".tar.gz", ".tar.bz2", ".7z")):
             raise SequenceError(f"{folder} is an archive; extract it and pass the sequence folder inside")
-        raise SequenceError(f"{folder} is a file; pass the folder that contains it (or a Record3D .r3d file)")
-    subs = sorted(p.name for p in folder.iterdir() if (p.is_dir() or p.suffix.lower() == ".r3d") and _detect(p))
+        raise SequenceError(f"{folder} is a file; pass the folder that contains it (or a Record3D .r3d or ScanNet "
+                            ".sens file)")
+    subs = sorted(p.name for p in folder.iterdir() if (p.is_dir() or p.suffix.lower() in (".r3d", ".sens"))
+                  and _detect(p))
     if subs:
         raise SequenceError(f"{folder} holds several sequences ({', '.join(subs[:6])}{'...' if len(subs) > 6 else ''}); "
                             "pass one of them")

@@ -6,7 +6,10 @@ Conventions and formats: see the package docstring (:mod:`worldmodel.recordings`
 
 from __future__ import annotations
 
+import io
 import json
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from worldmodel.camera import flip_cv_gl
 from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _IMAGE_EXT, _ImageSequence, _K_from_config,
                                         _check_K, _check_pose, _depth_files_by_stem, _depth_scale, _drop_lost_poses,
                                         _images_in, _last_number, _natural_key, _numbers, _one_pose_per_frame,
-                                        _read_intrinsics, _up_from_cameras, _visible, up_rotation)
+                                        _read_intrinsics, _read_rgb, _up_from_cameras, _visible, up_rotation)
 from worldmodel.recordings.tum import TUM_K
 
 
@@ -256,10 +259,12 @@ def _open_open3d(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 
 
 def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
-    """ScanNet's SensReader export: ``color/N.jpg``, ``depth/N.png`` (mm), ``pose/N.txt`` (c2w; -inf where
-    tracking was lost), ``intrinsic/intrinsic_depth.txt`` (here or in the parent folder; scannet_frames_25k:
-    ``intrinsics_depth.txt`` here). The colour camera (1296x968) is resized to the depth's (640x480) and the depth
+    """ScanNet's ``.sens`` file (:func:`_open_sens`), or its SensReader export: ``color/N.jpg``, ``depth/N.png``
+    (mm), ``pose/N.txt`` (c2w; -inf where tracking was lost), ``intrinsic/intrinsic_depth.txt`` (here or in the
+    parent folder; scannet_frames_25k: ``intrinsics_depth.txt`` here). The colour camera (1296x968) is resized to the depth's (640x480) and the depth
     camera's K is used (the colour camera's, resized with it, when only that is given)."""
+    if folder.is_file():
+        return _open_sens(folder, cfg, up)
     rgb_files = _images_in(folder, "color", "a ScanNet export needs color/, depth/, pose/ and intrinsic/")
     depth_files = _depth_files_by_stem(rgb_files, folder / "depth", folder)
     pose_files = [folder / "pose" / f"{p.stem}.txt" for p in rgb_files]
@@ -285,6 +290,130 @@ def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="scannet", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=colour_K)
+
+
+
+SENS_VERSION = 4  # ScanNet's SensorData.py reads only this version
+
+
+@dataclass(eq=False)
+class _SensSequence(_ImageSequence):
+    """The frames of ScanNet's ``.sens`` file, each read from its place in the file when asked for."""
+
+    PER_FRAME = _ImageSequence.PER_FRAME + ("offsets",)
+    offsets: list[tuple[int, int, int, int]] = field(default_factory=list)  # colour at, its bytes, depth at, bytes
+    colour_codec: int = 2  # 0 raw RGB, 1 PNG, 2 JPEG
+    depth_codec: int = 1  # 0 raw uint16, 1 zlib uint16
+    colour_shape: tuple[int, int] = (0, 0)  # (H, W)
+    depth_shape: tuple[int, int] = (0, 0)
+    _file: "io.BufferedReader | None" = field(default=None, repr=False)
+
+    def files(self, i: int) -> list[Path]:
+        return [self.path]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _bytes(self, at: int, size: int, what: Path) -> bytes:
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        self._file.seek(at)
+        data = self._file.read(size)
+        if len(data) != size:
+            raise SequenceError(f"{self.path} ends inside {what.name}; the file is cut short: download it again")
+        return data
+
+    def _colour(self, i: int) -> np.ndarray:
+        data = self._bytes(*self.offsets[i][:2], self.rgb_files[i])
+        if self.colour_codec != 0:
+            return _read_rgb(self.rgb_files[i], data)
+        h, w = self.colour_shape
+        if len(data) != h * w * 3:
+            raise SequenceError(f"{self.rgb_files[i]} holds {len(data)} bytes, not {w}x{h} RGB; download it again")
+        return np.frombuffer(data, np.uint8).reshape(h, w, 3).copy()
+
+    def _depth(self, i: int) -> np.ndarray:
+        data = self._bytes(*self.offsets[i][2:], self.depth_files[i])
+        if self.depth_codec == 1:
+            try:
+                data = zlib.decompress(data)
+            except zlib.error as e:
+                raise SequenceError(f"cannot read {self.depth_files[i]}: not zlib data ({e}); download the file "
+                                    "again") from None
+        h, w = self.depth_shape
+        if len(data) != h * w * 2:
+            raise SequenceError(f"{self.depth_files[i]} holds {len(data)} bytes, not {w}x{h} 16-bit depth; download "
+                                "the file again")
+        return np.frombuffer(data, "<u2").reshape(h, w).astype(np.float32) * np.float32(self.depth_scale)
+
+
+def _open_sens(path: Path, cfg: dict, up: str) -> _SensSequence:
+    """ScanNet's own ``.sens`` file, as its SensorData.py reads it (little-endian): a header (version 4, sensor
+    name, colour and depth intrinsics and extrinsics as 4x4 float32, codecs, sizes, depth shift, frame count),
+    then per frame a camera-to-world 4x4 float32 (-inf where tracking was lost), two timestamps, the colour
+    (JPEG) and depth (zlib uint16) byte counts and bytes. The colour is resized to the depth camera's size and
+    the depth camera's K used, as for the SensReader export; world z-up."""
+    import struct
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            def take(n: int) -> bytes:
+                data = f.read(n)
+                if len(data) < n:
+                    raise SequenceError(f"{path} ends inside its header; download the file again")
+                return data
+
+            version, name_len = struct.unpack("<IQ", take(12))
+            if version != SENS_VERSION or name_len > 1024:
+                raise SequenceError(f"{path} is not a ScanNet .sens file of version {SENS_VERSION} (version "
+                                    f"{version}); export it with ScanNet's SensReader instead")
+            take(name_len)
+            matrices = np.frombuffer(take(4 * 64), "<f4").reshape(4, 4, 4).astype(np.float64)
+            colour_codec, depth_codec, cw, ch, dw, dh, shift, frames = struct.unpack("<iiIIIIfQ", take(36))
+            if colour_codec not in (0, 1, 2) or depth_codec not in (0, 1):
+                raise SequenceError(f"{path}: colour codec {colour_codec} / depth codec {depth_codec} are not read "
+                                    "(JPEG, PNG or raw colour; zlib or raw depth); export it with ScanNet's SensReader")
+            if not (0 < shift and 0 < cw * ch and 0 < dw * dh and frames < 10 ** 7):
+                raise SequenceError(f"{path}: header sizes {cw}x{ch} / {dw}x{dh}, depth shift {shift} or {frames} "
+                                    "frames are not a recording's; download the file again")
+            c2ws, offsets = np.zeros((frames, 4, 4)), []
+            at = f.tell()
+            for k in range(frames):
+                f.seek(at)
+                head = f.read(96)
+                if len(head) < 96:
+                    raise SequenceError(f"{path} ends at frame {k} of the {frames} its header counts; the file is cut "
+                                        "short: download it again")
+                c2ws[k] = np.frombuffer(head[:64], "<f4").reshape(4, 4)
+                colour_bytes, depth_bytes = struct.unpack("<QQ", head[80:96])
+                offsets.append((at + 96, colour_bytes, at + 96 + colour_bytes, depth_bytes))
+                at += 96 + colour_bytes + depth_bytes
+                if at > size:
+                    raise SequenceError(f"{path} ends inside frame {k} of the {frames} its header counts; the file "
+                                        "is cut short: download it again")
+    except OSError as e:
+        raise SequenceError(f"cannot read {path}: {e.strerror or e}") from None
+    if not frames:
+        raise SequenceError(f"{path} holds no frames")
+    colour_ext = {0: "rgb", 1: "png", 2: "jpg"}[colour_codec]
+    rgb_files = [path / f"frame-{k:06d}.color.{colour_ext}" for k in range(frames)]  # (named for messages)
+    depth_files = [path / f"frame-{k:06d}.depth" for k in range(frames)]
+    notes: list[str] = []
+    c2ws[~np.isfinite(c2ws).all(axis=(1, 2))] = np.nan
+    for k in np.flatnonzero(np.isfinite(c2ws).all(axis=(1, 2))):
+        _check_pose(c2ws[k], f"{path}: frame {k}")
+    poses, (rgb_files, depth_files), kept = _drop_lost_poses(c2ws, [rgb_files, depth_files], path, notes)
+    K = _K_from_config(cfg, path.parent)
+    if K is None:
+        K = _check_K(matrices[2, :3, :3].copy(), f"{path}: depth intrinsics")
+    return _SensSequence(
+        path=path, format="scannet", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64), world_up=up,
+        notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K, depth_scale=1.0 / shift,
+        colour_to_depth_size=True, colour_K=False, offsets=[offsets[k] for k in kept], colour_codec=colour_codec,
+        depth_codec=depth_codec, colour_shape=(ch, cw), depth_shape=(dh, dw))
 
 
 REPLICA_CAMERA = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}

@@ -143,9 +143,9 @@ class ExportPanel:
                                           "a session or any world) and the frames before it as its own, and "
                                           "generates from there: coming back, it shows what they saw")
             learned.on_click(self._learned_from_frame)
-            self.start_from = gui.add_text("Session or recording folder", initial_value="",
-                                           hint=f"a saved session folder, or a recording folder ({FORMAT_NAMES}; "
-                                                "?stride=2 allowed)")
+            self.start_from = gui.add_text("Session or recording", initial_value="",
+                                           hint=f"a saved session folder, or a recording folder or file "
+                                                f"({FORMAT_NAMES}; ?stride=2 allowed)")
             self.start_frame = gui.add_number("Frame (-1: a session's cursor, a recording's last)", -1, step=1,
                                               min=-1)
             from_folder = gui.add_button("Learned model from that frame", icon=viser.Icon.SPARKLES,

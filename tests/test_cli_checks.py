@@ -192,3 +192,24 @@ def test_a_run_whose_map_stays_empty_says_why(tmp_path, capsys, walk_frames):
     np.save(nan / "depth" / "0000.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     assert main(["run", "--world", f"replay:{nan}", "--steps", "1", "--no-video", "--out", str(tmp_path / "o3")]) == 2
     assert "0000.npy: it holds Python objects, which are never loaded" in capsys.readouterr().err
+
+
+def test_a_studio_on_a_busy_port_says_which_port_it_took(capsys, monkeypatch):
+    """viser moves on from a port in use; the studio says so, and prints the address it really listens on."""
+    import socket
+    from types import SimpleNamespace
+
+    import studio.app
+
+    def stop(_seconds):  # the studio's wait for Ctrl-C: stop at once
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(studio.app, "time", SimpleNamespace(sleep=stop, perf_counter=studio.app.time.perf_counter))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["view", "--world", "procedural", "--size", "64", "48", "--port", str(port)]) == 0
+    captured = capsys.readouterr()
+    taken = int(captured.out.split("http://127.0.0.1:")[1].split("/")[0].split()[0])
+    assert taken != port and f"note: port {port} is in use; listening on {taken} instead" in captured.err

@@ -1283,7 +1283,9 @@ def test_a_record3d_capture_opens_from_its_r3d_file(walk_frames, tmp_path, capsy
         assert detect_format(source) == "record3d"
         assert_phone_capture(open_sequence(source), frames, np.copy, pose_atol=1e-9, K_atol=1e-6,
                              rgb_mean_error=6)  # JPEG, resized
-    with pytest.raises(SequenceError, match=r"holds several sequences \(2026-12-07--10-00-00.r3d\); pass one"):
+    assert detect_format(tmp_path / "captures") == "record3d"  # a folder holding one capture reads it
+    shutil.copy(r3d, tmp_path / "captures" / "second.r3d")
+    with pytest.raises(SequenceError, match=r"holds 2 sequences \(2026-12-07--10-00-00.r3d, second.r3d\); pass one"):
         detect_format(tmp_path / "captures")
     every_other = open_sequence(r3d, stride=2)  # frames 0 and 2
     np.testing.assert_array_equal(every_other[1].depth[:, w // 4:], frames[2].depth[:, w // 4:])
@@ -1354,8 +1356,7 @@ def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path
     (folder / "lowres_wide.traj").write_text("\n".join(lines[:-1]) + "\n")  # the last frame has no pose
     assert detect_format(folder) == "arkitscenes"
     seq = open_sequence(folder)
-    assert len(seq) == 3 and seq.world_up == "+z" and "1 frames lie outside lowres_wide.traj or in a gap of it " \
-        "(skipped)" in seq.notes
+    assert len(seq) == 3 and seq.world_up == "+z" and "1 frames lie outside lowres_wide.traj (skipped)" in seq.notes
     for f, g in zip(frames, seq):
         np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-6)
         np.testing.assert_allclose(g.K, f.K, atol=1e-8)
@@ -1363,9 +1364,34 @@ def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path
         expected = _expected_mm_depth(f.depth)
         expected[:, : w // 4] = 0
         np.testing.assert_allclose(g.depth, expected, atol=1e-6)
+    # not every asset at every time (a raw download): frames without depth or camera are skipped, and a missing
+    # confidence map leaves the depth unmasked, each said
     (folder / "lowres_wide_intrinsics" / f"41069021_{times[1]:.3f}.pincam").unlink()
-    with pytest.raises(SequenceError, match=r"41069021_305.344.pincam is missing \(the camera of 41069021_305.344.png\)"):
-        open_sequence(folder)
+    (folder / "lowres_depth" / f"41069021_{times[2]:.3f}.png").unlink()
+    (folder / "confidence" / f"41069021_{times[0]:.3f}.png").unlink()
+    seq = open_sequence(folder)
+    assert [p.name for p in seq.rgb_files] == ["41069021_305.244.png"]
+    assert "1 frames of lowres_wide/ have no depth in lowres_depth/ (skipped)" in seq.notes
+    assert "1 frames of lowres_wide/ have no camera in lowres_wide_intrinsics/ (skipped)" in seq.notes
+    assert "confidence/ lacks the maps of 1 frames: depth is not masked" in seq.notes
+
+    # the raw layout: frames at 60 Hz between the trajectory's 10 Hz poses (0.1 s apart, give or take float
+    # rounding), each interpolated; the 3dod layout: the video's frames in <video>_frames/ beside its mesh
+    raw = tmp_path / "raw" / "41069021"
+    shutil.copytree(folder, raw)
+    times_60 = 305.244 + np.arange(1, 13) / 60  # between the trajectory's first and last poses
+    for t in times_60:
+        for sub, src in (("lowres_wide", "41069021_305.244.png"), ("lowres_depth", "41069021_305.244.png"),
+                         ("lowres_wide_intrinsics", "41069021_305.244.pincam")):
+            shutil.copy(raw / sub / src, raw / sub / f"41069021_{t:.3f}{Path(src).suffix}")
+    times_60 = np.concatenate([[305.244], times_60])
+    assert len(open_sequence(raw)) == len(times_60)
+    scene = tmp_path / "3dod" / "41069021"
+    shutil.copytree(folder, scene / "41069021_frames")
+    (scene / "41069021_3dod_mesh.ply").write_text("ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
+    seq = open_sequence(scene)
+    assert seq.format == "arkitscenes" and seq.path == scene / "41069021_frames"
+    assert seq.notes[0] == "41069021 is a scene folder: its recording 41069021_frames is read"
 
 
 def write_sens(path: Path, frames, lost: tuple[int, ...] = ()) -> Path:
@@ -1416,6 +1442,15 @@ def test_a_scannet_sens_file_opens_as_its_export_would(walk_frames, tmp_path):
         np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
     seq.close()
     np.testing.assert_allclose(open_sequence(sens, stride=2)[1].depth, _expected_mm_depth(frames[3].depth), atol=1e-6)
+    scene = tmp_path / "scene0000_00"  # as ScanNet's download script leaves it: the .sens beside the meshes
+    scene.mkdir()
+    shutil.copy(sens, scene / "scene0000_00.sens")
+    for mesh in ("scene0000_00_vh_clean.ply", "scene0000_00_vh_clean_2.ply"):
+        (scene / mesh).write_text("ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
+    (scene / "worldstudio.json").write_text(json.dumps({"depth_scale": 0.002}))  # the folder's settings apply
+    seq = open_sequence(scene)
+    assert seq.format == "scannet" and seq.path == scene / "scene0000_00.sens" and len(seq) == 4
+    np.testing.assert_allclose(seq[1].depth, 2 * _expected_mm_depth(frames[2].depth), atol=1e-6)
     cut = tmp_path / "cut.sens"
     cut.write_bytes(sens.read_bytes()[:-5000])
     with pytest.raises(SequenceError, match=r"cut.sens ends inside frame 4 of the 5 its header counts"):

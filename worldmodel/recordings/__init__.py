@@ -50,10 +50,10 @@ In ScanNet, Stray Scanner, nerfstudio and generic folders the depth may be small
 viewpoint, two resolutions, as phones and ScanNet record): the colour is resized to the depth's size, and a
 colour camera's K with it.
 
-An optional ``worldstudio.json`` in any sequence folder overrides settings: ``world_up`` ("+x".."-z"),
-``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx cy``, ``camera`` ("opencv" | "opengl",
-generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
-``min_confidence`` (Stray Scanner, Record3D folders: 0..2).
+An optional ``worldstudio.json`` in any sequence folder (for a .r3d or .sens file, in the folder holding it)
+overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx
+cy``, ``camera`` ("opencv" | "opengl", generic poses only), ``video_panels`` (ply folders: how many side-by-side
+panels the video has), ``min_confidence`` (Stray Scanner, Record3D, ARKitScenes: 0..2).
 Keyword arguments of :func:`open_sequence` override both.
 
 Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
@@ -123,9 +123,30 @@ def _detect(folder: Path) -> str | None:
     return None
 
 
-def detect_format(path) -> str:
-    """Which reader a folder (or a Record3D .r3d file) needs, one of FORMATS (SequenceError when none fits)."""
+def _recording_in_scene_folder(folder: Path) -> Path | None:
+    """The one recording a dataset's scene folder holds beside its meshes (which are not per-frame point clouds):
+    ScanNet's ``sceneXXXX_XX.sens``, ARKitScenes' ``<video>_frames/``, a Record3D ``.r3d``; None when the folder
+    is a recording itself, or holds none or several."""
+    if not folder.is_dir() or _detect(folder) not in (None, "ply"):
+        return None
+    inside = [p for p in _visible(folder.iterdir()) if (p.is_file() and p.suffix.lower() in (".sens", ".r3d"))
+              or (p.is_dir() and p.name.endswith("_frames") and _detect(p))]
+    return inside[0] if len(inside) == 1 else None
+
+
+def _sequence_path(path) -> tuple[Path, str | None]:
+    """The recording ``path`` names (:func:`_recording_in_scene_folder` followed) and a note when it was followed."""
     folder = Path(path).expanduser()
+    inside = _recording_in_scene_folder(folder)
+    if inside is None:
+        return folder, None
+    return inside, f"{folder.name} is a scene folder: its recording {inside.name} is read"
+
+
+def detect_format(path) -> str:
+    """Which reader a folder (or a Record3D .r3d, ScanNet .sens file) needs, one of FORMATS (SequenceError when
+    none fits). A dataset's scene folder holding one recording beside its meshes is read as that recording."""
+    folder = _sequence_path(path)[0]
     if not folder.exists():
         raise SequenceError(f"{folder}: no such folder or file; pass a recorded sequence folder ({_FORMATS_HELP})")
     fmt = _detect(folder)
@@ -139,8 +160,9 @@ def detect_format(path) -> str:
     subs = sorted(p.name for p in folder.iterdir() if (p.is_dir() or p.suffix.lower() in (".r3d", ".sens"))
                   and _detect(p))
     if subs:
-        raise SequenceError(f"{folder} holds several sequences ({', '.join(subs[:6])}{'...' if len(subs) > 6 else ''}); "
-                            "pass one of them")
+        listed = ", ".join(subs[:6]) + ("..." if len(subs) > 6 else "")
+        raise SequenceError(f"{folder} holds {len(subs)} sequences ({listed}); pass one of them"
+                            if len(subs) > 1 else f"{folder} holds a sequence in {listed}; pass that")
     raise SequenceError(f"{folder} is not a recognised sequence folder: {_FORMATS_HELP}")
 
 
@@ -157,7 +179,7 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
     world_up: the source world's up axis ("+x".."-z"); default per format (or ``worldstudio.json``).
     check_first: decode frame 0 now, so a corrupt folder fails at open. Raises SequenceError.
     """
-    folder = Path(path).expanduser().resolve()
+    folder, followed = _sequence_path(Path(path).expanduser().resolve())
     fmt = format or detect_format(folder)
     if fmt not in _OPENERS:
         raise SequenceError(f"unknown sequence format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -170,6 +192,7 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
     if not (up == "auto" and DEFAULT_UP[fmt] == "auto"):  # "auto": that reader picks the axis
         up_rotation(up)  # validate early
     seq = _OPENERS[fmt](folder, cfg, up)
+    seq.notes[:0] = [followed] if followed else []
     if stride > 1 or max_frames is not None:
         keep = np.arange(0, len(seq), int(stride))
         if max_frames is not None:

@@ -224,7 +224,8 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
 
 
 def _load_config(folder: Path) -> dict:
-    path = folder / CONFIG_FILE
+    """``worldstudio.json`` of a sequence folder (of the folder holding a recording file: .r3d, .sens), or {}."""
+    path = (folder if folder.is_dir() else folder.parent) / CONFIG_FILE
     if not path.is_file():
         return {}
     try:

@@ -17,9 +17,9 @@ import numpy as np
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoPanels, _check_K,
-                                        _depth_files_by_stem, _depth_scale, _images_in, _min_confidence, _natural_key,
-                                        _numbers, _read_depth, _read_intrinsics, _read_rgb, _visible, up_rotation)
-from worldmodel.recordings.tum import interpolate_poses
+                                        _depth_scale, _images_in, _min_confidence, _natural_key, _numbers, _read_depth,
+                                        _read_intrinsics, _read_rgb, _visible, up_rotation)
+from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
 class _Record3DArchive:
@@ -193,7 +193,7 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         stamps = None
     if stamps is None or stamps.shape != (n,) or not np.isfinite(stamps).all():
         stamps = np.arange(n, dtype=np.float64) / float(meta.get("fps") or 1)
-    min_confidence = _min_confidence(cfg, path)
+    min_confidence = _min_confidence(cfg, path if path.is_dir() else path.parent)
     if min_confidence and archive.confidence and archive.has(archive.confidence.format(members[0])):
         notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
     return _Record3DSequence(
@@ -237,59 +237,80 @@ def _arkitscenes_time(path: Path) -> float:
                             "remove other files from that folder") from None
 
 
-def _read_pincam(folder: Path, image: Path) -> np.ndarray:
-    """The ``.pincam`` (``w h fx fy cx cy``) of ``image`` from ``folder``, named as it or 1 ms either side (as
-    ARKitScenes' loaders look for it)."""
+def _pincam_path(folder: Path, image: Path) -> Path | None:
+    """The ``.pincam`` of ``image`` in ``folder``, named as it or 1 ms either side (as ARKitScenes' loaders look)."""
     t = _arkitscenes_time(image)
     video = image.stem.rsplit("_", 1)[0]
-    for name in (image.stem, f"{video}_{t - 0.001:.3f}", f"{video}_{t + 0.001:.3f}"):
-        path = folder / f"{name}.pincam"
-        if path.is_file():
-            values = [v for _, row in _numbers(path) for v in row]
-            if len(values) != 6:
-                raise SequenceError(f"{path}: expected 6 numbers 'w h fx fy cx cy', got {len(values)}")
-            _, _, fx, fy, cx, cy = values
-            return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), path)
-    raise SequenceError(f"{folder / (image.stem + '.pincam')} is missing (the camera of {image.name}); download the "
-                        f"video's {folder.name} again")
+    return next((p for p in (folder / f"{name}.pincam" for name in (image.stem, f"{video}_{t - 0.001:.3f}",
+                                                                     f"{video}_{t + 0.001:.3f}")) if p.is_file()), None)
+
+
+def _read_pincam(path: Path) -> np.ndarray:
+    """An ARKitScenes camera file: ``w h fx fy cx cy`` -> K (3, 3)."""
+    values = [v for _, row in _numbers(path) for v in row]
+    if len(values) != 6:
+        raise SequenceError(f"{path}: expected 6 numbers 'w h fx fy cx cy', got {len(values)}")
+    _, _, fx, fy, cx, cy = values
+    return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), path)
 
 
 def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """An ARKitScenes video folder: ``lowres_wide/`` (or ``wide/``) colour and ``lowres_depth/`` (or
     ``highres_depth/``, mm) of the same names ``VIDEO_TIME.png``, a ``.pincam`` per frame in
-    ``lowres_wide_intrinsics/``, ``lowres_wide.traj`` (world-to-camera, axis-angle; the pose is interpolated at
-    each frame's time as TUM's), optional ``confidence/`` (0..2). OpenCV cameras in a z-up world (Apple's answers
-    in apple/ARKitScenes#81 and #78, and its own unprojection)."""
+    ``lowres_wide_intrinsics/``, ``lowres_wide.traj`` (world-to-camera, axis-angle, ~10 Hz; the pose is
+    interpolated at each frame's time as TUM's, across gaps up to 1.5 times its own spacing), optional
+    ``confidence/`` (0..2). Not every asset exists at every time (Apple's README): a frame without its depth or
+    camera is skipped, said. OpenCV cameras in a z-up world (Apple's answers in apple/ARKitScenes#81 and #78, and
+    its own unprojection)."""
     colour_dir, depth_dir = next(((c, d) for c, d in ARKITSCENES_ASSETS
                                   if (folder / c).is_dir() and (folder / d).is_dir()), (None, None))
     if colour_dir is None:
         raise SequenceError(f"{folder}: an ARKitScenes video needs lowres_wide/ and lowres_depth/ (or wide/ and "
                             f"highres_depth/) and {ARKITSCENES_TRAJECTORY}")
-    rgb_files = _images_in(folder, colour_dir, f"an ARKitScenes video needs {colour_dir}/")
-    depth_files = _depth_files_by_stem(rgb_files, folder / depth_dir, folder)
-    times = np.array([_arkitscenes_time(p) for p in rgb_files])
-    order = np.argsort(times, kind="stable")
-    rgb_files, depth_files, times = [rgb_files[i] for i in order], [depth_files[i] for i in order], times[order]
+    cameras = folder / f"{colour_dir}_intrinsics"
+    K = _K_from_config(cfg, folder)
+    frames, notes = [], []  # (time, colour, depth, camera file)
+    no_depth = no_camera = 0
+    for image in _images_in(folder, colour_dir, f"an ARKitScenes video needs {colour_dir}/"):
+        depth = folder / depth_dir / image.name
+        camera = _pincam_path(cameras, image) if K is None else None
+        no_depth += not depth.is_file()
+        no_camera += depth.is_file() and K is None and camera is None
+        if depth.is_file() and (K is not None or camera is not None):
+            frames.append((_arkitscenes_time(image), image, depth, camera))
+    for count, what in ((no_depth, f"no depth in {depth_dir}/"), (no_camera, f"no camera in {cameras.name}/")):
+        if count:
+            notes.append(f"{count} frames of {colour_dir}/ have {what} (skipped)")
+    if not frames:
+        raise SequenceError(f"{folder}: no frame of {colour_dir}/ has both its depth in {depth_dir}/ and its camera in "
+                            f"{cameras.name}/; download the video's assets again")
+    frames.sort(key=lambda f: f[0])
+    times = np.array([f[0] for f in frames])
     trajectory = _read_arkitscenes_trajectory(folder / ARKITSCENES_TRAJECTORY)
-    poses, ok = interpolate_poses(trajectory, times)
-    notes = [] if ok.all() else [f"{int((~ok).sum())} frames lie outside {ARKITSCENES_TRAJECTORY} or in a gap of it "
-                                 "(skipped)"]
+    spacing = float(np.median(np.diff(np.sort(trajectory[:, 0])))) if len(trajectory) > 1 else 0.0
+    poses, ok = interpolate_poses(trajectory, times, max_gap=max(TUM_MAX_GT_GAP, 1.5 * spacing))
+    outside = ~ok & ((times < trajectory[:, 0].min()) | (times > trajectory[:, 0].max()))
+    for count, where in ((int(outside.sum()), "lie outside"), (int((~ok & ~outside).sum()), "lie in a gap of")):
+        if count:
+            notes.append(f"{count} frames {where} {ARKITSCENES_TRAJECTORY} (skipped)")
     if not ok.any():
         raise SequenceError(f"{folder / ARKITSCENES_TRAJECTORY} has no pose near any frame's time; is it from "
                             "another video?")
-    keep = np.flatnonzero(ok)
-    rgb_files, depth_files = [rgb_files[i] for i in keep], [depth_files[i] for i in keep]
-    K = _K_from_config(cfg, folder)
-    Ks = K if K is not None else [_read_pincam(folder / f"{colour_dir}_intrinsics", p) for p in rgb_files]
-    confidence = [folder / "confidence" / f"{p.stem}.png" for p in depth_files]
-    if colour_dir != "lowres_wide" or not all(p.is_file() for p in confidence):
+    frames = [f for f, k in zip(frames, ok) if k]
+    confidence = [folder / "confidence" / f"{f[2].stem}.png" for f in frames]
+    missing = sum(not p.is_file() for p in confidence)
+    if colour_dir != "lowres_wide" or not (folder / "confidence").is_dir():
         confidence = []  # (the confidence maps are lowres_depth's)
+    elif missing:
+        notes.append(f"confidence/ lacks the maps of {missing} frames: depth is not masked")
+        confidence = []
     min_confidence = _min_confidence(cfg, folder)
     if confidence and min_confidence:
         notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
     return _ImageSequence(
-        path=folder, format="arkitscenes", c2ws=up_rotation(up) @ poses[keep], timestamps=times[keep], world_up=up,
-        notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001),
+        path=folder, format="arkitscenes", c2ws=up_rotation(up) @ poses[ok], timestamps=times[ok], world_up=up,
+        notes=notes, rgb_files=[f[1] for f in frames], depth_files=[f[2] for f in frames],
+        Ks=K if K is not None else [_read_pincam(f[3]) for f in frames], depth_scale=_depth_scale(cfg, folder, 0.001),
         colour_to_depth_size=True, colour_K=True, confidence_files=confidence, min_confidence=min_confidence)
 
 

@@ -261,8 +261,9 @@ def _open_open3d(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """ScanNet's ``.sens`` file (:func:`_open_sens`), or its SensReader export: ``color/N.jpg``, ``depth/N.png``
     (mm), ``pose/N.txt`` (c2w; -inf where tracking was lost), ``intrinsic/intrinsic_depth.txt`` (here or in the
-    parent folder; scannet_frames_25k: ``intrinsics_depth.txt`` here). The colour camera (1296x968) is resized to the depth's (640x480) and the depth
-    camera's K is used (the colour camera's, resized with it, when only that is given)."""
+    parent folder; scannet_frames_25k: ``intrinsics_depth.txt`` here). The colour camera (1296x968) is resized to
+    the depth's (640x480) and the depth camera's K is used (the colour camera's, resized with it, when only that is
+    given)."""
     if folder.is_file():
         return _open_sens(folder, cfg, up)
     rgb_files = _images_in(folder, "color", "a ScanNet export needs color/, depth/, pose/ and intrinsic/")
@@ -290,7 +291,6 @@ def _open_scannet(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="scannet", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=colour_K)
-
 
 
 SENS_VERSION = 4  # ScanNet's SensorData.py reads only this version
@@ -328,7 +328,11 @@ class _SensSequence(_ImageSequence):
     def _colour(self, i: int) -> np.ndarray:
         data = self._bytes(*self.offsets[i][:2], self.rgb_files[i])
         if self.colour_codec != 0:
-            return _read_rgb(self.rgb_files[i], data)
+            try:
+                return _read_rgb(self.rgb_files[i], data)
+            except SequenceError:
+                raise SequenceError(f"{self.path}: the colour image of its frame {int(self.timestamps[i])} is not a "
+                                    "valid image; download the file again, or play from another frame") from None
         h, w = self.colour_shape
         if len(data) != h * w * 3:
             raise SequenceError(f"{self.rgb_files[i]} holds {len(data)} bytes, not {w}x{h} RGB; download it again")
@@ -367,9 +371,12 @@ def _open_sens(path: Path, cfg: dict, up: str) -> _SensSequence:
                 return data
 
             version, name_len = struct.unpack("<IQ", take(12))
-            if version != SENS_VERSION or name_len > 1024:
+            if version != SENS_VERSION:
                 raise SequenceError(f"{path} is not a ScanNet .sens file of version {SENS_VERSION} (version "
                                     f"{version}); export it with ScanNet's SensReader instead")
+            if name_len > 1024:
+                raise SequenceError(f"{path}: its header names a sensor of {name_len} bytes, which no .sens file "
+                                    "does; download the file again")
             take(name_len)
             matrices = np.frombuffer(take(4 * 64), "<f4").reshape(4, 4, 4).astype(np.float64)
             colour_codec, depth_codec, cw, ch, dw, dh, shift, frames = struct.unpack("<iiIIIIfQ", take(36))
@@ -411,9 +418,10 @@ def _open_sens(path: Path, cfg: dict, up: str) -> _SensSequence:
         K = _check_K(matrices[2, :3, :3].copy(), f"{path}: depth intrinsics")
     return _SensSequence(
         path=path, format="scannet", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64), world_up=up,
-        notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K, depth_scale=1.0 / shift,
-        colour_to_depth_size=True, colour_K=False, offsets=[offsets[k] for k in kept], colour_codec=colour_codec,
-        depth_codec=depth_codec, colour_shape=(ch, cw), depth_shape=(dh, dw))
+        notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
+        depth_scale=_depth_scale(cfg, path.parent, 1.0 / shift), colour_to_depth_size=True, colour_K=False,
+        offsets=[offsets[k] for k in kept], colour_codec=colour_codec, depth_codec=depth_codec, colour_shape=(ch, cw),
+        depth_shape=(dh, dw))
 
 
 REPLICA_CAMERA = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}

@@ -251,7 +251,7 @@ def main(args) -> int:
               file=sys.stderr)
         return 2
     query = f"/?token={policy.token}" if policy.token else ""
-    if studio.server.get_port() != args.port:  # viser moves on from a busy port
+    if args.port and studio.server.get_port() != args.port:  # viser moves on from a busy port (0: any free one)
         print(f"note: port {args.port} is in use; listening on {studio.server.get_port()} instead", file=sys.stderr)
     print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
           f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)

@@ -97,3 +97,22 @@ def test_each_reader_named_for_a_folder_it_cannot_read_says_what_it_needs(tmp_pa
     (tmp_path / "rgbd_dataset_freiburg1_desk.tgz").write_bytes(b"\x1f\x8b")  # a dataset as downloaded
     with pytest.raises(SequenceError, match=r"desk.tgz is an archive; extract it and pass the sequence folder"):
         open_sequence(tmp_path / "rgbd_dataset_freiburg1_desk.tgz")
+
+
+def test_every_kind_of_sequence_declares_its_per_frame_lists():
+    """Sequence.subset (stride, max_frames) keeps the fields PER_FRAME names in step: a list field left out of it
+    reads the wrong frame after a stride (as Record3D's capture frame numbers once did)."""
+    import dataclasses
+
+    from worldmodel.recordings import base, phones, pointclouds, scanners
+
+    kinds = [base._ImageSequence, phones._StraySequence, phones._Record3DSequence, scanners._SensSequence,
+             pointclouds._PlySequence]
+    assert {k.__name__ for k in kinds} == {k.__name__ for k in _subclasses(base.Sequence)}, "a new kind: list it here"
+    for kind in kinds:
+        lists = {f.name for f in dataclasses.fields(kind) if "list" in str(f.type)} - {"notes"}
+        assert lists <= set(kind.PER_FRAME), (kind.__name__, lists - set(kind.PER_FRAME))
+
+
+def _subclasses(cls) -> list:
+    return [s for c in cls.__subclasses__() for s in [c, *_subclasses(c)]]

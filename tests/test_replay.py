@@ -737,6 +737,10 @@ def test_tum_ground_truth_once_per_image_associations_and_calibration(tum_path, 
     again = open_sequence(renamed)
     np.testing.assert_allclose(again.c2ws, seq.c2ws, atol=1e-9)
     assert again.world_up == "-y" and again[0].K[1, 1] == 480.0
+    (renamed / "worldstudio.json").write_text(json.dumps({"icl_nuim": False}))  # another dataset's frame numbers
+    other = open_sequence(renamed)
+    np.testing.assert_allclose(other.c2ws, up_rotation("+z") @ S @ true_c2ws @ S, atol=1e-9)
+    assert other[0].K[1, 1] == 525.0 and not any("ICL-NUIM" in n for n in other.notes)
 
     # TUM's own sequence with a calibration.txt (as badslam asks for) stays z-up
     calibrated = tmp_path / "tum_calibrated"
@@ -1389,9 +1393,10 @@ def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path
     scene = tmp_path / "3dod" / "41069021"
     shutil.copytree(folder, scene / "41069021_frames")
     (scene / "41069021_3dod_mesh.ply").write_text("ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
+    (scene / "worldstudio.json").write_text(json.dumps({"world_up": "+y"}))  # the named folder's settings apply
     seq = open_sequence(scene)
-    assert seq.format == "arkitscenes" and seq.path == scene / "41069021_frames"
-    assert seq.notes[0] == "41069021 is a scene folder: its recording 41069021_frames is read"
+    assert seq.format == "arkitscenes" and seq.path == scene / "41069021_frames" and seq.world_up == "+y"
+    assert seq.notes[0] == "41069021 holds one recording: 41069021_frames is read"
 
 
 def write_sens(path: Path, frames, lost: tuple[int, ...] = ()) -> Path:
@@ -1451,6 +1456,18 @@ def test_a_scannet_sens_file_opens_as_its_export_would(walk_frames, tmp_path):
     seq = open_sequence(scene)
     assert seq.format == "scannet" and seq.path == scene / "scene0000_00.sens" and len(seq) == 4
     np.testing.assert_allclose(seq[1].depth, 2 * _expected_mm_depth(frames[2].depth), atol=1e-6)
+    assert ReplayWorld(seq).describe()["path"] == str(scene)  # a session names the folder the user named
+    with pytest.raises(SequenceError, match=r"color is missing"):  # a format named is that format's reader
+        open_sequence(scene, format="scannet")
+    linked = tmp_path / "linked"  # a recording linked in from elsewhere is not followed (the studio's root rule)
+    linked.mkdir()
+    (linked / "scene0000_00.sens").symlink_to(sens)
+    with pytest.raises(SequenceError, match=r"linked holds a sequence in scene0000_00.sens; pass that"):
+        open_sequence(linked)
+    from launch import main  # a run's bundle beside the file would change how it reads (its worldstudio.json)
+
+    assert main(["run", "--world", f"replay:{sens}", "--steps", "1", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "worldstudio.json").exists()
     cut = tmp_path / "cut.sens"
     cut.write_bytes(sens.read_bytes()[:-5000])
     with pytest.raises(SequenceError, match=r"cut.sens ends inside frame 4 of the 5 its header counts"):

@@ -44,7 +44,7 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
                            "point at a folder written by save_pretrained or `launch.py train`")
     cfg = {**DEFAULT_CONFIG, **config}
     for key in ("size", "widths"):
-        if not isinstance(cfg[key], list):  # (a text would be checked one character at a time)
+        if not isinstance(cfg[key], (list, tuple)):  # (a text would be checked one character at a time)
             raise WeightsError(f"{where}: {key} must be a list of whole numbers, got {checks.short(cfg[key])}; "
                                "re-export the model with save_pretrained")
     try:  # each number's type and range; how they fit together below

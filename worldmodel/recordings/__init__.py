@@ -53,7 +53,8 @@ colour camera's K with it.
 An optional ``worldstudio.json`` in any sequence folder (for a .r3d or .sens file, in the folder holding it)
 overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx
 cy``, ``camera`` ("opencv" | "opengl", generic poses only), ``video_panels`` (ply folders: how many side-by-side
-panels the video has), ``min_confidence`` (Stray Scanner, Record3D, ARKitScenes: 0..2).
+panels the video has), ``min_confidence`` (Stray Scanner, Record3D, ARKitScenes: 0..2), ``icl_nuim`` (TUM-format
+folders: whether ICL-NUIM's poses are reflected; guessed otherwise).
 Keyword arguments of :func:`open_sequence` override both.
 
 Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
@@ -131,7 +132,9 @@ def _recording_in_scene_folder(folder: Path) -> Path | None:
         return None
     inside = [p for p in _visible(folder.iterdir()) if (p.is_file() and p.suffix.lower() in (".sens", ".r3d"))
               or (p.is_dir() and p.name.endswith("_frames") and _detect(p))]
-    return inside[0] if len(inside) == 1 else None
+    if len(inside) != 1 or folder.resolve() not in inside[0].resolve().parents:
+        return None  # (a link out of the folder is not followed: nothing outside what was named is read)
+    return inside[0]
 
 
 def _sequence_path(path) -> tuple[Path, str | None]:
@@ -140,7 +143,7 @@ def _sequence_path(path) -> tuple[Path, str | None]:
     inside = _recording_in_scene_folder(folder)
     if inside is None:
         return folder, None
-    return inside, f"{folder.name} is a scene folder: its recording {inside.name} is read"
+    return inside, f"{folder.name} holds one recording: {inside.name} is read"
 
 
 def detect_format(path) -> str:
@@ -157,8 +160,8 @@ def detect_format(path) -> str:
             raise SequenceError(f"{folder} is an archive; extract it and pass the sequence folder inside")
         raise SequenceError(f"{folder} is a file; pass the folder that contains it (or a Record3D .r3d or ScanNet "
                             ".sens file)")
-    subs = sorted(p.name for p in folder.iterdir() if (p.is_dir() or p.suffix.lower() in (".r3d", ".sens"))
-                  and _detect(p))
+    subs = sorted(p.name for p in _visible(folder.iterdir())
+                  if (p.is_dir() or p.suffix.lower() in (".r3d", ".sens")) and _detect(p))
     if subs:
         listed = ", ".join(subs[:6]) + ("..." if len(subs) > 6 else "")
         raise SequenceError(f"{folder} holds {len(subs)} sequences ({listed}); pass one of them"
@@ -179,7 +182,8 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
     world_up: the source world's up axis ("+x".."-z"); default per format (or ``worldstudio.json``).
     check_first: decode frame 0 now, so a corrupt folder fails at open. Raises SequenceError.
     """
-    folder, followed = _sequence_path(Path(path).expanduser().resolve())
+    named = Path(path).expanduser().resolve()
+    folder, followed = (named, None) if format else _sequence_path(named)
     fmt = format or detect_format(folder)
     if fmt not in _OPENERS:
         raise SequenceError(f"unknown sequence format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -187,12 +191,14 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
         raise SequenceError(f"stride must be >= 1, got {stride}")
     if max_frames is not None and int(max_frames) < 1:
         raise SequenceError(f"max_frames must be >= 1, got {max_frames}")
-    cfg = _load_config(folder)
+    cfg = _load_config(folder) or (_load_config(named) if followed else {})  # (the named folder's settings)
     up = str(world_up or cfg.get("world_up") or DEFAULT_UP[fmt])
     if not (up == "auto" and DEFAULT_UP[fmt] == "auto"):  # "auto": that reader picks the axis
         up_rotation(up)  # validate early
     seq = _OPENERS[fmt](folder, cfg, up)
-    seq.notes[:0] = [followed] if followed else []
+    if followed:
+        seq.notes.insert(0, followed)
+        seq.named_path = named  # a session names what the user named (reopened, it follows again)
     if stride > 1 or max_frames is not None:
         keep = np.arange(0, len(seq), int(stride))
         if max_frames is not None:

@@ -170,7 +170,8 @@ def _read_exr(path: Path) -> np.ndarray:
     if values.ndim == 3:  # an RGB(A) channel group
         values = values[..., 0]
     if values.ndim != 2:
-        raise SequenceError(f"{path}: EXR depth must be an (H, W) image, got {values.shape}")
+        raise SequenceError(f"{path}: EXR depth must be an (H, W) image, got {values.shape}; write the depth as one "
+                            "channel")
     return values.astype(np.float32)
 
 
@@ -225,7 +226,7 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
 
 def _load_config(folder: Path) -> dict:
     """``worldstudio.json`` of a sequence folder (of the folder holding a recording file: .r3d, .sens), or {}."""
-    path = (folder if folder.is_dir() else folder.parent) / CONFIG_FILE
+    path = (folder.parent if folder.is_file() else folder) / CONFIG_FILE
     if not path.is_file():
         return {}
     try:
@@ -308,7 +309,8 @@ def _read_intrinsics(path: Path) -> np.ndarray:
 class Sequence:
     """A recorded sequence opened lazily: ``len(seq)``, ``seq[i]`` -> Frame, ``for f in seq``.
 
-    path: the folder.  format: one of FORMATS.  c2ws: (N, 4, 4) float64 poses, already +Y-up (cheap to use
+    path: the folder (or file: .r3d, .sens) read.  named_path: the scene folder the user named, when it led here.
+    format: one of FORMATS.  c2ws: (N, 4, 4) float64 poses, already +Y-up (cheap to use
     without reading images).  timestamps: (N,) seconds (TUM) or frame numbers.  world_up: the source axis
     that was mapped to +Y.  has_depth: False for point-cloud sequences.  notes: what the reader assumed
     or dropped.  Frames keep their position in the sequence as ``Frame.index``; a few are cached.
@@ -322,6 +324,7 @@ class Sequence:
     has_depth: bool = True
     notes: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    named_path: Path | None = None
     _cache: "OrderedDict[int, Frame]" = field(default_factory=OrderedDict, repr=False)
     cache_size: int = 4
 
@@ -361,8 +364,8 @@ class Sequence:
 
     def describe(self) -> dict:
         """JSON-able: enough to open the same sequence again with :func:`open_sequence`."""
-        return {"path": str(self.path), "format": self.format, "frames": len(self), "world_up": self.world_up,
-                **self.options}
+        return {"path": str(self.named_path or self.path), "format": self.format, "frames": len(self),
+                "world_up": self.world_up, **self.options}
 
     PER_FRAME: ClassVar[tuple[str, ...]] = ()  # the fields holding one item per frame (each kind adds its own)
 
@@ -380,7 +383,7 @@ class Sequence:
 
 @dataclass(eq=False)
 class _ImageSequence(Sequence):
-    """RGB-D frames from per-frame image files (TUM, 7-Scenes, generic)."""
+    """RGB-D frames from per-frame image files (or, in its subclasses, a video, an archive, one file)."""
 
     PER_FRAME = ("rgb_files", "depth_files", "Ks", "confidence_files")
 

@@ -136,7 +136,8 @@ def _is_record3d_metadata(path: Path) -> bool:
 def _record3d_number(meta: dict, key: str, where: Path) -> int:
     value = meta.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16384:
-        raise SequenceError(f"{where}: metadata {key} must be an image side in pixels, got {value!r}")
+        raise SequenceError(f"{where}: metadata {key} must be an image side in pixels, got {value!r}; export the "
+                            "capture again")
     return value
 
 
@@ -192,7 +193,9 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
     except (TypeError, ValueError):
         stamps = None
     if stamps is None or stamps.shape != (n,) or not np.isfinite(stamps).all():
-        stamps = np.arange(n, dtype=np.float64) / float(meta.get("fps") or 1)
+        fps = meta.get("fps")
+        fps = float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0 else 1.0
+        stamps = np.arange(n, dtype=np.float64) / fps
     min_confidence = _min_confidence(cfg, path if path.is_dir() else path.parent)
     if min_confidence and archive.confidence and archive.has(archive.confidence.format(members[0])):
         notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
@@ -218,9 +221,10 @@ def _read_arkitscenes_trajectory(path: Path) -> np.ndarray:
     rows = _numbers(path)
     bad = next(((n, r) for n, r in rows if len(r) != 7), None)
     if bad:
-        raise SequenceError(f"{path}:{bad[0]}: expected 7 numbers 'timestamp ax ay az tx ty tz', got {len(bad[1])}")
+        raise SequenceError(f"{path}:{bad[0]}: expected 7 numbers 'timestamp ax ay az tx ty tz', got {len(bad[1])}; "
+                            "download the video's trajectory again")
     if not rows:
-        raise SequenceError(f"{path} holds no poses")
+        raise SequenceError(f"{path} holds no poses; download the video's trajectory again")
     arr = np.asarray([r for _, r in rows], dtype=np.float64)
     if not np.isfinite(arr).all():
         raise SequenceError(f"{path} holds NaN/inf; fix or drop those lines")
@@ -249,7 +253,8 @@ def _read_pincam(path: Path) -> np.ndarray:
     """An ARKitScenes camera file: ``w h fx fy cx cy`` -> K (3, 3)."""
     values = [v for _, row in _numbers(path) for v in row]
     if len(values) != 6:
-        raise SequenceError(f"{path}: expected 6 numbers 'w h fx fy cx cy', got {len(values)}")
+        raise SequenceError(f"{path}: expected 6 numbers 'w h fx fy cx cy', got {len(values)}; download the video's "
+                            "intrinsics again")
     _, _, fx, fy, cx, cy = values
     return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), path)
 

@@ -187,7 +187,7 @@ def read_log_trajectory(path: Path) -> tuple[np.ndarray, np.ndarray]:
         (n, head), matrix = rows[k], rows[k + 1:k + 5]
         if len(head) != 3 or any(len(r) != 4 for _, r in matrix) or not float(head[2]).is_integer():
             raise SequenceError(f"{path}:{n}: expected three whole numbers then four lines of 4 numbers (a 4x4 "
-                                "camera-to-world matrix)")
+                                "camera-to-world matrix); pass an Open3D / Redwood .log trajectory")
         c2ws.append(_check_pose(np.asarray([r for _, r in matrix], dtype=np.float64), f"{path}:{n + 1}"))
         numbers.append(int(head[2]))
     return np.stack(c2ws), np.asarray(numbers)
@@ -404,14 +404,18 @@ def _open_sens(path: Path, cfg: dict, up: str) -> _SensSequence:
     except OSError as e:
         raise SequenceError(f"cannot read {path}: {e.strerror or e}") from None
     if not frames:
-        raise SequenceError(f"{path} holds no frames")
+        raise SequenceError(f"{path} holds no frames; download the file again")
     colour_ext = {0: "rgb", 1: "png", 2: "jpg"}[colour_codec]
     rgb_files = [path / f"frame-{k:06d}.color.{colour_ext}" for k in range(frames)]  # (named for messages)
     depth_files = [path / f"frame-{k:06d}.depth" for k in range(frames)]
     notes: list[str] = []
     c2ws[~np.isfinite(c2ws).all(axis=(1, 2))] = np.nan
     for k in np.flatnonzero(np.isfinite(c2ws).all(axis=(1, 2))):
-        _check_pose(c2ws[k], f"{path}: frame {k}")
+        try:
+            _check_pose(c2ws[k], f"{path}: frame {k}")
+        except SequenceError:
+            raise SequenceError(f"{path}: frame {k}'s pose is not a rigid camera-to-world matrix; download the file "
+                                "again") from None
     poses, (rgb_files, depth_files), kept = _drop_lost_poses(c2ws, [rgb_files, depth_files], path, notes)
     K = _K_from_config(cfg, path.parent)
     if K is None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from worldmodel.tum import read_tum_rows, valid_tum_rows
 from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _ImageSequence, _K_from_config, _depth_scale,
-                                        _read_intrinsics, _up_from_cameras, _visible, up_rotation)
+                                        _open_image, _read_intrinsics, _up_from_cameras, _visible, up_rotation)
 
 
 TUM_K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
@@ -146,14 +146,27 @@ def _tum_intrinsics(folder: Path, cfg: dict, icl_nuim: bool) -> tuple[np.ndarray
                   f"sequence); put 'fx fy cx cy' in calibration.txt or K in {CONFIG_FILE} for another camera")
 
 
-def _is_icl_nuim(gt_path: Path, gt_times: np.ndarray, image_times: np.ndarray) -> bool:
-    """ICL-NUIM's TUM-format release: its ``*.gt.freiburg``, or (renamed groundtruth.txt, as SLAM repositories'
-    download scripts do) frame numbers for times throughout (TUM's are Unix times, ETH3D's fractional seconds)."""
+def _is_icl_nuim(gt_path: Path, gt_times: np.ndarray, image_times: np.ndarray, first_image: Path,
+                 cfg: dict) -> bool:
+    """ICL-NUIM's TUM-format release: ``icl_nuim`` in worldstudio.json when given; else its ``*.gt.freiburg``, or
+    (renamed groundtruth.txt, as SLAM repositories' download scripts do) frame numbers for times throughout (TUM's
+    are Unix times, ETH3D's fractional seconds) with its 640x480 images."""
+    if "icl_nuim" in cfg:
+        if not isinstance(cfg["icl_nuim"], bool):
+            raise SequenceError(f"{gt_path.parent / CONFIG_FILE}: icl_nuim must be true or false, got "
+                                f"{cfg['icl_nuim']!r}")
+        return cfg["icl_nuim"]
     if gt_path.name.endswith(".gt.freiburg"):
         return True
     times = np.concatenate([gt_times, image_times])
-    return bool(len(gt_times) and np.isfinite(times).all() and (times == np.round(times)).all()
-                and times.min() >= 0 and times.max() < 1e5)
+    if not (len(gt_times) and np.isfinite(times).all() and (times == np.round(times)).all() and times.min() >= 0
+            and times.max() < 1e5):
+        return False
+    try:
+        with _open_image(first_image) as im:
+            return im.size == (640, 480)
+    except (OSError, ValueError):
+        return False  # (the frame's own reading says what is wrong with it)
 
 
 def _tum_recorded_by_tum(gt_path: Path) -> bool:
@@ -191,7 +204,7 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         gt = read_tum_rows(gt_path, check=False)  # (M, 8) t tx ty tz qx qy qz qw
     except ValueError as e:
         raise SequenceError(str(e)) from None
-    icl_nuim = _is_icl_nuim(gt_path, gt[:, 0], rgb_t)
+    icl_nuim = _is_icl_nuim(gt_path, gt[:, 0], rgb_t, rgb_f[0], cfg)
     valid = valid_tum_rows(gt)
     if len(gt) and not valid.any():
         raise SequenceError(f"{gt_path}: every pose holds NaN/inf or a zero quaternion; pass a trajectory with poses")
@@ -233,7 +246,7 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if icl_nuim:
         poses = _icl_nuim_to_right_handed(poses)
         notes.append(f"ICL-NUIM ({gt_path.name}, frame numbers as times): its left-handed y-up poses are reflected "
-                     "to a right-handed world")
+                     f"to a right-handed world (\"icl_nuim\": false in {CONFIG_FILE} if it is another dataset)")
     if up == "auto":
         up = _tum_up(poses, icl_nuim, tum_own=K is None or _tum_recorded_by_tum(gt_path), notes=notes)
     return _ImageSequence(

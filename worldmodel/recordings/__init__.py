@@ -46,13 +46,13 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ``world_points``/``world_colors``; depth is all zeros. DeepVerse's world is its first camera's OpenCV
   frame (y down), so the default is ``world_up="-y"``.
 
-In ScanNet, Stray Scanner, nerfstudio and generic folders the depth may be smaller than its colour image (one
-viewpoint, two resolutions, as phones and ScanNet record): the colour is resized to the depth's size, and a
-colour camera's K with it.
+In ScanNet (export and .sens), 12-Scenes, Stray Scanner, Record3D, ARKitScenes, nerfstudio and generic folders the
+depth may be smaller than its colour image (one viewpoint, two resolutions, as phones and ScanNet record): the
+colour is resized to the depth's size, and a colour camera's K with it.
 
 An optional ``worldstudio.json`` in any sequence folder (for a .r3d or .sens file, in the folder holding it)
-overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per depth unit), ``K`` (3x3) or ``fx fy cx
-cy``, ``camera`` ("opencv" | "opengl", generic poses only), ``video_panels`` (ply folders: how many side-by-side
+overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per unit of integer depth: PNG, integer
+.npy, .sens), ``K`` (3x3) or ``fx fy cx cy`` (of the colour images as stored), ``camera`` ("opencv" | "opengl", generic poses only), ``video_panels`` (ply folders: how many side-by-side
 panels the video has), ``min_confidence`` (Stray Scanner, Record3D, ARKitScenes: 0..2), ``icl_nuim`` (TUM-format
 folders: whether ICL-NUIM's poses are reflected; guessed otherwise).
 Keyword arguments of :func:`open_sequence` override both.
@@ -130,11 +130,11 @@ def _recording_in_scene_folder(folder: Path) -> Path | None:
     is a recording itself, or holds none or several."""
     if not folder.is_dir() or _detect(folder) not in (None, "ply"):
         return None
-    inside = [p for p in _visible(folder.iterdir()) if (p.is_file() and p.suffix.lower() in (".sens", ".r3d"))
-              or (p.is_dir() and p.name.endswith("_frames") and _detect(p))]
-    if len(inside) != 1 or folder.resolve() not in inside[0].resolve().parents:
+    recordings = [p for p in _visible(folder.iterdir()) if (p.is_file() and p.suffix.lower() in (".sens", ".r3d"))
+                  or (p.is_dir() and p.name.endswith("_frames") and _detect(p))]
+    if len(recordings) != 1 or folder.resolve() not in recordings[0].resolve().parents:
         return None  # (a link out of the folder is not followed: nothing outside what was named is read)
-    return inside[0]
+    return recordings[0]
 
 
 def _sequence_path(path) -> tuple[Path, str | None]:
@@ -176,7 +176,9 @@ _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,
                   format: str | None = None, check_first: bool = True) -> Sequence:
-    """Open a sequence folder lazily (format detected unless given).
+    """Open a recording lazily: a folder, a .r3d or .sens file, or (no ``format`` given) a dataset's scene folder
+    holding one recording beside its meshes (:func:`_recording_in_scene_folder`). The format is detected unless
+    given.
 
     max_frames: keep only the first N frames (after ``stride``).  stride: keep every k-th frame.
     world_up: the source world's up axis ("+x".."-z"); default per format (or ``worldstudio.json``).

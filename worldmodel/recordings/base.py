@@ -224,9 +224,15 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
     return d
 
 
+def config_folder(path: Path) -> Path:
+    """Where a recording's ``worldstudio.json`` lives: its folder, or the folder holding a recording file (.r3d,
+    .sens)."""
+    return path.parent if path.is_file() else path
+
+
 def _load_config(folder: Path) -> dict:
-    """``worldstudio.json`` of a sequence folder (of the folder holding a recording file: .r3d, .sens), or {}."""
-    path = (folder.parent if folder.is_file() else folder) / CONFIG_FILE
+    """``worldstudio.json`` of a recording (:func:`config_folder`), or {}."""
+    path = config_folder(folder) / CONFIG_FILE
     if not path.is_file():
         return {}
     try:
@@ -273,8 +279,12 @@ def _min_confidence(cfg: dict, folder: Path) -> int:
     """``min_confidence`` from the config (ARKit's depth confidence 0..2, default 1: the low one is dropped)."""
     value = cfg.get("min_confidence", 1)
     if isinstance(value, bool) or value not in (0, 1, 2):
-        raise SequenceError(f"{folder / CONFIG_FILE}: min_confidence must be 0, 1 or 2, got {value!r}")
+        raise SequenceError(f"{config_folder(folder) / CONFIG_FILE}: min_confidence must be 0, 1 or 2, got {value!r}")
     return int(value)
+
+
+def _confidence_note(min_confidence: int) -> str:
+    return f"depth of confidence below {min_confidence} (of 0..2) is dropped"
 
 
 def _metres_per_unit(value, source: str) -> float:
@@ -411,8 +421,11 @@ class _ImageSequence(Sequence):
         depth = _read_depth(self.depth_files[i], self.depth_scale, self.depth_invalid, self.float_depth_scale)
         if self.confidence_files and self.min_confidence > 0:
             confidence = _read_confidence(self.confidence_files[i])
-            if confidence.shape == depth.shape:
-                depth[confidence < self.min_confidence] = 0.0
+            if confidence.shape != depth.shape:
+                raise SequenceError(f"{self.confidence_files[i]} is {confidence.shape[1]}x{confidence.shape[0]} but "
+                                    f"its depth {depth.shape[1]}x{depth.shape[0]}; set min_confidence 0 in "
+                                    f"{CONFIG_FILE} to use the depth unmasked")
+            depth[confidence < self.min_confidence] = 0.0
         return depth
 
     def _read(self, i: int) -> Frame:

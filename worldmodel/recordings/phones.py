@@ -17,8 +17,9 @@ import numpy as np
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoPanels, _check_K,
-                                        _depth_scale, _images_in, _min_confidence, _natural_key, _numbers, _read_depth,
-                                        _read_intrinsics, _read_rgb, _visible, up_rotation)
+                                        _confidence_note, _depth_scale, _images_in, _min_confidence, _natural_key,
+                                        _numbers, _read_depth, _read_intrinsics, _read_rgb, _visible, config_folder,
+                                        up_rotation)
 from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
@@ -99,7 +100,6 @@ class _Record3DSequence(_ImageSequence):
     PER_FRAME = _ImageSequence.PER_FRAME + ("members",)
     archive: _Record3DArchive | None = None
     depth_shape: tuple[int, int] = (0, 0)  # (dh, dw)
-    min_confidence: int = 1
     members: list[int] = field(default_factory=list)  # the capture's frame number of each frame
 
     def files(self, i: int) -> list[Path]:
@@ -182,6 +182,8 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         Ks = [_check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), where) for fx, fy, cx, cy in coeffs]
     else:
         Ks = _check_K(K, where)
+    configured = _K_from_config(cfg, config_folder(path))  # (of the colour images, as Record3D's own)
+    Ks = Ks if configured is None else configured
     members = [i for i in range(n) if archive.has(archive.colour.format(i)) and archive.has(archive.depth.format(i))]
     if not members:
         raise SequenceError(f"{archive.where(archive.colour.format(0))} and its depth are missing, as every frame's; "
@@ -196,9 +198,9 @@ def _open_record3d(path: Path, cfg: dict, up: str) -> _Record3DSequence:
         fps = meta.get("fps")
         fps = float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0 else 1.0
         stamps = np.arange(n, dtype=np.float64) / fps
-    min_confidence = _min_confidence(cfg, path if path.is_dir() else path.parent)
+    min_confidence = _min_confidence(cfg, path)
     if min_confidence and archive.confidence and archive.has(archive.confidence.format(members[0])):
-        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+        notes.append(_confidence_note(min_confidence))
     return _Record3DSequence(
         path=path, format="record3d", c2ws=up_rotation(up) @ c2ws[members], timestamps=stamps[members],
         world_up=up, notes=notes, rgb_files=[archive.where(archive.colour.format(i)) for i in members],
@@ -311,7 +313,7 @@ def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         confidence = []
     min_confidence = _min_confidence(cfg, folder)
     if confidence and min_confidence:
-        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+        notes.append(_confidence_note(min_confidence))
     return _ImageSequence(
         path=folder, format="arkitscenes", c2ws=up_rotation(up) @ poses[ok], timestamps=times[ok], world_up=up,
         notes=notes, rgb_files=[f[1] for f in frames], depth_files=[f[2] for f in frames],
@@ -403,7 +405,7 @@ def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
         confidence = []
     min_confidence = _min_confidence(cfg, folder)
     if confidence and min_confidence:
-        notes.append(f"depth of confidence below {min_confidence} (of 0..2) is dropped")
+        notes.append(_confidence_note(min_confidence))
     K = _K_from_config(cfg, folder)
     if K is None:
         matrix = folder / "camera_matrix.csv"

@@ -18,7 +18,8 @@ from worldmodel.camera import flip_cv_gl
 from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _IMAGE_EXT, _ImageSequence, _K_from_config,
                                         _check_K, _check_pose, _depth_files_by_stem, _depth_scale, _drop_lost_poses,
                                         _images_in, _last_number, _natural_key, _numbers, _one_pose_per_frame,
-                                        _read_intrinsics, _read_rgb, _up_from_cameras, _visible, up_rotation)
+                                        _read_intrinsics, _read_rgb, _up_from_cameras, _visible, config_folder, read_poses_file,
+                                        up_rotation)
 from worldmodel.recordings.tum import TUM_K
 
 
@@ -59,16 +60,12 @@ def _read_bundlefusion_info(path: Path) -> tuple[np.ndarray, float, tuple[int, i
 
 
 def _read_pose_file(path: Path) -> np.ndarray:
-    """(4, 4) c2w from a file of one pose (16 numbers, or 12 of a 3x4); all-NaN when it holds inf/NaN (tracking
-    lost: the caller skips the frame)."""
-    vals = [v for _, r in _numbers(path) for v in r]
-    if len(vals) not in (12, 16):
-        raise SequenceError(f"{path}: expected a 4x4 camera-to-world matrix (16 numbers), got {len(vals)}")
-    M = np.eye(4)
-    M[: len(vals) // 4] = np.asarray(vals, dtype=np.float64).reshape(-1, 4)
-    if not np.isfinite(M).all():
-        return np.full((4, 4), np.nan)
-    return _check_pose(M, str(path))
+    """(4, 4) c2w from a file of one pose (:func:`read_poses_file`: a 4x4 in four lines, 16 or 12 numbers); all-NaN
+    when it holds inf/NaN (tracking lost: the caller skips the frame)."""
+    poses = read_poses_file(path, lost_tracking=True)
+    if len(poses) != 1:
+        raise SequenceError(f"{path}: expected one camera-to-world matrix, got {len(poses)}; write one pose per file")
+    return poses[0]
 
 
 def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
@@ -94,7 +91,7 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if K is None:
         K, default_K_for = SEVEN_SCENES_K.copy(), (640, 480)
         notes.append("no camera-intrinsics.txt: using 7-Scenes' documented fx=fy=585, cx=320, cy=240")
-    kept, depth_files, poses = [], [], []
+    depth_files, pose_files = [], []
     for c in colors:
         stem = c.name[: c.name.index(".color")]
         d, p = c.with_name(stem + ".depth.png"), c.with_name(stem + ".pose.txt")
@@ -102,19 +99,12 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
             if not f.is_file():
                 raise SequenceError(f"{f} is missing (its colour image {c.name} exists); copy it again or "
                                     f"delete {c.name}")
-        M = _read_pose_file(p)
-        if not np.isfinite(M).all():
-            notes.append(f"{p.name} has an invalid (inf/NaN) pose: frame skipped")
-            continue
-        poses.append(M)
-        kept.append(c)
         depth_files.append(d)
-    colors = kept
-    if not poses:
-        raise SequenceError(f"{folder}: no frame has a valid pose")
-    A = up_rotation(up)
+        pose_files.append(p)
+    poses, (colors, depth_files), _ = _drop_lost_poses(np.stack([_read_pose_file(p) for p in pose_files]),
+                                                       [colors, depth_files], folder, notes)
     return _ImageSequence(
-        path=folder, format="7scenes", c2ws=A @ np.stack(poses),
+        path=folder, format="7scenes", c2ws=up_rotation(up) @ poses,
         timestamps=np.array([_last_number(c.name) or i for i, c in enumerate(colors)], dtype=np.float64),
         world_up=up, notes=notes, rgb_files=colors, depth_files=depth_files, Ks=K, default_K_for=default_K_for,
         depth_scale=_depth_scale(cfg, folder, depth_scale), depth_invalid=65535,
@@ -200,17 +190,22 @@ def _open3d_intrinsics(folder: Path, cfg: dict) -> tuple[np.ndarray | None, str 
     K = _K_from_config(cfg, folder)
     if K is not None:
         return K, None
-    candidates = [folder / "camera_intrinsic.json"] if (folder / "camera_intrinsic.json").is_file() else [
-        p for p in _visible(folder.glob("*.json")) if p.name not in (CONFIG_FILE, "transforms.json")]
-    for path in candidates:
+    cameras = {}  # file -> its JSON, for the files that hold an Open3D camera
+    named = folder / "camera_intrinsic.json"
+    for path in [named] if named.is_file() else sorted(p for p in _visible(folder.glob("*.json"))
+                                                         if p.name not in (CONFIG_FILE, "transforms.json")):
         try:
             meta = json.loads(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeError, json.JSONDecodeError) as e:
-            if path.name != "camera_intrinsic.json":
+            if path != named:
                 continue  # another tool's file, not a camera
             raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); fix or delete it") from None
-        if not isinstance(meta, dict) or "intrinsic_matrix" not in meta:
-            continue
+        if isinstance(meta, dict) and "intrinsic_matrix" in meta:
+            cameras[path] = meta
+    if len(cameras) > 1:
+        raise SequenceError(f"{folder} holds {len(cameras)} camera JSONs ({', '.join(p.name for p in cameras)}); "
+                            "name the one of these images camera_intrinsic.json")
+    for path, meta in cameras.items():
         try:
             K = np.asarray(meta["intrinsic_matrix"], dtype=np.float64).reshape(3, 3).T  # stored column-major
         except (TypeError, ValueError):
@@ -344,12 +339,12 @@ class _SensSequence(_ImageSequence):
             try:
                 data = zlib.decompress(data)
             except zlib.error as e:
-                raise SequenceError(f"cannot read {self.depth_files[i]}: not zlib data ({e}); download the file "
-                                    "again") from None
+                raise SequenceError(f"{self.path}: the depth of its frame {int(self.timestamps[i])} is not zlib data "
+                                    f"({e}); download the file again") from None
         h, w = self.depth_shape
         if len(data) != h * w * 2:
-            raise SequenceError(f"{self.depth_files[i]} holds {len(data)} bytes, not {w}x{h} 16-bit depth; download "
-                                "the file again")
+            raise SequenceError(f"{self.path}: the depth of its frame {int(self.timestamps[i])} holds {len(data)} "
+                                f"bytes, not {w}x{h} 16-bit depth; download the file again")
         return np.frombuffer(data, "<u2").reshape(h, w).astype(np.float32) * np.float32(self.depth_scale)
 
 
@@ -417,13 +412,13 @@ def _open_sens(path: Path, cfg: dict, up: str) -> _SensSequence:
             raise SequenceError(f"{path}: frame {k}'s pose is not a rigid camera-to-world matrix; download the file "
                                 "again") from None
     poses, (rgb_files, depth_files), kept = _drop_lost_poses(c2ws, [rgb_files, depth_files], path, notes)
-    K = _K_from_config(cfg, path.parent)
+    K = _K_from_config(cfg, config_folder(path))
     if K is None:
         K = _check_K(matrices[2, :3, :3].copy(), f"{path}: depth intrinsics")
     return _SensSequence(
         path=path, format="scannet", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64), world_up=up,
         notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
-        depth_scale=_depth_scale(cfg, path.parent, 1.0 / shift), colour_to_depth_size=True, colour_K=False,
+        depth_scale=_depth_scale(cfg, config_folder(path), 1.0 / shift), colour_to_depth_size=True, colour_K=False,
         offsets=[offsets[k] for k in kept], colour_codec=colour_codec, depth_codec=depth_codec, colour_shape=(ch, cw),
         depth_shape=(dh, dw))
 

@@ -1475,3 +1475,41 @@ def test_a_scannet_sens_file_opens_as_its_export_would(walk_frames, tmp_path):
     cut.write_bytes(sens.read_bytes()[:100])
     with pytest.raises(SequenceError, match=r"cut.sens ends inside its header"):
         open_sequence(cut)
+
+
+def test_a_tartanair_trajectory_reads_as_its_tools_read_it(walk_frames, tmp_path):
+    """TartanAir: image_left/ + depth_left/*_depth.npy (planar metres, the sky at ~1e4 m) + pose_left.txt (NED
+    camera-to-world, 'tx ty tz qx qy qz qw'), turned to OpenCV axes as tartanair_tools' ned2cam does; V2's
+    lcam_front files with float32 depth packed in RGBA PNGs. Frames come back at their poses, the sky without depth."""
+    from scipy.spatial.transform import Rotation
+
+    ned_to_cv = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    frames = walk_frames[:3]
+    for cam, depth_ext in (("left", ".npy"), ("lcam_front", ".png")):
+        folder = tmp_path / cam / "P000"
+        (folder / f"image_{cam}").mkdir(parents=True)
+        (folder / f"depth_{cam}").mkdir()
+        lines = []
+        for k, f in enumerate(frames):
+            Image.fromarray(f.rgb).save(folder / f"image_{cam}" / f"{k:06d}_{cam}.png")
+            depth = f.depth.astype(np.float32).copy()
+            depth[depth <= 0] = 10000.0  # the sky, as the simulator writes it
+            target = folder / f"depth_{cam}" / f"{k:06d}_{cam}_depth{depth_ext}"
+            if depth_ext == ".npy":
+                np.save(target, depth)
+            else:
+                Image.fromarray(np.ascontiguousarray(depth.astype("<f4")).view(np.uint8).reshape(*depth.shape, 4),
+                                "RGBA").save(target)
+            ned = ned_to_cv.T @ (up_rotation("-y").T @ f.c2w) @ ned_to_cv
+            lines.append(" ".join(f"{v:.9f}" for v in (*ned[:3, 3], *Rotation.from_matrix(ned[:3, :3]).as_quat())))
+        (folder / f"pose_{cam}.txt").write_text("\n".join(lines) + "\n")
+        assert detect_format(folder) == "tartanair"
+        with pytest.raises(SequenceError, match=r"no intrinsics were given and the tartanair default is for 640x"):
+            open_sequence(folder)  # (these frames are 160x120)
+        (folder / "worldstudio.json").write_text(json.dumps({"K": frames[0].K.tolist()}))
+        seq = open_sequence(folder)
+        assert len(seq) == 3 and seq.world_up == "-y"
+        for f, g in zip(frames, seq):
+            np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-7)
+            np.testing.assert_array_equal(g.rgb, f.rgb)
+            np.testing.assert_array_equal(g.depth, np.where(f.depth < 1000, f.depth, 0).astype(np.float32))

@@ -31,6 +31,9 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   with its K, confidence below 1 dropped, ARKit's y-up world.
 - ``arkitscenes``: an ARKitScenes video (``lowres_wide/``, ``lowres_depth/`` mm, ``lowres_wide_intrinsics/*.pincam``,
   ``lowres_wide.traj`` world-to-camera axis-angle poses interpolated at the frames' times), world z-up.
+- ``tartanair``: a TartanAir trajectory (``image_left/``, ``depth_left/*_depth.npy`` planar metres, the sky's ~1e4 m
+  dropped, ``pose_left.txt`` NED camera-to-world turned to OpenCV axes; V2's ``*_lcam_front`` with RGBA-packed
+  float depth), world y-down.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
   ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
@@ -52,9 +55,10 @@ colour is resized to the depth's size, and a colour camera's K with it.
 
 An optional ``worldstudio.json`` in any sequence folder (for a .r3d or .sens file, in the folder holding it)
 overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per unit of integer depth: PNG, integer
-.npy, .sens), ``K`` (3x3) or ``fx fy cx cy`` (of the colour images as stored), ``camera`` ("opencv" | "opengl", generic poses only), ``video_panels`` (ply folders: how many side-by-side
-panels the video has), ``min_confidence`` (Stray Scanner, Record3D, ARKitScenes: 0..2), ``icl_nuim`` (TUM-format
-folders: whether ICL-NUIM's poses are reflected; guessed otherwise).
+.npy, .sens), ``K`` (3x3) or ``fx fy cx cy`` (of the colour images as stored), ``camera`` ("opencv" | "opengl",
+generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
+``min_confidence`` (Stray Scanner, Record3D, ARKitScenes: 0..2), ``icl_nuim`` (TUM-format folders: whether
+ICL-NUIM's poses are reflected; guessed otherwise).
 Keyword arguments of :func:`open_sequence` override both.
 
 Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
@@ -75,21 +79,25 @@ from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, _open3d_trajecto
                                             _seven_scenes_frames)
 from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJECTORY, _is_record3d_metadata,
                                           _open_arkitscenes, _open_record3d, _open_stray)
+from worldmodel.recordings.tartanair import _open_tartanair, tartanair_camera
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
 from worldmodel.recordings.pointclouds import _open_ply
 
 
-FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "nerfstudio", "open3d",
-           "generic", "ply")
+FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "tartanair", "nerfstudio",
+           "open3d", "generic", "ply")
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
-              "arkitscenes": "+z", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
+              "arkitscenes": "+z", "tartanair": "-y", "nerfstudio": "auto", "open3d": "auto", "generic": "+y",
+              "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), Replica, Stray Scanner, "
-                "Record3D (.r3d), ARKitScenes, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
+                "Record3D (.r3d), ARKitScenes, TartanAir, nerfstudio (with depth), Open3D/Redwood, generic or "
+                "per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + "
                  "odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), "
-                 "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), transforms.json with depth "
+                 "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), image_left/ + depth_left/ + "
+                 "pose_left.txt (TartanAir), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
 
@@ -109,6 +117,8 @@ def _detect(folder: Path) -> str | None:
         return "stray"
     if (folder / ARKITSCENES_TRAJECTORY).is_file() and any((folder / c).is_dir() for c, _ in ARKITSCENES_ASSETS):
         return "arkitscenes"
+    if tartanair_camera(folder):
+        return "tartanair"
     if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
             (folder / "rgb").is_dir() and _is_record3d_metadata(folder / "metadata.json")):
         return "record3d"  # a .r3d file unzipped, or the app's EXR + JPG export
@@ -171,6 +181,7 @@ def detect_format(path) -> str:
 
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
             "stray": _open_stray, "record3d": _open_record3d, "arkitscenes": _open_arkitscenes,
+            "tartanair": _open_tartanair,
             "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
 
 

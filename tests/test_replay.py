@@ -1497,9 +1497,9 @@ def test_a_tartanair_trajectory_reads_as_its_tools_read_it(walk_frames, tmp_path
             target = folder / f"depth_{cam}" / f"{k:06d}_{cam}_depth{depth_ext}"
             if depth_ext == ".npy":
                 np.save(target, depth)
-            else:
-                Image.fromarray(np.ascontiguousarray(depth.astype("<f4")).view(np.uint8).reshape(*depth.shape, 4),
-                                "RGBA").save(target)
+            else:  # as tartanairpy writes it: cv2.imwrite of the float's bytes, taken as BGRA
+                packed = np.ascontiguousarray(depth.astype("<f4")).view(np.uint8).reshape(*depth.shape, 4)
+                Image.fromarray(np.ascontiguousarray(packed[..., [2, 1, 0, 3]]), "RGBA").save(target)
             ned = ned_to_cv.T @ (up_rotation("-y").T @ f.c2w) @ ned_to_cv
             lines.append(" ".join(f"{v:.9f}" for v in (*ned[:3, 3], *Rotation.from_matrix(ned[:3, :3]).as_quat())))
         (folder / f"pose_{cam}.txt").write_text("\n".join(lines) + "\n")
@@ -1513,3 +1513,12 @@ def test_a_tartanair_trajectory_reads_as_its_tools_read_it(walk_frames, tmp_path
             np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-7)
             np.testing.assert_array_equal(g.rgb, f.rgb)
             np.testing.assert_array_equal(g.depth, np.where(f.depth < 1000, f.depth, 0).astype(np.float32))
+    one_and_a_half = np.zeros((120, 160, 4), np.uint8)  # 1.5 m as OpenCV stores it: R 0xC0, G 0, B 0, A 0x3F
+    one_and_a_half[...] = [0xC0, 0, 0, 0x3F]
+    Image.fromarray(one_and_a_half, "RGBA").save(tmp_path / "lcam_front" / "P000" / "depth_lcam_front" /
+                                                 "000001_lcam_front_depth.png")
+    assert (open_sequence(tmp_path / "lcam_front" / "P000")[1].depth == 1.5).all()
+    (tmp_path / "lcam_front" / "P000" / "depth_lcam_front" / "000002_lcam_front_depth.png").write_bytes(b"\x89PNG")
+    with pytest.raises(SequenceError, match=r"000002_lcam_front_depth.png: not a valid PNG .*download the "
+                                            r"trajectory's depth again"):
+        open_sequence(tmp_path / "lcam_front" / "P000")[2]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import UnidentifiedImageError
 
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _depth_scale, _images_in,
                                         _open_image, _read_depth, up_rotation)
@@ -36,15 +37,24 @@ class _TartanAirSequence(_ImageSequence):
 
     def _depth(self, i: int) -> np.ndarray:
         path = self.depth_files[i]
-        if path.suffix.lower() == ".png":  # V2: four bytes per pixel are one little-endian float32
-            with _open_image(path) as im:
-                raw = np.asarray(im)
+        if path.suffix.lower() == ".png":  # V2: the four bytes of a little-endian float32 per pixel, as OpenCV
+            try:                            # wrote them (BGRA: the PNG's red channel holds byte 2)
+                with _open_image(path) as im:
+                    raw = np.asarray(im)
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                if isinstance(e, SequenceError):
+                    raise
+                raise SequenceError(f"cannot read {path}: not a valid PNG ({str(e)[:60]}); download the "
+                                    "trajectory's depth again") from None
             if raw.ndim != 3 or raw.shape[2] != 4 or raw.dtype != np.uint8:
                 raise SequenceError(f"{path}: a TartanAir V2 depth PNG holds float32 metres as 8-bit RGBA, got "
                                     f"{raw.dtype} {raw.shape}; download the trajectory's depth again")
-            depth = np.ascontiguousarray(raw).view("<f4")[..., 0].astype(np.float32)
+            depth = np.ascontiguousarray(raw[..., [2, 1, 0, 3]]).view("<f4")[..., 0].astype(np.float32)
         else:
-            depth = _read_depth(path, self.depth_scale)
+            try:
+                depth = _read_depth(path, self.depth_scale)
+            except SequenceError as e:
+                raise SequenceError(f"{str(e).split('; ')[0]}; download the trajectory's depth again") from None
         depth[~np.isfinite(depth) | (depth < 0) | (depth >= TARTANAIR_SKY_M)] = 0.0
         return depth
 
@@ -62,14 +72,13 @@ def _open_tartanair(folder: Path, cfg: dict, up: str) -> _TartanAirSequence:
     size, default_K = TARTANAIR_CAMERAS[cam]
     images = _images_in(folder, f"image_{cam}", f"a TartanAir trajectory needs image_{cam}/")
     depth_files = []
+    depth_ext = ".npy" if cam == "left" else ".png"  # (v1 / V2)
     for image in images:
-        stem = image.stem + "_depth"
-        found = next((p for p in (folder / f"depth_{cam}" / f"{stem}{ext}" for ext in (".npy", ".png")) if p.is_file()),
-                     None)
-        if found is None:
-            raise SequenceError(f"{folder / f'depth_{cam}' / (stem + '.npy')} is missing (its image {image.name} "
-                                "exists); download the trajectory's depth again")
-        depth_files.append(found)
+        depth = folder / f"depth_{cam}" / f"{image.stem}_depth{depth_ext}"
+        if not depth.is_file():
+            raise SequenceError(f"{depth} is missing (its image {image.name} exists); download the trajectory's "
+                                "depth again")
+        depth_files.append(depth)
     pose_path = folder / f"pose_{cam}.txt"
     ned = _read_ned_poses(pose_path)
     if len(ned) != len(images):
@@ -98,4 +107,4 @@ def _read_ned_poses(path: Path) -> np.ndarray:
     except OSError as e:
         raise SequenceError(f"cannot read {path}: {e.strerror or e}; download the trajectory again") from None
     except ValueError as e:
-        raise SequenceError(f"{e}; download the trajectory's {path.name} again") from None
+        raise SequenceError(f"{str(e).split('; ')[0]}; download the trajectory's {path.name} again") from None

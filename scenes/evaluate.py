@@ -171,13 +171,15 @@ def accuracy_completeness(recon: np.ndarray, reference: np.ndarray, voxel: float
 
 def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = None,
                       max_depth: float = DEFAULT_MAX_DEPTH, stride: int | str = "auto", peer: bool = True,
-                      progress: bool = False, carve: bool = True, reference_up: str = "+y") -> dict:
+                      progress: bool = False, carve: bool = True, reference_up: str = "+y",
+                      reference_to_world: np.ndarray | None = None) -> dict:
     """Fuse ``seq`` (a worldmodel.recordings.Sequence or any list of Frames) with ours and the TSDF peer.
 
     stride: pixel stride for our fusion, an int or "auto" (:func:`auto_stride`, per frame).
     reference: a mesh or point cloud in the recording's own coordinates (as a dataset's reference comes), whose
-    up axis is ``reference_up`` (the recording's ``world_up``): it is turned to +Y-up as the frames were. It is
-    read before any frame is fused.
+    up axis is ``reference_up`` (the recording's ``world_up``): it is turned to +Y-up as the frames were (or by
+    ``reference_to_world`` (3, 3), a Sequence's ``world_from_source()``, when the reader did more: ICL-NUIM's
+    reflection). It is read before any frame is fused.
     Returns a flat {metric: number} dict (see the module docstring); peer metrics are absent when the
     frames carry no depth (per-frame point clouds) or ``peer`` is False.
     """
@@ -190,7 +192,8 @@ def evaluate_sequence(seq, voxel: float = 0.02, reference: str | Path | None = N
     if reference is not None:  # a bad file is found before the fusion, not after it
         from worldmodel.recordings import up_rotation
 
-        ref = load_reference(reference, voxel) @ up_rotation(reference_up)[:3, :3].T
+        to_world = up_rotation(reference_up)[:3, :3] if reference_to_world is None else reference_to_world
+        ref = load_reference(reference, voxel) @ np.asarray(to_world, dtype=np.float64).T
     bar = _bar(progress, n, "fuse")
     ours = VoxelPointMap(voxel, max_depth=max_depth, carve=carve)
     tsdf = TSDFFusion(voxel_size=voxel, depth_max=max_depth) if peer else None
@@ -321,7 +324,7 @@ def main(args) -> int:
             options["max_frames"] = args.max_frames
         seq = open_sequence(path, **options)
         metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True,
-                                    carve=not args.no_carve, reference_up=seq.world_up)
+                                    carve=not args.no_carve, reference_to_world=seq.world_from_source())
     except (SequenceError, EvalError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

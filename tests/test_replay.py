@@ -726,6 +726,11 @@ def test_tum_ground_truth_once_per_image_associations_and_calibration(tum_path, 
     np.testing.assert_array_equal(seq[1].depth, reference[1].depth)
     np.testing.assert_allclose(seq[0].K, [[481.2, 0, 319.5], [0, 480.0, 239.5], [0, 0, 1]])  # a positive fy
     assert any("ICL-NUIM's camera" in n for n in seq.notes) and any("reflected" in n for n in seq.notes)
+    # its reference mesh (in the renderer's coordinates, as the poses were) is reflected with them: the camera
+    # centres of the file land where the frames' are
+    file_poses = S @ true_c2ws @ S
+    np.testing.assert_allclose(file_poses[:, :3, 3] @ seq.world_from_source().T, seq.c2ws[:, :3, 3], atol=1e-9)
+    np.testing.assert_allclose(reference.world_from_source(), up_rotation("+z")[:3, :3])
 
     # the same, renamed as SLAM repositories' download scripts leave it: groundtruth.txt, rgb.txt and depth.txt
     # with frame numbers for times

@@ -335,6 +335,7 @@ class Sequence:
     notes: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     named_path: Path | None = None
+    source_to_world: np.ndarray | None = None  # (3, 3), when the reader did more than turn the up axis (ICL-NUIM)
     _cache: "OrderedDict[int, Frame]" = field(default_factory=OrderedDict, repr=False)
     cache_size: int = 4
 
@@ -376,6 +377,10 @@ class Sequence:
         """JSON-able: enough to open the same sequence again with :func:`open_sequence`."""
         return {"path": str(self.named_path or self.path), "format": self.format, "frames": len(self),
                 "world_up": self.world_up, **self.options}
+
+    def world_from_source(self) -> np.ndarray:
+        """(3, 3): a point in the dataset's own coordinates (its reference mesh's) -> this sequence's world."""
+        return up_rotation(self.world_up)[:3, :3] if self.source_to_world is None else self.source_to_world
 
     PER_FRAME: ClassVar[tuple[str, ...]] = ()  # the fields holding one item per frame (each kind adds its own)
 

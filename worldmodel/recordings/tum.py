@@ -253,7 +253,8 @@ def _open_tum(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="tum", c2ws=up_rotation(up) @ poses, timestamps=rgb_t[ri], world_up=up, notes=notes,
         rgb_files=rgb_files, depth_files=depth_files,
         Ks=(ICL_NUIM_K if icl_nuim else TUM_K).copy() if K is None else K,
-        default_K_for=(640, 480) if K is None else None, depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE))
+        default_K_for=(640, 480) if K is None else None, depth_scale=_depth_scale(cfg, folder, TUM_DEPTH_SCALE),
+        source_to_world=up_rotation(up)[:3, :3] @ np.diag([1.0, -1.0, 1.0]) if icl_nuim else None)
 
 
 def _tum_up(c2ws: np.ndarray, icl_nuim: bool, tum_own: bool, notes: list[str]) -> str:

@@ -145,9 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worlds", help="list every world --world accepts (built-ins and installed plugins)")
 
-    info = sub.add_parser("info", help="what a saved session holds (world, frames, branches, map points, size); "
-                                       "checks it opens, e.g. after a crash")
-    info.add_argument("path", help="session folder (the one that holds session.json)")
+    info = sub.add_parser("info", help="what a saved session holds (world, frames, branches, map points, size), "
+                                       "checking it opens, e.g. after a crash; or what a recording's reader sees "
+                                       "(format, frames, camera, notes)")
+    info.add_argument("path", help="session folder (the one that holds session.json), or a recording (PATH?stride=2 "
+                                   "as --world replay: takes)")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints a table (targets in DESIGN.md)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write {metric: number} to FILE")

@@ -1,11 +1,14 @@
-"""`python launch.py info PATH`: what a saved session holds, after the same checks as opening it."""
+"""`python launch.py info PATH`: what a saved session holds, after the same checks as opening it; or, for a
+recording, what its reader sees (format, frames, camera, path, notes) without fusing anything."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from scenes.session import SessionError, load_session, saved_memory_state
+import numpy as np
+
+from scenes.session import SessionError, is_session_folder, load_session, saved_memory_state
 
 
 def folder_bytes(folder: Path) -> int:
@@ -41,11 +44,57 @@ def session_info(folder: str | Path) -> dict:
         scene.close()
 
 
+def recording_info(path: str) -> dict:
+    """{path, format, world_up, frames, frame_size, K, path_m, notes} of the recording ``path``
+    (``PATH?stride=2`` options as ``--world replay:`` takes them); frame 0 is decoded, as a replay would.
+    Raises worldmodel.recordings.SequenceError (one line)."""
+    from worldmodel.recordings import SequenceError, open_sequence
+    from worldmodel.replay import parse_replay_arg
+
+    try:
+        folder, options = parse_replay_arg(path)
+    except ValueError as e:
+        raise SequenceError(str(e)) from None
+    seq = open_sequence(folder, **options)
+    try:
+        first = seq[0]
+        centres = seq.c2ws[:, :3, 3]
+        return {"path": str(seq.named_path or seq.path), "format": seq.format, "world_up": seq.world_up,
+                "frames": len(seq), "frame_size": f"{first.width}x{first.height}", "K": first.K,
+                "path_m": float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), "notes": list(seq.notes)}
+    finally:
+        seq.close()
+
+
+def _recording_main(path: str) -> int:
+    from worldmodel.recordings import SequenceError
+
+    try:
+        info = recording_info(path)
+    except SequenceError as e:
+        print(f"error: {path} is not a saved session (no session.json), and as a recording: {e}", file=sys.stderr)
+        return 2
+    K = info["K"]
+    print(f"recording {info['path']} ({info['format']}, world up {info['world_up']} -> +Y)")
+    print(f"frames    {info['frames']}, {info['frame_size']}, fx={K[0, 0]:g} fy={K[1, 1]:g} cx={K[0, 2]:g} "
+          f"cy={K[1, 2]:g} (frame 0)")
+    print(f"camera    {info['path_m']:.2f} m of path over the {info['frames']} frames")
+    for note in info["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
 def _handed(count: int) -> str:
     return f", the first {count} handed over" if count else ""
 
 
 def main(args) -> int:
+    folder = Path(args.path.split("?")[0]).expanduser()
+    if is_session_folder(folder / "session") and not is_session_folder(folder):  # a run's --out folder
+        print(f"error: {folder} holds a run's session in session/; pass {folder / 'session'}", file=sys.stderr)
+        return 2
+    if not is_session_folder(folder):
+        return _recording_main(args.path)
     try:
         info = session_info(args.path)
     except SessionError as e:

@@ -66,7 +66,8 @@ def test_kill_9_loses_at_most_one_autosave_interval_and_resume_goes_on(tmp_path,
     printed = capsys.readouterr().out
     assert f"frames    {saved} (cursor at {saved - 1} of main)" in printed and "procedural seed 0" in printed
     assert "map points" not in printed and " points at 0.5 m voxels" in printed and "MB" in printed
-    assert main(["info", str(out)]) == 2 and "session.json is missing" in capsys.readouterr().err
+    assert main(["info", str(out)]) == 2 and f"holds a run's session in session/; pass {out / 'session'}" in \
+        capsys.readouterr().err
     # the same command with --resume: the steps already made are not repeated; the dead run's spill is removed
     assert main(["run", "--steps", str(saved + 4), *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
     scene = load_session(out / "session")

@@ -1527,3 +1527,19 @@ def test_a_tartanair_trajectory_reads_as_its_tools_read_it(walk_frames, tmp_path
     with pytest.raises(SequenceError, match=r"000002_lcam_front_depth.png: not a valid PNG .*download the "
                                             r"trajectory's depth again"):
         open_sequence(tmp_path / "lcam_front" / "P000")[2]
+
+
+def test_info_describes_a_recording_without_fusing_it(tum_path, tmp_path, capsys):
+    """`launch.py info` on a recording (not a session): its format, frames, camera and the reader's notes; on a
+    folder that is neither, one line saying both."""
+    from launch import main
+
+    assert main(["info", f"{tum_path}?stride=3"]) == 0
+    out = capsys.readouterr().out
+    assert "(tum, world up +z -> +Y)" in out and "frames    30, 640x480, fx=525 fy=525 cx=319.5 cy=239.5" in out
+    assert "m of path over the 30 frames" in out and "note: no calibration.txt" in out
+    (tmp_path / "notes.txt").write_text("not a recording")
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path} is not a saved session (no session.json), and as a recording:") \
+        and "\n" not in err

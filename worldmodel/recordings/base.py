@@ -79,6 +79,21 @@ def _check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
     return c2w
 
 
+def _number_table(path: Path, width: int, fields: str, fix: str) -> np.ndarray:
+    """(M, width) float64 of a text file of ``fields`` (``width`` numbers) per line, at least one line; a
+    SequenceError naming the line or file and saying ``fix`` otherwise (a dataset's pose file: "download ...")."""
+    try:
+        rows = _numbers(path)
+    except SequenceError as e:
+        raise SequenceError(f"{str(e).split('; ')[0]}; {fix}") from None
+    bad = next(((n, r) for n, r in rows if len(r) != width), None)
+    if bad:
+        raise SequenceError(f"{path}:{bad[0]}: expected {width} numbers '{fields}', got {len(bad[1])}; {fix}")
+    if not rows:
+        raise SequenceError(f"{path} holds no poses; {fix}")
+    return np.asarray([r for _, r in rows], dtype=np.float64)
+
+
 def _numbers(path: Path) -> list[tuple[int, list[float]]]:
     """Non-comment lines of a text file as (line number, floats); commas count as spaces."""
     if not path.is_file():
@@ -129,20 +144,27 @@ def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
                             "frame") from None
 
 
-def _read_confidence(path: Path) -> np.ndarray:
-    """(H, W) ARKit depth confidence (0 low, 1 medium, 2 high) from an 8-bit PNG."""
-    from PIL import UnidentifiedImageError
+def _image_array(path: Path, what: str, fix: str) -> np.ndarray:
+    """The image file ``path`` as decoded, (H, W) or (H, W, C), no conversion; a SequenceError naming it as
+    ``what`` and saying ``fix`` when it is missing or not an image."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with _open_image(path) as im:
             return np.asarray(im)
     except FileNotFoundError:
         raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         if isinstance(e, SequenceError):
             raise
-        raise SequenceError(f"cannot read {path}: not a valid confidence image; copy it again, or set "
-                            f"min_confidence 0 in {CONFIG_FILE} to use the depth unmasked") from None
+        why = "not a format this reader knows" if isinstance(e, UnidentifiedImageError) else str(e)[:80]
+        raise SequenceError(f"cannot read {path}: not a valid {what} ({why}); {fix}") from None
+
+
+def _read_confidence(path: Path) -> np.ndarray:
+    """(H, W) ARKit depth confidence (0 low, 1 medium, 2 high) from an 8-bit PNG."""
+    return _image_array(path, "confidence image", f"copy it again, or set min_confidence 0 in {CONFIG_FILE} to use "
+                                                  "the depth unmasked")
 
 
 def _read_exr(path: Path) -> np.ndarray:
@@ -202,18 +224,7 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
             d = d.astype(np.float32) * np.float32(float_scale)
         d[~np.isfinite(d) | (d < 0)] = 0.0
         return d
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with _open_image(path) as im:
-            raw = np.asarray(im)
-    except FileNotFoundError:
-        raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, SequenceError):
-            raise
-        raise SequenceError(f"cannot read {path}: not a valid depth PNG ({str(e)[:80]}); "
-                            "copy the file again or remove the frame") from None
+    raw = _image_array(path, "depth PNG", "copy the file again or remove the frame")
     if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer) or raw.dtype.itemsize < 2:
         raise SequenceError(f"{path}: depth PNG must be single-channel 16-bit, got {raw.dtype} {raw.shape}"
                             f"{' (an 8-bit PNG has lost the depth precision; export it as 16-bit)' if raw.dtype == np.uint8 else ''}")

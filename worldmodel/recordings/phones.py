@@ -18,8 +18,8 @@ from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoPanels, _check_K,
                                         _confidence_note, _depth_scale, _images_in, _min_confidence, _natural_key,
-                                        _numbers, _read_depth, _read_intrinsics, _read_rgb, _visible, config_folder,
-                                        up_rotation)
+                                        _number_table, _numbers, _read_depth, _read_intrinsics, _read_rgb, _visible,
+                                        config_folder, up_rotation)
 from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
@@ -220,14 +220,7 @@ def _read_arkitscenes_trajectory(path: Path) -> np.ndarray:
     rows (M, 8) ``t tx ty tz qx qy qz qw`` of their camera-to-world poses."""
     from scipy.spatial.transform import Rotation
 
-    rows = _numbers(path)
-    bad = next(((n, r) for n, r in rows if len(r) != 7), None)
-    if bad:
-        raise SequenceError(f"{path}:{bad[0]}: expected 7 numbers 'timestamp ax ay az tx ty tz', got {len(bad[1])}; "
-                            "download the video's trajectory again")
-    if not rows:
-        raise SequenceError(f"{path} holds no poses; download the video's trajectory again")
-    arr = np.asarray([r for _, r in rows], dtype=np.float64)
+    arr = _number_table(path, 7, "timestamp ax ay az tx ty tz", "download the video's trajectory again")
     if not np.isfinite(arr).all():
         raise SequenceError(f"{path} holds NaN/inf; fix or drop those lines")
     to_world = Rotation.from_rotvec(arr[:, 1:4]).inv()

@@ -18,8 +18,8 @@ from worldmodel.camera import flip_cv_gl
 from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _IMAGE_EXT, _ImageSequence, _K_from_config,
                                         _check_K, _check_pose, _depth_files_by_stem, _depth_scale, _drop_lost_poses,
                                         _images_in, _last_number, _natural_key, _numbers, _one_pose_per_frame,
-                                        _read_intrinsics, _read_rgb, _up_from_cameras, _visible, config_folder, read_poses_file,
-                                        up_rotation)
+                                        _read_intrinsics, _read_rgb, _up_from_cameras, _visible, config_folder,
+                                        read_poses_file, up_rotation)
 from worldmodel.recordings.tum import TUM_K
 
 

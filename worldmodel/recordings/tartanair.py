@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import UnidentifiedImageError
 
-from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _depth_scale, _images_in,
-                                        _open_image, _read_depth, up_rotation)
-from worldmodel.tum import number_rows, tum_rows_to_c2ws
+from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _depth_scale, _image_array,
+                                        _images_in, _number_table, _read_depth, up_rotation)
+from worldmodel.tum import tum_rows_to_c2ws
 
 # the camera a trajectory is read from (v1: the left camera; V2: the left camera looking forward), and its K
 TARTANAIR_CAMERAS = {"left": ((640, 480), np.array([[320.0, 0.0, 320.0], [0.0, 320.0, 240.0], [0.0, 0.0, 1.0]])),
@@ -37,18 +36,12 @@ class _TartanAirSequence(_ImageSequence):
 
     def _depth(self, i: int) -> np.ndarray:
         path = self.depth_files[i]
-        if path.suffix.lower() == ".png":  # V2: the four bytes of a little-endian float32 per pixel, as OpenCV
-            try:                            # wrote them (BGRA: the PNG's red channel holds byte 2)
-                with _open_image(path) as im:
-                    raw = np.asarray(im)
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                if isinstance(e, SequenceError):
-                    raise
-                raise SequenceError(f"cannot read {path}: not a valid PNG ({str(e)[:60]}); download the "
-                                    "trajectory's depth again") from None
+        if path.suffix.lower() == ".png":  # V2: a little-endian float32's four bytes per pixel, as OpenCV wrote
+            raw = _image_array(path, "PNG", "download the trajectory's depth again")
             if raw.ndim != 3 or raw.shape[2] != 4 or raw.dtype != np.uint8:
                 raise SequenceError(f"{path}: a TartanAir V2 depth PNG holds float32 metres as 8-bit RGBA, got "
                                     f"{raw.dtype} {raw.shape}; download the trajectory's depth again")
+            # (OpenCV took them as BGRA: the PNG's red channel holds byte 2)
             depth = np.ascontiguousarray(raw[..., [2, 1, 0, 3]]).view("<f4")[..., 0].astype(np.float32)
         else:
             try:
@@ -95,16 +88,9 @@ def _open_tartanair(folder: Path, cfg: dict, up: str) -> _TartanAirSequence:
 def _read_ned_poses(path: Path) -> np.ndarray:
     """TartanAir's pose file: ``tx ty tz qx qy qz qw`` per line (TUM's line without its time; scalar-last) ->
     camera-to-world (N, 4, 4) in NED axes."""
+    fix = f"download the trajectory's {path.name} again"
+    values = _number_table(path, 7, "tx ty tz qx qy qz qw", fix)
     try:
-        rows = number_rows(path.read_text(encoding="utf-8-sig", errors="replace"), path)
-        bad = next(((n, r) for n, r in rows if len(r) != 7), None)
-        if bad:
-            raise ValueError(f"{path}:{bad[0]}: expected 7 numbers 'tx ty tz qx qy qz qw', got {len(bad[1])}")
-        if not rows:
-            raise ValueError(f"{path} holds no poses")
-        values = np.asarray([r for _, r in rows], dtype=np.float64)
         return tum_rows_to_c2ws(np.column_stack([np.arange(len(values), dtype=np.float64), values]), path)[1]
-    except OSError as e:
-        raise SequenceError(f"cannot read {path}: {e.strerror or e}; download the trajectory again") from None
-    except ValueError as e:
-        raise SequenceError(f"{str(e).split('; ')[0]}; download the trajectory's {path.name} again") from None
+    except ValueError as e:  # a NaN or zero quaternion
+        raise SequenceError(f"{str(e).split('; ')[0]}; {fix}") from None

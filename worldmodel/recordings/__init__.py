@@ -159,7 +159,11 @@ def _sequence_path(path) -> tuple[Path, str | None]:
 def detect_format(path) -> str:
     """Which reader a folder (or a Record3D .r3d, ScanNet .sens file) needs, one of FORMATS (SequenceError when
     none fits). A dataset's scene folder holding one recording beside its meshes is read as that recording."""
-    folder = _sequence_path(path)[0]
+    return _format_of(_sequence_path(path)[0])
+
+
+def _format_of(folder: Path) -> str:
+    """:func:`detect_format` of a path already followed (:func:`_sequence_path`)."""
     if not folder.exists():
         raise SequenceError(f"{folder}: no such folder or file; pass a recorded sequence folder ({_FORMATS_HELP})")
     fmt = _detect(folder)
@@ -197,7 +201,7 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
     """
     named = Path(path).expanduser().resolve()
     folder, followed = (named, None) if format else _sequence_path(named)
-    fmt = format or detect_format(folder)
+    fmt = format or _format_of(folder)
     if fmt not in _OPENERS:
         raise SequenceError(f"unknown sequence format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if int(stride) < 1:

@@ -310,19 +310,14 @@ def format_table(metrics: dict, title: str = "") -> str:
 def main(args) -> int:
     """CLI entry (launch.py eval-recon): prints the table, optionally writes --json (atomically); errors -> exit 2;
     a --json that cannot be written after the fusion (a full disk) -> the JSON printed instead, exit 1."""
-    from worldmodel.recordings import SequenceError, open_sequence
-    from worldmodel.replay import parse_replay_arg
+    from worldmodel.recordings import SequenceError
+    from worldmodel.replay import open_recording
 
     try:
         if args.json:  # found now, not after the fusion
             writable_file(args.json, "--json")
-        try:  # PATH?up=+z&stride=2&max_frames=N, as --world replay: takes
-            path, options = parse_replay_arg(args.path)
-        except ValueError as e:
-            raise SequenceError(str(e)) from None
-        if args.max_frames is not None:
-            options["max_frames"] = args.max_frames
-        seq = open_sequence(path, **options)
+        # PATH?up=+z&stride=2&max_frames=N, as --world replay: takes
+        seq = open_recording(args.path, **({} if args.max_frames is None else {"max_frames": args.max_frames}))
         metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True,
                                     carve=not args.no_carve, reference_to_world=seq.world_from_source())
     except (SequenceError, EvalError, WriteError) as e:

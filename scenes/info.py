@@ -48,14 +48,9 @@ def recording_info(path: str) -> dict:
     """{path, format, world_up, frames, frame_size, K, path_m, notes} of the recording ``path``
     (``PATH?stride=2`` options as ``--world replay:`` takes them); frame 0 is decoded, as a replay would.
     Raises worldmodel.recordings.SequenceError (one line)."""
-    from worldmodel.recordings import SequenceError, open_sequence
-    from worldmodel.replay import parse_replay_arg
+    from worldmodel.replay import open_recording
 
-    try:
-        folder, options = parse_replay_arg(path)
-    except ValueError as e:
-        raise SequenceError(str(e)) from None
-    seq = open_sequence(folder, **options)
+    seq = open_recording(path)
     try:
         first = seq[0]
         centres = seq.c2ws[:, :3, 3]
@@ -89,7 +84,7 @@ def _handed(count: int) -> str:
 
 
 def main(args) -> int:
-    folder = Path(args.path.split("?")[0]).expanduser()
+    folder = Path(args.path).expanduser()
     if is_session_folder(folder / "session") and not is_session_folder(folder):  # a run's --out folder
         print(f"error: {folder} holds a run's session in session/; pass {folder / 'session'}", file=sys.stderr)
         return 2

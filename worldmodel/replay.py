@@ -56,6 +56,19 @@ def parse_replay_arg(arg: str, look_at_folders: bool = True) -> tuple[str, dict]
     return path, opts
 
 
+def open_recording(spec: str, **overrides):
+    """The recording ``spec`` names as ``--world replay:`` takes it (``PATH?up=+z&stride=2&max_frames=N``), opened
+    with :func:`worldmodel.recordings.open_sequence`; ``overrides`` (its keyword arguments) win over the spec's
+    options. Raises SequenceError (one line) for bad options as for an unreadable recording."""
+    from worldmodel.recordings import SequenceError, open_sequence
+
+    try:
+        path, options = parse_replay_arg(spec)
+    except ValueError as e:
+        raise SequenceError(str(e)) from None
+    return open_sequence(path, **{**options, **overrides})
+
+
 class ReplayWorld(BaseWorldModel):
     """A WorldModel that plays back a recorded sequence. Frames keep the recording's size and intrinsics.
 

@@ -294,6 +294,20 @@ def _min_confidence(cfg: dict, folder: Path) -> int:
     return int(value)
 
 
+def _confidence_maps(maps: list[Path], frames: int, cfg: dict, folder: Path,
+                     notes: list[str]) -> tuple[list[Path], int]:
+    """(the confidence map of each frame, or [] to leave depth unmasked; min_confidence) from ``maps`` (one per
+    frame, in order; a missing one: not a file; [] when the capture has none), said in ``notes``."""
+    min_confidence = _min_confidence(cfg, folder)
+    missing = frames - sum(p.is_file() for p in maps) if maps else 0
+    if missing:
+        notes.append(f"confidence/ lacks the maps of {missing} frames: depth is not masked")
+        maps = []
+    if maps and min_confidence:
+        notes.append(_confidence_note(min_confidence))
+    return maps, min_confidence
+
+
 def _confidence_note(min_confidence: int) -> str:
     return f"depth of confidence below {min_confidence} (of 0..2) is dropped"
 

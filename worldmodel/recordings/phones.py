@@ -17,9 +17,9 @@ import numpy as np
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoPanels, _check_K,
-                                        _confidence_note, _depth_scale, _images_in, _min_confidence, _natural_key,
-                                        _number_table, _numbers, _read_depth, _read_intrinsics, _read_rgb, _visible,
-                                        config_folder, up_rotation)
+                                        _confidence_maps, _confidence_note, _depth_scale, _images_in, _min_confidence,
+                                        _natural_key, _number_table, _numbers, _read_depth, _read_intrinsics,
+                                        _read_rgb, _visible, config_folder, up_rotation)
 from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
@@ -297,16 +297,10 @@ def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         raise SequenceError(f"{folder / ARKITSCENES_TRAJECTORY} has no pose near any frame's time; is it from "
                             "another video?")
     frames = [f for f, k in zip(frames, ok) if k]
-    confidence = [folder / "confidence" / f"{f[2].stem}.png" for f in frames]
-    missing = sum(not p.is_file() for p in confidence)
-    if colour_dir != "lowres_wide" or not (folder / "confidence").is_dir():
-        confidence = []  # (the confidence maps are lowres_depth's)
-    elif missing:
-        notes.append(f"confidence/ lacks the maps of {missing} frames: depth is not masked")
-        confidence = []
-    min_confidence = _min_confidence(cfg, folder)
-    if confidence and min_confidence:
-        notes.append(_confidence_note(min_confidence))
+    has_maps = colour_dir == "lowres_wide" and (folder / "confidence").is_dir()  # (lowres_depth's maps)
+    confidence, min_confidence = _confidence_maps(
+        [folder / "confidence" / f"{f[2].stem}.png" for f in frames] if has_maps else [], len(frames), cfg, folder,
+        notes)
     return _ImageSequence(
         path=folder, format="arkitscenes", c2ws=up_rotation(up) @ poses[ok], timestamps=times[ok], world_up=up,
         notes=notes, rgb_files=[f[1] for f in frames], depth_files=[f[2] for f in frames],
@@ -391,14 +385,9 @@ def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
         notes.append(f"odometry.csv has {len(poses)} poses and depth/ {len(depth_files)} frames: the first {n} "
                      "are played")
     conf_dir = folder / "confidence"
-    confidence = sorted((p for p in _visible(conf_dir.iterdir()) if p.suffix.lower() == ".png"),
-                        key=_natural_key)[:n] if conf_dir.is_dir() else []
-    if confidence and len(confidence) < n:
-        notes.append(f"confidence/ has {len(confidence)} maps for {n} frames: depth is not masked")
-        confidence = []
-    min_confidence = _min_confidence(cfg, folder)
-    if confidence and min_confidence:
-        notes.append(_confidence_note(min_confidence))
+    confidence, min_confidence = _confidence_maps(
+        sorted((p for p in _visible(conf_dir.iterdir()) if p.suffix.lower() == ".png"), key=_natural_key)[:n]
+        if conf_dir.is_dir() else [], n, cfg, folder, notes)
     K = _K_from_config(cfg, folder)
     if K is None:
         matrix = folder / "camera_matrix.csv"

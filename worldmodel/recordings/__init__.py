@@ -82,6 +82,11 @@ from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJEC
 from worldmodel.recordings.tartanair import _open_tartanair, tartanair_camera
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
 from worldmodel.recordings.pointclouds import _open_ply
+# public names of the single-module reader this package replaced, so scripts importing them keep working
+from worldmodel.recordings.base import CONFIG_FILE, MAX_PIXELS
+from worldmodel.recordings.tum import ICL_NUIM_K, TUM_DEPTH_SCALE, TUM_K
+from worldmodel.recordings.scanners import REPLICA_CAMERA, SEVEN_SCENES_K, read_log_trajectory
+from worldmodel.recordings.pointclouds import read_ply_points
 
 
 FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "tartanair", "nerfstudio",
@@ -236,5 +241,7 @@ def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: flo
     return int(np.argmin(d + metres_per_radian * ang))
 
 
-__all__ = ["FORMAT_NAMES", "FORMATS", "Sequence", "SequenceError", "associate", "detect_format",
-           "interpolate_poses", "nearest_pose_index", "open_sequence", "read_poses_file", "up_rotation"]
+__all__ = ["CONFIG_FILE", "FORMAT_NAMES", "FORMATS", "ICL_NUIM_K", "MAX_PIXELS", "REPLICA_CAMERA", "SEVEN_SCENES_K",
+           "Sequence", "SequenceError", "TUM_DEPTH_SCALE", "TUM_K", "associate", "detect_format", "interpolate_poses",
+           "nearest_pose_index", "open_sequence", "read_log_trajectory", "read_ply_points", "read_poses_file",
+           "up_rotation"]

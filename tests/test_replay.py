@@ -953,6 +953,43 @@ def test_a_nerfstudio_dataset_opens_as_a_recording(walk_frames, tmp_path):
         open_sequence(phone)
 
 
+def test_a_nerfcapture_folder_as_splatam_writes_it(walk_frames, tmp_path):
+    """NeRFCapture through SplaTAM's script: rgb/N.png, depth/N.png (metres x 65535 / 10), transforms.json with
+    ``depth_path`` and instant-ngp's ``integer_depth_scale`` (metres per unit), ARKit's OpenGL cameras in its
+    y-up world. It has rgb/ + depth/ like a generic folder, but the transforms.json decides; without either a
+    poses.txt or a transforms.json the one line says what a folder of rgb/ + depth/ lacks."""
+    frames = walk_frames[:3]
+    folder = tmp_path / "capture"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    h, w = frames[0].depth.shape
+    K = frames[0].K
+    entries = []
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).save(folder / "rgb" / f"{i}.png")
+        units = np.clip(np.round(np.nan_to_num(f.depth) * 65535 / 10.0), 0, 65535).astype(np.uint16)
+        Image.fromarray(units).save(folder / "depth" / f"{i}.png")
+        entries.append({"file_path": f"rgb/{i}.png", "depth_path": f"depth/{i}.png",
+                        "transform_matrix": (f.c2w @ np.diag([1.0, -1.0, -1.0, 1.0])).tolist()})
+    (folder / "transforms.json").write_text(json.dumps({
+        "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2] + 0.5, "cy": K[1, 2] + 0.5, "w": w, "h": h,
+        "integer_depth_scale": 10.0 / 65535, "frames": entries}))
+    assert detect_format(folder) == "nerfstudio"
+    seq = open_sequence(folder)
+    assert len(seq) == 3 and seq.world_up == "+y"
+    for f, g in zip(frames, seq):
+        np.testing.assert_array_equal(g.rgb, f.rgb)
+        valid = np.isfinite(f.depth) & (f.depth > 0) & (f.depth < 10)
+        np.testing.assert_allclose(g.depth[valid], f.depth[valid], atol=0.5 * 10 / 65535 + 1e-6)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+
+    (folder / "transforms.json").unlink()
+    with pytest.raises(SequenceError, match=r"holds rgb/ and depth/ but no poses\.txt, and no other layout this "
+                                            r"tool reads; for a generic folder write poses\.txt"):
+        open_sequence(folder)
+
+
 def test_a_scannet_export_opens_at_the_depth_cameras_size(walk_frames, tmp_path):
     """ScanNet's SensReader export (color/N.jpg at the colour camera's size, depth/N.png in mm, pose/N.txt with
     -inf where tracking was lost, intrinsic/intrinsic_depth.txt): colour resized to the depth's size, the depth

@@ -35,8 +35,8 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   dropped, ``pose_left.txt`` NED camera-to-world turned to OpenCV axes; V2's ``*_lcam_front`` with RGBA-packed
   float depth), world y-down.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
-  tool's own): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5), depth times
-  ``depth_unit_scale_factor`` (mm by default); up z when the file says it was oriented, else y or z, whichever
+  tool's own) or ``depth_path`` (NeRFCapture's): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5),
+  depth times ``depth_unit_scale_factor`` or ``integer_depth_scale`` (mm by default); up z when the file says it was oriented, else y or z, whichever
   the cameras' mean up is nearer, said in a note (this tool's export writes ``world_up: +y`` beside it).
 - ``open3d``: Open3D's reconstruction-system and Redwood layout (``image/`` or ``color/``, ``depth/`` mm, a ``.log``
   trajectory of c2w matrices, ``camera_intrinsic.json`` column-major); up y or z from the cameras, said.
@@ -130,10 +130,12 @@ def _detect(folder: Path) -> str | None:
     if (not (folder / "poses.txt").is_file() and (folder / "depth").is_dir() and _open3d_trajectory(folder)
             and any((folder / d).is_dir() for d in OPEN3D_COLOUR_DIRS)):
         return "open3d"
-    if (folder / "rgb").is_dir() and ((folder / "poses.txt").is_file() or (folder / "depth").is_dir()):
+    if (folder / "rgb").is_dir() and (folder / "poses.txt").is_file():
         return "generic"  # (before nerfstudio: a generic folder may also hold a transforms.json made from it)
     if (folder / "transforms.json").is_file():
-        return "nerfstudio"
+        return "nerfstudio"  # (before rgb/ + depth/ alone: NeRFCapture's folders, as SplaTAM writes them)
+    if (folder / "rgb").is_dir() and (folder / "depth").is_dir():
+        return "generic"  # (without poses.txt: its reader says what the folder lacks)
     if _visible(folder.glob("*.ply")):
         return "ply"
     return None

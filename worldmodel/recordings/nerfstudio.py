@@ -47,8 +47,10 @@ def _nerfstudio_K(entry: dict, meta: dict, image: Path, where: str) -> np.ndarra
 
 def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """A nerfstudio / instant-ngp ``transforms.json`` whose frames carry depth (``depth_file_path``: nerfstudio's
-    Polycam export and this tool's own do): OpenGL camera-to-world matrices, intrinsics per file or per frame,
-    16-bit depth in millimetres, or .npy, both times ``depth_unit_scale_factor`` as nerfstudio reads them. Frames
+    Polycam export and this tool's own do; ``depth_path``: NeRFCapture's, as SplaTAM writes it): OpenGL
+    camera-to-world matrices, intrinsics per file or per frame, 16-bit depth in millimetres, or .npy, both times
+    ``depth_unit_scale_factor`` as nerfstudio reads them (or instant-ngp's ``integer_depth_scale``, metres per
+    unit). Frames
     are played in file-name order, as nerfstudio sorts them; a depth image smaller than its colour image keeps
     its size and the colour is resized to it.
 
@@ -110,11 +112,11 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         poses.append(flip_cv_gl(_check_pose(M, f"{path}: frame {frame}")))  # OpenGL -> OpenCV camera
         Ks.append(_nerfstudio_K(entry, meta, rgb_files[-1], f"{path}: frame {frame}"))
     poses = np.stack(poses)
-    unit = meta.get("depth_unit_scale_factor")
-    if unit is not None:
-        unit = _metres_per_unit(unit, f"{path}: depth_unit_scale_factor")
+    unit_key = next((k for k in ("depth_unit_scale_factor", "integer_depth_scale") if k in meta), None)
+    unit = None if unit_key is None else _metres_per_unit(meta[unit_key], f"{path}: {unit_key}")
     if unit is None and any(f.suffix.lower() == ".npy" for f in depth_files):
-        notes.append("float .npy depth is read as metres (transforms.json gives no depth_unit_scale_factor)")
+        notes.append("float .npy depth is read as metres (transforms.json gives no depth_unit_scale_factor or "
+                     "integer_depth_scale)")
     if up == "auto":
         up = "+z" if "orientation_override" in meta else _up_from_cameras(poses, notes)
     return _ImageSequence(

@@ -113,6 +113,10 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 
 def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     rgb_files = _images_in(folder, "rgb", "a generic folder needs rgb/, depth/, poses.txt and intrinsics")
+    if not (folder / "poses.txt").is_file():
+        raise SequenceError(f"{folder} holds rgb/ and depth/ but no poses.txt, and no other layout this tool reads; "
+                            "for a generic folder write poses.txt (one camera-to-world pose per image) and "
+                            "intrinsics.txt beside them")
     depth_files = _depth_files_by_stem(rgb_files, folder / "depth", folder)
     notes: list[str] = []
     poses, (rgb_files, depth_files), kept = _one_pose_per_frame(folder / "poses.txt", [rgb_files, depth_files],

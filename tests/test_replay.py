@@ -1132,6 +1132,94 @@ def assert_phone_capture(seq, frames, expected_depth, pose_atol: float, K_atol: 
     seq.close()
 
 
+def test_a_scannetpp_iphone_capture_reads_as_its_toolkit_reads_it(tmp_path, monkeypatch):
+    """ScanNet++ iphone/: pose_intrinsic_imu.json (aligned_pose: OpenCV c2w in the scan's z-up world; the colour
+    camera's K), colour 2x the depth's, named frame_NNNNNN; read from the scene folder. Extracted (rgb/ and depth/
+    in mm, a frame the json lists without images skipped, said) and raw: the video and depth.bin in both of its
+    forms (lz4 blocks of mm per frame; one raw-deflate stream of float32 metres, read from decoder checkpoints,
+    backwards too, and cut short)."""
+    import zlib
+
+    import imageio_ffmpeg
+    import lz4.block
+
+    from worldmodel.actions import parse_actions
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+    from worldmodel.recordings import scannetpp
+
+    world = ProceduralWorld(ProceduralConfig(width=256, height=192), seed=3)  # ARKit's depth size
+    frames = [world.reset(3)]
+    for a in parse_actions("(FN)(fLN)(FL)"):
+        frames.append(world.step(a, Context(recent=frames[-4:])))
+    h, w = frames[0].depth.shape
+    scene = tmp_path / "0a5c013435"
+    folder = scene / "iphone"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    (scene / "scans").mkdir()
+    meta = {}
+    for i, f in enumerate(frames + [frames[-1]]):  # the json lists a fifth frame that has no images
+        K2 = f.K * [[2], [2], [1]]
+        K2[:2, 2] += 0.5  # the colour camera's K at 2x (pixel centres stay centres)
+        meta[f"frame_{i:06d}"] = {"timestamp": 0.1 * i, "intrinsic": K2.tolist(), "pose": np.eye(4).tolist(),
+                                  "aligned_pose": (np.linalg.inv(up_rotation("+z")) @ f.c2w).tolist(), "imu": {}}
+        if i < len(frames):
+            Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(folder / "rgb" / f"frame_{i:06d}.jpg",
+                                                                              quality=95)
+            Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "depth" / f"frame_{i:06d}.png")
+    (folder / "pose_intrinsic_imu.json").write_text(json.dumps(meta))
+
+    def check(seq, expected_depth, rgb_mean_error):
+        assert seq.format == "scannetpp" and seq.world_up == "+z" and len(seq) == 4
+        assert np.allclose(seq.timestamps, 0.1 * np.arange(4))
+        for f, g in zip(frames, seq):
+            np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+            np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+            assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < rgb_mean_error
+            np.testing.assert_allclose(g.depth, expected_depth(f.depth), atol=1e-6)
+        seq.close()
+
+    assert detect_format(scene) == "scannetpp"
+    seq = open_sequence(scene)
+    assert seq.notes[0] == "0a5c013435 holds one recording: iphone is read"
+    assert any("1 of the 5 frames in pose_intrinsic_imu.json have no colour (rgb/): skipped" in n for n in seq.notes)
+    check(seq, _expected_mm_depth, rgb_mean_error=8)
+
+    shutil.rmtree(folder / "rgb")
+    shutil.rmtree(folder / "depth")
+    writer = imageio_ffmpeg.write_frames(str(folder / "rgb.mkv"), (2 * w, 2 * h), fps=10, quality=10,
+                                         macro_block_size=1)
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(np.asarray(Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR))))
+    writer.close()
+    blocks = [lz4.block.compress(depth_to_png_mm(f.depth).tobytes(), store_size=False) for f in frames]
+    (folder / "depth.bin").write_bytes(b"".join(len(b).to_bytes(4, "little") + b for b in blocks))
+    seq = open_sequence(folder)
+    assert seq.depth_bin.frames is not None  # the per-frame form
+    assert any("1 of the 5 frames in pose_intrinsic_imu.json have no depth" in n for n in seq.notes)
+    check(seq, _expected_mm_depth, rgb_mean_error=10)  # H.264
+
+    metres = np.stack([np.where(np.isfinite(f.depth) & (f.depth > 0), f.depth, 0) for f in frames]).astype(np.float32)
+    deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    stream = deflate.compress(metres.tobytes()) + deflate.flush()
+    (folder / "depth.bin").write_bytes(stream)
+    monkeypatch.setattr(scannetpp._DepthBin, "CHUNK", 4096)  # several checkpoints in a small file
+    monkeypatch.setattr(scannetpp._DepthBin, "CHECKPOINT_EVERY", 2)
+    seq = open_sequence(folder)
+    assert seq.depth_bin.frames is None and len(seq.depth_bin.checkpoints) > 2
+    np.testing.assert_array_equal(seq.depth_bin.frame(3), metres[3])
+    np.testing.assert_array_equal(seq.depth_bin.frame(0), metres[0])  # back, from the first checkpoint
+    check(seq, lambda d: np.where(np.isfinite(d) & (d > 0), d, 0), rgb_mean_error=10)
+    (folder / "depth.bin").write_bytes(stream[: int(len(stream) * 0.6)])
+    seq = open_sequence(folder)
+    assert len(seq) < 4 and any("depth.bin ends mid-stream" in n for n in seq.notes)
+    seq.close()
+    (folder / "depth.bin").write_bytes(b"not a depth stream" * 100)
+    with pytest.raises(SequenceError, match=r"depth\.bin: .*neither of ScanNet\+\+'s depth\.bin forms"):
+        open_sequence(folder)
+
+
 def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
     """Stray Scanner: colour in rgb.mp4 at the phone camera's size (2x the depth here), depth/NNNNNN.png in mm,
     confidence/ (0..2; below 1 dropped), odometry.csv with its header (OpenCV c2w, ARKit's y-up world) and

@@ -22,6 +22,10 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
 - ``scannet``: ScanNet's ``.sens`` file itself (read as its SensorData.py does), or its SensReader export
   (``color/N.jpg``, ``depth/N.png`` in mm, ``pose/N.txt`` c2w with -inf where tracking was lost,
   ``intrinsic/intrinsic_depth.txt``): colour resized to the depth camera's size, world z-up.
+- ``scannetpp``: a ScanNet++ iPhone capture (``iphone/``: ``pose_intrinsic_imu.json`` with each frame's
+  ``aligned_pose``, OpenCV c2w in the scan's z-up world, and colour camera K; ``rgb/frame_NNNNNN.jpg`` or the video
+  ``rgb.mkv``/``rgb.mp4``; ``depth/frame_NNNNNN.png`` in mm or ``depth.bin`` itself): colour resized to the depth's
+  size, world z-up.
 - ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
   ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), world z-up.
 - ``stray``: Stray Scanner's export (``rgb.mp4``, ``depth/*.png`` mm, ``confidence/``, ``odometry.csv`` OpenCV c2w,
@@ -80,6 +84,7 @@ from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, _open3d_trajecto
 from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJECTORY, _is_record3d_metadata,
                                           _open_arkitscenes, _open_record3d, _open_stray)
 from worldmodel.recordings.tartanair import _open_tartanair, tartanair_camera
+from worldmodel.recordings.scannetpp import SCANNETPP_POSES, _open_scannetpp
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
 from worldmodel.recordings.pointclouds import _open_ply
 # public names of the single-module reader this package replaced, so scripts importing them keep working
@@ -89,17 +94,19 @@ from worldmodel.recordings.scanners import REPLICA_CAMERA, SEVEN_SCENES_K, read_
 from worldmodel.recordings.pointclouds import read_ply_points
 
 
-FORMATS = ("tum", "7scenes", "scannet", "replica", "stray", "record3d", "arkitscenes", "tartanair", "nerfstudio",
-           "open3d", "generic", "ply")
-DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
+FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "tartanair",
+           "nerfstudio", "open3d", "generic", "ply")
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
               "arkitscenes": "+z", "tartanair": "-y", "nerfstudio": "auto", "open3d": "auto", "generic": "+y",
               "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
-FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), Replica, Stray Scanner, "
+FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), ScanNet++ iPhone, Replica, "
+                "Stray Scanner, "
                 "Record3D (.r3d), ARKitScenes, TartanAir, nerfstudio (with depth), Open3D/Redwood, generic or "
                 "per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
-                 "a .sens file or color/ + depth/ + pose/ (ScanNet), results/ + traj.txt (Replica), rgb.mp4 + "
+                 "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
+                 "depth/ or depth.bin (ScanNet++ iphone/), results/ + traj.txt (Replica), rgb.mp4 + "
                  "odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), "
                  "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), image_left/ + depth_left/ + "
                  "pose_left.txt (TartanAir), transforms.json with depth "
@@ -116,6 +123,8 @@ def _detect(folder: Path) -> str | None:
         return "7scenes"
     if (folder / "color").is_dir() and (folder / "pose").is_dir():
         return "scannet"
+    if (folder / SCANNETPP_POSES).is_file():
+        return "scannetpp"
     if (folder / "traj.txt").is_file() and _replica_frames(folder):
         return "replica"
     if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
@@ -143,12 +152,13 @@ def _detect(folder: Path) -> str | None:
 
 def _recording_in_scene_folder(folder: Path) -> Path | None:
     """The one recording a dataset's scene folder holds beside its meshes (which are not per-frame point clouds):
-    ScanNet's ``sceneXXXX_XX.sens``, ARKitScenes' ``<video>_frames/``, a Record3D ``.r3d``; None when the folder
-    is a recording itself, or holds none or several."""
+    ScanNet's ``sceneXXXX_XX.sens``, ARKitScenes' ``<video>_frames/``, ScanNet++'s ``iphone/``, a Record3D ``.r3d``;
+    None when the folder is a recording itself, or holds none or several."""
     if not folder.is_dir() or _detect(folder) not in (None, "ply"):
         return None
     recordings = [p for p in _visible(folder.iterdir()) if (p.is_file() and p.suffix.lower() in (".sens", ".r3d"))
-                  or (p.is_dir() and p.name.endswith("_frames") and _detect(p))]
+                  or (p.is_dir() and p.name.endswith("_frames") and _detect(p))
+                  or (p.is_dir() and p.name == "iphone" and _detect(p) == "scannetpp")]
     if len(recordings) != 1 or folder.resolve() not in recordings[0].resolve().parents:
         return None  # (a link out of the folder is not followed: nothing outside what was named is read)
     return recordings[0]
@@ -190,10 +200,10 @@ def _format_of(folder: Path) -> str:
     raise SequenceError(f"{folder} is not a recognised sequence folder: {_FORMATS_HELP}")
 
 
-_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "replica": _open_replica,
-            "stray": _open_stray, "record3d": _open_record3d, "arkitscenes": _open_arkitscenes,
-            "tartanair": _open_tartanair,
-            "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
+_OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "scannetpp": _open_scannetpp,
+            "replica": _open_replica, "stray": _open_stray, "record3d": _open_record3d,
+            "arkitscenes": _open_arkitscenes, "tartanair": _open_tartanair, "nerfstudio": _open_nerfstudio,
+            "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

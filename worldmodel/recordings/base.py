@@ -662,3 +662,35 @@ class _VideoPanels:
         w, h = next(reader)["size"]  # a video that cannot be read fails here, and is tried again next time
         panels = self.panels or (2 if w >= 2.2 * h else 1)
         self._reader, self._size, self._next = reader, (w, h, w // panels), 0
+
+
+@dataclass(eq=False)
+class _VideoSequence(_ImageSequence):
+    """Frames whose colour is a video's (Stray Scanner's ``rgb.mp4``, ScanNet++'s ``rgb.mkv``): frame i shows
+    video frame ``video_index[i]``, decoded on demand; depth per frame as in :class:`_ImageSequence`."""
+
+    PER_FRAME = _ImageSequence.PER_FRAME + ("video_index",)
+    video: Path | None = None
+    video_index: list[int] = field(default_factory=list)
+    frames_listed_in: str = "the recording"  # the file that lists the frames, named when the video ends early
+    _video: "_VideoPanels | None" = field(default=None, repr=False)
+
+    VIDEO_CACHE_FRAMES = 4  # decoded frames kept: a phone's 1920x1440 frame is 8 MB
+
+    def files(self, i: int) -> list[Path]:
+        return [self.video, self.depth_files[i]] if self.video else [self.depth_files[i]]
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+    def _colour(self, i: int) -> np.ndarray:
+        if self._video is None:
+            self._video = _VideoPanels(self.video, 1, fix="copy it again")
+        k = self.video_index[i]
+        img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
+        if img is None:
+            raise SequenceError(f"{self.video} ends at frame {self._video.ended_at}, but {self.frames_listed_in} goes "
+                                f"on to frame {k}; play fewer frames (?max_frames={self._video.ended_at}) or copy the "
+                                "video again")
+        return img

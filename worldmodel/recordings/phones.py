@@ -16,7 +16,7 @@ import numpy as np
 
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
-from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoPanels, _check_K,
+from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
                                         _confidence_maps, _confidence_note, _depth_scale, _images_in, _min_confidence,
                                         _natural_key, _number_table, _numbers, _read_depth, _read_intrinsics,
                                         _read_rgb, _visible, config_folder, up_rotation)
@@ -308,36 +308,6 @@ def _open_arkitscenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         colour_to_depth_size=True, colour_K=True, confidence_files=confidence, min_confidence=min_confidence)
 
 
-@dataclass(eq=False)
-class _StraySequence(_ImageSequence):
-    """Stray Scanner's frames: colour from the video (frame k of ``rgb.mp4`` is odometry row k), depth per
-    frame, its confidence (0..2) masking the depth below ``min_confidence``."""
-
-    PER_FRAME = _ImageSequence.PER_FRAME + ("video_index",)
-    video: Path | None = None
-    video_index: list[int] = field(default_factory=list)
-    _video: "_VideoPanels | None" = field(default=None, repr=False)
-
-    VIDEO_CACHE_FRAMES = 4  # decoded frames kept: a phone's 1920x1440 frame is 8 MB
-
-    def files(self, i: int) -> list[Path]:
-        return [self.video, self.depth_files[i]] if self.video else [self.depth_files[i]]
-
-    def close(self) -> None:
-        if self._video is not None:
-            self._video.close()
-
-    def _colour(self, i: int) -> np.ndarray:
-        if self._video is None:
-            self._video = _VideoPanels(self.video, 1, fix="copy it again")
-        k = self.video_index[i]
-        img = self._video.frame(k, self.VIDEO_CACHE_FRAMES)
-        if img is None:
-            raise SequenceError(f"{self.video} ends at frame {self._video.ended_at}, but odometry.csv goes on to frame "
-                                f"{k}; play fewer frames (?max_frames={self._video.ended_at}) or copy the video again")
-        return img
-
-
 def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``odometry.csv`` -> (timestamps (N,), OpenCV c2w (N, 4, 4)): a header, then ``timestamp, frame, x, y, z,
     qx, qy, qz, qw`` per frame (older versions: ``x, y, z, qx, qy, qz, qw``, no header)."""
@@ -366,7 +336,7 @@ def _read_stray_odometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise SequenceError(str(e)) from None
 
 
-def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
+def _open_stray(folder: Path, cfg: dict, up: str) -> _VideoSequence:
     """Stray Scanner's export: ``rgb.mp4`` (the phone camera, e.g. 1920x1440), ``depth/000000.png`` (mm, 256x192;
     older versions uint16 ``.npy``), ``confidence/000000.png`` (0..2), ``camera_matrix.csv`` (the video's 3x3 K),
     ``odometry.csv`` (OpenCV camera-to-world in ARKit's y-up world). Row k, depth k and video frame k belong
@@ -396,9 +366,10 @@ def _open_stray(folder: Path, cfg: dict, up: str) -> _StraySequence:
         K = _read_intrinsics(matrix)
     if not (folder / "rgb.mp4").is_file():
         raise SequenceError(f"{folder / 'rgb.mp4'} is missing; a Stray Scanner folder needs it for the colour")
-    return _StraySequence(
+    return _VideoSequence(
         path=folder, format="stray", c2ws=up_rotation(up) @ poses[:n], timestamps=timestamps[:n], world_up=up,
         notes=notes, rgb_files=[folder / "rgb.mp4"] * n, depth_files=depth_files[:n], Ks=K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
-        video=folder / "rgb.mp4", video_index=list(range(n)), confidence_files=confidence,
+        video=folder / "rgb.mp4", video_index=list(range(n)), frames_listed_in="odometry.csv",
+        confidence_files=confidence,
         min_confidence=min_confidence)

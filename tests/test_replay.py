@@ -1265,6 +1265,85 @@ def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
 
 
 
+def _arkit_frame_files(frames, folder: Path, colour_name, depth_name, confidence_name) -> None:
+    """Write ``frames`` as an ARKit phone app does: colour at 2x the depth's size, depth in mm, confidence 0..2
+    with the left quarter low (0)."""
+    h, w = frames[0].depth.shape
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(folder / colour_name(i), quality=95)
+        Image.fromarray(depth_to_png_mm(f.depth)).save(folder / depth_name(i))
+        confidence = np.full((h, w), 2, np.uint8)
+        confidence[:, : w // 4] = 0
+        Image.fromarray(confidence).save(folder / confidence_name(i))
+
+
+def test_a_3d_scanner_app_export_reads_as_its_readers_read_it(walk_frames, tmp_path):
+    """3D Scanner App "All Data": frame_NNNNN.json (cameraPoseARFrame: row-major OpenGL c2w in ARKit's y-up world;
+    the .jpg's intrinsics, row-major; time), frame_NNNNN.jpg at 2x the depth's size, depth_NNNNN.png (mm),
+    conf_NNNNN.png. The app keeps depth for more frames than colour: those are skipped, said."""
+    frames = walk_frames[:4]
+    folder = tmp_path / "2024_05_01_10_00_00"
+    folder.mkdir()
+    _arkit_frame_files(frames + [frames[-1]], folder, lambda i: f"frame_{i:05d}.jpg", lambda i: f"depth_{i:05d}.png",
+                       lambda i: f"conf_{i:05d}.png")
+    (folder / "frame_00004.jpg").unlink()  # depth, but no colour
+    for i, f in enumerate(frames + [frames[-1]]):
+        K2 = f.K * [[2], [2], [1]]
+        K2[:2, 2] += 0.5
+        (folder / f"frame_{i:05d}.json").write_text(json.dumps({
+            "cameraPoseARFrame": (f.c2w @ np.diag([1.0, -1.0, -1.0, 1.0])).reshape(-1).tolist(),
+            "intrinsics": K2.reshape(-1).tolist(), "time": 0.1 * i, "frame_index": i, "motionQuality": 1}))
+    (folder / "info.json").write_text("{}")
+    assert detect_format(folder) == "3dscannerapp"
+    seq = open_sequence(folder)
+    assert any("1 of the 5 frames of frame_*.json have no colour image: skipped" in n for n in seq.notes), seq.notes
+    assert_phone_capture(seq, frames, _expected_mm_depth, pose_atol=1e-9, K_atol=1e-9, rgb_mean_error=8)
+    (folder / "conf_00002.png").unlink()
+    assert any("conf_*.png lacks the maps of 1 frames: depth is not masked" in n for n in open_sequence(folder).notes)
+    (folder / "frame_00001.json").write_text(json.dumps({"cameraPoseARFrame": [1, 0, 0], "intrinsics": [1] * 9}))
+    with pytest.raises(SequenceError, match=r"frame_00001\.json: cameraPoseARFrame must hold 16 numbers and "
+                                            r"intrinsics 9, got 3 and 9; export the scan from 3D Scanner App again"):
+        open_sequence(folder)
+
+
+def test_a_polycam_raw_export_reads_as_nerfstudio_processes_it(walk_frames, tmp_path):
+    """Polycam's raw data: keyframes/corrected_images|images/<id>.jpg, corrected_cameras|cameras/<id>.json (fx fy cx
+    cy width height in nerfstudio's pixel convention; t_00..t_23 a row-major 3x4 OpenGL c2w in ARKit's y-up
+    world), depth/<id>.png (mm), confidence/; the corrected images and cameras are preferred, as nerfstudio does."""
+    frames = walk_frames[:4]
+    export = tmp_path / "polycam_export"
+    keyframes = export / "keyframes"
+    for d in ("images", "cameras", "corrected_images", "corrected_cameras", "depth", "confidence"):
+        (keyframes / d).mkdir(parents=True)
+    ids = [166000000 + 33 * i for i in range(len(frames))]
+    _arkit_frame_files(frames, keyframes, lambda i: f"corrected_images/{ids[i]}.jpg", lambda i: f"depth/{ids[i]}.png",
+                       lambda i: f"confidence/{ids[i]}.png")
+    h, w = frames[0].depth.shape
+    for i, f in enumerate(frames):
+        M = f.c2w @ np.diag([1.0, -1.0, -1.0, 1.0])
+        camera = {f"t_{r}{c}": M[r, c] for r in range(3) for c in range(4)}
+        camera.update(fx=2 * f.K[0, 0], fy=2 * f.K[1, 1], cx=2 * (f.K[0, 2] + 0.5), cy=2 * (f.K[1, 2] + 0.5),
+                      width=2 * w, height=2 * h, blur_score=100.0)
+        (keyframes / "corrected_cameras" / f"{ids[i]}.json").write_text(json.dumps(camera))
+        camera["t_03"] += 5.0  # the uncorrected camera: elsewhere
+        (keyframes / "cameras" / f"{ids[i]}.json").write_text(json.dumps(camera))
+    assert detect_format(export) == "polycam" and detect_format(keyframes) == "polycam"
+    seq = open_sequence(export)
+    assert len(seq) == 4 and seq.world_up == "+y" and list(seq.timestamps) == ids
+    assert any("confidence below 1" in n for n in seq.notes)
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+        assert g.rgb.shape == f.rgb.shape and np.abs(g.rgb.astype(float) - f.rgb).mean() < 8
+        expected = _expected_mm_depth(f.depth)
+        expected[:, : w // 4] = 0
+        np.testing.assert_allclose(g.depth, expected, atol=1e-6)
+    shutil.rmtree(keyframes / "depth")
+    with pytest.raises(SequenceError, match=r"keyframes/depth holds no depth \.png; this tool needs the depth of a "
+                                            r"LiDAR capture"):
+        open_sequence(export)
+
+
 def test_other_files_named_like_another_formats_do_not_change_the_reader(walk_frames, tmp_path):
     """A generic folder with a transforms.json made from it (COLMAP, nerfstudio: no depth) stays generic, and an
     info.txt that is not BundleFusion's (a download's notes) beside a 7-Scenes sequence is not read: both

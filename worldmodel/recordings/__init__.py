@@ -35,13 +35,20 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   with its K, confidence below 1 dropped, ARKit's y-up world.
 - ``arkitscenes``: an ARKitScenes video (``lowres_wide/``, ``lowres_depth/`` mm, ``lowres_wide_intrinsics/*.pincam``,
   ``lowres_wide.traj`` world-to-camera axis-angle poses interpolated at the frames' times), world z-up.
+- ``3dscannerapp``: 3D Scanner App's "All Data" export (``frame_NNNNN.json`` with ``cameraPoseARFrame``, a row-major
+  OpenGL c2w, and the .jpg's ``intrinsics``; ``frame_NNNNN.jpg``, for fewer frames than the depth's;
+  ``depth_NNNNN.png`` mm; ``conf_NNNNN.png``), ARKit's y-up world.
+- ``polycam``: Polycam's raw-data export (``keyframes/corrected_images|images/<id>.jpg``, ``corrected_cameras|cameras/
+  <id>.json`` with ``fx fy cx cy`` and ``t_00``..``t_23``, a row-major 3x4 OpenGL c2w; ``depth/<id>.png`` mm;
+  ``confidence/``), ARKit's y-up world.
 - ``tartanair``: a TartanAir trajectory (``image_left/``, ``depth_left/*_depth.npy`` planar metres, the sky's ~1e4 m
   dropped, ``pose_left.txt`` NED camera-to-world turned to OpenCV axes; V2's ``*_lcam_front`` with RGBA-packed
   float depth), world y-down.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own) or ``depth_path`` (NeRFCapture's): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5),
-  depth times ``depth_unit_scale_factor`` or ``integer_depth_scale`` (mm by default); up z when the file says it was oriented, else y or z, whichever
-  the cameras' mean up is nearer, said in a note (this tool's export writes ``world_up: +y`` beside it).
+  depth times ``depth_unit_scale_factor`` or ``integer_depth_scale`` (mm by default); up z when the file says it
+  was oriented, else y or z, whichever the cameras' mean up is nearer, said in a note (this tool's export writes
+  ``world_up: +y`` beside it).
 - ``open3d``: Open3D's reconstruction-system and Redwood layout (``image/`` or ``color/``, ``depth/`` mm, a ``.log``
   trajectory of c2w matrices, ``camera_intrinsic.json`` column-major); up y or z from the cameras, said.
 - ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
@@ -61,7 +68,7 @@ An optional ``worldstudio.json`` in any sequence folder (for a .r3d or .sens fil
 overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per unit of integer depth: PNG, integer
 .npy, .sens), ``K`` (3x3) or ``fx fy cx cy`` (of the colour images as stored), ``camera`` ("opencv" | "opengl",
 generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
-``min_confidence`` (Stray Scanner, Record3D, ARKitScenes: 0..2), ``icl_nuim`` (TUM-format folders: whether
+``min_confidence`` (ARKit phone captures: 0..2), ``icl_nuim`` (TUM-format folders: whether
 ICL-NUIM's poses are reflected; guessed otherwise).
 Keyword arguments of :func:`open_sequence` override both.
 
@@ -81,8 +88,9 @@ from worldmodel.recordings.tum import _open_tum, associate, interpolate_poses
 from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, _open3d_trajectory, _open_7scenes, _open_generic,
                                             _open_open3d, _open_replica, _open_scannet, _replica_frames,
                                             _seven_scenes_frames)
-from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJECTORY, _is_record3d_metadata,
-                                          _open_arkitscenes, _open_record3d, _open_stray)
+from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJECTORY, _is_3d_scanner_app,
+                                          _is_record3d_metadata, _open_3d_scanner_app, _open_arkitscenes,
+                                          _open_polycam, _open_record3d, _open_stray, polycam_keyframes)
 from worldmodel.recordings.tartanair import _open_tartanair, tartanair_camera
 from worldmodel.recordings.scannetpp import SCANNETPP_POSES, _open_scannetpp
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
@@ -94,22 +102,22 @@ from worldmodel.recordings.scanners import REPLICA_CAMERA, SEVEN_SCENES_K, read_
 from worldmodel.recordings.pointclouds import read_ply_points
 
 
-FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "tartanair",
-           "nerfstudio", "open3d", "generic", "ply")
-DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "+z", "replica": "+z", "stray": "+y", "record3d": "+y",
-              "arkitscenes": "+z", "tartanair": "-y", "nerfstudio": "auto", "open3d": "auto", "generic": "+y",
-              "ply": "-y"}
+FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "3dscannerapp",
+           "polycam", "tartanair", "nerfstudio", "open3d", "generic", "ply")
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "+z", "replica": "+z", "stray": "+y",
+              "record3d": "+y", "arkitscenes": "+z", "3dscannerapp": "+y", "polycam": "+y", "tartanair": "-y",
+              "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), ScanNet++ iPhone, Replica, "
-                "Stray Scanner, "
-                "Record3D (.r3d), ARKitScenes, TartanAir, nerfstudio (with depth), Open3D/Redwood, generic or "
-                "per-frame PLY")
+                "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, nerfstudio (with "
+                "depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
                  "depth/ or depth.bin (ScanNet++ iphone/), results/ + traj.txt (Replica), rgb.mp4 + "
                  "odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), "
-                 "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), image_left/ + depth_left/ + "
-                 "pose_left.txt (TartanAir), transforms.json with depth "
+                 "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), frame_*.json + frame_*.jpg + "
+                 "depth_*.png (3D Scanner App), keyframes/ with images/ + cameras/ + depth/ (Polycam raw data), "
+                 "image_left/ + depth_left/ + pose_left.txt (TartanAir), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
 
@@ -131,6 +139,10 @@ def _detect(folder: Path) -> str | None:
         return "stray"
     if (folder / ARKITSCENES_TRAJECTORY).is_file() and any((folder / c).is_dir() for c, _ in ARKITSCENES_ASSETS):
         return "arkitscenes"
+    if _is_3d_scanner_app(folder):
+        return "3dscannerapp"
+    if polycam_keyframes(folder) is not None:
+        return "polycam"
     if tartanair_camera(folder):
         return "tartanair"
     if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
@@ -202,7 +214,8 @@ def _format_of(folder: Path) -> str:
 
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "scannetpp": _open_scannetpp,
             "replica": _open_replica, "stray": _open_stray, "record3d": _open_record3d,
-            "arkitscenes": _open_arkitscenes, "tartanair": _open_tartanair, "nerfstudio": _open_nerfstudio,
+            "arkitscenes": _open_arkitscenes, "3dscannerapp": _open_3d_scanner_app, "polycam": _open_polycam,
+            "tartanair": _open_tartanair, "nerfstudio": _open_nerfstudio,
             "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
 
 

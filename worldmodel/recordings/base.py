@@ -241,18 +241,23 @@ def config_folder(path: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
+def _json_object(path: Path, fix: str) -> dict:
+    """The JSON object in ``path``; SequenceError ending with ``fix`` when it is not valid JSON or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeError, json.JSONDecodeError) as e:
+        raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); {fix}") from None
+    if not isinstance(data, dict):
+        raise SequenceError(f"{path} is not a JSON object; {fix}")
+    return data
+
+
 def _load_config(folder: Path) -> dict:
     """``worldstudio.json`` of a recording (:func:`config_folder`), or {}."""
     path = config_folder(folder) / CONFIG_FILE
     if not path.is_file():
         return {}
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeError, json.JSONDecodeError) as e:
-        raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); fix or delete it") from None
-    if not isinstance(cfg, dict):
-        raise SequenceError(f"{path} must hold a JSON object such as {{\"depth_scale\": 0.001}}")
-    return cfg
+    return _json_object(path, "fix or delete it (it holds an object such as {\"depth_scale\": 0.001})")
 
 
 def _K_from_config(cfg: dict, where: Path) -> np.ndarray | None:
@@ -294,14 +299,15 @@ def _min_confidence(cfg: dict, folder: Path) -> int:
     return int(value)
 
 
-def _confidence_maps(maps: list[Path], frames: int, cfg: dict, folder: Path,
-                     notes: list[str]) -> tuple[list[Path], int]:
+def _confidence_maps(maps: list[Path], frames: int, cfg: dict, folder: Path, notes: list[str],
+                     kept_in: str = "confidence/") -> tuple[list[Path], int]:
     """(the confidence map of each frame, or [] to leave depth unmasked; min_confidence) from ``maps`` (one per
-    frame, in order; a missing one: not a file; [] when the capture has none), said in ``notes``."""
+    frame, in order; a missing one: not a file; [] when the capture has none; ``kept_in`` names where they are),
+    said in ``notes``."""
     min_confidence = _min_confidence(cfg, folder)
     missing = frames - sum(p.is_file() for p in maps) if maps else 0
     if missing:
-        notes.append(f"confidence/ lacks the maps of {missing} frames: depth is not masked")
+        notes.append(f"{kept_in} lacks the maps of {missing} frames: depth is not masked")
         maps = []
     if maps and min_confidence:
         notes.append(_confidence_note(min_confidence))

@@ -1,5 +1,5 @@
 """Phone and tablet captures (ARKit: depth at 256x192 beside a larger colour image, confidence 0..2): Record3D,
-Stray Scanner, ARKitScenes.
+Stray Scanner, ARKitScenes, 3D Scanner App, Polycam.
 
 Conventions and formats: see the package docstring (:mod:`worldmodel.recordings`).
 """
@@ -17,9 +17,9 @@ import numpy as np
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
-                                        _confidence_maps, _confidence_note, _depth_scale, _images_in, _min_confidence,
-                                        _natural_key, _number_table, _numbers, _read_depth, _read_intrinsics,
-                                        _read_rgb, _visible, config_folder, up_rotation)
+                                        _check_pose, _confidence_maps, _confidence_note, _depth_scale, _images_in, _json_object,
+                                        _min_confidence, _natural_key, _number_table, _numbers, _read_depth,
+                                        _read_intrinsics, _read_rgb, _visible, config_folder, up_rotation)
 from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
@@ -373,3 +373,131 @@ def _open_stray(folder: Path, cfg: dict, up: str) -> _VideoSequence:
         video=folder / "rgb.mp4", video_index=list(range(n)), frames_listed_in="odometry.csv",
         confidence_files=confidence,
         min_confidence=min_confidence)
+
+
+def _arkit_frames(folder: Path, numbered: dict[int, Path], colour: dict[int, Path], depth: dict[int, Path],
+                  listed_in: str, notes: list[str]) -> list[int]:
+    """The frame numbers of ``numbered`` (the per-frame camera files) that have both a colour and a depth image,
+    in order; the rest skipped, said (phone apps keep depth for more frames than colour)."""
+    numbers = sorted(numbered)
+    for what, have in (("colour image", colour), ("depth image", depth)):
+        missing = sum(n not in have for n in numbers)
+        if missing:
+            notes.append(f"{missing} of the {len(numbers)} frames of {listed_in} have no {what}: skipped")
+    kept = [n for n in numbers if n in colour and n in depth]
+    if not kept:
+        raise SequenceError(f"{folder}: no frame of {listed_in} has both a colour and a depth image; export the scan "
+                            "again with its depth (a LiDAR phone's capture)")
+    return kept
+
+
+def _numbered(folder: Path, prefix: str, suffixes: tuple[str, ...]) -> dict[int, Path]:
+    """``prefix<number><suffix>`` files of ``folder`` by number."""
+    found = {}
+    if folder.is_dir():
+        for p in _visible(folder.iterdir()):
+            if p.name.startswith(prefix) and p.suffix.lower() in suffixes and p.stem[len(prefix):].isdigit():
+                found[int(p.stem[len(prefix):])] = p
+    return found
+
+
+def _json_numbers(data: dict, keys: list[str], path: Path, fix: str) -> np.ndarray:
+    """The numbers ``data`` holds under ``keys`` (one key of a list, or one number per key), float64."""
+    try:
+        values = np.asarray([v for k in keys for v in np.ravel(data[k])], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        values = np.zeros(0)
+    if not len(values) or not np.isfinite(values).all():
+        raise SequenceError(f"{path} lacks {keys[0] if len(keys) == 1 else ', '.join(keys[:2]) + ', ...'} (finite "
+                            f"numbers); {fix}")
+    return values
+
+
+def _is_3d_scanner_app(folder: Path) -> bool:
+    """A 3D Scanner App "All Data" export: frame_NNNNN.json beside depth_NNNNN.png."""
+    return folder.is_dir() and any(True for _ in folder.glob("frame_*.json")) and any(
+        True for _ in folder.glob("depth_*.png"))
+
+
+def _open_3d_scanner_app(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """3D Scanner App's (Laan Labs) "All Data" export, as psegs' and rtabmap's readers take it: per frame
+    ``frame_NNNNN.json`` (``cameraPoseARFrame``: 16 numbers, a row-major camera-to-world of ARKit's OpenGL camera in
+    its y-up world; ``intrinsics``: the .jpg's 3x3, row-major; ``time``), ``frame_NNNNN.jpg`` (the app keeps
+    colour for fewer frames than depth: the others are skipped, said), ``depth_NNNNN.png`` (mm, 256x192) and
+    ``conf_NNNNN.png`` (0..2, below ``min_confidence`` dropped). Colour resized to the depth's size, K with it."""
+    fix = "export the scan from 3D Scanner App again (Share > All Data)"
+    notes: list[str] = []
+    cameras = _numbered(folder, "frame_", (".json",))
+    colour, depth = _numbered(folder, "frame_", (".jpg", ".jpeg", ".png")), _numbered(folder, "depth_", (".png",))
+    kept = _arkit_frames(folder, cameras, colour, depth, "frame_*.json", notes)
+    poses, Ks, times = [], [], []
+    for n in kept:
+        data = _json_object(cameras[n], fix)
+        pose = _json_numbers(data, ["cameraPoseARFrame"], cameras[n], fix)
+        K = _json_numbers(data, ["intrinsics"], cameras[n], fix)
+        if pose.size != 16 or K.size != 9:
+            raise SequenceError(f"{cameras[n]}: cameraPoseARFrame must hold 16 numbers and intrinsics 9, got "
+                                f"{pose.size} and {K.size}; {fix}")
+        poses.append(flip_cv_gl(_check_pose(pose.reshape(4, 4), str(cameras[n]))))  # OpenGL -> OpenCV camera
+        Ks.append(_check_K(K.reshape(3, 3), cameras[n]))
+        t = data.get("time")
+        times.append(float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else float(n))
+    confidence, min_confidence = _confidence_maps([folder / f"conf_{depth[n].stem[len('depth_'):]}.png" for n in kept],
+                                                  len(kept), cfg, folder, notes, kept_in="conf_*.png")
+    K = _K_from_config(cfg, folder)
+    return _ImageSequence(
+        path=folder, format="3dscannerapp", c2ws=up_rotation(up) @ np.stack(poses), timestamps=np.asarray(times),
+        world_up=up, notes=notes, rgb_files=[colour[n] for n in kept], depth_files=[depth[n] for n in kept],
+        Ks=Ks if K is None else K, depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True,
+        colour_K=True, confidence_files=confidence, min_confidence=min_confidence)
+
+
+POLYCAM_CAMERA_KEYS = [f"t_{r}{c}" for r in range(3) for c in range(4)]
+
+
+def polycam_keyframes(folder: Path) -> Path | None:
+    """The ``keyframes/`` folder of a Polycam raw-data export (the export's folder or keyframes/ itself), or None."""
+    for keyframes in (folder / "keyframes", folder):
+        if any((keyframes / d).is_dir() for d in ("cameras", "corrected_cameras")) and any(
+                (keyframes / d).is_dir() for d in ("images", "corrected_images")):
+            return keyframes
+    return None
+
+
+def _open_polycam(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """Polycam's raw-data export (developer mode), as nerfstudio's ``ns-process-data polycam`` reads it:
+    ``keyframes/corrected_images/<id>.jpg`` and ``corrected_cameras/<id>.json`` (else ``images/``, ``cameras/``),
+    ``depth/<id>.png`` (mm), ``confidence/<id>.png`` (0..2). A camera file holds ``fx fy cx cy width height`` of
+    its image (nerfstudio's pixel convention, centres at +0.5) and ``t_00`` .. ``t_23``, a row-major 3x4
+    camera-to-world of ARKit's OpenGL camera in its y-up world. Colour resized to the depth's size, K with it."""
+    fix = "export the capture from Polycam again (raw data)"
+    keyframes = polycam_keyframes(folder)
+    if keyframes is None:
+        raise SequenceError(f"{folder} holds no keyframes/ with images/ and cameras/; {fix}")
+    corrected = (keyframes / "corrected_images").is_dir() and (keyframes / "corrected_cameras").is_dir()
+    images, cameras = (("corrected_images", "corrected_cameras") if corrected else ("images", "cameras"))
+    notes: list[str] = []
+    camera_files = _numbered(keyframes / cameras, "", (".json",))
+    colour = _numbered(keyframes / images, "", (".jpg", ".jpeg", ".png"))
+    depth = _numbered(keyframes / "depth", "", (".png",))
+    if not depth:
+        raise SequenceError(f"{keyframes / 'depth'} holds no depth .png; this tool needs the depth of a LiDAR "
+                            f"capture; {fix}")
+    kept = _arkit_frames(folder, camera_files, colour, depth, f"{cameras}/", notes)
+    poses, Ks = [], []
+    for n in kept:
+        data = _json_object(camera_files[n], fix)
+        pose = _json_numbers(data, POLYCAM_CAMERA_KEYS, camera_files[n], fix).reshape(3, 4)
+        fx, fy, cx, cy = _json_numbers(data, ["fx", "fy", "cx", "cy"], camera_files[n], fix)
+        poses.append(flip_cv_gl(_check_pose(np.vstack([pose, [0.0, 0.0, 0.0, 1.0]]), str(camera_files[n]))))
+        Ks.append(_check_K(np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]]), camera_files[n]))
+    confidence, min_confidence = _confidence_maps(
+        [keyframes / "confidence" / depth[n].name for n in kept] if (keyframes / "confidence").is_dir() else [],
+        len(kept), cfg, folder, notes)
+    K = _K_from_config(cfg, folder)
+    return _ImageSequence(
+        path=folder, format="polycam", c2ws=up_rotation(up) @ np.stack(poses),
+        timestamps=np.asarray(kept, dtype=np.float64), world_up=up, notes=notes,
+        rgb_files=[colour[n] for n in kept], depth_files=[depth[n] for n in kept], Ks=Ks if K is None else K,
+        depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
+        confidence_files=confidence, min_confidence=min_confidence)

@@ -12,7 +12,6 @@ Conventions and formats: see the package docstring (:mod:`worldmodel.recordings`
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
-                                        _check_pose, _depth_scale, _last_number, _natural_key, up_rotation)
+                                        _check_pose, _depth_scale, _json_object, _last_number, _natural_key,
+                                        up_rotation)
 
 
 SCANNETPP_POSES = "pose_intrinsic_imu.json"
@@ -173,11 +173,8 @@ def _entry_matrix(entry, key: str, shape: tuple[int, int], where: str) -> np.nda
 
 def _open_scannetpp(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
     path = folder / SCANNETPP_POSES
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeError, json.JSONDecodeError) as e:
-        raise SequenceError(f"{path} is not valid JSON ({str(e)[:80]}); download it again") from None
-    if not isinstance(meta, dict) or not meta:
+    meta = _json_object(path, "download it again")
+    if not meta:
         raise SequenceError(f"{path} holds no frames (an object of frame_NNNNNN entries); download it again")
     names = sorted(meta, key=lambda n: _natural_key(Path(n)))
     numbers = [_last_number(n) for n in names]

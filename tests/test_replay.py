@@ -1344,6 +1344,38 @@ def test_a_polycam_raw_export_reads_as_nerfstudio_processes_it(walk_frames, tmp_
         open_sequence(export)
 
 
+def test_a_neural_rgbd_scene_reads_as_its_loaders_read_it(walk_frames, tmp_path):
+    """Neural RGB-D (Co-SLAM, GO-Surf): images/imgN.png, depth_filtered/ preferred to depth/ (mm), poses.txt of
+    OpenGL c2w in four lines each (a NaN pose skips its frame, said), focal.txt with the principal point at the
+    image centre; trainval_poses.txt when there is no poses.txt, said."""
+    frames = walk_frames[:4]
+    folder = tmp_path / "breakfast_room"
+    for d in ("images", "depth", "depth_filtered"):
+        (folder / d).mkdir(parents=True)
+    blocks = []
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).save(folder / "images" / f"img{i}.png")
+        Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "depth_filtered" / f"depth{i}.png")
+        Image.fromarray(np.zeros_like(depth_to_png_mm(f.depth))).save(folder / "depth" / f"depth{i}.png")
+        M = np.full((4, 4), np.nan) if i == 2 else f.c2w @ np.diag([1.0, -1.0, -1.0, 1.0])
+        blocks.append("\n".join(" ".join(f"{v:.12g}" for v in row) for row in M))
+    (folder / "poses.txt").write_text("\n".join(blocks) + "\n")
+    (folder / "focal.txt").write_text(f"{frames[0].K[0, 0]:.12g}\n")
+    assert detect_format(folder) == "neuralrgbd"
+    seq = open_sequence(folder)
+    h, w = frames[0].depth.shape
+    assert len(seq) == 3 and list(seq.timestamps) == [0, 1, 3]
+    assert any("1 frames have an inf/NaN pose in poses.txt" in n for n in seq.notes), seq.notes
+    assert seq.world_up == "+y" and any("world up +y assumed" in n for n in seq.notes)
+    for f, g in zip([frames[0], frames[1], frames[3]], seq):
+        np.testing.assert_allclose(g.c2w, up_rotation(seq.world_up) @ f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.K, [[f.K[0, 0], 0, w / 2], [0, f.K[0, 0], h / 2], [0, 0, 1]], atol=1e-9)
+        np.testing.assert_array_equal(g.rgb, f.rgb)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+    (folder / "poses.txt").rename(folder / "trainval_poses.txt")
+    assert any("the estimated poses of trainval_poses.txt are used" in n for n in open_sequence(folder).notes)
+
+
 def test_other_files_named_like_another_formats_do_not_change_the_reader(walk_frames, tmp_path):
     """A generic folder with a transforms.json made from it (COLMAP, nerfstudio: no depth) stays generic, and an
     info.txt that is not BundleFusion's (a download's notes) beside a 7-Scenes sequence is not read: both

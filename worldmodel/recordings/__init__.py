@@ -44,6 +44,9 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
 - ``tartanair``: a TartanAir trajectory (``image_left/``, ``depth_left/*_depth.npy`` planar metres, the sky's ~1e4 m
   dropped, ``pose_left.txt`` NED camera-to-world turned to OpenCV axes; V2's ``*_lcam_front`` with RGBA-packed
   float depth), world y-down.
+- ``neuralrgbd``: Neural RGB-D's scenes (``images/``, ``depth_filtered/`` or ``depth/`` mm, ``poses.txt`` or
+  ``trainval_poses.txt`` of OpenGL c2w in four lines each, ``focal.txt``: the depth camera's focal length, its
+  principal point at the centre); up y or z from the cameras, said.
 - ``nerfstudio``: a ``transforms.json`` whose frames carry ``depth_file_path`` (nerfstudio's Polycam export, this
   tool's own) or ``depth_path`` (NeRFCapture's): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5),
   depth times ``depth_unit_scale_factor`` or ``integer_depth_scale`` (mm by default); up z when the file says it
@@ -85,9 +88,9 @@ import numpy as np
 
 from worldmodel.recordings.base import Sequence, SequenceError, _load_config, _visible, read_poses_file, up_rotation
 from worldmodel.recordings.tum import _open_tum, associate, interpolate_poses
-from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, _open3d_trajectory, _open_7scenes, _open_generic,
-                                            _open_open3d, _open_replica, _open_scannet, _replica_frames,
-                                            _seven_scenes_frames)
+from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, _is_neural_rgbd, _open3d_trajectory, _open_7scenes,
+                                            _open_generic, _open_neural_rgbd, _open_open3d, _open_replica,
+                                            _open_scannet, _replica_frames, _seven_scenes_frames)
 from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJECTORY, _is_3d_scanner_app,
                                           _is_record3d_metadata, _open_3d_scanner_app, _open_arkitscenes,
                                           _open_polycam, _open_record3d, _open_stray, polycam_keyframes)
@@ -103,21 +106,22 @@ from worldmodel.recordings.pointclouds import read_ply_points
 
 
 FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "3dscannerapp",
-           "polycam", "tartanair", "nerfstudio", "open3d", "generic", "ply")
+           "polycam", "tartanair", "neuralrgbd", "nerfstudio", "open3d", "generic", "ply")
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "+z", "replica": "+z", "stray": "+y",
               "record3d": "+y", "arkitscenes": "+z", "3dscannerapp": "+y", "polycam": "+y", "tartanair": "-y",
-              "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
+              "neuralrgbd": "auto", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), ScanNet++ iPhone, Replica, "
-                "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, nerfstudio (with "
-                "depth), Open3D/Redwood, generic or per-frame PLY")
+                "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, Neural RGB-D, "
+                "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
                  "depth/ or depth.bin (ScanNet++ iphone/), results/ + traj.txt (Replica), rgb.mp4 + "
                  "odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), "
                  "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), frame_*.json + frame_*.jpg + "
                  "depth_*.png (3D Scanner App), keyframes/ with images/ + cameras/ + depth/ (Polycam raw data), "
-                 "image_left/ + depth_left/ + pose_left.txt (TartanAir), transforms.json with depth "
+                 "image_left/ + depth_left/ + pose_left.txt (TartanAir), images/ + depth/ + poses.txt + focal.txt "
+                 "(Neural RGB-D), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
 
@@ -145,6 +149,8 @@ def _detect(folder: Path) -> str | None:
         return "polycam"
     if tartanair_camera(folder):
         return "tartanair"
+    if _is_neural_rgbd(folder):
+        return "neuralrgbd"
     if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
             (folder / "rgb").is_dir() and _is_record3d_metadata(folder / "metadata.json")):
         return "record3d"  # a .r3d file unzipped, or the app's EXR + JPG export
@@ -215,7 +221,7 @@ def _format_of(folder: Path) -> str:
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "scannetpp": _open_scannetpp,
             "replica": _open_replica, "stray": _open_stray, "record3d": _open_record3d,
             "arkitscenes": _open_arkitscenes, "3dscannerapp": _open_3d_scanner_app, "polycam": _open_polycam,
-            "tartanair": _open_tartanair, "nerfstudio": _open_nerfstudio,
+            "tartanair": _open_tartanair, "neuralrgbd": _open_neural_rgbd, "nerfstudio": _open_nerfstudio,
             "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
 
 

@@ -1,5 +1,6 @@
 """Room scanners and reconstruction tools: 7-Scenes / 3DMatch / 12-Scenes (BundleFusion), ScanNet's SensReader
-export, Replica as NICE-SLAM ships it, Open3D's reconstruction system / Redwood, and the generic layout.
+export, Replica as NICE-SLAM ships it, Open3D's reconstruction system / Redwood, Neural RGB-D's scenes and the generic
+layout.
 
 Conventions and formats: see the package docstring (:mod:`worldmodel.recordings`).
 """
@@ -473,3 +474,52 @@ def _open_replica(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="replica", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=_check_K(K, params or folder),
         default_K_for=default_K_for, depth_scale=_depth_scale(cfg, folder, 1.0 / camera["scale"]))
+
+
+NEURAL_RGBD_POSES = ("poses.txt", "trainval_poses.txt")  # ground truth, else the estimated poses it trains with
+NEURAL_RGBD_DEPTH = ("depth_filtered", "depth")  # its loaders read the filtered depth where there is one
+
+
+def _is_neural_rgbd(folder: Path) -> bool:
+    return (folder / "focal.txt").is_file() and (folder / "images").is_dir() and any(
+        (folder / p).is_file() for p in NEURAL_RGBD_POSES)
+
+
+def _open_neural_rgbd(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """Neural RGB-D's scenes (Azinović et al.; also read by Co-SLAM and GO-Surf): ``images/`` and
+    ``depth_filtered/`` (else ``depth/``, mm) paired in file-name order, ``poses.txt`` (else
+    ``trainval_poses.txt``; a 4x4 camera-to-world in four lines per image, NaN where there is none) of OpenGL
+    cameras, ``focal.txt`` (one focal length of the depth camera, the principal point at its centre, as its
+    ray generator puts it). Colour of another size is resized to the depth's."""
+    fix = "a Neural RGB-D scene folder needs images/, depth/ (or depth_filtered/), poses.txt and focal.txt"
+    depth_dir = next((d for d in NEURAL_RGBD_DEPTH if (folder / d).is_dir()), "depth")
+    rgb_files = _images_in(folder, "images", fix)
+    depth_files = _images_in(folder, depth_dir, fix)
+    if len(depth_files) != len(rgb_files):
+        raise SequenceError(f"{folder}: images/ has {len(rgb_files)} images but {depth_dir}/ {len(depth_files)}; "
+                            "each image needs its depth, in file-name order")
+    notes: list[str] = []
+    poses_file = next(folder / p for p in NEURAL_RGBD_POSES if (folder / p).is_file())
+    if poses_file.name != "poses.txt":
+        notes.append(f"no poses.txt (the ground truth): the estimated poses of {poses_file.name} are used")
+    poses, (rgb_files, depth_files), kept = _one_pose_per_frame(poses_file, [rgb_files, depth_files], "images/",
+                                                                notes)
+    poses = flip_cv_gl(poses)  # OpenGL -> OpenCV camera
+    K = _K_from_config(cfg, folder)
+    if K is None:
+        focal = [v for _, row in _numbers(folder / "focal.txt") for v in row]
+        if len(focal) != 1:
+            raise SequenceError(f"{folder / 'focal.txt'}: expected one number (the focal length in pixels), got "
+                                f"{len(focal)}")
+        from PIL import Image
+
+        with Image.open(depth_files[0]) as im:
+            w, h = im.size
+        K = _check_K(np.array([[focal[0], 0.0, w / 2.0], [0.0, focal[0], h / 2.0], [0.0, 0.0, 1.0]]),
+                     folder / "focal.txt")
+    if up == "auto":
+        up = _up_from_cameras(poses, notes)
+    return _ImageSequence(
+        path=folder, format="neuralrgbd", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
+        world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
+        depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True)

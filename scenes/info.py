@@ -45,9 +45,11 @@ def session_info(folder: str | Path) -> dict:
 
 
 def recording_info(path: str) -> dict:
-    """{path, format, world_up, frames, frame_size, K, path_m, notes} of the recording ``path``
-    (``PATH?stride=2`` options as ``--world replay:`` takes them); frame 0 is decoded, as a replay would.
+    """{path, format, world_up, frames, frame_size, K, path_m, notes, agreement} of the recording ``path``
+    (``PATH?stride=2`` options as ``--world replay:`` takes them); agreement: how well its poses and depth agree
+    (:func:`worldmodel.recordings.checks.pose_agreement`: a few frames are decoded).
     Raises worldmodel.recordings.SequenceError (one line)."""
+    from worldmodel.recordings.checks import pose_agreement
     from worldmodel.replay import open_recording
 
     seq = open_recording(path)
@@ -56,9 +58,34 @@ def recording_info(path: str) -> dict:
         centres = seq.c2ws[:, :3, 3]
         return {"path": str(seq.named_path or seq.path), "format": seq.format, "world_up": seq.world_up,
                 "frames": len(seq), "frame_size": f"{first.width}x{first.height}", "K": first.K,
-                "path_m": float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), "notes": list(seq.notes)}
+                "path_m": float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), "notes": list(seq.notes),
+                "agreement": pose_agreement(seq)}
     finally:
         seq.close()
+
+
+def _agreement_lines(agreement: dict, fmt: str) -> list[str]:
+    """The ``poses`` line of ``info`` and, when a misreading fits far better, a note saying what to do."""
+    from worldmodel.recordings.checks import MIN_MOTION_DEG, MIN_MOTION_M, PAIRS_WITHIN, misreading
+
+    shares, pairs = agreement["shares"], agreement["pairs"]
+    if not shares:
+        why = ("the frames have no depth" if pairs else f"the camera moves less than {MIN_MOTION_M * 100:.0f} cm or "
+               f"{MIN_MOTION_DEG:g}° over the first {PAIRS_WITHIN} frames")
+        return [f"poses     not checked: {why}"]
+    others = ", ".join(f"{name} {share:.0%}" for name, share in shares.items() if name != "as read")
+    lines = [f"poses     {shares['as read']:.0%} of the depth moved between {len(pairs)} pairs of frames agrees with "
+             f"the other frame's (read {others})"]
+    better = misreading(shares)
+    if better is not None:
+        fix = {"as OpenGL cameras": "the poses are OpenGL cameras (y up, z back)",
+               "as world-to-camera matrices": "the poses are world-to-camera matrices"}[better]
+        todo = ("check the recording is what its layout says" if fmt != "generic"
+                else 'set "camera": "opengl" in worldstudio.json' if "OpenGL" in better
+                else "write camera-to-world poses")
+        lines.append(f"note: the depth agrees far better with the poses read {better} ({shares[better]:.0%} "
+                     f"against {shares['as read']:.0%}): {fix}, it seems; {todo}")
+    return lines
 
 
 def _recording_main(path: str) -> int:
@@ -74,6 +101,8 @@ def _recording_main(path: str) -> int:
     print(f"frames    {info['frames']}, {info['frame_size']}, fx={K[0, 0]:g} fy={K[1, 1]:g} cx={K[0, 2]:g} "
           f"cy={K[1, 2]:g} (frame 0)")
     print(f"camera    {info['path_m']:.2f} m of path over the {info['frames']} frames")
+    for line in _agreement_lines(info["agreement"], info["format"]):
+        print(line)
     for note in info["notes"]:
         print(f"note: {note}")
     return 0

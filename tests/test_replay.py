@@ -1376,6 +1376,43 @@ def test_a_neural_rgbd_scene_reads_as_its_loaders_read_it(walk_frames, tmp_path)
     assert any("the estimated poses of trainval_poses.txt are used" in n for n in open_sequence(folder).notes)
 
 
+def test_info_says_when_the_poses_fit_the_depth_better_read_another_way(walk_frames, tmp_path, capsys):
+    """`info` moves a few frames' depth into other frames by the poses: correct poses agree; OpenGL cameras or
+    world-to-camera matrices written into a generic folder are caught, with what to set; a camera that does not
+    move is not judged."""
+    from launch import main
+
+    frames = walk_frames[:10]
+    folder = tmp_path / "generic"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    K = frames[0].K
+    (folder / "intrinsics.txt").write_text(" ".join(repr(float(v)) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2])))
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).save(folder / "rgb" / f"{i:04d}.png")
+        np.save(folder / "depth" / f"{i:04d}.npy", f.depth)
+
+    def info_with(poses, config=None) -> str:
+        (folder / "poses.txt").write_text("".join(" ".join(repr(float(v)) for v in p.reshape(-1)) + "\n"
+                                                  for p in poses))
+        (folder / "worldstudio.json").write_text(json.dumps(config or {}))
+        assert main(["info", str(folder)]) == 0
+        return capsys.readouterr().out
+
+    true = np.stack([f.c2w for f in frames])
+    out = info_with(true)
+    as_read = int(out.split("poses     ")[1].split("%")[0])
+    assert as_read >= 70 and "note: the depth agrees far better" not in out, out
+    out = info_with(true @ np.diag([1.0, -1.0, -1.0, 1.0]))
+    assert "note: the depth agrees far better with the poses read as OpenGL cameras" in out
+    assert out.rstrip().endswith('set "camera": "opengl" in worldstudio.json') or \
+        'set "camera": "opengl" in worldstudio.json\n' in out
+    assert "far better" not in info_with(true @ np.diag([1.0, -1.0, -1.0, 1.0]), {"camera": "opengl"})
+    out = info_with(np.stack([invert_pose(p) for p in true]))
+    assert "poses read as world-to-camera matrices" in out and "write camera-to-world poses" in out
+    assert "poses     not checked: the camera moves less than 10 cm" in info_with(np.stack([true[0]] * len(frames)))
+
+
 def test_other_files_named_like_another_formats_do_not_change_the_reader(walk_frames, tmp_path):
     """A generic folder with a transforms.json made from it (COLMAP, nerfstudio: no depth) stays generic, and an
     info.txt that is not BundleFusion's (a download's notes) beside a 7-Scenes sequence is not read: both

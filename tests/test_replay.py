@@ -1115,6 +1115,44 @@ def test_a_replica_folder_as_nice_slam_ships_it(walk_frames, tmp_path):
         open_sequence(scene)
 
 
+def test_replica_as_semantic_nerf_and_vmap_render_it(tmp_path):
+    """Replica rendered by Habitat (Semantic-NeRF, vMAP): rgb/rgb_N.png, depth/depth_N.png (mm), traj_w_c.txt (line N:
+    OpenCV c2w in Replica's z-up world), Habitat's 90° horizontal field of view: the frames read back exactly and
+    their depth agrees between frames, as moved by the poses."""
+    from worldmodel.actions import parse_actions
+    from worldmodel.procedural import ProceduralConfig, ProceduralWorld
+    from worldmodel.recordings.checks import misreading, pose_agreement
+
+    w, h = 160, 120
+    world = ProceduralWorld(ProceduralConfig(width=w, height=h, fov_y_deg=2 * np.degrees(np.arctan(h / w))), seed=3)
+    frames = [world.reset(3)]
+    for a in parse_actions("(FN)(FN)(fLN)(FL)(FL)"):
+        frames.append(world.step(a, Context(recent=frames[-4:])))
+    folder = tmp_path / "room_0" / "Sequence_1"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    z_up = np.linalg.inv(up_rotation("+z"))
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).save(folder / "rgb" / f"rgb_{i}.png")
+        Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "depth" / f"depth_{i}.png")
+    (folder / "traj_w_c.txt").write_text("".join(" ".join(f"{v:.15g}" for v in (z_up @ f.c2w).reshape(-1)) + "\n"
+                                                 for f in frames))
+    assert detect_format(folder) == "replica"
+    seq = open_sequence(folder)
+    assert seq.world_up == "+z" and len(seq) == len(frames) and any("90° horizontal field of view" in n
+                                                                    for n in seq.notes)
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.K, f.K, atol=1e-6)
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_array_equal(g.rgb, f.rgb)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+    shares = pose_agreement(seq)["shares"]
+    assert shares["as read"] >= 0.6 and misreading(shares) is None, shares
+    (folder / "depth" / "depth_3.png").unlink()
+    with pytest.raises(SequenceError, match=r"depth_3\.png is missing \(its colour image rgb_3\.png exists\)"):
+        open_sequence(folder)
+
+
 def assert_phone_capture(seq, frames, expected_depth, pose_atol: float, K_atol: float, rgb_mean_error: float) -> None:
     """A phone capture of ``frames`` read back (Stray Scanner, Record3D): frames 0.1 s apart in ARKit's y-up world
     at the depth's size, poses and K as the frames', colour within ``rgb_mean_error`` (lossy codecs), depth as

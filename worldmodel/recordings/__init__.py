@@ -27,7 +27,8 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ``rgb.mkv``/``rgb.mp4``; ``depth/frame_NNNNNN.png`` in mm or ``depth.bin`` itself): colour resized to the depth's
   size, world z-up.
 - ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
-  ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), world z-up.
+  ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), or as Semantic-NeRF and vMAP
+  render it (``rgb/rgb_N.png``, ``depth/depth_N.png`` mm, ``traj_w_c.txt``; Habitat's 90° camera), world z-up.
 - ``stray``: Stray Scanner's export (``rgb.mp4``, ``depth/*.png`` mm, ``confidence/``, ``odometry.csv`` OpenCV c2w,
   ``camera_matrix.csv``): colour from the video resized to the depth's size, ARKit's y-up world.
 - ``record3d``: Record3D's ``.r3d`` file (a zip) or the folder it unzips to (``metadata`` JSON, ``rgbd/N.jpg``,
@@ -88,9 +89,10 @@ import numpy as np
 
 from worldmodel.recordings.base import Sequence, SequenceError, _load_config, _visible, read_poses_file, up_rotation
 from worldmodel.recordings.tum import _open_tum, associate, interpolate_poses
-from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, _is_neural_rgbd, _open3d_trajectory, _open_7scenes,
-                                            _open_generic, _open_neural_rgbd, _open_open3d, _open_replica,
-                                            _open_scannet, _replica_frames, _seven_scenes_frames)
+from worldmodel.recordings.scanners import (OPEN3D_COLOUR_DIRS, REPLICA_HABITAT_POSES, _is_neural_rgbd,
+                                            _open3d_trajectory, _open_7scenes, _open_generic, _open_neural_rgbd,
+                                            _open_open3d, _open_replica, _open_scannet, _replica_frames,
+                                            _seven_scenes_frames)
 from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJECTORY, _is_3d_scanner_app,
                                           _is_record3d_metadata, _open_3d_scanner_app, _open_arkitscenes,
                                           _open_polycam, _open_record3d, _open_stray, polycam_keyframes)
@@ -116,8 +118,8 @@ FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens),
                 "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
-                 "depth/ or depth.bin (ScanNet++ iphone/), results/ + traj.txt (Replica), rgb.mp4 + "
-                 "odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), "
+                 "depth/ or depth.bin (ScanNet++ iphone/), results/ + traj.txt or rgb/ + traj_w_c.txt "
+                 "(Replica), rgb.mp4 + odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ (Record3D), "
                  "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), frame_*.json + frame_*.jpg + "
                  "depth_*.png (3D Scanner App), keyframes/ with images/ + cameras/ + depth/ (Polycam raw data), "
                  "image_left/ + depth_left/ + pose_left.txt (TartanAir), images/ + depth/ + poses.txt + focal.txt "
@@ -137,7 +139,8 @@ def _detect(folder: Path) -> str | None:
         return "scannet"
     if (folder / SCANNETPP_POSES).is_file():
         return "scannetpp"
-    if (folder / "traj.txt").is_file() and _replica_frames(folder):
+    if ((folder / "traj.txt").is_file() and _replica_frames(folder)) or (
+            (folder / REPLICA_HABITAT_POSES).is_file() and (folder / "rgb").is_dir()):
         return "replica"
     if (folder / "odometry.csv").is_file() and (folder / "rgb.mp4").is_file():
         return "stray"

@@ -437,11 +437,17 @@ def _replica_frames(folder: Path) -> list[Path]:
         if results.is_dir() else []
 
 
+REPLICA_HABITAT_POSES = "traj_w_c.txt"  # Semantic-NeRF's and vMAP's renders of Replica
+
+
 def _open_replica(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """Replica as NICE-SLAM and SplaTAM ship it: ``results/frame000000.jpg``, ``results/depth000000.png``
     (metres = value / 6553.5), ``traj.txt`` (one row-major OpenCV c2w 4x4 per line, frame i on line i) and
     ``cam_params.json`` here or in the parent folder (``{"camera": {"w", "h", "fx", "fy", "cx", "cy",
-    "scale"}}``; without it Replica's 600, 600, 599.5, 339.5 at 1200x680, said). The world is z-up."""
+    "scale"}}``; without it Replica's 600, 600, 599.5, 339.5 at 1200x680, said). The world is z-up.
+    Semantic-NeRF's and vMAP's renders (``traj_w_c.txt``): :func:`_open_replica_habitat`."""
+    if (folder / REPLICA_HABITAT_POSES).is_file():
+        return _open_replica_habitat(folder, cfg, up)
     rgb_files = _replica_frames(folder)
     depth_files = []
     for c in rgb_files:
@@ -474,6 +480,41 @@ def _open_replica(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         path=folder, format="replica", c2ws=up_rotation(up) @ poses, timestamps=kept.astype(np.float64),
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=_check_K(K, params or folder),
         default_K_for=default_K_for, depth_scale=_depth_scale(cfg, folder, 1.0 / camera["scale"]))
+
+
+def _open_replica_habitat(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+    """Replica as Semantic-NeRF and vMAP render it with Habitat (their ``habitat_renderer.py``): ``rgb/rgb_N.png``,
+    ``depth/depth_N.png`` (mm), ``traj_w_c.txt`` (line N: frame N's OpenCV camera-to-world 4x4, row-major, in
+    Replica's z-up world). Habitat's camera has a 90° horizontal field of view: fx = fy = W / 2 at the image's
+    centre (said; K in worldstudio.json for another)."""
+    fix = f"a Replica render folder needs rgb/rgb_N.png, depth/depth_N.png and {REPLICA_HABITAT_POSES}"
+    rgb_files = [p for p in _images_in(folder, "rgb", fix) if _last_number(p.stem) is not None]
+    poses = read_poses_file(folder / REPLICA_HABITAT_POSES)
+    numbers = [_last_number(p.stem) for p in rgb_files]
+    depth_files = []
+    for n, rgb in zip(numbers, rgb_files):
+        if n >= len(poses):
+            raise SequenceError(f"{rgb.name} is frame {n}, but {REPLICA_HABITAT_POSES} has {len(poses)} poses; copy "
+                                "the folder again")
+        depth = folder / "depth" / f"depth_{n}.png"
+        if not depth.is_file():
+            raise SequenceError(f"{depth} is missing (its colour image {rgb.name} exists); copy it again or delete "
+                                f"{rgb.name}")
+        depth_files.append(depth)
+    notes: list[str] = []
+    K = _K_from_config(cfg, folder)
+    if K is None:
+        from PIL import Image
+
+        with Image.open(rgb_files[0]) as im:
+            w, h = im.size
+        K = np.array([[w / 2.0, 0.0, (w - 1) / 2.0], [0.0, w / 2.0, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+        notes.append(f"K from Habitat's 90° horizontal field of view, as Semantic-NeRF and vMAP render Replica "
+                     f"(fx=fy={w / 2:g}); put K in {CONFIG_FILE} for another camera")
+    return _ImageSequence(
+        path=folder, format="replica", c2ws=up_rotation(up) @ poses[numbers], timestamps=np.asarray(numbers, float),
+        world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=K,
+        depth_scale=_depth_scale(cfg, folder, 0.001))
 
 
 NEURAL_RGBD_POSES = ("poses.txt", "trainval_poses.txt")  # ground truth, else the estimated poses it trains with

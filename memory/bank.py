@@ -34,12 +34,26 @@ from memory.panorama import FarFieldPanorama
 from memory.retrieval import (CentreIndex, KeyframeArrays, greedy_cover, retrieve_deepverse, retrieve_worldmem,
                               valid_camera, view_candidates, visible_blocks)
 from worldmodel.camera import resize_intrinsics
+from worldmodel.checks import CheckError, boolean, number, short
 from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame_dense
 from worldmodel.frame import CacheView, Frame, GroundProbe
 
 RULES = ("ours", "deepverse", "worldmem")
 STATE_VERSION = 2  # 2: observed frames not fused yet are named by store id (1 is read too: its layer is fused)
 OBSERVED_PREFIX = "observed."  # state_dict keys of the observed frames' own map
+
+
+# MemoryConfig's numbers: (lo, hi, integer); visible_range_m may also be None
+MEMORY_RANGES = {
+    "key_translation_m": (0.0, 1000.0, False), "key_rotation_deg": (0.0, 360.0, False),
+    "thumbnail_factor": (1, 64, True), "exclude_recent": (0, 1_000_000, True), "n_candidates": (1, 100_000, True),
+    "candidate_radius_m": (0.0, 100_000.0, False), "max_view_angle_deg": (0.0, 180.0, False),
+    "zbuffer_width": (1, 4096, True), "visible_range_m": (0.01, 100_000.0, False), "recency": (0.0, 100.0, False),
+    "min_share": (0.0, 1.0, False), "deepverse_nearest": (1, 100_000, True), "worldmem_samples": (1, 10_000_000, True),
+    "worldmem_radius_m": (0.0, 100_000.0, False), "worldmem_recency": (0.0, 100.0, False),
+    "cache_max_side": (0, 8192, True), "cache_lod_pixels": (0.0, 10_000.0, False), "cell_m": (0.05, 1000.0, False),
+    "observed_layer_frames": (0, 1_000_000, True),
+}
 
 
 @dataclass
@@ -80,10 +94,17 @@ class MemoryConfig:
     observed_layer_frames: int = 16
 
     def __post_init__(self) -> None:
+        """Every setting of its type and in MEMORY_RANGES (a session's saved settings are checked by building one):
+        CheckError naming it."""
         if self.retrieval_rule not in RULES:
-            raise ValueError(f"retrieval_rule must be one of {', '.join(RULES)}, got {self.retrieval_rule!r}")
-        if self.thumbnail_factor < 1:
-            raise ValueError(f"thumbnail_factor must be >= 1, got {self.thumbnail_factor}")
+            raise CheckError(f"retrieval_rule must be one of {', '.join(RULES)}, got {short(self.retrieval_rule)}")
+        for key, (lo, hi, integer) in MEMORY_RANGES.items():
+            value = getattr(self, key)
+            if not (key == "visible_range_m" and value is None):
+                setattr(self, key, number(value, key, lo, hi, integer))
+        for key in ("fallback_nearest", "render_cache"):
+            boolean(getattr(self, key), key)
+
 
 
 def scaled_camera(K: np.ndarray, width: int, height: int, max_side: int) -> tuple[np.ndarray, int, int]:
@@ -406,9 +427,13 @@ class GeometricMemory:
 
     @classmethod
     def from_description(cls, desc: dict) -> "GeometricMemory":
-        """A fresh (empty) memory with the settings of :meth:`describe`; unknown keys are ignored."""
+        """A fresh (empty) memory with the settings of :meth:`describe`; unknown keys are ignored. CheckError
+        names a bad one as ``memory.KEY``."""
         known = {f.name for f in dataclasses.fields(MemoryConfig)}
-        return cls(MemoryConfig(**{k: v for k, v in desc.items() if k in known}))
+        try:
+            return cls(MemoryConfig(**{k: v for k, v in desc.items() if k in known}))
+        except CheckError as e:
+            raise CheckError(f"memory.{e}") from None
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat arrays (safetensors-compatible) that describe the bank; ragged parts are concatenated. The

@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 from scenes.atomic import replacing
 from scenes.spill import make_spill_dir, release
 from worldmodel.actions import action_from_text, action_to_text
+from worldmodel.checks import camera_problem
 from worldmodel.frame import Frame
 
 
@@ -134,11 +135,9 @@ def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
         raise bad(f"has a confidence of shape {shapes['confidence']}, not {depth}")
     if c2w is None or K is None:
         raise bad(f"has K of shape {shapes['K']} and c2w of shape {shapes['c2w']} (expected (3, 3) and (4, 4))")
-    if not (np.isfinite(c2w).all() and np.allclose(c2w[3], [0, 0, 0, 1])
-            and np.allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-3)):
-        raise bad("has a camera pose that is not a finite rigid transform")
-    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
-        raise bad("has intrinsics K that are not finite with positive focal lengths")
+    why = camera_problem(c2w, K)
+    if why is not None:
+        raise bad(f"has {why}")
     return c2w
 
 
@@ -177,6 +176,23 @@ class FrameStore:
     def pose(self, fid: int) -> np.ndarray:
         """(4, 4) c2w of frame ``fid``, without reading the frame (poses never leave RAM)."""
         return self._poses[fid]
+
+    def action(self, fid: int):
+        """The action that made frame ``fid`` (None for a first frame), from RAM or the file's header (its images
+        are not read). FrameFileError when the file cannot be read."""
+        frame = self._ram.get(fid)
+        if frame is not None:
+            return frame.action
+        if not 0 <= fid < self._next_id:
+            raise KeyError(f"no frame with id {fid}")
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path_of(fid)), framework="numpy") as f:
+                return action_from_text((f.metadata() or {}).get("action", ""))
+        except (SafetensorError, ValueError, OSError) as e:
+            raise FrameFileError(f"frame file {self._shown(fid)} is corrupt ({str(e).splitlines()[0][:120]}); "
+                                 "the session cannot be opened as is") from None
 
     def get(self, fid: int) -> Frame:
         frame = self._ram.get(fid)

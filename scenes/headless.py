@@ -241,12 +241,12 @@ def steps_made(scene: Scene) -> int:
 
 
 def first_different_step(scene: Scene, actions: list) -> int | None:
-    """Index of the first of ``actions`` that the session's own frames (first and last 32 steps: the frames are
-    read from disk) were not made by; None when they agree."""
+    """Index of the first of ``actions`` that the session's own frames were not made by (every step is compared;
+    a frame's action is read from its file's header); None when they agree."""
     first = scene.branch.handed  # the frame the world went on from: the steps follow it
-    done = min(steps_made(scene), len(actions))
-    for i in sorted(set(range(min(32, done))) | set(range(max(0, done - 32), done))):
-        if scene.frame_at(first + i + 1).action != actions[i]:
+    fids = scene.branch.fids
+    for i in range(min(steps_made(scene), len(actions))):
+        if scene.store.action(fids[first + i + 1]) != actions[i]:
             return i
     return None
 

@@ -31,6 +31,7 @@ from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from scenes import export as ex
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
+from worldmodel.checks import MAX_SEED, boolean, camera_problem, number
 from worldmodel.frame import (CacheView, ClosableWorld, Context, Frame, GroundFollowingWorld, GroundProbe,
                               PixelSourceWorld, WorldModel, missing_world_members)
 
@@ -61,8 +62,22 @@ class SceneError(ValueError):
     """A request the scene cannot carry out (bad branch name, nothing to export...); says what to do."""
 
 
+# SceneConfig's numbers: (lo, hi, integer); carve is true, false or None
+SCENE_RANGES = {
+    "voxel_size": (0.005, 5.0, False),
+    "max_depth": (0.01, 10_000.0, False),
+    "recent_frames": (1, 64, True),
+    "ram_frames": (1, 1_000_000, True),
+    "memory_k": (0, 64, True),
+    "fuse_stride": (0, 64, True),
+}
+
+
 @dataclass
 class SceneConfig:
+    """How a scene fuses and remembers; every number in SCENE_RANGES, as a saved session's are checked (CheckError
+    otherwise), so a scene never makes a session it cannot open again."""
+
     voxel_size: float = 0.1        # metres, edge of a fused-map voxel
     max_depth: float = 60.0        # pixels farther than this are not fused (metres, z-depth)
     recent_frames: int = 4         # how many of the latest frames the model is conditioned on
@@ -70,6 +85,12 @@ class SceneConfig:
     memory_k: int = 4              # how many past keyframes are retrieved for each step (0 = none)
     fuse_stride: int = 0           # pixel stride for fusion; 0 = auto (about 2 depth samples per voxel side)
     carve: bool | None = None      # free-space carving; None = on unless the model's depth is exact
+
+    def __post_init__(self) -> None:
+        for key, (lo, hi, integer) in SCENE_RANGES.items():
+            setattr(self, key, number(getattr(self, key), key, lo, hi, integer))
+        if self.carve is not None:
+            boolean(self.carve, "carve")
 
 
 @dataclass
@@ -231,8 +252,8 @@ class Scene:
         first frame follows them. SceneError when one differs in size from the model's frames; on that or any
         other error the scene is left empty (reset it again)."""
         if seed is not None:
-            self.seed = int(seed)
-        frame = self.model.reset(self.seed, start)
+            self.seed = number(seed, "seed", 0, MAX_SEED, integer=True)
+        frame = self._checked(self.model.reset(self.seed, start), None)
         self.map = self._new_map()
         if self.memory is not None:
             self.memory.reset()
@@ -245,7 +266,7 @@ class Scene:
                     raise SceneError(f"a frame handed to the {self.model.name} world is {given.width}x"
                                      f"{given.height}, its frames are {frame.width}x{frame.height}: resize the "
                                      "frames first")
-                given = given.with_index(len(fids))
+                given = self._checked(given, None, "a frame handed to").with_index(len(fids))
                 fids.append(self.store.add(given))
                 self._fuse(given, fids[-1])
             frame = frame.with_index(len(fids))
@@ -259,6 +280,21 @@ class Scene:
         self.branches = {"main": Branch("main", fids, handed=len(fids) - 1)}
         self.cursor = len(fids) - 1
         self.last_step = StepResult(frame, fids[-1], "main", fused, 0.0, fuse_ms, observe_ms)
+        return frame
+
+    def _checked(self, frame, previous: Frame | None, source: str = "returned by") -> Frame:
+        """``frame`` when it can enter the scene (and a saved session of it opens again): a Frame whose camera passes
+        :func:`worldmodel.checks.camera_problem`, of ``previous``'s size; else SceneError, before anything is
+        stored (the scene stays as it was)."""
+        where = f"a frame {source} the {self.model.name} world"
+        if not isinstance(frame, Frame):
+            raise SceneError(f"{where} is a {type(frame).__name__}, not a Frame; nothing was stored")
+        why = camera_problem(frame.c2w, frame.K)
+        if why is not None:
+            raise SceneError(f"{where} has {why}; nothing was stored")
+        if previous is not None and (frame.width, frame.height) != (previous.width, previous.height):
+            raise SceneError(f"{where} is {frame.width}x{frame.height}, the frames before it "
+                             f"{previous.width}x{previous.height}; nothing was stored")
         return frame
 
     def _fuse(self, frame: Frame, fid: int, into: VoxelPointMap | None = None) -> tuple[FuseStats, float, float]:
@@ -325,10 +361,7 @@ class Scene:
             context.memory_scores = [float(s) for s in scores]
             context.cache = cache
         t1 = time.perf_counter()
-        frame = self.model.step(action, context)
-        frame = frame.with_index(len(fids))
-        if not np.isfinite(frame.c2w).all():  # checked before anything is stored: the scene stays as it was
-            raise SceneError(f"the {self.model.name} world returned a camera pose with NaN/inf; nothing was stored")
+        frame = self._checked(self.model.step(action, context), last).with_index(len(fids))
         t2 = time.perf_counter()
         fid = self.store.add(frame)
         with signals_deferred():  # Ctrl-C / SIGTERM wait until the branch, map and memory hold the whole frame

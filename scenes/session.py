@@ -191,6 +191,8 @@ def is_session_folder(folder: str | os.PathLike) -> bool:
 
 
 def read_session_meta(folder: str | Path) -> dict:
+    """The session.json of ``folder``, read and every value checked (:func:`check_session_meta`); SessionError
+    naming the folder and the bad value."""
     folder = Path(folder).expanduser()
     path = folder / "session.json"
     if not folder.is_dir():
@@ -209,6 +211,10 @@ def read_session_meta(folder: str | Path) -> dict:
         raise _fail(folder, "session.json is not a WorldStudio session file")
     if meta.get("version") != VERSION:
         raise _fail(folder, f"session version {meta.get('version')} is not supported (this build reads {VERSION})")
+    try:
+        check_session_meta(meta)  # every value, before a caller builds anything from it (its memory, say)
+    except CheckError as e:
+        raise _fail(folder, str(e)) from None
     return meta
 
 

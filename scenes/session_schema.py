@@ -8,21 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worldmodel.checks import CheckError, boolean, number, text
+from scenes.scene import SCENE_RANGES
+from worldmodel.checks import MAX_SEED, CheckError, boolean, number, text
 
 MAX_FRAMES = 10_000_000
 MAX_BRANCHES = 100_000
 MAX_JSON_BYTES = 256 * 2**20
 
-# SceneConfig fields: (lo, hi, integer). carve is checked apart (true, false or null).
-SCENE_RANGES = {
-    "voxel_size": (0.005, 5.0, False),
-    "max_depth": (0.01, 10_000.0, False),
-    "recent_frames": (1, 64, True),
-    "ram_frames": (1, 1_000_000, True),
-    "memory_k": (0, 64, True),
-    "fuse_stride": (0, 64, True),
-}
 
 
 @dataclass
@@ -65,7 +57,7 @@ def check_session_meta(meta: dict) -> SessionMeta:
     world = meta.get("world")
     if not isinstance(world, dict):
         raise CheckError("world must be an object describing the world")
-    seed = number(meta.get("seed", 0), "seed", 0, 2**63 - 1, integer=True)
+    seed = number(meta.get("seed", 0), "seed", 0, MAX_SEED, integer=True)
     fids = _fids(meta.get("frame_ids"), "frame_ids")
     if fids != sorted(set(fids)):
         raise CheckError("frame_ids must be sorted unique numbers")
@@ -98,6 +90,10 @@ def check_session_meta(meta: dict) -> SessionMeta:
     memory = meta.get("memory")
     if memory is not None and not isinstance(memory, dict):
         raise CheckError("memory must be an object of retrieval settings or null")
+    if isinstance(memory, dict) and memory.get("kind", "geometric") == "geometric":
+        from memory.bank import GeometricMemory
+
+        GeometricMemory.from_description(memory)  # every setting in range (CheckError names it)
     return SessionMeta(scene, world, seed, fids, branches, current, cursor, check_retrievals(meta.get("retrievals"), known))
 
 

@@ -167,6 +167,13 @@ def test_a_rerun_or_a_resume_that_disagrees_with_the_saved_walk_is_refused(tmp_p
         assert main(["run", *other, *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 2
         assert "made with other actions (step 1 differs)" in capsys.readouterr().err
     assert (out / "session" / "session.json").read_bytes() == before
+    # a step in the middle of a long walk that differs is found too (every step is compared)
+    middle = tmp_path / "middle"
+    assert main(["run", "--actions", "(FN)" * 70, *SMALL, "--out", str(middle)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--actions", "(FN)" * 40 + "(BN)" + "(FN)" * 39, *SMALL, "--out", str(middle), "--resume",
+                 str(middle / "session")]) == 2
+    assert "made with other actions (step 41 differs)" in capsys.readouterr().err
     # the walk of the session's own seed goes on when --seed is left out
     assert main(["run", "--steps", "16", *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
     scene = load_session(out / "session")

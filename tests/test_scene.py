@@ -328,21 +328,30 @@ def test_headless_run_rejects_bad_actions_in_one_line(tmp_path):
 
 
 def test_a_nan_pose_is_refused_and_the_scene_stays_as_it_was(monkeypatch):
-    """A NaN target pose is refused when the action is made; a world that returns a NaN camera anyway stores
-    nothing, and the next step works."""
+    """A NaN target pose is refused when the action is made; a world that returns anyway a frame a saved session
+    could not hold (a NaN or not quite rigid camera, a K without a focal length, another size, not a Frame)
+    stores nothing, and the next step works."""
     scene = make_scene()
     scene.step(Action("F", "N"))
     bad = scene.current.c2w.copy()
     bad[0, 3] = np.nan
     with pytest.raises(ValueError, match="finite 4x4"):
         TargetPose(bad)
+    sheared = scene.current.c2w.copy()
+    sheared[:3, :3] *= 1.002  # 0.2 % off a rotation (an easy output for a learned pose head)
     real_step = scene.model.step
-    monkeypatch.setattr(scene.model, "step", lambda action, context: dataclasses.replace(
-        real_step(action, context), c2w=bad))
     before = (scene.length, scene.cursor, len(scene.map))
-    with pytest.raises(SceneError, match="NaN/inf; nothing was stored"):
-        scene.step(Action("F", "N"))
-    assert (scene.length, scene.cursor, len(scene.map)) == before
+    for change, said in (({"c2w": bad}, "has a camera pose that is not a finite rigid transform"),
+                         ({"c2w": sheared}, "has a camera pose that is not a finite rigid transform"),
+                         ({"K": np.zeros((3, 3))}, "has intrinsics K that are not finite with positive focal lengths"),
+                         ({"rgb": np.zeros((24, 32, 3), np.uint8), "depth": np.ones((24, 32), np.float32)},
+                          "is 32x24, the frames before it 96x72"),
+                         (None, "is a NoneType, not a Frame")):
+        monkeypatch.setattr(scene.model, "step", lambda action, context, change=change: None if change is None
+                            else dataclasses.replace(real_step(action, context), **change))
+        with pytest.raises(SceneError, match=f"a frame returned by the procedural world {said}; nothing was stored"):
+            scene.step(Action("F", "N"))
+        assert (scene.length, scene.cursor, len(scene.map)) == before
     monkeypatch.undo()
     assert scene.step(Action("F", "N")).frame.index == 2
 

@@ -196,6 +196,28 @@ def test_bad_retrieval_records_are_one_line_naming_them(saved, tmp_path, raw, sa
     scene.close()
 
 
+def test_bad_memory_settings_in_session_json_are_one_line_everywhere(saved, tmp_path, capsys):
+    """A session.json whose memory block holds an unknown rule or a setting out of range: `info`, `run --resume`
+    and load_session each say which, in one line naming the session (it was a traceback, or a failure at the
+    first step that named neither)."""
+    from launch import main
+
+    for key, value, said in (("retrieval_rule", "zzz", "memory.retrieval_rule must be one of ours"),
+                             ("zbuffer_width", -3, "memory.zbuffer_width must be a whole number between 1 and")):
+        folder = tmp_path / key
+        shutil.copytree(saved, folder)
+        meta = json.loads((folder / "session.json").read_text())
+        meta["memory"][key] = value
+        (folder / "session.json").write_text(json.dumps(meta))
+        with pytest.raises(SessionError, match=f"{folder} is not a usable WorldStudio session: {said}"):
+            load_session(folder, memory=GeometricMemory())
+        assert main(["info", str(folder)]) == 2
+        assert main(["run", "--actions", "(FN)(FN)(FN)(FN)(FN)", "--resume", str(folder), "--out",
+                     str(tmp_path / f"out_{key}")]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 2 and all(said in line and str(folder) in line for line in lines), lines
+
+
 def test_bad_frames_and_memory_are_caught_at_open(saved, tmp_path):
     folder = tmp_path / "s"
     shutil.copytree(saved, folder)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worldmodel.checks import number
+
 TRANSLATIONS = ("S", "F", "B", "L", "R", "fL", "fR", "rL", "rR")
 STEERINGS = ("N", "L", "R")
 
@@ -143,12 +145,20 @@ def heading_axes(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return forward, left
 
 
+KINEMATICS_RANGES = {"step_m": (0.0, 100.0, False), "yaw_deg": (0.0, 180.0, False)}  # (lo, hi, integer)
+
+
 @dataclass(frozen=True)
 class Kinematics:
-    """How a discrete action moves the camera: metres per step and degrees of yaw per step."""
+    """How a discrete action moves the camera: metres per step and degrees of yaw per step (each in
+    KINEMATICS_RANGES, as a saved session's are checked: CheckError otherwise)."""
 
     step_m: float = 0.5
     yaw_deg: float = 10.0
+
+    def __post_init__(self) -> None:
+        for key, (lo, hi, integer) in KINEMATICS_RANGES.items():
+            object.__setattr__(self, key, number(getattr(self, key), f"kinematics.{key}", lo, hi, integer))
 
     def apply(self, c2w: np.ndarray, action: Action) -> np.ndarray:
         """Return the (4, 4) c2w after ``action`` (translate along the heading, then yaw in place)."""

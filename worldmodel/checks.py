@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+import numpy as np
+
+
+MAX_SEED = 2**63 - 1  # seeds are whole numbers in [0, MAX_SEED] (numpy's generators take them)
+
 
 class CheckError(ValueError):
     """A value is out of range or of the wrong type; the message names it and the range."""
@@ -43,3 +48,16 @@ def text(value, name: str, max_len: int = 1000) -> str:
 def short(value) -> str:
     r = repr(value)
     return r if len(r) <= 40 else r[:37] + "..."
+
+
+def camera_problem(c2w, K) -> str | None:
+    """What is wrong with a frame's camera, as "a camera pose that ..." / "intrinsics K that ...", or None: the pose
+    must be a finite rigid (4, 4) transform, K a finite (3, 3) with positive focal lengths. The one rule for frames
+    entering a scene and frames read from a saved session."""
+    c2w, K = np.asarray(c2w, dtype=np.float64), np.asarray(K, dtype=np.float64)
+    if not (c2w.shape == (4, 4) and np.isfinite(c2w).all() and np.allclose(c2w[3], [0, 0, 0, 1])
+            and np.allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-3)):
+        return "a camera pose that is not a finite rigid transform"
+    if not (K.shape == (3, 3) and np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        return "intrinsics K that are not finite with positive focal lengths"
+    return None

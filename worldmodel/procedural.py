@@ -30,8 +30,8 @@ import open3d as o3d
 
 from worldmodel.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
 from worldmodel import terrain as tr
-from worldmodel.actions import Action, Kinematics, TargetPose
-from worldmodel.checks import CheckError, boolean, number
+from worldmodel.actions import KINEMATICS_RANGES, Action, Kinematics, TargetPose
+from worldmodel.checks import MAX_SEED, CheckError, boolean, number
 from worldmodel.frame import BaseWorldModel, Context, Frame
 
 INVALID_ID = np.uint32(o3d.t.geometry.RaycastingScene.INVALID_ID)
@@ -82,6 +82,11 @@ class ProceduralConfig:
     shadows: bool = False            # hard sun shadows via a second ray cast (costs ~+60 % render time)
     chunk_cache: int = 160           # generated chunks kept in the LRU (>= loaded chunks)
 
+    def __post_init__(self) -> None:
+        """Every number in PROCEDURAL_RANGES, as a saved session's are checked (CheckError otherwise)."""
+        for key, (lo, hi, integer) in PROCEDURAL_RANGES.items():
+            setattr(self, key, number(getattr(self, key), key, lo, hi, integer))
+
 
 # ProceduralConfig settings of how the world is looked at, not of what is in it (shows_the_same_world_as)
 CAMERA_SETTINGS = ("width", "height", "fov_y_deg", "eye_height", "fly", "kinematics", "chunk_cache")
@@ -93,7 +98,6 @@ PROCEDURAL_RANGES = {
     "far": (1.0, 100_000.0, False), "fog_start": (0.0, 100_000.0, False), "terrain_cell": (0.25, 64.0, False),
     "chunk_cache": (1, 10_000, True),
 }
-KINEMATICS_RANGES = {"step_m": (0.0, 100.0, False), "yaw_deg": (0.0, 180.0, False)}
 
 
 # --------------------------------------------------------------------------------------------- chunks
@@ -442,7 +446,7 @@ class ProceduralWorld(BaseWorldModel):
         if abs(cells - round(cells)) > 1e-6 or cells > 256 or config.chunk_cache < (2 * config.load_radius_chunks + 1) ** 2:
             raise CheckError("world.config: chunk_size must be a whole number (at most 256) of terrain cells, and "
                              "chunk_cache must hold every loaded chunk")
-        return cls(config, seed=number(desc.get("seed", 0), "world.seed", 0, 2**63 - 1, integer=True))
+        return cls(config, seed=number(desc.get("seed", 0), "world.seed", 0, MAX_SEED, integer=True))
 
     # ---- chunks -------------------------------------------------------------------------------------
 

@@ -78,7 +78,8 @@ def _procedural(arg: str, seed: int, width: int, height: int, kinematics: Kinema
 
     if arg not in ("", "walk", "fly"):
         raise WorldSpecError(f"unknown procedural option {arg!r}; use 'procedural' or 'procedural:fly'")
-    cfg = ProceduralConfig(width=width or 256, height=height or 256, fly=arg == "fly", kinematics=kinematics)
+    cfg = ProceduralConfig(width=256 if width is None else width, height=256 if height is None else height,
+                           fly=arg == "fly", kinematics=kinematics)
     return ProceduralWorld(cfg, seed=seed)
 
 

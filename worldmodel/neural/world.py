@@ -194,7 +194,8 @@ class NeuralWorld(BaseWorldModel):
     @classmethod
     def from_description(cls, desc: dict) -> "NeuralWorld":
         """Rebuild from :meth:`describe` (a session's world); WeightsError when the weights are gone."""
-        from worldmodel.procedural import KINEMATICS_RANGES, PROCEDURAL_RANGES
+        from worldmodel.actions import KINEMATICS_RANGES
+        from worldmodel.procedural import PROCEDURAL_RANGES
 
         kin = desc.get("kinematics") or {}
         try:

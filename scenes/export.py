@@ -15,7 +15,9 @@ import itertools
 import json
 import math
 import os
+import shutil
 import struct
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -571,8 +573,9 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
     Poses are converted to nerfstudio's OpenGL camera: c2w_gl = c2w_cv @ diag(1, -1, -1, 1).
     Intrinsics of the first frame are global; frames with other K or size carry their own. The world stays ours
     (+Y up, where nerfstudio's is z-up): a ``worldstudio.json`` beside it says so, so the folder opens again as a
-    recording (``replay:FOLDER``) the right way up. ``out_dir`` is created if missing. Returns the path of
-    transforms.json.
+    recording (``replay:FOLDER``) the right way up. ``out_dir`` is created if missing. Everything is written into
+    a hidden staging folder in ``out_dir`` and swapped in whole at the end (:func:`_swap_in`): a failed export
+    leaves an earlier one there as it was. Returns the path of transforms.json.
     """
     try:
         out = Path(out_dir).expanduser()
@@ -589,12 +592,23 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
         raise ExportError(f"image_subdir must be a relative folder name, got {image_subdir!r}")
     if out.exists() and not out.is_dir():
         raise ExportError(f"cannot write {out}: it is a file; pass a folder path")
+    staging = out / f".transforms-staging-{uuid.uuid4().hex[:8]}"
     try:
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        (out / "depth").mkdir(parents=True, exist_ok=True)
+        (staging / sub).mkdir(parents=True)
+        (staging / "depth").mkdir()
     except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
         raise _os_error(out, e) from None
+    try:
+        _write_transforms_into(staging, f0, frames, sub)
+        _swap_in(staging, out, [Path(sub).parts[0], "depth", "transforms.json", "worldstudio.json"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "transforms.json"
 
+
+def _write_transforms_into(out: Path, f0: Frame, frames: Iterator[Frame], sub: str) -> None:
+    """The dataset of :func:`write_transforms_json` (first frame ``f0``, then ``frames``), written into ``out``."""
     meta: dict = {"camera_model": "OPENCV", **_intrinsics_dict(f0.K, f0.width, f0.height),
                   "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
                   "depth_unit_scale_factor": 0.001, "frames": []}
@@ -613,10 +627,30 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
         if f.width != f0.width or f.height != f0.height or not np.allclose(f.K, f0.K):
             entry.update(_intrinsics_dict(f.K, f.width, f.height))
         meta["frames"].append(entry)
-    target = out / "transforms.json"
-    _write_bytes_atomic(target, [json.dumps(meta, indent=2).encode("utf-8")])
+    _write_bytes_atomic(out / "transforms.json", [json.dumps(meta, indent=2).encode("utf-8")])
     _write_bytes_atomic(out / "worldstudio.json", [json.dumps({"world_up": "+y"}).encode("utf-8")])
-    return target
+
+
+def _swap_in(staging: Path, out: Path, names: list[str]) -> None:
+    """Move ``staging/NAME`` to ``out/NAME`` for each of ``names``, the old ones out of the way first; a failure
+    part-way moves every old one back (renames within one folder: no data is copied)."""
+    old = staging / ".old"
+    moved: list[tuple[Path, Path]] = []  # (from, to), undone in reverse
+    try:
+        old.mkdir()
+        for name in names:
+            if (out / name).exists() or (out / name).is_symlink():
+                os.replace(out / name, old / name)
+                moved.append((out / name, old / name))
+            os.replace(staging / name, out / name)
+            moved.append((staging / name, out / name))
+    except OSError as e:
+        for source, target in reversed(moved):
+            try:
+                os.replace(target, source)
+            except OSError:
+                pass
+        raise _os_error(out, e) from None
 
 
 # ----------------------------------------------------------------------------------------------- MP4

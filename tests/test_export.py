@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import errno
 import json
 import os
@@ -233,6 +235,35 @@ def test_transforms_json(tmp_path, frames):
         np.testing.assert_allclose(gl @ np.diag([1.0, -1.0, -1.0, 1.0]), f.c2w, atol=1e-12)
         # OpenGL camera looks along -z: the GL -z axis is our forward
         np.testing.assert_allclose(-gl[:3, 2], f.forward, atol=1e-12)
+
+
+def test_a_transforms_export_that_fails_leaves_the_earlier_one_whole(tmp_path, frames):
+    """A second export into the same folder that fails part-way (a full disk at its 5th file) leaves the first
+    one as it was, byte for byte, and no staging folder; one that succeeds replaces it whole."""
+    from unittest import mock
+
+    out = tmp_path / "ns"
+    write_transforms_json(out, frames)
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    others = [dataclasses.replace(f, rgb=255 - f.rgb) for f in frames[::-1]]
+    real, calls = ex._write_bytes_atomic, []
+
+    def full_disk_at_the_fifth(path, chunks):
+        calls.append(path)
+        if len(calls) == 5:
+            raise ex._os_error(path.parent, OSError(errno.ENOSPC, "No space left on device"))
+        return real(path, chunks)
+
+    with mock.patch.object(ex, "_write_bytes_atomic", full_disk_at_the_fifth):
+        with pytest.raises(ExportError, match="disk full"):
+            write_transforms_json(out, others)
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before and not [p for p in out.iterdir() if p.name.startswith(".")]
+    write_transforms_json(out, others[:2])
+    meta = json.loads((out / "transforms.json").read_text())
+    assert len(meta["frames"]) == 2 and sorted(p.name for p in (out / "images").iterdir()) == [
+        "frame_00000.png", "frame_00001.png"]  # the earlier export's other images went with it
+    np.testing.assert_array_equal(iio.imread(out / "images" / "frame_00000.png"), others[0].rgb)
 
 
 # ------------------------------------------------------------------------------------------------ MP4

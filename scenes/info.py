@@ -66,7 +66,7 @@ def recording_info(path: str) -> dict:
 
 def _agreement_lines(agreement: dict, fmt: str) -> list[str]:
     """The ``poses`` line of ``info`` and, when a misreading fits far better, a note saying what to do."""
-    from worldmodel.recordings.checks import MIN_MOTION_DEG, MIN_MOTION_M, PAIRS_WITHIN, misreading
+    from worldmodel.recordings.checks import AGREE_RELATIVE, MIN_MOTION_DEG, MIN_MOTION_M, PAIRS_WITHIN, misreading
 
     shares, pairs = agreement["shares"], agreement["pairs"]
     if not shares:
@@ -75,7 +75,7 @@ def _agreement_lines(agreement: dict, fmt: str) -> list[str]:
         return [f"poses     not checked: {why}"]
     others = ", ".join(f"{name} {share:.0%}" for name, share in shares.items() if name != "as read")
     lines = [f"poses     {shares['as read']:.0%} of the depth moved between {len(pairs)} pairs of frames agrees with "
-             f"the other frame's (read {others})"]
+             f"the other frame's within {AGREE_RELATIVE:.0%} (read {others})"]
     better = misreading(shares)
     if better is not None:
         fix = {"as OpenGL cameras": "the poses are OpenGL cameras (y up, z back)",

@@ -46,6 +46,7 @@ def png_claiming(width: int, height: int) -> bytes:
     ("depth_size", "0003.png: depth is"),
     ("depth_8bit", "8-bit PNG has lost the depth precision"),
     ("bomb", "claims 12000x12000 pixels"),
+    ("depth_empty", r"0003\.npy: depth \.npy must be an \(H, W\) array .* got float32 \(0, 0\)"),
 ])
 def test_a_bad_later_frame_is_named(walk_frames, tmp_path, damage, says):
     folder = generic(tmp_path / "seq", walk_frames[:5])
@@ -59,6 +60,9 @@ def test_a_bad_later_frame_is_named(walk_frames, tmp_path, damage, says):
         Image.fromarray(depth_to_png_mm(walk_frames[3].depth)[:-4]).save(depth)
     elif damage == "depth_8bit":
         Image.fromarray((walk_frames[3].depth * 10).clip(0, 255).astype(np.uint8)).save(depth)
+    elif damage == "depth_empty":  # (a 0x0 array passed the size checks and failed in the resize)
+        depth.unlink()
+        np.save(depth.with_suffix(".npy"), np.zeros((0, 0), np.float32))
     else:
         rgb.write_bytes(png_claiming(12000, 12000))
     seq = open_sequence(folder)

@@ -1148,8 +1148,15 @@ def test_replica_as_semantic_nerf_and_vmap_render_it(tmp_path):
         np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
     shares = pose_agreement(seq)["shares"]
     assert shares["as read"] >= 0.6 and misreading(shares) is None, shares
+    (folder / "rgb" / "rgb_4.png").unlink()
+    assert any("traj_w_c.txt has 6 poses and rgb/ images of 5 of them: the frames without an image are skipped" in n
+               for n in open_sequence(folder).notes)
     (folder / "depth" / "depth_3.png").unlink()
     with pytest.raises(SequenceError, match=r"depth_3\.png is missing \(its colour image rgb_3\.png exists\)"):
+        open_sequence(folder)
+    (folder / "rgb" / "rgb_3.png").unlink()
+    (folder / "rgb" / "rgb_0.png").write_bytes(b"")  # an interrupted copy: one line, not a traceback
+    with pytest.raises(SequenceError, match=r"cannot read .*rgb_0\.png: not a valid image"):
         open_sequence(folder)
 
 
@@ -1220,7 +1227,8 @@ def test_a_scannetpp_iphone_capture_reads_as_its_toolkit_reads_it(tmp_path, monk
     assert detect_format(scene) == "scannetpp"
     seq = open_sequence(scene)
     assert seq.notes[0] == "0a5c013435 holds one recording: iphone is read"
-    assert any("1 of the 5 frames in pose_intrinsic_imu.json have no colour (rgb/): skipped" in n for n in seq.notes)
+    assert any("1 of the 5 frames in pose_intrinsic_imu.json have no colour (rgb/ or a video): skipped" in n
+               for n in seq.notes)
     check(seq, _expected_mm_depth, rgb_mean_error=8)
 
     shutil.rmtree(folder / "rgb")
@@ -1237,13 +1245,26 @@ def test_a_scannetpp_iphone_capture_reads_as_its_toolkit_reads_it(tmp_path, monk
     assert seq.depth_bin.frames is not None  # the per-frame form
     assert any("1 of the 5 frames in pose_intrinsic_imu.json have no depth" in n for n in seq.notes)
     check(seq, _expected_mm_depth, rgb_mean_error=10)  # H.264
+    (folder / "rgb").mkdir()  # COLMAP's subset extracted: the other frames' colour comes from the video
+    Image.fromarray(frames[1].rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(folder / "rgb" / "frame_000001.jpg",
+                                                                                quality=95)
+    seq = open_sequence(folder)
+    assert seq.rgb_files[1].name == "frame_000001.jpg" and seq.rgb_files[0] == seq.rgb_files[2] == folder / "rgb.mkv"
+    check(seq, _expected_mm_depth, rgb_mean_error=10)
+    shutil.rmtree(folder / "rgb")
+    cut = b"".join(len(b).to_bytes(4, "little") + b for b in blocks)
+    (folder / "depth.bin").write_bytes(cut[:-100])  # the per-frame form cut inside its last frame
+    seq = open_sequence(folder)
+    assert len(seq) == 3 and any("depth.bin is cut short: its 3 whole frames are played" in n for n in seq.notes)
+    seq.close()
 
     metres = np.stack([np.where(np.isfinite(f.depth) & (f.depth > 0), f.depth, 0) for f in frames]).astype(np.float32)
     deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     stream = deflate.compress(metres.tobytes()) + deflate.flush()
     (folder / "depth.bin").write_bytes(stream)
-    monkeypatch.setattr(scannetpp._DepthBin, "CHUNK", 4096)  # several checkpoints in a small file
-    monkeypatch.setattr(scannetpp._DepthBin, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(scannetpp._DepthBin, "INPUT_PIECE", 4096)  # several checkpoints in a small file
+    monkeypatch.setattr(scannetpp._DepthBin, "CHECKPOINT_FRAMES", 1)
+    monkeypatch.setattr(scannetpp._DepthBin, "OUT_LIMIT", 50_000)  # (less than a frame per inflate call)
     seq = open_sequence(folder)
     assert seq.depth_bin.frames is None and len(seq.depth_bin.checkpoints) > 2
     np.testing.assert_array_equal(seq.depth_bin.frame(3), metres[3])
@@ -1251,7 +1272,7 @@ def test_a_scannetpp_iphone_capture_reads_as_its_toolkit_reads_it(tmp_path, monk
     check(seq, lambda d: np.where(np.isfinite(d) & (d > 0), d, 0), rgb_mean_error=10)
     (folder / "depth.bin").write_bytes(stream[: int(len(stream) * 0.6)])
     seq = open_sequence(folder)
-    assert len(seq) < 4 and any("depth.bin ends mid-stream" in n for n in seq.notes)
+    assert len(seq) < 4 and any("depth.bin is cut short" in n for n in seq.notes)
     seq.close()
     (folder / "depth.bin").write_bytes(b"not a depth stream" * 100)
     with pytest.raises(SequenceError, match=r"depth\.bin: .*neither of ScanNet\+\+'s depth\.bin forms"):
@@ -1303,14 +1324,14 @@ def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
 
 
 
-def _arkit_frame_files(frames, folder: Path, colour_name, depth_name, confidence_name) -> None:
-    """Write ``frames`` as an ARKit phone app does: colour at 2x the depth's size, depth in mm, confidence 0..2
-    with the left quarter low (0)."""
+def _arkit_frame_files(frames, folder: Path, colour_name, depth_name, confidence_name, high: int = 2) -> None:
+    """Write ``frames`` as an ARKit phone app does: colour at 2x the depth's size, depth in mm, confidence
+    ``high`` (ARKit's 2; Polycam writes 255) with the left quarter low (0)."""
     h, w = frames[0].depth.shape
     for i, f in enumerate(frames):
         Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR).save(folder / colour_name(i), quality=95)
         Image.fromarray(depth_to_png_mm(f.depth)).save(folder / depth_name(i))
-        confidence = np.full((h, w), 2, np.uint8)
+        confidence = np.full((h, w), high, np.uint8)
         confidence[:, : w // 4] = 0
         Image.fromarray(confidence).save(folder / confidence_name(i))
 
@@ -1355,7 +1376,7 @@ def test_a_polycam_raw_export_reads_as_nerfstudio_processes_it(walk_frames, tmp_
         (keyframes / d).mkdir(parents=True)
     ids = [166000000 + 33 * i for i in range(len(frames))]
     _arkit_frame_files(frames, keyframes, lambda i: f"corrected_images/{ids[i]}.jpg", lambda i: f"depth/{ids[i]}.png",
-                       lambda i: f"confidence/{ids[i]}.png")
+                       lambda i: f"confidence/{ids[i]}.png", high=255)
     h, w = frames[0].depth.shape
     for i, f in enumerate(frames):
         M = f.c2w @ np.diag([1.0, -1.0, -1.0, 1.0])
@@ -1367,7 +1388,7 @@ def test_a_polycam_raw_export_reads_as_nerfstudio_processes_it(walk_frames, tmp_
         (keyframes / "cameras" / f"{ids[i]}.json").write_text(json.dumps(camera))
     assert detect_format(export) == "polycam" and detect_format(keyframes) == "polycam"
     seq = open_sequence(export)
-    assert len(seq) == 4 and seq.world_up == "+y" and list(seq.timestamps) == ids
+    assert len(seq) == 4 and seq.world_up == "+y" and np.allclose(seq.timestamps, np.asarray(ids) * 1e-6)
     assert any("confidence below 1" in n for n in seq.notes)
     for f, g in zip(frames, seq):
         np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
@@ -1376,6 +1397,18 @@ def test_a_polycam_raw_export_reads_as_nerfstudio_processes_it(walk_frames, tmp_
         expected = _expected_mm_depth(f.depth)
         expected[:, : w // 4] = 0
         np.testing.assert_allclose(g.depth, expected, atol=1e-6)
+    for i in ids:  # Polycam's own scale: 0 low, 127 medium, 255 high; min_confidence 2 keeps high alone
+        confidence = np.full((h, w), 255, np.uint8)
+        confidence[:, : w // 2] = 127
+        Image.fromarray(confidence).save(keyframes / "confidence" / f"{i}.png")
+    (export / "worldstudio.json").write_text(json.dumps({"min_confidence": 2}))
+    depth = open_sequence(export)[0].depth
+    assert not depth[:, : w // 2].any() and (depth[:, w // 2:] > 0).mean() > 0.5
+    (export / "worldstudio.json").write_text(json.dumps({"min_confidence": 1}))
+    assert (open_sequence(export)[0].depth[:, : w // 2] > 0).mean() > 0.5
+    (keyframes / "corrected_cameras" / f"{ids[3]}.json").unlink()
+    assert any("1 frames have colour and depth but no camera in corrected_cameras/: skipped" in n
+               for n in open_sequence(export).notes)
     shutil.rmtree(keyframes / "depth")
     with pytest.raises(SequenceError, match=r"keyframes/depth holds no depth \.png; this tool needs the depth of a "
                                             r"LiDAR capture"):
@@ -1407,7 +1440,7 @@ def test_a_neural_rgbd_scene_reads_as_its_loaders_read_it(walk_frames, tmp_path)
     assert seq.world_up == "+y" and any("world up +y assumed" in n for n in seq.notes)
     for f, g in zip([frames[0], frames[1], frames[3]], seq):
         np.testing.assert_allclose(g.c2w, up_rotation(seq.world_up) @ f.c2w, atol=1e-9)
-        np.testing.assert_allclose(g.K, [[f.K[0, 0], 0, w / 2], [0, f.K[0, 0], h / 2], [0, 0, 1]], atol=1e-9)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)  # (the walk's principal point is at the centre, too)
         np.testing.assert_array_equal(g.rgb, f.rgb)
         np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
     (folder / "poses.txt").rename(folder / "trainval_poses.txt")

@@ -67,6 +67,17 @@ def _last_number(name: str) -> int | None:
     return int(m[-1]) if m else None
 
 
+def _time_or(value, fallback: float) -> float:
+    """A JSON time ``value`` as a finite float, else ``fallback`` (a frame number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return float(fallback)
+    try:
+        value = float(value)
+    except OverflowError:
+        return float(fallback)
+    return value if np.isfinite(value) else float(fallback)
+
+
 def _check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
     if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
         raise SequenceError(f"{where}: pose is not a finite 4x4 matrix; fix or remove it")
@@ -212,7 +223,8 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
         except (OSError, ValueError) as e:
             why = "it holds Python objects, which are never loaded" if "object" in str(e).lower() else str(e)[:80]
             raise SequenceError(f"cannot read {path}: {why}; write a float (H, W) .npy in metres") from None
-        if d.ndim != 2 or not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
+        numeric = np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)
+        if d.ndim != 2 or 0 in d.shape or not numeric:
             raise SequenceError(f"{path}: depth .npy must be an (H, W) array of float metres or integer depth units "
                                 f"(e.g. millimetres), got {d.dtype} {d.shape}")
         if np.issubdtype(d.dtype, np.integer):  # depth units, as a 16-bit PNG holds them (Stray Scanner's mm)
@@ -445,6 +457,7 @@ class _ImageSequence(Sequence):
     resize_said: bool = False  # a note says the colour is resized (the opener's, or the first frame's)
     confidence_files: list[Path] = field(default_factory=list)  # ARKit's depth confidence (0..2) per frame, if any
     min_confidence: int = 1  # depth of a lower confidence is dropped
+    confidence_step: int = 1  # a map's value per confidence level (ARKit's 0, 1, 2; Polycam's 0, 127, 255)
     _size: tuple[int, int] | None = None  # (H, W) of the first frame read
 
     def files(self, i: int) -> list[Path]:
@@ -461,7 +474,7 @@ class _ImageSequence(Sequence):
                 raise SequenceError(f"{self.confidence_files[i]} is {confidence.shape[1]}x{confidence.shape[0]} but "
                                     f"its depth {depth.shape[1]}x{depth.shape[0]}; set min_confidence 0 in "
                                     f"{CONFIG_FILE} to use the depth unmasked")
-            depth[confidence < self.min_confidence] = 0.0
+            depth[confidence < self.min_confidence * self.confidence_step] = 0.0
         return depth
 
     def _read(self, i: int) -> Frame:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldmodel.camera import CV_GL_FLIP, invert_pose, reprojection_errors
+from worldmodel.camera import CV_GL_FLIP, invert_pose, unproject_depth, valid_depth_mask, world_to_pixels
 
 AGREE_RELATIVE = 0.03  # a moved depth agrees within 3 % of its own depth with the depth it lands on
 MIN_MOTION_M, MIN_MOTION_DEG = 0.10, 5.0  # a pair's camera moves at least this far (or turns this much)
@@ -34,32 +34,51 @@ def frame_pairs(c2ws: np.ndarray, count: int = 4) -> list[tuple[int, int]]:
     return pairs
 
 
-def readings(seq) -> dict[str, np.ndarray]:
-    """The poses of ``seq`` as read, and as the two common misreadings would have made them (N, 4, 4), by name.
-    Both are undone in the recording's own coordinates (before the reader turned its up axis to +Y)."""
+def readings(seq, frames: list[int]) -> dict[str, dict[int, np.ndarray]]:
+    """The poses of ``frames`` of ``seq`` as read, and as the two common misreadings would have made them, by
+    name: {reading: {frame: (4, 4) c2w}}. Both are undone in the recording's own coordinates (before the reader
+    turned its up axis to +Y)."""
     to_world = np.eye(4)
     to_world[:3, :3] = seq.world_from_source()
-    source = np.linalg.inv(to_world) @ seq.c2ws
-    return {"as read": seq.c2ws, "as OpenGL cameras": seq.c2ws @ CV_GL_FLIP,
-            "as world-to-camera matrices": to_world @ np.stack([invert_pose(p) for p in source])}
+    from_world = np.linalg.inv(to_world)
+    return {"as read": {i: seq.c2ws[i] for i in frames},
+            "as OpenGL cameras": {i: seq.c2ws[i] @ CV_GL_FLIP for i in frames},
+            "as world-to-camera matrices": {i: to_world @ invert_pose(from_world @ seq.c2ws[i]) for i in frames}}
+
+
+def moved_depth_agreement(a, b, c2w_a: np.ndarray, c2w_b: np.ndarray) -> tuple[int, int, int, int]:
+    """Frame ``a``'s depth (every STRIDE-th pixel) moved into frame ``b`` by the poses -> (points moved, points
+    landing in b's view, of those the points landing on b's depth, of those the points within AGREE_RELATIVE of
+    it)."""
+    points, _ = unproject_depth(a.depth, a.K, c2w_a, stride=STRIDE)
+    uv, z = world_to_pixels(points, b.K, invert_pose(c2w_b))
+    h, w = b.depth.shape
+    u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+    inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    landed = np.zeros(len(z), dtype=np.float64)
+    landed[inside] = b.depth[v[inside], u[inside]]
+    on_depth = inside & valid_depth_mask(landed)
+    agree = on_depth & (np.abs(z - landed) <= AGREE_RELATIVE * np.abs(z))
+    return len(z), int(inside.sum()), int(on_depth.sum()), int(agree.sum())
 
 
 def pose_agreement(seq, count: int = 4) -> dict:
-    """{"pairs": [(i, j)], "shares": {reading: share of moved depth that agrees}} over :func:`frame_pairs` of
-    ``seq`` (its frames are decoded); shares are empty when the camera does not move enough or a frame has no
-    depth."""
+    """{"pairs": [(i, j)], "shares": {reading: share}} over :func:`frame_pairs` of ``seq``; a share is the moved
+    depth's share landing in the other frame's view times the share agreeing of what lands on its depth (holes in
+    either frame's depth do not change it). Each frame is decoded once, in ascending order (a video is not decoded
+    again from its start); shares are empty when the camera does not move enough or the frames have no depth."""
     pairs = frame_pairs(seq.c2ws, count)
     if not pairs or not seq.has_depth:
         return {"pairs": pairs, "shares": {}}
-    agree = {name: 0 for name in readings(seq)}
-    total = {name: 0 for name in agree}
-    for i, j in pairs:
-        a, b = seq[i], seq[j]
-        for name, c2ws in readings(seq).items():
-            _, err = reprojection_errors(a.depth, a.K, c2ws[i], b.depth, b.K, c2ws[j], stride=STRIDE, relative=True)
-            agree[name] += int(np.sum(err <= AGREE_RELATIVE))
-            total[name] += int(np.sum(a.depth[::STRIDE, ::STRIDE] > 0))  # (landing outside counts as disagreeing)
-    return {"pairs": pairs, "shares": {name: agree[name] / max(total[name], 1) for name in agree}}
+    needed = sorted({k for pair in pairs for k in pair})
+    frames = {k: seq[k] for k in needed}
+    poses = readings(seq, needed)
+    shares = {}
+    for name, c2ws in poses.items():
+        counts = np.sum([moved_depth_agreement(frames[i], frames[j], c2ws[i], c2ws[j]) for i, j in pairs], axis=0)
+        moved, inside, on_depth, agree = (int(c) for c in counts)
+        shares[name] = inside / max(moved, 1) * agree / max(on_depth, 1)
+    return {"pairs": pairs, "shares": shares}
 
 
 def misreading(shares: dict[str, float]) -> str | None:

@@ -17,9 +17,10 @@ import numpy as np
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
-                                        _check_pose, _confidence_maps, _confidence_note, _depth_scale, _images_in, _json_object,
-                                        _min_confidence, _natural_key, _number_table, _numbers, _read_depth,
-                                        _read_intrinsics, _read_rgb, _visible, config_folder, up_rotation)
+                                        _check_pose, _confidence_maps, _confidence_note, _depth_scale, _images_in,
+                                        _json_object, _min_confidence, _natural_key, _number_table, _numbers,
+                                        _read_depth, _read_intrinsics, _read_rgb, _time_or, _visible, config_folder,
+                                        up_rotation)
 from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
@@ -384,6 +385,9 @@ def _arkit_frames(folder: Path, numbered: dict[int, Path], colour: dict[int, Pat
         missing = sum(n not in have for n in numbers)
         if missing:
             notes.append(f"{missing} of the {len(numbers)} frames of {listed_in} have no {what}: skipped")
+    uncamera = sum(n not in numbered for n in colour if n in depth)
+    if uncamera:
+        notes.append(f"{uncamera} frames have colour and depth but no camera in {listed_in}: skipped")
     kept = [n for n in numbers if n in colour and n in depth]
     if not kept:
         raise SequenceError(f"{folder}: no frame of {listed_in} has both a colour and a depth image; export the scan "
@@ -440,8 +444,7 @@ def _open_3d_scanner_app(folder: Path, cfg: dict, up: str) -> _ImageSequence:
                                 f"{pose.size} and {K.size}; {fix}")
         poses.append(flip_cv_gl(_check_pose(pose.reshape(4, 4), str(cameras[n]))))  # OpenGL -> OpenCV camera
         Ks.append(_check_K(K.reshape(3, 3), cameras[n]))
-        t = data.get("time")
-        times.append(float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else float(n))
+        times.append(_time_or(data.get("time"), n))
     confidence, min_confidence = _confidence_maps([folder / f"conf_{depth[n].stem[len('depth_'):]}.png" for n in kept],
                                                   len(kept), cfg, folder, notes, kept_in="conf_*.png")
     K = _K_from_config(cfg, folder)
@@ -453,6 +456,7 @@ def _open_3d_scanner_app(folder: Path, cfg: dict, up: str) -> _ImageSequence:
 
 
 POLYCAM_CAMERA_KEYS = [f"t_{r}{c}" for r in range(3) for c in range(4)]
+POLYCAM_CONFIDENCE_STEP = 127  # its maps hold 0, 127, 255 where ARKit's hold 0, 1, 2
 
 
 def polycam_keyframes(folder: Path) -> Path | None:
@@ -467,9 +471,11 @@ def polycam_keyframes(folder: Path) -> Path | None:
 def _open_polycam(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """Polycam's raw-data export (developer mode), as nerfstudio's ``ns-process-data polycam`` reads it:
     ``keyframes/corrected_images/<id>.jpg`` and ``corrected_cameras/<id>.json`` (else ``images/``, ``cameras/``),
-    ``depth/<id>.png`` (mm), ``confidence/<id>.png`` (0..2). A camera file holds ``fx fy cx cy width height`` of
-    its image (nerfstudio's pixel convention, centres at +0.5) and ``t_00`` .. ``t_23``, a row-major 3x4
-    camera-to-world of ARKit's OpenGL camera in its y-up world. Colour resized to the depth's size, K with it."""
+    ``depth/<id>.png`` (mm), ``confidence/<id>.png`` (0 low, 127 medium, 255 high, as Polycam's polyform README
+    says; ``min_confidence`` 0..2 picks the level). A camera file holds ``fx fy cx cy width height`` of its image
+    (nerfstudio's pixel convention, centres at +0.5) and ``t_00`` .. ``t_23``, a row-major 3x4 camera-to-world of
+    ARKit's OpenGL camera in its y-up world. The ids are times in microseconds. Colour resized to the depth's
+    size, K with it."""
     fix = "export the capture from Polycam again (raw data)"
     keyframes = polycam_keyframes(folder)
     if keyframes is None:
@@ -497,7 +503,7 @@ def _open_polycam(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     K = _K_from_config(cfg, folder)
     return _ImageSequence(
         path=folder, format="polycam", c2ws=up_rotation(up) @ np.stack(poses),
-        timestamps=np.asarray(kept, dtype=np.float64), world_up=up, notes=notes,
+        timestamps=np.asarray(kept, dtype=np.float64) * 1e-6, world_up=up, notes=notes,
         rgb_files=[colour[n] for n in kept], depth_files=[depth[n] for n in kept], Ks=Ks if K is None else K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
-        confidence_files=confidence, min_confidence=min_confidence)
+        confidence_files=confidence, min_confidence=min_confidence, confidence_step=POLYCAM_CONFIDENCE_STEP)

@@ -18,9 +18,9 @@ import numpy as np
 from worldmodel.camera import flip_cv_gl
 from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _IMAGE_EXT, _ImageSequence, _K_from_config,
                                         _check_K, _check_pose, _depth_files_by_stem, _depth_scale, _drop_lost_poses,
-                                        _images_in, _last_number, _natural_key, _numbers, _one_pose_per_frame,
-                                        _read_intrinsics, _read_rgb, _up_from_cameras, _visible, config_folder,
-                                        read_poses_file, up_rotation)
+                                        _image_array, _images_in, _last_number, _natural_key, _numbers,
+                                        _one_pose_per_frame, _read_intrinsics, _read_rgb, _up_from_cameras, _visible,
+                                        config_folder, read_poses_file, up_rotation)
 from worldmodel.recordings.tum import TUM_K
 
 
@@ -502,12 +502,12 @@ def _open_replica_habitat(folder: Path, cfg: dict, up: str) -> _ImageSequence:
                                 f"{rgb.name}")
         depth_files.append(depth)
     notes: list[str] = []
+    if len(numbers) < len(poses):
+        notes.append(f"{REPLICA_HABITAT_POSES} has {len(poses)} poses and rgb/ images of {len(numbers)} of them: the "
+                     "frames without an image are skipped")
     K = _K_from_config(cfg, folder)
     if K is None:
-        from PIL import Image
-
-        with Image.open(rgb_files[0]) as im:
-            w, h = im.size
+        h, w = _image_array(rgb_files[0], "image", "copy it again").shape[:2]
         K = np.array([[w / 2.0, 0.0, (w - 1) / 2.0], [0.0, w / 2.0, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
         notes.append(f"K from Habitat's 90° horizontal field of view, as Semantic-NeRF and vMAP render Replica "
                      f"(fx=fy={w / 2:g}); put K in {CONFIG_FILE} for another camera")
@@ -530,8 +530,9 @@ def _open_neural_rgbd(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """Neural RGB-D's scenes (Azinović et al.; also read by Co-SLAM and GO-Surf): ``images/`` and
     ``depth_filtered/`` (else ``depth/``, mm) paired in file-name order, ``poses.txt`` (else
     ``trainval_poses.txt``; a 4x4 camera-to-world in four lines per image, NaN where there is none) of OpenGL
-    cameras, ``focal.txt`` (one focal length of the depth camera, the principal point at its centre, as its
-    ray generator puts it). Colour of another size is resized to the depth's."""
+    cameras, ``focal.txt`` (one focal length of the depth camera; the principal point at (W - 1) / 2,
+    (H - 1) / 2, where its own ray generator ``get_rays`` puts pixel i's ray at (i + 0.5 - W / 2) / focal).
+    Colour of another size is resized to the depth's."""
     fix = "a Neural RGB-D scene folder needs images/, depth/ (or depth_filtered/), poses.txt and focal.txt"
     depth_dir = next((d for d in NEURAL_RGBD_DEPTH if (folder / d).is_dir()), "depth")
     rgb_files = _images_in(folder, "images", fix)
@@ -552,11 +553,8 @@ def _open_neural_rgbd(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         if len(focal) != 1:
             raise SequenceError(f"{folder / 'focal.txt'}: expected one number (the focal length in pixels), got "
                                 f"{len(focal)}")
-        from PIL import Image
-
-        with Image.open(depth_files[0]) as im:
-            w, h = im.size
-        K = _check_K(np.array([[focal[0], 0.0, w / 2.0], [0.0, focal[0], h / 2.0], [0.0, 0.0, 1.0]]),
+        h, w = _image_array(depth_files[0], "depth image", "copy it again").shape[:2]
+        K = _check_K(np.array([[focal[0], 0.0, (w - 1) / 2.0], [0.0, focal[0], (h - 1) / 2.0], [0.0, 0.0, 1.0]]),
                      folder / "focal.txt")
     if up == "auto":
         up = _up_from_cameras(poses, notes)

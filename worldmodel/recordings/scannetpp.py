@@ -20,7 +20,7 @@ import numpy as np
 
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
                                         _check_pose, _depth_scale, _json_object, _last_number, _natural_key,
-                                        up_rotation)
+                                        _time_or, up_rotation)
 
 
 SCANNETPP_POSES = "pose_intrinsic_imu.json"
@@ -32,58 +32,85 @@ class _DepthBin:
     """ScanNet++'s ``depth.bin``, frame k read on demand, in metres. Two forms, as the toolkit's ``extract_depth``
     tells them apart: frames one after another, each ``[uint32 size][payload]`` (an lz4 block of uint16
     millimetres, or raw deflate of float32 metres), or the whole file one raw-deflate stream of float32 metres
-    frames. The stream is walked once when opened; decoder states kept every few MB let a frame be read from the
-    nearest one before it."""
+    frames. The stream is walked once when opened (about a second per thousand frames), keeping the decoder's
+    state every CHECKPOINT_FRAMES frames, so a frame is read from the nearest state before it; no inflate call
+    makes more than OUT_LIMIT bytes, so memory stays bounded however well the depth compresses. A file cut short
+    plays its whole frames (``truncated``)."""
 
-    CHUNK = 1 << 20  # bytes of the stream read at a time
-    CHECKPOINT_EVERY = 4  # chunks between kept decoder states
+    INPUT_PIECE = 1 << 16  # compressed bytes read at a time
+    OUT_LIMIT = 1 << 22  # bytes one inflate call may make
+    CHECKPOINT_FRAMES = 64  # frames of output between kept decoder states
 
     def __init__(self, path: Path, shape: tuple[int, int] = DEPTH_BIN_SHAPE):
         self.path, self.shape = path, shape
         self.size = path.stat().st_size
-        self.frames: list[tuple[int, int]] | None = self._framed()  # (offset, size) of each frame's payload
-        self.checkpoints: list[tuple[int, object, int]] = []  # (input offset, decoder state, output bytes before)
         self.truncated = False
+        self.frames: list[tuple[int, int]] | None = self._framed()  # (offset, size) of each frame's payload
+        # (file offset read to, decoder state, bytes made, input read but not yet inflated)
+        self.checkpoints: list[tuple[int, object, int, bytes]] = []
         self.count = len(self.frames) if self.frames is not None else self._walk_stream()
 
+    def _frame_bytes(self) -> int:
+        return self.shape[0] * self.shape[1] * 4
+
     def _framed(self) -> list[tuple[int, int]] | None:
-        """The payloads of the per-frame form, or None when the sizes do not chain exactly to the file's end."""
-        limit = 2 * self.shape[0] * self.shape[1] * 4 + 1024  # a payload is never much above the raw frame
+        """The payloads of the per-frame form, or None when the sizes do not chain to the file's end (a chain of
+        two or more whole frames whose last header runs past the end is the per-frame form cut short)."""
+        limit = 2 * self._frame_bytes() + 1024  # a payload is never much above the raw frame
         frames, offset = [], 0
         with self.path.open("rb") as f:
             while offset < self.size:
                 f.seek(offset)
                 head = f.read(4)
                 n = int.from_bytes(head, "little") if len(head) == 4 else 0
-                if n == 0 or n > limit or offset + 4 + n > self.size:
+                if len(head) < 4 or (0 < n <= limit and offset + 4 + n > self.size):
+                    self.truncated = len(frames) >= 2
+                    return frames if self.truncated else None
+                if n == 0 or n > limit:
                     return None
                 frames.append((offset + 4, n))
                 offset += 4 + n
         return frames or None
 
-    def _walk_stream(self) -> int:
-        """Walk the one-stream form, keeping decoder states -> the number of whole frames in it."""
-        decoder, read, made = zlib.decompressobj(-zlib.MAX_WBITS), 0, 0
+    def _inflate(self, start: int, stop: int | None, state: tuple[int, object, int, bytes],
+                 keep_checkpoints: bool = False) -> tuple[bytes, int, bool]:
+        """Inflate the stream from checkpoint ``state`` -> (the output bytes [start, stop) (all when stop is None:
+        none are kept), bytes made in all, whether the stream ended)."""
+        offset, decoder, made, pending = state
+        decoder, parts, every = decoder.copy(), [], self.CHECKPOINT_FRAMES * self._frame_bytes()
+        next_checkpoint = made + every
         with self.path.open("rb") as f:
-            for n in range(self.size // self.CHUNK + 1):
-                if n % self.CHECKPOINT_EVERY == 0:
-                    self.checkpoints.append((read, decoder.copy(), made))
-                chunk = f.read(self.CHUNK)
-                if not chunk:
-                    break
+            f.seek(offset)
+            while stop is None or made < stop:
+                if keep_checkpoints and made >= next_checkpoint:
+                    self.checkpoints.append((offset, decoder.copy(), made, pending))
+                    next_checkpoint = made + every
+                if not pending:
+                    pending = f.read(self.INPUT_PIECE)
+                    offset += len(pending)
+                    if not pending:
+                        break
                 try:
-                    made += len(decoder.decompress(chunk))
+                    out = decoder.decompress(pending, self.OUT_LIMIT)
                 except zlib.error as e:
                     raise SequenceError(f"cannot read {self.path}: {e}; it is neither of ScanNet++'s depth.bin forms "
                                         "(download it again, or extract depth/ with its prepare_iphone_data.py)")
-                read += len(chunk)
+                pending = decoder.unconsumed_tail
+                if stop is not None:
+                    lo, hi = max(start - made, 0), min(stop - made, len(out))
+                    if hi > lo:
+                        parts.append(out[lo:hi])
+                made += len(out)
                 if decoder.eof:
                     break
-        self.truncated = not decoder.eof
-        return made // self._frame_bytes()
+        return b"".join(parts), made, decoder.eof
 
-    def _frame_bytes(self) -> int:
-        return self.shape[0] * self.shape[1] * 4
+    def _walk_stream(self) -> int:
+        """Walk the one-stream form once, keeping decoder states -> the number of whole frames in it."""
+        self.checkpoints.append((0, zlib.decompressobj(-zlib.MAX_WBITS), 0, b""))
+        _, made, ended = self._inflate(0, None, self.checkpoints[0], keep_checkpoints=True)
+        self.truncated = not ended
+        return made // self._frame_bytes()
 
     def __len__(self) -> int:
         return self.count
@@ -110,8 +137,8 @@ class _DepthBin:
         except lz4.block.LZ4BlockError:
             pass
         try:
-            metres = np.frombuffer(zlib.decompress(data, wbits=-zlib.MAX_WBITS), np.float32)
-        except zlib.error:
+            metres = np.frombuffer(zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, h * w * 4 + 4), np.float32)
+        except (zlib.error, ValueError):
             metres = np.zeros(0, np.float32)
         if metres.size != h * w:
             raise SequenceError(f"cannot read frame {k} of {self.path} (neither lz4 nor deflate of a {w}x{h} frame); "
@@ -120,20 +147,8 @@ class _DepthBin:
 
     def _stream_frame(self, k: int) -> np.ndarray:
         start, size = k * self._frame_bytes(), self._frame_bytes()
-        read, state, made = next(c for c in reversed(self.checkpoints) if c[2] <= start)
-        decoder, parts = state.copy(), []
-        with self.path.open("rb") as f:
-            f.seek(read)
-            while made < start + size:
-                chunk = f.read(self.CHUNK)
-                if not chunk:
-                    break
-                out = decoder.decompress(chunk)
-                lo, hi = max(start - made, 0), min(start + size - made, len(out))
-                if hi > lo:
-                    parts.append(out[lo:hi])
-                made += len(out)
-        data = b"".join(parts)
+        state = next(c for c in reversed(self.checkpoints) if c[2] <= start)
+        data, _, _ = self._inflate(start, start + size, state)
         if len(data) != size:
             raise SequenceError(f"{self.path} ends inside frame {k}; download it again, or play fewer frames")
         return np.frombuffer(data, np.float32).reshape(self.shape).copy()
@@ -141,18 +156,18 @@ class _DepthBin:
 
 @dataclass(eq=False)
 class _ScanNetPPSequence(_VideoSequence):
-    """ScanNet++ iPhone frames: colour from ``rgb/`` or the video, depth from ``depth/`` or ``depth.bin``
-    (frame ``depth_index[i]`` of it)."""
+    """ScanNet++ iPhone frames: colour from ``rgb/`` or, where ``rgb_files[i]`` is the video, video frame
+    ``video_index[i]``; depth from ``depth/`` or ``depth.bin`` (frame ``depth_index[i]`` of it)."""
 
     PER_FRAME = _VideoSequence.PER_FRAME + ("depth_index",)
     depth_bin: _DepthBin | None = None
     depth_index: list[int] = field(default_factory=list)
 
     def files(self, i: int) -> list[Path]:
-        return [self.video or self.rgb_files[i], self.depth_bin.path if self.depth_bin else self.depth_files[i]]
+        return [self.rgb_files[i], self.depth_bin.path if self.depth_bin else self.depth_files[i]]
 
     def _colour(self, i: int) -> np.ndarray:
-        return super()._colour(i) if self.video else _ImageSequence._colour(self, i)
+        return super()._colour(i) if self.rgb_files[i] == self.video else _ImageSequence._colour(self, i)
 
     def _depth(self, i: int) -> np.ndarray:
         if self.depth_bin is None:
@@ -177,10 +192,10 @@ def _open_scannetpp(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
     if not meta:
         raise SequenceError(f"{path} holds no frames (an object of frame_NNNNNN entries); download it again")
     names = sorted(meta, key=lambda n: _natural_key(Path(n)))
-    numbers = [_last_number(n) for n in names]
+    numbers = [_last_number(n) if len(n) <= 64 else None for n in names]
     if None in numbers:
-        raise SequenceError(f"{path}: frame {names[numbers.index(None)]!r} is not named frame_NNNNNN; download it "
-                            "again")
+        raise SequenceError(f"{path}: frame {names[numbers.index(None)][:64]!r} is not named frame_NNNNNN; download "
+                            "it again")
     notes: list[str] = []
     rgb_dir, depth_dir = folder / "rgb", folder / "depth"
     video = next((folder / v for v in SCANNETPP_VIDEOS if (folder / v).is_file()), None)
@@ -193,13 +208,12 @@ def _open_scannetpp(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
             raise SequenceError(f"{folder} has neither depth/ nor depth.bin; a ScanNet++ iphone folder needs its depth")
         depth_bin = _DepthBin(folder / "depth.bin")
         if depth_bin.truncated:
-            notes.append(f"depth.bin ends mid-stream: its {len(depth_bin)} whole frames are played")
+            notes.append(f"depth.bin is cut short: its {len(depth_bin)} whole frames are played")
 
     kept, rgb_files, depth_files, missing = [], [], [], {"colour": 0, "depth": 0}
-    use_video = not rgb_dir.is_dir()  # (extracted frames, when there are, are read rather than decoded)
     for name, number in zip(names, numbers):
-        rgb = video if use_video else next((rgb_dir / (name + e) for e in (".jpg", ".png")
-                                            if (rgb_dir / (name + e)).is_file()), None)
+        # an extracted frame is read rather than decoded; the video has the frames rgb/ lacks (COLMAP's subset)
+        rgb = next((rgb_dir / (name + e) for e in (".jpg", ".png") if (rgb_dir / (name + e)).is_file()), video)
         if rgb is None:
             missing["colour"] += 1
             continue
@@ -219,7 +233,7 @@ def _open_scannetpp(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
     for what, n in missing.items():
         if n:
             notes.append(f"{n} of the {len(names)} frames in {SCANNETPP_POSES} have no {what} "
-                         f"({'rgb/' if what == 'colour' else 'depth/ or depth.bin'}): skipped")
+                         f"({'rgb/ or a video' if what == 'colour' else 'depth/ or depth.bin'}): skipped")
     if not kept:
         raise SequenceError(f"{folder}: no frame of {SCANNETPP_POSES} has both colour and depth; extract them with "
                             "ScanNet++'s iphone/prepare_iphone_data.py")
@@ -229,13 +243,12 @@ def _open_scannetpp(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
         entry = meta[name]
         poses.append(_check_pose(_entry_matrix(entry, "aligned_pose", (4, 4), f"{path}: {name}"), f"{path}: {name}"))
         Ks.append(_check_K(_entry_matrix(entry, "intrinsic", (3, 3), f"{path}: {name}"), f"{path}: {name}"))
-        t = entry.get("timestamp")
-        times.append(float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else float(number))
+        times.append(_time_or(entry.get("timestamp"), number))
     K = _K_from_config(cfg, folder)
     return _ScanNetPPSequence(
         path=folder, format="scannetpp", c2ws=up_rotation(up) @ np.stack(poses), timestamps=np.asarray(times),
         world_up=up, notes=notes, rgb_files=rgb_files, depth_files=depth_files, Ks=Ks if K is None else K,
         depth_scale=_depth_scale(cfg, folder, 0.001), colour_to_depth_size=True, colour_K=True,
-        video=video if use_video else None, video_index=[number for _, number in kept],
+        video=video, video_index=[number for _, number in kept],
         frames_listed_in=SCANNETPP_POSES, depth_bin=depth_bin,
         depth_index=[number for _, number in kept] if depth_bin is not None else [])

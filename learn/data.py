@@ -193,9 +193,32 @@ def _generate_one(args: tuple[WalkSpec, str]) -> str:
     return str(generate_walk(spec, shard_path(folder, spec.seed)))
 
 
+def check_shards_fit(folder: str | Path, seeds: range | list[int], steps: int, size: int) -> None:
+    """ValueError (one line naming the folder) when a shard ``folder`` already holds for one of ``seeds`` was made
+    with another walk length or frame size than ``steps`` and ``size``: it would be reused as it is. Reads the
+    shards' headers only."""
+    from safetensors import safe_open
+
+    for seed in seeds:
+        path = shard_path(folder, seed)
+        if not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                shape = tuple(f.get_slice("rgb").get_shape())
+        except Exception as e:  # safetensors raises its own error types
+            raise ValueError(f"{path} is not a readable walk shard ({str(e)[:60]}); delete it and run again") from None
+        if shape[:3] != (steps + 1, size, size):
+            raise ValueError(f"{folder} holds walks of {shape[0] - 1} steps at {shape[2]}x{shape[1]} (e.g. "
+                             f"{path.name}), made by another run; this one asks for {steps} steps at {size}x{size}: "
+                             "pass another --data folder, or delete those shards")
+
+
 def generate_shards(folder: str | Path, seeds: range | list[int], steps: int = 80, size: int = 128,
                     workers: int = 1, progress: bool = True) -> list[Path]:
-    """Make the shards of ``seeds`` that ``folder`` does not hold yet (parallel processes); returns all paths."""
+    """Make the shards of ``seeds`` that ``folder`` does not hold yet (parallel processes); returns all paths.
+    Shards it holds of another walk length or size are refused (:func:`check_shards_fit`), not reused."""
+    check_shards_fit(folder, seeds, steps, size)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     specs = walk_specs(seeds, steps, size)

@@ -40,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
-from learn.data import generate_shards, load_shard, shard_path
+from learn.data import check_shards_fit, generate_shards, load_shard, shard_path
 from scenes.atomic import WriteError, json_safe, remove_empty_folder, replacing, writable_folder, write_error
 from worldmodel.neural.inputs import (build_inputs, compose, encode_depth, forward_warp, heading_frame, output_depth,
                                      pose_head_input, relative_motion)
@@ -254,7 +254,8 @@ class Trainer:
     # ---------------------------------------------------------------- data
     def load_data(self, progress: bool = True) -> None:
         cfg = self.cfg
-        if self.rank == 0:  # one rank generates; the others wait at the barrier
+        check_shards_fit(cfg.data, cfg.train_seeds + cfg.val_seeds, cfg.walk_steps, DEFAULT_CONFIG["size"][0])
+        if self.rank == 0:  # one rank generates (every rank refused the same unfit shards); the others wait
             generate_shards(cfg.data, cfg.train_seeds + cfg.val_seeds, cfg.walk_steps, DEFAULT_CONFIG["size"][0],
                             workers=cfg.workers, progress=progress)
         if self.world > 1:
@@ -672,6 +673,10 @@ def main(args) -> int:
         cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:
         cfg.val_seeds = list(range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_walks))
+    if cfg.walk_steps + 1 < cfg.max_rollout + 2:  # a rollout needs max_rollout frames before its last and target
+        print(f"error: --max-rollout {cfg.max_rollout} needs walks of at least {cfg.max_rollout + 1} steps; lower "
+              f"--max-rollout, or raise --walk-steps ({cfg.walk_steps})", file=sys.stderr)
+        return 2
     out_existed = Path(cfg.out).exists()
     try:  # the output folder, weights and checkpoints are checked before any walk data is made
         check_out_folder(Path(cfg.out), bool(args.resume))

@@ -111,3 +111,23 @@ def test_a_move_is_refused_only_when_a_commanded_move_was_not_made():
     assert not kin.move_refused(start, turned_in_place, Action("S", "L"))   # stay was asked for
     assert not kin.move_refused(start, start, TargetPose(start))            # a target pose is never refused
     assert not Kinematics(step_m=0.0).move_refused(start, turned_in_place, forward)  # nothing to refuse
+
+
+def test_a_generated_walk_is_made_on_demand_and_reads_the_same_every_way():
+    """`run --steps N` walks (accepted up to 10M steps) are made as they are taken: the walk of 10M steps exists at
+    once (it was a list built before the first step: 106 s and 1.5 GB), and iterating, indexing forward or back,
+    negative indices and slices of slices all give the same actions."""
+    from worldmodel.actions import generated_walk
+
+    huge = generated_walk("random", 10_000_000, 1)
+    assert len(huge) == 10_000_000 and len(huge[9_999_990:]) == 10
+    walk = generated_walk("random", 300, 7)
+    listed = list(walk)
+    assert len(listed) == 300 and len(set(listed)) > 5  # a wander, not one action
+    assert [walk[i] for i in range(300)] == listed and [walk[i] for i in (250, 3, 299, 0)] == [
+        listed[250], listed[3], listed[299], listed[0]]
+    assert walk[-1] == listed[-1] and list(walk[40:200][10:20]) == listed[50:60] and walk[::100] == listed[::100]
+    assert list(generated_walk("random", 300, 8)) != listed  # another seed, another walk
+    assert set(generated_walk("orbit", 5, 0)) == {Action("F", "L")}
+    with pytest.raises(IndexError):
+        walk[300]

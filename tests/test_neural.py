@@ -1022,7 +1022,8 @@ def test_train_checks_its_output_folder_and_rollout_length_before_the_work(tiny_
 
     def train(*extra: str) -> tuple[int, str]:
         args = build_parser().parse_args(["train", "--data", str(tiny_shards), "--walks", "2", "--val-walks", "1",
-                                          "--widths", "8", "16", "--batch", "1", "--steps", "1", *extra])
+                                          "--walk-steps", "6", "--widths", "8", "16", "--batch", "1", "--steps", "1",
+                                          *extra])
         code = main(args)
         return code, capsys.readouterr().err
 
@@ -1049,8 +1050,11 @@ def test_train_checks_its_output_folder_and_rollout_length_before_the_work(tiny_
     code, err = train("--out", str(tmp_path / "d"), "--data", str(tmp_path / "data_file"))
     assert code == 2 and err.startswith("error: cannot write") and len(err.splitlines()) == 1, err
     code, err = train("--out", str(tmp_path / "ro"), "--max-rollout", "6", "--rollout-after", "0")
-    assert code == 2 and "walks in" in err and "--max-rollout 6 needs at least 8" in err, err
-    assert not (tmp_path / "ro" / "model.safetensors").exists()
+    assert code == 2 and "--max-rollout 6 needs walks of at least 7 steps" in err, err
+    assert not (tmp_path / "ro").exists()  # (refused before anything: it had generated every walk first)
+    # walks another run made, of another length: refused, not trained on (they were reused by file name)
+    code, err = train("--out", str(tmp_path / "stale"), "--walk-steps", "20")
+    assert code == 2 and f"{tiny_shards} holds walks of 6 steps at 128x128" in err and "asks for 20 steps" in err, err
 
 
 def test_ctrl_c_stops_training_after_the_step_with_a_checkpoint(tiny_shards, tmp_path):
@@ -1061,8 +1065,9 @@ def test_ctrl_c_stops_training_after_the_step_with_a_checkpoint(tiny_shards, tmp
 
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "train", "--data", str(tiny_shards), "--out",
-                             str(out), "--walks", "2", "--val-walks", "1", "--widths", "8", "16", "--batch", "1",
-                             "--steps", "1000000", "--minutes", "5"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                             str(out), "--walks", "2", "--val-walks", "1", "--walk-steps", "6", "--widths", "8", "16",
+                             "--batch", "1", "--steps", "1000000", "--minutes", "5"], stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
     seen = ""
     deadline = time.time() + 120
     while "train:" not in seen and time.time() < deadline:  # the progress bar: the loop has started

@@ -12,8 +12,12 @@ A continuous action (:class:`TargetPose`) asks for a view at an exact camera pos
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -217,17 +221,50 @@ def action_from_text(text: str) -> Action | TargetPose | None:
     return Action.parse(text)
 
 
-def generated_walk(kind: str, steps: int, seed: int) -> list[Action]:
-    """A walk of ``steps`` actions: 'forward', 'orbit' (forward while turning left) or 'random' (seeded wander)."""
-    if kind == "forward":
-        return [Action("F", "N")] * steps
-    if kind == "orbit":
-        return [Action("F", "L")] * steps
-    rng = np.random.default_rng(seed)
-    walk, turn = [], "N"
-    for _ in range(steps):
-        if rng.random() < 0.15:  # change the turn now and then, so the walk wanders instead of jittering
-            turn = rng.choice(["N", "N", "L", "R"])
-        translation = rng.choice(["F", "F", "F", "fL", "fR", "S"])
-        walk.append(Action(str(translation), str(turn)))
-    return walk
+class GeneratedWalk(Sequence):
+    """Actions ``start``..``stop`` of the endless walk ``kind`` ('forward', 'orbit': forward while turning left,
+    'random': a seeded wander) of ``seed``, made on demand: a walk of millions of steps takes no memory and no time
+    before its first step. Iterating, or indexing forward, makes each action once; indexing back starts the walk
+    again; a slice is a walk too."""
+
+    def __init__(self, kind: str, seed: int, start: int, stop: int):
+        self.kind, self.seed, self.start, self.stop = kind, seed, start, max(start, stop)
+        self._made: tuple[int, Iterator[Action]] | None = None  # (index of the next action, the walk making it)
+
+    def _walk(self) -> Iterator[Action]:
+        if self.kind in ("forward", "orbit"):
+            yield from itertools.repeat(Action("F", "N" if self.kind == "forward" else "L"))
+        rng, turn = np.random.default_rng(self.seed), "N"
+        while True:
+            if rng.random() < 0.15:  # change the turn now and then, so the walk wanders instead of jittering
+                turn = rng.choice(["N", "N", "L", "R"])
+            yield Action(str(rng.choice(["F", "F", "F", "fL", "fR", "S"])), str(turn))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[Action]:
+        return itertools.islice(self._walk(), self.start, self.stop)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                return [self[k] for k in range(lo, hi, step)]
+            return GeneratedWalk(self.kind, self.seed, self.start + lo, self.start + hi)
+        i = operator.index(i) + (len(self) if operator.index(i) < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"step {i} is outside the walk of {len(self)} steps")
+        k = self.start + i
+        if self._made is None or self._made[0] > k:
+            self._made = (0, self._walk())
+        at, walk = self._made
+        action = next(itertools.islice(walk, k - at, None))
+        self._made = (k + 1, walk)
+        return action
+
+
+def generated_walk(kind: str, steps: int, seed: int) -> GeneratedWalk:
+    """A walk of ``steps`` actions: 'forward', 'orbit' (forward while turning left) or 'random' (seeded wander),
+    made on demand (:class:`GeneratedWalk`)."""
+    return GeneratedWalk(kind, seed, 0, steps)

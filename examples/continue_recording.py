@@ -47,4 +47,7 @@ if __name__ == "__main__":
     p.add_argument("--alone", action="store_true", help="hand over the last frame only (for comparison)")
     p.add_argument("--out", type=Path, default=Path("out/continued"))
     a = p.parse_args()
-    main(a.folder, a.frames, a.out, a.actions, a.alone)
+    try:
+        main(a.folder, a.frames, a.out, a.actions, a.alone)
+    except (ValueError, OSError) as e:  # a bad folder, action string, size or output path: one line
+        raise SystemExit(f"error: {e}") from None

@@ -33,4 +33,7 @@ if __name__ == "__main__":
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"))
     p.add_argument("--voxel", type=float, default=0.1, help="voxel size in metres")
     a = p.parse_args()
-    main(a.out, a.actions, tuple(a.size), a.voxel)
+    try:
+        main(a.out, a.actions, tuple(a.size), a.voxel)
+    except (ValueError, OSError) as e:  # a bad folder, action string, size or output path: one line
+        raise SystemExit(f"error: {e}") from None

@@ -40,4 +40,7 @@ if __name__ == "__main__":
     p.add_argument("--out", type=Path, default=Path("cache.png"))
     p.add_argument("--voxel", type=float, default=0.02, help="voxel size in metres")
     a = p.parse_args()
-    main(a.folder, a.frames, a.out, a.voxel)
+    try:
+        main(a.folder, a.frames, a.out, a.voxel)
+    except (ValueError, OSError) as e:  # a bad folder, action string, size or output path: one line
+        raise SystemExit(f"error: {e}") from None

@@ -720,7 +720,7 @@ def write_mp4(path, frames: Iterable[Frame], fps: int = 10, depth_range: tuple |
                     writer = imageio_ffmpeg.write_frames(
                         str(tmp), (img.shape[1], img.shape[0]), fps=float(fps), codec="libx264",
                         pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1, quality=7,
-                        output_params=["-f", "mp4"], ffmpeg_log_level="error")
+                        output_params=["-f", "mp4"], ffmpeg_log_level="quiet")  # (a failure is one ExportError)
                     writer.send(None)
                     ffmpeg = writer.gi_frame.f_locals.get("p") if writer.gi_frame else None  # its process
                 writer.send(img)

@@ -19,7 +19,7 @@ from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
 from scenes.factory import learned_weights, make_scene, start_learned_from
 from scenes.scene import Scene, SceneConfig
-from scenes.session import SessionError, read_session_meta, save_session, saved_memory_config
+from scenes.session import SessionError, is_session_folder, read_session_meta, save_session, saved_memory_config
 from scenes.spill import install_signal_handlers
 from worldmodel.actions import ActionParseError, Kinematics, generated_walk, parse_actions
 from worldmodel.registry import WorldSpecError
@@ -45,6 +45,10 @@ def main(args) -> int:
     if not args.resume and (out / "session" / "session.json").exists():  # a rerun must not overwrite a long walk
         return fail(f"{out / 'session'} holds a saved session; add --resume {out / 'session'} to go on with it, or "
                     "choose another --out")
+    resume = Path(args.resume).expanduser() if args.resume else None
+    if resume is not None and not is_session_folder(resume) and is_session_folder(resume / "session"):
+        return fail(f"{resume} is a run's folder; its session is in {resume / 'session'}: pass --resume "
+                    f"{resume / 'session'}")
     why_not = _why_not_write_into(out, args)
     if why_not:
         return fail(why_not)
@@ -264,6 +268,13 @@ def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:
     try:
         folder = save_session(scene, out / "session")
     except (SessionError, OSError) as save_error:
-        return fail(f"{why}; the frames made so far could not be saved either ({save_error})")
+        earlier = ""
+        try:  # an earlier autosave is still whole (saves swap in whole): the walk goes on from there
+            earlier_frames = len(read_session_meta(out / "session")["frame_ids"])
+            earlier = (f"; the autosave of {earlier_frames} frames in {out / 'session'} is whole: run the same "
+                       f"command with --resume {out / 'session'} to go on from it")
+        except (SessionError, KeyError, TypeError):
+            pass
+        return fail(f"{why}; the frames made so far could not be saved either ({save_error}){earlier}")
     return fail(f"{why}; the {scene.length} frames made so far are saved in {folder}; "
                 f"run the same command with --resume {folder} to go on")

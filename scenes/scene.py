@@ -539,10 +539,10 @@ class Scene:
 
         Each file is written atomically; the session comes first, and one failed export does not stop the
         others. When any failed, ExportError names them after everything else was written."""
+        from scenes.atomic import writable_folder
         from scenes.session import save_session
 
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
+        out = writable_folder(folder)  # (WriteError, one line, when it cannot be written)
         jobs: dict[str, Callable[[], Path]] = {
             "session": lambda: save_session(self, out / "session", progress=progress),
             "ply": lambda: self.export_ply(out / "scene.ply"), "glb": lambda: self.export_glb(out / "scene.glb"),

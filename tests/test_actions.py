@@ -29,6 +29,8 @@ def test_valid_strings_from_deepverse():
     ("(FN)(FN", 7, ""),
     ("(FN)x(FN)", 4, "x"),
     ("", 0, ""),
+    ("(fln)", 2, "l"),        # a diagonal's second letter is the bad one, not its 'f'
+    ("(r", 2, ""),
 ])
 def test_invalid_strings_name_position_and_token(text, position, token):
     with pytest.raises(ActionParseError) as info:

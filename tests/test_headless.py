@@ -174,6 +174,8 @@ def test_a_rerun_or_a_resume_that_disagrees_with_the_saved_walk_is_refused(tmp_p
     assert main(["run", "--actions", "(FN)" * 40 + "(BN)" + "(FN)" * 39, *SMALL, "--out", str(middle), "--resume",
                  str(middle / "session")]) == 2
     assert "made with other actions (step 41 differs)" in capsys.readouterr().err
+    assert main(["run", "--actions", "(FN)" * 80, *SMALL, "--out", str(middle), "--resume", str(middle)]) == 2
+    assert f"{middle} is a run's folder; its session is in {middle / 'session'}" in capsys.readouterr().err
     # the walk of the session's own seed goes on when --seed is left out
     assert main(["run", "--steps", "16", *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
     scene = load_session(out / "session")
@@ -218,6 +220,11 @@ def test_a_resumed_run_autosaves_and_one_failed_autosave_does_not_stop_it(tmp_pa
     scene = load_session(out / "session")  # what was made is saved once more
     assert scene.length == 35
     scene.close()
+    # a disk that stays full: the last save fails too, and the line says the earlier autosave is whole
+    monkeypatch.setattr("scenes.headless.save_session", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    assert main(["run", *SMALL, "--out", str(out), "--resume", str(out / "session"), "--actions", "(FN)" * 50]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "could not be saved either" in err and f"the autosave of 35 frames in {out / 'session'} is whole" in err
 
 
 def test_a_resumed_run_keeps_the_memory_it_was_made_with(tmp_path, capsys):

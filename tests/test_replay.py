@@ -503,6 +503,12 @@ def test_replay_in_a_scene_with_session_round_trip(mini_tum, tmp_path):
     scene.close()
     loaded.close()
 
+    moved = mini_tum.with_name(mini_tum.name + "_moved")
+    mini_tum.rename(moved)  # a recording moved away: the session says where it was
+    with pytest.raises(ValueError, match=f"replay recording cannot be opened: it was at {mini_tum}, and is not there "
+                                         "now; put it back there"):
+        load_session(saved)
+    moved.rename(mini_tum)
     shutil.rmtree(mini_tum / "rgb")
     with pytest.raises(ValueError, match="replay recording"):
         load_session(saved)

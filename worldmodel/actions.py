@@ -107,6 +107,9 @@ def parse_actions(text: str) -> list[Action]:
             translation, i = text[i:i + 2], i + 2
         elif i < n and text[i] in "SFBLR":
             translation, i = text[i], i + 1
+        elif i < n and text[i] in "fr":  # a diagonal's first letter: the second is the wrong one
+            raise ActionParseError(text, i + 1, text[i + 1:i + 2], f"L or R after '{text[i]}' (diagonals "
+                                                                  "fL/fR/rL/rR)")
         else:
             raise ActionParseError(text, i, text[i:i + 1], f"a translation ({'/'.join(TRANSLATIONS)})")
         if i < n and text[i] in "NLR":

@@ -169,6 +169,9 @@ class ReplayWorld(BaseWorldModel):
         path = desc.get("path")
         if not path:
             raise ValueError("replay description has no path")
+        if isinstance(path, str) and not Path(path).expanduser().exists():
+            raise ValueError(f"it was at {path}, and is not there now; put it back there (the session holds its "
+                             "frames, not the recording)")
         world = cls.open(path, world_up=desc.get("world_up"), stride=int(desc.get("stride") or 1),
                          max_frames=desc.get("max_frames"))
         if desc.get("frames") is not None and int(desc["frames"]) != len(world):

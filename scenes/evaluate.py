@@ -311,6 +311,7 @@ def main(args) -> int:
     """CLI entry (launch.py eval-recon): prints the table, optionally writes --json (atomically); errors -> exit 2;
     a --json that cannot be written after the fusion (a full disk) -> the JSON printed instead, exit 1."""
     from worldmodel.recordings import SequenceError
+    from worldmodel.recordings.checks import misreading_note, pose_agreement
     from worldmodel.replay import open_recording
 
     try:
@@ -333,6 +334,9 @@ def main(args) -> int:
               "pixels per frame (median)")
     for note in seq.notes:
         print(f"note: {note}")
+    misread = misreading_note(pose_agreement(seq)["shares"], seq.format)
+    if misread:  # a large |dz| above may be a convention the reader or the folder got wrong
+        print(f"note: {misread}")
     if not metrics.get("map_points"):
         print("note: the map is empty: no frame has valid depth within the fuse range (check the depth scale, "
               "e.g. depth_scale in worldstudio.json, and the invalid value)")

@@ -66,7 +66,8 @@ def recording_info(path: str) -> dict:
 
 def _agreement_lines(agreement: dict, fmt: str) -> list[str]:
     """The ``poses`` line of ``info`` and, when a misreading fits far better, a note saying what to do."""
-    from worldmodel.recordings.checks import AGREE_RELATIVE, MIN_MOTION_DEG, MIN_MOTION_M, PAIRS_WITHIN, misreading
+    from worldmodel.recordings.checks import (AGREE_RELATIVE, MIN_MOTION_DEG, MIN_MOTION_M, PAIRS_WITHIN,
+                                              misreading_note)
 
     shares, pairs = agreement["shares"], agreement["pairs"]
     if not shares:
@@ -76,16 +77,8 @@ def _agreement_lines(agreement: dict, fmt: str) -> list[str]:
     others = ", ".join(f"{name} {share:.0%}" for name, share in shares.items() if name != "as read")
     lines = [f"poses     {shares['as read']:.0%} of the depth moved between {len(pairs)} pairs of frames agrees with "
              f"the other frame's within {AGREE_RELATIVE:.0%} (read {others})"]
-    better = misreading(shares)
-    if better is not None:
-        fix = {"as OpenGL cameras": "the poses are OpenGL cameras (y up, z back)",
-               "as world-to-camera matrices": "the poses are world-to-camera matrices"}[better]
-        todo = ("check the recording is what its layout says" if fmt != "generic"
-                else 'set "camera": "opengl" in worldstudio.json' if "OpenGL" in better
-                else "write camera-to-world poses")
-        lines.append(f"note: the depth agrees far better with the poses read {better} ({shares[better]:.0%} "
-                     f"against {shares['as read']:.0%}): {fix}, it seems; {todo}")
-    return lines
+    note = misreading_note(shares, fmt)
+    return lines + ([f"note: {note}"] if note else [])
 
 
 def _recording_main(path: str) -> int:

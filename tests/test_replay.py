@@ -1484,6 +1484,8 @@ def test_info_says_when_the_poses_fit_the_depth_better_read_another_way(walk_fra
     assert "note: the depth agrees far better with the poses read as OpenGL cameras" in out
     assert out.rstrip().endswith('set "camera": "opengl" in worldstudio.json') or \
         'set "camera": "opengl" in worldstudio.json\n' in out
+    assert main(["eval-recon", str(folder), "--voxel", "0.5"]) == 0  # eval-recon says it below its table too
+    assert "note: the depth agrees far better with the poses read as OpenGL cameras" in capsys.readouterr().out
     assert "far better" not in info_with(true @ np.diag([1.0, -1.0, -1.0, 1.0]), {"camera": "opengl"})
     out = info_with(np.stack([invert_pose(p) for p in true]))
     assert "poses read as world-to-camera matrices" in out and "write camera-to-world poses" in out

@@ -88,3 +88,17 @@ def misreading(shares: dict[str, float]) -> str | None:
     best = max(shares, key=shares.get)
     as_read = shares["as read"]
     return best if best != "as read" and as_read < MISREAD_BELOW and shares[best] >= as_read + MISREAD_MARGIN else None
+
+
+def misreading_note(shares: dict[str, float], fmt: str) -> str | None:
+    """What to say when a misreading (:func:`misreading`) fits far better than the poses as read, for a recording
+    of format ``fmt``: which, and what to set (a generic folder) or check (a known format); None otherwise."""
+    better = misreading(shares)
+    if better is None:
+        return None
+    fix = {"as OpenGL cameras": "the poses are OpenGL cameras (y up, z back)",
+           "as world-to-camera matrices": "the poses are world-to-camera matrices"}[better]
+    todo = ("check the recording is what its layout says" if fmt != "generic"
+            else 'set "camera": "opengl" in worldstudio.json' if "OpenGL" in better else "write camera-to-world poses")
+    return (f"the depth agrees far better with the poses read {better} ({shares[better]:.0%} against "
+            f"{shares['as read']:.0%}): {fix}, it seems; {todo}")

@@ -91,7 +91,9 @@ def _open_7scenes(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     default_K_for = None
     if K is None:
         K, default_K_for = SEVEN_SCENES_K.copy(), (640, 480)
-        notes.append("no camera-intrinsics.txt: using 7-Scenes' documented fx=fy=585, cx=320, cy=240")
+        notes.append("no camera-intrinsics.txt: using 7-Scenes' documented fx=fy=585, cx=320, cy=240 (its depth "
+                     "camera's; its README says colour and depth are not registered, so colour sits a few pixels "
+                     "off the depth)")
     depth_files, pose_files = [], []
     for c in colors:
         stem = c.name[: c.name.index(".color")]

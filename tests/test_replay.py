@@ -1285,6 +1285,46 @@ def test_a_scannetpp_iphone_capture_reads_as_its_toolkit_reads_it(tmp_path, monk
         open_sequence(folder)
 
 
+def test_scannetpp_dslr_photos_with_rendered_depth_read_as_splatam_reads_them(walk_frames, tmp_path):
+    """ScanNet++ dslr/: nerfstudio/transforms_undistorted.json (nerfstudio's OpenGL cameras in the scan's z-up world,
+    file paths relative to undistorted_images/; frames and test_frames; is_bad skipped, said), undistorted_depths/
+    (mm). A scene folder holding iphone/ and dslr/ names both."""
+    frames = walk_frames[:5]
+    scene = tmp_path / "0a5c013435"
+    dslr = scene / "dslr"
+    for d in ("nerfstudio", "undistorted_images", "undistorted_depths"):
+        (dslr / d).mkdir(parents=True)
+    h, w = frames[0].depth.shape
+    K = frames[0].K
+    to_z_up = np.linalg.inv(up_rotation("+z"))
+    entries = []
+    for i, f in enumerate(frames):
+        name = f"DSC{i + 1:05d}.JPG"
+        Image.fromarray(f.rgb).save(dslr / "undistorted_images" / name, format="JPEG", quality=95)
+        Image.fromarray(depth_to_png_mm(f.depth)).save(dslr / "undistorted_depths" / f"DSC{i + 1:05d}.png")
+        entries.append({"file_path": name, "transform_matrix": (to_z_up @ f.c2w @ np.diag([1.0, -1, -1, 1])).tolist(),
+                        "is_bad": i == 2})
+    (dslr / "nerfstudio" / "transforms_undistorted.json").write_text(json.dumps({
+        "camera_model": "PINHOLE", "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2] + 0.5, "cy": K[1, 2] + 0.5, "w": w,
+        "h": h, "frames": entries[:4], "test_frames": entries[4:]}))
+    assert detect_format(scene) == "scannetpp"
+    seq = open_sequence(scene)
+    assert seq.world_up == "+z" and len(seq) == 4 and seq.notes[0] == "0a5c013435 holds one recording: dslr is read"
+    assert any("1 of the 5 frames are marked is_bad (blurred): skipped" in n for n in seq.notes)
+    for f, g in zip([frames[0], frames[1], frames[3], frames[4]], seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+        assert np.abs(g.rgb.astype(float) - f.rgb).mean() < 6  # JPEG
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+    (scene / "iphone").mkdir()
+    (scene / "iphone" / "pose_intrinsic_imu.json").write_text("{}")
+    with pytest.raises(SequenceError, match=r"holds 2 sequences \(dslr, iphone\); pass one of them"):
+        open_sequence(scene)
+    (dslr / "undistorted_depths" / "DSC00004.png").unlink()
+    with pytest.raises(SequenceError, match=r"DSC00004\.png is missing \(the depth of DSC00004\.JPG\)"):
+        open_sequence(dslr)
+
+
 def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
     """Stray Scanner: colour in rgb.mp4 at the phone camera's size (2x the depth here), depth/NNNNNN.png in mm,
     confidence/ (0..2; below 1 dropped), odometry.csv with its header (OpenCV c2w, ARKit's y-up world) and

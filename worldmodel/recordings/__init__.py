@@ -25,7 +25,8 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
 - ``scannetpp``: a ScanNet++ iPhone capture (``iphone/``: ``pose_intrinsic_imu.json`` with each frame's
   ``aligned_pose``, OpenCV c2w in the scan's z-up world, and colour camera K; ``rgb/frame_NNNNNN.jpg`` or the video
   ``rgb.mkv``/``rgb.mp4``; ``depth/frame_NNNNNN.png`` in mm or ``depth.bin`` itself): colour resized to the depth's
-  size, world z-up.
+  size, world z-up; or its undistorted DSLR photos (``dslr/``: ``nerfstudio/transforms_undistorted.json``,
+  ``undistorted_images/``, rendered ``undistorted_depths/`` in mm), as SplaTAM reads them.
 - ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
   ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), or as Semantic-NeRF and vMAP
   render it (``rgb/rgb_N.png``, ``depth/depth_N.png`` mm, ``traj_w_c.txt``; Habitat's 90° camera), world z-up.
@@ -97,7 +98,7 @@ from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJEC
                                           _is_record3d_metadata, _open_3d_scanner_app, _open_arkitscenes,
                                           _open_polycam, _open_record3d, _open_stray, polycam_keyframes)
 from worldmodel.recordings.tartanair import _open_tartanair, tartanair_camera
-from worldmodel.recordings.scannetpp import SCANNETPP_POSES, _open_scannetpp
+from worldmodel.recordings.scannetpp import _open_scannetpp, is_scannetpp
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
 from worldmodel.recordings.pointclouds import _open_ply
 # public names of the single-module reader this package replaced, so scripts importing them keep working
@@ -118,9 +119,10 @@ FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens),
                 "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
-                 "depth/ or depth.bin (ScanNet++ iphone/), results/ + traj.txt or rgb/ + traj_w_c.txt "
-                 "(Replica), rgb.mp4 + odometry.csv (Stray Scanner), a .r3d file, or metadata.json + rgb/ + depth/ "
-                 "(Record3D), "
+                 "depth/ or depth.bin (ScanNet++ iphone/), nerfstudio/transforms_undistorted.json + "
+                 "undistorted_images/ + undistorted_depths/ (ScanNet++ dslr/), results/ + traj.txt or rgb/ + "
+                 "traj_w_c.txt (Replica), rgb.mp4 + odometry.csv (Stray Scanner), a .r3d file, or metadata.json + "
+                 "rgb/ + depth/ (Record3D), "
                  "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), frame_*.json + frame_*.jpg + "
                  "depth_*.png (3D Scanner App), keyframes/ with images/ + cameras/ + depth/ (Polycam raw data), "
                  "image_left/ + depth_left/ + pose_left.txt (TartanAir), images/ + depth/ + poses.txt + focal.txt "
@@ -138,7 +140,7 @@ def _detect(folder: Path) -> str | None:
         return "7scenes"
     if (folder / "color").is_dir() and (folder / "pose").is_dir():
         return "scannet"
-    if (folder / SCANNETPP_POSES).is_file():
+    if is_scannetpp(folder):
         return "scannetpp"
     if ((folder / "traj.txt").is_file() and _replica_frames(folder)) or (
             (folder / REPLICA_HABITAT_POSES).is_file() and (folder / "rgb").is_dir()):
@@ -174,13 +176,13 @@ def _detect(folder: Path) -> str | None:
 
 def _recording_in_scene_folder(folder: Path) -> Path | None:
     """The one recording a dataset's scene folder holds beside its meshes (which are not per-frame point clouds):
-    ScanNet's ``sceneXXXX_XX.sens``, ARKitScenes' ``<video>_frames/``, ScanNet++'s ``iphone/``, a Record3D ``.r3d``;
-    None when the folder is a recording itself, or holds none or several."""
+    ScanNet's ``sceneXXXX_XX.sens``, ARKitScenes' ``<video>_frames/``, ScanNet++'s ``iphone/`` or ``dslr/``, a
+    Record3D ``.r3d``; None when the folder is a recording itself, or holds none or several."""
     if not folder.is_dir() or _detect(folder) not in (None, "ply"):
         return None
     recordings = [p for p in _visible(folder.iterdir()) if (p.is_file() and p.suffix.lower() in (".sens", ".r3d"))
                   or (p.is_dir() and p.name.endswith("_frames") and _detect(p))
-                  or (p.is_dir() and p.name == "iphone" and _detect(p) == "scannetpp")]
+                  or (p.is_dir() and p.name in ("iphone", "dslr") and _detect(p) == "scannetpp")]
     if len(recordings) != 1 or folder.resolve() not in recordings[0].resolve().parents:
         return None  # (a link out of the folder is not followed: nothing outside what was named is read)
     return recordings[0]

@@ -45,7 +45,8 @@ def _nerfstudio_K(entry: dict, meta: dict, image: Path, where: str) -> np.ndarra
     return _check_K(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64), where)
 
 
-def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
+def _open_nerfstudio(folder: Path, cfg: dict, up: str, transforms: Path | None = None, files_in: Path | None = None,
+                     depth_in: Path | None = None, fmt: str = "nerfstudio") -> _ImageSequence:
     """A nerfstudio / instant-ngp ``transforms.json`` whose frames carry depth (``depth_file_path``: nerfstudio's
     Polycam export and this tool's own do; ``depth_path``: NeRFCapture's, as SplaTAM writes it): OpenGL
     camera-to-world matrices, intrinsics per file or per frame, 16-bit depth in millimetres, or .npy, both times
@@ -57,8 +58,14 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     The up axis: ``up="auto"`` (the default) takes nerfstudio's z-up when the file says it was oriented
     (``orientation_override``, as the Polycam export writes), else y or z, whichever is nearer the cameras'
     mean up direction, with a note: nerfstudio re-orients every dataset when it loads it, so the files keep the world
-    they came from (Record3D's and ARKit's are y-up, COLMAP's arbitrary)."""
-    path = folder / "transforms.json"
+    they came from (Record3D's and ARKit's are y-up, COLMAP's arbitrary).
+
+    Another layout built on one (ScanNet++'s DSLR) names its file (``transforms``), the folder its file paths are
+    relative to (``files_in``; default: the file's), a folder holding ``STEM.png`` depth (mm) for frames that name
+    none (``depth_in``) and its format. ``test_frames`` (a split's held-out views) are frames too; frames marked
+    ``is_bad`` (blurred) are skipped, said."""
+    path = transforms or folder / "transforms.json"
+    files_in = files_in or path.parent
     if not path.is_file():
         raise SequenceError(f"{path} is missing; a nerfstudio folder needs it")
     try:
@@ -68,6 +75,8 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not isinstance(frames, list) or not frames or not all(isinstance(f, dict) for f in frames):
         raise SequenceError(f"{path} has no \"frames\" list of objects; it is not a nerfstudio dataset")
+    held_out = meta.get("test_frames")
+    frames = frames + [f for f in held_out if isinstance(f, dict)] if isinstance(held_out, list) else frames
     model = str(meta.get("camera_model", "OPENCV")).upper()
     if model in _NOT_PINHOLE:
         raise SequenceError(f"{path}: camera_model {model} is not a pinhole camera; undistort the images first "
@@ -82,7 +91,7 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         rel = entry.get(key)
         if not isinstance(rel, str) or not rel:
             raise SequenceError(f"{path}: frame {frame} has no \"{key}\"")
-        f = folder / rel
+        f = files_in / rel
         if not f.suffix and not f.is_file():  # instant-ngp's synthetic scenes name images without extension
             f = next((f.with_suffix(e) for e in _IMAGE_EXT if f.with_suffix(e).is_file()), f)
         if not f.is_file():
@@ -91,16 +100,26 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         return f
 
     order = sorted(range(len(frames)), key=lambda n: _natural_key(Path(str(frames[n].get("file_path", "")))))
+    bad = {n for n in order if frames[n].get("is_bad") is True}
+    if bad:
+        notes.append(f"{len(bad)} of the {len(frames)} frames are marked is_bad (blurred): skipped")
+        order = [n for n in order if n not in bad]
     rgb_files, depth_files, Ks, poses = [], [], [], []
     for n in order:
         entry = frames[n]
         frame = str(entry.get("file_path", f"number {n}"))  # named as the user sees it (the list's order is not)
         depth_key = next((k for k in ("depth_file_path", "depth_path") if k in entry), None)
-        if depth_key is None:
+        rgb_files.append(file_of(entry, "file_path", frame))
+        if depth_key is None and depth_in is not None:
+            depth_files.append(depth_in / f"{rgb_files[-1].stem}.png")
+            if not depth_files[-1].is_file():
+                raise SequenceError(f"{depth_files[-1]} is missing (the depth of {frame}); copy it again or render "
+                                    "the depth again")
+        elif depth_key is None:
             raise SequenceError(f"{path}: frame {frame} has no depth_file_path; this tool needs a depth image per "
                                 "frame (nerfstudio's Polycam export has them; its Record3D and COLMAP ones do not)")
-        rgb_files.append(file_of(entry, "file_path", frame))
-        depth_files.append(file_of(entry, depth_key, frame))
+        else:
+            depth_files.append(file_of(entry, depth_key, frame))
         try:
             M = np.asarray(entry.get("transform_matrix"), dtype=np.float64)
         except (TypeError, ValueError):
@@ -120,7 +139,7 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     if up == "auto":
         up = "+z" if "orientation_override" in meta else _up_from_cameras(poses, notes)
     return _ImageSequence(
-        path=folder, format="nerfstudio", c2ws=up_rotation(up) @ poses,
+        path=folder, format=fmt, c2ws=up_rotation(up) @ poses,
         timestamps=np.arange(len(poses), dtype=np.float64), world_up=up, notes=notes, rgb_files=rgb_files,
         depth_files=depth_files, Ks=Ks, depth_scale=_depth_scale(cfg, folder, 0.001 if unit is None else unit),
         float_depth_scale=1.0 if unit is None else unit, colour_to_depth_size=True, colour_K=True)

@@ -1,4 +1,5 @@
-"""ScanNet++'s iPhone captures (``data/<scene>/iphone/``), as its toolkit (scannetpp/scannetpp) reads them.
+"""ScanNet++'s iPhone captures (``data/<scene>/iphone/``), as its toolkit (scannetpp/scannetpp) reads them, and its
+undistorted DSLR photos with rendered depth (``data/<scene>/dslr/``, :func:`_open_scannetpp_dslr`).
 
 ``pose_intrinsic_imu.json`` maps each frame name (``frame_000123``: frame 123 of the video) to its ``aligned_pose``
 (an OpenCV camera-to-world 4x4 in the laser scan's z-up world, the one its meshes are in), its ``intrinsic`` (the
@@ -21,6 +22,7 @@ import numpy as np
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
                                         _check_pose, _depth_scale, _json_object, _last_number, _natural_key,
                                         _time_or, up_rotation)
+from worldmodel.recordings.nerfstudio import _open_nerfstudio
 
 
 SCANNETPP_POSES = "pose_intrinsic_imu.json"
@@ -186,7 +188,37 @@ def _entry_matrix(entry, key: str, shape: tuple[int, int], where: str) -> np.nda
     return M.reshape(shape)
 
 
-def _open_scannetpp(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
+SCANNETPP_DSLR_CAMERAS = Path("nerfstudio") / "transforms_undistorted.json"
+SCANNETPP_DSLR_DEPTH = ("undistorted_depths", "render_depth")  # SplaTAM's name; the toolkit's render.py's
+
+
+def is_scannetpp(folder: Path) -> bool:
+    """``folder`` is a ScanNet++ scene's ``iphone/`` or (undistorted) ``dslr/``."""
+    return (folder / SCANNETPP_POSES).is_file() or (folder / SCANNETPP_DSLR_CAMERAS).is_file()
+
+
+def _open_scannetpp(folder: Path, cfg: dict, up: str):
+    """A ScanNet++ scene's ``iphone/`` (:func:`_open_scannetpp_iphone`) or ``dslr/`` (:func:`_open_scannetpp_dslr`)."""
+    if (folder / SCANNETPP_POSES).is_file() or not (folder / SCANNETPP_DSLR_CAMERAS).is_file():
+        return _open_scannetpp_iphone(folder, cfg, up)
+    return _open_scannetpp_dslr(folder, cfg, up)
+
+
+def _open_scannetpp_dslr(folder: Path, cfg: dict, up: str):
+    """ScanNet++'s DSLR photos undistorted to pinhole, with depth rendered from its laser scan, as SplaTAM reads
+    them: ``nerfstudio/transforms_undistorted.json`` (nerfstudio's OpenGL cameras in the scan's z-up world; its
+    ``frames`` and ``test_frames``, ``is_bad`` ones skipped), ``undistorted_images/NAME.JPG`` and
+    ``undistorted_depths/NAME.png`` (mm; or the toolkit's ``render_depth/``)."""
+    depth_in = next((folder / d for d in SCANNETPP_DSLR_DEPTH if (folder / d).is_dir()), None)
+    if depth_in is None:
+        raise SequenceError(f"{folder} has no undistorted_depths/ (or render_depth/); render the DSLR depth with "
+                            "ScanNet++'s toolkit (common/render.py) first")
+    return _open_nerfstudio(folder, cfg, up, transforms=folder / SCANNETPP_DSLR_CAMERAS,
+                            files_in=folder / "undistorted_images", depth_in=depth_in, fmt="scannetpp")
+
+
+def _open_scannetpp_iphone(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
+    """A ScanNet++ scene's ``iphone/`` (see the module docstring)."""
     path = folder / SCANNETPP_POSES
     meta = _json_object(path, "download it again")
     if not meta:

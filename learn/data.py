@@ -211,7 +211,8 @@ def check_shards_fit(folder: str | Path, seeds: range | list[int], steps: int, s
         if shape[:3] != (steps + 1, size, size):
             raise ValueError(f"{folder} holds walks of {shape[0] - 1} steps at {shape[2]}x{shape[1]} (e.g. "
                              f"{path.name}), made by another run; this one asks for {steps} steps at {size}x{size}: "
-                             "pass another --data folder, or delete those shards")
+                             f"train on them with --walk-steps {shape[0] - 1} (as that run did), or pass another "
+                             "--data folder, or delete those shards")
 
 
 def generate_shards(folder: str | Path, seeds: range | list[int], steps: int = 80, size: int = 128,

@@ -699,12 +699,6 @@ def main(args) -> int:
     except (ValueError, OSError) as e:  # a damaged shard (its message says which), a --data that is a file
         print(f"error: {e if isinstance(e, ValueError) else write_error(e, Path(cfg.data))}", file=sys.stderr)
         return 2
-    short = min(min(trainer.train_bank.lengths), min(trainer.val_bank.lengths))
-    if short < cfg.max_rollout + 2:  # a rollout needs max_rollout frames before its last frame and its target
-        print(f"error: the walks in {cfg.data} have {short} frames; --max-rollout {cfg.max_rollout} needs at least "
-              f"{cfg.max_rollout + 2}: lower --max-rollout, or make longer walks (--walk-steps, another --data)",
-              file=sys.stderr)
-        return 2
     trainer.run()
     if trainer.rank == 0:
         print(f"trained {trainer.step} steps -> {cfg.out}")

@@ -11,7 +11,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,3 +186,61 @@ def check_mp4(path: Path) -> None:
     if pos != size or not {b"ftyp", b"moov", b"mdat"} <= seen:
         raise WriteError(f"cannot write {path.name}: the video came out incomplete (disk full?); "
                          f"free space in {path.parent} and export again", errno.EIO)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """On the main thread, hold SIGINT and SIGTERM (their Python handlers) until the block ends, then deliver
+    them: a step's fusion is never cut half-way (a row's position summed but not its weight). Elsewhere (the
+    studio's worker) signals never interrupt the thread, and nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(sig)):  # a Python handler that would raise in the middle of the block
+            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in held:
+            signal.raise_signal(sig)
+
+
+def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> None:
+    """Put ``entries`` (paths relative to both folders: files, or whole folders) of ``staging`` in ``target``: the
+    old ones are moved to ``retired`` first (in reverse order: the last entry, the one that makes the whole valid,
+    leaves first), then the new ones in (in order: it arrives last); anything else in ``target`` stays. A failed
+    move puts every moved entry back where it was, then raises. Ctrl-C and SIGTERM wait until the swap (or its
+    undoing) is done; ``retired`` is removed after it. Renames only: ``staging`` and ``retired`` must be on
+    ``target``'s file system."""
+    with signals_deferred():
+        retired.mkdir(parents=True)
+        moved: list[tuple[Path, Path]] = []  # (from, to), undone in reverse
+
+        def move(source: Path, dest: Path) -> None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, dest)
+            moved.append((source, dest))
+
+        try:
+            for rel in reversed(entries):
+                if (target / rel).exists() or (target / rel).is_symlink():
+                    move(target / rel, retired / rel)
+            for rel in entries:
+                if (staging / rel).exists():
+                    move(staging / rel, target / rel)
+        except OSError:
+            undone = True
+            for source, dest in reversed(moved):
+                try:
+                    os.replace(dest, source)
+                except OSError:
+                    undone = False  # (the entry stays in staging or retired, whole, for recovery by hand)
+            if undone:
+                shutil.rmtree(retired, ignore_errors=True)
+            raise
+        shutil.rmtree(retired, ignore_errors=True)

@@ -25,7 +25,7 @@ from typing import IO, Iterable, Iterator
 import numpy as np
 
 from recon.visual import colorize_depth, colorize_scalar
-from scenes.atomic import WriteError, check_mp4, replacing, write_error
+from scenes.atomic import WriteError, check_mp4, replacing, swap_in, write_error
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import format_tum, read_tum
 from worldmodel.frame import Frame
@@ -573,9 +573,11 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
     Poses are converted to nerfstudio's OpenGL camera: c2w_gl = c2w_cv @ diag(1, -1, -1, 1).
     Intrinsics of the first frame are global; frames with other K or size carry their own. The world stays ours
     (+Y up, where nerfstudio's is z-up): a ``worldstudio.json`` beside it says so, so the folder opens again as a
-    recording (``replay:FOLDER``) the right way up. ``out_dir`` is created if missing. Everything is written into
-    a hidden staging folder in ``out_dir`` and swapped in whole at the end (:func:`_swap_in`): a failed export
-    leaves an earlier one there as it was. Returns the path of transforms.json.
+    recording (``replay:FOLDER``) the right way up. ``out_dir`` is created if missing. Every file is written into
+    a hidden staging folder in ``out_dir`` first and swapped in at the end (:func:`scenes.atomic.swap_in`,
+    transforms.json last): a failed or interrupted export leaves an earlier one there as it was. Files of the
+    folder the export does not write (a user's own, an earlier export's further frames) stay. Returns the path
+    of transforms.json.
     """
     try:
         out = Path(out_dir).expanduser()
@@ -592,23 +594,46 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
         raise ExportError(f"image_subdir must be a relative folder name, got {image_subdir!r}")
     if out.exists() and not out.is_dir():
         raise ExportError(f"cannot write {out}: it is a file; pass a folder path")
-    staging = out / f".transforms-staging-{uuid.uuid4().hex[:8]}"
+    _remove_stale_staging(out)
+    staging = out / f"{TRANSFORMS_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        (staging / sub).mkdir(parents=True)
-        (staging / "depth").mkdir()
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise _os_error(out, e) from None
-    try:
-        _write_transforms_into(staging, f0, frames, sub)
-        _swap_in(staging, out, [Path(sub).parts[0], "depth", "transforms.json", "worldstudio.json"])
+        try:
+            (staging / sub).mkdir(parents=True)
+            (staging / "depth").mkdir()
+        except OSError as e:
+            raise _os_error(out, e) from None
+        written = _write_transforms_into(staging, f0, frames, sub)
+        try:
+            swap_in(staging, out, written, staging.with_name(staging.name + "-old"))
+        except OSError as e:
+            raise _os_error(out, e) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / "transforms.json"
 
 
-def _write_transforms_into(out: Path, f0: Frame, frames: Iterator[Frame], sub: str) -> None:
-    """The dataset of :func:`write_transforms_json` (first frame ``f0``, then ``frames``), written into ``out``."""
+TRANSFORMS_STAGING = ".transforms-staging-"  # + PID-RANDOM: an export's work folder in its output folder
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders (and their set-aside files) that exports killed mid-way (kill -9, a power cut)
+    left in ``out``."""
+    from scenes.spill import process_alive
+
+    try:
+        entries = list(out.iterdir()) if out.is_dir() else []
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(TRANSFORMS_STAGING) and entry.is_dir() and not entry.is_symlink():
+            pid = entry.name[len(TRANSFORMS_STAGING):].split("-")[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _write_transforms_into(out: Path, f0: Frame, frames: Iterator[Frame], sub: str) -> list[str]:
+    """The dataset of :func:`write_transforms_json` (first frame ``f0``, then ``frames``), written into ``out`` ->
+    the paths written, relative to ``out``, transforms.json last."""
     meta: dict = {"camera_model": "OPENCV", **_intrinsics_dict(f0.K, f0.width, f0.height),
                   "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
                   "depth_unit_scale_factor": 0.001, "frames": []}
@@ -627,30 +652,10 @@ def _write_transforms_into(out: Path, f0: Frame, frames: Iterator[Frame], sub: s
         if f.width != f0.width or f.height != f0.height or not np.allclose(f.K, f0.K):
             entry.update(_intrinsics_dict(f.K, f.width, f.height))
         meta["frames"].append(entry)
-    _write_bytes_atomic(out / "transforms.json", [json.dumps(meta, indent=2).encode("utf-8")])
     _write_bytes_atomic(out / "worldstudio.json", [json.dumps({"world_up": "+y"}).encode("utf-8")])
-
-
-def _swap_in(staging: Path, out: Path, names: list[str]) -> None:
-    """Move ``staging/NAME`` to ``out/NAME`` for each of ``names``, the old ones out of the way first; a failure
-    part-way moves every old one back (renames within one folder: no data is copied)."""
-    old = staging / ".old"
-    moved: list[tuple[Path, Path]] = []  # (from, to), undone in reverse
-    try:
-        old.mkdir()
-        for name in names:
-            if (out / name).exists() or (out / name).is_symlink():
-                os.replace(out / name, old / name)
-                moved.append((out / name, old / name))
-            os.replace(staging / name, out / name)
-            moved.append((staging / name, out / name))
-    except OSError as e:
-        for source, target in reversed(moved):
-            try:
-                os.replace(target, source)
-            except OSError:
-                pass
-        raise _os_error(out, e) from None
+    _write_bytes_atomic(out / "transforms.json", [json.dumps(meta, indent=2).encode("utf-8")])
+    return [p for e in meta["frames"] for p in (e["file_path"], e["depth_file_path"])] + ["worldstudio.json",
+                                                                                          "transforms.json"]
 
 
 # ----------------------------------------------------------------------------------------------- MP4

@@ -15,10 +15,7 @@ discarded and can be switched to and exported.
 from __future__ import annotations
 
 import dataclasses
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,33 +26,12 @@ import numpy as np
 from memory.metrics import agreement as cache_agreement
 from recon.pointmap import FuseStats, VoxelPointMap, fuse_frame
 from scenes import export as ex
+from scenes.atomic import signals_deferred
 from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
 from worldmodel.checks import MAX_SEED, boolean, camera_problem, number
 from worldmodel.frame import (CacheView, ClosableWorld, Context, Frame, GroundFollowingWorld, GroundProbe,
                               PixelSourceWorld, WorldModel, missing_world_members)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """On the main thread, hold SIGINT and SIGTERM (their Python handlers) until the block ends, then deliver
-    them: a step's fusion is never cut half-way (a row's position summed but not its weight). Elsewhere (the
-    studio's worker) signals never interrupt the thread, and nothing is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        if callable(signal.getsignal(sig)):  # a Python handler that would raise in the middle of the block
-            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in held:
-            signal.raise_signal(sig)
 
 
 class SceneError(ValueError):
@@ -90,7 +66,7 @@ class SceneConfig:
         for key, (lo, hi, integer) in SCENE_RANGES.items():
             setattr(self, key, number(getattr(self, key), key, lo, hi, integer))
         if self.carve is not None:
-            boolean(self.carve, "carve")
+            self.carve = boolean(self.carve, "carve")
 
 
 @dataclass

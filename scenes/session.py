@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from recon.pointmap import VoxelPointMap
-from scenes.atomic import replacing, write_error
+from scenes.atomic import replacing, swap_in, write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
 from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
@@ -110,31 +110,11 @@ WORLDS_WITH_SKY_AT_DEPTH_0 = ("procedural", "neural")
 
 
 def _swap_session_files(staging: Path, folder: Path) -> None:
-    """Replace the session's own entries in ``folder`` by those in ``staging``; anything else in ``folder``
-    (a user's notes) stays. The old entries are set aside first and put back if a move fails. Ctrl-C and SIGTERM
-    wait until the swap (or its rollback) is done: a half-swapped folder is never left behind."""
-    from scenes.scene import signals_deferred
-
-    retired = _work_folder(folder, "old")
-    with signals_deferred():
-        retired.mkdir()
-        try:
-            for name in reversed(SESSION_ENTRIES):  # session.json first: a half-swapped folder is no session
-                if (folder / name).exists():
-                    os.replace(folder / name, retired / name)
-            for name in SESSION_ENTRIES:
-                if (staging / name).exists():
-                    os.replace(staging / name, folder / name)
-        except OSError:
-            for name in SESSION_ENTRIES:  # whatever moved, by what is on each side now
-                if (retired / name).exists():
-                    if (folder / name).exists():
-                        os.replace(folder / name, staging / name)
-                    os.replace(retired / name, folder / name)
-            shutil.rmtree(retired, ignore_errors=True)  # empty: every old entry is back
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
+    """Replace the session's own entries in ``folder`` by those in ``staging`` (:func:`scenes.atomic.swap_in`:
+    session.json leaves first and arrives last, so a half-swapped folder is no session); anything else in
+    ``folder`` (a user's notes) stays."""
+    swap_in(staging, folder, list(SESSION_ENTRIES), _work_folder(folder, "old"))
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 WORK_KINDS = ("saving", "old")  # a save's staging folder, and the folder the swap moves the old entries to

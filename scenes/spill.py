@@ -25,7 +25,8 @@ _swept: set[Path] = set()
 _lock = threading.Lock()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running (this one is)."""
     if pid == os.getpid():
         return True
     try:
@@ -46,7 +47,7 @@ def remove_stale(parent: Path) -> list[Path]:
         return removed
     for entry in entries:
         m = _PATTERN.match(entry.name)
-        if m and entry.is_dir() and not entry.is_symlink() and not _alive(int(m.group(1))):
+        if m and entry.is_dir() and not entry.is_symlink() and not process_alive(int(m.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

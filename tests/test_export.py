@@ -239,11 +239,18 @@ def test_transforms_json(tmp_path, frames):
 
 def test_a_transforms_export_that_fails_leaves_the_earlier_one_whole(tmp_path, frames):
     """A second export into the same folder that fails part-way (a full disk at its 5th file) leaves the first
-    one as it was, byte for byte, and no staging folder; one that succeeds replaces it whole."""
+    one as it was, byte for byte, and no staging folder; one interrupted during its swap (Ctrl-C) finishes the
+    swap first; one that succeeds replaces the files it writes, and a user's own files in images/ and depth/ stay
+    (the swap took whole folders and deleted them)."""
+    import signal
     from unittest import mock
+
+    import scenes.atomic as atomic
 
     out = tmp_path / "ns"
     write_transforms_json(out, frames)
+    (out / "images" / "my_photo.jpg").write_bytes(b"mine")
+    (out / "depth" / "sensor_000.png").write_bytes(b"mine too")
     before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     others = [dataclasses.replace(f, rgb=255 - f.rgb) for f in frames[::-1]]
     real, calls = ex._write_bytes_atomic, []
@@ -259,11 +266,29 @@ def test_a_transforms_export_that_fails_leaves_the_earlier_one_whole(tmp_path, f
             write_transforms_json(out, others)
     after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before and not [p for p in out.iterdir() if p.name.startswith(".")]
-    write_transforms_json(out, others[:2])
+
+    real_replace, renames = os.replace, []
+
+    def interrupted_at_the_third_rename(a, b):
+        if "-old" in str(b) or ex.TRANSFORMS_STAGING not in str(b):  # the swap's moves, not the files' own writes
+            renames.append(a)
+            if len(renames) == 3:
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the swap
+        return real_replace(a, b)
+
+    with mock.patch.object(atomic.os, "replace", interrupted_at_the_third_rename):
+        with pytest.raises(KeyboardInterrupt):
+            write_transforms_json(out, others[:2])
     meta = json.loads((out / "transforms.json").read_text())
-    assert len(meta["frames"]) == 2 and sorted(p.name for p in (out / "images").iterdir()) == [
-        "frame_00000.png", "frame_00001.png"]  # the earlier export's other images went with it
+    assert len(meta["frames"]) == 2 and len(renames) > 3  # the swap went on to its end, then the interrupt
     np.testing.assert_array_equal(iio.imread(out / "images" / "frame_00000.png"), others[0].rgb)
+    assert (out / "images" / "my_photo.jpg").read_bytes() == b"mine"
+    assert (out / "depth" / "sensor_000.png").read_bytes() == b"mine too"
+    assert (out / "images" / f"frame_{len(frames) - 1:05d}.png").is_file()  # (the first export's further frames)
+    stale = out / f"{ex.TRANSFORMS_STAGING}999999-0badf00d"  # left by an export killed mid-way (no such process)
+    (stale / "images").mkdir(parents=True)
+    write_transforms_json(out, others[:1])
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 # ------------------------------------------------------------------------------------------------ MP4

@@ -362,7 +362,7 @@ def test_bad_weights_give_one_clear_line(tmp_path):
                                  "each of widths must be a whole number between 8 and 1024, got 8192"),
                                 ("float", {"size": [128.7, 128]},
                                  "each side of size must be a whole number between 16"),
-                                ("fov", {"fov_y_deg": 500}, "fov_y_deg must be a number between 1 and 179, got 500"),
+                                ("fov", {"fov_y_deg": 500}, "fov_y_deg must be a number between 1 and 170, got 500"),
                                 ("noise", {"context_noise": 2.0},
                                  "context_noise must be a number between 0 and 1, got 2.0"),
                                 ("step", {"step_m": True}, "step_m must be a number between 0.001 and 10, got True"),

@@ -1117,7 +1117,7 @@ def test_a_replica_folder_as_nice_slam_ships_it(walk_frames, tmp_path):
         seq[0]
     with open(scene / "traj.txt", "a") as fp:
         fp.write(" ".join(["0"] * 16) + "\n")
-    with pytest.raises(SequenceError, match="traj.txt:4: pose rotation is not orthonormal"):
+    with pytest.raises(SequenceError, match="traj.txt:4: the pose is a rotation that is not orthonormal"):
         open_sequence(scene)
 
 

@@ -482,3 +482,28 @@ def test_a_branch_knows_how_many_of_its_frames_were_handed_over_and_a_session_ke
     assert all(b.handed == 0 for b in older.branches.values())
     older.close()
     assert make_scene().branch.handed == 0
+
+
+def test_settings_a_saved_session_would_refuse_are_refused_when_made(tmp_path):
+    """Every setting is checked when the config is made, as a saved session's are when it is opened: a scene
+    could save what it could never open again. numpy's numbers pass as Python's do."""
+    from worldmodel.actions import Kinematics
+    from worldmodel.checks import CheckError
+    from worldmodel.procedural import ProceduralConfig
+
+    for make, said in ((lambda: SceneConfig(memory_k=100), "memory_k must be a whole number between 0 and 64"),
+                       (lambda: SceneConfig(max_depth=0), "max_depth must be a number between 0.01 and"),
+                       (lambda: Kinematics(step_m=500), "kinematics.step_m must be a number between 0 and 100"),
+                       (lambda: ProceduralConfig(width=8), "width must be a whole number between 16 and 4096"),
+                       (lambda: ProceduralConfig(fly=1), "fly must be true or false"),
+                       (lambda: ProceduralConfig(load_radius_chunks=8), "chunk_cache \\(160\\) must hold every "
+                                                                        "loaded chunk: at least 289")):
+        with pytest.raises(CheckError, match=said):
+            make()
+    config = SceneConfig(carve=np.bool_(True), ram_frames=np.float32(8), voxel_size=np.float64(0.2))
+    assert config.carve is True and config.ram_frames == 8 and isinstance(config.ram_frames, int)
+    scene = Scene(create_world("procedural", width=48, height=32), config)
+    scene.reset(np.int64(3))
+    with pytest.raises(CheckError, match="seed must be a whole number between 0 and"):
+        scene.reset(-1)
+    scene.close()

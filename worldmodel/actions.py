@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Iterator
@@ -228,11 +229,12 @@ class GeneratedWalk(Sequence):
     """Actions ``start``..``stop`` of the endless walk ``kind`` ('forward', 'orbit': forward while turning left,
     'random': a seeded wander) of ``seed``, made on demand: a walk of millions of steps takes no memory and no time
     before its first step. Iterating, or indexing forward, makes each action once; indexing back starts the walk
-    again; a slice is a walk too."""
+    again (``walk[-1]`` makes them all); a slice is a walk too, one with a step a list."""
 
     def __init__(self, kind: str, seed: int, start: int, stop: int):
         self.kind, self.seed, self.start, self.stop = kind, seed, start, max(start, stop)
         self._made: tuple[int, Iterator[Action]] | None = None  # (index of the next action, the walk making it)
+        self._lock = threading.Lock()  # (indexing moves the walk on: one thread at a time)
 
     def _walk(self) -> Iterator[Action]:
         if self.kind in ("forward", "orbit"):
@@ -259,11 +261,12 @@ class GeneratedWalk(Sequence):
         if not 0 <= i < len(self):
             raise IndexError(f"step {i} is outside the walk of {len(self)} steps")
         k = self.start + i
-        if self._made is None or self._made[0] > k:
-            self._made = (0, self._walk())
-        at, walk = self._made
-        action = next(itertools.islice(walk, k - at, None))
-        self._made = (k + 1, walk)
+        with self._lock:
+            if self._made is None or self._made[0] > k:
+                self._made = (0, self._walk())
+            at, walk = self._made
+            action = next(itertools.islice(walk, k - at, None))
+            self._made = (k + 1, walk)
         return action
 
 

@@ -23,8 +23,9 @@ def number(value, name: str, lo: float, hi: float, integer: bool = False) -> flo
     """``value`` as a finite number in [lo, hi] (an int when ``integer``) or CheckError."""
     kind = "a whole number" if integer else "a number"
     bounds = f"{int(lo)} and {int(hi)}" if integer else f"{lo:g} and {hi:g}"  # 2**63 - 1, not 9.22337e+18
-    if isinstance(value, bool) or not isinstance(value, (Integral, Real) if not integer else Integral):
-        if integer and isinstance(value, float) and math.isfinite(value) and value == int(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Integral, Real) if not integer else Integral):
+        if integer and isinstance(value, Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value) \
+                and value == int(value):  # (a whole float: 8.0, numpy's float32(8))
             value = int(value)
         else:
             raise CheckError(f"{name} must be {kind} between {bounds}, got {short(value)}")
@@ -34,9 +35,9 @@ def number(value, name: str, lo: float, hi: float, integer: bool = False) -> flo
 
 
 def boolean(value, name: str) -> bool:
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, np.bool_)):
         raise CheckError(f"{name} must be true or false, got {short(value)}")
-    return value
+    return bool(value)
 
 
 def text(value, name: str, max_len: int = 1000) -> str:
@@ -50,14 +51,32 @@ def short(value) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
+ROTATION_TOLERANCE = 1e-3  # largest |R R^T - I| of a pose's rotation
+LAST_ROW_TOLERANCE = 1e-6  # largest |last row - (0 0 0 1)|
+
+
+def pose_problem(c2w) -> str | None:
+    """What is wrong with a camera-to-world pose, or None: a finite (4, 4) whose rotation is orthonormal (within
+    ROTATION_TOLERANCE) and proper (det > 0, not a mirror), last row 0 0 0 1 (within LAST_ROW_TOLERANCE). The one
+    rule for recordings' poses, frames entering a scene and frames of a saved session."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
+        return "not a finite 4x4 matrix"
+    R = c2w[:3, :3]
+    if np.abs(R @ R.T - np.eye(3)).max() > ROTATION_TOLERANCE or np.linalg.det(R) < 0:
+        return f"a rotation that is not orthonormal (det {np.linalg.det(R):.3f})"
+    if np.abs(c2w[3] - [0, 0, 0, 1]).max() > LAST_ROW_TOLERANCE:
+        return "a last row other than 0 0 0 1"
+    return None
+
+
 def camera_problem(c2w, K) -> str | None:
     """What is wrong with a frame's camera, as "a camera pose that ..." / "intrinsics K that ...", or None: the pose
-    must be a finite rigid (4, 4) transform, K a finite (3, 3) with positive focal lengths. The one rule for frames
-    entering a scene and frames read from a saved session."""
-    c2w, K = np.asarray(c2w, dtype=np.float64), np.asarray(K, dtype=np.float64)
-    if not (c2w.shape == (4, 4) and np.isfinite(c2w).all() and np.allclose(c2w[3], [0, 0, 0, 1])
-            and np.allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-3)):
+    passes :func:`pose_problem`, K is a finite (3, 3) with positive focal lengths. The one rule for frames entering
+    a scene and frames read from a saved session."""
+    if pose_problem(c2w) is not None:
         return "a camera pose that is not a finite rigid transform"
+    K = np.asarray(K, dtype=np.float64)
     if not (K.shape == (3, 3) and np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
         return "intrinsics K that are not finite with positive focal lengths"
     return None

@@ -30,7 +30,7 @@ import open3d as o3d
 
 from worldmodel.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
 from worldmodel import terrain as tr
-from worldmodel.actions import KINEMATICS_RANGES, Action, Kinematics, TargetPose
+from worldmodel.actions import Action, Kinematics, TargetPose
 from worldmodel.checks import MAX_SEED, CheckError, boolean, number
 from worldmodel.frame import BaseWorldModel, Context, Frame
 
@@ -83,9 +83,22 @@ class ProceduralConfig:
     chunk_cache: int = 160           # generated chunks kept in the LRU (>= loaded chunks)
 
     def __post_init__(self) -> None:
-        """Every number in PROCEDURAL_RANGES, as a saved session's are checked (CheckError otherwise)."""
+        """The checks a saved session's world is opened with (CheckError naming the setting): every number in
+        PROCEDURAL_RANGES, the switches true or false, chunks a whole number of terrain cells (at most 256) and a
+        chunk cache that holds every loaded chunk."""
         for key, (lo, hi, integer) in PROCEDURAL_RANGES.items():
             setattr(self, key, number(getattr(self, key), key, lo, hi, integer))
+        self.fly, self.shadows = boolean(self.fly, "fly"), boolean(self.shadows, "shadows")
+        if not isinstance(self.kinematics, Kinematics):
+            raise CheckError(f"kinematics must be a Kinematics, got {type(self.kinematics).__name__}")
+        cells = self.chunk_size / self.terrain_cell
+        if abs(cells - round(cells)) > 1e-6 or cells > 256:
+            raise CheckError(f"chunk_size ({self.chunk_size:g}) must be a whole number (at most 256) of terrain_cell "
+                             f"({self.terrain_cell:g})")
+        loaded = (2 * self.load_radius_chunks + 1) ** 2
+        if self.chunk_cache < loaded:
+            raise CheckError(f"chunk_cache ({self.chunk_cache}) must hold every loaded chunk: at least {loaded} for "
+                             f"load_radius_chunks {self.load_radius_chunks}")
 
 
 # ProceduralConfig settings of how the world is looked at, not of what is in it (shows_the_same_world_as)
@@ -438,14 +451,10 @@ class ProceduralWorld(BaseWorldModel):
         unknown = set(kin) - {"step_m", "yaw_deg"}
         if unknown:
             raise CheckError(f"unknown kinematics settings {sorted(unknown)[:5]}")
-        values = {k: (number(v, f"world.config.{k}", *PROCEDURAL_RANGES[k]) if k in PROCEDURAL_RANGES
-                      else boolean(v, f"world.config.{k}")) for k, v in cfg.items()}
-        kin = {k: number(v, f"world.config.kinematics.{k}", *KINEMATICS_RANGES[k]) for k, v in kin.items()}
-        config = ProceduralConfig(**values, kinematics=Kinematics(**kin))
-        cells = config.chunk_size / config.terrain_cell
-        if abs(cells - round(cells)) > 1e-6 or cells > 256 or config.chunk_cache < (2 * config.load_radius_chunks + 1) ** 2:
-            raise CheckError("world.config: chunk_size must be a whole number (at most 256) of terrain cells, and "
-                             "chunk_cache must hold every loaded chunk")
+        try:  # (the configs check themselves, as they do when a scene is made)
+            config = ProceduralConfig(**cfg, kinematics=Kinematics(**kin))
+        except CheckError as e:
+            raise CheckError(f"world.config.{e}") from None
         return cls(config, seed=number(desc.get("seed", 0), "world.seed", 0, MAX_SEED, integer=True))
 
     # ---- chunks -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ DEFAULT_CONFIG = {"format": FORMAT, "size": [128, 128], "fov_y_deg": 70.0, "widt
                   "emb_dim": 256, "refine": 32, "step_m": 0.5, "yaw_deg": 10.0, "max_depth": 60.0}
 MAX_LEVELS, MAX_WIDTH = 6, 1024
 INT_RANGES = {"emb_dim": (1, 4096), "refine": (1, 1024)}
-REAL_RANGES = {"fov_y_deg": (1.0, 179.0), "step_m": (0.001, 10.0), "yaw_deg": (0.01, 180.0),
+REAL_RANGES = {"fov_y_deg": (1.0, 170.0), "step_m": (0.001, 10.0), "yaw_deg": (0.01, 180.0),  # (fov: the simulator's)
                "max_depth": (0.1, 1000.0), "context_noise": (0.0, 1.0)}
 
 

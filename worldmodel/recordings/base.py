@@ -19,6 +19,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 
 from worldmodel.camera import resize_intrinsics
+from worldmodel.checks import pose_problem
 from worldmodel.frame import Frame
 from worldmodel.tum import number_rows, tum_rows_to_c2ws
 
@@ -79,14 +80,11 @@ def _time_or(value, fallback: float) -> float:
 
 
 def _check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
-    if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
-        raise SequenceError(f"{where}: pose is not a finite 4x4 matrix; fix or remove it")
-    R = c2w[:3, :3]
-    if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
-        raise SequenceError(f"{where}: pose rotation is not orthonormal (det {np.linalg.det(R):.3f}); "
-                            "write rigid camera-to-world matrices")
-    if np.abs(c2w[3] - [0, 0, 0, 1]).max() > 1e-6:
-        raise SequenceError(f"{where}: last pose row must be 0 0 0 1")
+    """``c2w`` when it is a rigid camera-to-world pose (:func:`worldmodel.checks.pose_problem`, the rule a scene
+    holds its frames to), else SequenceError naming ``where``."""
+    why = pose_problem(c2w)
+    if why is not None:
+        raise SequenceError(f"{where}: the pose is {why}; write rigid camera-to-world matrices (or fix or remove it)")
     return c2w
 
 

@@ -494,7 +494,10 @@ def _open_polycam(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     for n in kept:
         data = _json_object(camera_files[n], fix)
         pose = _json_numbers(data, POLYCAM_CAMERA_KEYS, camera_files[n], fix).reshape(3, 4)
-        fx, fy, cx, cy = _json_numbers(data, ["fx", "fy", "cx", "cy"], camera_files[n], fix)
+        intrinsics = _json_numbers(data, ["fx", "fy", "cx", "cy"], camera_files[n], fix)
+        if intrinsics.size != 4:
+            raise SequenceError(f"{camera_files[n]}: fx, fy, cx and cy must be one number each; {fix}")
+        fx, fy, cx, cy = intrinsics
         poses.append(flip_cv_gl(_check_pose(np.vstack([pose, [0.0, 0.0, 0.0, 1.0]]), str(camera_files[n]))))
         Ks.append(_check_K(np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]]), camera_files[n]))
     confidence, min_confidence = _confidence_maps(

@@ -100,9 +100,9 @@ def _numpy_dtype_name(st: str) -> str:
     return kinds[head] + st[len(head):] if head in kinds else st.lower()
 
 
-def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
-    """The (4, 4) c2w of a frame file, after checking its arrays' names, shapes and dtypes (from the header;
-    images are not read), a finite rigid pose and finite positive intrinsics.
+def read_frame_header(path: Path, shown: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """(the (4, 4) c2w, the action text) of a frame file, after checking its arrays' names, shapes and dtypes
+    (from the header; images are not read), a finite rigid pose and finite positive intrinsics.
 
     Raises FrameFileError naming the file (as ``shown``) when it is corrupt, incomplete or inconsistent."""
     from safetensors import safe_open
@@ -114,6 +114,7 @@ def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
 
     try:
         with safe_open(str(path), framework="numpy") as f:
+            action = (f.metadata() or {}).get("action", "")
             names = set(f.keys())
             if not set(FRAME_DTYPES) <= names:
                 raise bad(f"lacks arrays {sorted(set(FRAME_DTYPES) - names)}")
@@ -138,7 +139,7 @@ def read_frame_pose(path: Path, shown: str | Path | None = None) -> np.ndarray:
     why = camera_problem(c2w, K)
     if why is not None:
         raise bad(f"has {why}")
-    return c2w
+    return c2w, action
 
 
 class FrameStore:
@@ -154,6 +155,7 @@ class FrameStore:
         self._ram: OrderedDict[int, Frame] = OrderedDict()
         self._on_disk: set[int] = set()
         self._poses: dict[int, np.ndarray] = {}  # every frame's c2w stays in RAM (128 bytes each)
+        self._action_texts: dict[int, str] = {}  # the actions of frames opened from a session (read with the poses)
         self._next_id = 0
         self.source: Path | None = None  # the session folder the frames were opened from
         self.zero_depth_is_sky_when_unsaid = False  # for frame files older than that metadata (open_existing)
@@ -178,21 +180,21 @@ class FrameStore:
         return self._poses[fid]
 
     def action(self, fid: int):
-        """The action that made frame ``fid`` (None for a first frame), from RAM or the file's header (its images
-        are not read). FrameFileError when the file cannot be read."""
+        """The action that made frame ``fid`` (None for a first frame), from RAM, the headers read when the store
+        was opened, or the file's header (its images are not read). FrameFileError when the file cannot be read."""
         frame = self._ram.get(fid)
         if frame is not None:
             return frame.action
         if not 0 <= fid < self._next_id:
             raise KeyError(f"no frame with id {fid}")
-        from safetensors import safe_open
-
+        text = self._action_texts.get(fid)
         try:
-            with safe_open(str(self.path_of(fid)), framework="numpy") as f:
-                return action_from_text((f.metadata() or {}).get("action", ""))
-        except (SafetensorError, ValueError, OSError) as e:
-            raise FrameFileError(f"frame file {self._shown(fid)} is corrupt ({str(e).splitlines()[0][:120]}); "
-                                 "the session cannot be opened as is") from None
+            if text is None:
+                text = read_frame_header(self.path_of(fid), self._shown(fid))[1]
+            return action_from_text(text)
+        except ValueError as e:
+            raise FrameFileError(f"frame file {self._shown(fid)} has a malformed action ({str(e)[:80]}); the session "
+                                 "cannot be opened as is") from None
 
     def get(self, fid: int) -> Frame:
         frame = self._ram.get(fid)
@@ -257,10 +259,11 @@ class FrameStore:
         if missing:
             raise FrameFileError(f"session folder {folder} lacks frames/{missing[0]} (and {len(missing) - 1} more); "
                                  "copy the whole session folder")
-        # poses only (no images): cheap, and a corrupt file is named now rather than mid-walk
-        poses = {i: read_frame_pose(folder / "frames" / frame_file_name(i)) for i in fids}
+        # headers only (no images): cheap, and a corrupt file is named now rather than mid-walk
+        headers = {i: read_frame_header(folder / "frames" / frame_file_name(i)) for i in fids}
         store = cls(None, ram_frames, spill_near=spill_near)
-        store._poses, store.source = poses, Path(folder)
+        store._poses, store.source = {i: pose for i, (pose, _) in headers.items()}, Path(folder)
+        store._action_texts = {i: action for i, (_, action) in headers.items()}
         store.zero_depth_is_sky_when_unsaid = bool(zero_depth_is_sky_when_unsaid)
         for i in fids:
             link_or_copy(folder / "frames" / frame_file_name(i), store.path_of(i))

@@ -190,7 +190,7 @@ def check_mp4(path: Path) -> None:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """On the main thread, hold SIGINT and SIGTERM (their Python handlers) until the block ends, then deliver
+    """On the main thread, hold SIGINT, SIGTERM and SIGHUP (their Python handlers) until the block ends, then deliver
     them: a step's fusion is never cut half-way (a row's position summed but not its weight). Elsewhere (the
     studio's worker) signals never interrupt the thread, and nothing is done."""
     if threading.current_thread() is not threading.main_thread():
@@ -198,7 +198,7 @@ def signals_deferred() -> Iterator[None]:
         return
     held: list[int] = []
     previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
         if callable(signal.getsignal(sig)):  # a Python handler that would raise in the middle of the block
             previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
     try:
@@ -214,8 +214,8 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
     """Put ``entries`` (paths relative to both folders: files, or whole folders) of ``staging`` in ``target``: the
     old ones are moved to ``retired`` first (in reverse order: the last entry, the one that makes the whole valid,
     leaves first), then the new ones in (in order: it arrives last); anything else in ``target`` stays. A failed
-    move puts every moved entry back where it was, then raises. Ctrl-C and SIGTERM wait until the swap (or its
-    undoing) is done; ``retired`` is removed after it. Renames only: ``staging`` and ``retired`` must be on
+    move puts every moved entry back where it was, then raises. Ctrl-C, SIGTERM and SIGHUP wait until the swap (or
+    its undoing) is done; ``retired`` is removed after it. Renames only: ``staging`` and ``retired`` must be on
     ``target``'s file system."""
     with signals_deferred():
         retired.mkdir(parents=True)
@@ -233,7 +233,7 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
             for rel in entries:
                 if (staging / rel).exists():
                     move(staging / rel, target / rel)
-        except OSError:
+        except BaseException:  # (a full disk; anything else that stops it part-way)
             undone = True
             for source, dest in reversed(moved):
                 try:

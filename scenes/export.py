@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import uuid
@@ -26,6 +27,7 @@ import numpy as np
 
 from recon.visual import colorize_depth, colorize_scalar
 from scenes.atomic import WriteError, check_mp4, replacing, swap_in, write_error
+from scenes.spill import process_alive, this_host
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import format_tum, read_tum
 from worldmodel.frame import Frame
@@ -563,7 +565,7 @@ def depth_to_png_mm(depth: np.ndarray) -> np.ndarray:
     return mm.astype(np.uint16)
 
 
-TRANSFORMS_NAMES = ("transforms.json", "worldstudio.json", "images", "depth")  # what write_transforms_json writes
+TRANSFORMS_NAMES = ("transforms.json", "images", "depth")  # what write_transforms_json writes
 
 
 def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = "images") -> Path:
@@ -572,8 +574,9 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
     Depth PNGs are 16-bit millimetres (``depth_unit_scale_factor`` 0.001; 0 = invalid; > 65.5 m dropped).
     Poses are converted to nerfstudio's OpenGL camera: c2w_gl = c2w_cv @ diag(1, -1, -1, 1).
     Intrinsics of the first frame are global; frames with other K or size carry their own. The world stays ours
-    (+Y up, where nerfstudio's is z-up): a ``worldstudio.json`` beside it says so, so the folder opens again as a
-    recording (``replay:FOLDER``) the right way up. ``out_dir`` is created if missing. Every file is written into
+    (+Y up, where nerfstudio's is z-up): ``"world_up": "+y"`` in transforms.json says so (nerfstudio ignores it),
+    so the folder opens again as a recording (``replay:FOLDER``) the right way up, without a worldstudio.json that
+    could clash with a recording's own in the same folder. ``out_dir`` is created if missing. Every file is written into
     a hidden staging folder in ``out_dir`` first and swapped in at the end (:func:`scenes.atomic.swap_in`,
     transforms.json last): a failed or interrupted export leaves an earlier one there as it was. Files of the
     folder the export does not write (a user's own, an earlier export's further frames) stay. Returns the path
@@ -592,10 +595,13 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
     sub = str(image_subdir).strip("/\\") or "images"
     if os.path.isabs(sub) or ".." in Path(sub).parts:
         raise ExportError(f"image_subdir must be a relative folder name, got {image_subdir!r}")
+    if Path(sub).parts[0] == "depth":
+        raise ExportError(f"image_subdir must not be depth/ (the depth images go there), got {image_subdir!r}")
     if out.exists() and not out.is_dir():
         raise ExportError(f"cannot write {out}: it is a file; pass a folder path")
     _remove_stale_staging(out)
-    staging = out / f"{TRANSFORMS_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work = f"{this_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = out / f"{TRANSFORMS_STAGING}{work}"
     try:
         try:
             (staging / sub).mkdir(parents=True)
@@ -604,7 +610,7 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
             raise _os_error(out, e) from None
         written = _write_transforms_into(staging, f0, frames, sub)
         try:
-            swap_in(staging, out, written, staging.with_name(staging.name + "-old"))
+            swap_in(staging, out, written, out / f"{TRANSFORMS_RETIRED}{work}")
         except OSError as e:
             raise _os_error(out, e) from None
     finally:
@@ -612,23 +618,23 @@ def write_transforms_json(out_dir, frames: Iterable[Frame], image_subdir: str = 
     return out / "transforms.json"
 
 
-TRANSFORMS_STAGING = ".transforms-staging-"  # + PID-RANDOM: an export's work folder in its output folder
+# + HOST-PID-RANDOM: an export's work folders in its output folder; the new files, then the old ones it replaced
+TRANSFORMS_STAGING, TRANSFORMS_RETIRED = ".transforms-staging-", ".transforms-old-"
 
 
 def _remove_stale_staging(out: Path) -> None:
-    """Remove the staging folders (and their set-aside files) that exports killed mid-way (kill -9, a power cut)
-    left in ``out``."""
-    from scenes.spill import process_alive
-
+    """Remove the staging folders that exports of this machine left in ``out`` when they were killed (kill -9, a
+    power cut): new files only. The folders of the files an interrupted swap had set aside are left alone (they
+    may be the only copy of the earlier export)."""
+    ours = re.compile(rf"{re.escape(TRANSFORMS_STAGING)}{this_host()}-(\d{{1,10}})-[0-9a-f]{{8}}")
     try:
         entries = list(out.iterdir()) if out.is_dir() else []
     except OSError:
         return
     for entry in entries:
-        if entry.name.startswith(TRANSFORMS_STAGING) and entry.is_dir() and not entry.is_symlink():
-            pid = entry.name[len(TRANSFORMS_STAGING):].split("-")[0]
-            if pid.isdigit() and not process_alive(int(pid)):
-                shutil.rmtree(entry, ignore_errors=True)
+        named = ours.fullmatch(entry.name)
+        if named and entry.is_dir() and not entry.is_symlink() and not process_alive(int(named[1])):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _write_transforms_into(out: Path, f0: Frame, frames: Iterator[Frame], sub: str) -> list[str]:
@@ -636,7 +642,7 @@ def _write_transforms_into(out: Path, f0: Frame, frames: Iterator[Frame], sub: s
     the paths written, relative to ``out``, transforms.json last."""
     meta: dict = {"camera_model": "OPENCV", **_intrinsics_dict(f0.K, f0.width, f0.height),
                   "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
-                  "depth_unit_scale_factor": 0.001, "frames": []}
+                  "depth_unit_scale_factor": 0.001, "world_up": "+y", "frames": []}
     for i, f in enumerate(itertools.chain([f0], frames)):
         if not isinstance(f, Frame):
             raise ExportError(f"frames must be worldmodel.frame.Frame objects, got {type(f).__name__}")
@@ -652,10 +658,8 @@ def _write_transforms_into(out: Path, f0: Frame, frames: Iterator[Frame], sub: s
         if f.width != f0.width or f.height != f0.height or not np.allclose(f.K, f0.K):
             entry.update(_intrinsics_dict(f.K, f.width, f.height))
         meta["frames"].append(entry)
-    _write_bytes_atomic(out / "worldstudio.json", [json.dumps({"world_up": "+y"}).encode("utf-8")])
     _write_bytes_atomic(out / "transforms.json", [json.dumps(meta, indent=2).encode("utf-8")])
-    return [p for e in meta["frames"] for p in (e["file_path"], e["depth_file_path"])] + ["worldstudio.json",
-                                                                                          "transforms.json"]
+    return [p for e in meta["frames"] for p in (e["file_path"], e["depth_file_path"])] + ["transforms.json"]
 
 
 # ----------------------------------------------------------------------------------------------- MP4

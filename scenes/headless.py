@@ -95,7 +95,7 @@ def _why_not_write_into(out: Path, args) -> str | None:
         folder = Path(path).expanduser().resolve()
         if target == folder or folder in target.parents:
             return f"--out {out} is inside {folder}, which the run reads from; choose a folder outside it"
-        if folder.is_file() and target == folder.parent:  # its worldstudio.json would change how the file reads
+        if folder.is_file() and target == folder.parent:  # (the bundle would land among the files it reads)
             return f"--out {out} holds {folder.name}, which the run reads from; choose a folder beside it"
     if not out.is_dir() or (args.resume and (out / "session").resolve() == Path(args.resume).expanduser().resolve()):
         return None  # (a resume writes its exports again where its session is)

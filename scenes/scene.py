@@ -511,7 +511,7 @@ class Scene:
 
     def export_all(self, folder: str | Path, progress: bool = False, video: bool = True) -> dict[str, Path]:
         """The headless bundle: scene.ply, scene.glb, frames.mp4, trajectory.txt, transforms.json (with images/,
-        depth/, worldstudio.json), session/ (``BUNDLE_NAMES``).
+        depth/), session/ (``BUNDLE_NAMES``).
 
         Each file is written atomically; the session comes first, and one failed export does not stop the
         others. When any failed, ExportError names them after everything else was written."""

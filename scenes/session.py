@@ -15,12 +15,10 @@ machine left behind are removed by the next save of the same session from this m
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 import shutil
-import socket
 import uuid
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from scenes.atomic import replacing, swap_in, write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
 from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
+from scenes.spill import process_alive, this_host
 from worldmodel.checks import CheckError
 from worldmodel.registry import WorldSpecError, world_from_description
 
@@ -120,26 +119,10 @@ def _swap_session_files(staging: Path, folder: Path) -> None:
 WORK_KINDS = ("saving", "old")  # a save's staging folder, and the folder the swap moves the old entries to
 
 
-def _this_host() -> str:
-    """8 hex digits naming this machine: a PID means something only on the machine that gave it (a session
-    folder on a network disk may be saved from several)."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
 def _work_folder(folder: Path, kind: str) -> Path:
     """A hidden folder beside ``folder`` for a save's work: ``.NAME.KIND-HOST-PID-RANDOM`` (host and PID tell a
     later save whether the process that made it still runs)."""
-    return folder.parent / f".{folder.name}.{kind}-{_this_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _process_is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):  # another user's process, or no such pid number: leave it alone
-        return False
-    return False
+    return folder.parent / f".{folder.name}.{kind}-{this_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _remove_leftovers(folder: Path) -> None:
@@ -153,10 +136,10 @@ def _remove_leftovers(folder: Path) -> None:
         siblings = list(folder.parent.iterdir())
     except OSError:
         return
-    ours = re.compile(rf"\.{re.escape(folder.name)}\.(?:{'|'.join(WORK_KINDS)})-{_this_host()}-(\d+)-[0-9a-f]{{8}}")
+    ours = re.compile(rf"\.{re.escape(folder.name)}\.(?:{'|'.join(WORK_KINDS)})-{this_host()}-(\d+)-[0-9a-f]{{8}}")
     for path in siblings:
         named = ours.fullmatch(path.name)
-        if (named and int(named[1]) != os.getpid() and _process_is_gone(int(named[1])) and path.is_dir()
+        if (named and int(named[1]) != os.getpid() and not process_alive(int(named[1])) and path.is_dir()
                 and not path.is_symlink()):
             shutil.rmtree(path, ignore_errors=True)
 

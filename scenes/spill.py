@@ -9,10 +9,12 @@ the folders of processes that are no longer alive.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import uuid
@@ -26,16 +28,23 @@ _lock = threading.Lock()
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this machine is running (this one is)."""
+    """Whether process ``pid`` of this machine may be running (this one is; another user's is, as far as we can
+    tell; a number no process can have is not ours to judge: True)."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's live process
+    except (PermissionError, OverflowError):  # someone else's live process; no such pid number
         return True
     return True
+
+
+def this_host() -> str:
+    """8 hex digits naming this machine: a PID means something only on the machine that gave it (a folder on a
+    network disk may be written from several)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def remove_stale(parent: Path) -> list[Path]:

@@ -91,7 +91,7 @@ def test_run_never_writes_over_a_recording_or_another_runs_files(tmp_path, capsy
     capsys.readouterr()
     recording = tmp_path / "recording"  # the run's frames as a recording: transforms.json, images/, depth/
     recording.mkdir()
-    for name in ("transforms.json", "worldstudio.json", "images", "depth"):
+    for name in ("transforms.json", "images", "depth"):
         (first / name).rename(recording / name)
     before = {p: p.read_bytes() for p in recording.rglob("*") if p.is_file()}
     for out in (recording, recording / "sub"):

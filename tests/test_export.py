@@ -285,10 +285,23 @@ def test_a_transforms_export_that_fails_leaves_the_earlier_one_whole(tmp_path, f
     assert (out / "images" / "my_photo.jpg").read_bytes() == b"mine"
     assert (out / "depth" / "sensor_000.png").read_bytes() == b"mine too"
     assert (out / "images" / f"frame_{len(frames) - 1:05d}.png").is_file()  # (the first export's further frames)
-    stale = out / f"{ex.TRANSFORMS_STAGING}999999-0badf00d"  # left by an export killed mid-way (no such process)
+    from scenes.spill import this_host
+
+    stale = out / f"{ex.TRANSFORMS_STAGING}{this_host()}-999999-0badf00d"  # left by a killed export (no such process)
     (stale / "images").mkdir(parents=True)
+    kept = [out / f"{ex.TRANSFORMS_STAGING}{this_host()}-9999999999999999999-0badf00d",  # no pid: not judged
+            out / f"{ex.TRANSFORMS_STAGING}mine", out / f"{ex.TRANSFORMS_RETIRED}{this_host()}-999999-0badf00d"]
+    for folder in kept:  # a user's folder named like one; the files a killed swap had set aside
+        folder.mkdir()
     write_transforms_json(out, others[:1])
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not stale.exists() and all(folder.is_dir() for folder in kept)
+    # a recording's folder: its own worldstudio.json is not the export's to replace ("world_up" is in the file)
+    (out / "worldstudio.json").write_text('{"depth_scale": 0.0002}')
+    write_transforms_json(out, others[:1])
+    assert (out / "worldstudio.json").read_text() == '{"depth_scale": 0.0002}'
+    assert json.loads((out / "transforms.json").read_text())["world_up"] == "+y"
+    with pytest.raises(ExportError, match="image_subdir must not be depth/"):
+        write_transforms_json(out, others[:1], image_subdir="depth")
 
 
 # ------------------------------------------------------------------------------------------------ MP4

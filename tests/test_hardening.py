@@ -170,12 +170,14 @@ def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
     import subprocess
     import sys
 
+    from scenes.spill import this_host
+
     gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True).stdout)
     alive = os.getppid()  # a process that still runs: its save may be under way
     scene = tiny_scene()
     folder = tmp_path / "s"
-    host = session_mod._this_host()
+    host = this_host()
     left = [tmp_path / f".s.saving-{host}-{gone}-0badf00d", tmp_path / f".s.old-{host}-{gone}-0badf00d"]
     kept = [tmp_path / f".s.saving-{host}-{alive}-0badf00d", tmp_path / f".t.saving-{host}-{gone}-0badf00d",
             tmp_path / f".s.saving-0badf00d-{gone}-0badf00d",  # a running save; another session's; another host's

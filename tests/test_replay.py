@@ -886,7 +886,7 @@ def test_a_16_bit_grey_camera_is_scaled_to_8_bits_not_clipped(tmp_path):
 
 
 def test_a_nerfstudio_dataset_opens_as_a_recording(walk_frames, tmp_path):
-    """transforms.json with depth: this tool's own export reopens exactly (its worldstudio.json keeps our +Y-up
+    """transforms.json with depth: this tool's own export reopens exactly (its "world_up" keeps our +Y-up
     world), and a phone capture's layout (Polycam / Record3D through nerfstudio: a colour image 2x its depth's,
     intrinsics per frame, frames listed out of order, nerfstudio's z-up world) gives the same frames at the
     depth's size. Without depth, or with a fisheye camera, it says why in one line."""

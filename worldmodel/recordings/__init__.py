@@ -26,7 +26,7 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   ``aligned_pose``, OpenCV c2w in the scan's z-up world, and colour camera K; ``rgb/frame_NNNNNN.jpg`` or the video
   ``rgb.mkv``/``rgb.mp4``; ``depth/frame_NNNNNN.png`` in mm or ``depth.bin`` itself): colour resized to the depth's
   size, world z-up; or its undistorted DSLR photos (``dslr/``: ``nerfstudio/transforms_undistorted.json``,
-  ``undistorted_images/``, rendered ``undistorted_depths/`` in mm), as SplaTAM reads them.
+  ``undistorted_images/``, rendered ``undistorted_depths/`` in mm), as SplaTAM reads them, up from the cameras.
 - ``replica``: Replica as NICE-SLAM and SplaTAM ship it (``results/frame*.jpg``, ``results/depth*.png`` / 6553.5,
   ``traj.txt`` OpenCV c2w per line, ``cam_params.json`` here or in the parent folder), or as Semantic-NeRF and vMAP
   render it (``rgb/rgb_N.png``, ``depth/depth_N.png`` mm, ``traj_w_c.txt``; Habitat's 90° camera), world z-up.
@@ -53,7 +53,7 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   tool's own) or ``depth_path`` (NeRFCapture's): OpenGL poses, nerfstudio's intrinsics (pixel centres at +0.5),
   depth times ``depth_unit_scale_factor`` or ``integer_depth_scale`` (mm by default); up z when the file says it
   was oriented, else y or z, whichever the cameras' mean up is nearer, said in a note (this tool's export writes
-  ``world_up: +y`` beside it).
+  ``"world_up": "+y"`` into it).
 - ``open3d``: Open3D's reconstruction-system and Redwood layout (``image/`` or ``color/``, ``depth/`` mm, a ``.log``
   trajectory of c2w matrices, ``camera_intrinsic.json`` column-major); up y or z from the cameras, said.
 - ``generic``: ``rgb/*.png|jpg``, ``depth/*.npy|png`` (same file stems), ``poses.txt`` (one pose per image in
@@ -110,7 +110,7 @@ from worldmodel.recordings.pointclouds import read_ply_points
 
 FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "3dscannerapp",
            "polycam", "tartanair", "neuralrgbd", "nerfstudio", "open3d", "generic", "ply")
-DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "+z", "replica": "+z", "stray": "+y",
+DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "auto", "replica": "+z", "stray": "+y",
               "record3d": "+y", "arkitscenes": "+z", "3dscannerapp": "+y", "polycam": "+y", "tartanair": "-y",
               "neuralrgbd": "auto", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)

@@ -55,10 +55,11 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str, transforms: Path | None =
     are played in file-name order, as nerfstudio sorts them; a depth image smaller than its colour image keeps
     its size and the colour is resized to it.
 
-    The up axis: ``up="auto"`` (the default) takes nerfstudio's z-up when the file says it was oriented
-    (``orientation_override``, as the Polycam export writes), else y or z, whichever is nearer the cameras'
-    mean up direction, with a note: nerfstudio re-orients every dataset when it loads it, so the files keep the world
-    they came from (Record3D's and ARKit's are y-up, COLMAP's arbitrary).
+    The up axis: ``up="auto"`` (the default) takes the file's ``world_up`` (this tool's export writes ``+y``), else
+    nerfstudio's z-up when the file says it was oriented (``orientation_override``, as the Polycam export writes),
+    else y or z, whichever is nearer the cameras' mean up direction, with a note: nerfstudio re-orients every
+    dataset when it loads it, so the files keep the world they came from (Record3D's and ARKit's are y-up,
+    COLMAP's arbitrary).
 
     Another layout built on one (ScanNet++'s DSLR) names its file (``transforms``), the folder its file paths are
     relative to (``files_in``; default: the file's), a folder holding ``STEM.png`` depth (mm) for frames that name
@@ -104,6 +105,8 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str, transforms: Path | None =
     if bad:
         notes.append(f"{len(bad)} of the {len(frames)} frames are marked is_bad (blurred): skipped")
         order = [n for n in order if n not in bad]
+    if not order:
+        raise SequenceError(f"{path}: no frame to play (every one is marked is_bad, or the frames list is empty)")
     rgb_files, depth_files, Ks, poses = [], [], [], []
     for n in order:
         entry = frames[n]
@@ -136,8 +139,14 @@ def _open_nerfstudio(folder: Path, cfg: dict, up: str, transforms: Path | None =
     if unit is None and any(f.suffix.lower() == ".npy" for f in depth_files):
         notes.append("float .npy depth is read as metres (transforms.json gives no depth_unit_scale_factor or "
                      "integer_depth_scale)")
-    if up == "auto":
-        up = "+z" if "orientation_override" in meta else _up_from_cameras(poses, notes)
+    if up == "auto" and meta.get("world_up") is not None:  # this tool's own export says which
+        up = str(meta["world_up"])
+        try:
+            up_rotation(up)
+        except ValueError:
+            raise SequenceError(f"{path}: world_up must be one of +x, -x, +y, -y, +z, -z, got {up!r}") from None
+    elif up == "auto":  # nerfstudio oriented it (its Polycam export): z-up; else the cameras tell
+        up = "+z" if "orientation_override" in meta and fmt == "nerfstudio" else _up_from_cameras(poses, notes)
     return _ImageSequence(
         path=folder, format=fmt, c2ws=up_rotation(up) @ poses,
         timestamps=np.arange(len(poses), dtype=np.float64), world_up=up, notes=notes, rgb_files=rgb_files,

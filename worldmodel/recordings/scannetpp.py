@@ -206,9 +206,10 @@ def _open_scannetpp(folder: Path, cfg: dict, up: str):
 
 def _open_scannetpp_dslr(folder: Path, cfg: dict, up: str):
     """ScanNet++'s DSLR photos undistorted to pinhole, with depth rendered from its laser scan, as SplaTAM reads
-    them: ``nerfstudio/transforms_undistorted.json`` (nerfstudio's OpenGL cameras in the scan's z-up world; its
-    ``frames`` and ``test_frames``, ``is_bad`` ones skipped), ``undistorted_images/NAME.JPG`` and
-    ``undistorted_depths/NAME.png`` (mm; or the toolkit's ``render_depth/``)."""
+    them: ``nerfstudio/transforms_undistorted.json`` (nerfstudio's OpenGL cameras; its ``frames`` and
+    ``test_frames``, ``is_bad`` ones skipped), ``undistorted_images/NAME.JPG`` and ``undistorted_depths/NAME.png``
+    (mm; or the toolkit's ``render_depth/``). The file's world is the scan's as nerfstudio's COLMAP converter
+    turns it (SplaTAM turns it back), so ``up="auto"`` takes the axis the cameras' mean up is nearest, said."""
     depth_in = next((folder / d for d in SCANNETPP_DSLR_DEPTH if (folder / d).is_dir()), None)
     if depth_in is None:
         raise SequenceError(f"{folder} has no undistorted_depths/ (or render_depth/); render the DSLR depth with "
@@ -218,7 +219,8 @@ def _open_scannetpp_dslr(folder: Path, cfg: dict, up: str):
 
 
 def _open_scannetpp_iphone(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequence:
-    """A ScanNet++ scene's ``iphone/`` (see the module docstring)."""
+    """A ScanNet++ scene's ``iphone/`` (see the module docstring); ``up="auto"``: the scan's z."""
+    up = "+z" if up == "auto" else up
     path = folder / SCANNETPP_POSES
     meta = _json_object(path, "download it again")
     if not meta:

@@ -190,9 +190,10 @@ def check_mp4(path: Path) -> None:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """On the main thread, hold SIGINT, SIGTERM and SIGHUP (their Python handlers) until the block ends, then deliver
-    them: a step's fusion is never cut half-way (a row's position summed but not its weight). Elsewhere (the
-    studio's worker) signals never interrupt the thread, and nothing is done."""
+    """On the main thread, hold SIGINT, SIGTERM and SIGHUP (their Python handlers) until the block ends, then
+    deliver them: a step's fusion is never cut half-way (a row's position summed but not its weight), nor a
+    save's swap (:func:`swap_in`). Elsewhere (the studio's worker) signals never interrupt the thread, and nothing
+    is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -238,11 +238,12 @@ class Scene:
         fids: list[int] = []
         try:
             for given in prelude:
+                given = self._checked(given, None, "handed to")
                 if (given.width, given.height) != (frame.width, frame.height):
                     raise SceneError(f"a frame handed to the {self.model.name} world is {given.width}x"
                                      f"{given.height}, its frames are {frame.width}x{frame.height}: resize the "
                                      "frames first")
-                given = self._checked(given, None, "a frame handed to").with_index(len(fids))
+                given = given.with_index(len(fids))
                 fids.append(self.store.add(given))
                 self._fuse(given, fids[-1])
             frame = frame.with_index(len(fids))

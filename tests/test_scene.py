@@ -354,6 +354,9 @@ def test_a_nan_pose_is_refused_and_the_scene_stays_as_it_was(monkeypatch):
         assert (scene.length, scene.cursor, len(scene.map)) == before
     monkeypatch.undo()
     assert scene.step(Action("F", "N")).frame.index == 2
+    handed = dataclasses.replace(scene.current, c2w=sheared)  # a frame handed over (a prelude) is held to it too
+    with pytest.raises(SceneError, match="a frame handed to the procedural world has a camera pose that is not"):
+        scene.reset(5, prelude=[handed])
 
 
 def test_every_file_of_a_saved_session_has_the_usual_permissions(tmp_path):

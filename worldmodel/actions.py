@@ -229,7 +229,8 @@ class GeneratedWalk(Sequence):
     """Actions ``start``..``stop`` of the endless walk ``kind`` ('forward', 'orbit': forward while turning left,
     'random': a seeded wander) of ``seed``, made on demand: a walk of millions of steps takes no memory and no time
     before its first step. Iterating, or indexing forward, makes each action once; indexing back starts the walk
-    again (``walk[-1]`` makes them all); a slice is a walk too, one with a step a list."""
+    again (``walk[-1]`` makes them all); a slice is a walk too (a slice with a step is a list). Indexing is
+    thread-safe; iterating makes its own walk."""
 
     def __init__(self, kind: str, seed: int, start: int, stop: int):
         self.kind, self.seed, self.start, self.stop = kind, seed, start, max(start, stop)

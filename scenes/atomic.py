@@ -221,8 +221,10 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
     with signals_deferred():
         retired.mkdir(parents=True)
         moved: list[tuple[Path, Path]] = []  # (from, to), undone in reverse
+        made: list[Path] = []  # folders the moves created, removed again if undone
 
         def move(source: Path, dest: Path) -> None:
+            made.extend(p for p in reversed(dest.parents) if not p.exists())
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, dest)
             moved.append((source, dest))
@@ -243,5 +245,10 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
                     undone = False  # (the entry stays in staging or retired, whole, for recovery by hand)
             if undone:
                 shutil.rmtree(retired, ignore_errors=True)
+                for folder in reversed(made):  # (left only when something else was put there meanwhile)
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        pass
             raise
         shutil.rmtree(retired, ignore_errors=True)

@@ -266,8 +266,19 @@ def test_a_transforms_export_that_fails_leaves_the_earlier_one_whole(tmp_path, f
             write_transforms_json(out, others)
     after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before and not [p for p in out.iterdir() if p.name.startswith(".")]
+    fresh, real_replace = tmp_path / "fresh", os.replace  # a first export that fails in its swap: no empty folders
 
-    real_replace, renames = os.replace, []
+    def full_disk_in_the_swap(a, b):
+        if ex.TRANSFORMS_STAGING not in str(b):  # a move into the folder, not a file's own write in staging
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(a, b)
+
+    with mock.patch.object(atomic.os, "replace", full_disk_in_the_swap):
+        with pytest.raises(ExportError, match="disk full"):
+            write_transforms_json(fresh, frames[:1])
+    assert [p.name for p in fresh.iterdir()] == []
+
+    renames = []
 
     def interrupted_at_the_third_rename(a, b):
         if "-old" in str(b) or ex.TRANSFORMS_STAGING not in str(b):  # the swap's moves, not the files' own writes

@@ -74,8 +74,9 @@ def camera_problem(c2w, K) -> str | None:
     """What is wrong with a frame's camera, as "a camera pose that ..." / "intrinsics K that ...", or None: the pose
     passes :func:`pose_problem`, K is a finite (3, 3) with positive focal lengths. The one rule for frames entering
     a scene and frames read from a saved session."""
-    if pose_problem(c2w) is not None:
-        return "a camera pose that is not a finite rigid transform"
+    why = pose_problem(c2w)
+    if why is not None:
+        return f"a camera pose that is not a finite rigid transform ({why})"
     K = np.asarray(K, dtype=np.float64)
     if not (K.shape == (3, 3) and np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
         return "intrinsics K that are not finite with positive focal lengths"

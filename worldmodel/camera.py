@@ -189,14 +189,26 @@ def reprojection_errors(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.nd
                         ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`reproject_depth` with the pixels: (flat indices (M,) int64 into the (H, W) source image, errors
     (M,) float64) for the source pixels that land on a valid destination pixel."""
+    flat, z, inside, landed = depth_landing(depth_src, K_src, c2w_src, depth_dst, K_dst, c2w_dst, max_depth, stride)
+    ok = inside & valid_depth_mask(landed, max_depth)
+    err = np.abs(z[ok] - landed[ok])
+    return flat[ok], (err / z[ok] if relative else err)
+
+
+def depth_landing(depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray,
+                  depth_dst: np.ndarray, K_dst: np.ndarray, c2w_dst: np.ndarray,
+                  max_depth: float = np.inf, stride: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lift ``depth_src`` (valid pixels, every ``stride``-th) to the world and project it into the destination
+    camera -> (flat indices (N,) int64 into the source image, the points' z-depth in the destination camera (N,),
+    whether each lands in its view, in front of it (N,) bool, the destination's depth at the nearest pixel where it
+    lands (N,) float64, 0 elsewhere)."""
     pts, flat = unproject_depth(depth_src, K_src, c2w_src, max_depth=max_depth, stride=stride)
     uv, z = world_to_pixels(pts, K_dst, invert_pose(c2w_dst))
     h, w = depth_dst.shape
     u = np.rint(uv[:, 0]).astype(np.int64)
     v = np.rint(uv[:, 1]).astype(np.int64)
     inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    d = depth_dst[v[inside], u[inside]]
-    ok = valid_depth_mask(d, max_depth)
-    z = z[inside][ok]
-    err = np.abs(z - d[ok].astype(np.float64))
-    return flat[inside][ok], (err / z if relative else err)
+    landed = np.zeros(len(z), dtype=np.float64)
+    landed[inside] = depth_dst[v[inside], u[inside]]
+    return flat, z, inside, landed

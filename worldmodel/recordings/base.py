@@ -12,6 +12,7 @@ import io
 import json
 import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
@@ -131,36 +132,15 @@ def _open_image(path: Path, data: bytes | None = None):
     return im
 
 
-def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 of the image file ``path`` (or of ``data``, its bytes)."""
+@contextmanager
+def _decoding(path: Path, what: str, fix: str, data: bytes | None = None) -> Iterator:
+    """The PIL image of ``path`` (:func:`_open_image`) for the block; a file that is missing, or that PIL cannot
+    decode there, is one SequenceError naming it as ``what`` and saying ``fix``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _open_image(path, data) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grey (IR, mono) camera: scale, not clip
-                grey = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
-                grey = np.clip(np.rint(grey * (255.0 / top)), 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, SequenceError):
-            raise
-        why = "not a format this reader knows" if isinstance(e, UnidentifiedImageError) else str(e)[:80]
-        raise SequenceError(f"cannot read {path}: not a valid image ({why}); copy the file again or remove the "
-                            "frame") from None
-
-
-def _image_array(path: Path, what: str, fix: str) -> np.ndarray:
-    """The image file ``path`` as decoded, (H, W) or (H, W, C), no conversion; a SequenceError naming it as
-    ``what`` and saying ``fix`` when it is missing or not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with _open_image(path) as im:
-            return np.asarray(im)
+            yield im
     except FileNotFoundError:
         raise SequenceError(f"{path} is missing; the sequence folder is incomplete") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
@@ -168,6 +148,24 @@ def _image_array(path: Path, what: str, fix: str) -> np.ndarray:
             raise
         why = "not a format this reader knows" if isinstance(e, UnidentifiedImageError) else str(e)[:80]
         raise SequenceError(f"cannot read {path}: not a valid {what} ({why}); {fix}") from None
+
+
+def _read_rgb(path: Path, data: bytes | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 of the image file ``path`` (or of ``data``, its bytes)."""
+    with _decoding(path, "image", "copy the file again or remove the frame", data) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grey (IR, mono) camera: scale, not clip
+            grey = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
+            grey = np.clip(np.rint(grey * (255.0 / top)), 0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _image_array(path: Path, what: str, fix: str) -> np.ndarray:
+    """The image file ``path`` as decoded, (H, W) or (H, W, C), no conversion; a SequenceError naming it as
+    ``what`` and saying ``fix`` when it is missing or not an image."""
+    with _decoding(path, what, fix) as im:
+        return np.asarray(im)
 
 
 def _read_confidence(path: Path) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldmodel.camera import CV_GL_FLIP, invert_pose, unproject_depth, valid_depth_mask, world_to_pixels
+from worldmodel.camera import CV_GL_FLIP, depth_landing, invert_pose, valid_depth_mask
 
 AGREE_RELATIVE = 0.03  # a moved depth agrees within 3 % of its own depth with the depth it lands on
 MIN_MOTION_M, MIN_MOTION_DEG = 0.10, 5.0  # a pair's camera moves at least this far (or turns this much)
@@ -50,13 +50,7 @@ def moved_depth_agreement(a, b, c2w_a: np.ndarray, c2w_b: np.ndarray) -> tuple[i
     """Frame ``a``'s depth (every STRIDE-th pixel) moved into frame ``b`` by the poses -> (points moved, points
     landing in b's view, of those the points landing on b's depth, of those the points within AGREE_RELATIVE of
     it)."""
-    points, _ = unproject_depth(a.depth, a.K, c2w_a, stride=STRIDE)
-    uv, z = world_to_pixels(points, b.K, invert_pose(c2w_b))
-    h, w = b.depth.shape
-    u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
-    inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    landed = np.zeros(len(z), dtype=np.float64)
-    landed[inside] = b.depth[v[inside], u[inside]]
+    _, z, inside, landed = depth_landing(a.depth, a.K, c2w_a, b.depth, b.K, c2w_b, stride=STRIDE)
     on_depth = inside & valid_depth_mask(landed)
     agree = on_depth & (np.abs(z - landed) <= AGREE_RELATIVE * np.abs(z))
     return len(z), int(inside.sum()), int(on_depth.sum()), int(agree.sum())

@@ -254,10 +254,11 @@ class Trainer:
     # ---------------------------------------------------------------- data
     def load_data(self, progress: bool = True) -> None:
         cfg = self.cfg
-        check_shards_fit(cfg.data, cfg.train_seeds + cfg.val_seeds, cfg.walk_steps, DEFAULT_CONFIG["size"][0])
-        if self.rank == 0:  # one rank generates (every rank refused the same unfit shards); the others wait
-            generate_shards(cfg.data, cfg.train_seeds + cfg.val_seeds, cfg.walk_steps, DEFAULT_CONFIG["size"][0],
-                            workers=cfg.workers, progress=progress)
+        seeds, size = cfg.train_seeds + cfg.val_seeds, DEFAULT_CONFIG["size"][0]
+        if self.rank == 0:  # one rank generates (it refuses unfit shards first); the others wait
+            generate_shards(cfg.data, seeds, cfg.walk_steps, size, workers=cfg.workers, progress=progress)
+        else:  # (refusing the same unfit shards as rank 0, instead of waiting for it at the barrier)
+            check_shards_fit(cfg.data, seeds, cfg.walk_steps, size)
         if self.world > 1:
             torch.distributed.barrier()
         folder = cfg.data

@@ -405,15 +405,18 @@ def _numbered(folder: Path, prefix: str, suffixes: tuple[str, ...]) -> dict[int,
     return found
 
 
-def _json_numbers(data: dict, keys: list[str], path: Path, fix: str) -> np.ndarray:
-    """The numbers ``data`` holds under ``keys`` (one key of a list, or one number per key), float64."""
+def _json_numbers(data: dict, keys: list[str], path: Path, fix: str, count: int | None = None) -> np.ndarray:
+    """The numbers ``data`` holds under ``keys`` (one key of a list, or one number per key), float64; ``count``:
+    how many there must be."""
     try:
         values = np.asarray([v for k in keys for v in np.ravel(data[k])], dtype=np.float64)
     except (KeyError, TypeError, ValueError):
         values = np.zeros(0)
+    named = keys[0] if len(keys) == 1 else ", ".join(keys[:2]) + ", ..."
     if not len(values) or not np.isfinite(values).all():
-        raise SequenceError(f"{path} lacks {keys[0] if len(keys) == 1 else ', '.join(keys[:2]) + ', ...'} (finite "
-                            f"numbers); {fix}")
+        raise SequenceError(f"{path} lacks {named} (finite numbers); {fix}")
+    if count is not None and values.size != count:
+        raise SequenceError(f"{path}: {named} must hold {count} numbers in all, got {values.size}; {fix}")
     return values
 
 
@@ -493,11 +496,8 @@ def _open_polycam(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     poses, Ks = [], []
     for n in kept:
         data = _json_object(camera_files[n], fix)
-        pose = _json_numbers(data, POLYCAM_CAMERA_KEYS, camera_files[n], fix).reshape(3, 4)
-        intrinsics = _json_numbers(data, ["fx", "fy", "cx", "cy"], camera_files[n], fix)
-        if intrinsics.size != 4:
-            raise SequenceError(f"{camera_files[n]}: fx, fy, cx and cy must be one number each; {fix}")
-        fx, fy, cx, cy = intrinsics
+        pose = _json_numbers(data, POLYCAM_CAMERA_KEYS, camera_files[n], fix, count=12).reshape(3, 4)
+        fx, fy, cx, cy = _json_numbers(data, ["fx", "fy", "cx", "cy"], camera_files[n], fix, count=4)
         poses.append(flip_cv_gl(_check_pose(np.vstack([pose, [0.0, 0.0, 0.0, 1.0]]), str(camera_files[n]))))
         Ks.append(_check_K(np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]]), camera_files[n]))
     confidence, min_confidence = _confidence_maps(

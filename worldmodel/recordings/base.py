@@ -260,6 +260,21 @@ def _json_object(path: Path, fix: str) -> dict:
     return data
 
 
+def _json_numbers(data: dict, keys: list[str], path: Path | str, fix: str, count: int | None = None) -> np.ndarray:
+    """The numbers ``data`` holds under ``keys`` (one key of a list, or one number per key), float64; ``count``:
+    how many there must be."""
+    try:
+        values = np.asarray([v for k in keys for v in np.ravel(data[k])], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        values = np.zeros(0)
+    named = keys[0] if len(keys) == 1 else ", ".join(keys[:2]) + ", ..."
+    if not len(values) or not np.isfinite(values).all():
+        raise SequenceError(f"{path} lacks {named} (finite numbers); {fix}")
+    if count is not None and values.size != count:
+        raise SequenceError(f"{path}: {named} must hold {count} numbers in all, got {values.size}; {fix}")
+    return values
+
+
 def _load_config(folder: Path) -> dict:
     """``worldstudio.json`` of a recording (:func:`config_folder`), or {}."""
     path = config_folder(folder) / CONFIG_FILE

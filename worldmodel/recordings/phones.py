@@ -18,9 +18,9 @@ from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
                                         _check_pose, _confidence_maps, _confidence_note, _depth_scale, _images_in,
-                                        _json_object, _min_confidence, _natural_key, _number_table, _numbers,
-                                        _read_depth, _read_intrinsics, _read_rgb, _time_or, _visible, config_folder,
-                                        up_rotation)
+                                        _json_numbers, _json_object, _min_confidence, _natural_key, _number_table,
+                                        _numbers, _read_depth, _read_intrinsics, _read_rgb, _time_or, _visible,
+                                        config_folder, up_rotation)
 from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
@@ -403,21 +403,6 @@ def _numbered(folder: Path, prefix: str, suffixes: tuple[str, ...]) -> dict[int,
             if p.name.startswith(prefix) and p.suffix.lower() in suffixes and p.stem[len(prefix):].isdigit():
                 found[int(p.stem[len(prefix):])] = p
     return found
-
-
-def _json_numbers(data: dict, keys: list[str], path: Path, fix: str, count: int | None = None) -> np.ndarray:
-    """The numbers ``data`` holds under ``keys`` (one key of a list, or one number per key), float64; ``count``:
-    how many there must be."""
-    try:
-        values = np.asarray([v for k in keys for v in np.ravel(data[k])], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        values = np.zeros(0)
-    named = keys[0] if len(keys) == 1 else ", ".join(keys[:2]) + ", ..."
-    if not len(values) or not np.isfinite(values).all():
-        raise SequenceError(f"{path} lacks {named} (finite numbers); {fix}")
-    if count is not None and values.size != count:
-        raise SequenceError(f"{path}: {named} must hold {count} numbers in all, got {values.size}; {fix}")
-    return values
 
 
 def _is_3d_scanner_app(folder: Path) -> bool:

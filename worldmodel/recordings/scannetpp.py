@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
-                                        _check_pose, _depth_scale, _json_object, _last_number, _natural_key,
-                                        _time_or, up_rotation)
+                                        _check_pose, _depth_scale, _json_numbers, _json_object, _last_number,
+                                        _natural_key, _time_or, up_rotation)
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
 
 
@@ -177,17 +177,6 @@ class _ScanNetPPSequence(_VideoSequence):
         return self.depth_bin.frame(self.depth_index[i])
 
 
-def _entry_matrix(entry, key: str, shape: tuple[int, int], where: str) -> np.ndarray:
-    try:
-        M = np.asarray(entry.get(key) if isinstance(entry, dict) else None, dtype=np.float64)
-    except (TypeError, ValueError):
-        M = np.zeros(0)
-    if M.size != shape[0] * shape[1]:
-        raise SequenceError(f"{where} has no {key} ({shape[0]}x{shape[1]} numbers); download "
-                            f"{SCANNETPP_POSES} again")
-    return M.reshape(shape)
-
-
 SCANNETPP_DSLR_CAMERAS = Path("nerfstudio") / "transforms_undistorted.json"
 SCANNETPP_DSLR_DEPTH = ("undistorted_depths", "render_depth")  # SplaTAM's name; the toolkit's render.py's
 
@@ -275,8 +264,10 @@ def _open_scannetpp_iphone(folder: Path, cfg: dict, up: str) -> _ScanNetPPSequen
     poses, Ks, times = [], [], []
     for name, number in kept:
         entry = meta[name]
-        poses.append(_check_pose(_entry_matrix(entry, "aligned_pose", (4, 4), f"{path}: {name}"), f"{path}: {name}"))
-        Ks.append(_check_K(_entry_matrix(entry, "intrinsic", (3, 3), f"{path}: {name}"), f"{path}: {name}"))
+        where, fix = f"{path}: {name}", f"download {SCANNETPP_POSES} again"
+        entry = entry if isinstance(entry, dict) else {}
+        poses.append(_check_pose(_json_numbers(entry, ["aligned_pose"], where, fix, count=16).reshape(4, 4), where))
+        Ks.append(_check_K(_json_numbers(entry, ["intrinsic"], where, fix, count=9).reshape(3, 3), where))
         times.append(_time_or(entry.get("timestamp"), number))
     K = _K_from_config(cfg, folder)
     return _ScanNetPPSequence(

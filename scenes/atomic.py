@@ -31,6 +31,11 @@ class WriteError(OSError):
         self.errno = code
 
 
+class SwapNotUndone(WriteError):
+    """:func:`swap_in` failed and so did its undoing: the target folder is half old, half new, and the message
+    names the folder holding the old entries that are not back."""
+
+
 def is_disk_full(e: BaseException) -> bool:
     """ENOSPC/EDQUOT, also when safetensors or ffmpeg only report it in their message."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -216,8 +221,10 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
     old ones are moved to ``retired`` first (in reverse order: the last entry, the one that makes the whole valid,
     leaves first), then the new ones in (in order: it arrives last); anything else in ``target`` stays. A failed
     move puts every moved entry back where it was, then raises. Ctrl-C, SIGTERM and SIGHUP wait until the swap (or
-    its undoing) is done; ``retired`` is removed after it. Renames only: ``staging`` and ``retired`` must be on
-    ``target``'s file system."""
+    its undoing) is done; ``retired`` is removed after it. ``staging`` and ``retired`` should be on ``target``'s
+    file system (then every move is a rename); an entry under a link to another disk is copied across
+    (:func:`move_entry`). When undoing fails too, the WriteError names ``retired``, which then holds the old
+    entries that are not back."""
     with signals_deferred():
         retired.mkdir(parents=True)
         moved: list[tuple[Path, Path]] = []  # (from, to), undone in reverse
@@ -226,7 +233,7 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
         def move(source: Path, dest: Path) -> None:
             made.extend(p for p in reversed(dest.parents) if not p.exists())
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, dest)
+            move_entry(source, dest)
             moved.append((source, dest))
 
         try:
@@ -236,19 +243,47 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
             for rel in entries:
                 if (staging / rel).exists():
                     move(staging / rel, target / rel)
-        except BaseException:  # (a full disk; anything else that stops it part-way)
+        except BaseException as e:  # (a full disk; anything else that stops it part-way)
             undone = True
             for source, dest in reversed(moved):
                 try:
-                    os.replace(dest, source)
+                    move_entry(dest, source)
+                except OSError:  # stop: the entries not yet back (the one that makes the whole valid among them,
+                    undone = False  # as it left first) stay in staging or retired, whole, for recovery by hand
+                    break
+            if not undone:
+                reason = getattr(e, "strerror", None) or str(e).split("\n")[0] or type(e).__name__
+                raise SwapNotUndone(f"the swap into {target} stopped half-way ({reason}) and could not be undone: "
+                                    f"move the entries of {retired} back into {target} by hand",
+                                    getattr(e, "errno", None)) from e
+            shutil.rmtree(retired, ignore_errors=True)
+            for folder in reversed(made):  # (left only when something else was put there meanwhile)
+                try:
+                    folder.rmdir()
                 except OSError:
-                    undone = False  # (the entry stays in staging or retired, whole, for recovery by hand)
-            if undone:
-                shutil.rmtree(retired, ignore_errors=True)
-                for folder in reversed(made):  # (left only when something else was put there meanwhile)
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        pass
+                    pass
             raise
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def move_entry(source: Path, dest: Path) -> None:
+    """Move file or folder ``source`` to ``dest`` (absent; its folder exists): a rename, or across file systems
+    (a folder that is a link to another disk) a copy beside ``dest`` renamed into place, then ``source``
+    removed. Either way ``dest`` appears whole or not at all, and ``source`` is gone only once it is there."""
+    try:
+        os.replace(source, dest)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    copy = temp_path(dest)
+    try:
+        if source.is_dir() and not source.is_symlink():
+            shutil.copytree(source, copy, symlinks=True)
+        else:
+            shutil.copy2(source, copy, follow_symlinks=False)
+        os.replace(copy, dest)
+    except BaseException:
+        remove_quietly(copy)
+        raise
+    remove_quietly(source)

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from recon.pointmap import VoxelPointMap
-from scenes.atomic import replacing, swap_in, write_error
+from scenes.atomic import SwapNotUndone, replacing, swap_in, write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
 from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
@@ -97,6 +97,8 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
         shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted save leaves no staging folder
         if not isinstance(e, (OSError, SafetensorError)):
             raise
+        if isinstance(e, SwapNotUndone):
+            raise SessionError(f"cannot save session to {folder}: {e} (the scene in memory is unchanged)") from None
         raise SessionError(f"cannot save session to {folder}: {write_error(e, folder)} (the scene in memory "
                            "and any earlier save are unchanged)") from None
     return folder

@@ -315,6 +315,59 @@ def test_a_transforms_export_that_fails_leaves_the_earlier_one_whole(tmp_path, f
         write_transforms_json(out, others[:1], image_subdir="depth")
 
 
+
+def test_a_transforms_export_into_a_folder_linked_to_another_disk(tmp_path, frames):
+    """images/ a link to another disk (renames across it fail with EXDEV, injected here): the export copies
+    across instead, and the files land behind the link. When the swap fails and so does its undoing, the one line
+    names the folder holding the old files, and they are all there."""
+    from unittest import mock
+
+    import scenes.atomic as atomic
+
+    out, other_disk = tmp_path / "ns", tmp_path / "other_disk"
+    write_transforms_json(out, frames)
+    (out / "images").rename(other_disk)
+    (out / "images").symlink_to(other_disk)
+    real_replace = os.replace
+
+    def other_device(path) -> bool:
+        return Path(os.path.realpath(path)).is_relative_to(other_disk)
+
+    def renames_within_one_disk(a, b):
+        if other_device(a) != other_device(Path(b).parent):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(a, b)
+
+    others = [dataclasses.replace(f, rgb=255 - f.rgb) for f in frames]
+    with mock.patch.object(atomic.os, "replace", renames_within_one_disk):
+        write_transforms_json(out, others)
+    assert (out / "images").is_symlink() and not list(out.glob(".transforms-*"))
+    for i, f in enumerate(others):
+        np.testing.assert_array_equal(iio.imread(other_disk / f"frame_{i:05d}.png"), f.rgb)
+    assert not [p for p in other_disk.iterdir() if p.name.startswith(".")]
+
+    before = {p.name: p.read_bytes() for p in other_disk.iterdir()}
+    moves_in = []
+
+    def full_disk_then_no_way_back(a, b):
+        if ex.TRANSFORMS_STAGING in str(a) and ex.TRANSFORMS_STAGING not in str(b):  # moving in: the third fails
+            moves_in.append(a)
+            if len(moves_in) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        if ex.TRANSFORMS_STAGING in str(b) and ex.TRANSFORMS_STAGING not in str(a):  # so does moving them back
+            raise OSError(errno.EIO, "Input/output error")
+        return renames_within_one_disk(a, b)
+
+    with mock.patch.object(atomic.os, "replace", full_disk_then_no_way_back):
+        with pytest.raises(ExportError, match="could not be undone: move the entries of .*transforms-old-") as caught:
+            write_transforms_json(out, frames)
+    retired = Path(str(caught.value).split("move the entries of ")[1].split(" back into")[0])
+    assert retired.is_dir() and "\n" not in str(caught.value)
+    kept = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    kept.update({p.name: p.read_bytes() for p in (retired / "images").iterdir()})  # every old image, one place or
+    assert all(kept.get(name) == data for name, data in before.items())  # the other: nothing lost
+
+
 # ------------------------------------------------------------------------------------------------ MP4
 
 

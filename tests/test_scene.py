@@ -14,7 +14,7 @@ import pytest
 from recon.pointmap import VoxelPointMap
 from scenes.export import read_ply, read_tum_trajectory
 from scenes.scene import Scene, SceneConfig, SceneError, fuse_frame
-from scenes.session import SessionError, load_session, save_session
+from scenes.session import SESSION_ENTRIES, SessionError, load_session, save_session
 from worldmodel.actions import Action, TargetPose, parse_actions
 from worldmodel.registry import WorldSpecError, create_world
 
@@ -245,6 +245,26 @@ def test_discarded_branch_and_failed_save_lose_nothing(tmp_path, monkeypatch):
     again = load_session(folder)
     assert again.length == scene.length - 1
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(SPILL)) == ["s"]
+    # ... and when putting them back fails too, the line says where the old entries are, and does not promise
+    # that the earlier save is unchanged
+
+    def failing_both_ways(src, dst):
+        if Path(src).parent == folder and Path(dst).parent.name.startswith(".s.saving-"):  # the undo
+            raise OSError(5, "Input/output error")
+        return failing(src, dst)
+
+    failing_at.clear()
+    monkeypatch.setattr(session_module.os, "replace", failing_both_ways)
+    with pytest.raises(SessionError, match=r"could not be undone: move the entries of .*\.s\.old-.* back into") as e:
+        save_session(scene, folder)
+    monkeypatch.undo()
+    assert "earlier save" not in str(e.value) and "the scene in memory is unchanged" in str(e.value)
+    retired = next(p for p in tmp_path.iterdir() if p.name.startswith(".s.old-"))
+    names = {p.name for p in retired.iterdir()}  # the old save, whole, to move back (no memory in this scene)
+    assert {"frames", "map.safetensors", "session.json"} <= names <= set(SESSION_ENTRIES)
+    assert not (folder / "session.json").exists()  # and the half-swapped folder does not pass for a session
+    with pytest.raises(SessionError, match="session.json is missing"):
+        load_session(folder)
 
 def test_corrupt_sessions_give_one_line_errors(tmp_path):
     scene = make_scene()

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval-recon", help="fuse a recorded sequence and report accuracy vs open3d's TSDF fusion")
     ev.add_argument("path", help=f"sequence folder: {FORMAT_NAMES}; "
-                    "PATH?up=+z&stride=2&max_frames=N as --world replay: takes")
+                    "PATH?up=+z&stride=2&max_frames=N&level=1 as --world replay: takes")
     ev.add_argument("--voxel", type=ranged(*VOXEL), default=0.02, help="voxel size in metres for both methods (default 0.02)")
     ev.add_argument("--reference", default=None, help="reference mesh or point cloud (PLY/OBJ/GLB) for accuracy")
     ev.add_argument("--max-frames", type=ranged(*STEPS, integer=True), default=None, help="use only the first N frames")

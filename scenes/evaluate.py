@@ -317,7 +317,7 @@ def main(args) -> int:
     try:
         if args.json:  # found now, not after the fusion
             writable_file(args.json, "--json")
-        # PATH?up=+z&stride=2&max_frames=N, as --world replay: takes
+        # PATH?up=+z&stride=2&max_frames=N&level=1, as --world replay: takes
         seq = open_recording(args.path, **({} if args.max_frames is None else {"max_frames": args.max_frames}))
         metrics = evaluate_sequence(seq, voxel=float(args.voxel), reference=args.reference, progress=True,
                                     carve=not args.no_carve, reference_to_world=seq.world_from_source())

@@ -7,6 +7,7 @@ procedural world, whose frames are exact, and must read back to the same poses a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from argparse import Namespace
@@ -250,6 +251,67 @@ def test_7scenes_folder_round_trips(walk_frames, tmp_path):
     # intrinsics in the parent folder (3DMatch layout) are found too
     (folder / "camera-intrinsics.txt").rename(tmp_path / "camera-intrinsics.txt")
     np.testing.assert_allclose(open_sequence(folder)[0].K, walk_frames[0].K)
+
+
+def test_level_turns_a_first_camera_world_so_its_floor_is_level(tum, tmp_path, capsys):
+    """Real data: TUM fr1/rpy's frames written as 7-Scenes would hold them (the world is the first camera's, y down:
+    KinectFusion's), so the floor tilts by that camera's pitch. ``level`` finds the floor in the depth and turns
+    the world to the gravity of TUM's own levelled world (within 1°) without moving any frame against another;
+    ``info`` suggests it; a session reopens with the same turn; a sequence without depth is refused."""
+    frames = [tum[i] for i in range(0, 90, 12)]
+    first_from_world = invert_pose(frames[0].c2w)
+    A = up_rotation("-y")
+    _write_7scenes(tmp_path / "seq", [dataclasses.replace(f, c2w=A @ first_from_world @ f.c2w) for f in frames])
+    seq = open_sequence(tmp_path / "seq")
+    from worldmodel.recordings.checks import floor_plane
+
+    tilted = floor_plane(seq)
+    assert tilted is not None and tilted["tilt_deg"] > 20  # the first camera looks down at the desk
+    assert evaluate_info(tmp_path / "seq", capsys).count("open the recording as PATH?level=1") == 1
+    level = open_sequence(tmp_path / "seq", level=True)
+    truth = open_sequence(tum.path, level=True)  # TUM's own world, levelled the same way (its z is 1.5° off)
+
+    def up_in_first_camera(s) -> np.ndarray:
+        return s.c2ws[0, :3, :3].T @ np.array([0.0, 1.0, 0.0])
+
+    angle = np.degrees(np.arccos(np.clip(up_in_first_camera(level) @ up_in_first_camera(truth), -1, 1)))
+    assert angle < 1.0, angle
+    assert np.degrees(np.arccos(up_in_first_camera(seq) @ up_in_first_camera(truth))) > 20
+    for i in range(1, len(frames)):  # the frames keep their relative poses
+        np.testing.assert_allclose(invert_pose(level.c2ws[0]) @ level.c2ws[i], invert_pose(seq.c2ws[0]) @ seq.c2ws[i],
+                                   atol=1e-9)
+    np.testing.assert_allclose(level.world_from_source() @ up_rotation("-y")[:3, :3].T,
+                               level.c2ws[0, :3, :3] @ seq.c2ws[0, :3, :3].T, atol=1e-9)
+    assert floor_plane(level)["tilt_deg"] < 0.5 and any("level: the world is turned" in n for n in level.notes)
+    assert "PATH?level=1" not in evaluate_info(f"{tmp_path / 'seq'}?level=1", capsys)
+    # a session keeps the turn it was saved with
+    scene = Scene(create_world(f"replay:{tmp_path / 'seq'}?level=1"), SceneConfig(voxel_size=0.05, max_depth=10.0))
+    scene.reset(0)
+    scene.run([Action("F", "N")] * 2)
+    folder = save_session(scene, tmp_path / "session")
+    scene.close()
+    again = load_session(folder)
+    np.testing.assert_allclose(again.model.sequence.c2ws, level.c2ws[:len(again.model.sequence)], atol=1e-9)
+    again.close()
+    with pytest.raises(ValueError, match="level must be 1 or 0"):
+        parse_replay_arg(f"{tmp_path / 'seq'}?level=maybe")
+    (tmp_path / "seq" / "worldstudio.json").write_text('{"level": "yes"}')
+    with pytest.raises(SequenceError, match='"level" must be true or false'):
+        open_sequence(tmp_path / "seq")
+    plys = tmp_path / "plys"
+    plys.mkdir()
+    write_ply(plys / "frame0.ply", np.random.default_rng(0).random((50, 3)) + [0, 0, 2], np.full((50, 3), 9, np.uint8))
+    with pytest.raises(SequenceError, match="level needs depth"):
+        open_sequence(plys, level=True)
+
+
+def evaluate_info(path, capsys) -> str:
+    """What ``launch.py info PATH`` prints for a recording."""
+    from scenes.info import main as info_main
+
+    capsys.readouterr()
+    assert info_main(Namespace(path=str(path))) == 0
+    return capsys.readouterr().out
 
 
 def test_a_12_scenes_folder_takes_its_depth_camera_from_info_txt(walk_frames, tmp_path):

@@ -2,7 +2,7 @@
 saved description (sessions).
 
 Spec strings are ``NAME[:ARGS]``: built-ins ``procedural`` (walks on the terrain), ``procedural:fly`` (keeps
-its height), ``replay:PATH[?up=+z&stride=2&max_frames=N]`` (a recorded sequence, see worldmodel/replay.py);
+its height), ``replay:PATH[?up=+z&stride=2&max_frames=N&level=1]`` (a recorded sequence, see worldmodel/replay.py);
 anything else is looked up among the plugins.
 
 **The factory signature** (built-ins, :func:`register` and plugins alike)::
@@ -90,7 +90,7 @@ def _procedural_from(desc: dict) -> WorldModel:
 
 
 def _replay(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel:
-    """A recorded sequence: replay:PATH[?up=+z&stride=2&max_frames=N] (TUM, 7-Scenes, ScanNet, Replica, ...)."""
+    """A recorded sequence: replay:PATH[?up=+z&stride=2&max_frames=N&level=1] (TUM, 7-Scenes, ScanNet, Replica, ...)."""
     from worldmodel.replay import ReplayWorld, parse_replay_arg
 
     if not arg:

@@ -1,7 +1,8 @@
 """Replay backend: a recorded sequence (any format worldmodel.recordings reads) as a WorldModel.
 
 ``create_world("replay:/path/to/seq")`` opens the folder with :func:`worldmodel.recordings.open_sequence`;
-options follow a ``?``: ``replay:/data/seq?up=+z&stride=2&max_frames=300``.
+options follow a ``?``: ``replay:/data/seq?up=+z&stride=2&max_frames=300&level=1`` (``level``: turn the world so
+the floor in its depth is level).
 
 Stepping plays the recording: a discrete :class:`Action` returns the recorded frame after the one the
 context ends on (the action itself is ignored: the recording decides where the camera goes); a
@@ -22,11 +23,13 @@ import numpy as np
 from worldmodel.actions import Action, TargetPose
 from worldmodel.frame import BaseWorldModel, Context, Frame
 
-_OPTION_KEYS = {"up": "world_up", "world_up": "world_up", "stride": "stride", "max_frames": "max_frames"}
+_OPTION_KEYS = {"up": "world_up", "world_up": "world_up", "stride": "stride", "max_frames": "max_frames",
+                "level": "level"}
+_YES_NO = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def parse_replay_arg(arg: str, look_at_folders: bool = True) -> tuple[str, dict]:
-    """``"/data/seq?up=+z&stride=2"`` -> ("/data/seq", {"world_up": "+z", "stride": 2}).
+    """``"/data/seq?up=+z&stride=2&level=1"`` -> ("/data/seq", {"world_up": "+z", "stride": 2, "level": True}).
 
     The part after the last ``?`` is read as options only when every item is a known ``key=value``;
     otherwise the whole string is the path (a folder may have a ``?`` in its name). ValueError (one line) when
@@ -42,12 +45,18 @@ def parse_replay_arg(arg: str, look_at_folders: bool = True) -> tuple[str, dict]
         key = key.strip().lower()
         if not eq or key not in _OPTION_KEYS:
             if look_at_folders and Path(path).expanduser().exists() and not Path(arg).expanduser().exists():
-                raise ValueError(f"bad replay option {item!r} in {arg!r}: the options are up=, stride= and "
-                                 "max_frames=, e.g. PATH?up=+z&stride=2&max_frames=100")
+                raise ValueError(f"bad replay option {item!r} in {arg!r}: the options are up=, stride=, "
+                                 "max_frames= and level=, e.g. PATH?up=+z&stride=2&max_frames=100&level=1")
             return arg, {}
         name = _OPTION_KEYS[key]
         if name in opts:
             raise ValueError(f"replay option {key} is given twice in {arg!r}; give it once")
+        if name == "level":
+            if value.strip().lower() not in _YES_NO:
+                raise ValueError(f"bad replay options in {arg!r}: level must be 1 or 0 (turn the floor level, or "
+                                 "not)")
+            opts[name] = _YES_NO[value.strip().lower()]
+            continue
         try:
             opts[name] = value.strip() if name == "world_up" else int(value)
         except ValueError:
@@ -88,11 +97,12 @@ class ReplayWorld(BaseWorldModel):
 
     @classmethod
     def open(cls, path: str | Path, world_up: str | None = None, stride: int = 1,
-             max_frames: int | None = None) -> "ReplayWorld":
-        """Open a sequence folder (format detected). Raises worldmodel.recordings.SequenceError (a ValueError)."""
+             max_frames: int | None = None, level: bool | None = None) -> "ReplayWorld":
+        """Open a sequence folder (format detected; the options of :func:`worldmodel.recordings.open_sequence`).
+        Raises worldmodel.recordings.SequenceError (a ValueError)."""
         from worldmodel.recordings import open_sequence
 
-        return cls(open_sequence(path, max_frames=max_frames, stride=stride, world_up=world_up))
+        return cls(open_sequence(path, max_frames=max_frames, stride=stride, world_up=world_up, level=level))
 
     # ---- WorldModel --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -162,7 +172,7 @@ class ReplayWorld(BaseWorldModel):
         d = self.sequence.describe()
         return {"kind": "replay", "path": str(Path(d["path"]).resolve()), "format": d.get("format"),
                 "world_up": d.get("world_up"), "stride": int(d.get("stride", 1)),
-                "max_frames": d.get("max_frames"), "frames": len(self.sequence)}
+                "max_frames": d.get("max_frames"), "frames": len(self.sequence), "level_turn": d.get("level_turn")}
 
     @classmethod
     def from_description(cls, desc: dict) -> "ReplayWorld":
@@ -173,7 +183,15 @@ class ReplayWorld(BaseWorldModel):
             raise ValueError(f"it was at {path}, and is not there now; put it back there (the session holds its "
                              "frames, not the recording)")
         world = cls.open(path, world_up=desc.get("world_up"), stride=int(desc.get("stride") or 1),
-                         max_frames=desc.get("max_frames"))
+                         max_frames=desc.get("max_frames"), level=False)
+        if desc.get("level_turn") is not None:  # the turn found when it was saved (not found again: RANSAC)
+            turn = np.asarray(desc["level_turn"], dtype=np.float64)
+            if turn.shape != (3, 3) or not np.allclose(turn @ turn.T, np.eye(3), atol=1e-6):
+                raise ValueError(f"its level_turn is not a 3x3 rotation ({desc['level_turn']!r:.80}); the session "
+                                 "file is corrupt")
+            world.sequence.turn_world(turn)
+            world.sequence.options["level_turn"] = turn.tolist()
+            world.sequence.notes.append("level: turned as when the session was saved")
         if desc.get("frames") is not None and int(desc["frames"]) != len(world):
             raise ValueError(f"{path} now has {len(world)} frames, the session recorded {desc['frames']}; "
                              "the recording changed since the session was saved")

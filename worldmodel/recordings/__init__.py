@@ -232,13 +232,15 @@ _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,
-                  format: str | None = None, check_first: bool = True) -> Sequence:
+                  format: str | None = None, check_first: bool = True, level: bool | None = None) -> Sequence:
     """Open a recording lazily: a folder, a .r3d or .sens file, or (no ``format`` given) a dataset's scene folder
     holding one recording beside its meshes (:func:`_recording_in_scene_folder`). The format is detected unless
     given.
 
     max_frames: keep only the first N frames (after ``stride``).  stride: keep every k-th frame.
     world_up: the source world's up axis ("+x".."-z"); default per format (or ``worldstudio.json``).
+    level: turn the world so the floor found in its depth is level (:func:`level_world`; for a world that is a
+    camera's frame, as 7-Scenes' and the Open3D system's are); default ``worldstudio.json``'s "level", else off.
     check_first: decode frame 0 now, so a corrupt folder fails at open. Raises SequenceError.
     """
     named = Path(path).expanduser().resolve()
@@ -264,9 +266,36 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
             keep = keep[: int(max_frames)]
         seq.subset(keep)
     seq.options.update({"stride": int(stride), "max_frames": None if max_frames is None else int(max_frames)})
+    if level is None:
+        level = cfg.get("level", False)
+    if not isinstance(level, bool):
+        raise SequenceError(f'"level" must be true or false, got {level!r}; fix {folder / CONFIG_FILE}')
+    if level:
+        level_world(seq)
     if check_first and len(seq):
         seq[0]
     return seq
+
+
+def level_world(seq: Sequence) -> None:
+    """Turn ``seq``'s world in place so that the floor (or table top) :func:`checks.floor_plane` finds in its
+    depth is level: its poses, and ``source_to_world`` with them; said in a note, as is finding none. Raises
+    SequenceError for a sequence without depth (a point-cloud one)."""
+    from worldmodel.recordings.checks import floor_plane, levelling_rotation
+
+    if not seq.has_depth:
+        raise SequenceError(f"{seq.path}: level needs depth, and this {seq.format} sequence has none; "
+                            "open it without level")
+    floor = floor_plane(seq)
+    if floor is None:
+        seq.options["level_turn"] = np.eye(3).tolist()
+        seq.notes.append("level: no floor or table top was found in the depth; the world is left as read")
+        return
+    turn = levelling_rotation(floor["normal"])
+    seq.turn_world(turn)
+    seq.options["level_turn"] = turn.tolist()  # (a session keeps the turn: RANSAC need not find it again alike)
+    seq.notes.append(f"level: the world is turned {floor['tilt_deg']:.1f}° so that the plane {floor['below_m']:.2f} m "
+                     f"below the cameras ({floor['share']:.0%} of the depth sampled) is level")
 
 
 def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: float = 0.5) -> int:

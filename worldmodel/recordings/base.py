@@ -428,13 +428,20 @@ class Sequence:
         """Release what reading holds open (a video decoder); reading again opens it again."""
 
     def describe(self) -> dict:
-        """JSON-able: enough to open the same sequence again with :func:`open_sequence`."""
+        """JSON-able: enough to open the same sequence again with :func:`open_sequence` (its options; a levelled
+        world's ``level_turn`` (3, 3) is reapplied with :meth:`turn_world`)."""
         return {"path": str(self.named_path or self.path), "format": self.format, "frames": len(self),
                 "world_up": self.world_up, **self.options}
 
     def world_from_source(self) -> np.ndarray:
         """(3, 3): a point in the dataset's own coordinates (its reference mesh's) -> this sequence's world."""
         return up_rotation(self.world_up)[:3, :3] if self.source_to_world is None else self.source_to_world
+
+    def turn_world(self, turn: np.ndarray) -> None:
+        """Turn the world by the rotation ``turn`` (3, 3): every pose, and ``world_from_source`` with them."""
+        self.source_to_world = turn @ self.world_from_source()
+        self.c2ws = np.einsum("ij,njk->nik", np.block([[turn, np.zeros((3, 1))], [np.zeros((1, 3)), 1.0]]), self.c2ws)
+        self._cache.clear()  # (frames read before carry the old poses)
 
     PER_FRAME: ClassVar[tuple[str, ...]] = ()  # the fields holding one item per frame (each kind adds its own)
 

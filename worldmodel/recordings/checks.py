@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldmodel.camera import CV_GL_FLIP, depth_landing, invert_pose, valid_depth_mask
+from worldmodel.camera import CV_GL_FLIP, depth_landing, invert_pose, unproject_depth, valid_depth_mask
 
 AGREE_RELATIVE = 0.03  # a moved depth agrees within 3 % of its own depth with the depth it lands on
 MIN_MOTION_M, MIN_MOTION_DEG = 0.10, 5.0  # a pair's camera moves at least this far (or turns this much)
@@ -96,3 +96,92 @@ def misreading_note(shares: dict[str, float], fmt: str) -> str | None:
             else 'set "camera": "opengl" in worldstudio.json' if "OpenGL" in better else "write camera-to-world poses")
     return (f"the depth agrees far better with the poses read {better} ({shares[better]:.0%} against "
             f"{shares['as read']:.0%}): {fix}, it seems; {todo}")
+
+
+FLOOR_FRAMES = 8  # frames spread over the recording whose depth is searched for a floor
+FLOOR_STRIDE = 8  # every 8th pixel of each
+FLOOR_MAX_DEPTH_M = 8.0  # far depth is noisy (a phone's, a Kinect's) and outdoors is not a room
+FLOOR_UP_AGREEMENT = 0.5  # a plane is floor-like when its normal's mean cosine with the cameras' up is this high
+FLOOR_MIN_SHARE = 0.05  # ... and it holds this share of the sampled points
+FLOOR_RANSAC_TRIES = 300  # planes through three random points tried for each plane found
+FLOOR_RANSAC_JUDGES = 4000  # points each tried plane is judged on
+FLOOR_REFITS = 4  # least-squares refits of each RANSAC plane to the points within its distance
+FLOOR_PLANES = 4  # the largest planes tried, each found with the points of the ones before it removed
+
+
+def floor_plane(seq) -> dict | None:
+    """The largest floor-like plane in a few frames' depth (:data:`FLOOR_FRAMES` spread over ``seq``, RANSAC
+    refit by least squares) -> {"normal": (3,) unit, pointing to the cameras' side, in ``seq``'s world;
+    "tilt_deg": its angle from +Y; "share": of the sampled points; "below_m": its distance below the cameras' mean
+    centre}; None when no plane holding :data:`FLOOR_MIN_SHARE` of them faces the cameras' up (mean cosine with
+    their -y axes at least :data:`FLOOR_UP_AGREEMENT`; a wall the camera looks at, pitched down, faces away from
+    it). The world's own axes are not used: it may be a tilted camera's frame. A table top counts as well as a
+    floor: both are level."""
+    if not seq.has_depth or len(seq) == 0:
+        return None
+    chunks = []
+    for k in np.unique(np.linspace(0, len(seq) - 1, FLOOR_FRAMES).astype(int)):  # ascending: a video decodes once
+        f = seq[int(k)]
+        points, _ = unproject_depth(f.depth, f.K, f.c2w, max_depth=FLOOR_MAX_DEPTH_M, stride=FLOOR_STRIDE)
+        chunks.append(points)
+    points = np.concatenate(chunks)
+    if len(points) < 100:
+        return None
+    centre, cameras_up = seq.c2ws[:, :3, 3].mean(axis=0), -seq.c2ws[:, :3, 1].mean(axis=0)
+    distance = max(0.02, 0.01 * float(np.median(np.linalg.norm(points - centre, axis=1))))
+    rng, here, total, best = np.random.default_rng(0), points, len(points), None
+    for _ in range(FLOOR_PLANES):
+        inliers = _ransac_plane(here, distance, rng)
+        if len(inliers) < 3:
+            break
+        for _ in range(FLOOR_REFITS):  # least squares on the points within reach of the plane, until it settles
+            normal, offset = _plane_through(here[inliers])
+            inliers = np.nonzero(np.abs(here @ normal + offset) <= distance)[0]
+        if normal @ centre + offset < 0:  # towards the cameras
+            normal, offset = -normal, -offset
+        tilt = float(np.degrees(np.arccos(np.clip(normal[1], -1.0, 1.0))))
+        share = len(inliers) / total
+        facing_up = normal @ cameras_up >= FLOOR_UP_AGREEMENT
+        if facing_up and share >= FLOOR_MIN_SHARE and (best is None or share > best["share"]):
+            best = {"normal": normal, "tilt_deg": tilt, "share": share, "below_m": float(normal @ centre + offset)}
+        here = np.delete(here, inliers, axis=0)
+    return best
+
+
+def _ransac_plane(points: np.ndarray, distance: float, rng: np.random.Generator,
+                  tries: int = FLOOR_RANSAC_TRIES) -> np.ndarray:
+    """Indices of the points (N, 3) within ``distance`` of the plane through three of them that has the most
+    (RANSAC). Written here rather than open3d's ``segment_plane``, whose threads make it unrepeatable: the same
+    recording must open as the same world."""
+    if len(points) < 3:
+        return np.zeros(0, dtype=np.int64)
+    a, b, c = (points[rng.integers(0, len(points), tries)] for _ in range(3))
+    normals = np.cross(b - a, c - a)
+    lengths = np.linalg.norm(normals, axis=1)
+    keep = lengths > 1e-12
+    normals, a = normals[keep] / lengths[keep, None], a[keep]
+    if not len(normals):
+        return np.zeros(0, dtype=np.int64)
+    judges = points[rng.permutation(len(points))[:FLOOR_RANSAC_JUDGES]]  # (a sample counts the inliers well)
+    counts = (np.abs(judges @ normals.T - np.sum(normals * a, axis=1)) <= distance).sum(axis=0)
+    best = int(np.argmax(counts))
+    return np.nonzero(np.abs((points - a[best]) @ normals[best]) <= distance)[0]
+
+
+def _plane_through(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The least-squares plane through ``points`` (N, 3) -> (unit normal (3,), offset): normal @ x + offset = 0."""
+    mean = points.mean(axis=0)
+    normal = np.linalg.svd(points - mean, full_matrices=False)[2][-1]
+    return normal, float(-normal @ mean)
+
+
+def levelling_rotation(normal: np.ndarray) -> np.ndarray:
+    """(3, 3): the smallest rotation that turns ``normal`` (3,) unit to +Y (about the horizontal axis between
+    them; no turn about +Y, so the cameras keep their heading)."""
+    from scipy.spatial.transform import Rotation
+
+    axis = np.cross(normal, [0.0, 1.0, 0.0])
+    angle = np.arctan2(np.linalg.norm(axis), normal[1])
+    if np.linalg.norm(axis) < 1e-12:
+        return np.eye(3)
+    return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()

@@ -1983,6 +1983,110 @@ def test_a_tartanair_trajectory_reads_as_its_tools_read_it(walk_frames, tmp_path
         open_sequence(tmp_path / "lcam_front" / "P000")[2]
 
 
+def _write_sun3d(folder: Path, frames, world: np.ndarray) -> list[int]:
+    """A SUN3D sequence of ``frames`` as SUN3D ships it: image/ and depth/ named frame-timestamp (µs), the depth's
+    bits rotated left by 3 (what depthRead.m undoes), one depth more than images (a first one with no image near
+    it), intrinsics.txt, and two extrinsics files: an older run's (identity poses) and the newest, ``world @ c2w``
+    as SUN3Dsfm writes it (3 lines of 4 per camera). Returns the image times."""
+    for d in ("image", "depth", "extrinsics"):
+        (folder / d).mkdir(parents=True)
+    np.savetxt(folder / "intrinsics.txt", frames[0].K, fmt="%.12g")
+    image_t = [50000 + 33367 * i for i in range(len(frames))]
+    Image.fromarray(np.zeros_like(depth_to_png_mm(frames[0].depth))).save(folder / "depth" /
+                                                                          "0000001-000000000000.png")
+    rows = []
+    for i, (f, t) in enumerate(zip(frames, image_t)):
+        Image.fromarray(f.rgb).save(folder / "image" / f"{i + 1:07d}-{t:012d}.jpg", quality=95)
+        mm = depth_to_png_mm(f.depth)
+        Image.fromarray((mm << np.uint16(3)) | (mm >> np.uint16(13))).save(
+            folder / "depth" / f"{i + 2:07d}-{t + 4000:012d}.png")
+        rows += [" ".join(f"{v:.17g}" for v in row) for row in (world @ f.c2w)[:3]]
+    (folder / "extrinsics" / "20130101000000.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1 0\n" * len(frames))
+    (folder / "extrinsics" / "20140118144543.txt").write_text("\n".join(rows) + "\n")
+    return image_t
+
+
+def test_a_sun3d_sequence_reads_as_its_toolbox_reads_it(walk_frames, tmp_path, capsys):
+    """SUN3D (loadSUN3D.m, depthRead.m): each image takes the depth nearest in time, the depth PNG's 16 bits
+    rotated right by 3 are millimetres, the newest extrinsics file holds one 3x4 OpenCV camera-to-world per image.
+    A rectified world (SUN3Dsfm: y up) and a first-camera one (y down) both come back upright, said; `info` reads
+    it; malformed files are one line saying what to do."""
+    from launch import main
+    from worldmodel.recordings.sun3d import nearest_depth, sun3d_depth_units
+
+    stored = np.arange(65536, dtype=np.uint16)  # every value, as depthRead.m decodes it in MATLAB's integers
+    matlab = np.array([(v >> 3) | ((v << 13) & 0xFFFF) for v in range(65536)], dtype=np.uint16)
+    np.testing.assert_array_equal(sun3d_depth_units(stored), matlab)
+    rng = np.random.default_rng(0)
+    t_img, t_dep = rng.integers(0, 40, 50).astype(float), rng.integers(0, 40, 30).astype(float)
+    np.testing.assert_array_equal(nearest_depth(t_img, t_dep),
+                                  [int(np.argmin(np.abs(t_dep - t))) for t in t_img])  # MATLAB's min: first
+
+    frames = walk_frames[:4]
+    folder = tmp_path / "hotel_umd" / "maryland_hotel3"
+    image_t = _write_sun3d(folder, frames, np.eye(4))
+    assert detect_format(folder) == "sun3d"
+    with pytest.raises(SequenceError, match=r"hotel_umd holds a sequence in maryland_hotel3; pass that"):
+        detect_format(folder.parent)
+    seq = open_sequence(folder)
+    assert len(seq) == 4 and seq.world_up == "+y" and any("world up +y assumed" in n for n in seq.notes)
+    assert any("the newest by name, 20140118144543.txt, is read" in n for n in seq.notes), seq.notes
+    np.testing.assert_allclose(seq.timestamps, np.asarray(image_t) / 1e6)
+    assert [p.name.split("-")[0] for p in seq.depth_files] == ["0000002", "0000003", "0000004", "0000005"]
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-12)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+        assert np.abs(g.rgb.astype(float) - f.rgb).mean() < 4  # (JPEG)
+    a, b = seq[1], seq[3]  # the depth moved between frames by the poses read lands on the surface seen there
+    moved = reproject_depth(a.depth, a.K, a.c2w, b.depth, b.K, b.c2w, max_depth=20.0, relative=True)
+    assert np.median(moved) < 0.01
+
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    h, w = frames[0].depth.shape
+    assert "(sun3d, world up +y -> +Y)" in out and f"frames    4, {w}x{h}" in out and "far better" not in out, out
+
+    first = invert_pose(frames[0].c2w)  # an extrinsics file in its first camera's frame (y down)
+    _write_sun3d(tmp_path / "first", frames, first)
+    seq = open_sequence(tmp_path / "first")
+    assert seq.world_up == "-y"
+    np.testing.assert_allclose(seq.c2ws, up_rotation("-y") @ first @ np.stack([f.c2w for f in frames]), atol=1e-9)
+    for name in ("0000004-000000120734.png", "0000005-000000154101.png"):  # two depth frames dropped
+        (tmp_path / "first" / "depth" / name).unlink()
+    seq = open_sequence(tmp_path / "first")
+    assert [p.name[:7] for p in seq.depth_files] == ["0000002", "0000003", "0000003", "0000003"]
+    assert "1 images have no depth within 50 ms: each takes the nearest (up to 0.0627 s away), as SUN3D's " \
+           "toolbox pairs them" in seq.notes, seq.notes
+
+    newest = folder / "extrinsics" / "20140118144543.txt"
+    lines = newest.read_text().splitlines()
+    for damage, says in [
+        ("\n".join(lines[:6]), r"20140118144543.txt holds 2 cameras but image/ has 4 images; .*download"),
+        ("\n".join(lines[:4] + ["nan nan nan nan"] + lines[5:]),
+         r"20140118144543.txt: camera 2 \(lines 4-6\): the pose is not a finite 4x4 matrix"),
+        ("\n".join(lines[:4] + ["1 0 0"] + lines[5:]), r"20140118144543.txt:5: expected 4 numbers 'r r r t', got 3"),
+        ("\n".join(lines[:-1]), r"holds 11 lines of 4 numbers, not 3 per camera"),
+    ]:
+        newest.write_text(damage + "\n")
+        with pytest.raises(SequenceError, match=says) as e:
+            open_sequence(folder)
+        assert "\n" not in str(e.value)
+    newest.write_text("\n".join(lines) + "\n")
+    (folder / "intrinsics.txt").unlink()
+    with pytest.raises(SequenceError, match=r"intrinsics.txt is missing; download the sequence's intrinsics.txt"):
+        open_sequence(folder)
+    (folder / "worldstudio.json").write_text(json.dumps({"K": frames[0].K.tolist()}))
+    assert len(open_sequence(folder)) == 4
+    (folder / "extrinsics" / "20130101000000.txt").unlink()
+    newest.unlink()
+    with pytest.raises(SequenceError, match=r"extrinsics holds no .txt camera poses; download the sequence's"):
+        open_sequence(folder)
+    (tmp_path / "first" / "image" / "0000002-000000083367.jpg").rename(tmp_path / "first" / "image" / "frame2.jpg")
+    with pytest.raises(SequenceError, match=r"frame2.jpg: expected SUN3D's name 'frame-timestamp.jpg'"):
+        open_sequence(tmp_path / "first")
+
+
 def test_info_describes_a_recording_without_fusing_it(tum_path, tmp_path, capsys):
     """`launch.py info` on a recording (not a session): its format, frames, camera and the reader's notes; on a
     folder that is neither, one line saying both."""

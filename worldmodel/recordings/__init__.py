@@ -46,6 +46,10 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
 - ``tartanair``: a TartanAir trajectory (``image_left/``, ``depth_left/*_depth.npy`` planar metres, the sky's ~1e4 m
   dropped, ``pose_left.txt`` NED camera-to-world turned to OpenCV axes; V2's ``*_lcam_front`` with RGBA-packed
   float depth), world y-down.
+- ``sun3d``: a SUN3D sequence (``intrinsics.txt`` 3x3, ``image/*.jpg`` and ``depth/*.png`` named ``frame-timestamp``
+  in µs, ``extrinsics/*.txt``: the newest by name, one row-major 3x4 OpenCV c2w per image in name order): each image
+  takes the depth nearest in time (as SUN3D's toolbox pairs them), depth's 16 bits rotated right by 3, then mm; up y
+  or z from the cameras, said (SUN3Dsfm's rectified worlds are y-up).
 - ``neuralrgbd``: Neural RGB-D's scenes (``images/``, ``depth_filtered/`` or ``depth/`` mm, ``poses.txt`` or
   ``trainval_poses.txt`` of OpenGL c2w in four lines each, ``focal.txt``: the depth camera's focal length, its
   principal point at the centre); up y or z from the cameras, said.
@@ -98,6 +102,7 @@ from worldmodel.recordings.phones import (ARKITSCENES_ASSETS, ARKITSCENES_TRAJEC
                                           _is_record3d_metadata, _open_3d_scanner_app, _open_arkitscenes,
                                           _open_polycam, _open_record3d, _open_stray, polycam_keyframes)
 from worldmodel.recordings.tartanair import _open_tartanair, tartanair_camera
+from worldmodel.recordings.sun3d import _open_sun3d, is_sun3d
 from worldmodel.recordings.scannetpp import _open_scannetpp, is_scannetpp
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
 from worldmodel.recordings.pointclouds import _open_ply
@@ -109,14 +114,15 @@ from worldmodel.recordings.pointclouds import read_ply_points
 
 
 FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "3dscannerapp",
-           "polycam", "tartanair", "neuralrgbd", "nerfstudio", "open3d", "generic", "ply")
+           "polycam", "tartanair", "sun3d", "neuralrgbd", "nerfstudio", "open3d", "generic", "ply")
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "auto", "replica": "+z", "stray": "+y",
               "record3d": "+y", "arkitscenes": "+z", "3dscannerapp": "+y", "polycam": "+y", "tartanair": "-y",
-              "neuralrgbd": "auto", "nerfstudio": "auto", "open3d": "auto", "generic": "+y", "ply": "-y"}
+              "sun3d": "auto", "neuralrgbd": "auto", "nerfstudio": "auto", "open3d": "auto", "generic": "+y",
+              "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), ScanNet++ iPhone, Replica, "
-                "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, Neural RGB-D, "
-                "nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
+                "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, SUN3D, "
+                "Neural RGB-D, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
                  "depth/ or depth.bin (ScanNet++ iphone/), nerfstudio/transforms_undistorted.json + "
@@ -125,7 +131,8 @@ _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.
                  "rgb/ + depth/ (Record3D), "
                  "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), frame_*.json + frame_*.jpg + "
                  "depth_*.png (3D Scanner App), keyframes/ with images/ + cameras/ + depth/ (Polycam raw data), "
-                 "image_left/ + depth_left/ + pose_left.txt (TartanAir), images/ + depth/ + poses.txt + focal.txt "
+                 "image_left/ + depth_left/ + pose_left.txt (TartanAir), intrinsics.txt + image/ + depth/ + "
+                 "extrinsics/ (SUN3D), images/ + depth/ + poses.txt + focal.txt "
                  "(Neural RGB-D), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
@@ -155,6 +162,8 @@ def _detect(folder: Path) -> str | None:
         return "polycam"
     if tartanair_camera(folder):
         return "tartanair"
+    if is_sun3d(folder):
+        return "sun3d"
     if _is_neural_rgbd(folder):
         return "neuralrgbd"
     if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
@@ -227,8 +236,8 @@ def _format_of(folder: Path) -> str:
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "scannetpp": _open_scannetpp,
             "replica": _open_replica, "stray": _open_stray, "record3d": _open_record3d,
             "arkitscenes": _open_arkitscenes, "3dscannerapp": _open_3d_scanner_app, "polycam": _open_polycam,
-            "tartanair": _open_tartanair, "neuralrgbd": _open_neural_rgbd, "nerfstudio": _open_nerfstudio,
-            "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
+            "tartanair": _open_tartanair, "sun3d": _open_sun3d, "neuralrgbd": _open_neural_rgbd,
+            "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

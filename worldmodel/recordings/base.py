@@ -232,15 +232,21 @@ def _read_depth(path: Path, scale: float, invalid: int | None = None, float_scal
             d = d.astype(np.float32) * np.float32(float_scale)
         d[~np.isfinite(d) | (d < 0)] = 0.0
         return d
-    raw = _image_array(path, "depth PNG", "copy the file again or remove the frame")
-    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer) or raw.dtype.itemsize < 2:
-        raise SequenceError(f"{path}: depth PNG must be single-channel 16-bit, got {raw.dtype} {raw.shape}"
-                            f"{' (an 8-bit PNG has lost the depth precision; export it as 16-bit)' if raw.dtype == np.uint8 else ''}")
-    raw = raw.astype(np.uint16) if raw.dtype != np.uint16 else raw
+    raw = _depth_png_units(path)
     d = raw.astype(np.float32) * np.float32(scale)
     if invalid is not None:
         d[raw == invalid] = 0.0
     return d
+
+
+def _depth_png_units(path: Path) -> np.ndarray:
+    """(H, W) uint16 of a single-channel 16-bit depth PNG as stored (depth units, no scale); SequenceError naming
+    it otherwise."""
+    raw = _image_array(path, "depth PNG", "copy the file again or remove the frame")
+    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer) or raw.dtype.itemsize < 2:
+        lost = " (an 8-bit PNG has lost the depth precision; export it as 16-bit)" if raw.dtype == np.uint8 else ""
+        raise SequenceError(f"{path}: depth PNG must be single-channel 16-bit, got {raw.dtype} {raw.shape}{lost}")
+    return raw.astype(np.uint16) if raw.dtype != np.uint16 else raw
 
 
 def config_folder(path: Path) -> Path:

@@ -108,11 +108,11 @@ def test_every_kind_of_sequence_declares_its_per_frame_lists():
     reads the wrong frame after a stride (as Record3D's capture frame numbers once did)."""
     import dataclasses
 
-    from worldmodel.recordings import base, phones, pointclouds, scanners, scannetpp, sun3d, tartanair
+    from worldmodel.recordings import base, hypersim, phones, pointclouds, scanners, scannetpp, sun3d, tartanair
 
     kinds = [base._ImageSequence, base._VideoSequence, phones._Record3DSequence, scanners._SensSequence,
              pointclouds._PlySequence, tartanair._TartanAirSequence, scannetpp._ScanNetPPSequence,
-             sun3d._SUN3DSequence]
+             sun3d._SUN3DSequence, hypersim._HypersimSequence]
     assert {k.__name__ for k in kinds} == {k.__name__ for k in _subclasses(base.Sequence)}, "a new kind: list it here"
     for kind in kinds:
         lists = {f.name for f in dataclasses.fields(kind) if "list" in str(f.type)} - {"notes"}

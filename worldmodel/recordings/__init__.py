@@ -50,6 +50,12 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   in µs, ``extrinsics/*.txt``: the newest by name, one row-major 3x4 OpenCV c2w per image in name order): each image
   takes the depth nearest in time (as SUN3D's toolbox pairs them), depth's 16 bits rotated right by 3, then mm; up y
   or z from the cameras, said (SUN3Dsfm's rectified worlds are y-up).
+- ``hypersim``: a Hypersim scene ``ai_VVV_NNN/`` (``_detail/metadata_scene.csv``'s ``meters_per_asset_unit``,
+  ``_detail/cam_XX/camera_keyframe_positions|orientations.hdf5`` OpenGL c2w in asset units, ``images/scene_cam_XX_
+  geometry_hdf5/frame.IIII.depth_meters.hdf5`` distances in metres turned to z-depth, ``_final_preview/
+  frame.IIII.tonemap.jpg`` or the HDR ``_final_hdf5/frame.IIII.color.hdf5`` tone-mapped); cam_00 unless
+  ``hypersim_camera`` says; the camera from ml-hypersim's ``metadata_camera_parameters.csv`` beside the scene or in
+  its parent, else the standard 60° one (said); world z-up.
 - ``neuralrgbd``: Neural RGB-D's scenes (``images/``, ``depth_filtered/`` or ``depth/`` mm, ``poses.txt`` or
   ``trainval_poses.txt`` of OpenGL c2w in four lines each, ``focal.txt``: the depth camera's focal length, its
   principal point at the centre); up y or z from the cameras, said.
@@ -78,7 +84,7 @@ overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per unit 
 .npy, .sens), ``K`` (3x3) or ``fx fy cx cy`` (of the colour images as stored), ``camera`` ("opencv" | "opengl",
 generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
 ``min_confidence`` (ARKit phone captures: 0..2), ``icl_nuim`` (TUM-format folders: whether
-ICL-NUIM's poses are reflected; guessed otherwise).
+ICL-NUIM's poses are reflected; guessed otherwise), ``hypersim_camera`` (Hypersim: the trajectory, "cam_01" or 1).
 Keyword arguments of :func:`open_sequence` override both.
 
 Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced
@@ -105,6 +111,7 @@ from worldmodel.recordings.tartanair import _open_tartanair, tartanair_camera
 from worldmodel.recordings.sun3d import _open_sun3d, is_sun3d
 from worldmodel.recordings.scannetpp import _open_scannetpp, is_scannetpp
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
+from worldmodel.recordings.hypersim import _open_hypersim, is_hypersim
 from worldmodel.recordings.pointclouds import _open_ply
 # public names of the single-module reader this package replaced, so scripts importing them keep working
 from worldmodel.recordings.base import CONFIG_FILE, MAX_PIXELS
@@ -114,14 +121,14 @@ from worldmodel.recordings.pointclouds import read_ply_points
 
 
 FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "3dscannerapp",
-           "polycam", "tartanair", "sun3d", "neuralrgbd", "nerfstudio", "open3d", "generic", "ply")
+           "polycam", "tartanair", "sun3d", "hypersim", "neuralrgbd", "nerfstudio", "open3d", "generic", "ply")
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "auto", "replica": "+z", "stray": "+y",
               "record3d": "+y", "arkitscenes": "+z", "3dscannerapp": "+y", "polycam": "+y", "tartanair": "-y",
-              "sun3d": "auto", "neuralrgbd": "auto", "nerfstudio": "auto", "open3d": "auto", "generic": "+y",
-              "ply": "-y"}
+              "sun3d": "auto", "hypersim": "+z", "neuralrgbd": "auto", "nerfstudio": "auto", "open3d": "auto",
+              "generic": "+y", "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), ScanNet++ iPhone, Replica, "
-                "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, SUN3D, "
+                "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, SUN3D, Hypersim, "
                 "Neural RGB-D, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
@@ -132,7 +139,8 @@ _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.
                  "lowres_wide/ + lowres_depth/ + lowres_wide.traj (ARKitScenes), frame_*.json + frame_*.jpg + "
                  "depth_*.png (3D Scanner App), keyframes/ with images/ + cameras/ + depth/ (Polycam raw data), "
                  "image_left/ + depth_left/ + pose_left.txt (TartanAir), intrinsics.txt + image/ + depth/ + "
-                 "extrinsics/ (SUN3D), images/ + depth/ + poses.txt + focal.txt "
+                 "extrinsics/ (SUN3D), _detail/ + images/ (a Hypersim ai_VVV_NNN scene), "
+                 "images/ + depth/ + poses.txt + focal.txt "
                  "(Neural RGB-D), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
                  "or *.ply files (per-frame point clouds)")
@@ -164,6 +172,8 @@ def _detect(folder: Path) -> str | None:
         return "tartanair"
     if is_sun3d(folder):
         return "sun3d"
+    if is_hypersim(folder):
+        return "hypersim"
     if _is_neural_rgbd(folder):
         return "neuralrgbd"
     if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
@@ -236,8 +246,9 @@ def _format_of(folder: Path) -> str:
 _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet, "scannetpp": _open_scannetpp,
             "replica": _open_replica, "stray": _open_stray, "record3d": _open_record3d,
             "arkitscenes": _open_arkitscenes, "3dscannerapp": _open_3d_scanner_app, "polycam": _open_polycam,
-            "tartanair": _open_tartanair, "sun3d": _open_sun3d, "neuralrgbd": _open_neural_rgbd,
-            "nerfstudio": _open_nerfstudio, "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
+            "tartanair": _open_tartanair, "sun3d": _open_sun3d, "hypersim": _open_hypersim,
+            "neuralrgbd": _open_neural_rgbd, "nerfstudio": _open_nerfstudio, "open3d": _open_open3d,
+            "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

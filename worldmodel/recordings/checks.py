@@ -110,8 +110,9 @@ FLOOR_PLANES = 4  # the largest planes tried, each found with the points of the 
 
 
 def floor_plane(seq) -> dict | None:
-    """The largest floor-like plane in a few frames' depth (:data:`FLOOR_FRAMES` spread over ``seq``, RANSAC
-    refit by least squares) -> {"normal": (3,) unit, pointing to the cameras' side, in ``seq``'s world;
+    """The largest floor-like plane in a few frames' depth (:data:`FLOOR_FRAMES` spread over the first
+    :data:`PAIRS_WITHIN` of ``seq``; RANSAC refit by least squares) -> {"normal": (3,) unit, pointing to the
+    cameras' side, in ``seq``'s world;
     "tilt_deg": its angle from +Y; "share": of the sampled points; "below_m": its distance below the cameras' mean
     centre}; None when no plane holding :data:`FLOOR_MIN_SHARE` of them faces the cameras' up (mean cosine with
     their -y axes at least :data:`FLOOR_UP_AGREEMENT`; a wall the camera looks at, pitched down, faces away from
@@ -120,7 +121,8 @@ def floor_plane(seq) -> dict | None:
     if not seq.has_depth or len(seq) == 0:
         return None
     chunks = []
-    for k in np.unique(np.linspace(0, len(seq) - 1, FLOOR_FRAMES).astype(int)):  # ascending: a video decodes once
+    within = min(len(seq), PAIRS_WITHIN)  # (a video decodes up to the frame asked for: not the whole of a long one)
+    for k in np.unique(np.linspace(0, within - 1, FLOOR_FRAMES).astype(int)):  # ascending: a video decodes once
         f = seq[int(k)]
         points, _ = unproject_depth(f.depth, f.K, f.c2w, max_depth=FLOOR_MAX_DEPTH_M, stride=FLOOR_STRIDE)
         chunks.append(points)

@@ -223,8 +223,8 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
     move puts every moved entry back where it was, then raises. Ctrl-C, SIGTERM and SIGHUP wait until the swap (or
     its undoing) is done; ``retired`` is removed after it. ``staging`` and ``retired`` should be on ``target``'s
     file system (then every move is a rename); an entry under a link to another disk is copied across
-    (:func:`move_entry`). When undoing fails too, the WriteError names ``retired``, which then holds the old
-    entries that are not back."""
+    (:func:`move_entry`). When undoing fails too, it stops there (what makes the whole valid stays out) and the
+    SwapNotUndone line names the new entries left in ``target`` and ``retired``, which holds the old ones not back."""
     with signals_deferred():
         retired.mkdir(parents=True)
         moved: list[tuple[Path, Path]] = []  # (from, to), undone in reverse
@@ -244,17 +244,20 @@ def swap_in(staging: Path, target: Path, entries: list[str], retired: Path) -> N
                 if (staging / rel).exists():
                     move(staging / rel, target / rel)
         except BaseException as e:  # (a full disk; anything else that stops it part-way)
-            undone = True
-            for source, dest in reversed(moved):
+            while moved:
+                source, dest = moved[-1]
                 try:
                     move_entry(dest, source)
                 except OSError:  # stop: the entries not yet back (the one that makes the whole valid among them,
-                    undone = False  # as it left first) stay in staging or retired, whole, for recovery by hand
-                    break
-            if not undone:
+                    break  # as it left first) stay in staging or retired, whole, for recovery by hand
+                moved.pop()
+            if moved:
                 reason = getattr(e, "strerror", None) or str(e).split("\n")[0] or type(e).__name__
+                new_in = [str(dest.relative_to(target)) for source, dest in moved if source.is_relative_to(staging)]
+                named = ", ".join(new_in[:3]) + (f" and {len(new_in) - 3} more" if len(new_in) > 3 else "")
+                first = f"remove the new {named} from {target}, then " if new_in else ""
                 raise SwapNotUndone(f"the swap into {target} stopped half-way ({reason}) and could not be undone: "
-                                    f"move the entries of {retired} back into {target} by hand",
+                                    f"{first}move the entries of {retired} back into {target} by hand",
                                     getattr(e, "errno", None)) from e
             shutil.rmtree(retired, ignore_errors=True)
             for folder in reversed(made):  # (left only when something else was put there meanwhile)

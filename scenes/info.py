@@ -45,9 +45,9 @@ def session_info(folder: str | Path) -> dict:
 
 
 def recording_info(path: str) -> dict:
-    """{path, format, world_up, frames, frame_size, K, path_m, notes, agreement, floor, levelled} of the recording
-    ``path`` (``PATH?stride=2`` options as ``--world replay:`` takes them); agreement: how well its poses and depth
-    agree (:func:`worldmodel.recordings.checks.pose_agreement`), floor: the largest level-ish plane in its depth
+    """{path, format, world_up, frames, frame_size, K, path_m, notes, agreement, floor, levelled, has_depth} of the
+    recording ``path`` (``PATH?stride=2`` options as ``--world replay:`` takes them); agreement: how well its poses
+    and depth agree (:func:`worldmodel.recordings.checks.pose_agreement`), floor: the floor-like plane in its depth
     (:func:`worldmodel.recordings.checks.floor_plane`, or None); a few frames are decoded for each.
     Raises worldmodel.recordings.SequenceError (one line)."""
     from worldmodel.recordings.checks import floor_plane, pose_agreement
@@ -60,7 +60,8 @@ def recording_info(path: str) -> dict:
         return {"path": str(seq.named_path or seq.path), "format": seq.format, "world_up": seq.world_up,
                 "frames": len(seq), "frame_size": f"{first.width}x{first.height}", "K": first.K,
                 "path_m": float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), "notes": list(seq.notes),
-                "agreement": pose_agreement(seq), "floor": floor_plane(seq), "levelled": "level_turn" in seq.options}
+                "agreement": pose_agreement(seq), "floor": floor_plane(seq), "levelled": "level_turn" in seq.options,
+                "has_depth": seq.has_depth}
     finally:
         seq.close()
 
@@ -85,15 +86,19 @@ def _agreement_lines(agreement: dict, fmt: str) -> list[str]:
 LEVEL_NOTE_DEG = 5.0  # info suggests level=1 when the floor tilts more than this
 
 
-def _floor_lines(floor: dict | None, levelled: bool) -> list[str]:
+def _floor_lines(floor: dict | None, levelled: bool, has_depth: bool) -> list[str]:
     """The ``floor`` line of ``info`` and, when the floor tilts and the world was not levelled, what to do."""
+    from worldmodel.recordings.checks import LEVEL_MAX_DEG
+
+    if not has_depth:
+        return ["floor     not looked for: the recording has no depth"]
     if floor is None:
         return ["floor     no floor or table top found in the depth"]
     lines = [f"floor     a plane {floor['below_m']:.2f} m below the cameras ({floor['share']:.0%} of the depth "
              f"sampled) is {floor['tilt_deg']:.1f}° from level"]
-    if floor["tilt_deg"] > LEVEL_NOTE_DEG and not levelled:
-        lines.append("note: the floor tilts; open the recording as PATH?level=1 (or put \"level\": true in its "
-                     "worldstudio.json) to turn it level")
+    if LEVEL_NOTE_DEG < floor["tilt_deg"] <= LEVEL_MAX_DEG and not levelled:
+        lines.append("note: if that plane is the floor, it tilts: open the recording as PATH?level=1 (or put "
+                     "\"level\": true in its worldstudio.json) to turn it level")
     return lines
 
 
@@ -110,7 +115,8 @@ def _recording_main(path: str) -> int:
     print(f"frames    {info['frames']}, {info['frame_size']}, fx={K[0, 0]:g} fy={K[1, 1]:g} cx={K[0, 2]:g} "
           f"cy={K[1, 2]:g} (frame 0)")
     print(f"camera    {info['path_m']:.2f} m of path over the {info['frames']} frames")
-    for line in _agreement_lines(info["agreement"], info["format"]) + _floor_lines(info["floor"], info["levelled"]):
+    floor = _floor_lines(info["floor"], info["levelled"], info["has_depth"])
+    for line in _agreement_lines(info["agreement"], info["format"]) + floor:
         print(line)
     for note in info["notes"]:
         print(f"note: {note}")

@@ -359,7 +359,8 @@ def test_a_transforms_export_into_a_folder_linked_to_another_disk(tmp_path, fram
         return renames_within_one_disk(a, b)
 
     with mock.patch.object(atomic.os, "replace", full_disk_then_no_way_back):
-        with pytest.raises(ExportError, match="could not be undone: move the entries of .*transforms-old-") as caught:
+        with pytest.raises(ExportError, match="could not be undone: remove the new images/frame_00000.png, "
+                           "depth/frame_00000.png from .*, then move the entries of .*transforms-old-") as caught:
             write_transforms_json(out, frames)
     retired = Path(str(caught.value).split("move the entries of ")[1].split(" back into")[0])
     assert retired.is_dir() and "\n" not in str(caught.value)

@@ -283,6 +283,16 @@ def test_level_turns_a_first_camera_world_so_its_floor_is_level(tum, tmp_path, c
     np.testing.assert_allclose(level.world_from_source() @ up_rotation("-y")[:3, :3].T,
                                level.c2ws[0, :3, :3] @ seq.c2ws[0, :3, :3].T, atol=1e-9)
     assert floor_plane(level)["tilt_deg"] < 0.5 and any("level: the world is turned" in n for n in level.notes)
+    strided = open_sequence(tmp_path / "seq", level=True, stride=3, max_frames=2)  # one recording, one world
+    np.testing.assert_allclose(strided.options["level_turn"], level.options["level_turn"], atol=1e-12)
+    # a floor 90° from level is a wall or a wrong up axis (here: TUM's z-up world read as x-up): not turned
+    sideways = open_sequence(tum.path, world_up="+x", level=True)
+    np.testing.assert_allclose(sideways.c2ws, open_sequence(tum.path, world_up="+x").c2ws, atol=1e-12)
+    assert any("more than a tilted floor" in n for n in sideways.notes), sideways.notes
+    assert "level=1" not in evaluate_info(f"{tum.path}?up=+x", capsys)
+    from worldmodel.recordings.checks import levelling_rotation
+
+    np.testing.assert_allclose(levelling_rotation(np.array([0.0, -1.0, 0.0])) @ [0, -1, 0], [0, 1, 0], atol=1e-12)
     assert "PATH?level=1" not in evaluate_info(f"{tmp_path / 'seq'}?level=1", capsys)
     # a session keeps the turn it was saved with
     scene = Scene(create_world(f"replay:{tmp_path / 'seq'}?level=1"), SceneConfig(voxel_size=0.05, max_depth=10.0))
@@ -295,6 +305,11 @@ def test_level_turns_a_first_camera_world_so_its_floor_is_level(tum, tmp_path, c
     again.close()
     with pytest.raises(ValueError, match="level must be 1 or 0"):
         parse_replay_arg(f"{tmp_path / 'seq'}?level=maybe")
+    meta = json.loads((folder / "session.json").read_text())  # a mirror in a session is refused, not replayed
+    meta["world"]["level_turn"] = np.diag([1.0, 1.0, -1.0]).tolist()
+    (folder / "session.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="level_turn is not a 3x3 rotation"):
+        load_session(folder)
     (tmp_path / "seq" / "worldstudio.json").write_text('{"level": "yes"}')
     with pytest.raises(SequenceError, match='"level" must be true or false'):
         open_sequence(tmp_path / "seq")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -255,7 +256,8 @@ def test_discarded_branch_and_failed_save_lose_nothing(tmp_path, monkeypatch):
 
     failing_at.clear()
     monkeypatch.setattr(session_module.os, "replace", failing_both_ways)
-    with pytest.raises(SessionError, match=r"could not be undone: move the entries of .*\.s\.old-.* back into") as e:
+    with pytest.raises(SessionError, match=r"could not be undone: remove the new frames from .*, then move the "
+                                           r"entries of .*\.s\.old-.* back into") as e:
         save_session(scene, folder)
     monkeypatch.undo()
     assert "earlier save" not in str(e.value) and "the scene in memory is unchanged" in str(e.value)
@@ -265,6 +267,11 @@ def test_discarded_branch_and_failed_save_lose_nothing(tmp_path, monkeypatch):
     assert not (folder / "session.json").exists()  # and the half-swapped folder does not pass for a session
     with pytest.raises(SessionError, match="session.json is missing"):
         load_session(folder)
+    shutil.rmtree(folder / "frames")  # doing as the line says gives the earlier save back, whole
+    for entry in retired.iterdir():
+        entry.rename(folder / entry.name)
+    again = load_session(folder)
+    assert again.length == scene.length - 1
 
 def test_corrupt_sessions_give_one_line_errors(tmp_path):
     scene = make_scene()

@@ -185,8 +185,12 @@ class ReplayWorld(BaseWorldModel):
         world = cls.open(path, world_up=desc.get("world_up"), stride=int(desc.get("stride") or 1),
                          max_frames=desc.get("max_frames"), level=False)
         if desc.get("level_turn") is not None:  # the turn found when it was saved (not found again: RANSAC)
-            turn = np.asarray(desc["level_turn"], dtype=np.float64)
-            if turn.shape != (3, 3) or not np.allclose(turn @ turn.T, np.eye(3), atol=1e-6):
+            try:
+                turn = np.asarray(desc["level_turn"], dtype=np.float64)
+            except (TypeError, ValueError):
+                turn = np.zeros(0)
+            if (turn.shape != (3, 3) or not np.allclose(turn @ turn.T, np.eye(3), atol=1e-6)
+                    or np.linalg.det(turn) <= 0):  # (a reflection would mirror every pose)
                 raise ValueError(f"its level_turn is not a 3x3 rotation ({desc['level_turn']!r:.80}); the session "
                                  "file is corrupt")
             world.sequence.turn_world(turn)

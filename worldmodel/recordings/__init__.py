@@ -280,18 +280,18 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
     if followed:
         seq.notes.insert(0, followed)
         seq.named_path = named  # a session names what the user named (reopened, it follows again)
+    if level is None:
+        level = cfg.get("level", False)
+    if not isinstance(level, bool):
+        raise SequenceError(f'"level" must be true or false, got {level!r}; fix {folder / CONFIG_FILE}')
+    if level:  # (before the subset: one recording is one world, whatever stride and max_frames play of it)
+        level_world(seq)
     if stride > 1 or max_frames is not None:
         keep = np.arange(0, len(seq), int(stride))
         if max_frames is not None:
             keep = keep[: int(max_frames)]
         seq.subset(keep)
     seq.options.update({"stride": int(stride), "max_frames": None if max_frames is None else int(max_frames)})
-    if level is None:
-        level = cfg.get("level", False)
-    if not isinstance(level, bool):
-        raise SequenceError(f'"level" must be true or false, got {level!r}; fix {folder / CONFIG_FILE}')
-    if level:
-        level_world(seq)
     if check_first and len(seq):
         seq[0]
     return seq
@@ -299,9 +299,10 @@ def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up
 
 def level_world(seq: Sequence) -> None:
     """Turn ``seq``'s world in place so that the floor (or table top) :func:`checks.floor_plane` finds in its
-    depth is level: its poses, and ``source_to_world`` with them; said in a note, as is finding none. Raises
+    depth is level: its poses, and ``source_to_world`` with them; said in a note, as are finding none and finding
+    one more than :data:`checks.LEVEL_MAX_DEG` from level (a wall, or a wrong up axis: not turned). Raises
     SequenceError for a sequence without depth (a point-cloud one)."""
-    from worldmodel.recordings.checks import floor_plane, levelling_rotation
+    from worldmodel.recordings.checks import LEVEL_MAX_DEG, floor_plane, levelling_rotation
 
     if not seq.has_depth:
         raise SequenceError(f"{seq.path}: level needs depth, and this {seq.format} sequence has none; "
@@ -310,6 +311,12 @@ def level_world(seq: Sequence) -> None:
     if floor is None:
         seq.options["level_turn"] = np.eye(3).tolist()
         seq.notes.append("level: no floor or table top was found in the depth; the world is left as read")
+        return
+    if floor["tilt_deg"] > LEVEL_MAX_DEG:
+        seq.options["level_turn"] = np.eye(3).tolist()
+        seq.notes.append(f"level: the plane found ({floor['share']:.0%} of the depth sampled) is "
+                         f"{floor['tilt_deg']:.0f}° from level, more than a tilted floor ({LEVEL_MAX_DEG:g}°): the "
+                         "world is left as read (pass up=... if its up axis is wrong)")
         return
     turn = levelling_rotation(floor["normal"])
     seq.turn_world(turn)

@@ -103,6 +103,7 @@ FLOOR_STRIDE = 8  # every 8th pixel of each
 FLOOR_MAX_DEPTH_M = 8.0  # far depth is noisy (a phone's, a Kinect's) and outdoors is not a room
 FLOOR_UP_AGREEMENT = 0.5  # a plane is floor-like when its normal's mean cosine with the cameras' up is this high
 FLOOR_MIN_SHARE = 0.05  # ... and it holds this share of the sampled points
+LEVEL_MAX_DEG = 60.0  # a "floor" farther than this from +Y is a wall or a wrong up axis: level does not turn it
 FLOOR_RANSAC_TRIES = 300  # planes through three random points tried for each plane found
 FLOOR_RANSAC_JUDGES = 4000  # points each tried plane is judged on
 FLOOR_REFITS = 4  # least-squares refits of each RANSAC plane to the points within its distance
@@ -110,13 +111,14 @@ FLOOR_PLANES = 4  # the largest planes tried, each found with the points of the 
 
 
 def floor_plane(seq) -> dict | None:
-    """The largest floor-like plane in a few frames' depth (:data:`FLOOR_FRAMES` spread over the first
+    """The floor-like plane in a few frames' depth (:data:`FLOOR_FRAMES` spread over the first
     :data:`PAIRS_WITHIN` of ``seq``; RANSAC refit by least squares) -> {"normal": (3,) unit, pointing to the
-    cameras' side, in ``seq``'s world;
-    "tilt_deg": its angle from +Y; "share": of the sampled points; "below_m": its distance below the cameras' mean
-    centre}; None when no plane holding :data:`FLOOR_MIN_SHARE` of them faces the cameras' up (mean cosine with
-    their -y axes at least :data:`FLOOR_UP_AGREEMENT`; a wall the camera looks at, pitched down, faces away from
-    it). The world's own axes are not used: it may be a tilted camera's frame. A table top counts as well as a
+    cameras' side, in ``seq``'s world; "tilt_deg": its angle from +Y; "share": of the sampled points; "below_m":
+    its distance below the cameras' mean centre}. Of the :data:`FLOOR_PLANES` largest planes, those holding
+    :data:`FLOOR_MIN_SHARE` of the points and facing the cameras' up (mean cosine with their -y axes at least
+    :data:`FLOOR_UP_AGREEMENT`: a wall the camera looks at, pitched down, faces away from it) are candidates, and
+    the one nearest the cameras' up wins (a stair's tread over the slope through the steps' edges); None when there
+    is none. The world's own axes are not used: it may be a tilted camera's frame. A table top counts as well as a
     floor: both are level."""
     if not seq.has_depth or len(seq) == 0:
         return None
@@ -143,10 +145,13 @@ def floor_plane(seq) -> dict | None:
             normal, offset = -normal, -offset
         tilt = float(np.degrees(np.arccos(np.clip(normal[1], -1.0, 1.0))))
         share = len(inliers) / total
-        facing_up = normal @ cameras_up >= FLOOR_UP_AGREEMENT
-        if facing_up and share >= FLOOR_MIN_SHARE and (best is None or share > best["share"]):
-            best = {"normal": normal, "tilt_deg": tilt, "share": share, "below_m": float(normal @ centre + offset)}
+        facing = float(normal @ cameras_up)
+        if facing >= FLOOR_UP_AGREEMENT and share >= FLOOR_MIN_SHARE and (best is None or facing > best["facing"]):
+            best = {"normal": normal, "tilt_deg": tilt, "share": share, "below_m": float(normal @ centre + offset),
+                    "facing": facing}
         here = np.delete(here, inliers, axis=0)
+    if best is not None:
+        del best["facing"]
     return best
 
 
@@ -182,8 +187,9 @@ def levelling_rotation(normal: np.ndarray) -> np.ndarray:
     them; no turn about +Y, so the cameras keep their heading)."""
     from scipy.spatial.transform import Rotation
 
+    normal = np.asarray(normal, dtype=np.float64)
     axis = np.cross(normal, [0.0, 1.0, 0.0])
     angle = np.arctan2(np.linalg.norm(axis), normal[1])
-    if np.linalg.norm(axis) < 1e-12:
-        return np.eye(3)
+    if np.linalg.norm(axis) < 1e-12:  # already +Y, or exactly -Y: half a turn about x
+        axis = np.array([1.0, 0.0, 0.0])
     return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()

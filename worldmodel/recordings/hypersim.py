@@ -50,18 +50,22 @@ def is_hypersim(folder: Path) -> bool:
 
 
 def _read_hdf5(path: Path, fix: str) -> np.ndarray:
-    """The array Hypersim keeps under ``dataset`` in the HDF5 file ``path``; SequenceError ending with ``fix``."""
+    """The array of numbers Hypersim keeps under ``dataset`` in the HDF5 file ``path``, as stored; SequenceError
+    ending with ``fix`` (also for a group or text where the numbers should be)."""
     import h5py
 
     if not path.is_file():
         raise SequenceError(f"{path} is missing; {fix}")
     try:
         with h5py.File(path, "r") as f:
-            return np.asarray(f["dataset"][()])
+            array = np.asarray(f["dataset"][()])
     except KeyError:
         raise SequenceError(f"{path} holds no 'dataset' array, as Hypersim writes it; {fix}") from None
-    except (OSError, ValueError, TypeError) as e:
-        raise SequenceError(f"cannot read {path}: not a valid HDF5 file ({str(e)[:80]}); {fix}") from None
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise SequenceError(f"cannot read {path}: not a Hypersim HDF5 array ({str(e)[:80]}); {fix}") from None
+    if array.dtype.kind not in "fiu":
+        raise SequenceError(f"{path} holds {array.dtype} where Hypersim writes numbers; {fix}")
+    return array
 
 
 def _hdf5_shape(path: Path, fix: str) -> tuple[int, ...]:
@@ -71,7 +75,7 @@ def _hdf5_shape(path: Path, fix: str) -> tuple[int, ...]:
     try:
         with h5py.File(path, "r") as f:
             return tuple(f["dataset"].shape)
-    except (KeyError, OSError, ValueError, TypeError) as e:
+    except (KeyError, OSError, ValueError, TypeError, AttributeError) as e:  # (AttributeError: a group)
         raise SequenceError(f"cannot read {path}: not a Hypersim HDF5 image ({str(e)[:80]}); {fix}") from None
 
 

@@ -62,7 +62,7 @@ def _read_hdf5(path: Path, fix: str) -> np.ndarray:
     except KeyError:
         raise SequenceError(f"{path} holds no 'dataset' array, as Hypersim writes it; {fix}") from None
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise SequenceError(f"cannot read {path}: not a Hypersim HDF5 array ({str(e)[:80]}); {fix}") from None
+        raise SequenceError(f"cannot read {path}: not a valid HDF5 file of numbers ({str(e)[:80]}); {fix}") from None
     if array.dtype.kind not in "fiu":
         raise SequenceError(f"{path} holds {array.dtype} where Hypersim writes numbers; {fix}")
     return array

@@ -134,7 +134,8 @@ class ExportPanel:
             self.upload.on_upload(self._uploaded)
             self.world = gui.add_text("World", initial_value="neural",
                                       hint="neural[:weights folder in the workspace] | procedural | procedural:fly | "
-                                           "replay:/path/to/sequence | a plugin (python3 launch.py worlds lists them)")
+                                           "replay:/path/to/sequence[?level=1: its floor turned level] | a plugin "
+                                           "(python3 launch.py worlds lists them)")
             self.seed = gui.add_number("Seed", 0, step=1)
             new = gui.add_button("Open world", icon=viser.Icon.WORLD)
             new.on_click(self._new_world)
@@ -145,7 +146,7 @@ class ExportPanel:
             learned.on_click(self._learned_from_frame)
             self.start_from = gui.add_text("Session or recording", initial_value="",
                                            hint=f"a saved session folder, or a recording folder or file "
-                                                f"({FORMAT_NAMES}; ?stride=2 allowed)")
+                                                f"({FORMAT_NAMES}; ?stride=2&level=1 allowed)")
             self.start_frame = gui.add_number("Frame (-1: a session's cursor, a recording's last)", -1, step=1,
                                               min=-1)
             from_folder = gui.add_button("Learned model from that frame", icon=viser.Icon.SPARKLES,

@@ -8,6 +8,7 @@ made, and ``--resume DIR`` goes on from a saved session (with the memory setting
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,8 +44,8 @@ def main(args) -> int:
     out = Path(args.out).expanduser()
     out_existed = out.exists()
     if not args.resume and (out / "session" / "session.json").exists():  # a rerun must not overwrite a long walk
-        return fail(f"{out / 'session'} holds a saved session; add --resume {out / 'session'} to go on with it, or "
-                    "choose another --out")
+        return fail(f"{out / 'session'} holds a saved session; add --resume {shlex.quote(str(out / 'session'))} to "
+                    "go on with it, or choose another --out")
     resume = Path(args.resume).expanduser() if args.resume else None
     if resume is not None and not is_session_folder(resume) and is_session_folder(resume / "session"):
         return fail(f"{resume} is a run's folder; its session is in {resume / 'session'}: pass --resume "
@@ -272,9 +273,9 @@ def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:
         try:  # an earlier autosave is still whole (saves swap in whole): the walk goes on from there
             earlier_frames = len(read_session_meta(out / "session")["frame_ids"])
             earlier = (f"; the autosave of {earlier_frames} frames in {out / 'session'} is whole: run the same "
-                       f"command with --resume {out / 'session'} to go on from it")
+                       f"command with --resume {shlex.quote(str(out / 'session'))} to go on from it")
         except (SessionError, KeyError, TypeError):
             pass
         return fail(f"{why}; the frames made so far could not be saved either ({save_error}){earlier}")
     return fail(f"{why}; the {scene.length} frames made so far are saved in {folder}; "
-                f"run the same command with --resume {folder} to go on")
+                f"run the same command with --resume {shlex.quote(str(folder))} to go on")

@@ -486,16 +486,17 @@ class Scene:
         return ex.write_ply(path, pts, cols)
 
     def export_glb(self, path: str | Path, mesh: bool = False) -> Path:
-        """The current branch: map points as shown, camera path with frustums; ``mesh=True`` adds an open3d
-        TSDF mesh of its frames. (The map belongs to the current branch: switch branch to export another.)"""
+        """The current branch as shown at the cursor: map points (:meth:`map_points`), the camera path with
+        frustums up to the cursor; ``mesh=True`` adds an open3d TSDF mesh of those frames. (The map belongs to the
+        current branch: switch branch to export another.)"""
         pts, cols = self.map_points()
-        poses = self.poses()
+        poses = self.poses()[: self.cursor + 1]
         f0 = self.frame_at(0)
         tsdf = None
         if mesh:
             from recon.tsdf import tsdf_mesh
 
-            tsdf = tsdf_mesh(self.iter_frames(), voxel_size=max(self.config.voxel_size, 0.02),
+            tsdf = tsdf_mesh(self.iter_frames(upto=self.cursor), voxel_size=max(self.config.voxel_size, 0.02),
                              depth_max=self.config.max_depth)
         return ex.write_glb(path, pts, cols, c2ws=poses, K=f0.K, image_size=(f0.width, f0.height), mesh=tsdf)
 

@@ -185,9 +185,12 @@ class Studio:
         client.camera.on_update(self.controls.camera_moved)
         self.submit("show a new tab", lambda scene: self._follow(client, scene.current.c2w), client)
 
-    def close(self) -> None:
-        self.worker.stop()
+    def close(self, wait_s: float | None = None) -> list[str]:
+        """Stop the worker once its running command is done (up to ``wait_s`` seconds; None: as long as it takes),
+        then the server -> the labels of queued exports and saves that were not done (:meth:`SceneWorker.stop`)."""
+        not_done = self.worker.stop(wait_s)
         self.server.stop()
+        return not_done
 
 
 def build_scene(args) -> Scene:
@@ -260,7 +263,16 @@ def main(args) -> int:
             time.sleep(1.0)
     except (KeyboardInterrupt, SystemExit):
         pass
-    finally:
-        studio.close()
-        studio.worker.scene.close()
+    running = studio.worker.running
+    if running:
+        print(f"stopping: waiting for '{running}' to finish (Ctrl-C again to quit without it; saves and exports are "
+              "written whole or not at all)", file=sys.stderr, flush=True)
+    try:
+        not_done = studio.close()
+    except KeyboardInterrupt:  # a second Ctrl-C: quit now, leaving the scene to the worker still using it
+        print(f"stopped without finishing '{running}'", file=sys.stderr)
+        return 130
+    for label in not_done:
+        print(f"note: '{label}' was queued and not done", file=sys.stderr)
+    studio.worker.scene.close()
     return 0

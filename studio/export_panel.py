@@ -24,14 +24,14 @@ from worldmodel.replay import ReplayWorld
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
 
 
-def zip_folder(folder: Path) -> bytes:
-    """The folder's files in a .zip (stored: safetensors and PNG do not compress much)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+def zip_folder(folder: Path, out: Path) -> Path:
+    """Write the folder's files to the .zip ``out`` (stored: safetensors and PNG do not compress much), file by
+    file (a session of many GB is not held in memory) -> ``out``."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 z.write(path, path.relative_to(folder).as_posix())
-    return buf.getvalue()
+    return out
 
 
 def working_note(client: viser.ClientHandle | None, title: str, body: str) -> viser.NotificationHandle | None:
@@ -160,7 +160,7 @@ class ExportPanel:
             client = event.client
             note = working_note(client, f"Exporting {label}", "working…")
 
-            def run(scene: Scene) -> tuple[str, bytes]:
+            def run(scene: Scene) -> tuple[str, bytes]:  # (viser sends bytes: the file is read once, whole)
                 with tempfile.TemporaryDirectory(prefix="worldstudio-export-") as tmp:
                     path = make(scene, Path(tmp))
                     return path.name, path.read_bytes()
@@ -198,16 +198,12 @@ class ExportPanel:
     @staticmethod
     def _transforms(scene: Scene, tmp: Path) -> Path:
         scene.export_transforms(tmp / "dataset")
-        out = tmp / "transforms.zip"
-        out.write_bytes(zip_folder(tmp / "dataset"))
-        return out
+        return zip_folder(tmp / "dataset", tmp / "transforms.zip")
 
     @staticmethod
     def _session_zip(scene: Scene, tmp: Path) -> Path:
         save_session(scene, tmp / "session")
-        out = tmp / "session.zip"
-        out.write_bytes(zip_folder(tmp / "session"))
-        return out
+        return zip_folder(tmp / "session", tmp / "session.zip")
 
     def _save_clicked(self, event: viser.GuiEvent) -> None:
         text = self.save_path.value

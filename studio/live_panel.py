@@ -30,6 +30,7 @@ def _blank(h: int = 96, w: int = 128) -> np.ndarray:
 
 
 NO_MEMORY_YET = "No memory retrieved yet."
+IDLE_AFTER_S = 2.0  # steps further apart than this are not one run: the frames/s readout starts again
 
 
 class LivePanel:
@@ -70,7 +71,7 @@ class LivePanel:
             self.cost = gui.add_markdown("")
         self.panel.dock_right()
         self.panel.set_width(340)
-        self._times: collections.deque[float] = collections.deque(maxlen=20)
+        self._times: collections.deque[float] = collections.deque(maxlen=20)  # of the current run of steps
         self._step_stream = (0.0, 0)  # (ms, bytes) of the last step's map streaming
 
     def _show_reference(self, scene: Scene, frame) -> None:
@@ -123,15 +124,18 @@ class LivePanel:
         frame = scene.current
         now = time.monotonic()
         if step is not None:
+            if self._times and now - self._times[-1] > IDLE_AFTER_S:  # a new run of steps: the pause is not one
+                self._times.clear()
             self._times.append(now)
             self._step_stream = (stream_ms, stream_bytes)
-        fps = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 and \
-            self._times[-1] > self._times[0] else 0.0
+        running = len(self._times) > 1 and now - self._times[-1] <= IDLE_AFTER_S and self._times[-1] > self._times[0]
+        rate = f"{(len(self._times) - 1) / (self._times[-1] - self._times[0]):.1f} frames/s" if running else \
+            "one step at a time" if self._times and now - self._times[-1] <= IDLE_AFTER_S else "idle"
         behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
         blocked = (" · **did not move**: the world kept the camera where it stood (blocked: turn or step back; or "
                    "the recording ended)" if step is not None and step.move_refused else "")
         self.status.content = (f"World **{scene.model.name}** · Frame **{frame.index}**{behind} · branch "
-                               f"**{scene.branch_name}** · {fps:.1f} frames/s{blocked}")
+                               f"**{scene.branch_name}** · {rate}{blocked}")
         self.rgb.image = frame.rgb
         self._show_reference(scene, frame)
         near, far = depth_range(frame.depth)

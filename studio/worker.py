@@ -77,16 +77,23 @@ class SceneWorker:
         self.autoplay_hz = 0.0
         self._last_autoplay = 0.0
         self.busy = False
+        self.running: str | None = None  # the label of the command running now
         self._thread = threading.Thread(target=self._loop, name="scene-worker", daemon=True)
         self._stopped = False
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float | None = None) -> list[str]:
+        """Stop once the running command (:attr:`running`) is done: the queued ones are dropped. Waits for it up
+        to ``wait_s`` seconds (None: as long as it takes; Ctrl-C ends the wait) -> the labels of the dropped
+        commands that were not steps (an export, a save), to say they were not done."""
         self._stopped = True
+        not_done = [c.label for c in self._drain() if c is not None and c.run is not None and not c.droppable]
         self._queue.put(None)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=wait_s)
+        return not_done
 
     def submit(self, command: Command) -> None:
         with self._lock:
@@ -105,12 +112,7 @@ class SceneWorker:
         were dropped. The rest (an export, a save, opening a world) stay queued, in order."""
         self.autoplay, self.autoplay_hz = None, 0.0
         dropped, kept = 0, []
-        while True:
-            try:
-                command = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._queue.task_done()
+        for command in self._drain():
             if command is None:  # keep a stop request (last: nothing after it runs)
                 kept.append(None)
                 break
@@ -121,6 +123,16 @@ class SceneWorker:
         for command in kept:
             self._queue.put(command)
         return dropped
+
+    def _drain(self) -> list[Command | None]:
+        """Take every queued command off the queue (each counted done), in order."""
+        taken = []
+        while True:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                return taken
+            self._queue.task_done()
 
     @property
     def pending(self) -> int:
@@ -165,7 +177,7 @@ class SceneWorker:
         return command.coalesce_key is not None and self._latest.get(command.coalesce_key) != command.seq
 
     def _execute(self, command: Command) -> None:
-        self.busy = True
+        self.busy, self.running = True, command.label
         try:
             result = command.run(self.scene)
             if command.on_done is not None:
@@ -180,4 +192,4 @@ class SceneWorker:
             if not isinstance(e, (ValueError, OSError, RuntimeError)):
                 traceback.print_exc()
         finally:
-            self.busy = False
+            self.busy, self.running = False, None

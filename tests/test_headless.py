@@ -157,12 +157,12 @@ def test_a_rerun_or_a_resume_that_disagrees_with_the_saved_walk_is_refused(tmp_p
     cannot be written was found after the whole walk. Each is one line, before any step."""
     from launch import main
 
-    out = tmp_path / "out"
+    out = tmp_path / "my walks" / "out"
     assert main(["run", "--steps", "12", "--seed", "3", *SMALL, "--out", str(out)]) == 0
     before = (out / "session" / "session.json").read_bytes()
     capsys.readouterr()
     assert main(["run", "--steps", "5", "--seed", "3", *SMALL, "--out", str(out)]) == 2
-    assert "holds a saved session; add --resume" in capsys.readouterr().err
+    assert f"holds a saved session; add --resume '{out / 'session'}' to go on" in capsys.readouterr().err  # pastable
     for other in (["--steps", "20", "--walk", "orbit"], ["--actions", "(BN)" * 20]):
         assert main(["run", *other, *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 2
         assert "made with other actions (step 1 differs)" in capsys.readouterr().err

@@ -120,6 +120,16 @@ def test_seek_shows_the_past_and_stepping_forks_a_branch():
     full = len(scene.map_points()[0])
     scene.seek(2)
     assert len(scene.map_points()[0]) < full
+    import tempfile
+
+    import trimesh
+
+    with tempfile.TemporaryDirectory() as tmp:  # the GLB shows the scene as at the cursor: cameras, points
+        glb = trimesh.load(scene.export_glb(Path(tmp) / "s.glb"))
+        drawn = np.concatenate([g.vertices for g in glb.geometry.values() if isinstance(g, trimesh.path.Path3D)])
+        centres = scene.poses()[:, :3, 3]
+        near = [np.min(np.linalg.norm(drawn - c, axis=1)) < 1e-5 for c in centres]
+        assert near == [True, True, True, False, False, False], near
     r = scene.step(Action("B", "R"))
     assert r.forked_from == "main" and scene.branch_name != "main"
     assert scene.length == 4 and scene.branches["main"].fids[:3] == scene.branch.fids[:3]

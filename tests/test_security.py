@@ -166,7 +166,8 @@ def test_a_session_from_the_browser_names_no_world_path_outside_the_root(studio,
         studio.exports.open_path.value = "sessions/mine"
         studio.exports._open_clicked(SimpleNamespace(client=None))
         button = studio.exports.upload
-        button._impl.value = viser.UploadedFile(name="s.zip", content=zip_folder(folder))
+        zipped = zip_folder(folder, tmp_path / "s.zip").read_bytes()
+        button._impl.value = viser.UploadedFile(name="s.zip", content=zipped)
         studio.exports._uploaded(SimpleNamespace(target=button, client=None))
         assert studio.worker.wait_idle(30)
     assert studio.worker.scene is scene

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import threading
+import time
+from unittest import mock
 import zipfile
 from types import SimpleNamespace
 
@@ -132,6 +134,18 @@ def test_worker_runs_in_order_and_coalesces_camera_targets():
     worker.stop()
     assert done == ["block", "target 4", "last"]
     assert len(errors) == 1 and "position 99" in errors[0][1]
+    # stopping (the studio's Ctrl-C) waits for the running command, as long as it takes, and runs nothing queued:
+    # the queued steps are dropped, and the exports and saves among them named as not done
+    done.clear()
+    worker = SceneWorker(scene, after=lambda c, r: done.append(c.label), on_error=lambda l, m: None)
+    worker.start()
+    started = threading.Event()
+    worker.submit(Command("export MP4", lambda s: (started.set(), time.sleep(1.0))))
+    worker.submit(Command("step", lambda s: None, droppable=True))
+    worker.submit(Command("save session", lambda s: None))
+    assert started.wait(5) and worker.running == "export MP4"
+    assert worker.stop() == ["save session"]
+    assert done == ["export MP4"] and worker.running is None and not worker._thread.is_alive()
 
 
 @pytest.fixture()
@@ -408,6 +422,17 @@ def test_the_live_panel_says_when_the_world_refused_a_move():
                           "did not move" in app.live.status.content))
         assert notes == [(str(walk[27]), True, False, False), ("(fLL)", False, True, True),
                          ("(SR)", False, False, False)], notes
+        # the frames/s readout is the rate of the current run of steps: a pause is idle, not a slow step
+        import studio.live_panel as live_panel
+
+        assert "frames/s" in app.live.status.content, app.live.status.content
+        later = time.monotonic() + 5.0
+        with mock.patch.object(live_panel.time, "monotonic", lambda: later):
+            app.live.update(app.worker.scene, None, 0.0, 0, 0, None)
+            assert "idle" in app.live.status.content and "frames/s" not in app.live.status.content
+            app.submit_step(parse_actions("(SL)")[0], None)
+            assert app.worker.wait_idle(30)
+            assert "one step at a time" in app.live.status.content, app.live.status.content
     finally:
         app.close()
 

@@ -56,6 +56,10 @@ uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval
   frame.IIII.tonemap.jpg`` or the HDR ``_final_hdf5/frame.IIII.color.hdf5`` tone-mapped); cam_00 unless
   ``hypersim_camera`` says; the camera from ml-hypersim's ``metadata_camera_parameters.csv`` beside the scene or in
   its parent, else the standard 60° one (said); world z-up.
+- ``matterport``: a Matterport3D house ``<house_id>/`` (``undistorted_camera_parameters/<house_id>.conf``: each
+  ``intrinsics_matrix`` holds for the ``scan <depth> <colour> m00..m33`` lines after it, a row-major OpenGL c2w;
+  ``undistorted_color_images/*.jpg``, ``undistorted_depth_images/*.png`` / 4000); the conf counts rows from the
+  image's bottom (cy' = H - 1 - cy); the views play in the conf's order, not a walk in time (said); world z-up.
 - ``neuralrgbd``: Neural RGB-D's scenes (``images/``, ``depth_filtered/`` or ``depth/`` mm, ``poses.txt`` or
   ``trainval_poses.txt`` of OpenGL c2w in four lines each, ``focal.txt``: the depth camera's focal length, its
   principal point at the centre); up y or z from the cameras, said.
@@ -112,6 +116,7 @@ from worldmodel.recordings.sun3d import _open_sun3d, is_sun3d
 from worldmodel.recordings.scannetpp import _open_scannetpp, is_scannetpp
 from worldmodel.recordings.nerfstudio import _open_nerfstudio
 from worldmodel.recordings.hypersim import _open_hypersim, is_hypersim
+from worldmodel.recordings.matterport import _open_matterport, is_matterport
 from worldmodel.recordings.pointclouds import _open_ply
 # public names of the single-module reader this package replaced, so scripts importing them keep working
 from worldmodel.recordings.base import CONFIG_FILE, MAX_PIXELS
@@ -121,15 +126,16 @@ from worldmodel.recordings.pointclouds import read_ply_points
 
 
 FORMATS = ("tum", "7scenes", "scannet", "scannetpp", "replica", "stray", "record3d", "arkitscenes", "3dscannerapp",
-           "polycam", "tartanair", "sun3d", "hypersim", "neuralrgbd", "nerfstudio", "open3d", "generic", "ply")
+           "polycam", "tartanair", "sun3d", "hypersim", "matterport", "neuralrgbd", "nerfstudio", "open3d", "generic",
+           "ply")
 DEFAULT_UP = {"tum": "auto", "7scenes": "-y", "scannet": "+z", "scannetpp": "auto", "replica": "+z", "stray": "+y",
               "record3d": "+y", "arkitscenes": "+z", "3dscannerapp": "+y", "polycam": "+y", "tartanair": "-y",
-              "sun3d": "auto", "hypersim": "+z", "neuralrgbd": "auto", "nerfstudio": "auto", "open3d": "auto",
-              "generic": "+y", "ply": "-y"}
+              "sun3d": "auto", "hypersim": "+z", "matterport": "+z", "neuralrgbd": "auto", "nerfstudio": "auto",
+              "open3d": "auto", "generic": "+y", "ply": "-y"}
 # the formats for help texts (FORMAT_NAMES) and each one's layout (_FORMATS_HELP)
 FORMAT_NAMES = ("TUM RGB-D (ICL-NUIM, ETH3D), 7-Scenes/3DMatch, ScanNet (.sens), ScanNet++ iPhone, Replica, "
                 "Stray Scanner, Record3D (.r3d), ARKitScenes, 3D Scanner App, Polycam, TartanAir, SUN3D, Hypersim, "
-                "Neural RGB-D, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
+                "Matterport3D, Neural RGB-D, nerfstudio (with depth), Open3D/Redwood, generic or per-frame PLY")
 _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.color.png (7-Scenes/3DMatch), "
                  "a .sens file or color/ + depth/ + pose/ (ScanNet), pose_intrinsic_imu.json + rgb/ or rgb.mkv + "
                  "depth/ or depth.bin (ScanNet++ iphone/), nerfstudio/transforms_undistorted.json + "
@@ -140,6 +146,8 @@ _FORMATS_HELP = ("expected rgb.txt + depth.txt + groundtruth.txt (TUM), frame-*.
                  "depth_*.png (3D Scanner App), keyframes/ with images/ + cameras/ + depth/ (Polycam raw data), "
                  "image_left/ + depth_left/ + pose_left.txt (TartanAir), intrinsics.txt + image/ + depth/ + "
                  "extrinsics/ (SUN3D), _detail/ + images/ (a Hypersim ai_VVV_NNN scene), "
+                 "undistorted_camera_parameters/ + undistorted_color_images/ + undistorted_depth_images/ "
+                 "(a Matterport3D house), "
                  "images/ + depth/ + poses.txt + focal.txt "
                  "(Neural RGB-D), transforms.json with depth "
                  "(nerfstudio), image/ + depth/ + trajectory.log (Open3D/Redwood), rgb/ + depth/ + poses.txt (generic) "
@@ -174,6 +182,8 @@ def _detect(folder: Path) -> str | None:
         return "sun3d"
     if is_hypersim(folder):
         return "hypersim"
+    if is_matterport(folder):
+        return "matterport"
     if _is_neural_rgbd(folder):
         return "neuralrgbd"
     if ((folder / "metadata").is_file() and (folder / "rgbd").is_dir()) or (
@@ -247,8 +257,8 @@ _OPENERS = {"tum": _open_tum, "7scenes": _open_7scenes, "scannet": _open_scannet
             "replica": _open_replica, "stray": _open_stray, "record3d": _open_record3d,
             "arkitscenes": _open_arkitscenes, "3dscannerapp": _open_3d_scanner_app, "polycam": _open_polycam,
             "tartanair": _open_tartanair, "sun3d": _open_sun3d, "hypersim": _open_hypersim,
-            "neuralrgbd": _open_neural_rgbd, "nerfstudio": _open_nerfstudio, "open3d": _open_open3d,
-            "generic": _open_generic, "ply": _open_ply}
+            "matterport": _open_matterport, "neuralrgbd": _open_neural_rgbd, "nerfstudio": _open_nerfstudio,
+            "open3d": _open_open3d, "generic": _open_generic, "ply": _open_ply}
 
 
 def open_sequence(path, max_frames: int | None = None, stride: int = 1, world_up: str | None = None,

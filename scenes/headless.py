@@ -49,7 +49,7 @@ def main(args) -> int:
     resume = Path(args.resume).expanduser() if args.resume else None
     if resume is not None and not is_session_folder(resume) and is_session_folder(resume / "session"):
         return fail(f"{resume} is a run's folder; its session is in {resume / 'session'}: pass --resume "
-                    f"{resume / 'session'}")
+                    f"{shlex.quote(str(resume / 'session'))}")
     why_not = _why_not_write_into(out, args)
     if why_not:
         return fail(why_not)

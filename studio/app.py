@@ -185,7 +185,7 @@ class Studio:
         client.camera.on_update(self.controls.camera_moved)
         self.submit("show a new tab", lambda scene: self._follow(client, scene.current.c2w), client)
 
-    def close(self, wait_s: float | None = None) -> list[str]:
+    def close(self, wait_s: float | None = 60.0) -> list[str]:
         """Stop the worker once its running command is done (up to ``wait_s`` seconds; None: as long as it takes),
         then the server -> the labels of queued exports and saves that were not done (:meth:`SceneWorker.stop`)."""
         not_done = self.worker.stop(wait_s)
@@ -263,16 +263,34 @@ def main(args) -> int:
             time.sleep(1.0)
     except (KeyboardInterrupt, SystemExit):
         pass
+    return _stop(studio)
+
+
+def _stop(studio: Studio) -> int:
+    """The studio's Ctrl-C: wait for the running command (an export, a save) and for a download it sent to reach
+    the browser, then stop; a second Ctrl-C quits at once -> the exit status."""
     running = studio.worker.running
     if running:
         print(f"stopping: waiting for '{running}' to finish (Ctrl-C again to quit without it; saves and exports are "
               "written whole or not at all)", file=sys.stderr, flush=True)
     try:
-        not_done = studio.close()
+        not_done = studio.worker.stop(wait_s=None)
     except KeyboardInterrupt:  # a second Ctrl-C: quit now, leaving the scene to the worker still using it
-        print(f"stopped without finishing '{running}'", file=sys.stderr)
+        print(f"stopped without finishing '{studio.worker.running or running}'", file=sys.stderr)
         return 130
-    for label in not_done:
-        print(f"note: '{label}' was queued and not done", file=sys.stderr)
-    studio.worker.scene.close()
+    try:
+        left = studio.exports.download_seconds_left()
+        if left > 0:
+            print(f"stopping: {left:.0f} s for the last download to reach the browser (Ctrl-C to quit now)",
+                  file=sys.stderr, flush=True)
+            time.sleep(left)
+    except KeyboardInterrupt:
+        pass
+    try:
+        studio.close(wait_s=0)
+        for label in not_done:
+            print(f"note: '{label}' was queued and not done", file=sys.stderr)
+        studio.worker.scene.close()
+    except KeyboardInterrupt:
+        return 130
     return 0

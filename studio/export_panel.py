@@ -7,6 +7,7 @@ import dataclasses
 import io
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,9 @@ from worldmodel.recordings import FORMAT_NAMES
 from worldmodel.replay import ReplayWorld
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
+# viser queues a download and sends it meanwhile (no acknowledgement): a studio stopping after an export gives it
+# this long to reach the browser
+DOWNLOAD_GRACE_S, DOWNLOAD_BYTES_PER_S, DOWNLOAD_WAIT_MAX_S = 2.0, 50e6, 120.0
 
 
 def zip_folder(folder: Path, out: Path) -> Path:
@@ -112,6 +116,7 @@ class ExportPanel:
                  root: str | Path = "."):
         self.submit, self.notify, self.replace_scene = submit, notify, replace_scene
         self.root = Path(root).resolve()
+        self._sending_until = 0.0  # (time.monotonic) when the downloads sent so far have reached the browser
         with gui.add_folder("Export", order=3):
             gui.add_markdown("Exports the current branch (map as shown at the cursor).")
             for label, make in (
@@ -155,6 +160,11 @@ class ExportPanel:
             from_folder.on_click(self._learned_from_folder)
 
     # ------------------------------------------------------------------ exports
+    def download_seconds_left(self) -> float:
+        """How long the downloads sent so far may still take to reach the browser (an estimate: viser does not
+        say when a download is through), at most DOWNLOAD_WAIT_MAX_S; 0 when they are through."""
+        return min(max(0.0, self._sending_until - time.monotonic()), DOWNLOAD_WAIT_MAX_S)
+
     def _export_clicked(self, label: str, make: Callable[[Scene, Path], Path]):
         def handler(event: viser.GuiEvent) -> None:
             client = event.client
@@ -169,6 +179,8 @@ class ExportPanel:
                 name, data = result
                 if client is not None:
                     client.send_file_download(name, data, save_immediately=True)
+                    self._sending_until = max(self._sending_until, time.monotonic() + DOWNLOAD_GRACE_S
+                                              + len(data) / DOWNLOAD_BYTES_PER_S)
                 settle_note(note, f"Exported {label}", f"{name} ({len(data) / 2**20:.1f} MB)")
 
             def failed(message: str) -> None:

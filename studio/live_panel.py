@@ -30,7 +30,9 @@ def _blank(h: int = 96, w: int = 128) -> np.ndarray:
 
 
 NO_MEMORY_YET = "No memory retrieved yet."
-IDLE_AFTER_S = 2.0  # steps further apart than this are not one run: the frames/s readout starts again
+# steps further apart than this (or than 3 times the gap before: slow autoplay, a slow world) are not one run:
+# the frames/s readout starts again
+IDLE_AFTER_S = 5.0  # (autoplay at its slowest steps every 2 s)
 
 
 class LivePanel:
@@ -117,6 +119,11 @@ class LivePanel:
         self._sources = None
         self._show_sources()
 
+    def _pause_after(self) -> float:
+        """Seconds without a step after which the steps so far are over (IDLE_AFTER_S, or 3 times the last gap)."""
+        gap = self._times[-1] - self._times[-2] if len(self._times) > 1 else 0.0
+        return max(IDLE_AFTER_S, 3.0 * gap)
+
     def update(self, scene: Scene, step: StepResult | None, stream_ms: float, stream_bytes: int,
                points_shown: int, agreement: dict | None) -> None:
         """Refresh the panel after a command; ``step`` (None when the command was not a step) carries the
@@ -124,13 +131,14 @@ class LivePanel:
         frame = scene.current
         now = time.monotonic()
         if step is not None:
-            if self._times and now - self._times[-1] > IDLE_AFTER_S:  # a new run of steps: the pause is not one
+            if self._times and now - self._times[-1] > self._pause_after():  # a new run: the pause is not a step
                 self._times.clear()
             self._times.append(now)
             self._step_stream = (stream_ms, stream_bytes)
-        running = len(self._times) > 1 and now - self._times[-1] <= IDLE_AFTER_S and self._times[-1] > self._times[0]
+        recent = bool(self._times) and now - self._times[-1] <= self._pause_after()
+        running = recent and len(self._times) > 1 and self._times[-1] > self._times[0]
         rate = f"{(len(self._times) - 1) / (self._times[-1] - self._times[0]):.1f} frames/s" if running else \
-            "one step at a time" if self._times and now - self._times[-1] <= IDLE_AFTER_S else "idle"
+            "one step at a time" if recent else "idle"
         behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
         blocked = (" · **did not move**: the world kept the camera where it stood (blocked: turn or step back; or "
                    "the recording ended)" if step is not None and step.move_refused else "")

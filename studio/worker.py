@@ -84,11 +84,13 @@ class SceneWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, wait_s: float | None = None) -> list[str]:
-        """Stop once the running command (:attr:`running`) is done: the queued ones are dropped. Waits for it up
-        to ``wait_s`` seconds (None: as long as it takes; Ctrl-C ends the wait) -> the labels of the dropped
-        commands that were not steps (an export, a save), to say they were not done."""
-        self._stopped = True
+    def stop(self, wait_s: float | None = 60.0) -> list[str]:
+        """Stop once the running command (:attr:`running`) is done: the queued ones are dropped, and any submitted
+        from now on refused. Waits for it up to ``wait_s`` seconds (None: as long as it takes; Ctrl-C ends the
+        wait) -> the labels of the dropped commands that were not steps (an export, a save), to say they were not
+        done."""
+        with self._lock:  # (a submit either queues before this, and is drained, or sees the stop)
+            self._stopped = True
         not_done = [c.label for c in self._drain() if c is not None and c.run is not None and not c.droppable]
         self._queue.put(None)
         if self._thread.is_alive():
@@ -96,12 +98,18 @@ class SceneWorker:
         return not_done
 
     def submit(self, command: Command) -> None:
+        """Queue ``command``; once the worker is stopping it is refused (its on_error, or the studio's, says so)."""
         with self._lock:
-            self._seq += 1
-            command.seq = self._seq
-            if command.coalesce_key is not None:
-                self._latest[command.coalesce_key] = command.seq
-        self._queue.put(command)
+            refused = self._stopped
+            if not refused:
+                self._seq += 1
+                command.seq = self._seq
+                if command.coalesce_key is not None:
+                    self._latest[command.coalesce_key] = command.seq
+                self._queue.put(command)
+        if refused:
+            (command.on_error or (lambda m: self._on_error(command.label, m)))(
+                "the studio is stopping; start it again and retry")
 
     def wake(self) -> None:
         """Make the loop re-read the autoplay settings now."""

@@ -153,10 +153,19 @@ def test_matterport_zip_layouts_and_malformed_confs(walk_frames, tmp_path):
     seq = open_sequence(house)
     assert len(seq) == 2 and "house.conf says n_images 8 but holds 2 scan lines: those are played" in seq.notes
     conf.write_text("\n".join(lines) + "\n")
+    missing = (house / "undistorted_depth_images" / "9f2c_d1_1.png").read_bytes()
     (house / "undistorted_depth_images" / "9f2c_d1_1.png").unlink()
     with pytest.raises(SequenceError, match=r"undistorted_depth_images/9f2c_d1_1.png is missing \(house.conf line 13 "
-                                            r"names it\); extract undistorted_depth_images.zip here again"):
+                                            r"names it\); extract undistorted_depth_images.zip in .* \(it unpacks into "
+                                            r"house/undistorted_depth_images/\)"):
         open_sequence(house)
+    # the depth zip unpacked in the house folder, as the line above warns against: its views are found there too
+    (house / "undistorted_depth_images").rename(house / "depth_moved")
+    (house / "house").mkdir()
+    (house / "depth_moved").rename(house / "house" / "undistorted_depth_images")
+    (house / "house" / "undistorted_depth_images" / "9f2c_d1_1.png").write_bytes(missing)
+    assert len(open_sequence(house)) == 8
+    (house / "house" / "undistorted_depth_images").rename(house / "undistorted_depth_images")
     conf.unlink()
     with pytest.raises(SequenceError, match=r"undistorted_camera_parameters holds no .conf file; extract "
                                             r"undistorted_camera_parameters.zip again"):

@@ -144,8 +144,11 @@ def test_worker_runs_in_order_and_coalesces_camera_targets():
     worker.submit(Command("step", lambda s: None, droppable=True))
     worker.submit(Command("save session", lambda s: None))
     assert started.wait(5) and worker.running == "export MP4"
-    assert worker.stop() == ["save session"]
+    assert worker.stop(wait_s=None) == ["save session"]
     assert done == ["export MP4"] and worker.running is None and not worker._thread.is_alive()
+    refused = []  # a click while the studio stops is refused, with a line (its working note settles)
+    worker.submit(Command("export PLY", lambda s: None, on_error=refused.append))
+    assert refused == ["the studio is stopping; start it again and retry"] and done == ["export MP4"]
 
 
 @pytest.fixture()
@@ -426,7 +429,7 @@ def test_the_live_panel_says_when_the_world_refused_a_move():
         import studio.live_panel as live_panel
 
         assert "frames/s" in app.live.status.content, app.live.status.content
-        later = time.monotonic() + 5.0
+        later = time.monotonic() + 3 * live_panel.IDLE_AFTER_S
         with mock.patch.object(live_panel.time, "monotonic", lambda: later):
             app.live.update(app.worker.scene, None, 0.0, 0, 0, None)
             assert "idle" in app.live.status.content and "frames/s" not in app.live.status.content

@@ -137,12 +137,17 @@ def _open_matterport(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     conf = _conf_file(root)
     scans, Ks_conf, c2ws_gl, n_images = read_matterport_conf(conf)
     files: dict[str, list[Path]] = {MATTERPORT_COLOUR: [], MATTERPORT_DEPTH: []}
+    # each part where it was extracted: beside the camera parameters, or (its zip unpacked in the house folder)
+    # in <house>/<house>/
+    part_dirs = {sub: next((d for d in (root / sub, folder / sub, folder / folder.name / sub) if d.is_dir()),
+                           root / sub) for sub in files}
     for n, depth_name, colour_name in scans:
         for sub, name in ((MATTERPORT_COLOUR, colour_name), (MATTERPORT_DEPTH, depth_name)):
-            p = root / sub / name
+            p = part_dirs[sub] / name
             if Path(name).name != name or not p.is_file():
-                raise SequenceError(f"{p} is missing ({conf.name} line {n} names it); extract {sub}.zip here again, "
-                                    "or remove that scan line")
+                raise SequenceError(f"{p} is missing ({conf.name} line {n} names it); extract {sub}.zip in "
+                                    f"{folder.parent} (it unpacks into {folder.name}/{sub}/), or remove that scan "
+                                    "line")
             files[sub].append(p)
     rgb_files, depth_files = files[MATTERPORT_COLOUR], files[MATTERPORT_DEPTH]
     if n_images is not None and n_images != len(scans):

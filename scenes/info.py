@@ -50,7 +50,7 @@ def recording_info(path: str) -> dict:
     and depth agree (:func:`worldmodel.recordings.checks.pose_agreement`), floor: the floor-like plane in its depth
     (:func:`worldmodel.recordings.checks.floor_plane`, or None); a few frames are decoded for each.
     Raises worldmodel.recordings.SequenceError (one line)."""
-    from worldmodel.recordings.checks import floor_plane, pose_agreement
+    from worldmodel.recordings.checks import pose_agreement
     from worldmodel.replay import open_recording
 
     seq = open_recording(path)
@@ -60,10 +60,26 @@ def recording_info(path: str) -> dict:
         return {"path": str(seq.named_path or seq.path), "format": seq.format, "world_up": seq.world_up,
                 "frames": len(seq), "frame_size": f"{first.width}x{first.height}", "K": first.K,
                 "path_m": float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), "notes": list(seq.notes),
-                "agreement": pose_agreement(seq), "floor": floor_plane(seq), "levelled": "level_turn" in seq.options,
+                "agreement": pose_agreement(seq), "floor": _floor_of_recording(path, seq),
+                "levelled": "level_turn" in seq.options,
                 "has_depth": seq.has_depth}
     finally:
         seq.close()
+
+
+def _floor_of_recording(path: str, seq) -> dict | None:
+    """:func:`worldmodel.recordings.checks.floor_plane` of the whole recording ``path`` (``seq`` opened from it):
+    as ``level=1`` finds it, whatever frames ``stride`` and ``max_frames`` keep."""
+    from worldmodel.recordings.checks import floor_plane
+    from worldmodel.replay import open_recording
+
+    if seq.options.get("stride", 1) == 1 and seq.options.get("max_frames") is None:
+        return floor_plane(seq)
+    whole = open_recording(path, stride=1, max_frames=None)
+    try:
+        return floor_plane(whole)
+    finally:
+        whole.close()
 
 
 def _agreement_lines(agreement: dict, fmt: str) -> list[str]:
@@ -94,7 +110,7 @@ def _floor_lines(floor: dict | None, levelled: bool, has_depth: bool) -> list[st
         return ["floor     not looked for: the recording has no depth"]
     if floor is None:
         return ["floor     no floor or table top found in the depth"]
-    lines = [f"floor     a plane {floor['below_m']:.2f} m below the cameras ({floor['share']:.0%} of the depth "
+    lines = [f"floor     a plane {floor['below_m']:.2f} m from the cameras ({floor['share']:.0%} of the depth "
              f"sampled) is {floor['tilt_deg']:.1f}° from level"]
     if LEVEL_NOTE_DEG < floor["tilt_deg"] <= LEVEL_MAX_DEG and not levelled:
         lines.append("note: if that plane is the floor, it tilts: open the recording as PATH?level=1 (or put "

@@ -290,6 +290,10 @@ def test_level_turns_a_first_camera_world_so_its_floor_is_level(tum, tmp_path, c
     np.testing.assert_allclose(sideways.c2ws, open_sequence(tum.path, world_up="+x").c2ws, atol=1e-12)
     assert any("more than a tilted floor" in n for n in sideways.notes), sideways.notes
     assert "level=1" not in evaluate_info(f"{tum.path}?up=+x", capsys)
+    def floor_line(spec: str) -> list[str]:
+        return [line for line in evaluate_info(spec, capsys).splitlines() if line.startswith("floor")]
+
+    assert floor_line(str(tum.path)) and floor_line(str(tum.path)) == floor_line(f"{tum.path}?stride=7&max_frames=4")
     from worldmodel.recordings.checks import levelling_rotation
 
     np.testing.assert_allclose(levelling_rotation(np.array([0.0, -1.0, 0.0])) @ [0, -1, 0], [0, 1, 0], atol=1e-12)

@@ -332,7 +332,7 @@ def level_world(seq: Sequence) -> None:
     seq.turn_world(turn)
     seq.options["level_turn"] = turn.tolist()  # (a session keeps the turn: RANSAC need not find it again alike)
     seq.notes.append(f"level: the world is turned {floor['tilt_deg']:.1f}° so that the plane {floor['below_m']:.2f} m "
-                     f"below the cameras ({floor['share']:.0%} of the depth sampled) is level")
+                     f"from the cameras ({floor['share']:.0%} of the depth sampled) is level")
 
 
 def nearest_pose_index(c2ws: np.ndarray, c2w: np.ndarray, metres_per_radian: float = 0.5) -> int:

@@ -114,12 +114,13 @@ def floor_plane(seq) -> dict | None:
     """The floor-like plane in a few frames' depth (:data:`FLOOR_FRAMES` spread over the first
     :data:`PAIRS_WITHIN` of ``seq``; RANSAC refit by least squares) -> {"normal": (3,) unit, pointing to the
     cameras' side, in ``seq``'s world; "tilt_deg": its angle from +Y; "share": of the sampled points; "below_m":
-    its distance below the cameras' mean centre}. Of the :data:`FLOOR_PLANES` largest planes, those holding
+    the cameras' mean centre's distance from it}. Of the :data:`FLOOR_PLANES` largest planes, those holding
     :data:`FLOOR_MIN_SHARE` of the points and facing the cameras' up (mean cosine with their -y axes at least
     :data:`FLOOR_UP_AGREEMENT`: a wall the camera looks at, pitched down, faces away from it) are candidates, and
     the one nearest the cameras' up wins (a stair's tread over the slope through the steps' edges); None when there
     is none. The world's own axes are not used: it may be a tilted camera's frame. A table top counts as well as a
-    floor: both are level."""
+    floor: both are level. Known limit: a wall seen by a camera pitched up faces its up as a floor seen by one
+    pitched down does; with neither floor nor table in view, the wall is taken."""
     if not seq.has_depth or len(seq) == 0:
         return None
     chunks = []

@@ -6,6 +6,7 @@ commands one at a time and then syncs the view (3D map, cameras, panels) from it
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -258,12 +259,24 @@ def main(args) -> int:
         print(f"note: port {args.port} is in use; listening on {studio.server.get_port()} instead", file=sys.stderr)
     print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
           f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
+    _stop_on_signals()
     try:
         while True:
             time.sleep(1.0)
     except (KeyboardInterrupt, SystemExit):
         pass
     return _stop(studio)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (a service stopped, a terminal closed) stop the studio as Ctrl-C does (:func:`_stop`),
+    instead of killing it under a running export or save."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt)
 
 
 def _stop(studio: Studio) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
-from unittest import mock
 import zipfile
+from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -514,3 +516,26 @@ def test_a_scene_refuses_a_world_that_lacks_part_of_the_contract():
 
     assert not isinstance(WithoutReference(), ComparableWorld)
     Scene(WithoutReference()).close()
+
+
+def test_the_studio_stops_cleanly_on_ctrl_c_and_on_sigterm():
+    """`launch.py view` stopped by Ctrl-C, or by SIGTERM / SIGHUP (a service stopped, a terminal closed), stops
+    as Ctrl-C does: the server and the scene closed, exit status 0 (SIGTERM used to kill it under a running
+    export or save)."""
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # (SIGHUP takes the same handler as SIGTERM)
+        studio = subprocess.Popen(
+            [sys.executable, "launch.py", "view", "--world", "procedural", "--size", "64", "48", "--port",
+             str(free_port())], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            for line in studio.stdout:
+                if "WorldStudio is running" in line:
+                    break
+            studio.send_signal(sig)
+            out = studio.communicate(timeout=60)[0]
+        finally:
+            studio.kill()
+        assert studio.returncode == 0 and "Server stopped" in out, (sig, studio.returncode, out[-400:])

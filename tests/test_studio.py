@@ -539,3 +539,29 @@ def test_the_studio_stops_cleanly_on_ctrl_c_and_on_sigterm():
         finally:
             studio.kill()
         assert studio.returncode == 0 and "Server stopped" in out, (sig, studio.returncode, out[-400:])
+
+
+def test_stopping_waits_for_the_running_export_and_its_download(studio, capsys):
+    """The studio's stop (Ctrl-C, SIGTERM) waits for the command running (here an export of 0.6 s), names the
+    queued export it will not do, then gives the download it sent time to reach the browser before the server
+    stops; the scene is closed after."""
+    from studio.app import _stop
+    from studio.worker import Command
+
+    started = threading.Event()
+
+    def export(scene):
+        started.set()
+        time.sleep(0.6)
+        studio.exports._sending_until = time.monotonic() + 0.8  # as its download was sent (see _export_clicked)
+
+    studio.worker.submit(Command("export MP4 (RGB | depth)", export))
+    studio.worker.submit(Command("export PLY point cloud", lambda scene: None))
+    assert started.wait(5)
+    t0 = time.monotonic()
+    assert _stop(studio) == 0
+    waited = time.monotonic() - t0
+    err = capsys.readouterr().err
+    assert "waiting for 'export MP4 (RGB | depth)' to finish" in err and "for the last download" in err
+    assert "'export PLY point cloud' was queued and not done" in err
+    assert waited >= 1.2 and not studio.worker._thread.is_alive()

@@ -257,10 +257,10 @@ def main(args) -> int:
     query = f"/?token={policy.token}" if policy.token else ""
     if args.port and studio.server.get_port() != args.port:  # viser moves on from a busy port (0: any free one)
         print(f"note: port {args.port} is in use; listening on {studio.server.get_port()} instead", file=sys.stderr)
-    print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
-          f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
-    _stop_on_signals()
+    _stop_on_signals()  # (before saying it runs: a stop asked from then on takes the same path)
     try:
+        print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
+              f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
         while True:
             time.sleep(1.0)
     except (KeyboardInterrupt, SystemExit):

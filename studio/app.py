@@ -263,6 +263,7 @@ def main(args) -> int:
               f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
         while True:
             time.sleep(1.0)
+            studio.live.refresh_rate()
     except (KeyboardInterrupt, SystemExit):
         pass
     return _stop(studio)

@@ -4,6 +4,7 @@ render with its agreement figures, where the pixels came from, and what each ste
 from __future__ import annotations
 
 import collections
+import threading
 import time
 
 import numpy as np
@@ -75,6 +76,8 @@ class LivePanel:
         self.panel.set_width(340)
         self._times: collections.deque[float] = collections.deque(maxlen=20)  # of the current run of steps
         self._step_stream = (0.0, 0)  # (ms, bytes) of the last step's map streaming
+        self._status_parts: tuple[str, str] | None = None  # the status line before and after its rate
+        self._status_lock = threading.Lock()  # (the worker writes it after a command, the main thread each second)
 
     def _show_reference(self, scene: Scene, frame) -> None:
         """The compare view: the model's ground truth at the frame's pose, with the PSNR of the frame."""
@@ -119,6 +122,23 @@ class LivePanel:
         self._sources = None
         self._show_sources()
 
+    def _rate(self, now: float) -> str:
+        """The status line's rate: frames/s of the current run of steps, "one step at a time", or "idle"."""
+        recent = bool(self._times) and now - self._times[-1] <= self._pause_after()
+        if recent and len(self._times) > 1 and self._times[-1] > self._times[0]:
+            return f"{(len(self._times) - 1) / (self._times[-1] - self._times[0]):.1f} frames/s"
+        return "one step at a time" if recent else "idle"
+
+    def refresh_rate(self) -> None:
+        """Refresh the status line's rate between commands (the studio calls it every second), so an idle studio
+        does not go on showing the last run's frames/s."""
+        with self._status_lock:
+            if self._status_parts is not None:
+                head, tail = self._status_parts
+                line = f"{head}{self._rate(time.monotonic())}{tail}"
+                if line != self.status.content:  # (nothing sent while it stands)
+                    self.status.content = line
+
     def _pause_after(self) -> float:
         """Seconds without a step after which the steps so far are over (IDLE_AFTER_S, or 3 times the last gap)."""
         gap = self._times[-1] - self._times[-2] if len(self._times) > 1 else 0.0
@@ -135,15 +155,13 @@ class LivePanel:
                 self._times.clear()
             self._times.append(now)
             self._step_stream = (stream_ms, stream_bytes)
-        recent = bool(self._times) and now - self._times[-1] <= self._pause_after()
-        running = recent and len(self._times) > 1 and self._times[-1] > self._times[0]
-        rate = f"{(len(self._times) - 1) / (self._times[-1] - self._times[0]):.1f} frames/s" if running else \
-            "one step at a time" if recent else "idle"
         behind = "" if scene.cursor == scene.length - 1 else f" (of {scene.length - 1}, viewing the past)"
         blocked = (" · **did not move**: the world kept the camera where it stood (blocked: turn or step back; or "
                    "the recording ended)" if step is not None and step.move_refused else "")
-        self.status.content = (f"World **{scene.model.name}** · Frame **{frame.index}**{behind} · branch "
-                               f"**{scene.branch_name}** · {rate}{blocked}")
+        with self._status_lock:
+            head, tail = self._status_parts = (f"World **{scene.model.name}** · Frame **{frame.index}**{behind} · "
+                                               f"branch **{scene.branch_name}** · ", blocked)
+            self.status.content = f"{head}{self._rate(now)}{tail}"
         self.rgb.image = frame.rgb
         self._show_reference(scene, frame)
         near, far = depth_range(frame.depth)

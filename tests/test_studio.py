@@ -433,6 +433,9 @@ def test_the_live_panel_says_when_the_world_refused_a_move():
         assert "frames/s" in app.live.status.content, app.live.status.content
         later = time.monotonic() + 3 * live_panel.IDLE_AFTER_S
         with mock.patch.object(live_panel.time, "monotonic", lambda: later):
+            app.live.refresh_rate()  # (the studio's main loop, each second: no command needed)
+            assert "idle" in app.live.status.content and "frames/s" not in app.live.status.content
+            assert "World **procedural**" in app.live.status.content
             app.live.update(app.worker.scene, None, 0.0, 0, 0, None)
             assert "idle" in app.live.status.content and "frames/s" not in app.live.status.content
             app.submit_step(parse_actions("(SL)")[0], None)

@@ -302,6 +302,17 @@ def _K_from_config(cfg: dict, where: Path) -> np.ndarray | None:
     return _check_K(K, where / CONFIG_FILE)
 
 
+def _K_from_config_or_file(cfg: dict, folder: Path, path: Path, fix: str) -> np.ndarray:
+    """K (3, 3) from ``worldstudio.json`` (:func:`_K_from_config`), else from the intrinsics file ``path``
+    (:func:`_read_intrinsics`); SequenceError "``path`` is missing; ``fix``" when neither is there."""
+    K = _K_from_config(cfg, folder)
+    if K is not None:
+        return K
+    if not path.is_file():
+        raise SequenceError(f"{path} is missing; {fix}")
+    return _read_intrinsics(path)
+
+
 def _check_K(K: np.ndarray, where) -> np.ndarray:
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise SequenceError(f"{where}: intrinsics need positive finite focal lengths")

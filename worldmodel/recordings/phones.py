@@ -16,11 +16,11 @@ import numpy as np
 
 from worldmodel.camera import flip_cv_gl
 from worldmodel.tum import tum_rows_to_c2ws
-from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _VideoSequence, _check_K,
-                                        _check_pose, _confidence_maps, _confidence_note, _depth_scale, _images_in,
-                                        _json_numbers, _json_object, _min_confidence, _natural_key, _number_table,
-                                        _numbers, _read_depth, _read_intrinsics, _read_rgb, _time_or, _visible,
-                                        config_folder, up_rotation)
+from worldmodel.recordings.base import (SequenceError, _ImageSequence, _K_from_config, _K_from_config_or_file,
+                                        _VideoSequence, _check_K, _check_pose, _confidence_maps, _confidence_note,
+                                        _depth_scale, _images_in, _json_numbers, _json_object, _min_confidence,
+                                        _natural_key, _number_table, _numbers, _read_depth, _read_rgb, _time_or,
+                                        _visible, config_folder, up_rotation)
 from worldmodel.recordings.tum import TUM_MAX_GT_GAP, interpolate_poses
 
 
@@ -359,12 +359,8 @@ def _open_stray(folder: Path, cfg: dict, up: str) -> _VideoSequence:
     confidence, min_confidence = _confidence_maps(
         sorted((p for p in _visible(conf_dir.iterdir()) if p.suffix.lower() == ".png"), key=_natural_key)[:n]
         if conf_dir.is_dir() else [], n, cfg, folder, notes)
-    K = _K_from_config(cfg, folder)
-    if K is None:
-        matrix = folder / "camera_matrix.csv"
-        if not matrix.is_file():
-            raise SequenceError(f"{matrix} is missing; a Stray Scanner folder needs it for the camera's intrinsics")
-        K = _read_intrinsics(matrix)
+    K = _K_from_config_or_file(cfg, folder, folder / "camera_matrix.csv",
+                               "a Stray Scanner folder needs it for the camera's intrinsics")
     if not (folder / "rgb.mp4").is_file():
         raise SequenceError(f"{folder / 'rgb.mp4'} is missing; a Stray Scanner folder needs it for the colour")
     return _VideoSequence(

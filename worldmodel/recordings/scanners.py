@@ -17,10 +17,10 @@ import numpy as np
 
 from worldmodel.camera import flip_cv_gl
 from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _IMAGE_EXT, _ImageSequence, _K_from_config,
-                                        _check_K, _check_pose, _depth_files_by_stem, _depth_scale, _drop_lost_poses,
-                                        _image_array, _images_in, _last_number, _natural_key, _numbers,
-                                        _one_pose_per_frame, _read_intrinsics, _read_rgb, _up_from_cameras, _visible,
-                                        config_folder, read_poses_file, up_rotation)
+                                        _K_from_config_or_file, _check_K, _check_pose, _depth_files_by_stem,
+                                        _depth_scale, _drop_lost_poses, _image_array, _images_in, _last_number,
+                                        _natural_key, _numbers, _one_pose_per_frame, _read_intrinsics, _read_rgb,
+                                        _up_from_cameras, _visible, config_folder, read_poses_file, up_rotation)
 from worldmodel.recordings.tum import TUM_K
 
 
@@ -129,13 +129,8 @@ def _open_generic(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         raise SequenceError(f"{folder / CONFIG_FILE}: camera must be 'opencv' or 'opengl', got {camera!r}")
     if camera == "opengl":
         poses = flip_cv_gl(poses)  # OpenGL -> OpenCV
-    K = _K_from_config(cfg, folder)
-    if K is None:
-        intr = folder / "intrinsics.txt"
-        if not intr.is_file():
-            raise SequenceError(f"{intr} is missing; write 'fx fy cx cy' (or a 3x3 matrix) there, or put "
-                                f"fx/fy/cx/cy in {CONFIG_FILE}")
-        K = _read_intrinsics(intr)
+    K = _K_from_config_or_file(cfg, folder, folder / "intrinsics.txt",
+                               f"write 'fx fy cx cy' (or a 3x3 matrix) there, or put fx/fy/cx/cy in {CONFIG_FILE}")
     A = up_rotation(up)
     return _ImageSequence(
         path=folder, format="generic", c2ws=A @ poses, timestamps=kept.astype(np.float64),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _ImageSequence, _K_from_config, _check_pose,
-                                        _depth_png_units, _depth_scale, _images_in, _number_table, _read_intrinsics,
+from worldmodel.recordings.base import (CONFIG_FILE, SequenceError, _ImageSequence, _K_from_config_or_file,
+                                        _check_pose, _depth_png_units, _depth_scale, _images_in, _number_table,
                                         _up_from_cameras, _visible, up_rotation)
 
 
@@ -119,13 +119,8 @@ def _open_sun3d(folder: Path, cfg: dict, up: str) -> _SUN3DSequence:
     sequence went through it, so up is y or z, whichever the cameras' mean up is nearer (said)."""
     images, image_t = _frames_named(folder, "image", ".jpg")
     depths, depth_t = _frames_named(folder, "depth", ".png")
-    K = _K_from_config(cfg, folder)
-    if K is None:
-        intr = folder / "intrinsics.txt"
-        if not intr.is_file():
-            raise SequenceError(f"{intr} is missing; download the sequence's intrinsics.txt (its 3x3 camera matrix) "
-                                f"or put K in {CONFIG_FILE}")
-        K = _read_intrinsics(intr)
+    K = _K_from_config_or_file(cfg, folder, folder / "intrinsics.txt", "download the sequence's intrinsics.txt (its "
+                               f"3x3 camera matrix) or put K in {CONFIG_FILE}")
     ext_path, note = _newest_extrinsics(folder)
     notes = [note] if note else []
     c2ws = read_sun3d_extrinsics(ext_path)

@@ -241,11 +241,10 @@ class _HypersimSequence(_ImageSequence):
 
 def _open_hypersim(folder: Path, cfg: dict, up: str) -> _HypersimSequence:
     """A Hypersim scene folder ``ai_VVV_NNN/`` (see the module docstring): one trajectory's frames that have depth,
-    OpenCV c2w in metres in the scene's z-up world (``up`` "auto": +z), z-depth in metres."""
+    OpenCV c2w in metres in the scene's z-up world (``up``: +z unless the user names another), z-depth in metres."""
     if not is_hypersim(folder):
         raise SequenceError(f"{folder}: a Hypersim scene needs _detail/ and images/; pass an ai_VVV_NNN folder as its "
                             "download unzips")
-    up = "+z" if up == "auto" else up
     notes: list[str] = []
     detail, images = folder / "_detail", folder / "images"
     mpau = _scene_parameter(detail, "meters_per_asset_unit")

@@ -130,8 +130,8 @@ def read_matterport_conf(path: Path) -> tuple[list[tuple[int, str, str]], np.nda
 
 def _open_matterport(folder: Path, cfg: dict, up: str) -> _ImageSequence:
     """A Matterport3D house (see the module docstring): every view of its conf, in the conf's order, OpenCV c2w in
-    metres in the house's z-up world (``up`` "auto": +z), depth / 4000, each camera's K with its rows from the top.
-    Every image the conf names is checked to exist here."""
+    metres in the house's z-up world (``up``: +z unless the user names another), depth / 4000, each camera's K with
+    its rows from the top. Every image the conf names is checked to exist here."""
     notes: list[str] = []
     root = _house_root(folder, notes)
     conf = _conf_file(root)
@@ -161,7 +161,6 @@ def _open_matterport(folder: Path, cfg: dict, up: str) -> _ImageSequence:
         Ks = [matterport_K(k, height) for k in Ks_conf]
     else:
         Ks = [K] * len(scans)  # (worldstudio.json's K is of the images as stored)
-    up = "+z" if up == "auto" else up
     return _ImageSequence(
         path=folder, format="matterport", c2ws=up_rotation(up) @ flip_cv_gl(c2ws_gl),
         timestamps=np.arange(len(scans), dtype=float), world_up=up, notes=notes, rgb_files=rgb_files,

@@ -50,31 +50,37 @@ def recording_info(path: str) -> dict:
     and depth agree (:func:`worldmodel.recordings.checks.pose_agreement`), floor: the floor-like plane in its depth
     (:func:`worldmodel.recordings.checks.floor_plane`, or None); a few frames are decoded for each.
     Raises worldmodel.recordings.SequenceError (one line)."""
-    from worldmodel.recordings.checks import pose_agreement
+    from worldmodel.recordings.checks import (floor_plane_frames, pose_agreement, pose_agreement_frames,
+                                              read_ascending)
     from worldmodel.replay import open_recording
 
     seq = open_recording(path)
     try:
-        first = seq[0]
+        whole_recording = seq.options.get("stride", 1) == 1 and seq.options.get("max_frames") is None
+        floor_frames = floor_plane_frames(seq) if whole_recording else []
+        frames = read_ascending(seq, [0, *pose_agreement_frames(seq), *floor_frames])  # a video is decoded once
+        first = frames[0]
         centres = seq.c2ws[:, :3, 3]
         return {"path": str(seq.named_path or seq.path), "format": seq.format, "world_up": seq.world_up,
                 "frames": len(seq), "frame_size": f"{first.width}x{first.height}", "K": first.K,
                 "path_m": float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), "notes": list(seq.notes),
-                "agreement": pose_agreement(seq), "floor": _floor_of_recording(path, seq),
+                "agreement": pose_agreement(seq, frames=frames),
+                "floor": _floor_of_recording(path, seq, frames if whole_recording else None),
                 "levelled": "level_turn" in seq.options,
                 "has_depth": seq.has_depth}
     finally:
         seq.close()
 
 
-def _floor_of_recording(path: str, seq) -> dict | None:
-    """:func:`worldmodel.recordings.checks.floor_plane` of the whole recording ``path`` (``seq`` opened from it):
-    as ``level=1`` finds it, whatever frames ``stride`` and ``max_frames`` keep."""
+def _floor_of_recording(path: str, seq, frames: dict | None) -> dict | None:
+    """:func:`worldmodel.recordings.checks.floor_plane` of the whole recording ``path`` (``seq`` opened from it;
+    ``frames``: its frames already read, when ``seq`` is the whole recording): as ``level=1`` finds it, whatever
+    frames ``stride`` and ``max_frames`` keep."""
     from worldmodel.recordings.checks import floor_plane
     from worldmodel.replay import open_recording
 
-    if seq.options.get("stride", 1) == 1 and seq.options.get("max_frames") is None:
-        return floor_plane(seq)
+    if frames is not None:
+        return floor_plane(seq, frames)
     whole = open_recording(path, stride=1, max_frames=None)
     try:
         return floor_plane(whole)

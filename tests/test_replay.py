@@ -1406,22 +1406,18 @@ def test_scannetpp_dslr_photos_with_rendered_depth_read_as_splatam_reads_them(wa
         open_sequence(dslr)
 
 
-def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
-    """Stray Scanner: colour in rgb.mp4 at the phone camera's size (2x the depth here), depth/NNNNNN.png in mm,
-    confidence/ (0..2; below 1 dropped), odometry.csv with its header (OpenCV c2w, ARKit's y-up world) and
-    camera_matrix.csv (the video's K): frames at the depth's size, K resized, poses as recorded."""
+def _write_stray_scanner(frames, folder: Path) -> list[str]:
+    """Write ``frames`` as Stray Scanner exports them (colour in rgb.mp4 at 2x the depth's size; depth and
+    confidence (left quarter low) PNGs; odometry.csv; camera_matrix.csv) -> odometry.csv's lines."""
     import imageio_ffmpeg
+    from scipy.spatial.transform import Rotation
 
-    frames = walk_frames[:4]
-    folder = tmp_path / "8a3f2c1e"
     (folder / "depth").mkdir(parents=True)
     (folder / "confidence").mkdir()
     h, w = frames[0].depth.shape
     writer = imageio_ffmpeg.write_frames(str(folder / "rgb.mp4"), (2 * w, 2 * h), fps=10, quality=10,
                                          macro_block_size=1)
     writer.send(None)
-    from scipy.spatial.transform import Rotation
-
     lines = ["timestamp, frame, x, y, z, qx, qy, qz, qw"]
     for i, f in enumerate(frames):
         writer.send(np.ascontiguousarray(np.asarray(Image.fromarray(f.rgb).resize((2 * w, 2 * h), Image.BILINEAR))))
@@ -1436,6 +1432,16 @@ def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
     K2 = frames[0].K.copy()
     K2[:2] = [[2 * K2[0, 0], 0, 2 * K2[0, 2] + 0.5], [0, 2 * K2[1, 1], 2 * K2[1, 2] + 0.5]]
     (folder / "camera_matrix.csv").write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in K2) + "\n")
+    return lines
+
+
+def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
+    """Stray Scanner: colour in rgb.mp4 at the phone camera's size (2x the depth here), depth/NNNNNN.png in mm,
+    confidence/ (0..2; below 1 dropped), odometry.csv with its header (OpenCV c2w, ARKit's y-up world) and
+    camera_matrix.csv (the video's K): frames at the depth's size, K resized, poses as recorded."""
+    frames = walk_frames[:4]
+    folder = tmp_path / "8a3f2c1e"
+    lines = _write_stray_scanner(frames, folder)
     assert detect_format(folder) == "stray"
     assert_phone_capture(open_sequence(folder), frames, _expected_mm_depth, pose_atol=1e-7, K_atol=1e-5,
                          rgb_mean_error=10)  # H.264
@@ -1450,6 +1456,20 @@ def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
     seq.close()
 
 
+
+def test_info_decodes_a_video_recording_once(walk_frames, tmp_path, monkeypatch):
+    """`info` reads the pose check's and the floor check's frames in one ascending pass: a phone's video is decoded
+    once from its start, not once for each check (twice the time on a 1920x1440 capture)."""
+    from scenes.info import recording_info
+    from worldmodel.recordings.base import _VideoPanels
+
+    folder = tmp_path / "capture"
+    _write_stray_scanner(walk_frames, folder)
+    decodes, start_decoding = [], _VideoPanels._open
+    monkeypatch.setattr(_VideoPanels, "_open", lambda self: (decodes.append(1), start_decoding(self))[1])
+    info = recording_info(str(folder))
+    assert info["frames"] == len(walk_frames) and info["agreement"]["shares"]["as read"] > 0.5
+    assert info["floor"] is not None and len(decodes) == 1
 
 def _arkit_frame_files(frames, folder: Path, colour_name, depth_name, confidence_name, high: int = 2) -> None:
     """Write ``frames`` as an ARKit phone app does: colour at 2x the depth's size, depth in mm, confidence

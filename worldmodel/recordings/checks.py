@@ -8,9 +8,12 @@ reports the share that agrees as read and as either mistake, and says so when a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from worldmodel.camera import CV_GL_FLIP, depth_landing, invert_pose, unproject_depth, valid_depth_mask
+from worldmodel.frame import Frame
 
 AGREE_RELATIVE = 0.03  # a moved depth agrees within 3 % of its own depth with the depth it lands on
 MIN_MOTION_M, MIN_MOTION_DEG = 0.10, 5.0  # a pair's camera moves at least this far (or turns this much)
@@ -56,16 +59,28 @@ def moved_depth_agreement(a, b, c2w_a: np.ndarray, c2w_b: np.ndarray) -> tuple[i
     return len(z), int(inside.sum()), int(on_depth.sum()), int(agree.sum())
 
 
-def pose_agreement(seq, count: int = 4) -> dict:
+def read_ascending(seq, indices) -> dict[int, Frame]:
+    """{i: seq[i]} for ``indices``, read in ascending order: a video is decoded once, not again from its start."""
+    return {int(k): seq[int(k)] for k in sorted(set(indices))}
+
+
+def pose_agreement_frames(seq, count: int = 4) -> list[int]:
+    """The frames :func:`pose_agreement` reads (none where it has nothing to check)."""
+    return sorted({k for pair in frame_pairs(seq.c2ws, count) for k in pair}) if seq.has_depth else []
+
+
+def pose_agreement(seq, count: int = 4, frames: Mapping[int, Frame] | None = None) -> dict:
     """{"pairs": [(i, j)], "shares": {reading: share}} over :func:`frame_pairs` of ``seq``; a share is the moved
     depth's share landing in the other frame's view times the share agreeing of what lands on its depth (holes in
-    either frame's depth do not change it). Each frame is decoded once, in ascending order (a video is not decoded
-    again from its start); shares are empty when the camera does not move enough or the frames have no depth."""
+    either frame's depth do not change it). ``frames``: frames already read (:func:`read_ascending`), else each is
+    read once, in ascending order; shares are empty when the camera does not move enough or the frames have no
+    depth."""
     pairs = frame_pairs(seq.c2ws, count)
     if not pairs or not seq.has_depth:
         return {"pairs": pairs, "shares": {}}
-    needed = sorted({k for pair in pairs for k in pair})
-    frames = {k: seq[k] for k in needed}
+    needed = pose_agreement_frames(seq, count)
+    if frames is None:
+        frames = read_ascending(seq, needed)
     poses = readings(seq, needed)
     shares = {}
     for name, c2ws in poses.items():
@@ -110,9 +125,18 @@ FLOOR_REFITS = 4  # least-squares refits of each RANSAC plane to the points with
 FLOOR_PLANES = 4  # the largest planes tried, each found with the points of the ones before it removed
 
 
-def floor_plane(seq) -> dict | None:
-    """The floor-like plane in a few frames' depth (:data:`FLOOR_FRAMES` spread over the first
-    :data:`PAIRS_WITHIN` of ``seq``; RANSAC refit by least squares) -> {"normal": (3,) unit, pointing to the
+def floor_plane_frames(seq) -> list[int]:
+    """The frames :func:`floor_plane` reads: :data:`FLOOR_FRAMES` spread over the first :data:`PAIRS_WITHIN` (a
+    video decodes up to the frame asked for: not the whole of a long one)."""
+    if not seq.has_depth or len(seq) == 0:
+        return []
+    within = min(len(seq), PAIRS_WITHIN)
+    return [int(k) for k in np.unique(np.linspace(0, within - 1, FLOOR_FRAMES).astype(int))]
+
+
+def floor_plane(seq, frames: Mapping[int, Frame] | None = None) -> dict | None:
+    """The floor-like plane in a few frames' depth (:func:`floor_plane_frames`, taken from ``frames`` when they
+    were read already; RANSAC refit by least squares) -> {"normal": (3,) unit, pointing to the
     cameras' side, in ``seq``'s world; "tilt_deg": its angle from +Y; "share": of the sampled points; "below_m":
     the cameras' mean centre's distance from it}. Of the :data:`FLOOR_PLANES` largest planes, those holding
     :data:`FLOOR_MIN_SHARE` of the points and facing the cameras' up (mean cosine with their -y axes at least
@@ -121,12 +145,12 @@ def floor_plane(seq) -> dict | None:
     is none. The world's own axes are not used: it may be a tilted camera's frame. A table top counts as well as a
     floor: both are level. Known limit: a wall seen by a camera pitched up faces its up as a floor seen by one
     pitched down does; with neither floor nor table in view, the wall is taken."""
-    if not seq.has_depth or len(seq) == 0:
+    needed = floor_plane_frames(seq)
+    if not needed:
         return None
     chunks = []
-    within = min(len(seq), PAIRS_WITHIN)  # (a video decodes up to the frame asked for: not the whole of a long one)
-    for k in np.unique(np.linspace(0, within - 1, FLOOR_FRAMES).astype(int)):  # ascending: a video decodes once
-        f = seq[int(k)]
+    for k in needed:  # ascending: a video decodes once
+        f = frames[k] if frames is not None else seq[k]
         points, _ = unproject_depth(f.depth, f.K, f.c2w, max_depth=FLOOR_MAX_DEPTH_M, stride=FLOOR_STRIDE)
         chunks.append(points)
     points = np.concatenate(chunks)

@@ -208,7 +208,9 @@ class VoxelPointMap:
 
     def fuse_points(self, points: np.ndarray, colors: np.ndarray, frame_index: int,
                     weights: np.ndarray | None = None) -> FuseStats:
-        """Fuse (N, 3) world points with (N, 3) uint8 colours observed by frame ``frame_index``."""
+        """Fuse (N, 3) world points with (N, 3) uint8 colours observed by frame ``frame_index``. Non-finite points and
+        points beyond the key range (±2^20 voxels of the origin) are left out; ValueError when none is left of a
+        non-empty input (a camera that far out)."""
         finite = np.isfinite(points).all(axis=1)
         if not finite.all():
             points, colors = points[finite], colors[finite]
@@ -217,9 +219,17 @@ class VoxelPointMap:
         if len(points) == 0:
             self._log.append((self.version, np.zeros(0, np.int64)))
             return FuseStats(self.version, 0, 0, 0, np.zeros(0, np.int64))
-        coords = np.floor(points / self.voxel_size).astype(np.int64)
-        if np.abs(coords).max() >= _KEY_OFFSET:
-            raise ValueError(f"points beyond ±{_KEY_OFFSET * self.voxel_size:.0f} m cannot be keyed")
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = points / self.voxel_size
+        keyable = (np.abs(scaled) < _KEY_OFFSET).all(axis=1)
+        if not keyable.all():  # an outlier (a point cloud's sky point) is left out as a far pixel is, not the frame
+            if not keyable.any():
+                raise ValueError(f"every point of frame {frame_index} lies beyond ±{_KEY_OFFSET * self.voxel_size:.0f} m "
+                                 "of the world origin, which the map cannot key at this voxel size; use a larger voxel "
+                                 "or a world re-centred near its cameras")
+            scaled, points, colors = scaled[keyable], points[keyable], colors[keyable]
+            weights = None if weights is None else weights[keyable]
+        coords = np.floor(scaled).astype(np.int64)
         unique_keys, inverse = np.unique(voxel_keys(coords), return_inverse=True)
         m = len(unique_keys)
         w = np.ones(len(points)) if weights is None else weights.astype(np.float64)

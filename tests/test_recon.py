@@ -303,3 +303,19 @@ def test_a_dense_fuse_leaves_no_gaps_where_far_pixels_span_several_voxels(walk_w
     d = shown["dense"].depth[far & shown["dense"].valid]
     # as right as the plain fuse's few pixels (0.95 on this frame; the misses are cube edges at silhouettes)
     assert np.mean(np.abs(d - truth[far & shown["dense"].valid]) <= 0.05 * d) > 0.9
+
+
+def test_point_cloud_outlier_beyond_key_range_leaves_the_frame_fused():
+    """One point a point-cloud frame puts beyond the key range (a sky point of disparity ~0) is left out, as a depth
+    frame's far pixel is; a frame with nothing in range still says why."""
+    from recon.pointmap import fuse_frame
+    pts = np.random.default_rng(0).uniform(-5, 5, (500, 3)).astype(np.float32)
+    pts[0] = (0.0, 0.0, 2e5)
+    cols = np.full((500, 3), 200, np.uint8)
+    f = Frame(0, np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.float32), np.eye(3), np.eye(4),
+              world_points=pts, world_colors=cols)
+    m = VoxelPointMap(0.1, 60.0)
+    stats = fuse_frame(m, f)
+    assert stats.points_in == 499 and np.abs(m.points()[0]).max() < 6
+    with pytest.raises(ValueError, match="beyond"):
+        m.fuse_points(np.array([[3e5, 0.0, 0.0]]), np.zeros((1, 3), np.uint8), 1)

@@ -319,3 +319,23 @@ def test_point_cloud_outlier_beyond_key_range_leaves_the_frame_fused():
     assert stats.points_in == 499 and np.abs(m.points()[0]).max() < 6
     with pytest.raises(ValueError, match="beyond"):
         m.fuse_points(np.array([[3e5, 0.0, 0.0]]), np.zeros((1, 3), np.uint8), 1)
+
+
+def test_map_nbytes_is_what_it_allocates():
+    """nbytes (the studio's "map N MB", bench's map_mb_at_end) counts what the map's arrays hold: traced allocations."""
+    import gc
+    import tracemalloc
+    rng = np.random.default_rng(1)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    m = VoxelPointMap(0.1, 60.0, initial_capacity=16)
+    for i in range(20):
+        pts = rng.uniform(-30, 30, (20000, 3))
+        m.fuse_points(pts, np.zeros((len(pts), 3), np.uint8), i)
+    m._log.clear()  # the change log is not the map's storage
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert 0.9 * held <= m.nbytes <= 1.1 * held
+    assert m.column_nbytes < m.nbytes

@@ -223,11 +223,10 @@ class GeometricMemory:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the bank keeps per keyframe in RAM, summed (thumbnails, poses, observed blocks)."""
-        n = self._n
-        per = sum(a[:n].nbytes for a in (self._fid, self._index, self._c2w, self._K, self._size))
+        """RAM the bank holds (thumbnails; poses and observed blocks as allocated: they grow by doubling)."""
+        arrays = (self._fid, self._index, self._c2w, self._K, self._size, self._offsets, self._rows)
         thumbs = sum(a.nbytes for a in self._thumb_rgb) + sum(a.nbytes for a in self._thumb_depth)
-        return per + thumbs + self._offsets[: n + 1].nbytes + int(self._offsets[n]) * 4
+        return sum(a.nbytes for a in arrays) + thumbs
 
     @property
     def index_nbytes(self) -> int:

@@ -120,7 +120,7 @@ class MapGrid:
     cell_m: cell edge in metres (rounded to a whole number of voxels, at least 16 voxels).
     merge_every: pending rows are merged into the sorted arrays once there are this many.
 
-    Per map row: ``level`` (int8) and ``rep`` (int64, the level-0 row of its 8^3 block).
+    Per map row: ``level`` (int8) and ``rep`` (int32, the level-0 row of its 8^3 block).
     ``xyz`` (3, N) float32 holds the current mean position of every sorted row.
     """
 
@@ -310,8 +310,3 @@ class MapGrid:
             return np.zeros(0, np.int64)
         offsets = np.cumsum(n) - n
         return np.repeat(start - offsets, n) + np.arange(total)
-
-    def level_rows(self, rows: np.ndarray, max_level: int) -> np.ndarray:
-        """The rows of ``rows`` (known to the grid) whose level is <= ``max_level``."""
-        rows = np.asarray(rows, dtype=np.int64)
-        return rows[self.level[rows] <= max_level]

@@ -1,7 +1,7 @@
 """Far-field memory: a panorama of everything the fused map does not keep.
 
-The voxel map only fuses surfaces nearer than its ``max_depth`` (60 m), so far towers, hills and the sky seen
-on the way out would be gone on return. Beyond that range parallax is small for a walking camera, so the far
+The voxel map only fuses surfaces nearer than its ``max_depth`` (the studio's 60 m), so far towers, hills and the
+sky seen on the way out would be gone on return. Beyond that range parallax is small for a walking camera, so the far
 field is well described by colour as a function of view direction alone: an equirectangular panorama.
 
 Every observed frame writes its far pixels (z-depth at or beyond the map's fuse range, and no depth where the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldmodel.camera import pixel_rays_camera
+from worldmodel.camera import pixel_rays_camera, valid_depth_mask
 
 
 class FarFieldPanorama:
@@ -43,15 +43,15 @@ class FarFieldPanorama:
 
     def observe(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, min_depth: float,
                 zero_is_far: bool) -> None:
-        """Write the far pixels of a frame: rgb (H, W, 3) uint8, depth (H, W) z-depth; far = z-depth >=
+        """Write the far pixels of a frame: rgb (H, W, 3) uint8, depth (H, W) z-depth; far = a valid z-depth >=
         ``min_depth`` (metres: the fuse range of the map it complements), and no depth (0, NaN) when
-        ``zero_is_far`` (the frame's sky; else no depth is no measurement and is left out)."""
+        ``zero_is_far`` (the frame's sky; else no depth is no measurement and is left out). Invalid depth (inf,
+        negative) is neither."""
         if not np.isfinite(np.asarray(c2w)).all():
             return
         h, w = depth.shape
         with np.errstate(invalid="ignore"):
-            measured = depth > 0  # NaN counts as no depth
-            far = (measured & ~(depth < min_depth)) | (~measured & zero_is_far)
+            far = (valid_depth_mask(depth) & (depth >= min_depth)) | (zero_is_far & ((depth == 0) | np.isnan(depth)))
         cells = self._cells(K, c2w, w, h)[far.reshape(-1)]
         self.rgb.reshape(-1, 3)[cells] = rgb.reshape(-1, 3)[far.reshape(-1)]
         self.valid.reshape(-1)[cells] = True

@@ -122,13 +122,8 @@ class VoxelPointMap:
     @property
     def nbytes(self) -> int:
         """RAM the map holds: its column arrays as allocated (capacity grows by doubling) and its hash table.
-        (The used rows alone, :attr:`column_nbytes`, were a third of it: 17 of 52 MB after a 200-step walk.)"""
+        (The used rows alone were a third of it: 17 of 52 MB after a 200-step walk.)"""
         return sum(getattr(self, c).nbytes for c in self.COLUMNS) + self._hash.nbytes
-
-    @property
-    def column_nbytes(self) -> int:
-        """Bytes of the used rows of the columns (what a saved map holds)."""
-        return sum(getattr(self, c)[: self._size].nbytes for c in self.COLUMNS)
 
     def _reserve(self, n: int) -> None:
         cap = self.keys.shape[0]

@@ -109,10 +109,6 @@ class TSDFFusion:
             cols = np.full((len(pts), 3), 255, dtype=np.uint8)
         return pts, cols
 
-    @property
-    def num_blocks(self) -> int:
-        return int(self.vbg.hashmap().size())
-
 
 def tsdf_mesh(frames: Iterable[Frame], voxel_size: float = 0.05, depth_max: float = 20.0,
               device: str = "CPU:0", weight_threshold: float = 0.5,

@@ -297,6 +297,7 @@ def camera_wireframe_segments(c2ws: np.ndarray, K: np.ndarray, image_size: tuple
     Kinv = np.linalg.inv(np.asarray(K, dtype=np.float64))
     pix = np.array([[0, 0], [w, 0], [w, h], [0, h],  # corners
                     [0.3 * w, 0], [0.7 * w, 0], [0.5 * w, -0.25 * h]], dtype=np.float64)  # up triangle
+    pix -= 0.5  # pixel centres are at integers: the image's edges at -0.5 and w - 0.5
     rays = np.c_[pix, np.ones(len(pix))] @ Kinv.T * scale  # (7, 3) camera coordinates at z = scale
     world = np.einsum("mij,pj->mpi", c2ws[:, :3, :3], rays) + c2ws[:, None, :3, 3]  # (M, 7, 3)
     c = c2ws[:, None, :3, 3]

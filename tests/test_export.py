@@ -169,9 +169,12 @@ def test_glb_with_cameras_mesh_and_subsample(tmp_path, cloud, frames):
 
     # frustum geometry: the image-plane corners lie at depth frustum_scale in front of the camera
     segs = ex.camera_wireframe_segments(c2ws[:1], frames[0].K, (W, H), 0.3)
-    corner = segs[0, 0, 1]
-    cam = invert_pose(c2ws[0])[:3, :3] @ corner + invert_pose(c2ws[0])[:3, 3]
+    corner, opposite = segs[0, 0, 1], segs[0, 2, 1]
+    cam, cam_opposite = (invert_pose(c2ws[0])[:3, :3] @ p + invert_pose(c2ws[0])[:3, 3] for p in (corner, opposite))
     assert abs(cam[2] - 0.3) < 1e-9 and cam[0] < 0 and cam[1] < 0  # pixel (0, 0): left, up
+    # the image's edges (-0.5 and W - 0.5 about integer pixel centres): a centred camera's frustum is symmetric
+    assert np.allclose(frames[0].K[:2, 2], [(W - 1) / 2, (H - 1) / 2])
+    assert np.allclose(cam[:2], -cam_opposite[:2], atol=1e-12)
 
 
 def test_glb_many_cameras_every_kth(tmp_path):

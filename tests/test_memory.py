@@ -252,7 +252,7 @@ def test_keyframe_policy_and_ram_bound(return_walk):
     turn = [i for i in idx if OUT < i <= OUT + TURN]
     assert len(turn) == TURN // 2  # 10 degree turns, 15 degree threshold
     full = W * H * (3 + 4)
-    assert mem.nbytes / len(mem) < 0.15 * full
+    assert mem.nbytes / len(mem) < 0.2 * full  # (as allocated: its arrays grow by doubling)
     rgb, depth = mem.thumbnail(0)
     assert rgb.shape == (H // 4, W // 4, 3) and depth.shape == (H // 4, W // 4)
     assert np.allclose(depth, frames[0].depth[2::4, 2::4], rtol=1e-3, atol=1e-2)
@@ -665,7 +665,10 @@ def test_only_what_is_known_to_be_far_enters_the_far_field():
     sky = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4), zero_depth_is_sky=True)
     dropouts = Frame(0, rgb, np.zeros((48, 64), np.float32), K, np.eye(4))
     beyond = Frame(0, rgb, np.full((48, 64), 80.0, np.float32), K, np.eye(4))
-    for frame, far_expected in ((cloud, False), (sky, True), (dropouts, False), (beyond, True)):
+    infinite = Frame(0, rgb, np.full((48, 64), np.inf, np.float32), K, np.eye(4))  # invalid, not "at infinity"
+    negative = Frame(0, rgb, np.full((48, 64), -1.0, np.float32), K, np.eye(4), zero_depth_is_sky=True)  # nor sky
+    for frame, far_expected in ((cloud, False), (sky, True), (dropouts, False), (beyond, True), (infinite, False),
+                                (negative, False)):
         memory, pmap = GeometricMemory(MemoryConfig()), VoxelPointMap(0.1, 60.0)
         fused = pmap.fuse_points(points, frame.world_colors if frame.world_points is not None
                                  else np.full((len(points), 3), 220, np.uint8), 0)

@@ -192,7 +192,7 @@ class VoxelPointMap:
         z = ray[:, 2]
         samples = []
         for steps in CARVE_STEPS:
-            scale = 1.0 - steps * self.voxel_size / z  # the point ``steps`` voxels nearer along the ray
+            scale = 1.0 - steps * self.voxel_size / z  # ``steps`` voxels nearer in z (more along an oblique ray)
             use = (scale > 0.05) & (steps * cos >= CARVE_CLEARANCE)
             samples.append(origin + rays[use] * scale[use, None])
         # Neighbouring rays share voxels: look each voxel up once (hash probes miss the cache on big maps).

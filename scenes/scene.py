@@ -31,7 +31,7 @@ from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
 from worldmodel.checks import MAX_SEED, boolean, camera_problem, number
 from worldmodel.frame import (CacheView, ClosableWorld, Context, Frame, GroundFollowingWorld, GroundProbe,
-                              PixelSourceWorld, WorldModel, missing_world_members)
+                              PixelSourceWorld, WorldModel, describe_problem, missing_world_members)
 
 
 class SceneError(ValueError):
@@ -152,10 +152,16 @@ class Scene:
 
     def __init__(self, model: WorldModel, config: SceneConfig | None = None, memory: MemoryProvider | None = None,
                  store: FrameStore | None = None):
+        if isinstance(model, type):  # a class has every member as an attribute, but its reset() is not bound
+            raise SceneError(f"the world is the class {model.__name__}, not an instance of it: hand "
+                             f"{model.__name__}(...) (a plugin's factory returns the world it built)")
         missing = missing_world_members(model)  # the contract is checked once, here
         if missing:
             raise SceneError(f"{type(model).__name__} is not a WorldModel: it lacks {', '.join(missing)} (see "
                              "worldmodel/frame.py; inherit BaseWorldModel for the defaults)")
+        why = describe_problem(model)
+        if why is not None:
+            raise SceneError(f"the {model.name} world's {why}")
         self.model = model
         self.config = config or SceneConfig()
         self.memory = memory

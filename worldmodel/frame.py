@@ -58,6 +58,14 @@ class Frame(_DepthImage):
     zero_depth_is_sky: bool = False
 
     def __post_init__(self) -> None:
+        for key in ("rgb", "depth", "K", "c2w"):
+            if not isinstance(getattr(self, key), np.ndarray):
+                raise ValueError(f"Frame.{key} must be a numpy array, got {type(getattr(self, key)).__name__} "
+                                 "(wrap it in np.asarray)")
+        if self.depth.ndim != 2 or self.depth.dtype.kind != "f":
+            raise ValueError(f"Frame.depth must be (H, W) float32 z-depth in metres, got {self.depth.shape} "
+                             f"{self.depth.dtype}" + (" (millimetres? divide by 1000 and cast to float32)"
+                                                      if self.depth.dtype.kind in "ui" else ""))
         h, w = self.depth.shape
         if self.rgb.shape != (h, w, 3) or self.rgb.dtype != np.uint8:
             raise ValueError(f"Frame.rgb must be ({h}, {w}, 3) uint8, got {self.rgb.shape} {self.rgb.dtype}")
@@ -223,6 +231,25 @@ def missing_world_members(model) -> list[str]:
     wanted = [*WorldModel.__annotations__, *(name for name, value in vars(WorldModel).items()
                                              if callable(value) and not name.startswith("_"))]
     return [name for name in wanted if not hasattr(model, name)]
+
+
+def describe_problem(model) -> str | None:
+    """What is wrong with ``model.describe()`` as a session stores it (JSON, an object with a string ``"kind"``), or
+    None. A session whose world description cannot be written or read back is not made at all."""
+    import json
+
+    try:
+        desc = model.describe()
+    except Exception as e:  # noqa: BLE001 - a plugin's describe() may raise anything; say so in one line
+        return f"describe() raised {type(e).__name__}: {e}"
+    if not isinstance(desc, dict) or not isinstance(desc.get("kind"), str):
+        return f"describe() must return a dict with a string 'kind' (the registered name), got {str(desc)[:80]}"
+    try:
+        json.dumps(desc, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        return (f"describe() is not plain JSON ({e}): sessions store it; use str/int/float/bool/list/dict, "
+                "e.g. float(x) and x.tolist() for numpy values")
+    return None
 
 
 class GroundProbe(Protocol):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
@@ -204,7 +205,15 @@ def create_world(spec: str, seed: int = 0, width: int | None = None, height: int
     entry = _entry(kind)
     kinematics = kinematics or Kinematics()
     width, height = (None if v is None else int(v) for v in (width, height))
-    model = entry.factory(arg.strip(), int(seed), width, height, kinematics)
+    factory = entry.factory.load() if isinstance(entry.factory, _LazyFactory) else entry.factory
+    try:
+        inspect.signature(factory).bind(arg.strip(), int(seed), width, height, kinematics)
+    except TypeError as e:
+        raise WorldSpecError(f"world {entry.name!r}: its factory {getattr(factory, '__qualname__', factory)} does not "
+                             f"take (arg, seed, width, height, kinematics) ({e})") from None
+    except ValueError:
+        pass  # no signature to read (a builtin or C callable): call it and see
+    model = factory(arg.strip(), int(seed), width, height, kinematics)
     if isinstance(model, BaseWorldModel) and entry.from_description is None:
         model.created_with = {"kind": entry.name, "arg": arg.strip(), "seed": int(seed), "width": width,
                               "height": height, "kinematics": dataclasses.asdict(kinematics)}
@@ -225,9 +234,23 @@ def world_from_description(desc: dict) -> WorldModel:
         return entry.from_description(desc)
     try:
         kin = Kinematics(**desc.get("kinematics", {}))
-        return create_world(f"{entry.name}:{desc.get('arg', '')}", int(desc.get("seed", 0)),
-                            desc.get("width"), desc.get("height"), kin)
+        model = create_world(f"{entry.name}:{desc.get('arg', '')}", int(desc.get("seed", 0)),
+                             desc.get("width"), desc.get("height"), kin)
     except (TypeError, ValueError) as e:
         if isinstance(e, WorldSpecError):
             raise
         raise WorldSpecError(f"the description of world {kind!r} is garbled ({e})") from None
+    # A world rebuilt by calling its factory again must be the world that was saved: a plugin that overrides
+    # describe() with keys of its own (or an instance handed to make_scene, which describes itself by its name
+    # alone) would otherwise come back as the factory's default world, silently.
+    try:
+        again = json.loads(json.dumps(model.describe()))
+    except (TypeError, ValueError):
+        again = None
+    if again != json.loads(json.dumps(desc)):
+        raise WorldSpecError(f"world {kind!r} cannot be rebuilt from its description: called again with "
+                             f"arg={desc.get('arg', '')!r}, seed, width, height and kinematics from it, its factory made "
+                             f"a world that describes itself as {json.dumps(again)[:160]}, not {json.dumps(desc)[:160]} "
+                             "(make it with registry.create_world and keep the default describe(), or put what "
+                             "describe() holds into the spec's ARG)")
+    return model

@@ -1,0 +1,105 @@
+"""Mistakes a plugin author makes, each refused with one line before a session that could not be opened again
+(or that opens as another world) is made."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenes.factory import make_scene
+from scenes.scene import SceneError
+from scenes.session import SessionError, save_session
+from worldmodel.actions import Kinematics, parse_actions
+from worldmodel.camera import intrinsics_from_fov
+from worldmodel.frame import BaseWorldModel, Frame
+from worldmodel.registry import register
+
+
+class Wall(BaseWorldModel):
+    name = "mistake_wall"
+    exact_depth = True
+
+    def __init__(self, distance: float = 3.0, size=(32, 24), kinematics: Kinematics = Kinematics(), depth_dtype=np.float32):
+        self.distance, self.size, self.kinematics, self.depth_dtype = distance, size, kinematics, depth_dtype
+        self.K = intrinsics_from_fov(size[0], size[1], 60.0)
+
+    def _frame(self, index, c2w, action=None):
+        w, h = self.size
+        depth = np.full((h, w), self.distance, np.float32)
+        if self.depth_dtype == np.uint16:
+            depth = (depth * 1000).astype(np.uint16)
+        return Frame(index, np.full((h, w, 3), 128, np.uint8), depth, self.K, c2w, action)
+
+    def reset(self, seed, start=None):
+        return self._frame(0, np.eye(4) if start is None else start)
+
+    def step(self, action, context):
+        return self._frame(context.last.index + 1, self.target_c2w(action, context), action)
+
+
+class OwnDescription(Wall):
+    def describe(self):
+        return {"kind": "mistake_wall", "distance": self.distance}
+
+
+def _factory(arg, seed, width, height, kinematics):
+    """A wall ARG metres ahead."""
+    return OwnDescription(float(arg or 3.0), (width or 32, height or 24), kinematics)
+
+
+register("mistake_wall", _factory)
+
+
+def test_a_frame_with_integer_depth_is_refused_naming_the_unit():
+    with pytest.raises(ValueError, match="float32 z-depth in metres.*millimetres"):
+        make_scene(Wall(depth_dtype=np.uint16))
+
+
+def test_a_frame_with_a_list_for_K_is_refused_naming_it():
+    with pytest.raises(ValueError, match="Frame.K must be a numpy array"):
+        Frame(0, np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32), np.eye(3).tolist(), np.eye(4))
+
+
+@pytest.mark.parametrize("desc, why", [({"kind": "x", "K": np.eye(3)}, "not plain JSON"),
+                                       ({"type": "x"}, "string 'kind'"), (None, "string 'kind'")])
+def test_a_world_whose_description_a_session_cannot_hold_is_refused(desc, why):
+    class Described(Wall):
+        def describe(self):
+            return desc
+
+    with pytest.raises(SceneError, match=why):
+        make_scene(Described())
+
+
+def test_a_class_instead_of_an_instance_is_refused():
+    with pytest.raises(SceneError, match="class Wall, not an instance"):
+        make_scene(Wall)
+
+
+def test_a_session_of_a_world_its_factory_does_not_rebuild_is_refused_not_opened_as_another(tmp_path):
+    scene = make_scene("mistake_wall:5", seed=1)  # describes itself as distance 5 without an 'arg'
+    scene.run(parse_actions("(FN)"))
+    save_session(scene, tmp_path / "s")
+    scene.close()
+    with pytest.raises(SessionError, match="cannot be rebuilt from its description"):
+        make_scene(session=tmp_path / "s")
+
+
+def test_a_spec_world_with_the_default_description_reopens(tmp_path):
+    register("mistake_plain_wall", lambda arg, seed, width, height, kinematics: Wall(float(arg or 3.0),
+                                                                                   (width or 32, height or 24), kinematics))
+    scene = make_scene("mistake_plain_wall:5", seed=1, size=(40, 20), kinematics=Kinematics(step_m=0.25))
+    scene.run(parse_actions("(FN)"))
+    save_session(scene, tmp_path / "s")
+    scene.close()
+    again = make_scene(session=tmp_path / "s")
+    assert again.model.distance == 5.0 and again.model.kinematics.step_m == 0.25 and again.current.width == 40
+    again.close()
+
+
+def test_a_factory_with_the_wrong_signature_is_named():
+    from worldmodel.registry import WorldSpecError, create_world
+
+    register("mistake_short", lambda arg, seed: Wall())
+    with pytest.raises(WorldSpecError, match="does not take \\(arg, seed, width, height, kinematics\\)"):
+        create_world("mistake_short")

@@ -242,4 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C where no command handles it (while importing, say): one line, no traceback
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

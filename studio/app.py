@@ -6,8 +6,10 @@ commands one at a time and then syncs the view (3D map, cameras, panels) from it
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -75,9 +77,13 @@ class Studio:
 
     def step_command(self, action: Action | TargetPose, client: viser.ClientHandle | None = None,
                      coalesce: str | None = None) -> Command:
-        return Command(f"step {action}", lambda scene: scene.step(action), coalesce,
-                       lambda message: self.notify(client, f"step {action} failed", message, error=True),
-                       droppable=True)
+        def failed(message: str) -> None:  # the queued steps and autoplay stop with it (Controls.stop_steps)
+            autoplay, dropped = self.controls.autoplay.value, self.controls.stop_steps()
+            stopped = [f"{dropped} queued step(s) dropped"] * (dropped > 0) + ["autoplay off"] * autoplay
+            self.notify(client, f"step {action} failed", message + (f" ({', '.join(stopped)})" if stopped else ""),
+                        error=True)
+
+        return Command(f"step {action}", lambda scene: scene.step(action), coalesce, failed, droppable=True)
 
     def submit_step(self, action: Action | TargetPose, client: viser.ClientHandle | None,
                     coalesce: str | None = None) -> None:
@@ -243,25 +249,36 @@ def main(args) -> int:
     # the worker makes the frames; torch's threads are its alone, less a core for the browser drawing the page
     # when that runs on this machine (a loopback studio)
     hand_compute_threads_to_worker(cores_for_the_page=1 if policy.loopback else 0)
+    stop = _StopRequests()  # from here on Ctrl-C, SIGTERM and SIGHUP take one path
     try:
         scene = build_scene(args)
     except (SessionError, WorldSpecError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception:
+        if not stop.requested.is_set():
+            raise
+        print("stopped while opening the world", file=sys.stderr)  # (Ctrl-C inside open3d's import: an ImportError)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped while opening the world", file=sys.stderr)
+        return 130
     try:
-        studio = Studio(scene, host=args.host, port=args.port, policy=policy, root=root)
+        with stop.deferred():  # a half-built server would be left running: it is built, then stopped
+            studio = Studio(scene, host=args.host, port=args.port, policy=policy, root=root)
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); try --port {args.port + 1}",
               file=sys.stderr)
+        scene.close()
         return 2
     query = f"/?token={policy.token}" if policy.token else ""
     if args.port and studio.server.get_port() != args.port:  # viser moves on from a busy port (0: any free one)
         print(f"note: port {args.port} is in use; listening on {studio.server.get_port()} instead", file=sys.stderr)
-    _stop_on_signals()  # (before saying it runs: a stop asked from then on takes the same path)
     try:
-        print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
-              f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
-        while True:
+        if not stop.requested.is_set():
+            print(f"WorldStudio is running: http://{args.host}:{studio.server.get_port()}{query}"
+                  f"  (Ctrl-C to stop; browser paths stay inside {studio.root})", flush=True)
+        while not stop.requested.is_set():  # (also when the interrupt was swallowed, e.g. inside a weakref callback)
             time.sleep(1.0)
             studio.live.refresh_rate()
     except (KeyboardInterrupt, SystemExit):
@@ -269,15 +286,30 @@ def main(args) -> int:
     return _stop(studio)
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGHUP (a service stopped, a terminal closed) stop the studio as Ctrl-C does (:func:`_stop`),
-    instead of killing it under a running export or save."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+class _StopRequests:
+    """Ctrl-C, SIGTERM and SIGHUP (a service stopped, a terminal closed) all stop the studio as Ctrl-C does
+    (:func:`_stop`), instead of killing it under a running export or save. Each sets :attr:`requested` and raises
+    KeyboardInterrupt in the main thread, except inside :meth:`deferred`, where the request waits to be seen."""
 
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), interrupt)
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._deferring = False
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self._interrupt)
+
+    def _interrupt(self, signum, frame) -> None:
+        self.requested.set()
+        if not self._deferring:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
 
 def _stop(studio: Studio) -> int:

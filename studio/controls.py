@@ -142,10 +142,15 @@ class Controls:
 
     def _stop_clicked(self, event) -> None:
         """Stop: drop every queued step (the running one finishes) and switch autoplay off."""
+        self.notify(getattr(event, "client", None), "Stopped", f"{self.stop_steps()} queued step(s) dropped")
+
+    def stop_steps(self) -> int:
+        """Drop every queued step and switch autoplay off -> how many were dropped. Stop does it, and so does a
+        failed step: the steps queued behind it would go on from a frame that was never made."""
         dropped = self.clear_queue()
         if self.autoplay.value:
             self.autoplay.value = False
-        self.notify(getattr(event, "client", None), "Stopped", f"{dropped} queued step(s) dropped")
+        return dropped
 
     def _next_autoplay(self) -> Action:
         choice = self.autoplay_action.value

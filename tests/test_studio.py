@@ -450,7 +450,6 @@ def test_a_world_switch_clears_the_old_memory_and_moves_a_steering_view_to_the_n
     so the next small move of the view asks for a frame near it, not at the old world's pose; the old world's
     retrieved keyframes and agreement leave the view and the Memory tab."""
     from scenes.factory import make_scene
-    from studio.live_panel import NO_MEMORY_YET
 
     scene = make_scene("procedural", 0, size=(96, 72), config=SceneConfig(voxel_size=0.2, memory_k=3))
     scene.run(parse_actions("(FN)(FN)(FN)(SL)" * 3))  # enough keyframes for retrieval
@@ -543,6 +542,52 @@ def test_the_studio_stops_cleanly_on_ctrl_c_and_on_sigterm():
             studio.kill()
         assert studio.returncode == 0 and "Server stopped" in out, (sig, studio.returncode, out[-400:])
 
+
+
+_STARTING_STUDIO = """
+import sys, time
+import launch, studio.app
+from worldmodel.registry import create_world, register
+
+def slow_world(arg, seed, width, height, kinematics):
+    print("opening", flush=True)
+    time.sleep(float(arg))
+    return create_world("procedural", seed, width, height, kinematics)
+
+built = studio.app.Studio.__init__
+def slow_build(self, *args, **kwargs):
+    print("building", flush=True)
+    time.sleep(2.0)
+    built(self, *args, **kwargs)
+
+register("slow", slow_world)
+studio.app.Studio.__init__ = slow_build
+sys.exit(launch.main(["view", "--world", sys.argv[1], "--size", "64", "48", "--port", sys.argv[2]]))
+"""
+
+
+def test_ctrl_c_while_the_studio_starts_stops_it_in_one_line():
+    """Ctrl-C while the world opens stops with one line (no traceback); while the server is being built, the
+    server is built whole and then stopped as a running studio is (a half-built one kept the process alive)."""
+    import signal
+    import subprocess
+
+    for world, wait_for, said, status in (("slow:30", "opening", "stopped while opening the world", 130),
+                                          ("slow:0", "building", "Server stopped", 0)):
+        studio = subprocess.Popen([sys.executable, "-c", _STARTING_STUDIO, world, str(free_port())],
+                                  cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            for line in studio.stdout:
+                if wait_for in line:
+                    break
+            studio.send_signal(signal.SIGINT)
+            out = studio.communicate(timeout=60)[0]
+        finally:
+            studio.kill()
+        assert studio.returncode == status and said in out and "Traceback" not in out, (world, out[-600:])
+        assert "WorldStudio is running" not in out
 
 def test_stopping_waits_for_the_running_export_and_its_download(studio, capsys):
     """The studio's stop (Ctrl-C, SIGTERM) waits for the command running (here an export of 0.6 s), names the

@@ -73,3 +73,42 @@ def test_stop_drops_a_waiting_step_towards_the_viewer_camera(tmp_path):
         assert app.worker.wait_idle(30) and app.worker.scene.length == 1
     finally:
         app.close()
+
+
+def test_a_failed_step_stops_the_steps_queued_behind_it(tmp_path):
+    """A world that fails at a step: the steps queued behind it (and autoplay) stop with it, in one note, instead of
+    each failing in turn from a frame that was never made; the frames made before it stay, and the studio steps on
+    once the world is sound again."""
+    scene = small_scene()
+    world_step, failing = scene.model.step, threading.Event()
+
+    def step(action, context):
+        if failing.is_set():
+            raise RuntimeError("model exploded")
+        return world_step(action, context)
+
+    scene.model.step = step
+    app = Studio(scene, port=free_port(), root=tmp_path)
+    notes = []
+    app.notify = lambda client, title, body, error=False: notes.append((title, body, error))
+    try:
+        assert app.worker.wait_idle(30)
+        gate, holding = threading.Event(), threading.Event()
+        app.worker.submit(Command("hold", lambda s: (holding.set(), gate.wait(10))))
+        assert holding.wait(10)
+        app.controls.action_text.value = "(FN)(FN)(FN)(FN)"
+        app.controls._play_clicked(SimpleNamespace(client=None))
+        app.controls.autoplay.value = True
+        failing.set()
+        gate.set()
+        assert app.worker.wait_idle(30)
+        failures = [n for n in notes if n[2]]
+        assert len(failures) == 1, failures
+        title, body, _ = failures[0]
+        assert title == "step (FN) failed" and body == "model exploded (3 queued step(s) dropped, autoplay off)"
+        assert app.worker.scene.length == 1 and app.worker.autoplay is None and not app.controls.autoplay.value
+        failing.clear()
+        app.controls._play_clicked(SimpleNamespace(client=None))
+        assert app.worker.wait_idle(30) and app.worker.scene.length == 5
+    finally:
+        app.close()

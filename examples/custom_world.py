@@ -1,10 +1,10 @@
 """A custom WorldModel explored in the studio: a camera inside a coloured box room. Inherit BaseWorldModel,
-write reset() and step() (kinematics, predict_c2w, describe have defaults), hand it to make_scene.
+write reset() and step() (kinematics, predict_c2w, describe have defaults), register it, open it by name.
 
     python3 examples/custom_world.py            # open http://127.0.0.1:8080 and steer with the pad
 """
 
-import time
+import threading
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from scenes.factory import make_scene
 from studio.app import Studio
 from worldmodel.camera import intrinsics_from_fov, look_at_c2w, pixel_rays_camera
 from worldmodel.frame import BaseWorldModel, Frame
+from worldmodel.registry import register
 
 HALF = np.array([4.0, 1.5, 4.0])  # the room spans -HALF..HALF metres around (0, 1.5, 0)
 CENTRE = np.array([0.0, 1.5, 0.0])
@@ -46,13 +47,14 @@ class BoxRoom(BaseWorldModel):
         return self.render(context.last.index + 1, self.target_c2w(action, context), action)
 
 
+register("boxroom", lambda arg, seed, width, height, kinematics: BoxRoom(width or 160, height or 120))  # as a plugin
+
+
 def open_in_studio(port: int = 8080) -> Studio:
-    """The studio over a BoxRoom scene (with memory); returns at once, the server runs in its threads."""
-    return Studio(make_scene(BoxRoom()), port=port)
+    return Studio(make_scene("boxroom"), port=port)  # (with memory; the server runs in its threads)
 
 
 if __name__ == "__main__":
     studio = open_in_studio()
     print(f"http://127.0.0.1:{studio.server.get_port()}  (Ctrl-C to stop)")
-    while True:
-        time.sleep(1.0)
+    threading.Event().wait()

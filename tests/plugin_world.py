@@ -4,11 +4,14 @@ Exposed by tests/test_plugins.py through a real ``worldstudio.worlds`` entry poi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from worldmodel.actions import Kinematics
 from worldmodel.camera import intrinsics_from_fov
 from worldmodel.frame import BaseWorldModel, Context, Frame
+from worldmodel.registry import WorldPlugin
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "": (128, 128, 128)}
 
@@ -40,3 +43,28 @@ def make_wall_world(arg: str, seed: int, width: int, height: int, kinematics: Ki
 
         raise WorldSpecError(f"wall colour must be red or green, got {arg!r}")
     return WallWorld(arg, width, height, kinematics)
+
+
+class TintedWall(WallWorld):
+    """A wall whose colour is chosen after it is made, which no spec says: it describes itself, and its plugin
+    rebuilds it from that description (a :class:`~worldmodel.registry.WorldPlugin`)."""
+
+    name = "tinted"
+
+    def describe(self) -> dict:
+        return {"kind": "tinted", "rgb": self.rgb.tolist(), "size": list(self.size),
+                "kinematics": dataclasses.asdict(self.kinematics)}
+
+
+def make_tinted_wall(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> TintedWall:
+    """A grey wall 3 m ahead; tint it with its rgb attribute."""
+    return TintedWall("", width or 32, height or 24, kinematics)
+
+
+def tinted_wall_from(desc: dict) -> TintedWall:
+    wall = TintedWall("", *desc["size"], Kinematics(**desc["kinematics"]))
+    wall.rgb = np.array(desc["rgb"], np.uint8)
+    return wall
+
+
+TINTED_WALL = WorldPlugin(make_tinted_wall, tinted_wall_from)

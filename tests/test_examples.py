@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from scenes.export import read_ply
+from scenes.session import load_session, save_session
 from studio.bench_util import free_port
 from worldmodel.actions import parse_actions
 
@@ -40,7 +41,7 @@ def test_headless_walk_exports_ply_and_glb(tmp_path):
     assert (tmp_path / "scene.glb").read_bytes()[:4] == b"glTF"
 
 
-def test_custom_world_opens_in_the_studio_and_steps():
+def test_custom_world_opens_in_the_studio_and_steps(tmp_path):
     module = runpy.run_path(str(EXAMPLES / "custom_world.py"))  # not __main__: nothing blocks
     port = free_port()
     studio = module["open_in_studio"](port)
@@ -55,6 +56,9 @@ def test_custom_world_opens_in_the_studio_and_steps():
         off = np.abs(np.abs(pts - module["CENTRE"]) - module["HALF"]).min(axis=1)
         assert len(pts) > 1000 and np.percentile(off, 99) <= 0.5 * scene.config.voxel_size
         assert scene.last_step.cache is not None and scene.last_step.agreement["coverage"] > 0.5
+        again = load_session(save_session(scene, tmp_path / "room"))  # its sessions reopen (it is registered)
+        assert again.model.name == "boxroom" and again.length == 5
+        again.close()
     finally:
         studio.close()
 

@@ -13,7 +13,7 @@ import pytest
 
 from scenes.factory import make_scene
 from scenes.session import load_session, save_session
-from worldmodel.actions import parse_actions
+from worldmodel.actions import Kinematics, parse_actions
 from worldmodel.frame import WorldModel
 from worldmodel.registry import WorldSpecError, available_worlds, create_world
 
@@ -27,7 +27,8 @@ def plugin_site(tmp_path: Path):
     dist = site / "wall_world-0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wall-world\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[worldstudio.worlds]\nwall = tests.plugin_world:make_wall_world\n")
+    (dist / "entry_points.txt").write_text("[worldstudio.worlds]\nwall = tests.plugin_world:make_wall_world\n"
+                                           "tinted = tests.plugin_world:TINTED_WALL\n")
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
     yield site
@@ -52,6 +53,19 @@ def test_a_plugin_world_is_found_built_stepped_and_saved(plugin_site, tmp_path):
     assert np.all(loaded.current.rgb == (30, 200, 60))
     with pytest.raises(WorldSpecError, match="red or green"):
         create_world("wall:blue")
+
+
+def test_a_plugin_world_that_describes_itself_is_rebuilt_by_its_plugin(plugin_site, tmp_path):
+    """A world whose describe() holds more than its spec (here a tint set after it was made) comes back from a
+    session through its plugin's from_description (a WorldPlugin entry point), not as the factory's default."""
+    assert available_worlds()["tinted"].description == "A grey wall 3 m ahead; tint it with its rgb attribute."
+    scene = make_scene("tinted", 2, size=(40, 30), kinematics=Kinematics(step_m=0.25))
+    scene.model.rgb = np.array((200, 120, 10), np.uint8)
+    scene.run(parse_actions("(FN)"))
+    loaded = load_session(save_session(scene, tmp_path / "s"))
+    loaded.step(parse_actions("(FN)")[0])
+    assert np.all(loaded.current.rgb == (200, 120, 10)) and loaded.current.rgb.shape == (30, 40, 3)
+    assert np.allclose(loaded.current.position, [0.0, 0.0, 0.5])  # its 0.25 m steps
 
 
 def test_launch_worlds_lists_builtins_and_the_plugin(plugin_site):

@@ -17,8 +17,8 @@ bad ``arg``.
 **Built-ins** are registered with ``register(name, factory, from_description=None)``; a backend that
 imports heavy packages registers a small factory that imports them inside.
 
-**Plugins** declare an entry point in the group ``worldstudio.worlds`` (name -> factory), e.g. in their
-``pyproject.toml``::
+**Plugins** declare an entry point in the group ``worldstudio.worlds`` (name -> factory, or a
+:class:`WorldPlugin`), e.g. in their ``pyproject.toml``::
 
     [project.entry-points."worldstudio.worlds"]
     boxroom = "my_package.worlds:make_box_room"
@@ -26,8 +26,9 @@ imports heavy packages registers a small factory that imports them inside.
 **Descriptions** (sessions): ``model.describe()`` returns JSON with ``"kind"`` = the registered name. A
 world made by :func:`create_world` from a :class:`~worldmodel.frame.BaseWorldModel` describes itself as
 ``{"kind", "arg", "seed", "width", "height", "kinematics"}`` unless it overrides ``describe``, and is rebuilt
-by calling its factory again; a backend with its own description passes ``from_description`` to
-:func:`register`.
+by calling its factory again (a session whose world the factory makes otherwise is refused); a world with
+its own description passes ``from_description`` to :func:`register`, or its entry point names a
+``WorldPlugin(factory, from_description)``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ WorldFactory = Callable[[str, int, int, int, Kinematics], WorldModel]
 
 class WorldSpecError(ValueError):
     """An unknown or malformed world spec; the message lists what is accepted."""
+
+
+@dataclass(frozen=True)
+class WorldPlugin:
+    """What a plugin's entry point may name instead of a bare factory: its factory, and ``from_description(desc)``
+    rebuilding a world from its own ``describe()`` (one that holds more than the spec it was made from)."""
+
+    factory: WorldFactory
+    from_description: Callable[[dict], WorldModel]
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,15 @@ class _LazyFactory:
         self.ep = ep
 
     def load(self) -> WorldFactory:
+        loaded = self._load()
+        return loaded.factory if isinstance(loaded, WorldPlugin) else loaded
+
+    def from_description(self) -> Callable[[dict], WorldModel] | None:
+        """The plugin's own way to rebuild its worlds (a :class:`WorldPlugin`'s), or None."""
+        loaded = self._load()
+        return loaded.from_description if isinstance(loaded, WorldPlugin) else None
+
+    def _load(self) -> WorldFactory | WorldPlugin:
         try:
             return self.ep.load()
         except Exception as e:  # a broken plugin names itself instead of crashing the studio
@@ -229,9 +248,13 @@ def world_from_description(desc: dict) -> WorldModel:
         entry = _entry(kind)
     except WorldSpecError:
         raise WorldSpecError(f"session names an unknown world {kind!r}; known: {', '.join(available_worlds())} "
-                             "(install the plugin that provides it)") from None
-    if entry.from_description is not None:
-        return entry.from_description(desc)
+                             "(install the plugin that provides it; a world made in a script is registered there "
+                             "with worldmodel.registry.register before the session is opened)") from None
+    rebuild = entry.from_description
+    if rebuild is None and isinstance(entry.factory, _LazyFactory):
+        rebuild = entry.factory.from_description()
+    if rebuild is not None:
+        return rebuild(desc)
     try:
         kin = Kinematics(**desc.get("kinematics", {}))
         model = create_world(f"{entry.name}:{desc.get('arg', '')}", int(desc.get("seed", 0)),
@@ -251,6 +274,6 @@ def world_from_description(desc: dict) -> WorldModel:
         raise WorldSpecError(f"world {kind!r} cannot be rebuilt from its description: called again with "
                              f"arg={desc.get('arg', '')!r}, seed, width, height and kinematics from it, its factory made "
                              f"a world that describes itself as {json.dumps(again)[:160]}, not {json.dumps(desc)[:160]} "
-                             "(make it with registry.create_world and keep the default describe(), or put what "
-                             "describe() holds into the spec's ARG)")
+                             "(make it with registry.create_world and keep the default describe(), or give the "
+                             "registry its from_description: registry.register, or a WorldPlugin entry point)")
     return model

@@ -267,8 +267,9 @@ class Scene:
 
     def _checked(self, frame, previous: Frame | None, source: str = "returned by") -> Frame:
         """``frame`` when it can enter the scene (and a saved session of it opens again): a Frame whose camera passes
-        :func:`worldmodel.checks.camera_problem`, of ``previous``'s size; else SceneError, before anything is
-        stored (the scene stays as it was)."""
+        :func:`worldmodel.checks.camera_problem`, of ``previous``'s size, with a confidence (if any) finite in [0, 1]
+        and depth not negative for the most part (an OpenGL camera's -z); else SceneError, before anything is stored
+        (the scene stays as it was). Its NaN, inf and negative depth pixels come back as 0 (no measurement)."""
         where = f"a frame {source} the {self.model.name} world"
         if not isinstance(frame, Frame):
             raise SceneError(f"{where} is a {type(frame).__name__}, not a Frame; nothing was stored")
@@ -278,6 +279,15 @@ class Scene:
         if previous is not None and (frame.width, frame.height) != (previous.width, previous.height):
             raise SceneError(f"{where} is {frame.width}x{frame.height}, the frames before it "
                              f"{previous.width}x{previous.height}; nothing was stored")
+        if frame.confidence is not None and not (np.isfinite(frame.confidence).all()
+                                                 and 0 <= frame.confidence.min() <= frame.confidence.max() <= 1):
+            raise SceneError(f"{where} has a confidence that is not finite in [0, 1]; nothing was stored")
+        invalid = ~np.isfinite(frame.depth) | (frame.depth < 0)
+        if invalid.any():
+            if (frame.depth < 0).sum() > (frame.depth > 0).sum():
+                raise SceneError(f"{where} has mostly negative depth: z-depth is positive in front of an OpenCV camera "
+                                 "(x right, y down, z forward; an OpenGL camera looks down -z); nothing was stored")
+            frame = dataclasses.replace(frame, depth=np.where(invalid, 0, frame.depth).astype(frame.depth.dtype))
         return frame
 
     def _fuse(self, frame: Frame, fid: int, into: VoxelPointMap | None = None) -> tuple[FuseStats, float, float]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,36 @@ def test_a_factory_with_the_wrong_signature_is_named():
     register("mistake_short", lambda arg, seed: Wall())
     with pytest.raises(WorldSpecError, match="does not take \\(arg, seed, width, height, kinematics\\)"):
         create_world("mistake_short")
+
+
+def test_bad_depth_and_confidence_from_a_world_are_zeroed_or_refused(tmp_path):
+    """NaN, inf and a few negative depth pixels are no measurement: stored as 0 (the map ignored them already);
+    depth negative for the most part is an OpenGL camera's -z, refused naming the convention; a confidence outside
+    [0, 1] or NaN (its frames fused nothing) is refused."""
+    class Spotty(Wall):
+        def __init__(self, depth_fill=None, confidence=None):
+            super().__init__()
+            self.depth_fill, self.confidence = depth_fill, confidence
+
+        def _frame(self, index, c2w, action=None):
+            frame = super()._frame(index, c2w, action)
+            if self.depth_fill is not None:
+                frame.depth[: self.depth_fill[0]] = self.depth_fill[1]
+            if self.confidence is not None:
+                frame = dataclasses.replace(frame, confidence=np.full(frame.depth.shape, self.confidence, np.float32))
+            return frame
+
+    scene = make_scene(Spotty(depth_fill=(3, np.nan)))
+    scene.run(parse_actions("(FN)"))
+    assert np.isfinite(scene.current.depth).all() and (scene.current.depth[:3] == 0).all()
+    assert (scene.current.depth[3:] == 3.0).all() and len(scene.map) > 0
+    scene.close()
+    for bad in (np.inf, -1.0):
+        scene = make_scene(Spotty(depth_fill=(2, bad)))
+        assert (scene.current.depth[:2] == 0).all() and (scene.current.depth[2:] == 3.0).all()
+        scene.close()
+    with pytest.raises(SceneError, match="mostly negative depth.*OpenGL"):
+        make_scene(Spotty(depth_fill=(24, -3.0)))
+    for confidence in (np.nan, 7.0):
+        with pytest.raises(SceneError, match="confidence that is not finite in \\[0, 1\\]"):
+            make_scene(Spotty(confidence=confidence))

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from learn.adversarial import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
@@ -249,6 +249,8 @@ class Trainer:
         self.seed_generators()
         self.history: list[dict] = []
         self.replica_fingerprints: list[str] = []
+        # a second Ctrl-C while a checkpoint is written waits for the write (a cut-off one mixes two steps)
+        self.writing_checkpoint = self.quit_after_checkpoint = False
         self.started, self.elapsed_before = time.time(), 0.0  # seconds trained by earlier (resumed) runs
 
     # ---------------------------------------------------------------- data
@@ -415,21 +417,35 @@ class Trainer:
                 "val_pose_l1": float(self.pose_error(self.module.pose(pose_in, pose_motion), resid, target))}
 
     def checkpoint(self) -> None:
+        """Write the run to ``cfg.out`` (rank 0): the optimiser state first (its step in its metadata), then the
+        model folder (config.json records the step), then train_state.json last. A write cut off between them (a
+        kill, a full disk) leaves files of two steps, which :meth:`resume` finds and refuses; a second Ctrl-C
+        meanwhile quits only once the write is complete."""
         if self.rank != 0:
             return
+        self.writing_checkpoint = True
+        try:
+            self._write_checkpoint()
+        finally:
+            self.writing_checkpoint = False
+        if self.quit_after_checkpoint:
+            raise KeyboardInterrupt
+
+    def _write_checkpoint(self) -> None:
         out = Path(self.cfg.out)
         training = {"steps": self.step, "config": asdict(self.cfg), "hardware": describe_hardware(self.bf16),
                     "history": json_safe(self.history[-20:])}
         if self.init_record:
             training["init"] = self.init_record
         config = {**self.model_config, "training": training}
-        save_pretrained(out, config, self.module, half=False)
+        out.mkdir(parents=True, exist_ok=True)
         state = optimizer_tensors(self.opt, "opt")
         if self.disc is not None:  # the discriminator is part of the run's state, not of the model
             state.update(optimizer_tensors(self.disc_opt, "disc_opt"))
             state.update({f"disc.{k}": v for k, v in self.disc_module.state_dict().items()})
         with replacing(out / "train_state.safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"step": str(self.step)})
+        save_pretrained(out, config, self.module, half=False)
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
                 "history": json_safe(self.history), "world_size": self.world,
                 "replica_fingerprints": self.replica_fingerprints}
@@ -450,10 +466,20 @@ class Trainer:
                 raise ValueError("history is not a list")
             np.random.default_rng().bit_generator.state = meta["rng"]  # a malformed state fails here, not later
             tensors = load_file(str(out / "train_state.safetensors"))
+            with safe_open(str(out / "train_state.safetensors"), framework="pt") as f:
+                state_step = (f.metadata() or {}).get("step")  # (none in checkpoints written before it was kept)
         except (WeightsError, OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
             why = f"train_state.json lacks {e.args[0]!r}" if isinstance(e, KeyError) else e  # not a bare 'step'
             raise CheckpointError(f"{out}: cannot resume, the checkpoint is damaged ({why}); restore it, or start "
                                   "over without --resume (or with another --out)") from None
+        training = saved_config.get("training")
+        weights_step = training.get("steps") if isinstance(training, dict) else None
+        mixed = {f"the weights of step {weights_step}": weights_step is not None and weights_step != step,
+                 f"the optimiser state of step {state_step}": state_step is not None and state_step != str(step)}
+        if any(mixed.values()):
+            raise CheckpointError(f"{out}: its last checkpoint was cut off while it was written (train_state.json is "
+                                  f"of step {step}, {' and '.join(k for k, v in mixed.items() if v)}); restore the "
+                                  f"folder, or fine-tune from its weights: --init {out} --out ANOTHER_FOLDER")
         try:
             self.module.load_state_dict(saved_net.state_dict())
             load_optimizer_tensors(self.opt, tensors, "opt")
@@ -481,7 +507,6 @@ class Trainer:
         self.step = step
         self.elapsed_before, self.started = elapsed, time.time()
         self.history = history
-        training = saved_config.get("training")
         init = training.get("init") if isinstance(training, dict) else None
         if isinstance(init, dict):  # what a fine-tuned run started from stays on its model card
             self.init_record = init
@@ -509,6 +534,10 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():  # every rank: torchrun signals them all
             def stop(signum, frame) -> None:  # finish the step, checkpoint; a second Ctrl-C quits at once
                 if stop_requested and signum == signal.SIGINT:
+                    if self.writing_checkpoint:  # (not halfway through a checkpoint: it would mix two steps)
+                        self.quit_after_checkpoint = True
+                        print("\nquitting once the checkpoint being written is complete", file=sys.stderr, flush=True)
+                        return
                     raise KeyboardInterrupt
                 stop_requested.append(True)
                 if self.rank == 0:
@@ -645,6 +674,10 @@ def check_out_folder(out: Path, resume: bool) -> None:
     """Before any work: ``out`` can be written, holds a run to resume when resuming, and holds no model or
     checkpoint a new run would overwrite. CheckpointError / WriteError (one line) otherwise."""
     held = [name for name in ("train_state.json", "model.safetensors", "config.json") if (out / name).exists()]
+    if "train_state.json" not in held and held:  # a finished model, or a run whose first checkpoint was cut off
+        raise CheckpointError(f"{out} already holds a model ({', '.join(held)}) but no training state to resume "
+                              f"(train_state.json); fine-tune from it with --init {out} and another --out, or "
+                              "choose another --out")
     if resume and "train_state.json" not in held:
         raise CheckpointError(f"{out}: no run to resume there (train_state.json is missing); start without "
                               "--resume, or point --out at the run's folder")

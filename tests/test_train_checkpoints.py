@@ -1,0 +1,78 @@
+"""Training checkpoints that a kill, a full disk or a second Ctrl-C cut off halfway: found and refused on resume
+with one line that says what to do, never resumed as a mix of two steps, never a dead end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from learn.data import WalkSpec, generate_walk
+from learn.train import CheckpointError, TrainConfig, Trainer, WalkBank, check_out_folder
+from worldmodel.neural.weights import DEFAULT_CONFIG, build_net, save_pretrained
+
+TINY = {**DEFAULT_CONFIG, "widths": [8, 16]}
+
+
+def tiny_config(out: Path) -> TrainConfig:
+    return TrainConfig(out=str(out), data=str(out.parent / "data"), train_seeds=[1000], val_seeds=[100], steps=4,
+                       batch=1, warmup=1, rollout_after=10 ** 9, widths=[8, 16], minutes=60)
+
+
+def checkpoint_at(cfg: TrainConfig, step: int) -> None:
+    trainer = Trainer(cfg)
+    trainer.step = step
+    trainer.checkpoint()
+
+
+@pytest.mark.parametrize("kept_old", [("train_state.json",), ("train_state.json", "config.json", "model.safetensors")],
+                         ids=["cut before train_state.json", "cut after train_state.safetensors"])
+def test_a_checkpoint_cut_off_while_written_is_refused_not_resumed_as_a_mix(tmp_path, kept_old):
+    cfg = tiny_config(tmp_path / "run")
+    out = Path(cfg.out)
+    checkpoint_at(cfg, 3)
+    old = {name: (out / name).read_bytes() for name in kept_old}
+    checkpoint_at(cfg, 6)
+    for name, data in old.items():  # as a write cut off after the other files were replaced
+        (out / name).write_bytes(data)
+    with pytest.raises(CheckpointError, match=r"cut off while it was written \(train_state.json is of step 3, "
+                                              r"the .* of step 6\).* --init"):
+        Trainer(cfg).resume()
+    shutil.rmtree(out)
+    checkpoint_at(cfg, 6)  # a whole checkpoint resumes
+    trainer = Trainer(cfg)
+    assert trainer.resume() and trainer.step == 6
+
+
+def test_a_folder_with_weights_but_no_training_state_says_how_to_go_on(tmp_path):
+    """A first checkpoint cut off after the weights: --resume found no run and a new run found a model, and each
+    message sent the user to the other."""
+    folder = save_pretrained(tmp_path / "run", TINY, build_net(TINY), half=False)
+    for resume in (True, False):
+        with pytest.raises(CheckpointError, match=f"no training state to resume .* --init {folder}"):
+            check_out_folder(folder, resume)
+
+
+def test_a_second_ctrl_c_during_a_checkpoint_waits_for_it_to_be_whole(tmp_path, monkeypatch):
+    import learn.train as train
+
+    data = tmp_path / "data"
+    generate_walk(WalkSpec(1000, "loop", steps=6), data / "walk-001000.safetensors")
+    cfg = tiny_config(tmp_path / "run")
+    trainer = Trainer(cfg)
+    trainer.train_bank = WalkBank([data / "walk-001000.safetensors"])
+    real_save = train.save_pretrained
+
+    def interrupted_save(*args, **kwargs):  # Ctrl-C twice while the weights are being written
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(train, "save_pretrained", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(progress=False)
+    resumed = Trainer(cfg)
+    assert resumed.resume() and resumed.step == trainer.step

@@ -351,6 +351,8 @@ class Trainer:
         pose_in, pose_motion, resid = self.pose_inputs(last, target)
         with self.autocast():
             raw, pose = self.net(x, motion, pose_in, pose_motion)
+        if not (torch.isfinite(raw).all() and torch.isfinite(pose).all()):  # weights a step poisoned: the BCE
+            return {"loss": float("nan"), "rollout": rollout, "rgb": float("nan")}  # losses would raise, not say so
         out = compose(raw.float(), sources)
         parts = frame_losses(out, target)
         parts["pose"] = self.pose_error(pose.float(), resid, target)
@@ -569,6 +571,7 @@ class Trainer:
                 kept = (f"{cfg.out} holds the last good checkpoint: --resume it with a lower --lr"
                         if (Path(cfg.out) / "train_state.json").is_file() else
                         "no checkpoint was written yet: start again with a lower --lr")
+                bar.close()  # (its last line would come after the message)
                 raise FloatingPointError(f"the loss became {stats['loss']} at step {self.step}; {kept}")
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.3f}", rgb=f"{stats['rgb']:.3f}")
@@ -733,7 +736,11 @@ def main(args) -> int:
     except (ValueError, OSError) as e:  # a damaged shard (its message says which), a --data that is a file
         print(f"error: {e if isinstance(e, ValueError) else write_error(e, Path(cfg.data))}", file=sys.stderr)
         return 2
-    trainer.run()
+    try:
+        trainer.run()
+    except FloatingPointError as e:  # the loss diverged: its message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if trainer.rank == 0:
         print(f"trained {trainer.step} steps -> {cfg.out}")
     trainer.close()

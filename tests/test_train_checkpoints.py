@@ -76,3 +76,29 @@ def test_a_second_ctrl_c_during_a_checkpoint_waits_for_it_to_be_whole(tmp_path, 
         trainer.run(progress=False)
     resumed = Trainer(cfg)
     assert resumed.resume() and resumed.step == trainer.step
+
+
+def test_weights_that_diverged_stop_the_run_with_the_guards_one_line(tmp_path, monkeypatch, capsys):
+    """Non-finite weights made the sky BCE raise RuntimeError inside the step (a traceback), and a NaN loss's
+    FloatingPointError was not caught by the command either."""
+    from launch import build_parser
+    from learn.train import main
+
+    data = tmp_path / "data"
+    for seed in (1000, 100):
+        generate_walk(WalkSpec(seed, "loop", steps=6), data / f"walk-{seed:06d}.safetensors")
+    real_step = Trainer.train_step
+
+    def diverging_step(self):
+        if self.step == 1:  # as an optimiser step that overflowed
+            with __import__("torch").no_grad():
+                self.module.frame.head.weight.fill_(float("inf"))
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", diverging_step)
+    args = build_parser().parse_args(["train", "--data", str(data), "--walks", "1", "--val-walks", "1",
+                                      "--walk-steps", "6", "--widths", "8", "16", "--batch", "1", "--steps", "3",
+                                      "--out", str(tmp_path / "run")])
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: the loss became nan at step 1; no checkpoint was written yet"), err[-1]

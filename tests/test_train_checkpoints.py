@@ -102,3 +102,27 @@ def test_weights_that_diverged_stop_the_run_with_the_guards_one_line(tmp_path, m
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: the loss became nan at step 1; no checkpoint was written yet"), err[-1]
+
+
+def test_saved_weights_are_readable_as_the_other_files_are_and_their_training_record_is_checked(tmp_path):
+    """model.safetensors came out 0o600 beside 0o644 files (another user could not load the weights); a training
+    record of the wrong shape loaded, then `learn.ship` and `train --init` stopped with AttributeError."""
+    import json
+
+    from learn.ship import main as ship_main
+    from worldmodel.neural.weights import WeightsError, load_pretrained
+
+    old = os.umask(0o022)
+    try:
+        folder = save_pretrained(tmp_path / "w", TINY, build_net(TINY))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "README.md": 0o644}, modes
+    config = json.loads((folder / "config.json").read_text())
+    for bad in ({"config": "x"}, {"init": [1]}, {"steps": "many"}, {"minutes_trained": True}):
+        (folder / "config.json").write_text(json.dumps({**config, "training": bad}))
+        with pytest.raises(WeightsError, match=r"training\.\w+ must be"):
+            load_pretrained(folder)
+        assert ship_main([str(folder), str(tmp_path / "shipped")]) == 2
+

@@ -69,6 +69,15 @@ def check_config(config: dict, where: str, fix: str = "use the config the weight
     for record in ("training", "eval"):  # free-form, but read by the model card, ship and fine-tuning
         if not isinstance(cfg.get(record) or {}, dict):
             raise WeightsError(f"{where}: {record} must be an object; re-export the model with save_pretrained")
+    training = cfg.get("training") or {}
+    for key in ("config", "init"):  # what learn.ship and `train --init` read from it
+        if not isinstance(training.get(key) or {}, dict):
+            raise WeightsError(f"{where}: training.{key} must be an object; re-export the model with save_pretrained")
+    for key in ("steps", "minutes_trained"):
+        value = training.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise WeightsError(f"{where}: training.{key} must be a number, got {checks.short(value)}; re-export the "
+                               "model with save_pretrained")
     return cfg
 
 
@@ -164,7 +173,10 @@ def save_pretrained(folder: str | os.PathLike, config: dict, net: WorldModelNet,
     temps = {name: folder / f".{name}.tmp{os.getpid()}" for name in files}
     try:  # every file is written before any replaces its old one: a failure leaves the folder as it was
         for name, write in files.items():
+            os.close(os.open(temps[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))  # the usual mode: 0o666
+            mode = os.stat(temps[name]).st_mode & 0o777  # less the umask
             write(temps[name])
+            os.chmod(temps[name], mode)  # (safetensors writes 0o600: weights that others could not load)
         for name, tmp in temps.items():
             os.replace(tmp, folder / name)
     finally:

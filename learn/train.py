@@ -699,6 +699,30 @@ def saved_run_config(out: Path) -> dict:
                               "checkpoint, or start over without --resume (or with another --out)") from None
 
 
+RESUME_NOTES = {"batch": "--batch", "lr": "--lr", "seed": "--seed", "rollout_share": "--rollout-share",
+                "rollout_after": "--rollout-after", "max_rollout": "--max-rollout",
+                "rollout_into_cache": "--rollout-cache-truth", "adversarial": "--adversarial",
+                "adversarial_context": "--adversarial-context", "train_seeds": "--walks", "val_seeds": "--val-walks",
+                "val_every": "--val-every", "minutes": "--minutes", "steps": "--steps"}
+
+
+def changed_options(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The training options of ``cfg`` that differ from those a run saved (``training.config`` of its
+    config.json), as 'FLAG saved -> now' (walk lists by their length); [] when it recorded none."""
+    now = asdict(cfg)
+    out = []
+    for key, flag in RESUME_NOTES.items():
+        if key not in saved or saved[key] == now[key] or key in ("steps", "minutes"):  # budgets: meant to change
+            continue
+        was, new = saved[key], now[key]
+        if isinstance(was, list) and isinstance(new, list):
+            was, new = f"{len(was)} walks", f"{len(new)} walks"
+        if key == "rollout_into_cache":  # the flag says the opposite
+            was, new = not was, not new
+        out.append(f"{flag} {was} -> {new}")
+    return out
+
+
 def main(args) -> int:
     cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, batch=args.batch,
                       lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
@@ -721,6 +745,11 @@ def main(args) -> int:
             saved = saved_run_config(Path(cfg.out))
             cfg = replace(cfg, init="", widths=list(saved["widths"]),
                           model_config={k: v for k, v in saved.items() if k not in ("training", "eval")})
+            changed = changed_options((saved.get("training") or {}).get("config") or {}, cfg)
+            if changed and int(os.environ.get("RANK", 0)) == 0:
+                print(f"note: the resumed run trains with other options than it saved ({', '.join(changed)}); "
+                      "give them again to keep them (its config.json and model card record the latest)",
+                      file=sys.stderr)
         trainer = Trainer(cfg)
         if args.resume:
             trainer.resume()

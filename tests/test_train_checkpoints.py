@@ -126,3 +126,26 @@ def test_saved_weights_are_readable_as_the_other_files_are_and_their_training_re
             load_pretrained(folder)
         assert ship_main([str(folder), str(tmp_path / "shipped")]) == 2
 
+
+
+def test_a_resume_with_other_training_options_says_which(tmp_path, capsys):
+    """`train --resume` keeps the model config only: the options not given again fell back to their defaults
+    without a word (`run --resume` notes what it does not use), and the model card recorded only the last ones."""
+    from launch import build_parser
+    from learn.train import main
+
+    data = tmp_path / "data"
+    for seed in (1000, 1001, 100):
+        generate_walk(WalkSpec(seed, "loop", steps=6), data / f"walk-{seed:06d}.safetensors")
+
+    def train(*extra: str) -> str:
+        args = build_parser().parse_args(["train", "--data", str(data), "--val-walks", "1", "--walk-steps", "6",
+                                          "--widths", "8", "16", "--out", str(tmp_path / "run"), *extra])
+        assert main(args) == 0
+        return capsys.readouterr().err
+
+    assert "note:" not in train("--walks", "2", "--batch", "2", "--lr", "1e-4", "--steps", "1")
+    assert "note:" not in train("--walks", "2", "--batch", "2", "--lr", "1e-4", "--steps", "2", "--resume")
+    err = train("--walks", "1", "--steps", "3", "--resume")
+    assert "note: the resumed run trains with other options than it saved (--batch 2 -> 12, --lr 0.0001 -> " \
+           "0.0006, --walks 2 walks -> 1 walks)" in err, err

@@ -149,3 +149,24 @@ def test_a_resume_with_other_training_options_says_which(tmp_path, capsys):
     err = train("--walks", "1", "--steps", "3", "--resume")
     assert "note: the resumed run trains with other options than it saved (--batch 2 -> 12, --lr 0.0001 -> " \
            "0.0006, --walks 2 walks -> 1 walks)" in err, err
+
+
+def test_a_learned_world_saves_its_weights_in_the_precision_it_loaded_them(tmp_path):
+    """NeuralWorld.save_pretrained always wrote fp16: an fp32 checkpoint (what `train` writes) came back changed."""
+    import torch
+    from safetensors.torch import load_file
+
+    from worldmodel.neural.world import NeuralWorld, SHIPPED_WEIGHTS
+
+    net = build_net(TINY)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1e-4 * torch.randn_like(p))  # not representable in fp16
+    fp32 = save_pretrained(tmp_path / "fp32", TINY, net, half=False)
+    copy = NeuralWorld.from_pretrained(fp32).save_pretrained(tmp_path / "copy")
+    a, b = load_file(str(fp32 / "model.safetensors")), load_file(str(copy / "model.safetensors"))
+    assert all(b[k].dtype == torch.float32 and torch.equal(a[k], b[k]) for k in a)
+    shipped = NeuralWorld.from_pretrained(SHIPPED_WEIGHTS).save_pretrained(tmp_path / "shipped")
+    assert (shipped / "model.safetensors").read_bytes() == (SHIPPED_WEIGHTS / "model.safetensors").read_bytes()
+    halved = NeuralWorld.from_pretrained(fp32).save_pretrained(tmp_path / "half", half=True)
+    assert next(iter(load_file(str(halved / "model.safetensors")).values())).dtype == torch.float16

@@ -36,7 +36,7 @@ from worldmodel.camera import depth_edge_mask, points_to_depth, resize_intrinsic
 from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
                                      output_depth, pose_head_input, relative_motion, tensor_to_image)
 from worldmodel.neural.net import bf16_is_fast
-from worldmodel.neural.weights import CARD_NAME, WeightsError, load_pretrained, resolve, save_pretrained
+from worldmodel.neural.weights import CARD_NAME, WEIGHTS_NAME, WeightsError, load_pretrained, resolve, save_pretrained
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained"
 BODY_RADIUS = 0.35  # metres a walking camera keeps from obstacles (as in the procedural world it learned)
@@ -157,6 +157,7 @@ class NeuralWorld(BaseWorldModel):
         self.net.frame.to(memory_format=torch.channels_last)
         card = folder / CARD_NAME
         self.card = card.read_text() if card.is_file() else None  # kept for save_pretrained
+        self.stored_half = _stored_as_fp16(folder / WEIGHTS_NAME)  # as is saved again by save_pretrained
         self.width, self.height = (int(v) for v in self.config["size"])
         self.kinematics = kinematics or Kinematics(self.config["step_m"], self.config["yaw_deg"])
         self.seed = int(seed)
@@ -186,10 +187,13 @@ class NeuralWorld(BaseWorldModel):
         """Load ``config.json`` + ``model.safetensors`` from a folder or a hub repo (cached; offline once cached)."""
         return cls(path_or_repo_id, **kwargs)
 
-    def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, card: str | None = None, half: bool | None = None) -> Path:
         """Write these weights as a model folder (config.json, model.safetensors, README.md): ``card``, else the
-        card the weights came with (read when they were loaded), else a short one made from the config."""
-        return save_pretrained(folder, self.config, self.net, card=self.card if card is None else card)
+        card the weights came with (read when they were loaded), else a short one made from the config. ``half``:
+        fp16 weights (the shipped format) or fp32; None: as the loaded file stored them, so the copy makes the same
+        frames (an fp32 training checkpoint halved silently made frames up to 24/255 apart in 3 steps)."""
+        return save_pretrained(folder, self.config, self.net, card=self.card if card is None else card,
+                               half=self.stored_half if half is None else bool(half))
 
     @classmethod
     def from_description(cls, desc: dict) -> "NeuralWorld":
@@ -364,6 +368,14 @@ class NeuralWorld(BaseWorldModel):
         if (self.from_user_frame and not self.simulator_is_truth) or not np.isfinite(np.asarray(c2w)).all():
             return None
         return self.simulator.render(np.asarray(c2w, np.float64), self.K, self.width, self.height)
+
+
+def _stored_as_fp16(path: Path) -> bool:
+    """Whether a weights file holds fp16 tensors (its header only; the loader checked the file already)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return all(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
 
 
 def _renders_like(world: BaseWorldModel | None, simulator) -> bool:

@@ -442,6 +442,8 @@ class Trainer:
         config = {**self.model_config, "training": training}
         out.mkdir(parents=True, exist_ok=True)
         state = optimizer_tensors(self.opt, "opt")
+        # rank 0's torch generators (cache corruption, context noise): a resumed run draws what it would have drawn
+        state.update({"gen.choice": self.choice_gen.get_state(), "gen.noise": self.noise_gen.get_state().cpu()})
         if self.disc is not None:  # the discriminator is part of the run's state, not of the model
             state.update(optimizer_tensors(self.disc_opt, "disc_opt"))
             state.update({f"disc.{k}": v for k, v in self.disc_module.state_dict().items()})
@@ -512,11 +514,19 @@ class Trainer:
         init = training.get("init") if isinstance(training, dict) else None
         if isinstance(init, dict):  # what a fine-tuned run started from stays on its model card
             self.init_record = init
-        if self.rank == 0:  # the saved state is rank 0's: a 1-process run resumes exactly where it stopped
+        if self.rank == 0:  # rank 0's state was saved (its torch generators too, below): a 1-process run
+            # resumes exactly where it stopped
             self.rng.bit_generator.state = meta["rng"]
         else:  # other ranks draw their own samples, not rank 0's again
             self.rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, self.rank, self.step]))
         self.seed_generators()
+        if self.rank == 0 and {"gen.choice", "gen.noise"} <= set(tensors):
+            try:  # (a checkpoint written before they were kept: seeded from the step, as other ranks are)
+                self.choice_gen.set_state(tensors["gen.choice"])
+                self.noise_gen.set_state(tensors["gen.noise"].to(self.noise_gen.get_state().device))
+            except (RuntimeError, TypeError):
+                raise CheckpointError(f"{out}: its random generator state is damaged; restore the checkpoint or start "
+                                      "over without --resume") from None
         return True
 
     def seed_generators(self) -> None:

@@ -170,3 +170,28 @@ def test_a_learned_world_saves_its_weights_in_the_precision_it_loaded_them(tmp_p
     assert (shipped / "model.safetensors").read_bytes() == (SHIPPED_WEIGHTS / "model.safetensors").read_bytes()
     halved = NeuralWorld.from_pretrained(fp32).save_pretrained(tmp_path / "half", half=True)
     assert next(iter(load_file(str(halved / "model.safetensors")).values())).dtype == torch.float16
+
+
+def test_a_one_process_run_resumed_trains_exactly_as_the_run_not_stopped(tmp_path):
+    """The torch generators (cache corruption, context noise) were re-seeded from the step on resume, so a
+    resumed run drew other noise than the run would have, and its losses and weights parted from there."""
+    from learn.train import weights_fingerprint
+
+    data = tmp_path / "data"
+    generate_walk(WalkSpec(1000, "loop", steps=6), data / "walk-001000.safetensors")
+
+    def trainer(out: str) -> Trainer:
+        t = Trainer(tiny_config(tmp_path / out))
+        t.train_bank = WalkBank([data / "walk-001000.safetensors"])
+        return t
+
+    straight = trainer("a")
+    losses = [straight.train_step()["loss"] for _ in range(4)]
+    first = trainer("b")
+    resumed_losses = [first.train_step()["loss"] for _ in range(2)]
+    first.checkpoint()
+    second = trainer("b")
+    assert second.resume()
+    resumed_losses += [second.train_step()["loss"] for _ in range(2)]
+    assert resumed_losses == losses
+    assert weights_fingerprint(second.module) == weights_fingerprint(straight.module)

@@ -465,7 +465,9 @@ class Trainer:
         try:
             saved_config, saved_net = load_pretrained(out)
             meta = json.loads((out / "train_state.json").read_text())
-            step, elapsed, history = int(meta["step"]), float(meta.get("elapsed_s", 0.0)), meta.get("history", [])
+            step, elapsed, history = meta["step"], float(meta.get("elapsed_s", 0.0)), meta.get("history", [])
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not 0 <= elapsed < math.inf:
+                raise ValueError(f"step {step!r} / elapsed_s {elapsed!r} are not a count of steps and seconds")
             if not isinstance(history, list):
                 raise ValueError("history is not a list")
             np.random.default_rng().bit_generator.state = meta["rng"]  # a malformed state fails here, not later
@@ -644,10 +646,15 @@ def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torc
 def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
     """Restore what :func:`optimizer_tensors` wrote (other prefixes are ignored)."""
     state = opt.state_dict()
+    params = [p for group in opt.param_groups for p in group["params"]]
     for key, v in tensors.items():
         if key.startswith(prefix + "."):
             i, k = key[len(prefix) + 1:].split(".", 1)
-            state["state"].setdefault(int(i), {})[k] = v
+            i = int(i)
+            # (torch checks neither: a wrong one surfaced as a shape error in the first optimiser step)
+            if not 0 <= i < len(params) or (v.dim() and (v.shape != params[i].shape or not v.is_floating_point())):
+                raise ValueError(f"{key} does not fit the optimiser's parameter {i}")
+            state["state"].setdefault(i, {})[k] = v
     opt.load_state_dict(state)
 
 
@@ -773,6 +780,8 @@ def main(args) -> int:
     try:
         trainer.load_data()
     except (ValueError, OSError) as e:  # a damaged shard (its message says which), a --data that is a file
+        if not out_existed:  # (nothing was trained: no empty --out folder left behind)
+            remove_empty_folder(Path(cfg.out))
         print(f"error: {e if isinstance(e, ValueError) else write_error(e, Path(cfg.data))}", file=sys.stderr)
         return 2
     try:

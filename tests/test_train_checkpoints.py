@@ -195,3 +195,45 @@ def test_a_one_process_run_resumed_trains_exactly_as_the_run_not_stopped(tmp_pat
     resumed_losses += [second.train_step()["loss"] for _ in range(2)]
     assert resumed_losses == losses
     assert weights_fingerprint(second.module) == weights_fingerprint(straight.module)
+
+
+@pytest.mark.parametrize("damage", ["step -5", "step 2.7", "optimiser tensor of another shape",
+                                    "optimiser state of a parameter the model lacks"])
+def test_a_damaged_training_state_is_one_line_at_resume_not_a_traceback_later(tmp_path, damage):
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    cfg = tiny_config(tmp_path / "run")
+    trainer = Trainer(cfg)
+    data = tmp_path / "data"
+    generate_walk(WalkSpec(1000, "loop", steps=6), data / "walk-001000.safetensors")
+    trainer.train_bank = WalkBank([data / "walk-001000.safetensors"])
+    trainer.train_step()
+    trainer.checkpoint()
+    out = Path(cfg.out)
+    if damage.startswith("step"):
+        meta = json.loads((out / "train_state.json").read_text())
+        meta["step"] = float(damage.split()[1]) if "." in damage else int(damage.split()[1])
+        (out / "train_state.json").write_text(json.dumps(meta))
+    else:
+        state = load_file(str(out / "train_state.safetensors"))
+        if "shape" in damage:
+            state["opt.0.exp_avg"] = state["opt.0.exp_avg"][:1].contiguous()
+        else:
+            state["opt.9999.exp_avg"] = torch.zeros(3)
+        save_file(state, str(out / "train_state.safetensors"), metadata={"step": "1"})
+    with pytest.raises(CheckpointError):
+        Trainer(cfg).resume()
+
+
+def test_a_run_stopped_by_its_walk_data_leaves_no_empty_out_folder(tmp_path, capsys):
+    from launch import build_parser
+    from learn.train import main
+
+    (tmp_path / "data_file").write_text("x")
+    args = build_parser().parse_args(["train", "--data", str(tmp_path / "data_file"), "--walks", "1", "--val-walks",
+                                      "1", "--walk-steps", "6", "--widths", "8", "16", "--out", str(tmp_path / "run")])
+    assert main(args) == 2 and "error: " in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

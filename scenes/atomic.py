@@ -53,8 +53,13 @@ def write_error(e: BaseException, path: Path) -> WriteError:
         return WriteError(f"disk full: free space in {folder} (or choose a folder on another disk); "
                           "nothing already made was lost", errno.ENOSPC)
     reason = getattr(e, "strerror", None) or (str(e).splitlines()[0][:120] if str(e) else type(e).__name__)
-    return WriteError(f"cannot write {path}: {reason}; choose another folder or free disk space",
-                      getattr(e, "errno", None))
+    code = getattr(e, "errno", None)
+    todo = {errno.EEXIST: "a file stands where a folder is needed: choose another folder",
+            errno.ENOTDIR: "a file stands where a folder is needed: choose another folder",
+            errno.EISDIR: "a folder stands where a file is needed: choose another name",
+            errno.EACCES: "choose a folder you may write to", errno.EPERM: "choose a folder you may write to",
+            errno.EROFS: "choose a folder on a writable disk"}.get(code, "choose another folder or free disk space")
+    return WriteError(f"cannot write {path}: {reason}; {todo}", code)
 
 
 def temp_path(path: Path) -> Path:

@@ -436,7 +436,7 @@ def test_read_only_folder(tmp_path, cloud, monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", refusing_open)
-    with pytest.raises(ExportError, match="Permission denied; choose another folder"):
+    with pytest.raises(ExportError, match="Permission denied; choose a folder you may write to"):
         write_ply(ro / "a.ply", *cloud)
     assert list(ro.iterdir()) == []
 

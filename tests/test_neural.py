@@ -1030,6 +1030,7 @@ def test_train_checks_its_output_folder_and_rollout_length_before_the_work(tiny_
     (tmp_path / "a_file").write_text("x")
     code, err = train("--out", str(tmp_path / "a_file"))
     assert code == 2 and err.startswith("error: cannot write") and len(err.splitlines()) == 1, err
+    assert "a file stands where a folder is needed" in err and "disk space" not in err  # not a full disk
     code, err = train("--out", str(tmp_path / "a_file" / "run"))
     assert code == 2 and "cannot write" in err and len(err.splitlines()) == 1
     code, err = train("--out", str(tmp_path / "typo"), "--resume")

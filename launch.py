@@ -105,31 +105,38 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", default="runs/shards", help="folder of walk shards (made when missing, then reused)")
     tr.add_argument("--minutes", type=ranged(0.01, 1e6), default=60.0, help="training time budget (default: 60)")
     tr.add_argument("--steps", type=ranged(*STEPS, integer=True), default=20000, help="at most this many optimiser steps (default: 20000)")
-    tr.add_argument("--batch", type=ranged(1, 4096, integer=True), default=12, help="samples per step and process (default: 12)")
-    tr.add_argument("--lr", type=ranged(1e-8, 1.0), default=6e-4, help="peak learning rate (default: 6e-4)")
-    tr.add_argument("--walks", type=ranged(1, 1_000_000, integer=True), default=None, help="train on the first N walks only (default: 320)")
+    tr.add_argument("--batch", type=ranged(1, 4096, integer=True), default=None,
+                    help="samples per step and process (default: 12)")
+    tr.add_argument("--lr", type=ranged(1e-8, 1.0), default=None, help="peak learning rate (default: 6e-4)")
+    tr.add_argument("--walks", type=ranged(1, 1_000_000, integer=True), default=None,
+                    help="train on the first N walks only (default: 320)")
     tr.add_argument("--workers", type=ranged(1, 256, integer=True), default=2, help="processes generating missing shards (default: 2)")
-    tr.add_argument("--seed", type=ranged(*SEED, integer=True), default=0, help="seed of initial weights and sampling (default: 0)")
+    tr.add_argument("--seed", type=ranged(*SEED, integer=True), default=None,
+                    help="seed of initial weights and sampling (default: 0)")
     tr.add_argument("--val-walks", type=ranged(1, 900, integer=True), default=None,
                     help="validation walks (default: 8; at most 900: seeds 100..999, below the training seeds)")
-    tr.add_argument("--walk-steps", type=ranged(2, 100_000, integer=True), default=80, help="steps per generated walk (default: 80)")
+    tr.add_argument("--walk-steps", type=ranged(2, 100_000, integer=True), default=None,
+                    help="steps per generated walk (default: 80)")
     tr.add_argument("--widths", type=ranged(8, 1024, integer=True), nargs="+", default=[48, 96, 144, 192],
                     help="U-Net channels per level, 2 to 6 multiples of 8 in 8..1024 (default: 48 96 144 192)")
-    tr.add_argument("--val-every", type=ranged(*STEPS, integer=True), default=500, help="validate every N steps (default: 500)")
-    tr.add_argument("--rollout-share", type=ranged(0.0, 1.0), default=0.4,
+    tr.add_argument("--val-every", type=ranged(*STEPS, integer=True), default=None,
+                    help="validate every N steps (default: 500)")
+    tr.add_argument("--rollout-share", type=ranged(0.0, 1.0), default=None,
                     help="share of batches made from the model's own rollouts (default: 0.4)")
-    tr.add_argument("--max-rollout", type=ranged(1, 64, integer=True), default=3, help="longest rollout before the trained step (default: 3)")
-    tr.add_argument("--rollout-after", type=ranged(0, STEPS[1], integer=True), default=800,
+    tr.add_argument("--max-rollout", type=ranged(1, 64, integer=True), default=None,
+                    help="longest rollout before the trained step (default: 3)")
+    tr.add_argument("--rollout-after", type=ranged(0, STEPS[1], integer=True), default=None,
                     help="steps trained on true context only before rollouts start (default: 800)")
-    tr.add_argument("--rollout-cache-truth", action="store_true",
+    tr.add_argument("--rollout-cache-truth", action="store_true", default=None,
                     help="rollouts keep the true cache render (default: the rollout's own frames are fused into it)")
-    tr.add_argument("--adversarial", type=ranged(0.0, 100.0), default=0.0, metavar="W",
+    tr.add_argument("--adversarial", type=ranged(0.0, 100.0), default=None, metavar="W",
                     help="weight of a patch-adversarial loss on the pixels the model generates (default: 0 = off)")
-    tr.add_argument("--adversarial-context", action="store_true",
+    tr.add_argument("--adversarial-context", action="store_true", default=None,
                     help="the discriminator also sees the model's inputs (cache, last frame, rays): a conditional GAN")
     tr.add_argument("--resume", action="store_true",
-                    help="continue the run saved in --out (with the model it saved: its widths win over --widths); "
-                         "without it, --out must not hold a model or checkpoint")
+                    help="continue the run saved in --out (with the model it saved: its widths win over --widths; "
+                         "the training options not given again keep the run's); without it, --out must not hold a "
+                         "model or checkpoint")
     tr.add_argument("--init", default=None,
                     help="fine-tune: start from these weights (folder or hub repo id; their widths win; "
                          "a fresh optimiser and schedule; --resume of --out takes precedence)")

@@ -53,6 +53,10 @@ class CheckpointError(ValueError):
     """A training checkpoint that cannot be resumed; the message says what to do."""
 
 
+class OptionError(ValueError):
+    """Training options that do not fit together; the message says which to change."""
+
+
 TRAIN_SEEDS = range(1000, 1320)   # walks the model is trained on
 VAL_SEEDS = range(100, 108)       # validation during training (eval uses seeds 0..99, never trained on)
 
@@ -716,11 +720,13 @@ def saved_run_config(out: Path) -> dict:
                               "checkpoint, or start over without --resume (or with another --out)") from None
 
 
+RESUMABLE = ("batch", "lr", "seed", "walk_steps", "val_every", "rollout_share", "rollout_after", "max_rollout",
+             "adversarial", "adversarial_context")  # TrainConfig fields a resumed run keeps unless given again
 RESUME_NOTES = {"batch": "--batch", "lr": "--lr", "seed": "--seed", "rollout_share": "--rollout-share",
                 "rollout_after": "--rollout-after", "max_rollout": "--max-rollout",
                 "rollout_into_cache": "--rollout-cache-truth", "adversarial": "--adversarial",
                 "adversarial_context": "--adversarial-context", "train_seeds": "--walks", "val_seeds": "--val-walks",
-                "val_every": "--val-every", "minutes": "--minutes", "steps": "--steps"}
+                "val_every": "--val-every", "walk_steps": "--walk-steps", "minutes": "--minutes", "steps": "--steps"}
 
 
 def changed_options(saved: dict, cfg: TrainConfig) -> list[str]:
@@ -740,37 +746,44 @@ def changed_options(saved: dict, cfg: TrainConfig) -> list[str]:
     return out
 
 
-def main(args) -> int:
-    cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, batch=args.batch,
-                      lr=args.lr, seed=args.seed, workers=args.workers, walk_steps=args.walk_steps,
-                      widths=list(args.widths), val_every=args.val_every, rollout_share=args.rollout_share,
-                      max_rollout=args.max_rollout, rollout_into_cache=not args.rollout_cache_truth,
-                      rollout_after=args.rollout_after, init=str(args.init or ""), adversarial=args.adversarial,
-                      adversarial_context=args.adversarial_context)
+def given_options(args) -> dict:
+    """The training options given on the command line, as TrainConfig fields (those left out are absent)."""
+    given = {field: getattr(args, field) for field in RESUMABLE if getattr(args, field, None) is not None}
+    if args.rollout_cache_truth is not None:
+        given["rollout_into_cache"] = not args.rollout_cache_truth
     if args.walks is not None:
-        cfg.train_seeds = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
+        given["train_seeds"] = list(range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + args.walks))
     if args.val_walks is not None:
-        cfg.val_seeds = list(range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_walks))
-    if cfg.walk_steps + 1 < cfg.max_rollout + 2:  # a rollout needs max_rollout frames before its last and target
-        print(f"error: --max-rollout {cfg.max_rollout} needs walks of at least {cfg.max_rollout + 1} steps; lower "
-              f"--max-rollout, or raise --walk-steps ({cfg.walk_steps})", file=sys.stderr)
-        return 2
+        given["val_seeds"] = list(range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_walks))
+    return given
+
+
+def main(args) -> int:
+    given = given_options(args)
+    cfg = TrainConfig(out=args.out, data=args.data, steps=args.steps, minutes=args.minutes, workers=args.workers,
+                      widths=list(args.widths), init=str(args.init or ""), **given)
     out_existed = Path(cfg.out).exists()
     try:  # the output folder, weights and checkpoints are checked before any walk data is made
         check_out_folder(Path(cfg.out), bool(args.resume))
-        if args.resume:  # the run goes on with the model it saved (widths, context noise, camera), not defaults
+        if args.resume:  # the run goes on with the model it saved (widths, context noise, camera), and with its
+            # training options where none are given again
             saved = saved_run_config(Path(cfg.out))
-            cfg = replace(cfg, init="", widths=list(saved["widths"]),
+            options = (saved.get("training") or {}).get("config") or {}
+            kept = {k: options[k] for k in (*RESUMABLE, "rollout_into_cache", "train_seeds", "val_seeds")
+                    if k in options and k not in given}
+            cfg = replace(cfg, init="", widths=list(saved["widths"]), **kept,
                           model_config={k: v for k, v in saved.items() if k not in ("training", "eval")})
-            changed = changed_options((saved.get("training") or {}).get("config") or {}, cfg)
+            changed = changed_options(options, cfg)
             if changed and int(os.environ.get("RANK", 0)) == 0:
-                print(f"note: the resumed run trains with other options than it saved ({', '.join(changed)}); "
-                      "give them again to keep them (its config.json and model card record the latest)",
-                      file=sys.stderr)
+                print(f"note: the resumed run changes options it was trained with ({', '.join(changed)}); its "
+                      "config.json and model card record the latest", file=sys.stderr)
+        if cfg.walk_steps + 1 < cfg.max_rollout + 2:  # a rollout needs max_rollout frames before its last and target
+            raise OptionError(f"--max-rollout {cfg.max_rollout} needs walks of at least {cfg.max_rollout + 1} "
+                                  f"steps; lower --max-rollout, or raise --walk-steps ({cfg.walk_steps})")
         trainer = Trainer(cfg)
         if args.resume:
             trainer.resume()
-    except (WeightsError, CheckpointError, WriteError) as e:
+    except (WeightsError, CheckpointError, OptionError, WriteError) as e:
         if not out_existed:  # a run that never started leaves no empty --out folder behind
             remove_empty_folder(Path(cfg.out))
         print(f"error: {e}", file=sys.stderr)

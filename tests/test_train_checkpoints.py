@@ -3,6 +3,7 @@ with one line that says what to do, never resumed as a mix of two steps, never a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -128,9 +129,9 @@ def test_saved_weights_are_readable_as_the_other_files_are_and_their_training_re
 
 
 
-def test_a_resume_with_other_training_options_says_which(tmp_path, capsys):
-    """`train --resume` keeps the model config only: the options not given again fell back to their defaults
-    without a word (`run --resume` notes what it does not use), and the model card recorded only the last ones."""
+def test_a_resume_keeps_the_training_options_not_given_again_and_says_which_change(tmp_path, capsys):
+    """`train --resume` goes on with the run's training options (they fell back to their defaults without a word,
+    and the model card recorded those); an option given again that differs is said."""
     from launch import build_parser
     from learn.train import main
 
@@ -144,11 +145,16 @@ def test_a_resume_with_other_training_options_says_which(tmp_path, capsys):
         assert main(args) == 0
         return capsys.readouterr().err
 
-    assert "note:" not in train("--walks", "2", "--batch", "2", "--lr", "1e-4", "--steps", "1")
-    assert "note:" not in train("--walks", "2", "--batch", "2", "--lr", "1e-4", "--steps", "2", "--resume")
-    err = train("--walks", "1", "--steps", "3", "--resume")
-    assert "note: the resumed run trains with other options than it saved (--batch 2 -> 12, --lr 0.0001 -> " \
-           "0.0006, --walks 2 walks -> 1 walks)" in err, err
+    assert "note:" not in train("--walks", "2", "--batch", "2", "--lr", "1e-4", "--rollout-cache-truth", "--steps", "1")
+    assert "note:" not in train("--steps", "2", "--resume")
+    options = json.loads((tmp_path / "run" / "config.json").read_text())["training"]["config"]
+    assert (options["batch"], options["lr"], len(options["train_seeds"]), options["rollout_into_cache"]) == \
+        (2, 1e-4, 2, False)
+    err = train("--walks", "1", "--lr", "2e-4", "--steps", "3", "--resume")
+    assert "note: the resumed run changes options it was trained with (--lr 0.0001 -> 0.0002, --walks 2 walks -> " \
+           "1 walks)" in err, err
+    options = json.loads((tmp_path / "run" / "config.json").read_text())["training"]["config"]
+    assert (options["batch"], options["lr"], len(options["train_seeds"])) == (2, 2e-4, 1)
 
 
 def test_a_learned_world_saves_its_weights_in_the_precision_it_loaded_them(tmp_path):

@@ -13,15 +13,22 @@ from studio.worker import Command
 from tests.test_security import small_scene
 
 
-def test_stop_clears_the_queue_and_long_strings_are_refused(tmp_path):
-    app = Studio(small_scene(), port=free_port(), root=tmp_path)
+def _studio_holding_its_worker(scene, root) -> tuple[Studio, list, threading.Event]:
+    """A studio whose notes are kept in a list, its worker held inside a command until the event is set (what
+    is submitted meanwhile stays queued) -> (studio, notes, gate)."""
+    app = Studio(scene, port=free_port(), root=root)
     notes = []
     app.notify = lambda client, title, body, error=False: notes.append((title, body, error))
+    assert app.worker.wait_idle(30)
+    gate, holding = threading.Event(), threading.Event()
+    app.worker.submit(Command("hold", lambda s: (holding.set(), gate.wait(10))))
+    assert holding.wait(10)
+    return app, notes, gate
+
+
+def test_stop_clears_the_queue_and_long_strings_are_refused(tmp_path):
+    app, notes, gate = _studio_holding_its_worker(small_scene(), tmp_path)  # Stop cannot drop the hold itself
     try:
-        assert app.worker.wait_idle(30)
-        gate, holding = threading.Event(), threading.Event()
-        app.worker.submit(Command("hold", lambda s: (holding.set(), gate.wait(10))))
-        assert holding.wait(10)  # the worker is inside the hold, so Stop cannot drop the hold itself
         app.controls.action_text.value = "(FN)" * 500
         app.controls._play_clicked(SimpleNamespace(client=None))
         assert app.worker.pending >= 500
@@ -88,14 +95,8 @@ def test_a_failed_step_stops_the_steps_queued_behind_it(tmp_path):
         return world_step(action, context)
 
     scene.model.step = step
-    app = Studio(scene, port=free_port(), root=tmp_path)
-    notes = []
-    app.notify = lambda client, title, body, error=False: notes.append((title, body, error))
+    app, notes, gate = _studio_holding_its_worker(scene, tmp_path)
     try:
-        assert app.worker.wait_idle(30)
-        gate, holding = threading.Event(), threading.Event()
-        app.worker.submit(Command("hold", lambda s: (holding.set(), gate.wait(10))))
-        assert holding.wait(10)
         app.controls.action_text.value = "(FN)(FN)(FN)(FN)"
         app.controls._play_clicked(SimpleNamespace(client=None))
         app.controls.autoplay.value = True

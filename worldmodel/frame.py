@@ -7,6 +7,7 @@ images are uint8 HxWx3 RGB.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -236,8 +237,6 @@ def missing_world_members(model) -> list[str]:
 def describe_problem(model) -> str | None:
     """What is wrong with ``model.describe()`` as a session stores it (JSON, an object with a string ``"kind"``), or
     None. A session whose world description cannot be written or read back is not made at all."""
-    import json
-
     try:
         desc = model.describe()
     except Exception as e:  # noqa: BLE001 - a plugin's describe() may raise anything; say so in one line

@@ -43,6 +43,20 @@ def tiny_shards(tmp_path_factory) -> Path:
     return folder
 
 
+
+def test_a_learned_world_opened_by_name_walks_with_its_weights_kinematics(tmp_path):
+    """`neural:FOLDER` walks the steps its config.json says it was trained with (make_scene, run and view passed
+    the default 0.5 m / 10 degrees over them), unless other kinematics are asked for."""
+    from scenes.factory import make_scene
+    from worldmodel.actions import Kinematics
+
+    save_pretrained(tmp_path / "long_steps", {**TINY, "step_m": 1.0, "yaw_deg": 20.0}, build_net(TINY), half=False)
+    for asked, step_m in ((None, 1.0), (Kinematics(step_m=0.25), 0.25)):
+        scene = make_scene(f"neural:{tmp_path / 'long_steps'}", 0, kinematics=asked)
+        assert (scene.model.kinematics.step_m, scene.model.describe()["kinematics"]["step_m"]) == (step_m, step_m)
+        scene.close()
+
+
 def test_shard_holds_true_poses_and_a_cache_rendered_there(tiny_shards):
     d = load_shard(tiny_shards / "walk-001000.safetensors")
     assert d["rgb"].shape == (7, 128, 128, 3) and d["c2w"].shape == (7, 4, 4)

@@ -127,8 +127,9 @@ def _neural(arg: str, seed: int, width: int | None, height: int | None, kinemati
     from worldmodel.neural.weights import WeightsError
     from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld, check_size
 
-    try:
-        world = NeuralWorld(arg or SHIPPED_WEIGHTS, seed=seed, kinematics=kinematics)
+    try:  # the weights' own kinematics (config.json: what they were trained with) unless others were asked for
+        asked = kinematics if kinematics != Kinematics() else None
+        world = NeuralWorld(arg or SHIPPED_WEIGHTS, seed=seed, kinematics=asked)
         if width is not None or height is not None:
             check_size(world, width or world.width, height or world.height)
     except WeightsError as e:

@@ -3,7 +3,8 @@ and ``model.safetensors``. Only safetensors and JSON are read: weights are opene
 
 config.json keys: ``format`` (must be FORMAT), ``size`` ([width, height] the model was trained at),
 ``fov_y_deg``, ``widths``, ``emb_dim``, ``refine``, ``step_m`` and ``yaw_deg`` (the kinematics it was trained
-with), ``max_depth`` (fuse range the cache was made with), and free-form ``training`` / ``eval`` records.
+with), ``max_depth`` (the fuse range of the caches it was trained on: a record for the reader, checked for range
+only; a scene fuses to its own ``SceneConfig.max_depth``), and free-form ``training`` / ``eval`` records.
 """
 
 from __future__ import annotations

@@ -155,7 +155,18 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     from scenes.session import is_session_folder
 
     if session_meta is not None or is_session_folder(source):
-        saved = make_scene(session=source, memory=False, session_meta=session_meta)
+        from scenes.session import read_session_meta
+
+        meta = read_session_meta(source) if session_meta is None else session_meta
+        world = meta.get("world") if isinstance(meta, dict) else None
+        if isinstance(world, dict) and world.get("kind") == "neural":
+            # only the session's frames are read: its learned world goes on with ``weights`` when given, else
+            # with what its weights folder holds now (a moved folder or changed weights do not block the frames)
+            world = {k: v for k, v in world.items() if k != "weights_sha256"}
+            if weights is not None:
+                world["weights"] = str(weights)
+            meta = {**meta, "world": world}
+        saved = make_scene(session=source, memory=False, session_meta=meta)
         try:
             position = saved.cursor if frame is None else _frame_in(frame, saved.length, f"{source}'s branch")
             saved.seek(position)

@@ -1136,6 +1136,44 @@ def test_a_session_of_weights_given_by_a_relative_path_reopens_from_anywhere(tmp
     assert NeuralWorld.from_description(desc).weights == desc["weights"]
 
 
+def test_a_session_reopened_over_other_weights_is_refused_and_goes_on_from_its_frames_with_them(tmp_path):
+    """A session records the sha256 of the weights that made its frames: reopened (--session, --resume) over a
+    folder now holding other weights it is refused with one line, instead of stepping on with another model
+    unsaid; --start-from goes on from its frames with the weights given (or those the folder holds now), also
+    when its weights folder moved."""
+    import shutil
+
+    from scenes.factory import make_scene, start_learned_from
+    from scenes.session import SessionError, save_session
+    from worldmodel.actions import parse_actions
+
+    shutil.copytree(SHIPPED_WEIGHTS, tmp_path / "w")
+    scene = make_scene(f"neural:{tmp_path / 'w'}", seed=0)
+    scene.run(parse_actions("(FN)(SL)"))
+    save_session(scene, tmp_path / "s")
+    scene.close()
+    made_with = json.loads((tmp_path / "s" / "session.json").read_text())["world"]["weights_sha256"]
+    assert len(made_with) == 64
+    make_scene(session=tmp_path / "s").close()  # the same weights: opens
+    state = load_file(str(tmp_path / "w" / "model.safetensors"))
+    save_file({k: v * 0.8 if v.ndim == 4 else v for k, v in state.items()}, str(tmp_path / "w" / "model.safetensors"))
+    with pytest.raises(SessionError, match="not the weights the session was made with"):
+        make_scene(session=tmp_path / "s")
+    learned = start_learned_from(tmp_path / "s", weights=tmp_path / "w")  # goes on with the weights at hand
+    assert learned.length == 3 and learned.branch.handed == 2
+    learned.step(Action("F", "N"))
+    learned.close()
+    learned = start_learned_from(tmp_path / "s")  # what the folder holds now
+    assert learned.model.weights_sha256 != made_with
+    learned.close()
+    shutil.move(tmp_path / "w", tmp_path / "moved")
+    with pytest.raises(SessionError, match="put the weights back there, or go on"):
+        make_scene(session=tmp_path / "s")
+    learned = start_learned_from(tmp_path / "s", weights=tmp_path / "moved")
+    assert learned.length == 3 and Path(learned.model.weights) == (tmp_path / "moved").resolve()
+    learned.close()
+
+
 def test_the_model_runs_in_bf16_only_where_the_device_has_bf16_kernels(tmp_path, monkeypatch):
     # on a CPU without oneDNN bf16 kernels (AVX2 only) bf16 autocast ran a forward 140x slower than fp32
     net = build_net(TINY)

@@ -158,6 +158,9 @@ class NeuralWorld(BaseWorldModel):
         card = folder / CARD_NAME
         self.card = card.read_text() if card.is_file() else None  # kept for save_pretrained
         self.stored_half = _stored_as_fp16(folder / WEIGHTS_NAME)  # as is saved again by save_pretrained
+        # which weights made a session's frames: a session reopened over other weights in the same folder (a model
+        # retrained and saved over it, the shipped weights updated) would go on with another model unsaid
+        self.weights_sha256 = _file_sha256(folder / WEIGHTS_NAME)
         self.width, self.height = (int(v) for v in self.config["size"])
         self.kinematics = kinematics or Kinematics(self.config["step_m"], self.config["yaw_deg"])
         self.seed = int(seed)
@@ -218,15 +221,30 @@ class NeuralWorld(BaseWorldModel):
             truth = checks.boolean(desc.get("simulator_is_truth", False), "the neural world's simulator_is_truth")
         except checks.CheckError as e:
             raise WeightsError(f"the session's neural world is malformed ({e})") from None
-        world = cls(desc.get("weights") or SHIPPED_WEIGHTS, seed=int(desc.get("seed", 0)), kinematics=kinematics,
-                    context_noise=noise)
+        made_with = desc.get("weights_sha256")
+        if made_with is not None and not isinstance(made_with, str):
+            raise WeightsError("the session's neural world is malformed (weights_sha256 must be a string)")
+        try:
+            world = cls(desc.get("weights") or SHIPPED_WEIGHTS, seed=int(desc.get("seed", 0)), kinematics=kinematics,
+                        context_noise=noise)
+        except WeightsError as e:  # a weights folder moved or removed since: say how to go on
+            raise WeightsError(f"{e}; put the weights back there, or go on from the session with others "
+                               "(launch.py run --start-from SESSION --world neural:FOLDER)") from None
+        if made_with is not None and made_with != world.weights_sha256:
+            shipped = not desc.get("weights")
+            where = "the shipped weights" if shipped else world.weights
+            raise WeightsError(
+                f"{where} are not the weights the session was made with (sha256 {world.weights_sha256[:12]}, the "
+                f"session's {made_with[:12]}): put those weights back, or go on from the session with these "
+                f"(launch.py run --start-from SESSION --world neural{'' if shipped else ':' + world.weights})")
         if K is not None:  # its frames (in the session) came from a user's first frame, with these intrinsics
             world.from_user_frame, world.K, world.user_eye_height, world.simulator_is_truth = True, K, eye, truth
         return world
 
     def describe(self) -> dict:
         weights = "" if Path(self.weights).resolve() == SHIPPED_WEIGHTS.resolve() else self.weights
-        desc = {"kind": "neural", "weights": weights, "seed": self.seed, "context_noise": self.context_noise,
+        desc = {"kind": "neural", "weights": weights, "weights_sha256": self.weights_sha256, "seed": self.seed,
+                "context_noise": self.context_noise,
                 "kinematics": {"step_m": self.kinematics.step_m, "yaw_deg": self.kinematics.yaw_deg}}
         if self.from_user_frame:
             desc["user_frame_K"] = self.K.tolist()
@@ -368,6 +386,17 @@ class NeuralWorld(BaseWorldModel):
         if (self.from_user_frame and not self.simulator_is_truth) or not np.isfinite(np.asarray(c2w)).all():
             return None
         return self.simulator.render(np.asarray(c2w, np.float64), self.K, self.width, self.height)
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file (the weights: 12 MB, ~20 ms)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _stored_as_fp16(path: Path) -> bool:

@@ -180,6 +180,18 @@ def _check_start_from(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error("--start-from and --session both say what to open; give one of them")
     if args.size is not None:
         parser.error("--size does not apply with --start-from: the learned model makes frames at its own size")
+    from scenes.session import is_session_folder
+
+    resuming = args.command == "run" and args.resume  # (--resume says what it does not use)
+    if not resuming and is_session_folder(args.start_from):  # a session's seed, voxel and steps are kept: say so
+        defaults = parser.parse_args(["run", "--out", "x", "--steps", "1"] if args.command == "run" else ["view"])
+        ignored = [flag for name, flag in SESSION_KEEPS if getattr(args, name) != getattr(defaults, name)]
+        if ignored:
+            print(f"note: {', '.join(ignored)} not used: --start-from a session goes on with the session's own "
+                  "seed, voxel size and step settings", file=sys.stderr)
+
+
+SESSION_KEEPS = (("seed", "--seed"), ("voxel", "--voxel"), ("step_m", "--step-m"), ("yaw_deg", "--yaw-deg"))
 
 
 RESUME_KEEPS = (("world", "--world"), ("seed", "--seed"), ("size", "--size"), ("voxel", "--voxel"),

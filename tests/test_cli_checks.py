@@ -81,6 +81,21 @@ def test_start_from_refuses_what_it_cannot_honour(tmp_path, capsys, bad, says):
     assert "give one of them" in capsys.readouterr().err
 
 
+def test_start_from_a_session_says_which_options_it_does_not_use(tmp_path, capsys):
+    """--start-from a session keeps the session's seed, voxel size and steps: --seed, --voxel, --step-m and
+    --yaw-deg given with it were dropped without a word (as --resume's were); now a note names them."""
+    first = tmp_path / "first"
+    assert main(["run", "--world", "neural", "--actions", "(FN)", "--no-video", "--out", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--world", "neural", "--start-from", str(first / "session"), "--seed", "3", "--step-m", "2",
+                 "--actions", "(FN)", "--no-video", "--out", str(tmp_path / "second")]) == 0
+    err = capsys.readouterr().err
+    assert "note: --seed, --step-m not used: --start-from a session goes on with the session's own" in err
+    assert main(["run", "--world", "neural", "--start-from", str(first / "session"), "--actions", "(FN)",
+                 "--no-video", "--out", str(tmp_path / "third")]) == 0
+    assert "not used" not in capsys.readouterr().err
+
+
 def test_run_never_writes_over_a_recording_or_another_runs_files(tmp_path, capsys):
     """--out was written into whatever it held: a run replaying a nerfstudio folder into that folder rewrote the
     recording it read (transforms.json, frame_00001), and a folder's own scene.ply was replaced. Now: --out

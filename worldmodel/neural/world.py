@@ -392,11 +392,8 @@ def _file_sha256(path: Path) -> str:
     """sha256 hex digest of a file (the weights: 12 MB, ~20 ms)."""
     import hashlib
 
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _stored_as_fp16(path: Path) -> bool:

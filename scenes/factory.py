@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from memory.bank import GeometricMemory, MemoryConfig
 from scenes.framestore import FrameStore
 from scenes.scene import MemoryProvider, Scene, SceneConfig
@@ -193,6 +195,65 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
                                           spill_near=spill_near, progress=position if progress else None)
     finally:
         recording.close()
+
+
+DEFAULT_VOXEL = SceneConfig.voxel_size  # metres: generated worlds (a walk outdoors)
+VOXELS_PER_MEDIAN_DEPTH = 50  # a recording's voxel: its median depth / 50, rounded down to a size of ROOM_VOXELS
+ROOM_VOXELS = (0.01, 0.02, 0.05)
+
+
+def voxel_for_depth(depth: np.ndarray) -> tuple[float, float | None]:
+    """A voxel size (metres) for a scene seen at z-depth ``depth`` (H, W) -> (voxel, its median valid depth or None):
+    1/50 of the median depth rounded down to 1, 2 or 5 cm (a room 1.2 m away: 2 cm, as eval-recon's default);
+    :data:`DEFAULT_VOXEL` for scenes 5 m away or more, or without depth."""
+    from worldmodel.camera import valid_depth_mask
+
+    valid = depth[valid_depth_mask(depth)]
+    if len(valid) == 0:
+        return DEFAULT_VOXEL, None
+    median = float(np.median(valid))
+    wanted = median / VOXELS_PER_MEDIAN_DEPTH
+    if wanted >= DEFAULT_VOXEL:
+        return DEFAULT_VOXEL, median
+    return max((v for v in ROOM_VOXELS if v <= wanted), default=ROOM_VOXELS[0]), median
+
+
+def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, str | None]:
+    """The voxel size a world opens with when none is asked for -> (metres, a note saying why, or None): for a
+    recording (``replay:PATH``, or ``start_from`` a recording) :func:`voxel_for_depth` of its first frame, else
+    :data:`DEFAULT_VOXEL`. A recording that cannot be read gets the default (opening it says what is wrong)."""
+    from scenes.session import is_session_folder
+    from worldmodel.replay import open_recording
+
+    kind, _, arg = world.partition(":")
+    if start_from is not None:
+        source = None if is_session_folder(start_from) else str(start_from)
+    else:
+        source = arg if kind == "replay" else None
+    if not source:
+        return DEFAULT_VOXEL, None
+    try:
+        recording = open_recording(source)
+        try:
+            voxel, median = voxel_for_depth(recording[0].depth)
+        finally:
+            recording.close()
+    except (ValueError, OSError, IndexError):
+        return DEFAULT_VOXEL, None
+    if voxel == DEFAULT_VOXEL:
+        return voxel, None
+    return voxel, (f"the map's voxels are {100 * voxel:.0f} cm, for a recording {median:.1f} m from its camera "
+                   "(--voxel sets another size)")
+
+
+def command_voxel(args) -> float:
+    """The voxel size of a command's new scene: ``--voxel``, else :func:`voxel_for_world`'s (its note printed)."""
+    if args.voxel is not None:
+        return args.voxel
+    size, note = voxel_for_world(args.world, args.start_from)
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
+    return size
 
 
 def learned_weights(world: str) -> str | None:

@@ -18,7 +18,7 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
-from scenes.factory import learned_weights, make_scene, start_learned_from
+from scenes.factory import command_voxel, learned_weights, make_scene, start_learned_from
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
 from studio.export_panel import ExportPanel, refuse_large_uploads_as_they_start
@@ -203,13 +203,13 @@ class Studio:
 def build_scene(args) -> Scene:
     """The scene the studio opens on: a saved session (--session), the learned model going on from a frame of a
     session or recording (--start-from), or a new world; with memory."""
+    config = None if args.session is not None else SceneConfig(voxel_size=command_voxel(args))
     if args.start_from is not None:
         return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
                                   seed=args.seed, kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
-                                  config=SceneConfig(voxel_size=args.voxel), progress=True)
+                                  config=config, progress=True)
     return make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, session=args.session,
-                      kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
-                      config=SceneConfig(voxel_size=args.voxel))
+                      kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg), config=config)
 
 
 def cannot_listen_on(host: str) -> str | None:

@@ -921,6 +921,22 @@ def test_a_headless_replay_stops_at_the_recordings_end_and_prints_its_notes(tum_
     assert "the recording has 4 frames: the walk stops at its end, after 3 steps (not 9)" in err
     assert "--size does not apply to a recording" in err
     assert len(read_tum_trajectory(out / "trajectory.txt")[0]) == 4
+    # a room 1.2 m from its camera is fused at 2 cm unless --voxel says otherwise (0.1 m lost 4.6 dB on return)
+    assert "note: the map's voxels are 2 cm, for a recording 1.2 m from its camera" in err
+    assert load_session(out / "session").config.voxel_size == 0.02
+
+
+def test_a_recordings_voxel_follows_its_depth():
+    """1/50 of the median depth, rounded down to 1, 2 or 5 cm; the generated worlds' 0.1 m from 5 m on."""
+    from scenes.factory import DEFAULT_VOXEL, voxel_for_depth, voxel_for_world
+
+    for median, voxel in ((0.4, 0.01), (1.2, 0.02), (3.0, 0.05), (5.0, DEFAULT_VOXEL), (30.0, DEFAULT_VOXEL)):
+        depth = np.full((8, 8), median, np.float32)
+        depth[0] = np.nan  # (no measurement does not count)
+        assert voxel_for_depth(depth) == (voxel, pytest.approx(median))
+    assert voxel_for_depth(np.zeros((8, 8), np.float32)) == (DEFAULT_VOXEL, None)
+    assert voxel_for_world("procedural") == (DEFAULT_VOXEL, None)
+    assert voxel_for_world("replay:/no/such/recording") == (DEFAULT_VOXEL, None)  # opening it says what is wrong
 
 
 def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):

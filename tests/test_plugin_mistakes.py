@@ -138,3 +138,21 @@ def test_bad_depth_and_confidence_from_a_world_are_zeroed_or_refused(tmp_path):
     for confidence in (np.nan, 7.0):
         with pytest.raises(SceneError, match="confidence that is not finite in \\[0, 1\\]"):
             make_scene(Spotty(confidence=confidence))
+
+
+def test_a_session_of_a_world_handed_as_an_instance_reopens_once_its_name_is_registered(tmp_path):
+    """README: a world handed to make_scene as an instance is saved under its name, which then needs registering
+    too: its description is the name alone, so the registered factory rebuilds it (as sessions saved so before
+    the rebuild check did)."""
+    class Named(Wall):
+        name = "mistake_instance_wall"
+
+    register("mistake_instance_wall", lambda arg, seed, width, height, kinematics: Named())
+    scene = make_scene(Named())
+    scene.run(parse_actions("(FN)"))
+    assert scene.model.describe() == {"kind": "mistake_instance_wall"}
+    save_session(scene, tmp_path / "s")
+    scene.close()
+    again = make_scene(session=tmp_path / "s")
+    assert again.model.name == "mistake_instance_wall" and again.length == 2
+    again.close()

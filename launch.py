@@ -43,10 +43,12 @@ def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
     p.add_argument("--voxel", type=ranged(*VOXEL), default=None,
                    help="fused-map voxel size in metres, 0.005..5 (default: 0.1; for a recording 1/50 of its first "
                         "frame's median depth rounded down to 1, 2 or 5 cm, up to 0.1)")
-    p.add_argument("--step-m", type=ranged(*STEP_M), default=0.5,
-                   help="metres moved per translation step, 0..100 (default: 0.5)")
-    p.add_argument("--yaw-deg", type=ranged(*YAW_DEG), default=10.0,
-                   help="degrees turned per steering step, 0..180 (default: 10)")
+    p.add_argument("--step-m", type=ranged(*STEP_M), default=None,
+                   help="metres moved per translation step, 0..100 (default: 0.5, or what learned weights were "
+                        "trained with)")
+    p.add_argument("--yaw-deg", type=ranged(*YAW_DEG), default=None,
+                   help="degrees turned per steering step, 0..180 (default: 10, or what learned weights were "
+                        "trained with)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -256,6 +256,16 @@ def command_voxel(args) -> float:
     return size
 
 
+def command_kinematics(args) -> Kinematics | None:
+    """A command's ``--step-m`` / ``--yaw-deg`` as Kinematics (the other of the two at its default); None when
+    neither is given: the world's own (learned weights walk as they were trained)."""
+    if args.step_m is None and args.yaw_deg is None:
+        return None
+    default = Kinematics()
+    return Kinematics(step_m=default.step_m if args.step_m is None else args.step_m,
+                      yaw_deg=default.yaw_deg if args.yaw_deg is None else args.yaw_deg)
+
+
 def learned_weights(world: str) -> str | None:
     """The weights a world spec names for the learned model: ``"neural:FOLDER"`` -> ``"FOLDER"``; None for
     ``"neural"`` and any other world (the shipped weights)."""

@@ -18,11 +18,11 @@ from memory.bank import MemoryConfig
 from scenes.atomic import WriteError, remove_empty_folder, writable_folder
 from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
-from scenes.factory import command_voxel, learned_weights, make_scene, start_learned_from
+from scenes.factory import command_kinematics, command_voxel, learned_weights, make_scene, start_learned_from
 from scenes.scene import Scene, SceneConfig
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session, saved_memory_config
 from scenes.spill import install_signal_handlers
-from worldmodel.actions import ActionParseError, Kinematics, generated_walk, parse_actions
+from worldmodel.actions import ActionParseError, generated_walk, parse_actions
 from worldmodel.registry import WorldSpecError
 from worldmodel.replay import ReplayWorld
 
@@ -135,7 +135,7 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
         actions = actions[done:]
     else:
         memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
-        kinematics = Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg)
+        kinematics = command_kinematics(args)
         config = SceneConfig(voxel_size=command_voxel(args))
         if args.start_from is not None:  # the learned model goes on from a frame of a session or recording
             try:

@@ -18,7 +18,7 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
-from scenes.factory import command_voxel, learned_weights, make_scene, start_learned_from
+from scenes.factory import command_kinematics, command_voxel, learned_weights, make_scene, start_learned_from
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
 from studio.export_panel import ExportPanel, refuse_large_uploads_as_they_start
@@ -27,7 +27,7 @@ from studio.live_panel import LivePanel
 from studio.security import AccessPolicy, guarded_viser_server
 from studio.view3d import SceneView
 from studio.worker import Command, SceneWorker, hand_compute_threads_to_worker
-from worldmodel.actions import Action, Kinematics, TargetPose
+from worldmodel.actions import Action, TargetPose
 
 
 class Studio:
@@ -206,10 +206,10 @@ def build_scene(args) -> Scene:
     config = None if args.session is not None else SceneConfig(voxel_size=command_voxel(args))
     if args.start_from is not None:
         return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
-                                  seed=args.seed, kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg),
+                                  seed=args.seed, kinematics=command_kinematics(args),
                                   config=config, progress=True)
     return make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, session=args.session,
-                      kinematics=Kinematics(step_m=args.step_m, yaw_deg=args.yaw_deg), config=config)
+                      kinematics=command_kinematics(args), config=config)
 
 
 def cannot_listen_on(host: str) -> str | None:

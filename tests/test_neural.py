@@ -50,11 +50,23 @@ def test_a_learned_world_opened_by_name_walks_with_its_weights_kinematics(tmp_pa
     from scenes.factory import make_scene
     from worldmodel.actions import Kinematics
 
+    from launch import main
+    from scenes.session import load_session
+
     save_pretrained(tmp_path / "long_steps", {**TINY, "step_m": 1.0, "yaw_deg": 20.0}, build_net(TINY), half=False)
     for asked, step_m in ((None, 1.0), (Kinematics(step_m=0.25), 0.25)):
         scene = make_scene(f"neural:{tmp_path / 'long_steps'}", 0, kinematics=asked)
         assert (scene.model.kinematics.step_m, scene.model.describe()["kinematics"]["step_m"]) == (step_m, step_m)
         scene.close()
+    # --start-from a recording too (it built the learned world with the command line's default 0.5 m / 10 degrees)
+    for flags, kinematics in (([], (1.0, 20.0)), (["--yaw-deg", "5"], (0.5, 5.0))):
+        out = tmp_path / f"from_tum{len(flags)}"
+        tum = REPO.parent / "shared" / "data" / "tum_fr1_rpy"
+        assert main(["run", "--start-from", f"{tum}?max_frames=2", "--world", f"neural:{tmp_path / 'long_steps'}",
+                     "--actions", "(SN)", "--no-video", "--out", str(out), *flags]) == 0
+        saved = load_session(out / "session")
+        assert (saved.model.kinematics.step_m, saved.model.kinematics.yaw_deg) == kinematics
+        saved.close()
 
 
 def test_shard_holds_true_poses_and_a_cache_rendered_there(tiny_shards):

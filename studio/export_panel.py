@@ -14,7 +14,7 @@ from typing import Callable
 
 import viser
 
-from scenes.factory import continue_with_learned_model, make_scene, start_learned_from
+from scenes.factory import continue_with_learned_model, make_scene, start_learned_from, voxel_for_world
 from scenes.scene import Scene
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
@@ -305,11 +305,14 @@ class ExportPanel:
         spec, seed = self.world.value.strip(), int(self.seed.value)
 
         def run(scene: Scene) -> list[str]:
-            opened = make_scene(world_spec_in_root(self.root, spec), seed, size=None,
-                                kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config))
+            resolved = world_spec_in_root(self.root, spec)
+            voxel, why = voxel_for_world(resolved)  # (a room's recording: finer than a walk outdoors)
+            opened = make_scene(resolved, seed, size=None, kinematics=scene.model.kinematics,
+                                config=dataclasses.replace(scene.config, voxel_size=voxel))
             self.replace_scene(opened)
             # what a recording's reader noticed (frames skipped, intrinsics assumed...): said, not hidden
-            return list(opened.model.sequence.notes) if isinstance(opened.model, ReplayWorld) else []
+            noticed = list(opened.model.sequence.notes) if isinstance(opened.model, ReplayWorld) else []
+            return noticed + ([why] if why else [])
 
         def done(notes: list[str]) -> None:
             if notes:

@@ -32,7 +32,7 @@ class InspectPanel:
                                            hint="depth: distance from the camera where you picked it; age: "
                                                 "first frame blue, frames since you picked it red")
             self.colour.on_update(self._colour_changed)
-            self.voxel = gui.add_number("Voxel size (m)", 0.1, min=0.02, max=1.0, step=0.01)
+            self.voxel = gui.add_number("Voxel size (m)", 0.1, min=0.01, max=1.0, step=0.01)
             rebuild = gui.add_button("Apply voxel size", hint="re-fuses the branch's frames at the new size")
             rebuild.on_click(self._voxel_changed)
             self.trail = gui.add_checkbox("Show camera trail", True)

@@ -960,6 +960,9 @@ def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):
         assert studio.worker.scene.model.name == "replay"
         said = [body for title, body, error in notes if title == "Recording opened" and not error]
         assert said and said[0].startswith("1 colour images have no depth within 0.02 s (skipped); "), notes
+        # fused at the voxel its depth calls for (the procedural scene's 0.3 m is not carried over), and said
+        assert studio.worker.scene.config.voxel_size == 0.02 and "the map's voxels are 2 cm" in said[0]
+        assert studio.inspect.voxel.value == 0.02
     finally:
         studio.close()
         studio.worker.scene.close()

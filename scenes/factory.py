@@ -228,8 +228,8 @@ def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, s
     kind, _, arg = world.partition(":")
     if start_from is not None:
         source = None if is_session_folder(start_from) else str(start_from)
-    else:
-        source = arg if kind == "replay" else None
+    else:  # (the kind as the registry reads it: "Replay:PATH" opens a recording too)
+        source = arg if kind.strip().lower() == "replay" else None
     if not source:
         return DEFAULT_VOXEL, None
     try:
@@ -256,14 +256,35 @@ def command_voxel(args) -> float:
     return size
 
 
+def own_kinematics(world: str, start_from: str | None = None) -> Kinematics:
+    """The kinematics a world walks when none are asked for: learned weights' (``neural[:FOLDER]``, or any
+    ``--start-from``: the learned model goes on) as their config.json says they were trained, else the default
+    0.5 m / 10 degrees. Weights that cannot be read give the default (opening them says what is wrong)."""
+    import json
+
+    kind, _, arg = world.partition(":")
+    if start_from is None and kind.strip().lower() != "neural":
+        return Kinematics()
+    from worldmodel.neural.weights import CONFIG_NAME, resolve
+    from worldmodel.neural.world import SHIPPED_WEIGHTS
+
+    weights = arg.strip() if kind.strip().lower() == "neural" and arg.strip() else SHIPPED_WEIGHTS
+    try:
+        config = json.loads((resolve(weights) / CONFIG_NAME).read_text())
+        return Kinematics(step_m=config["step_m"], yaw_deg=config["yaw_deg"])
+    except (ValueError, OSError, KeyError, TypeError):  # (WeightsError, CheckError are ValueErrors)
+        return Kinematics()
+
+
 def command_kinematics(args) -> Kinematics | None:
-    """A command's ``--step-m`` / ``--yaw-deg`` as Kinematics (the other of the two at its default); None when
-    neither is given: the world's own (learned weights walk as they were trained)."""
+    """A command's ``--step-m`` / ``--yaw-deg`` as Kinematics, the one not given at the world's own
+    (:func:`own_kinematics`: learned weights' trained value); None when neither is given: the world's own."""
     if args.step_m is None and args.yaw_deg is None:
         return None
-    default = Kinematics()
-    return Kinematics(step_m=default.step_m if args.step_m is None else args.step_m,
-                      yaw_deg=default.yaw_deg if args.yaw_deg is None else args.yaw_deg)
+    own = Kinematics() if args.step_m is not None and args.yaw_deg is not None else own_kinematics(
+        args.world, getattr(args, "start_from", None))
+    return Kinematics(step_m=own.step_m if args.step_m is None else args.step_m,
+                      yaw_deg=own.yaw_deg if args.yaw_deg is None else args.yaw_deg)
 
 
 def learned_weights(world: str) -> str | None:

@@ -59,12 +59,19 @@ def test_a_learned_world_opened_by_name_walks_with_its_weights_kinematics(tmp_pa
         assert (scene.model.kinematics.step_m, scene.model.describe()["kinematics"]["step_m"]) == (step_m, step_m)
         scene.close()
     # --start-from a recording too (it built the learned world with the command line's default 0.5 m / 10 degrees)
-    for flags, kinematics in (([], (1.0, 20.0)), (["--yaw-deg", "5"], (0.5, 5.0))):
-        out = tmp_path / f"from_tum{len(flags)}"
+    # one flag alone keeps the other at the weights' own (it fell to 0.5 m / 10 degrees), and --step-m 0.5 is kept
+    for flags, kinematics in (([], (1.0, 20.0)), (["--yaw-deg", "5"], (1.0, 5.0)), (["--step-m", "0.5"], (0.5, 20.0))):
+        out = tmp_path / f"from_tum{'_'.join(flags)}"
         tum = REPO.parent / "shared" / "data" / "tum_fr1_rpy"
         assert main(["run", "--start-from", f"{tum}?max_frames=2", "--world", f"neural:{tmp_path / 'long_steps'}",
                      "--actions", "(SN)", "--no-video", "--out", str(out), *flags]) == 0
         saved = load_session(out / "session")
+        assert (saved.model.kinematics.step_m, saved.model.kinematics.yaw_deg) == kinematics
+        saved.close()
+        neural = tmp_path / f"neural{'_'.join(flags)}"  # --world neural:FOLDER likewise
+        assert main(["run", "--world", f"neural:{tmp_path / 'long_steps'}", "--actions", "(SN)", "--no-video",
+                     "--out", str(neural), *flags]) == 0
+        saved = load_session(neural / "session")
         assert (saved.model.kinematics.step_m, saved.model.kinematics.yaw_deg) == kinematics
         saved.close()
 

@@ -937,6 +937,8 @@ def test_a_recordings_voxel_follows_its_depth():
     assert voxel_for_depth(np.zeros((8, 8), np.float32)) == (DEFAULT_VOXEL, None)
     assert voxel_for_world("procedural") == (DEFAULT_VOXEL, None)
     assert voxel_for_world("replay:/no/such/recording") == (DEFAULT_VOXEL, None)  # opening it says what is wrong
+    # the kind as the registry reads it: "Replay:PATH" opens the recording too, so it follows its depth too
+    assert voxel_for_world(f"Replay:{TUM}")[0] == voxel_for_world(f" replay:{TUM}")[0] == 0.02
 
 
 def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):

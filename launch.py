@@ -41,8 +41,8 @@ def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
     p.add_argument("--size", type=ranged(*SIZE, integer=True), nargs=2, default=None, metavar=("W", "H"),
                    help="frame size in pixels, 16..4096 (default: the world's own: 256 256 procedural, 128 128 neural)")
     p.add_argument("--voxel", type=ranged(*VOXEL), default=None,
-                   help="fused-map voxel size in metres, 0.005..5 (default: 0.1; for a recording 1/50 of its first "
-                        "frame's median depth rounded down to 1, 2 or 5 cm, up to 0.1)")
+                   help="fused-map voxel size in metres, 0.005..5 (default: 0.1; for a recording 1/50 of the "
+                        "median depth of its first frames rounded down to 2 or 5 cm, up to 0.1)")
     p.add_argument("--step-m", type=ranged(*STEP_M), default=None,
                    help="metres moved per translation step, 0..100 (default: 0.5, or what learned weights were "
                         "trained with)")

@@ -199,12 +199,13 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
 
 DEFAULT_VOXEL = SceneConfig.voxel_size  # metres: generated worlds (a walk outdoors)
 VOXELS_PER_MEDIAN_DEPTH = 50  # a recording's voxel: its median depth / 50, rounded down to a size of ROOM_VOXELS
-ROOM_VOXELS = (0.01, 0.02, 0.05)
+ROOM_VOXELS = (0.02, 0.05)  # (1 cm made a 90-frame room 1.9M points and a 186 ms studio step: --voxel asks for it)
+VOXEL_FRAMES, VOXEL_FRAMES_WITHIN = 5, 30  # frames whose depth picks it, spread over the first (a video decodes to)
 
 
 def voxel_for_depth(depth: np.ndarray) -> tuple[float, float | None]:
-    """A voxel size (metres) for a scene seen at z-depth ``depth`` (H, W) -> (voxel, its median valid depth or None):
-    1/50 of the median depth rounded down to 1, 2 or 5 cm (a room 1.2 m away: 2 cm, as eval-recon's default);
+    """A voxel size (metres) for a scene seen at z-depth ``depth`` (any shape) -> (voxel, its median valid depth or
+    None): 1/50 of the median depth rounded down to 2 or 5 cm (a room 1.2 m away: 2 cm, as eval-recon's default);
     :data:`DEFAULT_VOXEL` for scenes 5 m away or more, or without depth."""
     from worldmodel.camera import valid_depth_mask
 
@@ -220,9 +221,12 @@ def voxel_for_depth(depth: np.ndarray) -> tuple[float, float | None]:
 
 def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, str | None]:
     """The voxel size a world opens with when none is asked for -> (metres, a note saying why, or None): for a
-    recording (``replay:PATH``, or ``start_from`` a recording) :func:`voxel_for_depth` of its first frame, else
-    :data:`DEFAULT_VOXEL`. A recording that cannot be read gets the default (opening it says what is wrong)."""
+    recording (``replay:PATH``, or ``start_from`` a recording) :func:`voxel_for_depth` of the depth of
+    :data:`VOXEL_FRAMES` frames spread over its first :data:`VOXEL_FRAMES_WITHIN` (one frame may be a wall up
+    close, or nearly empty), else :data:`DEFAULT_VOXEL`. A recording that cannot be read gets the default (opening
+    it says what is wrong)."""
     from scenes.session import is_session_folder
+    from worldmodel.recordings.checks import read_ascending
     from worldmodel.replay import open_recording
 
     kind, _, arg = world.partition(":")
@@ -235,11 +239,13 @@ def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, s
     try:
         recording = open_recording(source)
         try:
-            voxel, median = voxel_for_depth(recording[0].depth)
+            within = min(len(recording), VOXEL_FRAMES_WITHIN)
+            frames = read_ascending(recording, np.linspace(0, within - 1, VOXEL_FRAMES).astype(int))
         finally:
             recording.close()
     except (ValueError, OSError, IndexError):
         return DEFAULT_VOXEL, None
+    voxel, median = voxel_for_depth(np.concatenate([f.depth[::4, ::4].ravel() for f in frames.values()]))
     if voxel == DEFAULT_VOXEL:
         return voxel, None
     return voxel, (f"the map's voxels are {100 * voxel:.0f} cm, for a recording {median:.1f} m from its camera "
@@ -260,20 +266,16 @@ def own_kinematics(world: str, start_from: str | None = None) -> Kinematics:
     """The kinematics a world walks when none are asked for: learned weights' (``neural[:FOLDER]``, or any
     ``--start-from``: the learned model goes on) as their config.json says they were trained, else the default
     0.5 m / 10 degrees. Weights that cannot be read give the default (opening them says what is wrong)."""
-    import json
-
-    kind, _, arg = world.partition(":")
-    if start_from is None and kind.strip().lower() != "neural":
+    if start_from is None and world.partition(":")[0].strip().lower() != "neural":
         return Kinematics()
-    from worldmodel.neural.weights import CONFIG_NAME, resolve
+    from worldmodel.neural.weights import load_config
     from worldmodel.neural.world import SHIPPED_WEIGHTS
 
-    weights = arg.strip() if kind.strip().lower() == "neural" and arg.strip() else SHIPPED_WEIGHTS
     try:
-        config = json.loads((resolve(weights) / CONFIG_NAME).read_text())
-        return Kinematics(step_m=config["step_m"], yaw_deg=config["yaw_deg"])
-    except (ValueError, OSError, KeyError, TypeError):  # (WeightsError, CheckError are ValueErrors)
+        config = load_config(learned_weights(world) or SHIPPED_WEIGHTS)
+    except (ValueError, OSError):  # (WeightsError is a ValueError)
         return Kinematics()
+    return Kinematics(step_m=config["step_m"], yaw_deg=config["yaw_deg"])
 
 
 def command_kinematics(args) -> Kinematics | None:
@@ -291,7 +293,7 @@ def learned_weights(world: str) -> str | None:
     """The weights a world spec names for the learned model: ``"neural:FOLDER"`` -> ``"FOLDER"``; None for
     ``"neural"`` and any other world (the shipped weights)."""
     kind, _, weights = world.partition(":")
-    return (weights or None) if kind == "neural" else None
+    return (weights.strip() or None) if kind.strip().lower() == "neural" else None
 
 
 def _frame_in(frame: int, count: int, what: str) -> int:

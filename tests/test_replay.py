@@ -927,10 +927,11 @@ def test_a_headless_replay_stops_at_the_recordings_end_and_prints_its_notes(tum_
 
 
 def test_a_recordings_voxel_follows_its_depth():
-    """1/50 of the median depth, rounded down to 1, 2 or 5 cm; the generated worlds' 0.1 m from 5 m on."""
+    """1/50 of the median depth, rounded down to 2 or 5 cm; the generated worlds' 0.1 m from 5 m on; several
+    frames decide, not a first frame up close to a wall or nearly empty (it made a room 1 cm: 1.9M points)."""
     from scenes.factory import DEFAULT_VOXEL, voxel_for_depth, voxel_for_world
 
-    for median, voxel in ((0.4, 0.01), (1.2, 0.02), (3.0, 0.05), (5.0, DEFAULT_VOXEL), (30.0, DEFAULT_VOXEL)):
+    for median, voxel in ((0.4, 0.02), (1.2, 0.02), (3.0, 0.05), (5.0, DEFAULT_VOXEL), (30.0, DEFAULT_VOXEL)):
         depth = np.full((8, 8), median, np.float32)
         depth[0] = np.nan  # (no measurement does not count)
         assert voxel_for_depth(depth) == (voxel, pytest.approx(median))
@@ -939,6 +940,19 @@ def test_a_recordings_voxel_follows_its_depth():
     assert voxel_for_world("replay:/no/such/recording") == (DEFAULT_VOXEL, None)  # opening it says what is wrong
     # the kind as the registry reads it: "Replay:PATH" opens the recording too, so it follows its depth too
     assert voxel_for_world(f"Replay:{TUM}")[0] == voxel_for_world(f" replay:{TUM}")[0] == 0.02
+
+
+def test_a_recordings_first_frame_alone_does_not_pick_its_voxel(tum_path, tmp_path):
+    """The voxel follows the depth of frames spread over a recording's start: a first frame that sees only a far
+    wall (here 8 m) or holds almost no depth leaves a room 1.2 m away at 2 cm."""
+    from scenes.factory import voxel_for_world
+
+    folder = tmp_path / "room"
+    small_tum_copy(tum_path, folder, n=12)
+    first = folder / (folder / "depth.txt").read_text().splitlines()[0].split()[1]
+    for depth_mm in (8000, 0):
+        Image.fromarray(np.full((480, 640), depth_mm, np.uint16)).save(first)
+        assert voxel_for_world(f"replay:{folder}")[0] == 0.02
 
 
 def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):

@@ -101,8 +101,8 @@ def resolve(path_or_repo_id: str | os.PathLike) -> Path:
                            "access (it is cached afterwards)") from None
 
 
-def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldModelNet]:
-    """-> (config, network with the weights loaded, eval mode). Raises WeightsError with what to do."""
+def load_config(path_or_repo_id: str | os.PathLike) -> dict:
+    """The checked config.json of a model folder or hub repo (weights not read). Raises WeightsError."""
     folder = resolve(path_or_repo_id)
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
@@ -111,7 +111,13 @@ def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldMode
         config = json.loads(cfg_path.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise WeightsError(f"{cfg_path}: not valid JSON ({type(e).__name__}); re-export the model") from None
-    config = check_config(config, str(cfg_path))
+    return check_config(config, str(cfg_path))
+
+
+def load_pretrained(path_or_repo_id: str | os.PathLike) -> tuple[dict, WorldModelNet]:
+    """-> (config, network with the weights loaded, eval mode). Raises WeightsError with what to do."""
+    folder = resolve(path_or_repo_id)
+    config, w_path = load_config(folder), folder / WEIGHTS_NAME
     try:
         state = load_file(str(w_path))
     except Exception as e:  # safetensors raises its own error types for truncated / lying files

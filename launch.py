@@ -187,8 +187,7 @@ def _check_start_from(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
     resuming = args.command == "run" and args.resume  # (--resume says what it does not use)
     if not resuming and is_session_folder(args.start_from):  # a session's seed, voxel and steps are kept: say so
-        defaults = parser.parse_args(["run", "--out", "x", "--steps", "1"] if args.command == "run" else ["view"])
-        ignored = [flag for name, flag in SESSION_KEEPS if getattr(args, name) != getattr(defaults, name)]
+        ignored = _given(parser, args, SESSION_KEEPS)
         if ignored:
             print(f"note: {', '.join(ignored)} not used: --start-from a session goes on with the session's own "
                   "seed, voxel size and step settings", file=sys.stderr)
@@ -202,12 +201,18 @@ RESUME_KEEPS = (("world", "--world"), ("seed", "--seed"), ("size", "--size"), ("
                 ("start_from", "--start-from"), ("start_frame", "--start-frame"))
 
 
+def _given(parser: argparse.ArgumentParser, args: argparse.Namespace, options) -> list[str]:
+    """The flags of ``options`` ((name, flag) pairs) that ``args`` sets to other than their defaults (--world: given
+    at all)."""
+    defaults = parser.parse_args(["run", "--out", "x", "--steps", "1"] if args.command == "run" else ["view"])
+    return [flag for name, flag in options if getattr(args, name) != getattr(defaults, name)
+            or name == "world" and args.world_given]
+
+
 def _note_what_resume_ignores(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """`run --resume` goes on with the session's own world and settings: say which options given were not used
     (they were dropped without a word)."""
-    defaults = parser.parse_args(["run", "--out", "x", "--steps", "1"])
-    ignored = [flag for name, flag in RESUME_KEEPS if getattr(args, name) != getattr(defaults, name)
-               or name == "world" and args.world_given]
+    ignored = _given(parser, args, RESUME_KEEPS)
     if ignored:
         print(f"note: {', '.join(ignored)} not used: --resume goes on with the world and settings the session was "
               "made with", file=sys.stderr)

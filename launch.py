@@ -229,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "view":
         from studio.app import main as studio_main
 
+        ignored = _given(parser, args, (*SESSION_KEEPS, ("size", "--size"))) if args.session is not None else []
+        if ignored:  # (they were dropped without a word)
+            print(f"note: {', '.join(ignored)} not used: --session opens the session with its own seed, size, voxel "
+                  "size and step settings", file=sys.stderr)
         return studio_main(args)
     if args.command == "run":
         from scenes.headless import main as run_main

@@ -226,7 +226,6 @@ def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, s
     close, or nearly empty), else :data:`DEFAULT_VOXEL`. A recording that cannot be read gets the default (opening
     it says what is wrong)."""
     from scenes.session import is_session_folder
-    from worldmodel.recordings.checks import read_ascending
     from worldmodel.replay import open_recording
 
     kind, _, arg = world.partition(":")
@@ -238,14 +237,21 @@ def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, s
         return DEFAULT_VOXEL, None
     try:
         recording = open_recording(source)
-        try:
-            within = min(len(recording), VOXEL_FRAMES_WITHIN)
-            frames = read_ascending(recording, np.linspace(0, within - 1, VOXEL_FRAMES).astype(int))
-        finally:
-            recording.close()
-    except (ValueError, OSError, IndexError):
+    except (ValueError, OSError):
         return DEFAULT_VOXEL, None
-    voxel, median = voxel_for_depth(np.concatenate([f.depth[::4, ::4].ravel() for f in frames.values()]))
+    depths = []
+    try:
+        within = min(len(recording), VOXEL_FRAMES_WITHIN)
+        for k in np.unique(np.linspace(0, within - 1, VOXEL_FRAMES).astype(int)):  # ascending: a video decodes once
+            try:
+                depths.append(recording[int(k)].depth[::4, ::4].ravel())
+            except (ValueError, OSError, IndexError):  # a frame that cannot be read: those before it decide
+                break
+    finally:
+        recording.close()
+    if not depths:
+        return DEFAULT_VOXEL, None
+    voxel, median = voxel_for_depth(np.concatenate(depths))
     if voxel == DEFAULT_VOXEL:
         return voxel, None
     return voxel, (f"the map's voxels are {100 * voxel:.0f} cm, for a recording {median:.1f} m from its camera "

@@ -203,12 +203,14 @@ class Studio:
 def build_scene(args) -> Scene:
     """The scene the studio opens on: a saved session (--session), the learned model going on from a frame of a
     session or recording (--start-from), or a new world; with memory."""
-    config = None if args.session is not None else SceneConfig(voxel_size=command_voxel(args))
+    if args.session is not None:  # its own world and settings
+        return make_scene(session=args.session)
+    config = SceneConfig(voxel_size=command_voxel(args))
     if args.start_from is not None:
         return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
                                   seed=args.seed, kinematics=command_kinematics(args),
                                   config=config, progress=True)
-    return make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None, session=args.session,
+    return make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None,
                       kinematics=command_kinematics(args), config=config)
 
 

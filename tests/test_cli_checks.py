@@ -96,6 +96,20 @@ def test_start_from_a_session_says_which_options_it_does_not_use(tmp_path, capsy
     assert "not used" not in capsys.readouterr().err
 
 
+def test_view_of_a_session_says_which_options_it_does_not_use(tmp_path, capsys, monkeypatch):
+    """`view --session` opens the session with its own settings: --voxel, --seed, --size, --step-m given with it
+    were dropped without a word; now a note names them (the studio itself is not started here)."""
+    import studio.app
+
+    opened = []
+    monkeypatch.setattr(studio.app, "main", lambda args: opened.append(args.session) or 0)
+    assert main(["view", "--session", str(tmp_path / "s"), "--voxel", "0.05", "--seed", "7", "--step-m", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --seed, --voxel, --step-m not used: --session opens the session with its own" in err, err
+    assert main(["view", "--session", str(tmp_path / "s")]) == 0 and "not used" not in capsys.readouterr().err
+    assert opened == [str(tmp_path / "s")] * 2
+
+
 def test_run_never_writes_over_a_recording_or_another_runs_files(tmp_path, capsys):
     """--out was written into whatever it held: a run replaying a nerfstudio folder into that folder rewrote the
     recording it read (transforms.json, frame_00001), and a folder's own scene.ply was replaced. Now: --out

@@ -295,6 +295,19 @@ def command_kinematics(args) -> Kinematics | None:
                       yaw_deg=own.yaw_deg if args.yaw_deg is None else args.yaw_deg)
 
 
+def settings_not_kept(scene: Scene, size: tuple[int, int] | None, kinematics: Kinematics | None) -> str | None:
+    """What a world made of the frame size and kinematics it was asked for, when it kept neither or one of them
+    (a plugin's factory that ignores them), as a note; None when it kept what was asked (or nothing was)."""
+    made = []
+    if size is not None and (scene.current.width, scene.current.height) != tuple(size):
+        made.append(f"{scene.current.width}x{scene.current.height} frames (not {size[0]}x{size[1]})")
+    if kinematics is not None and scene.model.kinematics != kinematics:
+        k = scene.model.kinematics
+        made.append(f"steps of {k.step_m:g} m and {k.yaw_deg:g} degrees (not {kinematics.step_m:g} m and "
+                    f"{kinematics.yaw_deg:g} degrees)")
+    return f"the {scene.model.name} world makes {' and '.join(made)}" if made else None
+
+
 def learned_weights(world: str) -> str | None:
     """The weights a world spec names for the learned model: ``"neural:FOLDER"`` -> ``"FOLDER"``; None for
     ``"neural"`` and any other world (the shipped weights)."""

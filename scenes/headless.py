@@ -18,7 +18,8 @@ from memory.bank import MemoryConfig
 from scenes.atomic import WriteError, remove_empty_folder, writable_folder
 from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
-from scenes.factory import command_kinematics, command_voxel, learned_weights, make_scene, start_learned_from
+from scenes.factory import (command_kinematics, command_voxel, learned_weights, make_scene, settings_not_kept,
+                            start_learned_from)
 from scenes.scene import Scene, SceneConfig
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session, saved_memory_config
 from scenes.spill import install_signal_handlers
@@ -155,6 +156,10 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             except (ValueError, OSError, RuntimeError) as e:
                 scene.close()
                 return fail_before_any_frame(f"the world's first frame failed: {e}")
+            if not isinstance(scene.model, ReplayWorld):  # (a recording says it of its size itself, below)
+                note = settings_not_kept(scene, tuple(args.size) if args.size else None, kinematics)
+                if note is not None:
+                    print(f"note: {note}", file=sys.stderr)
         if actions is None:  # the walk of the scene's seed (a session started from keeps its own)
             actions = generated_walk(args.walk, args.steps, scene.seed)
         total = len(actions)

@@ -18,7 +18,8 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
-from scenes.factory import command_kinematics, command_voxel, learned_weights, make_scene, start_learned_from
+from scenes.factory import (command_kinematics, command_voxel, learned_weights, make_scene, settings_not_kept,
+                            start_learned_from)
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
 from studio.export_panel import ExportPanel, refuse_large_uploads_as_they_start
@@ -210,8 +211,12 @@ def build_scene(args) -> Scene:
         return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
                                   seed=args.seed, kinematics=command_kinematics(args),
                                   config=config, progress=True)
-    return make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None,
-                      kinematics=command_kinematics(args), config=config)
+    size, kinematics = tuple(args.size) if args.size else None, command_kinematics(args)
+    scene = make_scene(args.world, args.seed, size=size, kinematics=kinematics, config=config)
+    note = settings_not_kept(scene, size, kinematics)
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
+    return scene
 
 
 def cannot_listen_on(host: str) -> str | None:

@@ -156,3 +156,19 @@ def test_a_session_of_a_world_handed_as_an_instance_reopens_once_its_name_is_reg
     again = make_scene(session=tmp_path / "s")
     assert again.model.name == "mistake_instance_wall" and again.length == 2
     again.close()
+
+
+def test_a_factory_that_ignores_the_size_and_steps_asked_is_said(tmp_path, capsys):
+    """`run --size W H --step-m M` with a plugin whose factory ignores them walked its own size and steps without a
+    word; a note now says what the world makes."""
+    from launch import main
+
+    register("mistake_fixed_wall", lambda arg, seed, width, height, kinematics: Wall())  # 32x24, 0.5 m, always
+    assert main(["run", "--world", "mistake_fixed_wall", "--size", "40", "30", "--step-m", "0.25", "--actions",
+                 "(FN)", "--no-video", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert ("note: the mistake_wall world makes 32x24 frames (not 40x30) and steps of 0.5 m and 10 degrees (not "
+            "0.25 m and 10 degrees)") in err, err
+    assert main(["run", "--world", "mistake_fixed_wall", "--size", "32", "24", "--actions", "(FN)", "--no-video",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert "world makes" not in capsys.readouterr().err

@@ -254,11 +254,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return neural_eval_main(args)
     if args.command == "worlds":
-        from worldmodel.registry import available_worlds
+        from worldmodel.registry import available_worlds, hidden_plugins
 
         for name, entry in available_worlds().items():
             origin = "" if entry.origin == "built-in" else f"  [plugin: {entry.origin}]"
             print(f"{name:14s} {entry.description}{origin}")
+        for hidden in hidden_plugins():
+            print(f"note: the plugin world {hidden} is hidden by another world of that name; rename its entry point "
+                  "to use it", file=sys.stderr)
         return 0
     if args.command == "info":
         from scenes.info import main as info_main

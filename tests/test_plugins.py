@@ -28,7 +28,8 @@ def plugin_site(tmp_path: Path):
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wall-world\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[worldstudio.worlds]\nwall = tests.plugin_world:make_wall_world\n"
-                                           "tinted = tests.plugin_world:TINTED_WALL\n")
+                                           "tinted = tests.plugin_world:TINTED_WALL\n"
+                                           "procedural = tests.plugin_world:make_wall_world\n")  # hidden: a built-in
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
     yield site
@@ -76,6 +77,8 @@ def test_launch_worlds_lists_builtins_and_the_plugin(plugin_site):
     lines = {line.split()[0]: line for line in res.stdout.splitlines()}
     assert {"procedural", "replay", "wall"} <= set(lines)
     assert "coloured by ARG" in lines["wall"] and "plugin: wall-world" in lines["wall"]
+    assert "plugin: " not in lines["procedural"]  # the built-in wins, and the hidden plugin is said
+    assert "note: the plugin world procedural (wall-world) is hidden by another world of that name" in res.stderr
 
 
 def test_unknown_world_names_what_is_there():

@@ -164,15 +164,25 @@ register("neural", _neural, _neural_from)
 
 def _plugins() -> dict[str, WorldEntry]:
     """Worlds declared by installed packages (entry-point group ``worldstudio.worlds``), read on every call."""
-    found = {}
+    return _read_plugins()[0]
+
+
+def hidden_plugins() -> list[str]:
+    """The plugin worlds whose name a built-in or an earlier plugin already takes, as "NAME (package)": never
+    built (``launch.py worlds`` says so)."""
+    return _read_plugins()[1]
+
+
+def _read_plugins() -> tuple[dict[str, WorldEntry], list[str]]:
+    found, hidden = {}, []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         name = ep.name.lower()
-        if name in _BUILTINS or name in found:
-            continue  # built-ins win; the first plugin of a name wins
-
         origin = ep.dist.name if ep.dist is not None else "plugin"
+        if name in _BUILTINS or name in found:  # built-ins win; the first plugin of a name wins
+            hidden.append(f"{name} ({origin})")
+            continue
         found[name] = WorldEntry(name, _LazyFactory(ep), None, origin)
-    return found
+    return found, hidden
 
 
 class _LazyFactory:

@@ -31,7 +31,8 @@ from scenes.framestore import FrameStore
 from worldmodel.actions import Action, TargetPose
 from worldmodel.checks import MAX_SEED, boolean, camera_problem, number
 from worldmodel.frame import (CacheView, ClosableWorld, Context, Frame, GroundFollowingWorld, GroundProbe,
-                              PixelSourceWorld, WorldModel, describe_problem, missing_world_members)
+                              PixelSourceWorld, WorldModel, describe_problem, missing_world_members,
+                              mistyped_world_members)
 
 
 class SceneError(ValueError):
@@ -159,6 +160,10 @@ class Scene:
         if missing:
             raise SceneError(f"{type(model).__name__} is not a WorldModel: it lacks {', '.join(missing)} (see "
                              "worldmodel/frame.py; inherit BaseWorldModel for the defaults)")
+        wrong = mistyped_world_members(model)
+        if wrong:
+            raise SceneError(f"{type(model).__name__} is not a WorldModel: its {', '.join(wrong)} (see the types in "
+                             "worldmodel/frame.py's WorldModel)")
         why = describe_problem(model)
         if why is not None:
             raise SceneError(f"the {model.name} world's {why}")

@@ -172,3 +172,12 @@ def test_a_factory_that_ignores_the_size_and_steps_asked_is_said(tmp_path, capsy
     assert main(["run", "--world", "mistake_fixed_wall", "--size", "32", "24", "--actions", "(FN)", "--no-video",
                  "--out", str(tmp_path / "b")]) == 0
     assert "world makes" not in capsys.readouterr().err
+
+
+def test_a_world_member_of_the_wrong_type_is_named():
+    """The contract was checked for presence only: kinematics given as a dict passed and failed at the first step
+    ("'dict' object has no attribute 'apply'"); now the Scene names the member and the type it wants."""
+    wall = Wall()
+    wall.kinematics, wall.exact_depth = {"step_m": 0.5}, "yes"
+    with pytest.raises(SceneError, match=r"its kinematics \(a dict, not Kinematics\), exact_depth \(a str, not bool\)"):
+        make_scene(wall)

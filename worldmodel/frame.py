@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, get_type_hints, runtime_checkable
 
 import numpy as np
 
@@ -232,6 +232,15 @@ def missing_world_members(model) -> list[str]:
     wanted = [*WorldModel.__annotations__, *(name for name, value in vars(WorldModel).items()
                                              if callable(value) and not name.startswith("_"))]
     return [name for name in wanted if not hasattr(model, name)]
+
+
+def mistyped_world_members(model) -> list[str]:
+    """The members of :class:`WorldModel` that ``model`` has with another type than the protocol's (its
+    annotations; its methods must be callable), each as "name (a dict, not Kinematics)"; empty when none."""
+    wrong = [f"{name} (a {type(getattr(model, name)).__name__}, not {kind.__name__})"
+             for name, kind in get_type_hints(WorldModel).items() if not isinstance(getattr(model, name), kind)]
+    methods = (name for name, value in vars(WorldModel).items() if callable(value) and not name.startswith("_"))
+    return wrong + [f"{name} (not callable)" for name in methods if not callable(getattr(model, name))]
 
 
 def describe_problem(model) -> str | None:

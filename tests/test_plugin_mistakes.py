@@ -181,3 +181,24 @@ def test_a_world_member_of_the_wrong_type_is_named():
     wall.kinematics, wall.exact_depth = {"step_m": 0.5}, "yes"
     with pytest.raises(SceneError, match=r"its kinematics \(a dict, not Kinematics\), exact_depth \(a str, not bool\)"):
         make_scene(wall)
+
+
+def test_a_member_named_nearly_as_the_contracts_is_warned_of():
+    """A misspelt optional member (predict_c2W, exact_depths) was never called, and the default stood in for it
+    without a word; defining the class now warns, naming the member meant. Names merely alike are left alone."""
+    with pytest.warns(UserWarning, match="Misspelt.predict_c2W is named nearly as the contract's predict_c2w"):
+        class Misspelt(Wall):
+            def predict_c2W(self, last, action):
+                return last.c2w
+
+    with pytest.warns(UserWarning, match="exact_depths is named nearly as the contract's exact_depth"):
+        class Plural(Wall):
+            exact_depths = True
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+
+        class Alike(Wall):
+            closed, steps, step_m, render = False, 3, 0.5, None

@@ -7,7 +7,9 @@ images are uint8 HxWx3 RGB.
 
 from __future__ import annotations
 
+import difflib
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, get_type_hints, runtime_checkable
 
@@ -307,6 +309,11 @@ class GroundFollowingWorld(Protocol):
         ...
 
 
+CONTRACT_MEMBERS = sorted({name for protocol in (WorldModel, ComparableWorld, WalkingWorld, ClosableWorld,
+                                                 PixelSourceWorld, GroundFollowingWorld)
+                            for name in (*protocol.__annotations__, *vars(protocol)) if not name.startswith("_")})
+
+
 class BaseWorldModel:
     """Defaults of the :class:`WorldModel` contract; subclasses set ``name`` and write reset and step.
 
@@ -319,6 +326,16 @@ class BaseWorldModel:
     kinematics: Kinematics = Kinematics()
     exact_depth: bool = False
     created_with: dict[str, Any] | None = None  # set by registry.create_world: how to build this world again
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Warn of a member named nearly as one of the contract's (``predict_c2W``, ``exact_depths``): the Scene
+        would not call it, and the default would be used without a word."""
+        super().__init_subclass__(**kwargs)
+        for name in vars(cls):  # (case aside, at most about one letter in 12 differs: 'closed' is not 'close')
+            near = difflib.get_close_matches(name.lower(), CONTRACT_MEMBERS, n=1, cutoff=0.92)
+            if not name.startswith("_") and near and name not in CONTRACT_MEMBERS:
+                warnings.warn(f"{cls.__name__}.{name} is named nearly as the contract's {near[0]}, which the Scene "
+                              f"calls instead; rename it {near[0]} if it is meant to be that", stacklevel=2)
 
     def reset(self, seed: int, start: np.ndarray | None = None) -> Frame:
         raise NotImplementedError

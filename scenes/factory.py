@@ -226,6 +226,7 @@ def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, s
     close, or nearly empty), else :data:`DEFAULT_VOXEL`. A recording that cannot be read gets the default (opening
     it says what is wrong)."""
     from scenes.session import is_session_folder
+    from worldmodel.recordings.checks import spread_frames
     from worldmodel.replay import open_recording
 
     kind, _, arg = world.partition(":")
@@ -241,10 +242,9 @@ def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, s
         return DEFAULT_VOXEL, None
     depths = []
     try:
-        within = min(len(recording), VOXEL_FRAMES_WITHIN)
-        for k in np.unique(np.linspace(0, within - 1, VOXEL_FRAMES).astype(int)):  # ascending: a video decodes once
+        for k in spread_frames(len(recording), VOXEL_FRAMES, VOXEL_FRAMES_WITHIN):  # ascending: a video decodes once
             try:
-                depths.append(recording[int(k)].depth[::4, ::4].ravel())
+                depths.append(recording[k].depth[::4, ::4].ravel())
             except (ValueError, OSError, IndexError):  # a frame that cannot be read: those before it decide
                 break
     finally:

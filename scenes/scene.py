@@ -287,9 +287,10 @@ class Scene:
         if frame.confidence is not None and not (np.isfinite(frame.confidence).all()
                                                  and 0 <= frame.confidence.min() <= frame.confidence.max() <= 1):
             raise SceneError(f"{where} has a confidence that is not finite in [0, 1]; nothing was stored")
-        invalid = ~np.isfinite(frame.depth) | (frame.depth < 0)
+        negative = frame.depth < 0
+        invalid = negative | ~np.isfinite(frame.depth)
         if invalid.any():
-            if (frame.depth < 0).sum() > (frame.depth > 0).sum():
+            if negative.sum() > (frame.depth > 0).sum():
                 raise SceneError(f"{where} has mostly negative depth: z-depth is positive in front of an OpenCV camera "
                                  "(x right, y down, z forward; an OpenGL camera looks down -z); nothing was stored")
             frame = dataclasses.replace(frame, depth=np.where(invalid, 0, frame.depth).astype(frame.depth.dtype))

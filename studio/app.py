@@ -262,12 +262,9 @@ def main(args) -> int:
     except (SessionError, WorldSpecError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception:
-        if not stop.requested.is_set():
+    except BaseException as e:  # (Ctrl-C inside open3d's import surfaces as an ImportError)
+        if not (isinstance(e, KeyboardInterrupt) or isinstance(e, Exception) and stop.requested.is_set()):
             raise
-        print("stopped while opening the world", file=sys.stderr)  # (Ctrl-C inside open3d's import: an ImportError)
-        return 130
-    except KeyboardInterrupt:
         print("stopped while opening the world", file=sys.stderr)
         return 130
     try:

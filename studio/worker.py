@@ -76,7 +76,6 @@ class SceneWorker:
         self.autoplay: Callable[[], Command | None] | None = None  # returns the next autoplay command or None
         self.autoplay_hz = 0.0
         self._last_autoplay = 0.0
-        self.busy = False
         self.running: str | None = None  # the label of the command running now
         self._thread = threading.Thread(target=self._loop, name="scene-worker", daemon=True)
         self._stopped = False
@@ -185,7 +184,7 @@ class SceneWorker:
         return command.coalesce_key is not None and self._latest.get(command.coalesce_key) != command.seq
 
     def _execute(self, command: Command) -> None:
-        self.busy, self.running = True, command.label
+        self.running = command.label
         try:
             result = command.run(self.scene)
             if command.on_done is not None:
@@ -200,4 +199,4 @@ class SceneWorker:
             if not isinstance(e, (ValueError, OSError, RuntimeError)):
                 traceback.print_exc()
         finally:
-            self.busy, self.running = False, None
+            self.running = None

@@ -128,10 +128,13 @@ FLOOR_PLANES = 4  # the largest planes tried, each found with the points of the 
 def floor_plane_frames(seq) -> list[int]:
     """The frames :func:`floor_plane` reads: :data:`FLOOR_FRAMES` spread over the first :data:`PAIRS_WITHIN` (a
     video decodes up to the frame asked for: not the whole of a long one)."""
-    if not seq.has_depth or len(seq) == 0:
-        return []
-    within = min(len(seq), PAIRS_WITHIN)
-    return [int(k) for k in np.unique(np.linspace(0, within - 1, FLOOR_FRAMES).astype(int))]
+    return spread_frames(len(seq), FLOOR_FRAMES, PAIRS_WITHIN) if seq.has_depth else []
+
+
+def spread_frames(length: int, count: int, within: int) -> list[int]:
+    """Up to ``count`` frame indices spread evenly over the first ``within`` of ``length`` frames, ascending."""
+    last = min(length, within) - 1
+    return [int(k) for k in np.unique(np.linspace(0, last, count).astype(int))] if last >= 0 else []
 
 
 def floor_plane(seq, frames: Mapping[int, Frame] | None = None) -> dict | None:

@@ -308,6 +308,11 @@ class Scene:
 
     def step(self, action: Action | TargetPose) -> StepResult:
         """Generate the next frame from the cursor, fuse it and remember it. Forks when the cursor is not last."""
+        if not isinstance(action, (Action, TargetPose)):  # before the fork: a wrong call changes nothing
+            hint = (" (text such as '(FN)(FL)' becomes actions with worldmodel.actions.parse_actions)"
+                    if isinstance(action, str) else "")
+            raise TypeError(f"Scene.step takes an Action or a TargetPose, got {type(action).__name__} "
+                            f"{action!r:.40}{hint}")
         if self.cursor < 0:
             raise SceneError("the scene has no frames yet; call reset() first")
         forked_from, cursor_before, map_before, memory_before = None, self.cursor, self.map, None

@@ -397,6 +397,21 @@ def test_a_nan_pose_is_refused_and_the_scene_stays_as_it_was(monkeypatch):
         scene.reset(5, prelude=[handed])
 
 
+def test_a_step_given_text_or_another_type_says_how_to_make_an_action_and_forks_nothing():
+    """Scene.step takes an Action or a TargetPose; text such as "(FN)" (a script's first try) is refused before a
+    branch is forked, with the function that parses it named."""
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FN)"))
+    scene.seek(0)  # a step from here would fork a branch
+    before = (scene.length, scene.cursor, scene.branch_name, sorted(scene.branches), len(scene.map))
+    with pytest.raises(TypeError, match=r"takes an Action or a TargetPose, got str '\(FN\)'.*parse_actions"):
+        scene.step("(FN)")
+    with pytest.raises(TypeError, match="got ndarray"):
+        scene.step(scene.current.c2w)  # a bare pose: TargetPose(c2w) makes it an action
+    assert (scene.length, scene.cursor, scene.branch_name, sorted(scene.branches), len(scene.map)) == before
+    assert scene.step(parse_actions("(FL)")[0]).frame.index == 1
+
+
 def test_every_file_of_a_saved_session_has_the_usual_permissions(tmp_path):
     """safetensors writes its files 0o600: frames, map and memory were unreadable to anyone else (a shared
     session failed to open for them as "corrupt"), while session.json was not."""

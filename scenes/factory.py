@@ -42,7 +42,8 @@ def make_memory(memory: bool | MemoryConfig | MemoryProvider | None, saved: dict
 def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: tuple[int, int] | None = None,
                kinematics: Kinematics | None = None, config: SceneConfig | None = None,
                memory: bool | MemoryConfig | MemoryProvider = True, session: str | Path | None = None,
-               reset: bool = True, spill_near: str | Path | None = None, session_meta: dict | None = None) -> Scene:
+               reset: bool = True, spill_near: str | Path | None = None, session_meta: dict | None = None,
+               fit_voxel: bool = False) -> Scene:
     """A Scene over ``world`` (a spec for worldmodel.registry.create_world, e.g. ``"procedural:fly"``,
     ``"replay:PATH"`` or a plugin name, or a WorldModel instance), reset at ``seed`` unless ``reset=False``.
 
@@ -52,6 +53,8 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
     spill_near: the folder beside which frames that leave RAM are written (default: the session's parent
     folder when opening one, else the temporary folder); see scenes.framestore.FrameStore. session_meta: the
     session's session.json as :func:`scenes.session.read_session_meta` returned it (read here when None).
+    fit_voxel: fuse at the voxel size :func:`voxel_fitted_to` fits to the opened world (a recording's depth) instead
+    of ``config``'s.
     Raises WorldSpecError / SessionError / ValueError with a one-line message.
     """
     if session is not None:
@@ -64,6 +67,8 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
         width, height = size if size is not None else (None, None)
         world = create_world(world, seed=seed, width=width, height=height, kinematics=kinematics)
     config = config or SceneConfig()
+    if fit_voxel:
+        config = dataclasses.replace(config, voxel_size=voxel_fitted_to(world))
     store = FrameStore(ram_frames=config.ram_frames, spill_near=spill_near)
     try:
         scene = Scene(world, config, memory=make_memory(memory), store=store)
@@ -141,7 +146,7 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
                        weights: str | os.PathLike | None = None, seed: int = 0, kinematics: Kinematics | None = None,
                        config: SceneConfig | None = None, memory: bool | MemoryConfig | MemoryProvider = True,
                        spill_near: str | os.PathLike | None = None, progress: bool = False,
-                       session_meta: dict | None = None) -> Scene:
+                       session_meta: dict | None = None, fit_voxel: bool = False) -> Scene:
     """The learned world model going on from frame ``frame`` of ``source``, the frames before it handed over as
     its memory (:func:`hand_over_to_learned_model`; ``launch.py view/run --start-from``).
 
@@ -152,8 +157,9 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     ``config`` apply). Negative frames count from the end. ``memory``, ``spill_near``: as for
     :func:`make_scene`; ``progress``: a progress bar while the frames are handed over (and a recording's notes
     printed); ``session_meta``: a session source's session.json as :func:`scenes.session.read_session_meta`
-    returned it (e.g. with its paths checked). Raises SessionError / WorldSpecError / ValueError with a
-    one-line message."""
+    returned it (e.g. with its paths checked); ``fit_voxel``: a recording's frames are fused at the voxel size
+    :func:`voxel_fitted_to_recording` fits to its depth (a session keeps its own). Raises
+    SessionError / WorldSpecError / ValueError with a one-line message."""
     from scenes.session import is_session_folder
 
     if session_meta is not None or is_session_folder(source):
@@ -188,6 +194,8 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     try:
         frames = recording.sequence
         position = len(frames) - 1 if frame is None else _frame_in(frame, len(frames), f"the recording {source}")
+        if fit_voxel:
+            config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to_recording(frames))
         for note in frames.notes if progress else ():  # what the reader assumed (a command line's user reads it)
             print(f"note: {note}", file=sys.stderr)
         return hand_over_to_learned_model(frames[position], (frames[i] for i in range(position)), seed=seed,
@@ -219,36 +227,36 @@ def voxel_for_depth(depth: np.ndarray) -> tuple[float, float | None]:
     return max((v for v in ROOM_VOXELS if v <= wanted), default=ROOM_VOXELS[0]), median
 
 
-def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, str | None]:
-    """The voxel size a world opens with when none is asked for -> (metres, a note saying why, or None): for a
-    recording (``replay:PATH``, or ``start_from`` a recording) :func:`voxel_for_depth` of the depth of
-    :data:`VOXEL_FRAMES` frames spread over its first :data:`VOXEL_FRAMES_WITHIN` (one frame may be a wall up
-    close, or nearly empty), else :data:`DEFAULT_VOXEL`. A recording that cannot be read gets the default (opening
-    it says what is wrong)."""
-    from scenes.session import is_session_folder
-    from worldmodel.recordings.checks import spread_frames
-    from worldmodel.replay import open_recording
+def voxel_fitted_to(world: WorldModel) -> float:
+    """The voxel size an opened world is fused at when none is asked for: a recording's (a ReplayWorld:
+    :func:`voxel_fitted_to_recording`), else :data:`DEFAULT_VOXEL`."""
+    from worldmodel.replay import ReplayWorld
 
-    kind, _, arg = world.partition(":")
-    if start_from is not None:
-        source = None if is_session_folder(start_from) else str(start_from)
-    else:  # (the kind as the registry reads it: "Replay:PATH" opens a recording too)
-        source = arg if kind.strip().lower() == "replay" else None
-    if not source:
-        return DEFAULT_VOXEL, None
-    try:
-        recording = open_recording(source)
-    except (ValueError, OSError):
-        return DEFAULT_VOXEL, None
+    return voxel_fitted_to_recording(world.sequence) if isinstance(world, ReplayWorld) else DEFAULT_VOXEL
+
+
+def voxel_fitted_to_recording(sequence) -> float:
+    """:func:`voxel_for_recording`'s size for an opened recording, its note (when it is not the default) added to
+    the recording's notes (``sequence.notes``: what its user is told of how it plays)."""
+    voxel, note = voxel_for_recording(sequence)
+    if note is not None:
+        sequence.notes.append(note)
+    return voxel
+
+
+def voxel_for_recording(sequence) -> tuple[float, str | None]:
+    """The voxel size for an opened recording (a ``worldmodel.recordings`` sequence) -> (metres, a note saying
+    why, or None): :func:`voxel_for_depth` of the depth of :data:`VOXEL_FRAMES` frames spread over its first
+    :data:`VOXEL_FRAMES_WITHIN` (one frame may be a wall up close, or nearly empty); a frame that cannot be read
+    leaves the frames before it to decide (playing it says what is wrong)."""
+    from worldmodel.recordings.checks import spread_frames
+
     depths = []
-    try:
-        for k in spread_frames(len(recording), VOXEL_FRAMES, VOXEL_FRAMES_WITHIN):  # ascending: a video decodes once
-            try:
-                depths.append(recording[k].depth[::4, ::4].ravel())
-            except (ValueError, OSError, IndexError):  # a frame that cannot be read: those before it decide
-                break
-    finally:
-        recording.close()
+    for k in spread_frames(len(sequence), VOXEL_FRAMES, VOXEL_FRAMES_WITHIN):  # ascending: a video decodes once
+        try:
+            depths.append(sequence[k].depth[::4, ::4].ravel())
+        except (ValueError, OSError, IndexError):
+            break
     if not depths:
         return DEFAULT_VOXEL, None
     voxel, median = voxel_for_depth(np.concatenate(depths))
@@ -258,14 +266,12 @@ def voxel_for_world(world: str, start_from: str | None = None) -> tuple[float, s
                    "(--voxel sets another size)")
 
 
-def command_voxel(args) -> float:
-    """The voxel size of a command's new scene: ``--voxel``, else :func:`voxel_for_world`'s (its note printed)."""
-    if args.voxel is not None:
-        return args.voxel
-    size, note = voxel_for_world(args.world, args.start_from)
-    if note is not None:
-        print(f"note: {note}", file=sys.stderr)
-    return size
+def recording_notes(scene: Scene) -> list[str]:
+    """What the reader of the recording ``scene`` plays noticed and assumed (frames skipped, intrinsics, the
+    voxel fitted to it...), for its user to read; [] for any other world."""
+    from worldmodel.replay import ReplayWorld
+
+    return list(scene.model.sequence.notes) if isinstance(scene.model, ReplayWorld) else []
 
 
 def own_kinematics(world: str, start_from: str | None = None) -> Kinematics:

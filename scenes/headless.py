@@ -18,7 +18,7 @@ from memory.bank import MemoryConfig
 from scenes.atomic import WriteError, remove_empty_folder, writable_folder
 from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
-from scenes.factory import (command_kinematics, command_voxel, learned_weights, make_scene, settings_not_kept,
+from scenes.factory import (command_kinematics, learned_weights, make_scene, settings_not_kept,
                             start_learned_from)
 from scenes.scene import Scene, SceneConfig
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session, saved_memory_config
@@ -137,18 +137,19 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
     else:
         memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
         kinematics = command_kinematics(args)
-        config = SceneConfig(voxel_size=command_voxel(args))
+        config = SceneConfig() if args.voxel is None else SceneConfig(voxel_size=args.voxel)
         if args.start_from is not None:  # the learned model goes on from a frame of a session or recording
             try:
                 scene = start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
                                            seed=args.seed, kinematics=kinematics, config=config, memory=memory,
-                                           spill_near=out, progress=True)
+                                           spill_near=out, progress=True, fit_voxel=args.voxel is None)
             except (SessionError, ValueError, OSError) as e:  # WorldSpecError, WeightsError are ValueErrors
                 return fail_before_any_frame(f"cannot start from {args.start_from}: {e}")
         else:
             try:
                 scene = make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None,
-                                   memory=memory, kinematics=kinematics, config=config, reset=False, spill_near=out)
+                                   memory=memory, kinematics=kinematics, config=config, reset=False, spill_near=out,
+                                   fit_voxel=args.voxel is None)
             except (WorldSpecError, ValueError, OSError) as e:
                 return fail_before_any_frame(str(e))
             try:

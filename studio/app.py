@@ -18,7 +18,7 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
-from scenes.factory import (command_kinematics, command_voxel, learned_weights, make_scene, settings_not_kept,
+from scenes.factory import (command_kinematics, learned_weights, make_scene, recording_notes, settings_not_kept,
                             start_learned_from)
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
@@ -206,16 +206,17 @@ def build_scene(args) -> Scene:
     session or recording (--start-from), or a new world; with memory."""
     if args.session is not None:  # its own world and settings
         return make_scene(session=args.session)
-    config = SceneConfig(voxel_size=command_voxel(args))
-    if args.start_from is not None:
+    config = SceneConfig() if args.voxel is None else SceneConfig(voxel_size=args.voxel)
+    if args.start_from is not None:  # (a recording's notes are printed as its frames are handed over)
         return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
                                   seed=args.seed, kinematics=command_kinematics(args),
-                                  config=config, progress=True)
+                                  config=config, progress=True, fit_voxel=args.voxel is None)
     size, kinematics = tuple(args.size) if args.size else None, command_kinematics(args)
-    scene = make_scene(args.world, args.seed, size=size, kinematics=kinematics, config=config)
-    note = settings_not_kept(scene, size, kinematics)
-    if note is not None:
-        print(f"note: {note}", file=sys.stderr)
+    scene = make_scene(args.world, args.seed, size=size, kinematics=kinematics, config=config,
+                       fit_voxel=args.voxel is None)
+    for note in recording_notes(scene) + [settings_not_kept(scene, size, kinematics)]:
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
     return scene
 
 

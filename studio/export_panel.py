@@ -14,13 +14,12 @@ from typing import Callable
 
 import viser
 
-from scenes.factory import continue_with_learned_model, make_scene, start_learned_from, voxel_for_world
+from scenes.factory import continue_with_learned_model, make_scene, recording_notes, start_learned_from
 from scenes.scene import Scene
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
 from studio.security import path_in_root, session_world_in_root, world_spec_in_root
 from worldmodel.recordings import FORMAT_NAMES
-from worldmodel.replay import ReplayWorld
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
 # viser queues a download and sends it meanwhile (no acknowledgement): a studio stopping after an export gives it
@@ -278,7 +277,7 @@ class ExportPanel:
                 source, meta = world_spec_in_root(self.root, f"replay:{text}").removeprefix("replay:"), None
             return start_learned_from(source, None if frame < 0 else frame, seed=int(self.seed.value),
                                       kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config),
-                                      session_meta=meta)
+                                      session_meta=meta, fit_voxel=True)
 
         self._hand_over(event, "that frame", "learned model from a folder's frame", make)
 
@@ -305,14 +304,12 @@ class ExportPanel:
         spec, seed = self.world.value.strip(), int(self.seed.value)
 
         def run(scene: Scene) -> list[str]:
-            resolved = world_spec_in_root(self.root, spec)
-            voxel, why = voxel_for_world(resolved)  # (a room's recording: finer than a walk outdoors)
-            opened = make_scene(resolved, seed, size=None, kinematics=scene.model.kinematics,
-                                config=dataclasses.replace(scene.config, voxel_size=voxel))
+            # at the voxel size fitted to the world (a room's recording: finer than a walk outdoors)
+            opened = make_scene(world_spec_in_root(self.root, spec), seed, size=None,
+                                kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config),
+                                fit_voxel=True)
             self.replace_scene(opened)
-            # what a recording's reader noticed (frames skipped, intrinsics assumed...): said, not hidden
-            noticed = list(opened.model.sequence.notes) if isinstance(opened.model, ReplayWorld) else []
-            return noticed + ([why] if why else [])
+            return recording_notes(opened)  # what its reader noticed (frames skipped, intrinsics...): said
 
         def done(notes: list[str]) -> None:
             if notes:

@@ -1312,6 +1312,7 @@ def test_the_studio_starts_the_learned_model_from_a_frame_of_a_recording_folder_
         scene = studio.worker.scene
         assert notes[-1].body == "with the 2 frames before it as its memory"
         assert scene.model.name == "neural" and scene.length == 3 and scene.branch.handed == 2
+        assert scene.map.voxel_size == 0.02  # fitted to the room, as Open world does (the walk's 0.1 m was kept)
         replay = make_scene(f"replay:{root / 'tum'}?stride=2")  # the recorded poses of frames 0, 2 and 4
         assert np.allclose(scene.poses(), replay.model.sequence.c2ws[:3])
         replay.close()

@@ -908,12 +908,17 @@ def test_hidden_files_are_not_frames_of_a_generic_or_ply_folder(tmp_path):
     assert detect_format(plys) == "ply" and len(open_sequence(plys)) == 1
 
 
-def test_a_headless_replay_stops_at_the_recordings_end_and_prints_its_notes(tum_path, tmp_path, capsys):
+def test_a_headless_replay_stops_at_the_recordings_end_and_prints_its_notes(tum_path, tmp_path, capsys,
+                                                                             monkeypatch):
     """`run` on a recording says what its reader noticed and stops at its last frame (it padded the walk with
     copies of the last frame, into the MP4, trajectory and transforms, without a word), and says --size does
-    not apply."""
+    not apply. The recording is opened once (its voxel was picked from a second opening)."""
+    import worldmodel.recordings
     from launch import main
 
+    opened = []
+    real_open = worldmodel.recordings.open_sequence
+    monkeypatch.setattr(worldmodel.recordings, "open_sequence", lambda *a, **k: opened.append(a) or real_open(*a, **k))
     out = tmp_path / "out"
     assert main(["run", "--world", f"replay:{tum_path}?max_frames=4", "--steps", "9", "--size", "64", "48",
                  "--no-video", "--out", str(out)]) == 0
@@ -924,38 +929,76 @@ def test_a_headless_replay_stops_at_the_recordings_end_and_prints_its_notes(tum_
     # a room 1.2 m from its camera is fused at 2 cm unless --voxel says otherwise (0.1 m lost 4.6 dB on return)
     assert "note: the map's voxels are 2 cm, for a recording 1.2 m from its camera" in err
     assert load_session(out / "session").config.voxel_size == 0.02
+    assert len(opened) == 2  # one to play it, one to reopen the saved session (load_session above)
 
 
-def test_a_recordings_voxel_follows_its_depth():
+def test_a_recordings_voxel_follows_its_depth(monkeypatch):
     """1/50 of the median depth, rounded down to 2 or 5 cm; the generated worlds' 0.1 m from 5 m on; several
-    frames decide, not a first frame up close to a wall or nearly empty (it made a room 1 cm: 1.9M points)."""
-    from scenes.factory import DEFAULT_VOXEL, voxel_for_depth, voxel_for_world
+    frames decide, not a first frame up close to a wall or nearly empty (it made a room 1 cm: 1.9M points). The
+    recording is fitted as the scene opens it: it is opened once (it was opened a second time to pick the size),
+    and the size is said among its notes."""
+    import worldmodel.recordings
+    from scenes.factory import DEFAULT_VOXEL, make_scene, recording_notes, voxel_for_depth, voxel_fitted_to
 
     for median, voxel in ((0.4, 0.02), (1.2, 0.02), (3.0, 0.05), (5.0, DEFAULT_VOXEL), (30.0, DEFAULT_VOXEL)):
         depth = np.full((8, 8), median, np.float32)
         depth[0] = np.nan  # (no measurement does not count)
         assert voxel_for_depth(depth) == (voxel, pytest.approx(median))
     assert voxel_for_depth(np.zeros((8, 8), np.float32)) == (DEFAULT_VOXEL, None)
-    assert voxel_for_world("procedural") == (DEFAULT_VOXEL, None)
-    assert voxel_for_world("replay:/no/such/recording") == (DEFAULT_VOXEL, None)  # opening it says what is wrong
+    assert voxel_fitted_to(create_world("procedural", width=32, height=24)) == DEFAULT_VOXEL
+    opened = []
+    real_open = worldmodel.recordings.open_sequence
+    monkeypatch.setattr(worldmodel.recordings, "open_sequence", lambda *a, **k: opened.append(a) or real_open(*a, **k))
     # the kind as the registry reads it: "Replay:PATH" opens the recording too, so it follows its depth too
-    assert voxel_for_world(f"Replay:{TUM}")[0] == voxel_for_world(f" replay:{TUM}")[0] == 0.02
+    scene = make_scene(f"Replay:{TUM}?max_frames=30", memory=False, config=SceneConfig(voxel_size=0.3),
+                       fit_voxel=True)
+    try:
+        assert scene.config.voxel_size == scene.map.voxel_size == 0.02 and len(opened) == 1
+        assert recording_notes(scene)[-1].startswith("the map's voxels are 2 cm, for a recording 1.")
+    finally:
+        scene.close()
+    scene = make_scene(f"replay:{TUM}?max_frames=3", memory=False, config=SceneConfig(voxel_size=0.3))
+    try:  # not asked to fit: the config's size, and no note of one
+        assert scene.map.voxel_size == 0.3 and not any("voxels" in n for n in recording_notes(scene))
+    finally:
+        scene.close()
 
 
 def test_a_recordings_first_frame_alone_does_not_pick_its_voxel(tum_path, tmp_path):
     """The voxel follows the depth of frames spread over a recording's start: a first frame that sees only a far
     wall (here 8 m) or holds almost no depth leaves a room 1.2 m away at 2 cm."""
-    from scenes.factory import voxel_for_world
+    from scenes.factory import voxel_for_recording
 
     folder = tmp_path / "room"
     small_tum_copy(tum_path, folder, n=12)
     first = folder / (folder / "depth.txt").read_text().splitlines()[0].split()[1]
     for depth_mm in (8000, 0):
         Image.fromarray(np.full((480, 640), depth_mm, np.uint16)).save(first)
-        assert voxel_for_world(f"replay:{folder}")[0] == 0.02
+        assert voxel_for_recording(open_sequence(folder))[0] == 0.02
     last = folder / (folder / "depth.txt").read_text().splitlines()[-1].split()[1]
     last.write_bytes(last.read_bytes()[:100])  # a frame that cannot be read: the frames before it decide
-    assert voxel_for_world(f"replay:{folder}")[0] == 0.02
+    assert voxel_for_recording(open_sequence(folder))[0] == 0.02
+
+
+def test_the_studio_started_on_a_recording_prints_what_its_reader_noticed(tum_path, capsys):
+    """`launch.py view --world replay:PATH` says what the reader assumed (here TUM's default intrinsics: there is
+    no calibration.txt) and the voxel fitted to it, as `run` and *Open world* do (it said only the voxel)."""
+    from launch import build_parser
+    from studio.app import build_scene
+
+    scene = build_scene(build_parser().parse_args(["view", "--world", f"replay:{tum_path}?max_frames=6"]))
+    try:
+        err = capsys.readouterr().err
+        assert "note: no calibration.txt: using TUM's default fx=fy=525" in err
+        assert "note: the map's voxels are 2 cm" in err and scene.map.voxel_size == 0.02
+    finally:
+        scene.close()
+    scene = build_scene(build_parser().parse_args(["view", "--world", f"replay:{tum_path}?max_frames=6",
+                                                   "--voxel", "0.05"]))
+    try:  # a size asked for is kept, and no other is said
+        assert scene.map.voxel_size == 0.05 and "voxels are" not in capsys.readouterr().err
+    finally:
+        scene.close()
 
 
 def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):

@@ -43,7 +43,7 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
                kinematics: Kinematics | None = None, config: SceneConfig | None = None,
                memory: bool | MemoryConfig | MemoryProvider = True, session: str | Path | None = None,
                reset: bool = True, spill_near: str | Path | None = None, session_meta: dict | None = None,
-               fit_voxel: bool = False) -> Scene:
+               fit_voxel: bool | None = None) -> Scene:
     """A Scene over ``world`` (a spec for worldmodel.registry.create_world, e.g. ``"procedural:fly"``,
     ``"replay:PATH"`` or a plugin name, or a WorldModel instance), reset at ``seed`` unless ``reset=False``.
 
@@ -53,8 +53,8 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
     spill_near: the folder beside which frames that leave RAM are written (default: the session's parent
     folder when opening one, else the temporary folder); see scenes.framestore.FrameStore. session_meta: the
     session's session.json as :func:`scenes.session.read_session_meta` returned it (read here when None).
-    fit_voxel: fuse at the voxel size :func:`voxel_fitted_to` fits to the opened world (a recording's depth) instead
-    of ``config``'s.
+    fit_voxel: fuse at the voxel size :func:`voxel_fitted_to` fits to the opened world (a recording's depth: a
+    room at 2 cm) instead of ``config``'s; None (default): when no ``config`` is given, as ``--voxel`` left out.
     Raises WorldSpecError / SessionError / ValueError with a one-line message.
     """
     if session is not None:
@@ -66,9 +66,9 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
     if isinstance(world, str):
         width, height = size if size is not None else (None, None)
         world = create_world(world, seed=seed, width=width, height=height, kinematics=kinematics)
+    if fit_voxel or (fit_voxel is None and config is None):
+        config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to(world))
     config = config or SceneConfig()
-    if fit_voxel:
-        config = dataclasses.replace(config, voxel_size=voxel_fitted_to(world))
     store = FrameStore(ram_frames=config.ram_frames, spill_near=spill_near)
     try:
         scene = Scene(world, config, memory=make_memory(memory), store=store)
@@ -146,7 +146,7 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
                        weights: str | os.PathLike | None = None, seed: int = 0, kinematics: Kinematics | None = None,
                        config: SceneConfig | None = None, memory: bool | MemoryConfig | MemoryProvider = True,
                        spill_near: str | os.PathLike | None = None, progress: bool = False,
-                       session_meta: dict | None = None, fit_voxel: bool = False) -> Scene:
+                       session_meta: dict | None = None, fit_voxel: bool | None = None) -> Scene:
     """The learned world model going on from frame ``frame`` of ``source``, the frames before it handed over as
     its memory (:func:`hand_over_to_learned_model`; ``launch.py view/run --start-from``).
 
@@ -158,7 +158,8 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     :func:`make_scene`; ``progress``: a progress bar while the frames are handed over (and a recording's notes
     printed); ``session_meta``: a session source's session.json as :func:`scenes.session.read_session_meta`
     returned it (e.g. with its paths checked); ``fit_voxel``: a recording's frames are fused at the voxel size
-    :func:`voxel_fitted_to_recording` fits to its depth (a session keeps its own). Raises
+    :func:`voxel_fitted_to_recording` fits to its depth (None: when no ``config`` is given; a session keeps its
+    own). Raises
     SessionError / WorldSpecError / ValueError with a one-line message."""
     from scenes.session import is_session_folder
 
@@ -194,7 +195,7 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     try:
         frames = recording.sequence
         position = len(frames) - 1 if frame is None else _frame_in(frame, len(frames), f"the recording {source}")
-        if fit_voxel:
+        if fit_voxel or (fit_voxel is None and config is None):
             config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to_recording(frames))
         for note in frames.notes if progress else ():  # what the reader assumed (a command line's user reads it)
             print(f"note: {note}", file=sys.stderr)

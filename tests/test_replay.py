@@ -958,8 +958,13 @@ def test_a_recordings_voxel_follows_its_depth(monkeypatch):
     finally:
         scene.close()
     scene = make_scene(f"replay:{TUM}?max_frames=3", memory=False, config=SceneConfig(voxel_size=0.3))
-    try:  # not asked to fit: the config's size, and no note of one
+    try:  # a config given and no fit asked for: its size, and no note of one
         assert scene.map.voxel_size == 0.3 and not any("voxels" in n for n in recording_notes(scene))
+    finally:
+        scene.close()
+    scene = make_scene(f"replay:{TUM}?max_frames=3", memory=False)  # a script's plain call: as `run` opens it
+    try:
+        assert scene.map.voxel_size == 0.02
     finally:
         scene.close()
 

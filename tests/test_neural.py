@@ -1209,12 +1209,22 @@ def test_the_model_runs_in_bf16_only_where_the_device_has_bf16_kernels(tmp_path,
     assert bf16_is_fast("cpu") is False
     # the world runs its network channels-last (faster convolutions): same outputs, and it saves as loaded
     world, (_, plain) = NeuralWorld(folder, bf16=False), load_pretrained(folder)
-    assert world.net.frame.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert world.frame_net.stem.weight.is_contiguous(memory_format=torch.channels_last)
     x, motion = torch.rand(2, IN_CHANNELS, 128, 128), torch.rand(2, MOTION_DIM)
     with torch.no_grad():
-        fast = world.net.frame(x.contiguous(memory_format=torch.channels_last), motion)
+        fast = world.frame_net(x.contiguous(memory_format=torch.channels_last), motion)
         assert torch.allclose(fast, plain.frame(x, motion), atol=1e-5)
     again = load_file(str(world.save_pretrained(tmp_path / "again") / "model.safetensors"))
+    assert all(torch.equal(again[k], v) for k, v in load_file(str(folder / "model.safetensors")).items())
+    # in bf16 its weights are cast once, not on every forward: the same frames bit for bit as autocast over the
+    # fp32 weights, and the weights it saves are still the loaded ones (32x32: quick where bf16 has no kernels)
+    world = NeuralWorld(folder, bf16=True)
+    assert world.frame_net.stem.weight.dtype == torch.bfloat16 and world.net.frame.stem.weight.dtype == torch.float32
+    assert world.frame_net.down_blocks[0][0].norm1.weight.dtype == torch.float32  # as autocast runs GroupNorm
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        small = x[:, :, :32, :32].contiguous(memory_format=torch.channels_last)
+        assert torch.equal(world.frame_net(small, motion), plain.frame(small, motion))
+    again = load_file(str(world.save_pretrained(tmp_path / "again_bf16") / "model.safetensors"))
     assert all(torch.equal(again[k], v) for k, v in load_file(str(folder / "model.safetensors")).items())
 
 

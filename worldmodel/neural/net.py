@@ -50,6 +50,20 @@ def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
         return False
 
 
+def bf16_inference_copy(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` to run under bf16 autocast, its convolution and linear weights stored in bf16: autocast
+    casts fp32 weights again on every forward (3.5 ms of a 44 ms 128^2 forward on one CPU thread). The outputs
+    are bit-identical (autocast casts the same weights the same way); normalisation layers keep fp32, as autocast
+    runs them. The original stays fp32, for saving and training."""
+    import copy
+
+    fast = copy.deepcopy(net)
+    for module in fast.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.to(torch.bfloat16)
+    return fast
+
+
 class FiLMResBlock(nn.Module):
     """GroupNorm -> FiLM(scale, shift from the motion embedding) -> SiLU -> conv, twice, plus a skip."""
 

@@ -35,7 +35,7 @@ from worldmodel.frame import BaseWorldModel, Context, Frame, GroundProbe
 from worldmodel.camera import depth_edge_mask, points_to_depth, resize_intrinsics, unproject_depth, valid_depth_mask
 from worldmodel.neural.inputs import (build_inputs, compose, depth_to_tensor, heading_frame, image_to_tensor,
                                      output_depth, pose_head_input, relative_motion, tensor_to_image)
-from worldmodel.neural.net import bf16_is_fast
+from worldmodel.neural.net import bf16_inference_copy, bf16_is_fast
 from worldmodel.neural.weights import CARD_NAME, WEIGHTS_NAME, WeightsError, load_pretrained, resolve, save_pretrained
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained"
@@ -153,8 +153,6 @@ class NeuralWorld(BaseWorldModel):
         # a local folder is kept absolute (a session reopens from anywhere); a hub id as given
         self.weights = str(folder.resolve()) if folder == Path(weights).expanduser() else str(weights)
         self.config, self.net = load_pretrained(folder)
-        # oneDNN convolutions run faster on channels-last tensors (fp32, 128^2, AVX2 CPU: 49 -> 38 ms a forward)
-        self.net.frame.to(memory_format=torch.channels_last)
         card = folder / CARD_NAME
         self.card = card.read_text() if card.is_file() else None  # kept for save_pretrained
         self.stored_half = _stored_as_fp16(folder / WEIGHTS_NAME)  # as is saved again by save_pretrained
@@ -166,6 +164,10 @@ class NeuralWorld(BaseWorldModel):
         self.seed = int(seed)
         self.first_frame = first_frame
         self.bf16 = bf16_is_fast("cpu") if bf16 is None else bool(bf16)  # None: where it is faster
+        # the frame network as it runs: in bf16 its weights cast once (bf16_inference_copy), and channels-last
+        # (oneDNN's convolutions run faster on it: fp32, 128^2, AVX2 CPU: 49 -> 38 ms a forward)
+        self.frame_net = bf16_inference_copy(self.net.frame) if self.bf16 else self.net.frame
+        self.frame_net.to(memory_format=torch.channels_last)
         # the context-noise level the model is told its last frame carries (trained on 0..0.12): a little
         # makes it lean less on its own previous output (config "context_noise", default 0)
         self.context_noise = float(self.config.get("context_noise", 0.0) if context_noise is None else context_noise)
@@ -356,7 +358,7 @@ class NeuralWorld(BaseWorldModel):
             cache_rgb, cache_depth, far_rgb, far_valid, torch.full((1,), self.context_noise),
             step_scale=self.config["step_m"])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            raw = self.net.frame(x.contiguous(memory_format=torch.channels_last), motion)
+            raw = self.frame_net(x.contiguous(memory_format=torch.channels_last), motion)
         out = compose(raw.float(), sources)
         rgb = tensor_to_image(out["rgb"][0])
         depth = output_depth(out)[0, 0].numpy().astype(np.float32)

@@ -247,17 +247,23 @@ def voxel_fitted_to_recording(sequence) -> float:
 
 def voxel_for_recording(sequence) -> tuple[float, str | None]:
     """The voxel size for an opened recording (a ``worldmodel.recordings`` sequence) -> (metres, a note saying
-    why, or None): :func:`voxel_for_depth` of the depth of :data:`VOXEL_FRAMES` frames spread over its first
-    :data:`VOXEL_FRAMES_WITHIN` (one frame may be a wall up close, or nearly empty); a frame that cannot be read
-    leaves the frames before it to decide (playing it says what is wrong)."""
+    why, or None): :func:`voxel_for_depth` of the z-depth (a point-cloud recording's: of its points in its
+    cameras) of :data:`VOXEL_FRAMES` frames spread over its first :data:`VOXEL_FRAMES_WITHIN` (one frame may be a
+    wall up close, or nearly empty); a frame that cannot be read leaves the frames before it to decide (playing
+    it says what is wrong)."""
+    from worldmodel.camera import invert_pose, world_to_camera
     from worldmodel.recordings.checks import spread_frames
 
     depths = []
     for k in spread_frames(len(sequence), VOXEL_FRAMES, VOXEL_FRAMES_WITHIN):  # ascending: a video decodes once
         try:
-            depths.append(sequence[k].depth[::4, ::4].ravel())
+            frame = sequence[k]
         except (ValueError, OSError, IndexError):
             break
+        if frame.world_points is not None:  # a point-cloud frame (its depth image is empty): its points' z-depth
+            depths.append(world_to_camera(frame.world_points[::16], invert_pose(frame.c2w))[:, 2])
+        else:
+            depths.append(frame.depth[::4, ::4].ravel())
     if not depths:
         return DEFAULT_VOXEL, None
     voxel, median = voxel_for_depth(np.concatenate(depths))

@@ -969,6 +969,33 @@ def test_a_recordings_voxel_follows_its_depth(monkeypatch):
         scene.close()
 
 
+def test_a_point_cloud_recordings_voxel_follows_its_points_depth(tmp_path):
+    """A PLY folder (DeepVerse / Aether output) has no depth image: its voxel follows its points' z-depth in
+    their cameras (it kept 0.1 m for any scale). A room's wall 1.2 m in front of the camera (OpenCV source world,
+    the cameras walking along it) -> 2 cm; the same wall 30 m away -> 0.1 m."""
+    from scenes.factory import DEFAULT_VOXEL, voxel_for_recording
+
+    rng = np.random.default_rng(0)
+    for distance, voxel in ((1.2, 0.02), (30.0, DEFAULT_VOXEL)):
+        folder = tmp_path / f"plys_{distance}"
+        folder.mkdir()
+        poses = []
+        for i in range(6):
+            pose = np.eye(4)
+            pose[0, 3] = 0.1 * i  # sideways along the wall
+            poses.append(pose)
+            pts = np.c_[rng.uniform(-1, 1, (4000, 2)) * distance + [0.1 * i, 0], np.full(4000, distance)]
+            write_ply(folder / f"frame{i}.ply", pts.astype(np.float32), np.full((4000, 3), 99, np.uint8))
+        rows = (" ".join(repr(float(v)) for v in pose.reshape(-1)) for pose in poses)
+        (folder / "poses.txt").write_text("\n".join(rows) + "\n")
+        sequence = open_sequence(folder)
+        assert sequence[0].world_points is not None and (sequence[0].depth == 0).all()
+        fitted, note = voxel_for_recording(sequence)
+        assert fitted == voxel and (note is None) == (voxel == DEFAULT_VOXEL)
+        if note is not None:
+            assert f"a recording {distance:.1f} m from its camera" in note
+
+
 def test_a_recordings_first_frame_alone_does_not_pick_its_voxel(tum_path, tmp_path):
     """The voxel follows the depth of frames spread over a recording's start: a first frame that sees only a far
     wall (here 8 m) or holds almost no depth leaves a room 1.2 m away at 2 cm."""

@@ -245,19 +245,27 @@ def voxel_fitted_to_recording(sequence) -> float:
     return voxel
 
 
-def voxel_for_recording(sequence) -> tuple[float, str | None]:
-    """The voxel size for an opened recording (a ``worldmodel.recordings`` sequence) -> (metres, a note saying
-    why, or None): :func:`voxel_for_depth` of the z-depth (a point-cloud recording's: of its points in its
-    cameras) of :data:`VOXEL_FRAMES` frames spread over its first :data:`VOXEL_FRAMES_WITHIN` (one frame may be a
-    wall up close, or nearly empty); a frame that cannot be read leaves the frames before it to decide (playing
-    it says what is wrong)."""
-    from worldmodel.camera import invert_pose, world_to_camera
+def voxel_frames(sequence) -> list[int]:
+    """The frames whose depth picks a recording's voxel: :data:`VOXEL_FRAMES` spread over its first
+    :data:`VOXEL_FRAMES_WITHIN` (one frame may be a wall up close, or nearly empty), ascending."""
     from worldmodel.recordings.checks import spread_frames
 
+    return spread_frames(len(sequence), VOXEL_FRAMES, VOXEL_FRAMES_WITHIN)
+
+
+def voxel_for_recording(sequence, frames: dict[int, Frame] | None = None) -> tuple[float, str | None]:
+    """The voxel size for an opened recording (a ``worldmodel.recordings`` sequence) -> (metres, a note saying
+    why, or None): :func:`voxel_for_depth` of the z-depth (a point-cloud recording's: of its points in its
+    cameras) of its :func:`voxel_frames`. ``frames``: those frames already read
+    (:func:`worldmodel.recordings.checks.read_ascending`); else they are read in ascending order (a video is
+    decoded once), and a frame that cannot be read leaves the frames before it to decide (playing it says what is
+    wrong)."""
+    from worldmodel.camera import invert_pose, world_to_camera
+
     depths = []
-    for k in spread_frames(len(sequence), VOXEL_FRAMES, VOXEL_FRAMES_WITHIN):  # ascending: a video decodes once
+    for k in voxel_frames(sequence):
         try:
-            frame = sequence[k]
+            frame = sequence[k] if frames is None else frames[k]
         except (ValueError, OSError, IndexError):
             break
         if frame.world_points is not None:  # a point-cloud frame (its depth image is empty): its points' z-depth

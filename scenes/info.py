@@ -45,11 +45,13 @@ def session_info(folder: str | Path) -> dict:
 
 
 def recording_info(path: str) -> dict:
-    """{path, format, world_up, frames, frame_size, K, path_m, notes, agreement, floor, levelled, has_depth} of the
-    recording ``path`` (``PATH?stride=2`` options as ``--world replay:`` takes them); agreement: how well its poses
-    and depth agree (:func:`worldmodel.recordings.checks.pose_agreement`), floor: the floor-like plane in its depth
-    (:func:`worldmodel.recordings.checks.floor_plane`, or None); a few frames are decoded for each.
+    """{path, format, world_up, frames, frame_size, K, path_m, notes, agreement, floor, levelled, has_depth, voxel} of
+    the recording ``path`` (``PATH?stride=2`` options as ``--world replay:`` takes them); agreement: how well its
+    poses and depth agree (:func:`worldmodel.recordings.checks.pose_agreement`), floor: the floor-like plane in its
+    depth (:func:`worldmodel.recordings.checks.floor_plane`, or None), voxel: (metres, why) as ``view`` and ``run``
+    fuse it (:func:`scenes.factory.voxel_for_recording`); a few frames are decoded for each.
     Raises worldmodel.recordings.SequenceError (one line)."""
+    from scenes.factory import voxel_for_recording, voxel_frames
     from worldmodel.recordings.checks import (floor_plane_frames, pose_agreement, pose_agreement_frames,
                                               read_ascending)
     from worldmodel.replay import open_recording
@@ -58,7 +60,8 @@ def recording_info(path: str) -> dict:
     try:
         whole_recording = seq.options.get("stride", 1) == 1 and seq.options.get("max_frames") is None
         floor_frames = floor_plane_frames(seq) if whole_recording else []
-        frames = read_ascending(seq, [0, *pose_agreement_frames(seq), *floor_frames])  # a video is decoded once
+        frames = read_ascending(seq, [0, *pose_agreement_frames(seq), *floor_frames,  # a video is decoded once
+                                      *voxel_frames(seq)])
         first = frames[0]
         centres = seq.c2ws[:, :3, 3]
         return {"path": str(seq.named_path or seq.path), "format": seq.format, "world_up": seq.world_up,
@@ -67,7 +70,7 @@ def recording_info(path: str) -> dict:
                 "agreement": pose_agreement(seq, frames=frames),
                 "floor": _floor_of_recording(path, seq, frames if whole_recording else None),
                 "levelled": "level_turn" in seq.options,
-                "has_depth": seq.has_depth}
+                "has_depth": seq.has_depth, "voxel": voxel_for_recording(seq, frames)}
     finally:
         seq.close()
 
@@ -137,6 +140,8 @@ def _recording_main(path: str) -> int:
     print(f"frames    {info['frames']}, {info['frame_size']}, fx={K[0, 0]:g} fy={K[1, 1]:g} cx={K[0, 2]:g} "
           f"cy={K[1, 2]:g} (frame 0)")
     print(f"camera    {info['path_m']:.2f} m of path over the {info['frames']} frames")
+    voxel, why = info["voxel"]  # as view and run fuse it
+    print(f"voxel     {why or f'the map voxels are {voxel:g} m, the default (--voxel sets another size)'}")
     floor = _floor_lines(info["floor"], info["levelled"], info["has_depth"])
     for line in _agreement_lines(info["agreement"], info["format"]) + floor:
         print(line)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from argparse import Namespace
 from pathlib import Path
@@ -1014,8 +1015,9 @@ def test_a_recordings_first_frame_alone_does_not_pick_its_voxel(tum_path, tmp_pa
 
 def test_the_studio_started_on_a_recording_prints_what_its_reader_noticed(tum_path, capsys):
     """`launch.py view --world replay:PATH` says what the reader assumed (here TUM's default intrinsics: there is
-    no calibration.txt) and the voxel fitted to it, as `run` and *Open world* do (it said only the voxel)."""
-    from launch import build_parser
+    no calibration.txt) and the voxel fitted to it, as `run` and *Open world* do (it said only the voxel); `info`
+    says that voxel too."""
+    from launch import build_parser, main
     from studio.app import build_scene
 
     scene = build_scene(build_parser().parse_args(["view", "--world", f"replay:{tum_path}?max_frames=6"]))
@@ -1031,6 +1033,8 @@ def test_the_studio_started_on_a_recording_prints_what_its_reader_noticed(tum_pa
         assert scene.map.voxel_size == 0.05 and "voxels are" not in capsys.readouterr().err
     finally:
         scene.close()
+    assert main(["info", f"{tum_path}?max_frames=6"]) == 0  # info says the size they fuse it at
+    assert "voxel     the map's voxels are 2 cm, for a recording 1." in capsys.readouterr().out
 
 
 def test_the_studio_says_what_a_recordings_reader_noticed(tum_path, tmp_path):
@@ -1732,6 +1736,10 @@ def test_info_says_when_the_poses_fit_the_depth_better_read_another_way(walk_fra
 
     true = np.stack([f.c2w for f in frames])
     out = info_with(true)
+    # the size view and run fuse it at: 1/50 of the walk's median depth (4.8 m) rounded down to 5 cm
+    median = float(np.median(np.concatenate([f.depth[f.depth > 0] for f in frames])))
+    said = re.search(r"voxel     the map's voxels are 5 cm, for a recording (\d+\.\d) m from its camera", out)
+    assert 2.5 <= median < 5 and said and abs(float(said[1]) - median) < 0.3, out
     as_read = int(out.split("poses     ")[1].split("%")[0])
     assert as_read >= 70 and "note: the depth agrees far better" not in out, out
     out = info_with(true @ np.diag([1.0, -1.0, -1.0, 1.0]))

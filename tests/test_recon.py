@@ -338,3 +338,167 @@ def test_map_nbytes_is_what_it_allocates():
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert 0.9 * held <= m.nbytes <= 1.1 * held
+
+
+def test_camera_math_with_non_square_pixels_is_the_pinhole_model():
+    """Recorded cameras have fx != fy (TUM's colour camera: 517.3 / 516.5): projection and lifting use fx for x
+    and fy for y, cx for u and cy for v. Checked against the pinhole formula on a camera with 2:1 pixels."""
+    from worldmodel.camera import camera_to_pixels, pixels_to_camera
+    K = np.array([[600.0, 0.0, 70.3], [0.0, 300.0, 20.6], [0.0, 0.0, 1.0]])
+    c2w = look_at_c2w(np.array([1.0, 2.0, -3.0]), np.array([0.5, 1.0, 4.0]))
+    cam = np.array([[0.3, -0.2, 2.0], [-0.5, 0.4, 5.0], [0.0, 0.0, 1.0]])      # OpenCV camera coordinates
+    world = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    uv, z = world_to_pixels(world, K, invert_pose(c2w))
+    assert np.allclose(uv[:, 0], 600.0 * cam[:, 0] / cam[:, 2] + 70.3)
+    assert np.allclose(uv[:, 1], 300.0 * cam[:, 1] / cam[:, 2] + 20.6) and np.allclose(z, cam[:, 2])
+    u, v, _ = camera_to_pixels(cam, K)
+    assert np.allclose(u, uv[:, 0]) and np.allclose(v, uv[:, 1])
+    assert np.allclose(pixels_to_camera(np.array([130.3]), np.array([50.6]), 3.0, K), [[0.3, 0.3, 3.0]])
+    depth = np.zeros((48, 160), np.float32)
+    depth[40, 150] = 2.5
+    pts, flat = unproject_depth(depth, K, c2w)
+    expect = np.array([(150 - 70.3) / 600.0 * 2.5, (40 - 20.6) / 300.0 * 2.5, 2.5]) @ c2w[:3, :3].T + c2w[:3, 3]
+    assert np.allclose(pts, [expect]) and flat.tolist() == [40 * 160 + 150]
+
+
+def test_resized_intrinsics_keep_the_outer_edges_of_the_image():
+    """resize_intrinsics (recordings imaged at another size, keyframes kept small): the same camera at another
+    size sees the same field of view, so the rays through the outer pixel edges (-0.5 and width - 0.5) are the
+    same rays; checked for a resize that changes the aspect ratio."""
+    from worldmodel.camera import resize_intrinsics
+    K = np.array([[520.0, 0.0, 318.6], [0.0, 510.0, 255.3], [0.0, 0.0, 1.0]])
+    Kr = resize_intrinsics(K, 640, 480, 160, 360)
+    for (k, w, h) in ((K, 640, 480), (Kr, 160, 360)):
+        edges_x = [(-0.5 - k[0, 2]) / k[0, 0], (w - 0.5 - k[0, 2]) / k[0, 0]]
+        edges_y = [(-0.5 - k[1, 2]) / k[1, 1], (h - 0.5 - k[1, 2]) / k[1, 1]]
+        if k is K:
+            want_x, want_y = edges_x, edges_y
+    assert np.allclose(edges_x, want_x, atol=1e-12) and np.allclose(edges_y, want_y, atol=1e-12)
+
+
+def test_negative_depth_is_no_measurement():
+    """Depth <= 0 is invalid (a sign error upstream, a learned model's overshoot): it is neither lifted nor fused,
+    so nothing lands behind the camera."""
+    from worldmodel.camera import valid_depth_mask
+    K = intrinsics_from_fov(8, 6, 60.0)
+    depth = np.full((6, 8), 2.0, np.float32)
+    depth[:3] = -2.0
+    assert not valid_depth_mask(depth)[:3].any() and valid_depth_mask(depth)[3:].all()
+    assert not valid_depth_mask(depth, max_depth=2.0).any()  # max_depth itself is beyond the range
+    pts, pix = unproject_depth(depth, K, np.eye(4))
+    assert len(pts) == 3 * 8 and (pix >= 3 * 8).all() and (pts[:, 2] > 0).all()
+    pmap = VoxelPointMap(voxel_size=0.05)
+    pmap.fuse(depth, np.zeros((6, 8, 3), np.uint8), K, np.eye(4), 0)
+    assert (pmap.points()[0][:, 2] > 0).all()
+
+
+def test_depth_edge_mask_marks_the_rim_of_a_hole_at_any_depth():
+    """A hole (no depth) is an edge for its neighbours whatever the surface's depth (also 1 m, where log z is 0)."""
+    for z in (1.0, 3.0):
+        depth = np.full((5, 5), z)
+        depth[2, 2] = 0.0
+        edge = depth_edge_mask(depth, 0.1)
+        assert edge[2, 2] and edge[1, 2] and edge[3, 2] and edge[2, 1] and edge[2, 3]
+        assert edge.sum() == 5, z
+
+
+def test_points_to_depth_is_the_ray_cast_depth_of_the_nearest_point(walk_world, walk_frames):
+    """A point-cloud frame's depth (Frame.world_points): the world's own ray-cast hit points give back the
+    ray-cast depth at every pixel, points farther along the same rays (given later) do not cover them, and points
+    just outside the right edge of the image land nowhere."""
+    from worldmodel.camera import points_to_depth
+    w, h = 40, 30
+    c2w = walk_frames[2].c2w
+    K = intrinsics_from_fov(w, h, 60.0)
+    hits = walk_world.render_hits(c2w, K, w, h)
+    hit = hits["depth"] > 0
+    assert 200 < hit.sum() < w * h
+    pts = hits["points"][hit].astype(np.float64)
+    eye = c2w[:3, 3]
+    behind = eye + 1.5 * (pts - eye)
+    # a point per row projecting at u = w - 0.4 (outside the image), 0.5 m away: nearer than anything
+    v = np.arange(h, dtype=np.float64)
+    outside = np.column_stack([np.full(h, (w - 0.4 - K[0, 2]) / K[0, 0] * 0.5), (v - K[1, 2]) / K[1, 1] * 0.5,
+                               np.full(h, 0.5)])
+    outside = outside @ c2w[:3, :3].T + eye
+    depth = points_to_depth(np.vstack([pts, behind, outside]), K, c2w, w, h)
+    assert np.allclose(depth[hit], hits["depth"][hit], rtol=1e-4)
+    assert (depth[~hit] == 0).all()
+
+
+def test_points_behind_the_destination_camera_land_nowhere():
+    """depth_landing (recording checks, reprojection errors): a wall 5 m in front of the source camera lies 5 m
+    behind a destination camera 10 m further on, looking the same way; its mirrored projections are no landing."""
+    from worldmodel.camera import depth_landing
+    K = intrinsics_from_fov(32, 24, 60.0)
+    depth = np.full((24, 32), 5.0, np.float32)
+    dst = np.eye(4)
+    dst[2, 3] = 10.0
+    flat, z, inside, landed = depth_landing(depth, K, np.eye(4), depth, K, dst)
+    assert len(flat) == 32 * 24 and np.allclose(z, -5.0)
+    assert not inside.any() and (landed == 0).all()
+    assert len(reproject_depth(depth, K, np.eye(4), depth, K, dst)) == 0
+    # seen from 1 m back instead, every point lands, 1 m farther than the destination's own depth of 5 m
+    dst[2, 3] = -1.0
+    flat, z, inside, landed = depth_landing(depth, K, np.eye(4), depth, K, dst)
+    assert inside.sum() > 0.6 * len(flat) and np.allclose(z[inside] - landed[inside], 1.0)
+
+
+def test_the_map_as_it_was_at_a_frame_is_what_the_frames_up_to_it_saw(walk_frames):
+    """points(upto_frame=i) (scrubbing back) shows every voxel frames 0..i saw, also those later frames saw again:
+    the same voxels as a map fused from frames 0..i alone."""
+    both, first = VoxelPointMap(0.1, 60.0), VoxelPointMap(0.1, 60.0)
+    for f in walk_frames[:2]:
+        both.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    f = walk_frames[0]
+    first.fuse(f.depth, f.rgb, f.K, f.c2w, f.index)
+    then, _ = both.points(upto_frame=walk_frames[0].index)
+    keys_then = set(both.keys_of_points(then.astype(np.float64)).tolist())
+    keys_first = set(first.keys_of_points(first.points()[0].astype(np.float64)).tolist())
+    assert len(then) == len(first) > 5000
+    assert len(keys_then ^ keys_first) <= 0.001 * len(first)  # (a mean on a voxel face may round across it)
+    assert len(both.points(upto_frame=walk_frames[1].index)[0]) == len(both) > len(first)
+
+
+def test_a_ghost_is_hidden_only_once_more_frames_saw_through_it_than_carve_ratio_allows():
+    """carve_ratio 0.5: a voxel two frames saw stays while one frame saw through it (1 is not more than half of 2)
+    and goes when a second frame does."""
+    K = intrinsics_from_fov(64, 48, 60.0)
+    g = np.stack(np.meshgrid(np.arange(-2.0, 2.0, 0.02), np.arange(-1.5, 1.5, 0.02)), -1).reshape(-1, 2)
+    ghost = np.column_stack([g, np.full(len(g), 4.45)])
+    pmap = VoxelPointMap(voxel_size=0.1, carve=True, carve_ratio=0.5)
+    for i in (0, 1):
+        pmap.fuse_points(ghost, np.full((len(ghost), 3), 90, np.uint8), i)
+    wall = np.full((48, 64), 5.0, np.float32)
+    rows = np.arange(len(pmap))
+    pmap.fuse(wall, np.full((48, 64, 3), 90, np.uint8), K, np.eye(4), 2)
+    once = rows[pmap.free_frames[rows] == 1]
+    assert len(once) > 20 and (pmap.seen_frames[once] == 2).all()
+    assert pmap.visible_mask(once).all()
+    pmap.fuse(wall, np.full((48, 64, 3), 90, np.uint8), K, np.eye(4), 3)
+    assert (pmap.free_frames[once] == 2).all() and not pmap.visible_mask(once).any()
+
+
+def test_ground_height_on_a_slope_is_the_height_under_the_column():
+    """On a plane rising 0.25 m per m the ground under (x, z) is the plane's height there (the median over the
+    columns around it), not the height at the box's edge."""
+    g = np.stack(np.meshgrid(np.arange(-3.0, 3.0, 0.02), np.arange(-3.0, 3.0, 0.02)), -1).reshape(-1, 2)
+    plane = np.column_stack([g[:, 0], 0.25 * g[:, 0], g[:, 1]])
+    pmap = VoxelPointMap(voxel_size=0.1)
+    pmap.fuse_points(plane, np.full((len(plane), 3), 90, np.uint8), 0)
+    for x in (-1.0, 0.3, 1.5):
+        got = pmap.ground_height(x, 0.5, -2.0, 2.0, radius=0.4)
+        assert got is not None and abs(got - 0.25 * x) < 0.05, (x, got)
+
+
+
+def test_a_frame_never_carves_the_surfaces_it_saw():
+    """Carving counts a free frame only for voxels the frame did not itself observe: on noisy depth (a sensor's
+    +-0.1 m), rays of deeper pixels pass through voxels their shallower neighbours observed; one frame alone must
+    leave everything it saw in the map."""
+    K = intrinsics_from_fov(160, 120, 60.0)
+    depth = (5.0 + np.random.default_rng(0).normal(0.0, 0.1, (120, 160))).astype(np.float32)
+    pmap = VoxelPointMap(0.1, 60.0, carve=True)
+    pmap.fuse(depth, np.full((120, 160, 3), 90, np.uint8), K, np.eye(4), 0)
+    assert len(pmap) > 5000 and (pmap.free_frames[: len(pmap)] == 0).all()
+    assert len(pmap.points()[0]) == len(pmap)

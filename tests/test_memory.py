@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 
 from memory import GeometricMemory, MemoryConfig, agreement, render_cache
 from memory.cache import render_map_cache
-from memory.grid import MapGrid
+from memory.grid import Frustum, MapGrid
 from worldmodel.camera import intrinsics_from_fov, invert_pose, look_at_c2w
 from recon.pointmap import VoxelPointMap
 from scenes.scene import Scene, SceneConfig
@@ -213,7 +213,9 @@ def test_empty_tiny_bank_and_degenerate_poses(walk_frames):
     mem = GeometricMemory(MemoryConfig(exclude_recent=0))
     for i, f in enumerate(walk_frames[:6]):
         mem.observe(f, i, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index), pmap)
-    bad = {"nan": np.full((4, 4), np.nan), "scaled": np.diag([2.0, 2.0, 2.0, 1.0]), "zeros": np.zeros((4, 4))}
+    mirrored = f0.c2w @ np.diag([-1.0, 1.0, 1.0, 1.0])  # a left-handed camera (a recording read wrongly): no pose
+    bad = {"nan": np.full((4, 4), np.nan), "scaled": np.diag([2.0, 2.0, 2.0, 1.0]), "zeros": np.zeros((4, 4)),
+           "mirrored": mirrored}
     for name, c2w in bad.items():
         for rule in RULES:
             idx, _ = mem.retrieve(c2w, f0.K, f0.width, f0.height, pmap, 4, rule=rule)
@@ -675,3 +677,176 @@ def test_only_what_is_known_to_be_far_enters_the_far_field():
         memory.observe(frame, 0, fused, pmap)
         cache = memory.build_context(np.eye(4), K, 64, 48, pmap, 0)[2]
         assert cache.far_valid.any() == far_expected
+
+
+def test_a_coarse_level_of_detail_block_is_drawn_where_its_surface_is():
+    """Level of detail draws one cube per 8^3-voxel block (0.8 m at 0.1 m voxels) in place of the block's voxels:
+    the cube is the block itself, so the wall the block holds (5.55 m away) lies inside the drawn cube at every
+    pixel (a cube put off by half a block would float 0.4 m in front of the wall)."""
+    K = intrinsics_from_fov(64, 48, 60.0)
+    pmap = VoxelPointMap(0.1, 60.0)
+    pmap.fuse(np.full((48, 64), 5.55, np.float32), np.full((48, 64, 3), 90, np.uint8), K, np.eye(4), 0)
+    fine = render_map_cache(pmap, MapGrid(), K, np.eye(4), 64, 48)
+    coarse = render_map_cache(pmap, MapGrid(), K, np.eye(4), 64, 48, lod_pixels=30.0)
+    assert fine.valid.mean() > 0.85 and np.allclose(fine.depth[fine.valid], 5.55, atol=0.05)
+    assert coarse.valid.mean() > 0.95 and not np.allclose(coarse.depth[coarse.valid], 5.55, atol=0.05)  # coarse
+    assert (np.abs(coarse.depth[coarse.valid] - 5.55) <= 0.4 + 1e-4).all()
+    assert (coarse.rgb[coarse.valid] == 90).all()
+
+
+def test_a_cache_render_from_a_tilted_camera_has_the_walls_true_depth():
+    """A camera that pitches and rolls (a hand-held recording, a flying camera), not only yaws: the cache render of
+    a dense wall at z = 5 has at each pixel the depth where that pixel's ray meets the wall."""
+    K = intrinsics_from_fov(64, 48, 60.0)
+    eye = np.array([0.3, -0.2, 0.5])
+    c2w = look_at_c2w(eye, np.array([1.5, 1.2, 5.0]), up=np.array([0.3, 1.0, 0.0]))
+    g = np.stack(np.meshgrid(np.arange(-4.0, 8.0, 0.02), np.arange(-4.0, 8.0, 0.02)), -1).reshape(-1, 2)
+    wall = np.column_stack([g, np.full(len(g), 5.0)]).astype(np.float32)
+    cache = render_cache(wall, np.full((len(wall), 3), 90, np.uint8), K, c2w, 64, 48, point_size=0.02)
+    vv, uu = np.mgrid[0:48, 0:64]
+    rays = np.stack([(uu - K[0, 2]) / K[0, 0], (vv - K[1, 2]) / K[1, 1], np.ones((48, 64))], -1) @ c2w[:3, :3].T
+    truth = (5.0 - eye[2]) / rays[..., 2]  # z-depth: the camera-frame ray has z = 1
+    assert cache.valid.mean() > 0.95
+    err = np.abs(cache.depth - truth)[cache.valid]
+    assert np.median(err) < 0.01 and np.percentile(err, 99) < 0.05
+
+
+def _bank_of_poses(poses, index=None):
+    """A KeyframeArrays of the given c2w poses (64x48 cameras, no observed map rows)."""
+    from memory.retrieval import KeyframeArrays
+    n = len(poses)
+    K = intrinsics_from_fov(64, 48, 60.0)
+    return KeyframeArrays(np.array(poses, np.float64), np.repeat(K[None], n, 0), np.tile([64, 48], (n, 1)),
+                          np.arange(n) if index is None else np.asarray(index), np.zeros(n + 1, np.int64),
+                          np.zeros(0, np.int32))
+
+
+def _yawed(deg, at=(0.0, 0.0, 0.0), pitch_deg=0.0):
+    """c2w of a camera at ``at`` turned ``deg`` round +Y from +z, looking ``pitch_deg`` up. (A level camera's
+    rotation is a symmetric matrix: only a pitched one tells R from its transpose.)"""
+    a, p = math.radians(deg), math.radians(pitch_deg)
+    forward = [math.sin(a) * math.cos(p), math.sin(p), math.cos(a) * math.cos(p)]
+    return look_at_c2w(np.array(at, float), np.array(at, float) + forward)
+
+
+def test_deepverse_retrieval_picks_the_nearest_cameras_that_look_the_most_the_same_way():
+    """DeepVerse's rule: of the 5 nearest cameras, the smallest angle between forward axes first; a camera that
+    looks exactly the target's way but stands 50 m off is not among them."""
+    from memory.retrieval import CentreIndex, retrieve_deepverse
+    poses = [_yawed(d, (0.1 * i, 0.0, 0.0)) for i, d in enumerate((0, 60, 120, 180, 240))] + [_yawed(65, (50, 0, 0))]
+    idx, scores = retrieve_deepverse(_bank_of_poses(poses), CentreIndex(), _yawed(65), 3)
+    assert idx.tolist() == [1, 2, 0]  # 5, 55 and 65 degrees off
+    assert np.allclose(scores, np.cos(np.radians([5, 55, 65])))
+
+
+def test_worldmem_retrieval_picks_the_camera_whose_view_overlaps_the_target():
+    """WorldMem's rule on cameras at one spot looking four ways (75 degrees wide): for a target looking 80 degrees
+    round, the camera looking 90 degrees round covers most of its view (about 65 of 75 degrees) and is picked first
+    (all look 20 degrees up)."""
+    from memory.retrieval import CentreIndex, retrieve_worldmem
+    poses = [_yawed(d, (0.05 * i, 0.0, 0.0), 20.0) for i, d in enumerate((0, 90, 180, 270))]
+    K = intrinsics_from_fov(64, 48, 60.0)
+    idx, scores = retrieve_worldmem(_bank_of_poses(poses), CentreIndex(), _yawed(80, pitch_deg=20.0), K, 64, 48, 1,
+                                    now=4)
+    assert idx.tolist() == [1] and 0.75 < scores[0] < 0.95
+
+
+def test_worldmem_retrieval_covers_what_is_left_and_prefers_the_newer_of_equal_views():
+    """WorldMem's greedy cover: after the camera 5 degrees off the target, the next pick is the one that sees the
+    strip of the target's view still uncovered (45 degrees round), not the one 10 degrees off that sees again what
+    is covered; of two cameras with the same view, the newer wins (the recency penalty)."""
+    from memory.retrieval import CentreIndex, retrieve_worldmem
+    K = intrinsics_from_fov(64, 48, 60.0)
+    yaws = (0, 90, 180, 270, 85, 45)
+    poses = [_yawed(d, (0.05 * i, 0.0, 0.0), 20.0) for i, d in enumerate(yaws)]
+    idx, scores = retrieve_worldmem(_bank_of_poses(poses), CentreIndex(), _yawed(80, pitch_deg=20.0), K, 64, 48, 2,
+                                    now=6)
+    assert idx.tolist() == [4, 5] and scores[0] > 0.85 and scores[1] > 0.5
+    same = [_yawed(80, (0.0, 0.0, 0.0), 20.0), _yawed(80, (0.05, 0.0, 0.0), 20.0)]
+    for order in ([0, 9], [9, 0]):
+        idx, _ = retrieve_worldmem(_bank_of_poses(same, order), CentreIndex(), _yawed(80, pitch_deg=20.0), K, 64, 48,
+                                   1, now=10)
+        assert order[idx[0]] == 9
+
+
+def test_our_retrieval_is_a_set_cover_of_the_visible_blocks():
+    """greedy_cover: of three keyframes seeing 60 %, 50 % (the same blocks again) and 40 % (the rest) of the target's
+    visible blocks, two picks are the 60 % and the 40 % one: together they see all of it."""
+    from memory.retrieval import KeyframeArrays, greedy_cover
+    seen = [np.arange(0, 6), np.arange(0, 5), np.arange(6, 10)]
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
+    bank = KeyframeArrays(np.repeat(np.eye(4)[None], 3, 0), np.repeat(np.eye(3)[None], 3, 0), np.tile([64, 48], (3, 1)),
+                          np.array([0, 1, 2]), offsets, np.concatenate(seen).astype(np.int32))
+    mark = np.zeros(16, np.int32)
+    idx, share = greedy_cover(bank, np.array([0, 1, 2]), np.arange(10), np.ones(10), 2, now=3, recency=0.0,
+                              min_share=0.1, mark=mark)
+    assert idx.tolist() == [0, 2] and np.allclose(share, [0.6, 0.4]) and not mark.any()
+
+
+def test_frustum_tests_are_the_image_rectangle_in_front_of_the_camera():
+    """in_frustum / _in_frusta (WorldMem's field of view): a point is inside when it is in front of the camera and
+    projects inside the image's outer pixel edges, on a 64x48 image (not a square one)."""
+    from memory.retrieval import _in_frusta, in_frustum
+    K = intrinsics_from_fov(64, 48, 60.0)
+    c2w = _yawed(30, (1.0, 2.0, 3.0), 20.0)
+    uv = np.array([[0.0, 0.0], [63.4, 47.4], [-0.6, 10.0], [64.0, 10.0], [10.0, -0.6], [10.0, 48.0], [10.0, 60.0],
+                   [31.5, 23.5]])
+    z = np.array([2.0, 3.0, 2.0, 2.0, 2.0, 2.0, 2.0, -2.0])
+    cam = np.column_stack([(uv[:, 0] - K[0, 2]) / K[0, 0] * z, (uv[:, 1] - K[1, 2]) / K[1, 1] * z, z])
+    pts = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    expect = [True, True, False, False, False, False, False, False]
+    assert in_frustum(pts, c2w, K, 64, 48).tolist() == expect
+    assert _in_frusta(pts, c2w[None], K[None], np.array([[64, 48]]))[0].tolist() == expect
+
+
+def test_the_grid_culls_no_cell_a_tilted_camera_sees():
+    """render_map_cache reads only the grid cells in the view frustum: from a camera that pitches and rolls, away
+    from the origin and with a far limit, it draws exactly what drawing every voxel of the map draws."""
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(-20.0, 20.0, (50000, 3))
+    pmap = VoxelPointMap(0.1, 60.0)
+    pmap.fuse_points(pts, rng.integers(0, 255, (len(pts), 3)).astype(np.uint8), 0)
+    K = intrinsics_from_fov(64, 48, 70.0)
+    means, colors = pmap.points()
+    for eye, target, far in (((8.0, 3.0, 2.0), (18.0, -3.0, 5.0), 10.0), ((5.0, 3.0, -8.0), (8.0, -2.0, 10.0), 15.0),
+                             ((5.0, 3.0, -8.0), (8.0, -2.0, 10.0), 60.0), ((-3.0, 2.0, 4.0), (-9.0, -4.0, -10.0), 12.0),
+                             ((-2.5, 0.0, 0.0), (-20.0, -1.0, 0.5), 15.0)):  # the eye's cell holds the nearest view
+        c2w = look_at_c2w(np.array(eye), np.array(target), up=np.array([0.4, 1.0, 0.0]))
+        grid = MapGrid()
+        culled = render_map_cache(pmap, grid, K, c2w, 64, 48, far=far)
+        every = render_cache(means, colors, K, c2w, 64, 48, point_size=0.08, far=far)
+        assert culled.valid.sum() > 150
+        assert np.array_equal(culled.valid, every.valid) and np.array_equal(culled.depth, every.depth)
+        # each cell's ``near`` (level of detail) bounds its content from the camera side: at most the camera z of
+        # its nearest voxel (the box's nearest corner may lie nearer than any voxel)
+        q = grid.query(Frustum(invert_pose(c2w), K, 64, 48, 0.05, far))
+        pos = grid.take(q.start, q.count)
+        z = grid.xyz[:, pos].T.astype(np.float64) @ invert_pose(c2w)[2, :3] + invert_pose(c2w)[2, 3]
+        nearest = np.full(len(q.start), np.inf)
+        np.minimum.at(nearest, np.repeat(np.arange(len(q.start)), q.count), z)
+        assert len(q.start) > 3 and (q.near <= nearest + 1e-4).all()
+
+
+
+def test_the_far_field_is_rendered_in_the_directions_it_was_seen():
+    """The far-field panorama keys colours by world ray direction: sky observed by a camera that pitches and rolls,
+    coloured by the octant of each pixel's world direction, is rendered by another camera (level, turned 20
+    degrees) with the colour of its own pixels' directions."""
+    from memory.panorama import FarFieldPanorama
+
+    def octant_colours(K, c2w, w, h):
+        vv, uu = np.mgrid[0:h, 0:w]
+        d = np.stack([(uu - K[0, 2]) / K[0, 0], (vv - K[1, 2]) / K[1, 1], np.ones((h, w))], -1) @ c2w[:3, :3].T
+        return np.where(d > 0, 255, 0).astype(np.uint8), np.abs(d / np.linalg.norm(d, axis=-1, keepdims=True))
+
+    K, K_seen = intrinsics_from_fov(64, 48, 70.0), intrinsics_from_fov(256, 192, 70.0)  # pixels finer than cells
+    seen = look_at_c2w(np.zeros(3), np.array([0.1, 0.35, 1.0]), up=np.array([0.3, 1.0, 0.0]))
+    pano = FarFieldPanorama()
+    rgb, _ = octant_colours(K_seen, seen, 256, 192)
+    pano.observe(rgb, np.zeros((192, 256), np.float32), K_seen, seen, 60.0, zero_is_far=True)
+    view = look_at_c2w(np.array([3.0, 0.0, 1.0]), np.array([3.0, 0.0, 1.0]) + _yawed(20, pitch_deg=15.0)[:3, 2])
+    got, valid = pano.render(K, view, 64, 48)
+    want, d = octant_colours(K, view, 64, 48)
+    clear = valid & (d.min(axis=-1) > 0.05)  # away from an octant's border (a panorama cell is 0.7 degrees)
+    assert valid.mean() > 0.5 and clear.sum() > 500
+    assert (got[clear] == want[clear]).all()

@@ -133,3 +133,23 @@ def test_a_generated_walk_is_made_on_demand_and_reads_the_same_every_way():
     assert set(generated_walk("orbit", 5, 0)) == {Action("F", "L")}
     with pytest.raises(IndexError):
         walk[300]
+
+
+def test_a_step_translates_along_the_old_heading_then_turns():
+    """(FL): forward along the heading the camera had, then the turn (the module's rule): from a camera looking
+    along +z the step ends 0.5 m along +z exactly, looking 10 degrees left (towards +x)."""
+    eye = np.array([1.0, 1.6, 2.0])
+    c2w = look_at_c2w(eye, eye + [0.0, 0.0, 1.0])
+    out = Kinematics(step_m=0.5, yaw_deg=10.0).apply(c2w, Action("F", "L"))
+    assert np.allclose(out[:3, 3], eye + [0.0, 0.0, 0.5])
+    assert np.allclose(out[:3, 2], [math.sin(math.radians(10)), 0.0, math.cos(math.radians(10))])
+
+
+def test_a_camera_looking_straight_down_steps_towards_the_top_of_its_image():
+    """Looking straight down there is no horizontal forward; F moves towards the top edge of the image (the
+    camera's -y axis): here world +z."""
+    eye = np.array([0.0, 5.0, 0.0])
+    c2w = look_at_c2w(eye, eye - [0.0, 10.0, 0.0])
+    assert np.allclose(-c2w[:3, 1], [0.0, 0.0, 1.0])
+    out = Kinematics(step_m=0.5).apply(c2w, Action("F", "N"))
+    assert np.allclose(out[:3, 3], eye + [0.0, 0.0, 0.5])

@@ -827,7 +827,6 @@ def test_the_grid_culls_no_cell_a_tilted_camera_sees():
         assert len(q.start) > 3 and (q.near <= nearest + 1e-4).all()
 
 
-
 def test_the_far_field_is_rendered_in_the_directions_it_was_seen():
     """The far-field panorama keys colours by world ray direction: sky observed by a camera that pitches and rolls,
     coloured by the octant of each pixel's world direction, is rendered by another camera (level, turned 20

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from recon.pointmap import VoxelPointMap
-from scenes.atomic import SwapNotUndone, replacing, swap_in, write_error
+from scenes.atomic import SwapNotUndone, move_entry, replacing, signals_deferred, swap_in, write_error
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
 from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
@@ -52,6 +53,7 @@ def save_session(scene: Scene, folder: str | Path, progress: bool = False) -> Pa
     fids = sorted(saved)
     if folder.exists() and not folder.is_dir():
         raise SessionError(f"cannot save to {folder}: it is a file; choose a folder")
+    finish_interrupted_save(folder)  # a save of it that a killed process left half-done: then this one replaces it
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "session.json").is_file():
         raise SessionError(f"cannot save to {folder}: it holds other files; choose an empty or new folder")
     # Everything is written to a staging folder beside the target, which then replaces it: a save that
@@ -146,13 +148,63 @@ def _remove_leftovers(folder: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _interrupted_save(folder: Path) -> tuple[Path, list[Path]] | None:
+    """The staging folder (and the folders of old entries) of a save of ``folder`` that a killed process (kill -9,
+    a power cut) left half-swapped: ``folder`` has no session.json while that staging folder still holds the new
+    one (it arrives last). None when there is none."""
+    if (folder / "session.json").exists() or not folder.is_dir():
+        return None
+    try:
+        siblings = list(folder.parent.iterdir())
+    except OSError:
+        return None
+    ours = re.compile(rf"\.{re.escape(folder.name)}\.(saving|old)-{this_host()}-(\d+)-[0-9a-f]{{8}}")
+    found: dict[int, dict[str, list[Path]]] = {}
+    for path in siblings:
+        named = ours.fullmatch(path.name)
+        if named and path.is_dir() and not path.is_symlink():
+            found.setdefault(int(named[2]), {"saving": [], "old": []})[named[1]].append(path)
+    for pid, work in sorted(found.items()):
+        staged = [p for p in work["saving"] if (p / "session.json").is_file()]
+        if pid != os.getpid() and not process_alive(pid) and len(staged) == 1:
+            return staged[0], work["old"]
+    return None
+
+
+def finish_interrupted_save(folder: str | os.PathLike) -> bool:
+    """Finish the save of ``folder`` that a killed process left half-swapped (:func:`_interrupted_save`), so that
+    ``folder`` holds that save whole: the new entries still in its staging folder are moved in, after the old
+    entries still in ``folder`` are moved out when the new ones had not begun to arrive (the swap moves every old
+    entry out before the first new one, "frames", in; session.json arrives last). True when it finished one."""
+    folder = Path(folder).expanduser()
+    interrupted = _interrupted_save(folder)
+    if interrupted is None:
+        return False
+    staging, retired = interrupted
+    arrived = not (staging / SESSION_ENTRIES[0]).exists()  # the new entries had begun to arrive: those in folder
+    aside = _work_folder(folder, "old")
+    with signals_deferred():
+        aside.mkdir()
+        for rel in SESSION_ENTRIES:
+            if not arrived and ((folder / rel).exists() or (folder / rel).is_symlink()):
+                move_entry(folder / rel, aside / rel)  # an old entry the swap had not moved out yet
+            if (staging / rel).exists():
+                move_entry(staging / rel, folder / rel)  # (session.json last)
+    for work in (aside, staging, *retired):
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"note: {folder}: finished the save that a killed process had left half-done", file=sys.stderr)
+    return True
+
+
 def _fail(folder: Path, why: str) -> SessionError:
     return SessionError(f"{folder} is not a usable WorldStudio session: {why}")
 
 
 def is_session_folder(folder: str | os.PathLike) -> bool:
-    """True when ``folder`` holds a session.json (a saved session, whole or not: opening it says which)."""
-    return (Path(folder).expanduser() / "session.json").is_file()
+    """True when ``folder`` holds a session.json (a saved session, whole or not: opening it says which), or is a
+    session whose save a killed process left half-done (opening it finishes that save)."""
+    folder = Path(folder).expanduser()
+    return (folder / "session.json").is_file() or _interrupted_save(folder) is not None
 
 
 def read_session_meta(folder: str | Path) -> dict:
@@ -163,7 +215,7 @@ def read_session_meta(folder: str | Path) -> dict:
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "no such folder"
         raise SessionError(f"{folder}: {what}; pick the folder that contains session.json")
-    if not path.is_file():
+    if not path.is_file() and not finish_interrupted_save(folder):
         raise _fail(folder, "session.json is missing; pick the folder that contains session.json")
     if path.stat().st_size > MAX_JSON_BYTES:
         raise _fail(folder, f"session.json is larger than {MAX_JSON_BYTES >> 20} MB")

@@ -412,6 +412,48 @@ def test_a_step_given_text_or_another_type_says_how_to_make_an_action_and_forks_
     assert scene.step(parse_actions("(FL)")[0]).frame.index == 1
 
 
+def test_a_save_killed_half_way_through_its_swap_is_finished_when_the_session_is_next_opened(tmp_path):
+    """kill -9 (or a power cut) while an autosave swaps the new session in left a folder without session.json:
+    `--resume` and `info` said "session.json is missing", and a later save refused the folder. Killed after
+    each move of the swap, the session opens whole: as it was when nothing had moved yet, else as the new save."""
+    import os
+
+    import scenes.atomic
+    from scenes.session import finish_interrupted_save, is_session_folder
+
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FL)"))
+    for kill_after in range(7):  # the swap moves session.json, map and frames out, then frames, map, session.json in
+        folder = tmp_path / f"killed_after_{kill_after}" / "session"
+        save_session(scene, folder)  # 3 frames
+        scene.step(Action("F", "N"))  # the new save holds 4
+        pid = os.fork()
+        if pid == 0:  # the child saves, and dies (os._exit: nothing is undone) at its move number kill_after
+            moves = []
+            real_move = scenes.atomic.move_entry
+
+            def dying_move(source, dest):
+                if len(moves) == kill_after:
+                    os._exit(0)
+                moves.append(source)
+                real_move(source, dest)
+
+            scenes.atomic.move_entry = dying_move
+            try:
+                save_session(scene, folder)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        left_whole = (folder / "session.json").is_file()
+        assert left_whole == (kill_after in (0, 6)) and is_session_folder(folder)  # (6: the swap was done)
+        assert load_session(folder).length == (3 if kill_after == 0 else 4)
+        assert not finish_interrupted_save(folder)
+        if kill_after:  # the work folders went with the finished save (killed before it moved a thing: at the next)
+            assert sorted(p.name for p in folder.parent.iterdir()) == ["session"]
+        scene = make_scene()  # 3 frames again
+        scene.run(parse_actions("(FN)(FL)"))
+
+
 def test_every_file_of_a_saved_session_has_the_usual_permissions(tmp_path):
     """safetensors writes its files 0o600: frames, map and memory were unreadable to anyone else (a shared
     session failed to open for them as "corrupt"), while session.json was not."""

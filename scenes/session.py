@@ -166,7 +166,10 @@ def _interrupted_save(folder: Path) -> tuple[Path, list[Path]] | None:
             found.setdefault(int(named[2]), {"saving": [], "old": []})[named[1]].append(path)
     for pid, work in sorted(found.items()):
         staged = [p for p in work["saving"] if (p / "session.json").is_file()]
-        if pid != os.getpid() and not process_alive(pid) and len(staged) == 1:
+        # only a save whose swap had begun (swap_in makes its "old" folder before it moves a thing): a staging
+        # folder alone is a save killed before its swap, or before it renamed itself into a new folder; it was
+        # never in ``folder``, which may since hold other files
+        if pid != os.getpid() and work["old"] and not process_alive(pid) and len(staged) == 1:
             return staged[0], work["old"]
     return None
 
@@ -180,16 +183,29 @@ def finish_interrupted_save(folder: str | os.PathLike) -> bool:
     interrupted = _interrupted_save(folder)
     if interrupted is None:
         return False
-    staging, retired = interrupted
-    arrived = not (staging / SESSION_ENTRIES[0]).exists()  # the new entries had begun to arrive: those in folder
-    aside = _work_folder(folder, "old")
+    found, retired = interrupted
+    aside, staging = _work_folder(folder, "old"), _work_folder(folder, "saving")
     with signals_deferred():
-        aside.mkdir()
-        for rel in SESSION_ENTRIES:
-            if not arrived and ((folder / rel).exists() or (folder / rel).is_symlink()):
-                move_entry(folder / rel, aside / rel)  # an old entry the swap had not moved out yet
-            if (staging / rel).exists():
-                move_entry(staging / rel, folder / rel)  # (session.json last)
+        try:
+            aside.mkdir()
+            # claimed first (a rename: one process wins): another process finishing it at the same time moved
+            # the entries this one had just moved in aside as old ones, and removed them. Killed after this,
+            # this process's folders are a save half-swapped in turn, finished the same way.
+            try:
+                os.rename(found, staging)
+            except FileNotFoundError:  # another process took it
+                aside.rmdir()
+                return (folder / "session.json").is_file()
+            found = staging
+            arrived = not (staging / SESSION_ENTRIES[0]).exists()  # the new entries had begun to arrive
+            for rel in SESSION_ENTRIES:
+                if not arrived and ((folder / rel).exists() or (folder / rel).is_symlink()):
+                    move_entry(folder / rel, aside / rel)  # an old entry the swap had not moved out yet
+                if (staging / rel).exists():
+                    move_entry(staging / rel, folder / rel)  # (session.json last)
+        except OSError as e:
+            raise SessionError(f"{folder}: cannot finish the save that a killed process left half-done "
+                               f"({write_error(e, folder)}); its new entries are in {found}") from None
     for work in (aside, staging, *retired):
         shutil.rmtree(work, ignore_errors=True)
     print(f"note: {folder}: finished the save that a killed process had left half-done", file=sys.stderr)

@@ -454,6 +454,74 @@ def test_a_save_killed_half_way_through_its_swap_is_finished_when_the_session_is
         scene.run(parse_actions("(FN)(FL)"))
 
 
+def test_finishing_a_killed_save_takes_only_a_swap_that_began_and_one_process_at_a_time(tmp_path, monkeypatch):
+    """A staging folder whose save never began its swap (killed before it renamed itself into a new folder) was
+    finished into whatever folder of that name was made later: the user's own frames/ were moved aside and
+    deleted. Two processes finishing the same half-swapped save at once (info while the studio opens it) left
+    it empty: the second moved the entries the first had moved in aside as old ones, and removed them."""
+    import os
+
+    import scenes.atomic
+    import scenes.session as session_module
+    from scenes.session import finish_interrupted_save, is_session_folder, read_session_meta
+
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FL)"))
+
+    def killed_save(folder, dies):  # a child process saves and dies (os._exit: nothing is undone) where told
+        pid = os.fork()
+        if pid == 0:
+            try:
+                dies()
+                save_session(scene, folder)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+
+    new = tmp_path / "new"
+    real_replace = os.replace
+    killed_save(new, lambda: setattr(session_module.os, "replace",
+                                     lambda a, b: os._exit(0) if Path(b) == new else real_replace(a, b)))
+    assert any(p.name.startswith(".new.saving-") for p in tmp_path.iterdir()) and not new.exists()
+    (new / "frames").mkdir(parents=True)  # the user's own folder of that name, made later
+    (new / "frames" / "mine.png").write_bytes(b"mine")
+    assert not is_session_folder(new) and not finish_interrupted_save(new)
+    with pytest.raises(SessionError, match="session.json is missing"):
+        read_session_meta(new)
+    with pytest.raises(SessionError, match="holds other files"):
+        save_session(scene, new)
+    assert (new / "frames" / "mine.png").read_bytes() == b"mine"
+
+    folder = tmp_path / "both" / "session"
+    save_session(scene, folder)
+    scene.step(Action("F", "N"))
+
+    def dies_at_third_move():
+        moves, real_move = [], scenes.atomic.move_entry
+
+        def dying_move(source, dest):
+            if len(moves) == 3:
+                os._exit(0)
+            moves.append(source)
+            real_move(source, dest)
+        scenes.atomic.move_entry = dying_move
+    killed_save(folder, dies_at_third_move)
+    assert not (folder / "session.json").exists()
+    real_work_folder = session_module._work_folder
+    others = []
+
+    def another_process_finishes_meanwhile(where, kind):  # it runs after this one has looked at the folder
+        if not others:
+            others.append(None)
+            others[0] = finish_interrupted_save(folder)
+        return real_work_folder(where, kind)
+    monkeypatch.setattr(session_module, "_work_folder", another_process_finishes_meanwhile)
+    assert finish_interrupted_save(folder) and others == [True]
+    monkeypatch.undo()
+    assert load_session(folder).length == 4
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["session"]
+
+
 def test_every_file_of_a_saved_session_has_the_usual_permissions(tmp_path):
     """safetensors writes its files 0o600: frames, map and memory were unreadable to anyone else (a shared
     session failed to open for them as "corrupt"), while session.json was not."""

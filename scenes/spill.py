@@ -24,7 +24,9 @@ PREFIX = "worldstudio-frames-"
 _PATTERN = re.compile(r"^\.?" + re.escape(PREFIX) + r"(\d+)-[0-9a-f]+$")
 _live: set[Path] = set()
 _swept: set[Path] = set()
-_lock = threading.Lock()
+# re-entrant: a FrameStore collected while this thread holds it (its __del__ releases its folder, run by the
+# garbage collector inside make_spill_dir) took it again and hung the process for good
+_lock = threading.RLock()
 
 
 def process_alive(pid: int) -> bool:

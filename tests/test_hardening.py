@@ -232,3 +232,17 @@ def test_long_walks_and_exports_hold_a_bounded_number_of_frames(tmp_path):
     write_transforms_json(tmp_path / "ds", frames())
     assert max(peak) <= scene.config.ram_frames + 2, f"transforms export held {max(peak)} frames at once"
     scene.close()
+
+
+def test_a_frame_store_collected_while_a_spill_folder_is_made_does_not_hang(tmp_path):
+    """The garbage collector can run a FrameStore's __del__ (which releases its spill folder) inside make_spill_dir
+    while that thread holds the spill registry's lock: a suite run hung there for good (load_session ->
+    FrameStore -> make_spill_dir -> a collected FrameStore -> release). The lock is taken again, not waited on."""
+    import scenes.spill as spill
+
+    folder = spill.make_spill_dir(tmp_path)
+    with spill._lock:  # as make_spill_dir holds it when the collector runs a __del__
+        assert spill._lock.acquire(timeout=2)  # (a plain Lock: False after 2 s; the release below hung)
+        spill._lock.release()
+        spill.release(folder)
+    assert not folder.exists()

@@ -115,12 +115,21 @@ WORLDS_WITH_SKY_AT_DEPTH_0 = ("procedural", "neural")
 def _swap_session_files(staging: Path, folder: Path) -> None:
     """Replace the session's own entries in ``folder`` by those in ``staging`` (:func:`scenes.atomic.swap_in`:
     session.json leaves first and arrives last, so a half-swapped folder is no session); anything else in
-    ``folder`` (a user's notes) stays."""
+    ``folder`` (a user's notes) stays. While it swaps, a mark in ``folder`` named by ``staging`` (:data:`SWAP_MARK`)
+    tells a half-done swap's folder from one made since under its name."""
+    mark = folder / f".{staging.name}"
+    (staging / SWAP_MARK).write_text(mark.name)
+    mark.touch()
     swap_in(staging, folder, list(SESSION_ENTRIES), _work_folder(folder, "old"))
+    mark.unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
 
 
 WORK_KINDS = ("saving", "old")  # a save's staging folder, and the folder the swap moves the old entries to
+# in a save's staging folder while it swaps into an existing folder: the name of the empty mark it put in that
+# folder, so that a swap a killed process left half-done is finished only into that folder, not into one made
+# since under its name (a user's own files; the same inode number, often)
+SWAP_MARK = "swap-mark"
 
 
 def _work_folder(folder: Path, kind: str) -> Path:
@@ -133,7 +142,8 @@ def _remove_leftovers(folder: Path) -> None:
     """Remove the work folders of saves of ``folder`` whose process is gone (killed mid-save: kill -9, a power
     cut), which would otherwise hold a copy of the session's frames for good. Only while ``folder`` is a whole
     session or absent: the swap moves session.json out first and in last, so then no entry of a save is only
-    in a work folder (a half-swapped folder, without session.json, keeps them for recovery by hand)."""
+    in a work folder (a half-swapped folder, without session.json, is finished first: finish_interrupted_save).
+    The mark a swap killed after it was done left in ``folder`` (:data:`SWAP_MARK`) goes too."""
     if folder.exists() and not (folder / "session.json").is_file():
         return
     try:
@@ -146,6 +156,10 @@ def _remove_leftovers(folder: Path) -> None:
         if (named and int(named[1]) != os.getpid() and not process_alive(int(named[1])) and path.is_dir()
                 and not path.is_symlink()):
             shutil.rmtree(path, ignore_errors=True)
+    for mark in folder.glob(f"..{folder.name}.saving-*") if folder.is_dir() else ():  # a swap's, killed after it
+        named = ours.fullmatch(mark.name[1:])
+        if named and not process_alive(int(named[1])) and mark.is_file():
+            mark.unlink(missing_ok=True)
 
 
 def _interrupted_save(folder: Path) -> tuple[Path, list[Path]] | None:
@@ -169,9 +183,22 @@ def _interrupted_save(folder: Path) -> tuple[Path, list[Path]] | None:
         # only a save whose swap had begun (swap_in makes its "old" folder before it moves a thing): a staging
         # folder alone is a save killed before its swap, or before it renamed itself into a new folder; it was
         # never in ``folder``, which may since hold other files
-        if pid != os.getpid() and work["old"] and not process_alive(pid) and len(staged) == 1:
+        if (pid != os.getpid() and work["old"] and not process_alive(pid) and len(staged) == 1
+                and _swaps_into(staged[0], folder)):
             return staged[0], work["old"]
     return None
+
+
+def _swaps_into(staging: Path, folder: Path) -> bool:
+    """Whether ``staging`` was swapping into ``folder`` itself, not a folder since deleted and made again under its
+    name: its :data:`SWAP_MARK` is in ``folder`` (a staging folder of a save that did not write one: true)."""
+    try:
+        mark = (staging / SWAP_MARK).read_text()
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return mark.startswith(".") and "/" not in mark and (folder / mark).is_file()
 
 
 def finish_interrupted_save(folder: str | os.PathLike) -> bool:
@@ -208,6 +235,8 @@ def finish_interrupted_save(folder: str | os.PathLike) -> bool:
                                f"({write_error(e, folder)}); its new entries are in {found}") from None
     for work in (aside, staging, *retired):
         shutil.rmtree(work, ignore_errors=True)
+    for mark in folder.glob(f"..{folder.name}.saving-*"):  # the swap's mark (SWAP_MARK)
+        mark.unlink(missing_ok=True)
     print(f"note: {folder}: finished the save that a killed process had left half-done", file=sys.stderr)
     return True
 

@@ -450,6 +450,9 @@ def test_a_save_killed_half_way_through_its_swap_is_finished_when_the_session_is
         assert not finish_interrupted_save(folder)
         if kill_after:  # the work folders went with the finished save (killed before it moved a thing: at the next)
             assert sorted(p.name for p in folder.parent.iterdir()) == ["session"]
+        save_session(load_session(folder), folder)  # and nothing of the killed save is left after the next save
+        assert sorted(p.name for p in folder.parent.iterdir()) == ["session"]
+        assert sorted(p.name for p in folder.iterdir()) == ["frames", "map.safetensors", "session.json"]
         scene = make_scene()  # 3 frames again
         scene.run(parse_actions("(FN)(FL)"))
 
@@ -458,7 +461,8 @@ def test_finishing_a_killed_save_takes_only_a_swap_that_began_and_one_process_at
     """A staging folder whose save never began its swap (killed before it renamed itself into a new folder) was
     finished into whatever folder of that name was made later: the user's own frames/ were moved aside and
     deleted. Two processes finishing the same half-swapped save at once (info while the studio opens it) left
-    it empty: the second moved the entries the first had moved in aside as old ones, and removed them."""
+    it empty: the second moved the entries the first had moved in aside as old ones, and removed them. A folder
+    made again under a half-swapped one's name (deleted by hand) is not finished into either."""
     import os
 
     import scenes.atomic
@@ -520,6 +524,18 @@ def test_finishing_a_killed_save_takes_only_a_swap_that_began_and_one_process_at
     monkeypatch.undo()
     assert load_session(folder).length == 4
     assert sorted(p.name for p in folder.parent.iterdir()) == ["session"]
+
+    # a half-swapped folder deleted by hand and made again with the user's own files: not that save's folder
+    scene.step(Action("F", "N"))
+    killed_save(folder, dies_at_third_move)
+    assert not (folder / "session.json").exists() and is_session_folder(folder)
+    shutil.rmtree(folder)
+    (folder / "frames").mkdir(parents=True)
+    (folder / "frames" / "mine.png").write_bytes(b"mine")
+    assert not is_session_folder(folder) and not finish_interrupted_save(folder)
+    with pytest.raises(SessionError, match="session.json is missing"):
+        read_session_meta(folder)
+    assert (folder / "frames" / "mine.png").read_bytes() == b"mine"
 
 
 def test_every_file_of_a_saved_session_has_the_usual_permissions(tmp_path):

@@ -66,7 +66,7 @@ def make_scene(world: str | WorldModel = "procedural", seed: int = 0, *, size: t
     if isinstance(world, str):
         width, height = size if size is not None else (None, None)
         world = create_world(world, seed=seed, width=width, height=height, kinematics=kinematics)
-    if fit_voxel or (fit_voxel is None and config is None):
+    if _fits_voxel(fit_voxel, config):
         config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to(world))
     config = config or SceneConfig()
     store = FrameStore(ram_frames=config.ram_frames, spill_near=spill_near)
@@ -158,8 +158,7 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     :func:`make_scene`; ``progress``: a progress bar while the frames are handed over (and a recording's notes
     printed); ``session_meta``: a session source's session.json as :func:`scenes.session.read_session_meta`
     returned it (e.g. with its paths checked); ``fit_voxel``: a recording's frames are fused at the voxel size
-    :func:`voxel_fitted_to_recording` fits to its depth (None: when no ``config`` is given; a session keeps its
-    own). Raises
+    :func:`voxel_fitted_to` fits to its depth (None: when no ``config`` is given; a session keeps its own). Raises
     SessionError / WorldSpecError / ValueError with a one-line message."""
     from scenes.session import is_session_folder
 
@@ -195,8 +194,8 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     try:
         frames = recording.sequence
         position = len(frames) - 1 if frame is None else _frame_in(frame, len(frames), f"the recording {source}")
-        if fit_voxel or (fit_voxel is None and config is None):
-            config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to_recording(frames))
+        if _fits_voxel(fit_voxel, config):
+            config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to(recording))
         for note in frames.notes if progress else ():  # what the reader assumed (a command line's user reads it)
             print(f"note: {note}", file=sys.stderr)
         return hand_over_to_learned_model(frames[position], (frames[i] for i in range(position)), seed=seed,
@@ -230,19 +229,21 @@ def voxel_for_depth(depth: np.ndarray) -> tuple[float, float | None]:
 
 def voxel_fitted_to(world: WorldModel) -> float:
     """The voxel size an opened world is fused at when none is asked for: a recording's (a ReplayWorld:
-    :func:`voxel_fitted_to_recording`), else :data:`DEFAULT_VOXEL`."""
+    :func:`voxel_for_recording`, its note, when it is not the default, added to the recording's notes: what its
+    user is told of how it plays), else :data:`DEFAULT_VOXEL`."""
     from worldmodel.replay import ReplayWorld
 
-    return voxel_fitted_to_recording(world.sequence) if isinstance(world, ReplayWorld) else DEFAULT_VOXEL
-
-
-def voxel_fitted_to_recording(sequence) -> float:
-    """:func:`voxel_for_recording`'s size for an opened recording, its note (when it is not the default) added to
-    the recording's notes (``sequence.notes``: what its user is told of how it plays)."""
-    voxel, note = voxel_for_recording(sequence)
+    if not isinstance(world, ReplayWorld):
+        return DEFAULT_VOXEL
+    voxel, note = voxel_for_recording(world.sequence)
     if note is not None:
-        sequence.notes.append(note)
+        world.sequence.notes.append(note)
     return voxel
+
+
+def _fits_voxel(fit_voxel: bool | None, config: SceneConfig | None) -> bool:
+    """Whether a new scene's voxel size is fitted to its world: asked for, or (None) no ``config`` given."""
+    return bool(fit_voxel) or (fit_voxel is None and config is None)
 
 
 def voxel_frames(sequence) -> list[int]:
@@ -311,7 +312,7 @@ def command_kinematics(args) -> Kinematics | None:
     if args.step_m is None and args.yaw_deg is None:
         return None
     own = Kinematics() if args.step_m is not None and args.yaw_deg is not None else own_kinematics(
-        args.world, getattr(args, "start_from", None))
+        args.world, args.start_from)
     return Kinematics(step_m=own.step_m if args.step_m is None else args.step_m,
                       yaw_deg=own.yaw_deg if args.yaw_deg is None else args.yaw_deg)
 

@@ -137,19 +137,18 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
     else:
         memory = False if args.no_memory else MemoryConfig(retrieval_rule=args.retrieval)
         kinematics = command_kinematics(args)
-        config = SceneConfig() if args.voxel is None else SceneConfig(voxel_size=args.voxel)
+        config = None if args.voxel is None else SceneConfig(voxel_size=args.voxel)  # None: fitted to the world
         if args.start_from is not None:  # the learned model goes on from a frame of a session or recording
             try:
                 scene = start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
                                            seed=args.seed, kinematics=kinematics, config=config, memory=memory,
-                                           spill_near=out, progress=True, fit_voxel=args.voxel is None)
+                                           spill_near=out, progress=True)
             except (SessionError, ValueError, OSError) as e:  # WorldSpecError, WeightsError are ValueErrors
                 return fail_before_any_frame(f"cannot start from {args.start_from}: {e}")
         else:
             try:
                 scene = make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None,
-                                   memory=memory, kinematics=kinematics, config=config, reset=False, spill_near=out,
-                                   fit_voxel=args.voxel is None)
+                                   memory=memory, kinematics=kinematics, config=config, reset=False, spill_near=out)
             except (WorldSpecError, ValueError, OSError) as e:
                 return fail_before_any_frame(str(e))
             try:

@@ -206,14 +206,13 @@ def build_scene(args) -> Scene:
     session or recording (--start-from), or a new world; with memory."""
     if args.session is not None:  # its own world and settings
         return make_scene(session=args.session)
-    config = SceneConfig() if args.voxel is None else SceneConfig(voxel_size=args.voxel)
+    config = None if args.voxel is None else SceneConfig(voxel_size=args.voxel)  # None: fitted to the world
     if args.start_from is not None:  # (a recording's notes are printed as its frames are handed over)
         return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
                                   seed=args.seed, kinematics=command_kinematics(args),
-                                  config=config, progress=True, fit_voxel=args.voxel is None)
+                                  config=config, progress=True)
     size, kinematics = tuple(args.size) if args.size else None, command_kinematics(args)
-    scene = make_scene(args.world, args.seed, size=size, kinematics=kinematics, config=config,
-                       fit_voxel=args.voxel is None)
+    scene = make_scene(args.world, args.seed, size=size, kinematics=kinematics, config=config)
     for note in recording_notes(scene) + [settings_not_kept(scene, size, kinematics)]:
         if note is not None:
             print(f"note: {note}", file=sys.stderr)

@@ -146,7 +146,8 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
                        weights: str | os.PathLike | None = None, seed: int = 0, kinematics: Kinematics | None = None,
                        config: SceneConfig | None = None, memory: bool | MemoryConfig | MemoryProvider = True,
                        spill_near: str | os.PathLike | None = None, progress: bool = False,
-                       session_meta: dict | None = None, fit_voxel: bool | None = None) -> Scene:
+                       session_meta: dict | None = None, fit_voxel: bool | None = None,
+                       notes: list[str] | None = None) -> Scene:
     """The learned world model going on from frame ``frame`` of ``source``, the frames before it handed over as
     its memory (:func:`hand_over_to_learned_model`; ``launch.py view/run --start-from``).
 
@@ -158,8 +159,9 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     :func:`make_scene`; ``progress``: a progress bar while the frames are handed over (and a recording's notes
     printed); ``session_meta``: a session source's session.json as :func:`scenes.session.read_session_meta`
     returned it (e.g. with its paths checked); ``fit_voxel``: a recording's frames are fused at the voxel size
-    :func:`voxel_fitted_to` fits to its depth (None: when no ``config`` is given; a session keeps its own). Raises
-    SessionError / WorldSpecError / ValueError with a one-line message."""
+    :func:`voxel_fitted_to` fits to its depth (None: when no ``config`` is given; a session keeps its own);
+    ``notes``: a list a recording's notes are added to (what its reader assumed, the voxel fitted: for a page to
+    show). Raises SessionError / WorldSpecError / ValueError with a one-line message."""
     from scenes.session import is_session_folder
 
     if session_meta is not None or is_session_folder(source):
@@ -198,6 +200,8 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
             config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to(recording))
         for note in frames.notes if progress else ():  # what the reader assumed (a command line's user reads it)
             print(f"note: {note}", file=sys.stderr)
+        if notes is not None:
+            notes.extend(frames.notes)
         return hand_over_to_learned_model(frames[position], (frames[i] for i in range(position)), seed=seed,
                                           kinematics=kinematics, config=config, memory=memory, weights=weights,
                                           spill_near=spill_near, progress=position if progress else None)

@@ -28,17 +28,18 @@ from studio.live_panel import LivePanel
 from studio.security import AccessPolicy, guarded_viser_server
 from studio.view3d import SceneView
 from studio.worker import Command, SceneWorker, hand_compute_threads_to_worker
-from worldmodel.actions import Action, TargetPose
+from worldmodel.actions import Action, Kinematics, TargetPose
 
 
 class Studio:
     """The viser app over one Scene. Panels get narrow callables (submit, notify, ...), never the Studio.
 
     policy: who may connect (studio.security: the websocket Origin check, the access token off loopback);
-    root: the workspace root that folders typed in the browser must stay inside."""
+    root: the workspace root that folders typed in the browser must stay inside; kinematics: the steps asked for on
+    the command line, for the worlds opened from the browser (None: each world's own)."""
 
     def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080,
-                 policy: AccessPolicy | None = None, root: str | Path = "."):
+                 policy: AccessPolicy | None = None, root: str | Path = ".", kinematics: Kinematics | None = None):
         self.policy = policy or AccessPolicy.for_host(host)
         self.root = Path(root).resolve()  # paths typed in the browser stay inside it (studio.security)
         self.server = guarded_viser_server(self.policy, host=host, port=port, label="WorldStudio", verbose=False)
@@ -59,7 +60,8 @@ class Studio:
                                  clear_queue=self.worker.clear)
         self.inspect = InspectPanel(gui, self.submit, self.view, request_resync=self.request_resync,
                                     reset_view=self.look_at_current)
-        self.exports = ExportPanel(gui, self.submit, notify, replace_scene=self.replace_scene, root=self.root)
+        self.exports = ExportPanel(gui, self.submit, notify, replace_scene=self.replace_scene, root=self.root,
+                                    kinematics=kinematics)
         refuse_large_uploads_as_they_start(self.server, lambda client, why: notify(client, "Upload refused", why, True))
         self.inspect.show_scale(scene.config.voxel_size)
         self.last_agreement: dict | None = None
@@ -269,7 +271,8 @@ def main(args) -> int:
         return 130
     try:
         with stop.deferred():  # a half-built server would be left running: it is built, then stopped
-            studio = Studio(scene, host=args.host, port=args.port, policy=policy, root=root)
+            studio = Studio(scene, host=args.host, port=args.port, policy=policy, root=root,
+                            kinematics=command_kinematics(args))
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); try --port {args.port + 1}",
               file=sys.stderr)

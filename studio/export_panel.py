@@ -19,6 +19,7 @@ from scenes.scene import Scene
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session
 from studio.panel_api import Notify, Submit
 from studio.security import path_in_root, session_world_in_root, world_spec_in_root
+from worldmodel.actions import Kinematics
 from worldmodel.recordings import FORMAT_NAMES
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
@@ -109,11 +110,13 @@ def unzip_session(content: bytes, target: Path) -> Path:
 class ExportPanel:
     """Export and Open folders. submit / notify: see studio.panel_api; replace_scene(scene): swap the
     studio's scene for another one (called on the worker thread, inside a submitted command); root: the
-    workspace root that folders and replay paths typed here must stay inside (studio.security)."""
+    workspace root that folders and replay paths typed here must stay inside (studio.security); kinematics: the
+    steps the worlds opened here walk (the command line's; None: each world's own, a learned model's trained steps)."""
 
     def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, replace_scene: Callable[[Scene], None],
-                 root: str | Path = "."):
+                 root: str | Path = ".", kinematics: Kinematics | None = None):
         self.submit, self.notify, self.replace_scene = submit, notify, replace_scene
+        self.kinematics = kinematics
         self.root = Path(root).resolve()
         self._sending_until = 0.0  # (time.monotonic) when the downloads sent so far have reached the browser
         with gui.add_folder("Export", order=3):
@@ -263,37 +266,41 @@ class ExportPanel:
         return {**meta, "world": session_world_in_root(self.root, meta.get("world"))}
 
     def _learned_from_frame(self, event: viser.GuiEvent) -> None:
-        self._hand_over(event, "this frame", "continue with the learned model",
-                        continue_with_learned_model)  # the frames before the cursor come along as memory
+        self._hand_over(event, "this frame", "continue with the learned model",  # the frames before the cursor
+                        lambda scene, notes: continue_with_learned_model(scene))  # come along as memory
 
     def _learned_from_folder(self, event: viser.GuiEvent) -> None:
         text, frame = self.start_from.value.strip(), int(self.start_frame.value)
 
-        def make(scene: Scene) -> Scene:
+        def make(scene: Scene, notes: list[str]) -> Scene:
             folder = path_in_root(self.root, text)
             if is_session_folder(folder):  # its world's paths held inside the workspace root, as when opened
                 source, meta = folder, self._meta_in_root(folder)
             else:  # a recording, with its replay options
                 source, meta = world_spec_in_root(self.root, f"replay:{text}").removeprefix("replay:"), None
             return start_learned_from(source, None if frame < 0 else frame, seed=int(self.seed.value),
-                                      kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config),
-                                      session_meta=meta, fit_voxel=True)
+                                      kinematics=self.kinematics, config=dataclasses.replace(scene.config),
+                                      session_meta=meta, fit_voxel=True, notes=notes)
 
         self._hand_over(event, "that frame", "learned model from a folder's frame", make)
 
-    def _hand_over(self, event: viser.GuiEvent, which: str, label: str, make: Callable[[Scene], Scene]) -> None:
-        """On the worker: ``make`` the learned world's Scene from the current one and show it; the tab that
-        asked sees a loading note, then how many frames came along as memory (or why it failed)."""
+    def _hand_over(self, event: viser.GuiEvent, which: str, label: str,
+                   make: Callable[[Scene, list[str]], Scene]) -> None:
+        """On the worker: ``make(scene, notes)`` the learned world's Scene from the current one (adding to ``notes``
+        what a recording's reader assumed) and show it; the tab that asked sees a loading note, then how many
+        frames came along as memory and the notes (or why it failed)."""
         note = working_note(event.client, f"The learned model from {which}", "taking the frames so far…")
 
-        def run(scene: Scene) -> int:
-            learned = make(scene)
+        def run(scene: Scene) -> tuple[int, list[str]]:
+            notes: list[str] = []
+            learned = make(scene, notes)
             self.replace_scene(learned)
-            return learned.branch.handed
+            return learned.branch.handed, notes
 
-        def done(kept: int) -> None:
-            settle_note(note, f"The learned model goes on from {which}",
-                        f"with the {kept} frames before it as its memory" if kept else f"from {which} alone")
+        def done(outcome: tuple[int, list[str]]) -> None:
+            kept, notes = outcome
+            said = f"with the {kept} frames before it as its memory" if kept else f"from {which} alone"
+            settle_note(note, f"The learned model goes on from {which}", "; ".join([said, *notes]))
 
         def failed(message: str) -> None:
             settle_note(note, f"The learned model from {which} failed", message, error=True)
@@ -306,7 +313,7 @@ class ExportPanel:
         def run(scene: Scene) -> list[str]:
             # at the voxel size fitted to the world (a room's recording: finer than a walk outdoors)
             opened = make_scene(world_spec_in_root(self.root, spec), seed, size=None,
-                                kinematics=scene.model.kinematics, config=dataclasses.replace(scene.config),
+                                kinematics=self.kinematics, config=dataclasses.replace(scene.config),
                                 fit_voxel=True)
             self.replace_scene(opened)
             return recording_notes(opened)  # what its reader noticed (frames skipped, intrinsics...): said

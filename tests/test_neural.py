@@ -54,13 +54,15 @@ def test_a_learned_world_opened_by_name_walks_with_its_weights_kinematics(tmp_pa
     from scenes.session import load_session
 
     save_pretrained(tmp_path / "long_steps", {**TINY, "step_m": 1.0, "yaw_deg": 20.0}, build_net(TINY), half=False)
-    for asked, step_m in ((None, 1.0), (Kinematics(step_m=0.25), 0.25)):
+    # the default 0.5 m / 10 degrees asked for explicitly is kept too (it was taken for "nothing asked")
+    for asked, step_m in ((None, 1.0), (Kinematics(step_m=0.25), 0.25), (Kinematics(), 0.5)):
         scene = make_scene(f"neural:{tmp_path / 'long_steps'}", 0, kinematics=asked)
         assert (scene.model.kinematics.step_m, scene.model.describe()["kinematics"]["step_m"]) == (step_m, step_m)
         scene.close()
     # --start-from a recording too (it built the learned world with the command line's default 0.5 m / 10 degrees)
     # one flag alone keeps the other at the weights' own (it fell to 0.5 m / 10 degrees), and --step-m 0.5 is kept
-    for flags, kinematics in (([], (1.0, 20.0)), (["--yaw-deg", "5"], (1.0, 5.0)), (["--step-m", "0.5"], (0.5, 20.0))):
+    for flags, kinematics in (([], (1.0, 20.0)), (["--yaw-deg", "5"], (1.0, 5.0)), (["--step-m", "0.5"], (0.5, 20.0)),
+                              (["--step-m", "0.5", "--yaw-deg", "10"], (0.5, 10.0))):
         out = tmp_path / f"from_tum{'_'.join(flags)}"
         tum = REPO.parent / "shared" / "data" / "tum_fr1_rpy"
         assert main(["run", "--start-from", f"{tum}?max_frames=2", "--world", f"neural:{tmp_path / 'long_steps'}",
@@ -74,6 +76,35 @@ def test_a_learned_world_opened_by_name_walks_with_its_weights_kinematics(tmp_pa
         saved = load_session(neural / "session")
         assert (saved.model.kinematics.step_m, saved.model.kinematics.yaw_deg) == kinematics
         saved.close()
+
+
+def test_worlds_opened_in_the_studio_walk_the_command_lines_steps_or_their_own(tmp_path):
+    """*Open world* and *learned model from a folder's frame* give the new world the steps asked for on the command
+    line, and none when none were: a learned model then walks its trained steps (it got the previous world's
+    0.5 m / 10 degrees, which became the weights' own only because they equal the default)."""
+    from scenes.factory import make_scene
+    from studio.app import Studio
+    from tests.test_replay import small_tum_copy
+    from worldmodel.actions import Kinematics
+
+    root = tmp_path / "workspace"
+    (root / "tum").mkdir(parents=True)
+    small_tum_copy(REPO.parent / "shared" / "data" / "tum_fr1_rpy", root / "tum", n=4)
+    save_pretrained(root / "long_steps", {**TINY, "step_m": 1.0, "yaw_deg": 20.0}, build_net(TINY), half=False)
+    for asked, walked in ((None, Kinematics(1.0, 20.0)), (Kinematics(), Kinematics())):
+        studio = Studio(make_scene("procedural", 0, size=(64, 64)), port=free_port(), root=root, kinematics=asked)
+        try:
+            assert studio.worker.wait_idle(60)
+            studio.exports.world.value = "neural:long_steps"
+            studio.exports._new_world(SimpleNamespace(client=None))
+            assert studio.worker.wait_idle(60) and studio.worker.scene.model.name == "neural"
+            assert studio.worker.scene.model.kinematics == walked
+            studio.exports.start_from.value, studio.exports.start_frame.value = "tum", 2
+            studio.exports._learned_from_folder(SimpleNamespace(client=None))
+            assert studio.worker.wait_idle(60) and studio.worker.scene.length == 3
+            assert studio.worker.scene.model.kinematics == (asked or Kinematics())  # None: the shipped weights'
+        finally:
+            studio.close()
 
 
 def test_shard_holds_true_poses_and_a_cache_rendered_there(tiny_shards):
@@ -1390,9 +1421,11 @@ def test_the_studio_starts_the_learned_model_from_a_frame_of_a_recording_folder_
         studio.exports._learned_from_folder(tab)
         assert studio.worker.wait_idle(60), notes[-1].body
         scene = studio.worker.scene
-        assert notes[-1].body == "with the 2 frames before it as its memory"
+        said, *reader_notes = notes[-1].body.split("; ")
+        assert said == "with the 2 frames before it as its memory"
         assert scene.model.name == "neural" and scene.length == 3 and scene.branch.handed == 2
         assert scene.map.voxel_size == 0.02  # fitted to the room, as Open world does (the walk's 0.1 m was kept)
+        assert any("voxels are 2 cm" in n for n in reader_notes)  # and said so, with what the reader assumed
         replay = make_scene(f"replay:{root / 'tum'}?stride=2")  # the recorded poses of frames 0, 2 and 4
         assert np.allclose(scene.poses(), replay.model.sequence.c2ws[:3])
         replay.close()

@@ -10,12 +10,15 @@ anything else is looked up among the plugins.
     def factory(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel
 
 ``arg`` is what follows the first ``:`` of the spec ("" when none); width/height are the frame size asked
-for, or None for the world's own default (256x256 procedural, the trained size of a learned model); the world is returned not yet reset. The first line of the factory's docstring is its one-line
-description in ``launch.py worlds``. Raise :class:`WorldSpecError` (one line, says what is accepted) on a
-bad ``arg``.
+for, or None for the world's own default (256x256 procedural, the trained size of a learned model);
+``kinematics`` is what was asked for, or the default 0.5 m / 10 degrees when nothing was, unless the world
+is registered with ``own_kinematics=True``: its factory then gets None for "the world's own" (a learned
+model's trained steps), so that an explicit 0.5 m / 10 degrees is told apart. The world is returned not yet
+reset. The first line of the factory's docstring is its one-line description in ``launch.py worlds``. Raise
+:class:`WorldSpecError` (one line, says what is accepted) on a bad ``arg``.
 
-**Built-ins** are registered with ``register(name, factory, from_description=None)``; a backend that
-imports heavy packages registers a small factory that imports them inside.
+**Built-ins** are registered with ``register(name, factory, from_description=None, own_kinematics=False)``;
+a backend that imports heavy packages registers a small factory that imports them inside.
 
 **Plugins** declare an entry point in the group ``worldstudio.worlds`` (name -> factory, or a
 :class:`WorldPlugin`), e.g. in their ``pyproject.toml``::
@@ -71,6 +74,7 @@ class WorldEntry:
     factory: WorldFactory
     from_description: Callable[[dict], WorldModel] | None = None
     origin: str = "built-in"
+    own_kinematics: bool = False  # the factory takes kinematics=None: the world's own
 
     @property
     def description(self) -> str:
@@ -122,14 +126,13 @@ def _replay_from(desc: dict) -> WorldModel:
         raise WorldSpecError(f"its replay recording cannot be opened: {e}") from None
 
 
-def _neural(arg: str, seed: int, width: int | None, height: int | None, kinematics: Kinematics) -> WorldModel:
+def _neural(arg: str, seed: int, width: int | None, height: int | None, kinematics: Kinematics | None) -> WorldModel:
     """The learned world model (DeepVerse-style RGB + depth + pose, memory-conditioned); neural:FOLDER_OR_REPO."""
     from worldmodel.neural.weights import WeightsError
     from worldmodel.neural.world import SHIPPED_WEIGHTS, NeuralWorld, check_size
 
-    try:  # the weights' own kinematics (config.json: what they were trained with) unless others were asked for
-        asked = kinematics if kinematics != Kinematics() else None
-        world = NeuralWorld(arg or SHIPPED_WEIGHTS, seed=seed, kinematics=asked)
+    try:  # kinematics None: the weights' own (config.json: what they were trained with)
+        world = NeuralWorld(arg or SHIPPED_WEIGHTS, seed=seed, kinematics=kinematics)
         if width is not None or height is not None:
             check_size(world, width or world.width, height or world.height)
     except WeightsError as e:
@@ -150,16 +153,18 @@ def _neural_from(desc: dict) -> WorldModel:
 _BUILTINS: dict[str, WorldEntry] = {}
 
 
-def register(name: str, factory: WorldFactory, from_description: Callable[[dict], WorldModel] | None = None) -> None:
+def register(name: str, factory: WorldFactory, from_description: Callable[[dict], WorldModel] | None = None, *,
+             own_kinematics: bool = False) -> None:
     """Add (or replace) a built-in world ``name``: ``factory(arg, seed, width, height, kinematics)``, and
     optionally ``from_description(desc)`` for worlds that describe themselves (else the factory is called
-    again with the description's arg/seed/width/height/kinematics)."""
-    _BUILTINS[name.lower()] = WorldEntry(name.lower(), factory, from_description)
+    again with the description's arg/seed/width/height/kinematics). ``own_kinematics``: the factory is given
+    None when no kinematics were asked for, and picks the world's own (else it gets the default ``Kinematics()``)."""
+    _BUILTINS[name.lower()] = WorldEntry(name.lower(), factory, from_description, own_kinematics=own_kinematics)
 
 
 register("procedural", _procedural, _procedural_from)
 register("replay", _replay, _replay_from)
-register("neural", _neural, _neural_from)
+register("neural", _neural, _neural_from, own_kinematics=True)
 
 
 def _plugins() -> dict[str, WorldEntry]:
@@ -233,7 +238,8 @@ def create_world(spec: str, seed: int = 0, width: int | None = None, height: int
     """``"procedural"``, ``"procedural:fly"``, ``"replay:PATH"``, ``"PLUGIN[:ARGS]"`` -> a world (not yet reset)."""
     kind, _, arg = spec.partition(":")
     entry = _entry(kind)
-    kinematics = kinematics or Kinematics()
+    if kinematics is None and not entry.own_kinematics:
+        kinematics = Kinematics()
     width, height = (None if v is None else int(v) for v in (width, height))
     factory = entry.factory.load() if isinstance(entry.factory, _LazyFactory) else entry.factory
     try:
@@ -246,7 +252,7 @@ def create_world(spec: str, seed: int = 0, width: int | None = None, height: int
     model = factory(arg.strip(), int(seed), width, height, kinematics)
     if isinstance(model, BaseWorldModel) and entry.from_description is None:
         model.created_with = {"kind": entry.name, "arg": arg.strip(), "seed": int(seed), "width": width,
-                              "height": height, "kinematics": dataclasses.asdict(kinematics)}
+                              "height": height, "kinematics": dataclasses.asdict(kinematics or model.kinematics)}
     return model
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from scenes.argtypes import SEED, SIZE, STEP_M, STEPS, VOXEL, YAW_DEG, folder_path, ranged
@@ -277,7 +278,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        try:
+            code = main()
+        finally:  # (argparse's --help and error exits too) a reader of stdout that has gone shows here, not at exit
+            sys.stdout.flush()
+    except BrokenPipeError:  # stdout's reader left early (`launch.py info X | head -1`): quiet, as `head` expects
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would flush into the pipe again
+        sys.exit(141)  # (128 + SIGPIPE, what a shell tool that met a closed pipe returns)
     except KeyboardInterrupt:  # Ctrl-C where no command handles it (while importing, say): one line, no traceback
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code)

@@ -242,3 +242,27 @@ def test_a_studio_on_a_busy_port_says_which_port_it_took(capsys, monkeypatch):
     captured = capsys.readouterr()
     taken = int(captured.out.split("http://127.0.0.1:")[1].split("/")[0].split()[0])
     assert taken != port and f"note: port {port} is in use; listening on {taken} instead" in captured.err
+
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`launch.py info X | head -1`: the reader of stdout closes its end. That ended in a BrokenPipeError
+    traceback (or "Exception ignored ... BrokenPipeError" as Python flushed stdout at exit); now the command stops
+    quietly with 141, as a shell tool that meets a closed pipe does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert main(["run", "--steps", "1", "--size", "32", "32", "--no-video", "--out", str(tmp_path / "run")]) == 0
+    root = Path(__file__).resolve().parents[1]
+    for argv in (["worlds"], ["info", str(tmp_path / "run" / "session")]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before the command writes a byte
+        try:
+            res = subprocess.run([sys.executable, str(root / "launch.py"), *argv], cwd=root, stdout=write_end,
+                                 stderr=subprocess.PIPE, text=True, timeout=120)
+        finally:
+            os.close(write_end)
+        assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, (argv, res.stderr)
+        assert res.returncode == 141, (argv, res.returncode, res.stderr)

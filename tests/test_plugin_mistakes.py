@@ -202,3 +202,27 @@ def test_a_member_named_nearly_as_the_contracts_is_warned_of():
 
         class Alike(Wall):
             closed, steps, step_m, render = False, 3, 0.5, None
+
+
+def _factory_missing_a_dependency(arg, seed, width, height, kinematics):
+    """A world whose factory imports what is not installed."""
+    raise ModuleNotFoundError("No module named 'some_optional_dependency'")
+
+
+register("mistake_missing_dependency", _factory_missing_a_dependency)
+
+
+def test_a_factory_that_fails_inside_is_one_line_naming_it(tmp_path, capsys):
+    """A plugin factory that raised anything but ValueError/OSError (its optional dependency missing, a bug) ended
+    `run` and `view` in a traceback through the registry and the factory module; now one line naming the world,
+    the factory and its error, and nothing is written."""
+    from launch import main
+    from worldmodel.registry import WorldSpecError
+
+    with pytest.raises(WorldSpecError, match="'mistake_missing_dependency' could not be made.*ModuleNotFoundError"):
+        make_scene("mistake_missing_dependency")
+    out = tmp_path / "out"
+    assert main(["run", "--world", "mistake_missing_dependency", "--steps", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "_factory_missing_a_dependency raised ModuleNotFoundError" in err[0], err
+    assert not (out / "session").exists()

@@ -440,7 +440,7 @@ class Trainer:
     def _write_checkpoint(self) -> None:
         out = Path(self.cfg.out)
         training = {"steps": self.step, "config": asdict(self.cfg), "hardware": describe_hardware(self.bf16),
-                    "history": json_safe(self.history[-20:])}
+                    "minutes_trained": round(self.elapsed() / 60, 1), "history": json_safe(self.history[-20:])}
         if self.init_record:
             training["init"] = self.init_record
         config = {**self.model_config, "training": training}
@@ -663,8 +663,8 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 
 def trained_minutes(folder: str | Path, training: dict) -> float | None:
-    """Minutes a model's weights were trained: a checkpoint's own clock (``train_state.json``; its config holds
-    only the budget), else the ``minutes_trained`` a shipped model records; None when neither says."""
+    """Minutes a model's weights were trained: a checkpoint's own clock (``train_state.json``, to the second),
+    else the ``minutes_trained`` its config records (a checkpoint's or a shipped model's); None when neither says."""
     state = Path(folder) / "train_state.json"
     if state.is_file():
         return json.loads(state.read_text()).get("elapsed_s", 0) / 60

@@ -244,7 +244,6 @@ def test_a_studio_on_a_busy_port_says_which_port_it_took(capsys, monkeypatch):
     assert taken != port and f"note: port {port} is in use; listening on {taken} instead" in captured.err
 
 
-
 def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
     """`launch.py info X | head -1`: the reader of stdout closes its end. That ended in a BrokenPipeError
     traceback (or "Exception ignored ... BrokenPipeError" as Python flushed stdout at exit); now the command stops

@@ -248,6 +248,9 @@ def test_a_resumed_run_keeps_each_ranks_own_samples_and_a_nan_never_reaches_the_
     expected = bank.pick(trainer.rng, 16)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["training"]["history"][0]["val_psnr"] is None
+    # the card of a checkpoint (shared as it is, with save_pretrained) says how long it trained; it said "? minutes"
+    assert isinstance(saved["training"]["minutes_trained"], float)
+    assert f"; {saved['training']['minutes_trained']} minutes." in (tmp_path / "run" / "README.md").read_text()
     resumed = {}
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))

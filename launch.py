@@ -184,10 +184,11 @@ def _check_start_from(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error("--start-from and --session both say what to open; give one of them")
     if args.size is not None:
         parser.error("--size does not apply with --start-from: the learned model makes frames at its own size")
-    from scenes.session import is_session_folder
+    from scenes.session import is_session_folder, session_meant_by
 
     resuming = args.command == "run" and args.resume  # (--resume says what it does not use)
-    if not resuming and is_session_folder(args.start_from):  # a session's seed, voxel and steps are kept: say so
+    from_session = is_session_folder(args.start_from) or session_meant_by(args.start_from) is not None
+    if not resuming and from_session:  # a session's seed, voxel and steps are kept: say so
         ignored = _given(parser, args, SESSION_KEEPS)
         if ignored:
             print(f"note: {', '.join(ignored)} not used: --start-from a session goes on with the session's own "

@@ -151,8 +151,9 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     """The learned world model going on from frame ``frame`` of ``source``, the frames before it handed over as
     its memory (:func:`hand_over_to_learned_model`; ``launch.py view/run --start-from``).
 
-    source: a saved session folder (the frame is a position in its current branch; default: its cursor; its own
-    seed, kinematics and scene settings are kept, and a learned world's weights unless ``weights`` is given) or
+    source: a saved session folder (or a run's folder holding one in ``session/``, or its session.json; the frame
+    is a position in its current branch; default: its cursor; its own seed, kinematics and scene settings are
+    kept, and a learned world's weights unless ``weights`` is given) or
     a recording folder, with ``replay:`` options when wanted (``PATH?stride=2``; the frame is an index after the
     options: with stride 2, frame 3 is recorded frame 6; default: the last; ``seed``, ``kinematics`` and
     ``config`` apply). Negative frames count from the end. ``memory``, ``spill_near``: as for
@@ -162,8 +163,15 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     :func:`voxel_fitted_to` fits to its depth (None: when no ``config`` is given; a session keeps its own);
     ``notes``: a list a recording's notes are added to (what its reader assumed, the voxel fitted: for a page to
     show). Raises SessionError / WorldSpecError / ValueError with a one-line message."""
-    from scenes.session import is_session_folder
+    from scenes.session import is_session_folder, session_meant_by
 
+    meant = None if session_meta is not None else session_meant_by(source)
+    if meant is not None:  # a run's folder: its session, not its exports read as a recording (lossy, no truth)
+        source, note = meant[0], f"{source} is {meant[1]}: the learned model goes on from that session"
+        if progress:
+            print(f"note: {note}", file=sys.stderr)
+        if notes is not None:
+            notes.append(note)
     if session_meta is not None or is_session_folder(source):
         from scenes.session import read_session_meta
 

@@ -21,7 +21,8 @@ from scenes.export import ExportError
 from scenes.factory import (command_kinematics, learned_weights, make_scene, settings_not_kept,
                             start_learned_from)
 from scenes.scene import Scene, SceneConfig
-from scenes.session import SessionError, is_session_folder, read_session_meta, save_session, saved_memory_config
+from scenes.session import (SessionError, read_session_meta, save_session, saved_memory_config,
+                            session_meant_by)
 from scenes.spill import install_signal_handlers
 from worldmodel.actions import ActionParseError, generated_walk, parse_actions
 from worldmodel.registry import WorldSpecError
@@ -48,9 +49,9 @@ def main(args) -> int:
         return fail(f"{out / 'session'} holds a saved session; add --resume {shlex.quote(str(out / 'session'))} to "
                     "go on with it, or choose another --out")
     resume = Path(args.resume).expanduser() if args.resume else None
-    if resume is not None and not is_session_folder(resume) and is_session_folder(resume / "session"):
-        return fail(f"{resume} is a run's folder; its session is in {resume / 'session'}: pass --resume "
-                    f"{shlex.quote(str(resume / 'session'))}")
+    meant = None if resume is None else session_meant_by(resume)
+    if meant is not None:
+        return fail(f"{resume} is {meant[1]}: pass --resume {shlex.quote(str(meant[0]))}")
     why_not = _why_not_write_into(out, args)
     if why_not:
         return fail(why_not)

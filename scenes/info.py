@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenes.session import SessionError, is_session_folder, load_session, saved_memory_state
+from scenes.session import SessionError, is_session_folder, load_session, saved_memory_state, session_meant_by
 
 
 def folder_bytes(folder: Path) -> int:
@@ -156,8 +156,9 @@ def _handed(count: int) -> str:
 
 def main(args) -> int:
     folder = Path(args.path).expanduser()
-    if is_session_folder(folder / "session") and not is_session_folder(folder):  # a run's --out folder
-        print(f"error: {folder} holds a run's session in session/; pass {folder / 'session'}", file=sys.stderr)
+    meant = session_meant_by(folder)  # a run's --out folder, a session.json file
+    if meant is not None:
+        print(f"error: {folder} is {meant[1]}: pass {meant[0]}", file=sys.stderr)
         return 2
     if not is_session_folder(folder):
         return _recording_main(args.path)

@@ -252,11 +252,27 @@ def is_session_folder(folder: str | os.PathLike) -> bool:
     return (folder / "session.json").is_file() or _interrupted_save(folder) is not None
 
 
+def session_meant_by(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(the session folder, why) when ``path`` points at a saved session without being its folder: a run's --out
+    folder (the session is in its ``session/``) or a session's session.json file; None otherwise (a session folder
+    itself, or nothing of a session). ``why`` completes "PATH is ...", e.g. "a run's folder; its session is in
+    RUN/session"."""
+    path = Path(path).expanduser()
+    if path.name == "session.json" and path.is_file() and is_session_folder(path.parent):
+        return path.parent, f"the session file of {path.parent}"
+    if path.is_dir() and not is_session_folder(path) and is_session_folder(path / "session"):
+        return path / "session", f"a run's folder; its session is in {path / 'session'}"
+    return None
+
+
 def read_session_meta(folder: str | Path) -> dict:
     """The session.json of ``folder``, read and every value checked (:func:`check_session_meta`); SessionError
     naming the folder and the bad value."""
     folder = Path(folder).expanduser()
     path = folder / "session.json"
+    meant = session_meant_by(folder)
+    if meant is not None:
+        raise SessionError(f"{folder} is {meant[1]}: pass {meant[0]}")
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "no such folder"
         raise SessionError(f"{folder}: {what}; pick the folder that contains session.json")

@@ -16,7 +16,7 @@ import viser
 
 from scenes.factory import continue_with_learned_model, make_scene, recording_notes, start_learned_from
 from scenes.scene import Scene
-from scenes.session import SessionError, is_session_folder, read_session_meta, save_session
+from scenes.session import SessionError, is_session_folder, read_session_meta, save_session, session_meant_by
 from studio.panel_api import Notify, Submit
 from studio.security import path_in_root, session_world_in_root, world_spec_in_root
 from worldmodel.actions import Kinematics
@@ -274,6 +274,10 @@ class ExportPanel:
 
         def make(scene: Scene, notes: list[str]) -> Scene:
             folder = path_in_root(self.root, text)
+            meant = session_meant_by(folder)  # a run's folder: its session (not its exports as a recording)
+            if meant is not None:
+                folder = meant[0]
+                notes.append(f"{text} is {meant[1]}: the learned model goes on from that session")
             if is_session_folder(folder):  # its world's paths held inside the workspace root, as when opened
                 source, meta = folder, self._meta_in_root(folder)
             else:  # a recording, with its replay options

@@ -66,8 +66,12 @@ def test_kill_9_loses_at_most_one_autosave_interval_and_resume_goes_on(tmp_path,
     printed = capsys.readouterr().out
     assert f"frames    {saved} (cursor at {saved - 1} of main)" in printed and "procedural seed 0" in printed
     assert "map points" not in printed and " points at 0.5 m voxels" in printed and "MB" in printed
-    assert main(["info", str(out)]) == 2 and f"holds a run's session in session/; pass {out / 'session'}" in \
+    assert main(["info", str(out)]) == 2 and f"is a run's folder; its session is in {out / 'session'}: pass " in \
         capsys.readouterr().err
+    # the session's own session.json: said to be that, with the folder to pass (it said "no session.json")
+    assert main(["info", str(out / "session" / "session.json")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {out / 'session' / 'session.json'} is the session file of "
+                                               f"{out / 'session'}: pass {out / 'session'}")
     # the same command with --resume: the steps already made are not repeated; the dead run's spill is removed
     assert main(["run", "--steps", str(saved + 4), *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
     scene = load_session(out / "session")
@@ -176,6 +180,9 @@ def test_a_rerun_or_a_resume_that_disagrees_with_the_saved_walk_is_refused(tmp_p
     assert "made with other actions (step 41 differs)" in capsys.readouterr().err
     assert main(["run", "--actions", "(FN)" * 80, *SMALL, "--out", str(middle), "--resume", str(middle)]) == 2
     assert f"{middle} is a run's folder; its session is in {middle / 'session'}" in capsys.readouterr().err
+    assert main(["run", "--actions", "(FN)" * 80, *SMALL, "--out", str(middle), "--resume",
+                 str(middle / "session" / "session.json")]) == 2
+    assert f"is the session file of {middle / 'session'}: pass --resume" in capsys.readouterr().err
     # the walk of the session's own seed goes on when --seed is left out
     assert main(["run", "--steps", "16", *SMALL, "--out", str(out), "--resume", str(out / "session")]) == 0
     scene = load_session(out / "session")
@@ -321,6 +328,15 @@ def test_a_run_started_from_a_session_walks_its_seed_and_counts_its_own_steps(tm
     start = ["run", "--start-from", str(tmp_path / "walk" / "session"), "--steps", "4", "--no-video"]
     assert main([*start, "--out", str(tmp_path / "on")]) == 0
     capsys.readouterr()
+    # the run's folder: its session (it read the run's transforms.json export as a recording, without a word:
+    # depth in millimetres, no ground truth to compare with)
+    assert main(["run", "--start-from", str(tmp_path / "walk"), "--steps", "4", "--no-video",
+                 "--out", str(tmp_path / "via_run_folder")]) == 0
+    assert f"{tmp_path / 'walk'} is a run's folder; its session is in" in capsys.readouterr().err
+    via_session, via_run = (load_session(tmp_path / name / "session") for name in ("on", "via_run_folder"))
+    assert np.array_equal(via_session.poses(), via_run.poses()) and len(via_run.map) == len(via_session.map)
+    assert via_run.model.describe()["simulator_is_truth"] and via_session.model.describe()["simulator_is_truth"]
+    via_session.close(), via_run.close()
     assert main([*start, "--out", str(tmp_path / "on"), "--resume", str(tmp_path / "on" / "session")]) == 0
     assert "already holds all 4 steps" in capsys.readouterr().out
     real_step, calls = NeuralWorld.step, []

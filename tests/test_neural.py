@@ -1432,6 +1432,22 @@ def test_the_studio_starts_the_learned_model_from_a_frame_of_a_recording_folder_
         replay = make_scene(f"replay:{root / 'tum'}?stride=2")  # the recorded poses of frames 0, 2 and 4
         assert np.allclose(scene.poses(), replay.model.sequence.c2ws[:3])
         replay.close()
+        # a run's folder: its session, not its transforms.json export read as a recording
+        from launch import main
+
+        assert main(["run", "--steps", "2", "--size", "64", "64", "--no-video", "--out", str(root / "walk")]) == 0
+        studio.exports.start_from.value, studio.exports.start_frame.value = "walk", 1
+        studio.exports._learned_from_folder(tab)
+        assert studio.worker.wait_idle(60), notes[-1].body
+        assert "walk is a run's folder; its session is in" in notes[-1].body
+        assert studio.worker.scene.length == 2 and studio.worker.scene.model.describe()["simulator_is_truth"]
+        # ... whose world's paths are held inside the root, as a session folder's are (the replay of a recording
+        # outside it is refused)
+        assert main(["run", "--world", f"replay:{outside}", "--steps", "2", "--no-video",
+                     "--out", str(root / "replayed")]) == 0
+        studio.exports.start_from.value = "replayed"
+        studio.exports._learned_from_folder(tab)
+        assert studio.worker.wait_idle(60) and notes[-1].color == "red" and "outside the workspace" in notes[-1].body
     finally:
         studio.close()
         studio.worker.scene.close()

@@ -291,6 +291,11 @@ def test_corrupt_sessions_give_one_line_errors(tmp_path):
         load_session(tmp_path)
     with pytest.raises(SessionError, match="no such folder; pick the folder that contains session.json"):
         load_session(tmp_path / "does" / "not" / "exist")
+    run = save_session(scene, tmp_path / "run" / "session").parent  # a run's folder, and a session's own file
+    with pytest.raises(SessionError, match=f"run is a run's folder; its session is in {run / 'session'}: pass "):
+        load_session(run)
+    with pytest.raises(SessionError, match=f"session.json is the session file of {run / 'session'}: pass "):
+        load_session(run / "session" / "session.json")
     (folder / "frames" / "0000001.safetensors").write_bytes(b"garbage")
     with pytest.raises(SessionError, match=r"s/frames/0000001.safetensors is corrupt"):
         load_session(folder)

@@ -45,13 +45,16 @@ def is_disk_full(e: BaseException) -> bool:
 
 
 def write_error(e: BaseException, path: Path) -> WriteError:
-    """The one-line error for a failed write of ``path``."""
-    if isinstance(e, WriteError):
-        return e
+    """The one-line error for a failed write of ``path`` (a full disk: named by ``path``'s folder, also when a
+    write inside, to a work folder since removed, said it)."""
     folder = Path(path).parent
+    if isinstance(e, SwapNotUndone):  # (its own line says what to move back by hand)
+        return e
     if is_disk_full(e):
         return WriteError(f"disk full: free space in {folder} (or choose a folder on another disk); "
                           "nothing already made was lost", errno.ENOSPC)
+    if isinstance(e, WriteError):
+        return e
     reason = getattr(e, "strerror", None) or (str(e).splitlines()[0][:120] if str(e) else type(e).__name__)
     code = getattr(e, "errno", None)
     todo = {errno.EEXIST: "a file stands where a folder is needed: choose another folder",

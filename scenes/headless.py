@@ -190,7 +190,7 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
         try:
             written = scene.export_all(out, progress=True, video=not args.no_video)
         except (ExportError, SessionError, OSError) as e:
-            return fail(str(e))
+            return fail(f"{e}{_earlier_save(out, scene.length)}")
         pts = len(scene.map)
         print(f"{scene.length} frames, {pts:,} map points -> {out}")
         if not pts and (scene.current.depth > 0).any():
@@ -263,6 +263,21 @@ def first_different_step(scene: Scene, actions: list) -> int | None:
     return None
 
 
+def _earlier_save(out: Path, frames_made: int | None = None) -> str:
+    """When the session of this run could not be saved (a full disk): what ``out/session`` still holds, an earlier
+    save (saves swap in whole), and how to go on from it, as a clause to add to the error; "" when it holds none
+    (or all ``frames_made``)."""
+    try:
+        earlier_frames = len(read_session_meta(out / "session")["frame_ids"])
+    except (SessionError, KeyError, TypeError):
+        return ""
+    if frames_made is not None and earlier_frames >= frames_made:
+        return ""
+    made = "" if frames_made is None else f", not the {frames_made} made (the other exports may hold them)"
+    return (f"; the session in {out / 'session'} holds the {earlier_frames} frames of an earlier save{made}: run the "
+            f"same command with --resume {shlex.quote(str(out / 'session'))} to go on from it")
+
+
 def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:
     """A walk stopped part-way: write the session made so far and say how to go on."""
     if isinstance(e, KeyboardInterrupt):
@@ -276,13 +291,6 @@ def _save_after_failure(scene: Scene, out: Path, e: BaseException) -> int:
     try:
         folder = save_session(scene, out / "session")
     except (SessionError, OSError) as save_error:
-        earlier = ""
-        try:  # an earlier autosave is still whole (saves swap in whole): the walk goes on from there
-            earlier_frames = len(read_session_meta(out / "session")["frame_ids"])
-            earlier = (f"; the autosave of {earlier_frames} frames in {out / 'session'} is whole: run the same "
-                       f"command with --resume {shlex.quote(str(out / 'session'))} to go on from it")
-        except (SessionError, KeyError, TypeError):
-            pass
-        return fail(f"{why}; the frames made so far could not be saved either ({save_error}){earlier}")
+        return fail(f"{why}; the frames made so far could not be saved either ({save_error}){_earlier_save(out)}")
     return fail(f"{why}; the {scene.length} frames made so far are saved in {folder}; "
                 f"run the same command with --resume {shlex.quote(str(folder))} to go on")

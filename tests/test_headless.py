@@ -231,7 +231,33 @@ def test_a_resumed_run_autosaves_and_one_failed_autosave_does_not_stop_it(tmp_pa
     monkeypatch.setattr("scenes.headless.save_session", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
     assert main(["run", *SMALL, "--out", str(out), "--resume", str(out / "session"), "--actions", "(FN)" * 50]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "could not be saved either" in err and f"the autosave of 35 frames in {out / 'session'} is whole" in err
+    assert "could not be saved either" in err and f"{out / 'session'} holds the 35 frames of an earlier save" in err
+
+
+def test_a_run_whose_last_save_meets_a_full_disk_says_what_its_folder_holds(tmp_path, capsys, monkeypatch):
+    """The session at the end of a resumed run fails (disk full) while the other exports are written: the line
+    names the run's folder to free space in (it named the save's work folder, already removed) and says that the
+    session holds the earlier save's frames, not those the trajectory now holds, and how to go on."""
+    import errno
+
+    from launch import main
+
+    out = tmp_path / "walk"
+    assert main(["run", *SMALL, "--steps", "3", "--no-video", "--out", str(out)]) == 0
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("scenes.session.save_file", disk_full)
+    capsys.readouterr()
+    assert main(["run", *SMALL, "--steps", "6", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"disk full: free space in {out} (or" in err and ".saving-" not in err, err
+    assert f"{out / 'session'} holds the 4 frames of an earlier save, not the 7 made" in err, err
+    assert "--resume" in err and "trajectory" in err
+    assert len((out / "trajectory.txt").read_text().strip().splitlines()) == 2 + 7  # (two header lines)
+    monkeypatch.undo()
+    assert main(["run", *SMALL, "--steps", "6", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
 
 
 def test_a_resumed_run_keeps_the_memory_it_was_made_with(tmp_path, capsys):

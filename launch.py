@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "network can then drive the studio)")
 
     run = sub.add_parser("run", help="explore headless and write PLY, GLB, MP4, trajectory, transforms.json, session")
+    run.set_defaults(resume_options_given=[])  # (main sets it: the options that --resume takes from the session)
     _add_world_args(run, "procedural")
     what = run.add_mutually_exclusive_group(required=True)
     what.add_argument("--actions", help='action string in DeepVerse grammar, e.g. "(FN)(FN)(fLN)(BR)"')
@@ -211,15 +212,6 @@ def _given(parser: argparse.ArgumentParser, args: argparse.Namespace, options) -
             or name == "world" and args.world_given]
 
 
-def _note_what_resume_ignores(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """`run --resume` goes on with the session's own world and settings: say which options given were not used
-    (they were dropped without a word)."""
-    ignored = _given(parser, args, RESUME_KEEPS)
-    if ignored:
-        print(f"note: {', '.join(ignored)} not used: --resume goes on with the world and settings the session was "
-              "made with", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -239,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from scenes.headless import main as run_main
 
-        if args.resume:
-            _note_what_resume_ignores(parser, args)
+        # `run --resume` goes on with the session's own world and settings: it says which of these options, given,
+        # differ from the session's (scenes.headless; they were dropped without a word)
+        args.resume_options_given = _given(parser, args, RESUME_KEEPS) if args.resume else []
 
         return run_main(args)
     if args.command == "eval-recon":

@@ -184,18 +184,22 @@ def test_bad_replay_options_are_named_and_neural_world_is_importable(tmp_path, w
 
 def test_a_resume_says_which_options_it_does_not_use(tmp_path, capsys):
     """`run --resume` keeps the session's world and settings: a --world, --seed or --size given with it was
-    dropped without a word; now a note names them. Asking fewer steps than the session holds says so."""
+    dropped without a word; now a note names those that differ from the session's (the same command given again
+    with --resume, as the README says to, was told its --world, --size and --voxel were not used). Asking fewer
+    steps than the session holds says so."""
     out = tmp_path / "out"
-    assert main(["run", "--size", "64", "48", "--steps", "3", "--no-video", "--out", str(out)]) == 0
+    first = ["run", "--world", "procedural:fly", "--seed", "3", "--size", "64", "48", "--voxel", "0.2", "--steps", "3",
+             "--no-video", "--out", str(out)]
+    assert main(first) == 0
     capsys.readouterr()
-    assert main(["run", "--world", "procedural:fly", "--seed", "7", "--size", "96", "64", "--steps", "1",
+    assert main(["run", "--world", "procedural", "--seed", "7", "--size", "96", "64", "--steps", "1",
                  "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
     captured = capsys.readouterr()
-    assert "note: --world, --seed, --size not used: --resume goes on with the world and settings" in captured.err
-    assert main(["run", "--world", "procedural", "--steps", "3", "--no-video", "--out", str(out), "--resume",
-                 str(out / "session")]) == 0  # --world given at its default value: also not used
-    assert "note: --world not used" in capsys.readouterr().err
+    assert ("note: --world procedural, --seed 7 (the session's: 3), --size 96 64 (the session's: 64 48) not used: "
+            "--resume goes on with the world and settings") in captured.err
     assert "already holds 3 steps, more than the 1 asked; writing the exports" in captured.out
+    assert main([*first, "--resume", str(out / "session")]) == 0  # the same command again
+    assert "not used" not in capsys.readouterr().err
     assert main(["run", "--steps", "3", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
     assert "not used" not in capsys.readouterr().err
     (out / "session" / "memory.safetensors").write_bytes(b"")  # what a full disk's copy leaves

@@ -33,7 +33,7 @@ def _add_world_args(p: argparse.ArgumentParser, default_world: str) -> None:
                    help="the learned model (--world neural[:WEIGHTS]) goes on from a frame of a saved session folder "
                         "(keeping its seed, voxel size and step settings) or a recording folder (replay:PATH options "
                         "allowed), the frames before it handed over as its memory")
-    p.set_defaults(world_given=False)
+    p.set_defaults(world_given=False, options_given_with_session=[])  # (main: the options a session overrides)
     p.add_argument("--start-frame", type=int, default=None, metavar="N",
                    help="with --start-from: the frame to go on from (a session: position in its current branch, "
                         "default its cursor; a recording: frame index after its stride and max_frames options, "
@@ -69,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
                            "network can then drive the studio)")
 
     run = sub.add_parser("run", help="explore headless and write PLY, GLB, MP4, trajectory, transforms.json, session")
-    run.set_defaults(resume_options_given=[])  # (main sets it: the options that --resume takes from the session)
     _add_world_args(run, "procedural")
     what = run.add_mutually_exclusive_group(required=True)
     what.add_argument("--actions", help='action string in DeepVerse grammar, e.g. "(FN)(FN)(fLN)(BR)"')
@@ -189,11 +188,8 @@ def _check_start_from(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
     resuming = args.command == "run" and args.resume  # (--resume says what it does not use)
     from_session = is_session_folder(args.start_from) or session_meant_by(args.start_from) is not None
-    if not resuming and from_session:  # a session's seed, voxel and steps are kept: say so
-        ignored = _given(parser, args, SESSION_KEEPS)
-        if ignored:
-            print(f"note: {', '.join(ignored)} not used: --start-from a session goes on with the session's own "
-                  "seed, voxel size and step settings", file=sys.stderr)
+    if not resuming and from_session:  # a session's seed, voxel and steps are kept: those given that differ are said
+        args.options_given_with_session = _given(parser, args, SESSION_KEEPS)
 
 
 SESSION_KEEPS = (("seed", "--seed"), ("voxel", "--voxel"), ("step_m", "--step-m"), ("yaw_deg", "--yaw-deg"))
@@ -223,17 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "view":
         from studio.app import main as studio_main
 
-        ignored = _given(parser, args, (*SESSION_KEEPS, ("size", "--size"))) if args.session is not None else []
-        if ignored:  # (they were dropped without a word)
-            print(f"note: {', '.join(ignored)} not used: --session opens the session with its own seed, size, voxel "
-                  "size and step settings", file=sys.stderr)
+        if args.session is not None:  # the session's own settings: those given that differ are said (studio.app)
+            args.options_given_with_session = _given(parser, args, (*SESSION_KEEPS, ("size", "--size")))
         return studio_main(args)
     if args.command == "run":
         from scenes.headless import main as run_main
 
-        # `run --resume` goes on with the session's own world and settings: it says which of these options, given,
-        # differ from the session's (scenes.headless; they were dropped without a word)
-        args.resume_options_given = _given(parser, args, RESUME_KEEPS) if args.resume else []
+        if args.resume:  # the session's own world and settings: those given that differ are said (scenes.headless)
+            args.options_given_with_session = _given(parser, args, RESUME_KEEPS)
 
         return run_main(args)
     if args.command == "eval-recon":

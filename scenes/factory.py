@@ -22,7 +22,7 @@ from memory.bank import GeometricMemory, MemoryConfig
 from scenes.framestore import FrameStore
 from scenes.scene import MemoryProvider, Scene, SceneConfig
 from worldmodel.actions import Kinematics
-from worldmodel.frame import Frame, WalkingWorld, WorldModel
+from worldmodel.frame import ClosableWorld, Frame, WalkingWorld, WorldModel
 from worldmodel.registry import create_world
 
 
@@ -340,6 +340,50 @@ def settings_not_kept(scene: Scene, size: tuple[int, int] | None, kinematics: Ki
         made.append(f"steps of {k.step_m:g} m and {k.yaw_deg:g} degrees (not {kinematics.step_m:g} m and "
                     f"{kinematics.yaw_deg:g} degrees)")
     return f"the {scene.model.name} world makes {' and '.join(made)}" if made else None
+
+
+START_FROM_A_SESSION_NOTE = "--start-from a session goes on with the session's own seed, voxel size and step settings"
+
+
+def note_options_the_session_overrides(args, scene: Scene, why: str) -> None:
+    """Say on stderr which options given on the command line (``args.options_given_with_session``: flags) the
+    session that ``scene`` was opened from, or goes on from, overrides: those whose value differs from the scene's
+    ("--seed 7 (the session's: 3)"; --start-from and --start-frame always, as the session's frames are used; --world
+    built and its description compared). ``why``: the rest of the line."""
+    def shown(value) -> str:
+        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    kin = scene.model.kinematics
+    session = {"--seed": scene.seed, "--size": [scene.current.width, scene.current.height],
+               "--voxel": scene.config.voxel_size, "--step-m": kin.step_m, "--yaw-deg": kin.yaw_deg,
+               "--retrieval": None if scene.memory is None else scene.memory.describe().get("retrieval_rule")}
+    differ = []
+    for flag in args.options_given_with_session:
+        if flag == "--world":
+            if not _builds_the_same_world(args.world, scene):
+                differ.append(f"--world {args.world}")
+            continue
+        given = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if flag not in session:
+            differ.append(f"{flag} {shown(given)}")
+        elif given != session[flag]:
+            differ.append(f"{flag} {shown(given)} (the session's: {shown(session[flag])})")
+    if differ:
+        print(f"note: {', '.join(differ)} not used: {why}", file=sys.stderr)
+
+
+def _builds_the_same_world(spec: str, scene: Scene) -> bool:
+    """Whether the world spec ``spec``, built at the scene's seed, size and kinematics, describes itself as the
+    scene's world does (False when it cannot be built)."""
+    try:
+        world = create_world(spec, scene.seed, scene.current.width, scene.current.height, scene.model.kinematics)
+    except (ValueError, OSError):
+        return False
+    try:
+        return world.describe() == scene.model.describe()
+    finally:
+        if isinstance(world, ClosableWorld):
+            world.close()
 
 
 def learned_weights(world: str) -> str | None:

@@ -18,8 +18,8 @@ from memory.bank import MemoryConfig
 from scenes.atomic import WriteError, remove_empty_folder, writable_folder
 from scenes.autosave import DEFAULT_EVERY_S, Autosaver, default_interval
 from scenes.export import ExportError
-from scenes.factory import (command_kinematics, learned_weights, make_scene, settings_not_kept,
-                            start_learned_from)
+from scenes.factory import (START_FROM_A_SESSION_NOTE, command_kinematics, learned_weights, make_scene,
+                            note_options_the_session_overrides, settings_not_kept, start_learned_from)
 from scenes.scene import Scene, SceneConfig
 from scenes.session import (SessionError, read_session_meta, save_session, saved_memory_config,
                             session_meant_by)
@@ -121,10 +121,8 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
             scene = make_scene(session=args.resume, memory=had_memory, spill_near=out, session_meta=meta)
         except SessionError as e:
             return fail_before_any_frame(str(e))
-        differ = options_the_session_overrides(args, scene, meta)
-        if differ:
-            print(f"note: {', '.join(differ)} not used: --resume goes on with the world and settings the session was "
-                  "made with", file=sys.stderr)
+        note_options_the_session_overrides(args, scene, "--resume goes on with the world and settings the "
+                                           "session was made with")
         if actions is None:  # the walk of the session's own seed, as the first run made it
             actions = generated_walk(args.walk, args.steps, scene.seed)
         total, done = len(actions), steps_made(scene)
@@ -150,6 +148,7 @@ def _walk(args, out: Path, actions: list | None, fail_before_any_frame: Callable
                                            spill_near=out, progress=True)
             except (SessionError, ValueError, OSError) as e:  # WorldSpecError, WeightsError are ValueErrors
                 return fail_before_any_frame(f"cannot start from {args.start_from}: {e}")
+            note_options_the_session_overrides(args, scene, START_FROM_A_SESSION_NOTE)
         else:
             try:
                 scene = make_scene(args.world, args.seed, size=tuple(args.size) if args.size else None,
@@ -265,49 +264,6 @@ def first_different_step(scene: Scene, actions: list) -> int | None:
         if scene.store.action(fids[first + i + 1]) != actions[i]:
             return i
     return None
-
-
-def options_the_session_overrides(args, scene: Scene, meta: dict) -> list[str]:
-    """Of the options given to ``run --resume`` (``args.resume_options_given``: flags), those whose value differs
-    from what the resumed session ``scene`` (its session.json ``meta``) was made with, as "--seed 3 (the session's:
-    0)"; --start-from and --start-frame always (the session's frames are used). --world is compared by building
-    it and comparing descriptions (a world that cannot be built differs)."""
-    def shown(value) -> str:
-        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-    kin = scene.model.kinematics
-    session = {"--seed": scene.seed, "--size": [scene.current.width, scene.current.height],
-               "--voxel": scene.config.voxel_size, "--step-m": kin.step_m, "--yaw-deg": kin.yaw_deg,
-               "--retrieval": (meta.get("memory") or {}).get("retrieval_rule")}
-    differ = []
-    for flag in args.resume_options_given:
-        if flag == "--world":
-            if not _builds_the_same_world(args.world, scene):
-                differ.append(f"--world {args.world}")
-            continue
-        given = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if flag not in session:
-            differ.append(f"{flag} {shown(given)}")
-        elif given != session[flag]:
-            differ.append(f"{flag} {shown(given)} (the session's: {shown(session[flag])})")
-    return differ
-
-
-def _builds_the_same_world(spec: str, scene: Scene) -> bool:
-    """Whether the world spec ``spec``, built at the scene's seed, size and kinematics, describes itself as the
-    scene's world does (False when it cannot be built)."""
-    from worldmodel.frame import ClosableWorld
-    from worldmodel.registry import create_world
-
-    try:
-        world = create_world(spec, scene.seed, scene.current.width, scene.current.height, scene.model.kinematics)
-    except (ValueError, OSError):
-        return False
-    try:
-        return world.describe() == scene.model.describe()
-    finally:
-        if isinstance(world, ClosableWorld):
-            world.close()
 
 
 def _earlier_save(out: Path, frames_made: int | None = None) -> str:

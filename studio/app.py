@@ -18,7 +18,8 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
-from scenes.factory import (command_kinematics, learned_weights, make_scene, recording_notes, settings_not_kept,
+from scenes.factory import (START_FROM_A_SESSION_NOTE, command_kinematics, learned_weights, make_scene,
+                            note_options_the_session_overrides, recording_notes, settings_not_kept,
                             start_learned_from)
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
@@ -207,12 +208,17 @@ def build_scene(args) -> Scene:
     """The scene the studio opens on: a saved session (--session), the learned model going on from a frame of a
     session or recording (--start-from), or a new world; with memory."""
     if args.session is not None:  # its own world and settings
-        return make_scene(session=args.session)
+        scene = make_scene(session=args.session)
+        note_options_the_session_overrides(args, scene, "--session opens the session with its own seed, size, voxel "
+                                           "size and step settings")
+        return scene
     config = None if args.voxel is None else SceneConfig(voxel_size=args.voxel)  # None: fitted to the world
     if args.start_from is not None:  # (a recording's notes are printed as its frames are handed over)
-        return start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
-                                  seed=args.seed, kinematics=command_kinematics(args),
-                                  config=config, progress=True)
+        scene = start_learned_from(args.start_from, args.start_frame, weights=learned_weights(args.world),
+                                   seed=args.seed, kinematics=command_kinematics(args),
+                                   config=config, progress=True)
+        note_options_the_session_overrides(args, scene, START_FROM_A_SESSION_NOTE)
+        return scene
     size, kinematics = tuple(args.size) if args.size else None, command_kinematics(args)
     scene = make_scene(args.world, args.seed, size=size, kinematics=kinematics, config=config)
     for note in recording_notes(scene) + [settings_not_kept(scene, size, kinematics)]:

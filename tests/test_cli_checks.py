@@ -90,7 +90,8 @@ def test_start_from_a_session_says_which_options_it_does_not_use(tmp_path, capsy
     assert main(["run", "--world", "neural", "--start-from", str(first / "session"), "--seed", "3", "--step-m", "2",
                  "--actions", "(FN)", "--no-video", "--out", str(tmp_path / "second")]) == 0
     err = capsys.readouterr().err
-    assert "note: --seed, --step-m not used: --start-from a session goes on with the session's own" in err
+    assert ("note: --seed 3 (the session's: 0), --step-m 2.0 (the session's: 0.5) not used: --start-from a session "
+            "goes on with the session's own") in err
     assert main(["run", "--world", "neural", "--start-from", str(first / "session"), "--actions", "(FN)",
                  "--no-video", "--out", str(tmp_path / "third")]) == 0
     assert "not used" not in capsys.readouterr().err
@@ -98,16 +99,20 @@ def test_start_from_a_session_says_which_options_it_does_not_use(tmp_path, capsy
 
 def test_view_of_a_session_says_which_options_it_does_not_use(tmp_path, capsys, monkeypatch):
     """`view --session` opens the session with its own settings: --voxel, --seed, --size, --step-m given with it
-    were dropped without a word; now a note names them (the studio itself is not started here)."""
+    were dropped without a word; now a note names those that differ from the session's (the scene is built as the
+    studio builds it; the server is not started)."""
     import studio.app
 
-    opened = []
-    monkeypatch.setattr(studio.app, "main", lambda args: opened.append(args.session) or 0)
-    assert main(["view", "--session", str(tmp_path / "s"), "--voxel", "0.05", "--seed", "7", "--step-m", "2"]) == 0
-    err = capsys.readouterr().err
-    assert "note: --seed, --voxel, --step-m not used: --session opens the session with its own" in err, err
-    assert main(["view", "--session", str(tmp_path / "s")]) == 0 and "not used" not in capsys.readouterr().err
-    assert opened == [str(tmp_path / "s")] * 2
+    assert main(["run", "--seed", "7", "--size", "48", "36", "--voxel", "0.2", "--steps", "1", "--no-video",
+                 "--out", str(tmp_path / "run")]) == 0
+    session = str(tmp_path / "run" / "session")
+    monkeypatch.setattr(studio.app, "main", lambda args: studio.app.build_scene(args).close() or 0)
+    capsys.readouterr()
+    assert main(["view", "--session", session, "--voxel", "0.05", "--seed", "7", "--step-m", "2"]) == 0
+    assert ("note: --voxel 0.05 (the session's: 0.2), --step-m 2.0 (the session's: 0.5) not used: --session opens "
+            "the session with its own") in capsys.readouterr().err
+    assert main(["view", "--session", session, "--seed", "7", "--size", "48", "36", "--voxel", "0.2"]) == 0
+    assert "not used" not in capsys.readouterr().err  # (the session's own values: it said they were not used)
 
 
 def test_run_never_writes_over_a_recording_or_another_runs_files(tmp_path, capsys):

@@ -209,6 +209,26 @@ def test_tum_roundtrip(tmp_path):
         write_tum_trajectory(tmp_path / "t3.txt", c2ws, timestamps=np.arange(3))
 
 
+
+def test_tum_trajectory_keeps_real_timestamps_and_the_camera_convention(tmp_path):
+    """Guards the TUM line against ground truth: Unix timestamps as TUM's own files hold them (1e9 s, microsecond
+    digits) come back to the microsecond; ``tx ty tz`` is the camera centre and ``qx qy qz qw`` the c2w rotation
+    (scalar last), as scipy reads the written numbers."""
+    from scipy.spatial.transform import Rotation
+
+    ts = np.array([1305031102.175304, 1305031102.211214, 1305031102.243211])
+    c2ws = np.tile(np.eye(4), (3, 1, 1))
+    c2ws[:, :3, :3] = Rotation.from_euler("xyz", [[10, 20, 30], [-40, 5, 80], [0, 90, 0]], degrees=True).as_matrix()
+    c2ws[:, :3, 3] = [[1.25, -0.5, 3.0], [0.0, 2.0, -1.0], [7.5, 0.1, 0.2]]
+    p = write_tum_trajectory(tmp_path / "traj.txt", c2ws, timestamps=ts)
+    back_ts, back = read_tum_trajectory(p)
+    np.testing.assert_allclose(back_ts, ts, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(back, c2ws, atol=1e-8)
+    rows = np.array([[float(v) for v in ln.split()] for ln in p.read_text().splitlines() if not ln.startswith("#")])
+    np.testing.assert_allclose(rows[:, 1:4], c2ws[:, :3, 3], atol=1e-9)
+    np.testing.assert_allclose(Rotation.from_quat(rows[:, 4:8]).as_matrix(), c2ws[:, :3, :3], atol=1e-8)
+
+
 # ------------------------------------------------------------------------------------- transforms.json
 
 
@@ -534,3 +554,191 @@ def test_tsdf_box_corner_and_empty():
     d = np.minimum(np.abs(v[:, 2] + 2.0), np.abs(v[:, 0] - 1.5))
     assert d.max() < 0.05, d.max()
     assert (np.abs(v[:, 0] - 1.5) < 0.05).sum() > 20 and (np.abs(v[:, 2] + 2.0) < 0.05).sum() > 20
+
+
+# ------------------------------------------------------------------ conventions the round trips above miss
+
+
+def _glb_json(path: Path) -> dict:
+    """The JSON chunk of a binary glTF file, read as the spec lays it out (header, then chunk length and type)."""
+    import struct
+
+    blob = path.read_bytes()
+    magic, version, length = struct.unpack_from("<III", blob, 0)
+    assert (magic, version, length) == (0x46546C67, 2, len(blob))
+    clen, ctype = struct.unpack_from("<II", blob, 12)
+    assert ctype == 0x4E4F534A
+    return json.loads(blob[20:20 + clen])
+
+
+def test_ply_colours_as_floats_are_read_and_written_on_the_0_255_scale(tmp_path):
+    """Guards the colour scale at both ends of PLY: a PLY whose colour properties are floats in [0, 1] (as some
+    tools write) reads back x 255, and float colours already on 0..255 are written as those values, not as 255."""
+    pts = np.array([[0.0, 1.0, 2.0], [3.0, -4.0, 5.0], [-1.0, 0.5, 0.25]], np.float32)
+    rgb01 = np.array([[1.0, 0.5, 0.0], [0.2, 0.4, 0.6], [0.0, 0.0, 1.0]], np.float32)
+    arr = np.empty(3, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "<f4"), ("green", "<f4"), ("blue", "<f4")])
+    for k, name in enumerate("xyz"):
+        arr[name] = pts[:, k]
+    for k, name in enumerate(("red", "green", "blue")):
+        arr[name] = rgb01[:, k]
+    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+              "property float z\nproperty float red\nproperty float green\nproperty float blue\nend_header\n")
+    p = tmp_path / "float_colours.ply"
+    p.write_bytes(header.encode("ascii") + arr.tobytes())
+    got_pts, got_cols = read_ply(p)
+    np.testing.assert_array_equal(got_pts, pts)
+    np.testing.assert_array_equal(got_cols, np.rint(rgb01 * 255).astype(np.uint8))
+
+    cols255 = np.array([[17.0, 200.0, 3.0], [255.0, 0.0, 128.0], [64.0, 65.0, 66.0]])  # floats, but 0..255
+    _, back = read_ply(write_ply(tmp_path / "f255.ply", pts, cols255))
+    np.testing.assert_array_equal(back, cols255.astype(np.uint8))
+    pcd = o3d.io.read_point_cloud(str(tmp_path / "f255.ply"))
+    np.testing.assert_allclose(np.asarray(pcd.colors) * 255.0, cols255, atol=1e-6)
+
+
+def test_glb_points_primitive_is_valid_gltf(tmp_path, cloud):
+    """Guards the glTF fields trimesh does not check on load: the points are a POINTS primitive (mode 0), their
+    POSITION accessor's min/max are the cloud's bounds (the spec requires them; viewers fit the camera with them),
+    and COLOR_0 is normalised unsigned bytes."""
+    pts, cols = cloud
+    p = write_glb(tmp_path / "map.glb", pts, cols)
+    tree = _glb_json(p)
+    (mesh,) = [m for m in tree["meshes"] if m["name"] == "points"]
+    (prim,) = mesh["primitives"]
+    assert prim["mode"] == 0
+    pos = tree["accessors"][prim["attributes"]["POSITION"]]
+    col = tree["accessors"][prim["attributes"]["COLOR_0"]]
+    assert pos["componentType"] == 5126 and pos["type"] == "VEC3" and pos["count"] == len(pts)
+    np.testing.assert_allclose(pos["min"], pts.astype(np.float32).min(axis=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(pos["max"], pts.astype(np.float32).max(axis=0), rtol=0, atol=1e-6)
+    assert col["componentType"] == 5121 and col["type"] == "VEC4" and col["normalized"] is True
+
+
+def test_camera_frustums_outline_the_image_of_a_tilted_camera_with_non_square_pixels(tmp_path):
+    """Guards the frustum drawing against transposed rotations (hidden by level cameras), a lost half-pixel shift
+    and a misplaced up marker: seen from its own camera (pitched, rolled, fx != fy, off-centre principal point) the
+    wireframe's corners are the image's outer corners (-0.5 .. W - 0.5) at depth ``scale``, and the up triangle's
+    tip is above the image (v < 0). With no image size given, the size comes from K's principal point (2c + 1)."""
+    from scipy.spatial.transform import Rotation
+
+    w, h, scale = 90, 50, 0.4
+    K = np.array([[70.0, 0.0, 47.0], [0.0, 55.0, 22.0], [0.0, 0.0, 1.0]])
+    c2w = np.eye(4)
+    c2w[:3, :3] = Rotation.from_euler("xyz", [25.0, -40.0, 15.0], degrees=True).as_matrix()
+    c2w[:3, 3] = [1.0, -2.0, 0.5]
+    w2c = invert_pose(c2w)
+
+    def pixels(world):
+        cam = world @ w2c[:3, :3].T + w2c[:3, 3]
+        cam = cam[cam[:, 2] > 1e-9]  # (not the camera centre)
+        return np.c_[cam[:, 0] / cam[:, 2] * K[0, 0] + K[0, 2], cam[:, 1] / cam[:, 2] * K[1, 1] + K[1, 2]], cam[:, 2]
+
+    segs = ex.camera_wireframe_segments(c2w[None], K, (w, h), scale)[0]  # (10, 2, 3)
+    corners = segs[:4, 1]
+    uv, z = pixels(corners)
+    np.testing.assert_allclose(z, scale, atol=1e-12)
+    np.testing.assert_allclose(uv, [[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]], atol=1e-9)
+    np.testing.assert_allclose(segs[:4, 0], np.tile(c2w[:3, 3], (4, 1)), atol=1e-12)  # rays from the centre
+    tip_uv, _ = pixels(segs[8:10, 1])  # the two triangle sides: tip -> right base, tip first in the second
+    np.testing.assert_allclose(segs[8, 1], segs[9, 0], atol=1e-12)
+    assert tip_uv[0, 1] < -0.5 and abs(tip_uv[0, 0] - (0.5 * w - 0.5)) < 1e-9
+
+    # write_glb without image_size: the frustum spans the image K's principal point implies
+    p = write_glb(tmp_path / "cam.glb", np.zeros((0, 3)), None, c2ws=c2w[None], K=K, frustum_scale=scale)
+    (frustum,) = [g for name, g in trimesh.load(p).geometry.items() if "frustum" in name]
+    uv, z = pixels(np.asarray(frustum.vertices))
+    far = np.abs(z - scale) < 1e-6
+    np.testing.assert_allclose(uv[far, 0].max(), 2 * K[0, 2] + 1 - 0.5, atol=1e-4)
+    np.testing.assert_allclose(uv[far, 1].max(), 2 * K[1, 2] + 1 - 0.5, atol=1e-4)
+
+
+def _frame_with(i: int, K: np.ndarray, depth: np.ndarray, c2w: np.ndarray, index: int | None = None) -> Frame:
+    h, w = depth.shape
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[..., 0] = 30 * i
+    rgb[..., 1] = np.arange(w, dtype=np.uint8)[None] * 2
+    return Frame(index=i if index is None else index, rgb=rgb, depth=depth.astype(np.float32), K=K, c2w=c2w)
+
+
+def test_transforms_json_keeps_non_square_pixels_depth_millimetres_and_opens_again_as_written(tmp_path):
+    """Guards the transforms.json fields a square-pixel, level, in-range test cannot tell apart: fl_x is K[0, 0] and
+    fl_y K[1, 1]; depth is rounded (not truncated) to mm and depth beyond 65.535 m is no reading (0), not a
+    clamped 65.535 m; a frame whose K differs (same size) carries its own intrinsics; frame_index is the frame's
+    own index; "world_up" is "+y", so the folder opens again (replay) with the poses and K it was written from."""
+    from scipy.spatial.transform import Rotation
+
+    from worldmodel.recordings import open_sequence
+
+    h, w = 30, 40
+    K0 = np.array([[50.0, 0.0, 19.5], [0.0, 38.0, 14.5], [0.0, 0.0, 1.0]])
+    K1 = np.array([[52.0, 0.0, 20.0], [0.0, 40.0, 15.0], [0.0, 0.0, 1.0]])
+    depth = np.full((h, w), 1.2346, np.float32)  # 1234.6 mm: rounds to 1235, truncates to 1234
+    depth[0, :5] = 70.0  # beyond a 16-bit PNG's millimetres
+    depth[1, :5] = 0.0
+    frames = []
+    for i, (K, idx) in enumerate([(K0, 10), (K1, 12), (K0, 13)]):
+        c2w = np.eye(4)
+        c2w[:3, :3] = Rotation.from_euler("yxz", [20.0 * i - 15, 10.0 + 5 * i, 8.0], degrees=True).as_matrix()
+        c2w[:3, 3] = [0.3 * i, 1.5, -0.2 * i]
+        frames.append(_frame_with(i, K, depth, c2w, index=idx))
+    out = tmp_path / "ns"
+    meta = json.loads(write_transforms_json(out, frames).read_text())
+    assert (meta["fl_x"], meta["fl_y"], meta["w"], meta["h"]) == (50.0, 38.0, w, h)
+    assert meta["world_up"] == "+y"
+    assert [e["frame_index"] for e in meta["frames"]] == [10, 12, 13]
+    assert "fl_x" not in meta["frames"][0] and "fl_x" not in meta["frames"][2]
+    e1 = meta["frames"][1]
+    assert (e1["fl_x"], e1["fl_y"], e1["cx"], e1["cy"]) == (52.0, 40.0, 20.5, 15.5)
+    mm = iio.imread(out / meta["frames"][0]["depth_file_path"])
+    assert mm[5, 5] == 1235 and (mm[0, :5] == 0).all() and (mm[1, :5] == 0).all()
+
+    seq = open_sequence(out)
+    assert seq.world_up == "+y" and len(seq) == 3
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.K, f.K, atol=1e-9)
+        np.testing.assert_allclose(g.depth[5:, :], 1.235, atol=1e-6)
+
+
+def test_mp4_frames_are_rgb_then_depth_coloured_over_the_robust_range(tmp_path):
+    """Guards the MP4 layout and colour range: each video frame is the RGB on the left and the colourised depth on
+    the right, in the frames' order, and the depth colours span the first frame's 2nd..98th percentile, so a few
+    far outliers do not wash the rest of the depth into one colour."""
+    h, w = 32, 48
+    rng = np.random.default_rng(5)
+    depth = np.tile(np.linspace(1.0, 3.0, w, dtype=np.float32)[None], (h, 1))
+    depth.flat[rng.choice(h * w, h * w // 100, replace=False)] = 60.0  # 1 % far outliers
+    K = intrinsics_from_fov(w, h, 60.0)
+    frames = []
+    for i, colour in enumerate([(230, 20, 20), (20, 230, 20), (20, 20, 230)]):
+        rgb = np.empty((h, w, 3), np.uint8)
+        rgb[:] = colour
+        frames.append(Frame(index=i, rgb=rgb, depth=depth, K=K, c2w=np.eye(4)))
+    p = write_mp4(tmp_path / "v.mp4", frames, fps=5)
+    got = list(iio.imiter(p, plugin="pyav") if _has_pyav() else _ffmpeg_frames(p))
+    assert len(got) == 3 and got[0].shape == (h, 2 * w, 3)
+    for g, f in zip(got, frames):
+        left = g[4:-4, 4:w - 4].reshape(-1, 3).mean(axis=0)
+        np.testing.assert_allclose(left, f.rgb[0, 0], atol=12)
+    lo, hi = np.percentile(depth, [2.0, 98.0])
+    robust = colorize_depth(depth, lo, hi).astype(np.float64)
+    full = colorize_depth(depth, float(depth.min()), float(depth.max())).astype(np.float64)
+    right = got[0][:, w:].astype(np.float64)
+    assert np.abs(right - robust).mean() < 0.5 * np.abs(right - full).mean()
+
+
+def test_tsdf_honours_the_weight_threshold_and_keeps_the_images_colours():
+    """Guards the TSDF's parameters and colour scale: a surface seen by one frame is meshed at the default
+    threshold (0.5) and dropped when tsdf_mesh is asked for a higher one; the mesh's vertex colours are the image's
+    (uint8 RGB), not its colour divided by 255."""
+    from recon.tsdf import TSDFFusion, tsdf_mesh
+
+    f = wall_frame(0, eye=(0.0, 0.0, 0.0), target=(0.3, 0.2, WALL_Z))
+    f = dataclasses.replace(f, rgb=np.full_like(f.rgb, (200, 120, 40)))
+    once = tsdf_mesh([f], voxel_size=0.05, depth_max=10.0)
+    assert len(once.faces) > 100
+    assert len(tsdf_mesh([f], voxel_size=0.05, depth_max=10.0, weight_threshold=1.5).faces) == 0
+    np.testing.assert_allclose(np.median(once.visual.vertex_colors[:, :3], axis=0), [200, 120, 40], atol=2)
+    fusion = TSDFFusion(voxel_size=0.05, depth_max=10.0)
+    fusion.integrate(f)
+    assert len(fusion.mesh().faces) == len(once.faces)

@@ -124,6 +124,47 @@ def test_tum_world_is_y_up(tum_path, tum):
     assert (-unconverted.c2ws[:, 1, 1]).mean() < 0.3
 
 
+
+def test_tum_poses_are_the_ground_truth_at_each_colour_images_time(tum_path, tum):
+    """Guards the TUM association against ground truth recomputed here: each frame carries its colour image's
+    timestamp (rgb.txt), the depth image nearest in time (within 0.02 s), and the motion-capture pose interpolated
+    at the colour time (linear translation, slerp rotation: TUM's tools), turned z-up -> +Y-up; stride and
+    max_frames keep every stride-th of those frames from the first."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    def listed(name):
+        rows = [r.split() for r in (tum_path / name).read_text().splitlines() if r.strip() and not r.startswith("#")]
+        return {r[1]: float(r[0]) for r in rows}
+
+    rgb_t, depth_t = listed("rgb.txt"), listed("depth.txt")
+    times = np.array([rgb_t[f"rgb/{p.name}"] for p in tum.rgb_files])
+    np.testing.assert_array_equal(tum.timestamps, times)
+    d_names, d_times = list(depth_t), np.array(list(depth_t.values()))
+    for t, d in zip(times, tum.depth_files):
+        assert f"depth/{d.name}" == d_names[int(np.argmin(np.abs(d_times - t)))]
+        assert abs(depth_t[f"depth/{d.name}"] - t) <= 0.02
+    gt = np.array([[float(v) for v in r.split()] for r in (tum_path / "groundtruth.txt").read_text().splitlines()
+                   if r.strip() and not r.startswith("#")])
+    expected = np.tile(np.eye(4), (len(times), 1, 1))
+    expected[:, :3, :3] = Slerp(gt[:, 0], Rotation.from_quat(gt[:, 4:8]))(times).as_matrix()
+    expected[:, :3, 3] = np.stack([np.interp(times, gt[:, 0], gt[:, c]) for c in (1, 2, 3)], axis=1)
+    np.testing.assert_allclose(tum.c2ws, up_rotation("+z") @ expected, atol=1e-9)
+
+    part = open_sequence(tum_path, stride=3, max_frames=7)
+    np.testing.assert_array_equal(part.timestamps, tum.timestamps[0:21:3])
+    np.testing.assert_array_equal(part.c2ws, tum.c2ws[0:21:3])
+    assert [p.name for p in part.rgb_files] == [p.name for p in tum.rgb_files[0:21:3]]
+
+
+def test_tum_association_takes_the_closest_pairs_first():
+    """Guards TUM's associate.py rule: candidate pairs are taken by increasing time difference, not in list
+    order, so a depth image goes to the colour image it is closest to."""
+    from worldmodel.recordings import associate
+
+    assert associate(np.array([1.0, 1.01]), np.array([1.008])) == [(1, 0)]
+    assert associate(np.array([1.0, 1.01, 1.05]), np.array([1.008, 1.004, 1.049])) == [(0, 1), (1, 0), (2, 2)]
+
+
 def test_eval_recon_on_tum_reports_both_methods(tum_path, tmp_path, capsys, monkeypatch):
     """30 frames at 2 cm: the fused maps agree with every frame's depth (median per frame, then over frames).
     Measured: ours ~11 mm, the TSDF ~9 mm on these 30 frames (the TSDF averages Kinect noise along rays;
@@ -1279,6 +1320,27 @@ def test_a_generic_folder_with_depth_smaller_than_colour(walk_frames, tmp_path):
         open_sequence(folder)[1]
 
 
+
+def test_a_colour_image_of_a_slightly_other_aspect_keeps_each_axis_own_scale(walk_frames, tmp_path):
+    """Guards the K of a colour image resized to its depth's size when the two aspect ratios differ a little, as
+    ScanNet's do (colour 1296x968, depth 640x480; here a quarter of that colour): x scales by the widths' ratio,
+    y by the heights' (pixel centres kept). Swapped, cx is off by over a pixel on ScanNet's sizes."""
+    from tests.test_recording_checks import generic
+
+    frames = walk_frames[:2]
+    h, w = frames[0].depth.shape
+    cw, ch = 324, 242
+    Kc = np.array([[300.0, 0.0, 161.2], [0.0, 290.0, 120.7], [0.0, 0.0, 1.0]])
+    folder = generic(tmp_path / "scannet_like", frames, K=Kc)
+    for i, f in enumerate(frames):
+        Image.fromarray(f.rgb).resize((cw, ch), Image.BILINEAR).save(folder / "rgb" / f"{i:04d}.png")
+    sx, sy = w / cw, h / ch
+    expected = np.array([[300.0 * sx, 0.0, 161.7 * sx - 0.5], [0.0, 290.0 * sy, 121.2 * sy - 0.5], [0.0, 0.0, 1.0]])
+    seq = open_sequence(folder)
+    assert seq[0].rgb.shape == (h, w, 3)
+    np.testing.assert_allclose(seq[0].K, expected, atol=1e-9)
+
+
 def test_a_replica_folder_as_nice_slam_ships_it(walk_frames, tmp_path):
     """Replica in NICE-SLAM's / SplaTAM's layout: results/frame*.jpg + depth*.png (value / 6553.5 m), traj.txt
     (row-major OpenCV c2w per line), cam_params.json in the parent folder; z-up world. Without cam_params.json
@@ -1362,6 +1424,46 @@ def test_replica_as_semantic_nerf_and_vmap_render_it(tmp_path):
     (folder / "rgb" / "rgb_0.png").write_bytes(b"")  # an interrupted copy: one line, not a traceback
     with pytest.raises(SequenceError, match=r"cannot read .*rgb_0\.png: not a valid image"):
         open_sequence(folder)
+
+
+
+def test_replica_takes_its_camera_and_depth_scale_from_cam_params_and_poses_by_frame_number(walk_frames, tmp_path):
+    """Guards what the Replica tests above cannot tell (square pixels, the default 6553.5 scale, the last frame
+    missing): cam_params.json's fx and fy go to K[0, 0] and K[1, 1] and its "scale" divides the depth; a Habitat
+    render missing a middle frame's image gives each remaining rgb_N the pose on line N of traj_w_c.txt."""
+    frames = walk_frames[:4]
+    h, w = frames[0].depth.shape
+    to_z_up = np.linalg.inv(up_rotation("+z"))
+    scene = tmp_path / "room1"
+    (scene / "results").mkdir(parents=True)
+    with open(scene / "traj.txt", "w") as fp:
+        for i, f in enumerate(frames[:2]):
+            Image.fromarray(f.rgb).save(scene / "results" / f"frame{i:06d}.png")
+            units = np.where((f.depth > 0) & (f.depth < 13.0), np.rint(f.depth * 5000.0), 0)
+            Image.fromarray(units.astype(np.uint16)).save(scene / "results" / f"depth{i:06d}.png")
+            fp.write(" ".join(repr(float(v)) for v in (to_z_up @ f.c2w).ravel()) + "\n")
+    K = np.array([[140.0, 0.0, 79.0], [0.0, 110.0, 60.5], [0.0, 0.0, 1.0]])
+    (scene / "cam_params.json").write_text(json.dumps({"camera": {
+        "w": w, "h": h, "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "scale": 5000.0}}))
+    seq = open_sequence(scene)
+    for f, g in zip(frames, seq):
+        np.testing.assert_allclose(g.K, K, atol=1e-12)
+        near = (f.depth > 0) & (f.depth < 13.0)
+        np.testing.assert_allclose(g.depth[near], f.depth[near], atol=1.1e-4)
+
+    render = tmp_path / "room_1" / "Sequence_1"
+    (render / "rgb").mkdir(parents=True)
+    (render / "depth").mkdir()
+    for i, f in enumerate(frames):
+        if i != 1:  # the render of frame 1 is missing
+            Image.fromarray(f.rgb).save(render / "rgb" / f"rgb_{i}.png")
+            Image.fromarray(depth_to_png_mm(f.depth)).save(render / "depth" / f"depth_{i}.png")
+    (render / "traj_w_c.txt").write_text("".join(" ".join(repr(float(v)) for v in (to_z_up @ f.c2w).ravel()) + "\n"
+                                                 for f in frames))
+    (render / "worldstudio.json").write_text(json.dumps({"K": frames[0].K.tolist()}))
+    seq = open_sequence(render)
+    assert len(seq) == 3 and list(seq.timestamps) == [0.0, 2.0, 3.0]
+    np.testing.assert_allclose(seq.c2ws, np.stack([frames[i].c2w for i in (0, 2, 3)]), atol=1e-9)
 
 
 def assert_phone_capture(seq, frames, expected_depth, pose_atol: float, K_atol: float, rgb_mean_error: float) -> None:
@@ -2016,6 +2118,60 @@ def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path
     seq = open_sequence(scene)
     assert seq.format == "arkitscenes" and seq.path == scene / "41069021_frames" and seq.world_up == "+y"
     assert seq.notes[0] == "41069021 holds one recording: 41069021_frames is read"
+
+
+
+def test_a_record3d_capture_keeps_medium_confidence_and_each_frames_own_focal_lengths(walk_frames, tmp_path):
+    """Guards Record3D's per-frame intrinsics and confidence against what square pixels and a 0/2-only confidence
+    map hide: perFrameIntrinsicCoeffs are [fx, fy, cx, cy] (fx != fy here), resized with the colour to the depth's
+    size, and depth of medium confidence (1) is kept at the default min_confidence 1; only low (0) is dropped."""
+    import lzfse
+
+    frames = walk_frames[:2]
+    h, w = frames[0].depth.shape
+    folder = write_r3d(tmp_path / "capture", frames)
+    confidence = np.full((h, w), 1, np.uint8)
+    confidence[:, : w // 4] = 0
+    (folder / "rgbd" / "0.conf").write_bytes(lzfse.compress(confidence.tobytes()))
+    meta = json.loads((folder / "metadata").read_text())
+    meta["perFrameIntrinsicCoeffs"] = [[300.0 + 10 * i, 240.0, 2 * f.K[0, 2] + 0.5, 2 * f.K[1, 2] + 0.5]
+                                       for i, f in enumerate(frames)]
+    (folder / "metadata").write_text(json.dumps(meta))
+    seq = open_sequence(folder)
+    for i, f in enumerate(frames):
+        np.testing.assert_allclose(seq[i].K, [[150.0 + 5 * i, 0, f.K[0, 2]], [0, 120.0, f.K[1, 2]], [0, 0, 1]],
+                                   atol=1e-9)
+    g, f = seq[0], frames[0]
+    assert (g.depth[:, : w // 4] == 0).all()
+    np.testing.assert_array_equal(g.depth[:, w // 4:], np.where(f.depth > 0, f.depth, 0)[:, w // 4:])
+
+
+def test_an_arkitscenes_trajectory_of_tilted_cameras_is_read_as_world_to_camera(walk_frames, tmp_path):
+    """Guards lowres_wide.traj's convention where level cameras hide it: with pitched and rolled cameras, each
+    line's axis-angle and translation are the world-to-camera pose (inverted to c2w), as ARKitScenes' loaders read
+    them; a .pincam's ``w h fx fy cx cy`` give fx != fy in their order."""
+    from scipy.spatial.transform import Rotation
+
+    frames = walk_frames[:3]
+    h, w = frames[0].depth.shape
+    folder = tmp_path / "4206"
+    for sub in ("lowres_wide", "lowres_depth", "lowres_wide_intrinsics"):
+        (folder / sub).mkdir(parents=True)
+    c2ws = np.tile(np.eye(4), (3, 1, 1))
+    c2ws[:, :3, :3] = Rotation.from_euler("xyz", [[20, 30, -10], [-15, 50, 25], [35, -20, 5]], degrees=True).as_matrix()
+    c2ws[:, :3, 3] = [[0.5, 1.2, -0.3], [1.0, 1.4, 0.2], [-0.7, 0.9, 2.0]]
+    lines = []
+    for f, t, c2w in zip(frames, 12.0 + 0.1 * np.arange(3), c2ws):
+        name = f"4206_{t:.3f}"
+        Image.fromarray(f.rgb).save(folder / "lowres_wide" / f"{name}.png")
+        Image.fromarray(depth_to_png_mm(f.depth)).save(folder / "lowres_depth" / f"{name}.png")
+        (folder / "lowres_wide_intrinsics" / f"{name}.pincam").write_text(f"{w} {h} 150 120 {(w - 1) / 2} {h / 2}\n")
+        w2c = invert_pose(up_rotation("+z").T @ c2w)  # in the dataset's z-up world
+        lines.append(" ".join(f"{v:.12f}" for v in (t, *Rotation.from_matrix(w2c[:3, :3]).as_rotvec(), *w2c[:3, 3])))
+    (folder / "lowres_wide.traj").write_text("\n".join(lines) + "\n")
+    seq = open_sequence(folder)
+    np.testing.assert_allclose(seq.c2ws, c2ws, atol=1e-8)
+    np.testing.assert_allclose(seq[0].K, [[150.0, 0, (w - 1) / 2], [0, 120.0, h / 2], [0, 0, 1]])  # w h fx fy cx cy
 
 
 def write_sens(path: Path, frames, lost: tuple[int, ...] = ()) -> Path:

@@ -520,6 +520,19 @@ def test_ply_folder_with_video_fuses(walk_frames, tmp_path):
 # ----------------------------------------------------------------------------------------------- errors
 
 
+
+def test_a_ply_folders_points_turn_with_its_world_up(tmp_path):
+    """Guards the point clouds' turn to +Y up for an up axis whose turn is not its own inverse (+z; the default -y
+    is): a point up the source's z axis lands up +Y, and its y axis becomes -Z, as the cameras turn."""
+    folder = tmp_path / "plys"
+    folder.mkdir()
+    pts = np.array([[0.0, 0.0, 2.0], [0.0, 1.0, 0.0], [3.0, 0.0, 0.0]])
+    write_ply(folder / "cloud_frame0.ply", pts, np.full((3, 3), 200, np.uint8))
+    seq = open_sequence(folder, world_up="+z")
+    np.testing.assert_allclose(seq[0].world_points, [[0.0, 2.0, 0.0], [0.0, 0.0, -1.0], [3.0, 0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(seq.c2ws[0], up_rotation("+z"), atol=1e-12)
+
+
 def test_partial_or_corrupt_folders_name_the_file(mini_tum, tmp_path):
     assert len(open_sequence(mini_tum)) == 5
 
@@ -1196,6 +1209,23 @@ def test_a_nerfstudio_dataset_opens_as_a_recording(walk_frames, tmp_path):
     (phone / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV_FISHEYE", "frames": entries}))
     with pytest.raises(SequenceError, match="OPENCV_FISHEYE is not a pinhole camera; undistort"):
         open_sequence(phone)
+
+
+
+def test_instant_ngp_fields_of_view_give_each_axis_its_focal_length(walk_frames, tmp_path):
+    """Guards instant-ngp's camera_angle_x / camera_angle_y (radians, no fl_x / fl_y) on a non-square image: fx is
+    half the width over tan(angle_x / 2), fy half the height over tan(angle_y / 2)."""
+    from scenes.export import write_transforms_json
+
+    f = walk_frames[0]
+    h, w = f.depth.shape
+    folder = tmp_path / "ngp"
+    tj = write_transforms_json(folder, [f])
+    meta = json.loads(tj.read_text())
+    fx, fy = meta.pop("fl_x"), meta.pop("fl_y")
+    meta.update(camera_angle_x=2 * np.arctan(0.5 * w / fx), camera_angle_y=2 * np.arctan(0.5 * h / fy))
+    tj.write_text(json.dumps(meta))
+    np.testing.assert_allclose(open_sequence(folder)[0].K, f.K, atol=1e-9)
 
 
 def test_a_nerfcapture_folder_as_splatam_writes_it(walk_frames, tmp_path):

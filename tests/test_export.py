@@ -209,7 +209,6 @@ def test_tum_roundtrip(tmp_path):
         write_tum_trajectory(tmp_path / "t3.txt", c2ws, timestamps=np.arange(3))
 
 
-
 def test_tum_trajectory_keeps_real_timestamps_and_the_camera_convention(tmp_path):
     """Guards the TUM line against ground truth: Unix timestamps as TUM's own files hold them (1e9 s, microsecond
     digits) come back to the microsecond; ``tx ty tz`` is the camera centre and ``qx qy qz qw`` the c2w rotation
@@ -336,7 +335,6 @@ def test_a_transforms_export_that_fails_leaves_the_earlier_one_whole(tmp_path, f
     assert json.loads((out / "transforms.json").read_text())["world_up"] == "+y"
     with pytest.raises(ExportError, match="image_subdir must not be depth/"):
         write_transforms_json(out, others[:1], image_subdir="depth")
-
 
 
 def test_a_transforms_export_into_a_folder_linked_to_another_disk(tmp_path, frames):
@@ -576,7 +574,7 @@ def test_ply_colours_as_floats_are_read_and_written_on_the_0_255_scale(tmp_path)
     tools write) reads back x 255, and float colours already on 0..255 are written as those values, not as 255."""
     pts = np.array([[0.0, 1.0, 2.0], [3.0, -4.0, 5.0], [-1.0, 0.5, 0.25]], np.float32)
     rgb01 = np.array([[1.0, 0.5, 0.0], [0.2, 0.4, 0.6], [0.0, 0.0, 1.0]], np.float32)
-    arr = np.empty(3, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "<f4"), ("green", "<f4"), ("blue", "<f4")])
+    arr = np.empty(3, dtype=[(name, "<f4") for name in ("x", "y", "z", "red", "green", "blue")])
     for k, name in enumerate("xyz"):
         arr[name] = pts[:, k]
     for k, name in enumerate(("red", "green", "blue")):

@@ -124,7 +124,6 @@ def test_tum_world_is_y_up(tum_path, tum):
     assert (-unconverted.c2ws[:, 1, 1]).mean() < 0.3
 
 
-
 def test_tum_poses_are_the_ground_truth_at_each_colour_images_time(tum_path, tum):
     """Guards the TUM association against ground truth recomputed here: each frame carries its colour image's
     timestamp (rgb.txt), the depth image nearest in time (within 0.02 s), and the motion-capture pose interpolated
@@ -518,7 +517,6 @@ def test_ply_folder_with_video_fuses(walk_frames, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- errors
-
 
 
 def test_a_ply_folders_points_turn_with_its_world_up(tmp_path):
@@ -1211,7 +1209,6 @@ def test_a_nerfstudio_dataset_opens_as_a_recording(walk_frames, tmp_path):
         open_sequence(phone)
 
 
-
 def test_instant_ngp_fields_of_view_give_each_axis_its_focal_length(walk_frames, tmp_path):
     """Guards instant-ngp's camera_angle_x / camera_angle_y (radians, no fl_x / fl_y) on a non-square image: fx is
     half the width over tan(angle_x / 2), fy half the height over tan(angle_y / 2)."""
@@ -1350,7 +1347,6 @@ def test_a_generic_folder_with_depth_smaller_than_colour(walk_frames, tmp_path):
         open_sequence(folder)[1]
 
 
-
 def test_a_colour_image_of_a_slightly_other_aspect_keeps_each_axis_own_scale(walk_frames, tmp_path):
     """Guards the K of a colour image resized to its depth's size when the two aspect ratios differ a little, as
     ScanNet's do (colour 1296x968, depth 640x480; here a quarter of that colour): x scales by the widths' ratio,
@@ -1454,7 +1450,6 @@ def test_replica_as_semantic_nerf_and_vmap_render_it(tmp_path):
     (folder / "rgb" / "rgb_0.png").write_bytes(b"")  # an interrupted copy: one line, not a traceback
     with pytest.raises(SequenceError, match=r"cannot read .*rgb_0\.png: not a valid image"):
         open_sequence(folder)
-
 
 
 def test_replica_takes_its_camera_and_depth_scale_from_cam_params_and_poses_by_frame_number(walk_frames, tmp_path):
@@ -1703,7 +1698,6 @@ def test_a_stray_scanner_export_plays_its_video(walk_frames, tmp_path):
                                             r"play fewer frames \(\?max_frames=4\)"):
         seq[4]
     seq.close()
-
 
 
 def test_info_decodes_a_video_recording_once(walk_frames, tmp_path, monkeypatch):
@@ -2148,7 +2142,6 @@ def test_an_arkitscenes_video_reads_as_its_loaders_read_it(walk_frames, tmp_path
     seq = open_sequence(scene)
     assert seq.format == "arkitscenes" and seq.path == scene / "41069021_frames" and seq.world_up == "+y"
     assert seq.notes[0] == "41069021 holds one recording: 41069021_frames is read"
-
 
 
 def test_a_record3d_capture_keeps_medium_confidence_and_each_frames_own_focal_lengths(walk_frames, tmp_path):

@@ -1583,6 +1583,17 @@ def test_a_scannetpp_iphone_capture_reads_as_its_toolkit_reads_it(tmp_path, monk
     assert seq.rgb_files[1].name == "frame_000001.jpg" and seq.rgb_files[0] == seq.rgb_files[2] == folder / "rgb.mkv"
     check(seq, _expected_mm_depth, rgb_mean_error=10)
     shutil.rmtree(folder / "rgb")
+    # a json that lists a subset of the video's frames (1 left out): each listed frame is its own video frame and
+    # depth.bin frame, by its number, not by its place in the list
+    (folder / "pose_intrinsic_imu.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "frame_000001"}))
+    seq = open_sequence(folder)
+    assert len(seq) == 3
+    for g, f in zip(seq, [frames[0], frames[2], frames[3]]):
+        np.testing.assert_allclose(g.c2w, f.c2w, atol=1e-9)
+        np.testing.assert_allclose(g.depth, _expected_mm_depth(f.depth), atol=1e-6)
+        assert np.abs(g.rgb.astype(float) - f.rgb).mean() < 10
+    seq.close()
+    (folder / "pose_intrinsic_imu.json").write_text(json.dumps(meta))
     cut = b"".join(len(b).to_bytes(4, "little") + b for b in blocks)
     (folder / "depth.bin").write_bytes(cut[:-100])  # the per-frame form cut inside its last frame
     seq = open_sequence(folder)
@@ -1877,6 +1888,11 @@ def test_info_says_when_the_poses_fit_the_depth_better_read_another_way(walk_fra
     assert "far better" not in info_with(true @ np.diag([1.0, -1.0, -1.0, 1.0]), {"camera": "opengl"})
     out = info_with(np.stack([invert_pose(p) for p in true]))
     assert "poses read as world-to-camera matrices" in out and "write camera-to-world poses" in out
+    # ... also in a +z-up recording: the misreading is undone in the recording's own coordinates, before its turn
+    z_up = np.linalg.inv(up_rotation("+z")) @ true  # the same cameras in a world whose up is +z
+    assert "far better" not in info_with(z_up, {"world_up": "+z"})
+    out = info_with(np.stack([invert_pose(p) for p in z_up]), {"world_up": "+z"})
+    assert "poses read as world-to-camera matrices" in out, out
     assert "poses     not checked: the camera moves less than 10 cm" in info_with(np.stack([true[0]] * len(frames)))
 
 

@@ -82,6 +82,21 @@ def test_bad_depth_scale_is_refused_at_open(walk_frames, tmp_path, scale):
         open_sequence(folder)
 
 
+def test_a_setting_that_worldstudio_json_does_not_have_is_named_with_the_one_meant(walk_frames, tmp_path):
+    """A misspelt key in a recording's worldstudio.json ("up" for world_up) was ignored without a word: the
+    recording opened with the format's default up axis. Now one line names it, the setting it is nearest and
+    the settings there are; the settings themselves still open."""
+    folder = generic(tmp_path / "seq", walk_frames[:2])
+    cfg = json.loads((folder / "worldstudio.json").read_text())
+    for key, meant in (("up", "'world_up'"), ("depthScale", "'depth_scale'"), ("rotate", None)):
+        (folder / "worldstudio.json").write_text(json.dumps({**cfg, key: 1}))
+        with pytest.raises(SequenceError, match=f"'{key}' is not a setting" + (rf" \(did you mean {meant}\?\)"
+                                                                              if meant else "; the settings are")):
+            open_sequence(folder)
+    (folder / "worldstudio.json").write_text(json.dumps({**cfg, "world_up": "+y", "level": False, "camera": "opencv"}))
+    assert len(open_sequence(folder)) == 2
+
+
 def test_absurd_intrinsics_are_refused(walk_frames, tmp_path):
     K = walk_frames[0].K.copy()
     K[0, 0] = K[1, 1] = 1e-6

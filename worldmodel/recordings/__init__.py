@@ -89,7 +89,8 @@ overrides settings: ``world_up`` ("+x".."-z"), ``depth_scale`` (metres per unit 
 generic poses only), ``video_panels`` (ply folders: how many side-by-side panels the video has),
 ``min_confidence`` (ARKit phone captures: 0..2), ``icl_nuim`` (TUM-format folders: whether
 ICL-NUIM's poses are reflected; guessed otherwise), ``hypersim_camera`` (Hypersim: the trajectory, "cam_01" or 1),
-``level`` (true: turn the world so the floor found in its depth is level, :func:`level_world`).
+``level`` (true: turn the world so the floor found in its depth is level, :func:`level_world`); any other key is
+refused (``base.CONFIG_KEYS``).
 Keyword arguments of :func:`open_sequence` override both.
 
 Frames are read lazily (PIL; 16-bit depth PNGs via mode ``I;16``); index files are parsed and every referenced

@@ -8,6 +8,7 @@ Conventions and formats: see the package docstring (:mod:`worldmodel.recordings`
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import re
@@ -281,12 +282,26 @@ def _json_numbers(data: dict, keys: list[str], path: Path | str, fix: str, count
     return values
 
 
+CONFIG_KEYS = ("world_up", "depth_scale", "K", "fx", "fy", "cx", "cy", "camera", "video_panels", "min_confidence",
+               "icl_nuim", "hypersim_camera", "level")  # what a recording's worldstudio.json may set (recordings doc)
+
+
 def _load_config(folder: Path) -> dict:
-    """``worldstudio.json`` of a recording (:func:`config_folder`), or {}."""
+    """``worldstudio.json`` of a recording (:func:`config_folder`), or {}; SequenceError naming a key that is not
+    one of :data:`CONFIG_KEYS` (a misspelt setting did nothing, without a word)."""
     path = config_folder(folder) / CONFIG_FILE
     if not path.is_file():
         return {}
-    return _json_object(path, "fix or delete it (it holds an object such as {\"depth_scale\": 0.001})")
+    cfg = _json_object(path, "fix or delete it (it holds an object such as {\"depth_scale\": 0.001})")
+    for key in cfg:
+        if key not in CONFIG_KEYS:
+            asked = str(key).lower()
+            near = difflib.get_close_matches(asked, CONFIG_KEYS, n=1, cutoff=0.5) or [
+                k for k in CONFIG_KEYS if len(asked) > 1 and asked in k.lower()]  # "up" -> world_up
+            meant = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SequenceError(f"{path}: {str(key)[:40]!r} is not a setting{meant}; the settings are "
+                                f"{', '.join(CONFIG_KEYS)}")
+    return cfg
 
 
 def _K_from_config(cfg: dict, where: Path) -> np.ndarray | None:

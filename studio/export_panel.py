@@ -275,8 +275,8 @@ class ExportPanel:
         def make(scene: Scene, notes: list[str]) -> Scene:
             folder = path_in_root(self.root, text)
             meant = session_meant_by(folder)  # a run's folder: its session (not its exports as a recording)
-            if meant is not None:
-                folder = meant[0]
+            if meant is not None:  # (held inside the root too: its session/ may be a link to a folder outside)
+                folder = path_in_root(self.root, str(meant[0]))
                 notes.append(f"{text} is {meant[1]}: the learned model goes on from that session")
             if is_session_folder(folder):  # its world's paths held inside the workspace root, as when opened
                 source, meta = folder, self._meta_in_root(folder)

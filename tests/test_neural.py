@@ -1453,6 +1453,39 @@ def test_the_studio_starts_the_learned_model_from_a_frame_of_a_recording_folder_
         studio.worker.scene.close()
 
 
+def test_the_studio_refuses_a_run_folder_whose_session_lies_outside_its_root(tmp_path):
+    """A run's folder typed in the page stands for its session/; when that is a link to a session outside the
+    workspace root, it is refused as the session's own path typed is (the run's folder alone was checked, and the
+    session outside was opened)."""
+    from launch import main
+    from scenes.factory import make_scene
+    from studio.app import Studio
+
+    root = tmp_path / "workspace"
+    (root / "run").mkdir(parents=True)
+    assert main(["run", "--steps", "2", "--size", "64", "64", "--no-video", "--out", str(tmp_path / "outside")]) == 0
+    (root / "run" / "session").symlink_to(tmp_path / "outside" / "session")
+    studio = Studio(make_scene("procedural", 0, size=(64, 64)), port=free_port(), root=root)
+    try:
+        assert studio.worker.wait_idle(60)
+        notes = []
+
+        def add_notification(title, body, **kwargs):
+            notes.append(SimpleNamespace(title=title, body=body, **kwargs))
+            return notes[-1]
+
+        tab = SimpleNamespace(client=SimpleNamespace(add_notification=add_notification))
+        for typed in ("run/session", "run"):
+            studio.exports.start_from.value, studio.exports.start_frame.value = typed, 1
+            studio.exports._learned_from_folder(tab)
+            assert studio.worker.wait_idle(60) and notes[-1].color == "red", (typed, notes[-1].body)
+            assert "outside the workspace root" in notes[-1].body
+            assert studio.worker.scene.model.name == "procedural"
+    finally:
+        studio.close()
+        studio.worker.scene.close()
+
+
 def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as_its_memory(tmp_path):
     """*Continue with the learned model from this frame* hands the learned world the frames before the cursor (at
     its size, observed): turning back to where the simulator looked, it shows what was there. Started from the

@@ -196,6 +196,17 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     from worldmodel.replay import parse_replay_arg
 
     folder, _ = parse_replay_arg(str(source))  # (ValueError: an option that is not a number)
+    options, run = str(source)[len(folder):], session_meant_by(folder)
+    if is_session_folder(folder) or run is not None and not Path(folder).expanduser().is_dir():
+        raise ValueError(f"{folder} is {'a saved session' if run is None else run[1]}: the options {options} are a "
+                         "recording's; drop them to go on from the session (the frame given picks where)")
+    if run is not None:  # with options the folder is read as a recording, as asked: said (it was without a word)
+        note = (f"{folder} is {run[1]}: with the options {options} its files are read as a recording (a run's "
+                "exports: depth rounded to mm, no ground truth); drop them to go on from the session")
+        if progress:
+            print(f"note: {note}", file=sys.stderr)
+        if notes is not None:
+            notes.append(note)
     try:
         detect_format(folder)
     except ValueError as e:  # neither a session nor a recording: say that both are taken

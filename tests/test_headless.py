@@ -363,6 +363,20 @@ def test_a_run_started_from_a_session_walks_its_seed_and_counts_its_own_steps(tm
     assert np.array_equal(via_session.poses(), via_run.poses()) and len(via_run.map) == len(via_session.map)
     assert via_run.model.describe()["simulator_is_truth"] and via_session.model.describe()["simulator_is_truth"]
     via_session.close(), via_run.close()
+    # with a recording's options the run's folder is read as a recording, as asked, and that is said (it was without
+    # a word); a session's folder has no recording to read: one line says to drop them (it said it was neither)
+    assert main(["run", "--start-from", f"{tmp_path / 'walk'}?stride=2", "--steps", "4", "--no-video",
+                 "--out", str(tmp_path / "with_options")]) == 0
+    assert (f"note: {tmp_path / 'walk'} is a run's folder; its session is in {tmp_path / 'walk' / 'session'}: with "
+            "the options ?stride=2 its files are read as a recording") in capsys.readouterr().err
+    read = load_session(tmp_path / "with_options" / "session")
+    assert "simulator_is_truth" not in read.model.describe()
+    read.close()
+    assert main(["run", "--start-from", f"{tmp_path / 'walk' / 'session'}?stride=2", "--steps", "4", "--no-video",
+                 "--out", str(tmp_path / "session_with_options")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{tmp_path / 'walk' / 'session'} is a saved session: the options ?stride=2 are a recording's; drop" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "session_with_options").exists()
     assert main([*start, "--out", str(tmp_path / "on"), "--resume", str(tmp_path / "on" / "session")]) == 0
     assert "already holds all 4 steps" in capsys.readouterr().out
     real_step, calls = NeuralWorld.step, []

@@ -268,7 +268,8 @@ if __name__ == "__main__":
         try:
             code = main()
         finally:  # (argparse's --help and error exits too) a reader of stdout that has gone shows here, not at exit
-            sys.stdout.flush()
+            if sys.stdout is not None:  # (None: started with stdout closed, `>&-`; print writes nothing then)
+                sys.stdout.flush()
     except BrokenPipeError:  # stdout's reader left early (`launch.py info X | head -1`): quiet, as `head` expects
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would flush into the pipe again
         sys.exit(141)  # (128 + SIGPIPE, what a shell tool that met a closed pipe returns)

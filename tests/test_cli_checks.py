@@ -274,3 +274,8 @@ def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
             os.close(write_end)
         assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, (argv, res.stderr)
         assert res.returncode == 141, (argv, res.returncode, res.stderr)
+    # started with stdout closed (`launch.py worlds >&-`, a daemon's): Python has no sys.stdout; the command ends
+    # as it did before, 0 and no traceback (the flush at the end met None)
+    res = subprocess.run([sys.executable, str(root / "launch.py"), "worlds"], cwd=root, stderr=subprocess.PIPE,
+                         text=True, timeout=120, preexec_fn=lambda: os.close(1))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, (res.returncode, res.stderr)

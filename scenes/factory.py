@@ -384,17 +384,21 @@ def note_options_the_session_overrides(args, scene: Scene, why: str) -> None:
 
 
 def _builds_the_same_world(spec: str, scene: Scene) -> bool:
-    """Whether the world spec ``spec``, built at the scene's seed, size and kinematics, describes itself as the
-    scene's world does (False when it cannot be built)."""
-    try:
-        world = create_world(spec, scene.seed, scene.current.width, scene.current.height, scene.model.kinematics)
-    except (ValueError, OSError):
-        return False
-    try:
-        return world.describe() == scene.model.describe()
-    finally:
-        if isinstance(world, ClosableWorld):
-            world.close()
+    """Whether the world spec ``spec``, built at the scene's seed and kinematics, and at its frame size or else at
+    the world's own default size (as a world made without --size was, and its description says), describes itself
+    as the scene's world does (False when it cannot be built)."""
+    for width, height in ((scene.current.width, scene.current.height), (None, None)):
+        try:
+            world = create_world(spec, scene.seed, width, height, scene.model.kinematics)
+        except (ValueError, OSError):
+            continue
+        try:
+            if world.describe() == scene.model.describe():
+                return True
+        finally:
+            if isinstance(world, ClosableWorld):
+                world.close()
+    return False
 
 
 def learned_weights(world: str) -> str | None:

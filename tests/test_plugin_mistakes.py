@@ -226,3 +226,28 @@ def test_a_factory_that_fails_inside_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "_factory_missing_a_dependency raised ModuleNotFoundError" in err[0], err
     assert not (out / "session").exists()
+
+
+def _plain_wall(arg, seed, width, height, kinematics):
+    """A wall ARG metres ahead, described by the registry (the spec it was made from)."""
+    return Wall(float(arg or 3.0), (width or 32, height or 24), kinematics)
+
+
+register("plain_wall", _plain_wall)
+
+
+def test_the_same_command_with_resume_is_not_told_its_plugin_world_was_not_used(tmp_path, capsys):
+    """A registered world made without --size records no size in its description: `run --resume` with the same
+    --world built it again at the frame size, found it described otherwise and said '--world plain_wall not used'.
+    Another wall (another spec) is still said."""
+    from launch import main
+
+    out = tmp_path / "walk"
+    assert main(["run", "--world", "plain_wall", "--steps", "2", "--no-video", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--world", "plain_wall", "--steps", "3", "--no-video", "--out", str(out),
+                 "--resume", str(out / "session")]) == 0
+    assert "not used" not in capsys.readouterr().err
+    assert main(["run", "--world", "plain_wall:5", "--steps", "4", "--no-video", "--out", str(out),
+                 "--resume", str(out / "session")]) == 0
+    assert "note: --world plain_wall:5 not used: --resume goes on with the world" in capsys.readouterr().err

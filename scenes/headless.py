@@ -270,8 +270,10 @@ def _earlier_save(out: Path, frames_made: int | None = None) -> str:
     """When the session of this run could not be saved (a full disk): what ``out/session`` still holds, an earlier
     save (saves swap in whole), and how to go on from it, as a clause to add to the error; "" when it holds none
     (or all ``frames_made``)."""
-    try:
-        earlier_frames = len(read_session_meta(out / "session")["frame_ids"])
+    try:  # the frames of its current branch, the one the run went on with (frame_ids: every branch's)
+        meta = read_session_meta(out / "session")
+        branches = {branch["name"]: branch for branch in meta["branches"]}
+        earlier_frames = len(branches[meta["current_branch"]]["fids"])
     except (SessionError, KeyError, TypeError):
         return ""
     if frames_made is not None and earlier_frames >= frames_made:

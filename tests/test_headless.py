@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenes.session import load_session
+from scenes.session import load_session, save_session
 from studio.bench_util import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +258,36 @@ def test_a_run_whose_last_save_meets_a_full_disk_says_what_its_folder_holds(tmp_
     assert len((out / "trajectory.txt").read_text().strip().splitlines()) == 2 + 7  # (two header lines)
     monkeypatch.undo()
     assert main(["run", *SMALL, "--steps", "6", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
+
+
+def test_a_full_disk_at_the_last_save_of_a_session_with_branches_says_what_it_holds(tmp_path, capsys, monkeypatch):
+    """The session resumed has a second branch: what the earlier save holds is said by its current branch's frames
+    (the one the run goes on with), as the frames made are; every branch's were counted, 10 held >= 9 made, and the
+    line said nothing of the earlier save."""
+    import errno
+
+    from launch import main
+    from scenes.factory import make_scene
+    from worldmodel.actions import parse_actions
+
+    out = tmp_path / "walk"
+    assert main(["run", *SMALL, "--steps", "6", "--no-video", "--out", str(out)]) == 0
+    scene = make_scene(session=out / "session")
+    scene.seek(2)
+    scene.run(parse_actions("(FN)(FN)(FN)"))  # a branch of 3 new frames
+    scene.switch_branch("main")
+    save_session(scene, out / "session")
+    assert (len(scene.branches), scene.length) == (2, 7)
+    scene.close()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("scenes.session.save_file", disk_full)
+    capsys.readouterr()
+    assert main(["run", *SMALL, "--steps", "8", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{out / 'session'} holds the 7 frames of an earlier save, not the 9 made" in err, err
 
 
 def test_a_resumed_run_keeps_the_memory_it_was_made_with(tmp_path, capsys):

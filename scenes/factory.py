@@ -386,14 +386,16 @@ def note_options_the_session_overrides(args, scene: Scene, why: str) -> None:
 def _builds_the_same_world(spec: str, scene: Scene) -> bool:
     """Whether the world spec ``spec``, built at the scene's seed and kinematics, and at its frame size or else at
     the world's own default size (as a world made without --size was, and its description says), describes itself
-    as the scene's world does (False when it cannot be built)."""
+    as the scene's world does, in every key it describes (the scene's may say more: a learned world handed a
+    frame records that frame's camera); False when it cannot be built."""
     for width, height in ((scene.current.width, scene.current.height), (None, None)):
         try:
             world = create_world(spec, scene.seed, width, height, scene.model.kinematics)
         except (ValueError, OSError):
             continue
         try:
-            if world.describe() == scene.model.describe():
+            described = scene.model.describe()
+            if all(key in described and described[key] == value for key, value in world.describe().items()):
                 return True
         finally:
             if isinstance(world, ClosableWorld):

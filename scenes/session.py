@@ -252,17 +252,29 @@ def is_session_folder(folder: str | os.PathLike) -> bool:
     return (folder / "session.json").is_file() or _interrupted_save(folder) is not None
 
 
+RUN_EXPORTS = ("scene.ply", "scene.glb", "trajectory.txt", "frames.mp4")  # what only a run writes beside session/
+
+
 def session_meant_by(path: str | os.PathLike) -> tuple[Path, str] | None:
     """(the session folder, why) when ``path`` points at a saved session without being its folder: a run's --out
-    folder (the session is in its ``session/``) or a session's session.json file; None otherwise (a session folder
-    itself, or nothing of a session). ``why`` completes "PATH is ...", e.g. "a run's folder; its session is in
+    folder (its ``session/`` beside the run's exports, :data:`RUN_EXPORTS`, or alone: a run killed before them) or
+    a session's session.json file; None otherwise (a session folder itself, a recording that holds a session saved
+    in it, or nothing of a session). ``why`` completes "PATH is ...", e.g. "a run's folder; its session is in
     RUN/session"."""
+    from worldmodel.recordings import detect_format
+
     path = Path(path).expanduser()
     if path.name == "session.json" and path.is_file() and is_session_folder(path.parent):
         return path.parent, f"the session file of {path.parent}"
-    if path.is_dir() and not is_session_folder(path) and is_session_folder(path / "session"):
-        return path / "session", f"a run's folder; its session is in {path / 'session'}"
-    return None
+    if not path.is_dir() or is_session_folder(path) or not is_session_folder(path / "session"):
+        return None
+    if not any((path / name).exists() for name in RUN_EXPORTS):
+        try:
+            detect_format(path)
+            return None  # a recording, with a session saved in it: the recording is what is meant
+        except ValueError:
+            pass
+    return path / "session", f"a run's folder; its session is in {path / 'session'}"
 
 
 def read_session_meta(folder: str | Path) -> dict:

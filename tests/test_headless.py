@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -407,8 +408,25 @@ def test_a_run_started_from_a_session_walks_its_seed_and_counts_its_own_steps(tm
     err = capsys.readouterr().err.strip()
     assert f"{tmp_path / 'walk' / 'session'} is a saved session: the options ?stride=2 are a recording's; drop" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "session_with_options").exists()
-    assert main([*start, "--out", str(tmp_path / "on"), "--resume", str(tmp_path / "on" / "session")]) == 0
-    assert "already holds all 4 steps" in capsys.readouterr().out
+    assert main([*start, "--world", "neural", "--out", str(tmp_path / "on"), "--resume",
+                 str(tmp_path / "on" / "session")]) == 0
+    captured = capsys.readouterr()
+    assert "already holds all 4 steps" in captured.out
+    # the same --world: not said to be unused (the handed-over world's description also records the frame's camera)
+    assert "note: --start-from" in captured.err and "--world" not in captured.err, captured.err
+    # a recording that holds a session saved in it is not a run's folder: --start-from reads the recording
+    from tests.test_replay import small_tum_copy
+
+    recording = tmp_path / "recording"
+    recording.mkdir()
+    small_tum_copy(ROOT.parent / "shared" / "data" / "tum_fr1_rpy", recording, n=3)
+    shutil.copytree(tmp_path / "walk" / "session", recording / "session")
+    assert main(["run", "--start-from", str(recording), "--steps", "1", "--no-video",
+                 "--out", str(tmp_path / "from_recording")]) == 0
+    assert "run's folder" not in capsys.readouterr().err
+    read = load_session(tmp_path / "from_recording" / "session")
+    assert read.branch.handed == 2 and "simulator_is_truth" not in read.model.describe()  # TUM's frames, not the walk's
+    read.close()
     real_step, calls = NeuralWorld.step, []
 
     def second_step_fails(self, action, context):

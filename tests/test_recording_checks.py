@@ -88,7 +88,7 @@ def test_a_setting_that_worldstudio_json_does_not_have_is_named_with_the_one_mea
     the settings there are; the settings themselves still open."""
     folder = generic(tmp_path / "seq", walk_frames[:2])
     cfg = json.loads((folder / "worldstudio.json").read_text())
-    for key, meant in (("up", "'world_up'"), ("depthScale", "'depth_scale'"), ("rotate", None)):
+    for key, meant in (("up", "'world_up'"), ("depthScale", "'depth_scale'"), ("k", "'K'"), ("rotate", None)):
         (folder / "worldstudio.json").write_text(json.dumps({**cfg, key: 1}))
         with pytest.raises(SequenceError, match=f"'{key}' is not a setting" + (rf" \(did you mean {meant}\?\)"
                                                                               if meant else "; the settings are")):

@@ -296,8 +296,9 @@ def _load_config(folder: Path) -> dict:
     for key in cfg:
         if key not in CONFIG_KEYS:
             asked = str(key).lower()
-            near = difflib.get_close_matches(asked, CONFIG_KEYS, n=1, cutoff=0.5) or [
-                k for k in CONFIG_KEYS if len(asked) > 1 and asked in k.lower()]  # "up" -> world_up
+            lower = {k.lower(): k for k in CONFIG_KEYS}
+            near = [lower[k] for k in difflib.get_close_matches(asked, lower, n=1, cutoff=0.5)] or [
+                k for k in CONFIG_KEYS if len(asked) > 1 and asked in k.lower()]  # "up" -> world_up, "k" -> K
             meant = f" (did you mean {near[0]!r}?)" if near else ""
             raise SequenceError(f"{path}: {str(key)[:40]!r} is not a setting{meant}; the settings are "
                                 f"{', '.join(CONFIG_KEYS)}")

@@ -329,15 +329,27 @@ def own_kinematics(world: str, start_from: str | None = None) -> Kinematics:
     return Kinematics(step_m=config["step_m"], yaw_deg=config["yaw_deg"])
 
 
+@dataclasses.dataclass(frozen=True)
+class StepsAsked:
+    """The step sizes a user asked for (``--step-m`` / ``--yaw-deg``), either or both None: not asked."""
+
+    step_m: float | None = None
+    yaw_deg: float | None = None
+
+    def for_world(self, world: str, start_from: str | None = None) -> Kinematics | None:
+        """The kinematics the world spec ``world`` (or the learned model going on from ``start_from``) walks: the
+        one not asked at that world's own (:func:`own_kinematics`: learned weights' trained value); None when
+        neither is asked: the world's own."""
+        if self.step_m is None and self.yaw_deg is None:
+            return None
+        own = Kinematics() if None not in (self.step_m, self.yaw_deg) else own_kinematics(world, start_from)
+        return Kinematics(step_m=own.step_m if self.step_m is None else self.step_m,
+                          yaw_deg=own.yaw_deg if self.yaw_deg is None else self.yaw_deg)
+
+
 def command_kinematics(args) -> Kinematics | None:
-    """A command's ``--step-m`` / ``--yaw-deg`` as Kinematics, the one not given at the world's own
-    (:func:`own_kinematics`: learned weights' trained value); None when neither is given: the world's own."""
-    if args.step_m is None and args.yaw_deg is None:
-        return None
-    own = Kinematics() if args.step_m is not None and args.yaw_deg is not None else own_kinematics(
-        args.world, args.start_from)
-    return Kinematics(step_m=own.step_m if args.step_m is None else args.step_m,
-                      yaw_deg=own.yaw_deg if args.yaw_deg is None else args.yaw_deg)
+    """A command's ``--step-m`` / ``--yaw-deg`` as Kinematics for its ``--world`` (:meth:`StepsAsked.for_world`)."""
+    return StepsAsked(args.step_m, args.yaw_deg).for_world(args.world, args.start_from)
 
 
 def settings_not_kept(scene: Scene, size: tuple[int, int] | None, kinematics: Kinematics | None) -> str | None:

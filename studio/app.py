@@ -18,8 +18,8 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
-from scenes.factory import (START_FROM_A_SESSION_NOTE, command_kinematics, learned_weights, make_scene,
-                            note_options_the_session_overrides, recording_notes, settings_not_kept,
+from scenes.factory import (START_FROM_A_SESSION_NOTE, StepsAsked, command_kinematics, learned_weights,
+                            make_scene, note_options_the_session_overrides, recording_notes, settings_not_kept,
                             start_learned_from)
 from scenes.scene import Scene, SceneConfig, StepResult
 from studio.controls import Controls
@@ -29,18 +29,18 @@ from studio.live_panel import LivePanel
 from studio.security import AccessPolicy, guarded_viser_server
 from studio.view3d import SceneView
 from studio.worker import Command, SceneWorker, hand_compute_threads_to_worker
-from worldmodel.actions import Action, Kinematics, TargetPose
+from worldmodel.actions import Action, TargetPose
 
 
 class Studio:
     """The viser app over one Scene. Panels get narrow callables (submit, notify, ...), never the Studio.
 
     policy: who may connect (studio.security: the websocket Origin check, the access token off loopback);
-    root: the workspace root that folders typed in the browser must stay inside; kinematics: the steps asked for on
-    the command line, for the worlds opened from the browser (None: each world's own)."""
+    root: the workspace root that folders typed in the browser must stay inside; steps: the step sizes asked for on
+    the command line, for the worlds opened from the browser (what is not asked: each world's own)."""
 
     def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 8080,
-                 policy: AccessPolicy | None = None, root: str | Path = ".", kinematics: Kinematics | None = None):
+                 policy: AccessPolicy | None = None, root: str | Path = ".", steps: StepsAsked = StepsAsked()):
         self.policy = policy or AccessPolicy.for_host(host)
         self.root = Path(root).resolve()  # paths typed in the browser stay inside it (studio.security)
         self.server = guarded_viser_server(self.policy, host=host, port=port, label="WorldStudio", verbose=False)
@@ -62,7 +62,7 @@ class Studio:
         self.inspect = InspectPanel(gui, self.submit, self.view, request_resync=self.request_resync,
                                     reset_view=self.look_at_current)
         self.exports = ExportPanel(gui, self.submit, notify, replace_scene=self.replace_scene, root=self.root,
-                                    kinematics=kinematics)
+                                    steps=steps)
         refuse_large_uploads_as_they_start(self.server, lambda client, why: notify(client, "Upload refused", why, True))
         self.inspect.show_scale(scene.config.voxel_size)
         self.last_agreement: dict | None = None
@@ -278,7 +278,7 @@ def main(args) -> int:
     try:
         with stop.deferred():  # a half-built server would be left running: it is built, then stopped
             studio = Studio(scene, host=args.host, port=args.port, policy=policy, root=root,
-                            kinematics=command_kinematics(args))
+                            steps=StepsAsked(args.step_m, args.yaw_deg))
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); try --port {args.port + 1}",
               file=sys.stderr)

@@ -14,12 +14,12 @@ from typing import Callable
 
 import viser
 
-from scenes.factory import continue_with_learned_model, make_scene, recording_notes, start_learned_from
+from scenes.factory import (StepsAsked, continue_with_learned_model, make_scene, recording_notes,
+                            start_learned_from)
 from scenes.scene import Scene
 from scenes.session import SessionError, is_session_folder, read_session_meta, save_session, session_meant_by
 from studio.panel_api import Notify, Submit
 from studio.security import path_in_root, session_world_in_root, world_spec_in_root
-from worldmodel.actions import Kinematics
 from worldmodel.recordings import FORMAT_NAMES
 
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a session .zip larger than this is refused
@@ -110,13 +110,14 @@ def unzip_session(content: bytes, target: Path) -> Path:
 class ExportPanel:
     """Export and Open folders. submit / notify: see studio.panel_api; replace_scene(scene): swap the
     studio's scene for another one (called on the worker thread, inside a submitted command); root: the
-    workspace root that folders and replay paths typed here must stay inside (studio.security); kinematics: the
-    steps the worlds opened here walk (the command line's; None: each world's own, a learned model's trained steps)."""
+    workspace root that folders and replay paths typed here must stay inside (studio.security); steps: the step
+    sizes asked for on the command line, for the worlds opened here (what is not asked: each world's own, a learned
+    model's trained steps)."""
 
     def __init__(self, gui: viser.GuiApi, submit: Submit, notify: Notify, replace_scene: Callable[[Scene], None],
-                 root: str | Path = ".", kinematics: Kinematics | None = None):
+                 root: str | Path = ".", steps: StepsAsked = StepsAsked()):
         self.submit, self.notify, self.replace_scene = submit, notify, replace_scene
-        self.kinematics = kinematics
+        self.steps = steps
         self.root = Path(root).resolve()
         self._sending_until = 0.0  # (time.monotonic) when the downloads sent so far have reached the browser
         with gui.add_folder("Export", order=3):
@@ -283,7 +284,8 @@ class ExportPanel:
             else:  # a recording, with its replay options
                 source, meta = world_spec_in_root(self.root, f"replay:{text}").removeprefix("replay:"), None
             return start_learned_from(source, None if frame < 0 else frame, seed=int(self.seed.value),
-                                      kinematics=self.kinematics, config=dataclasses.replace(scene.config),
+                                      kinematics=self.steps.for_world("neural", str(source)),
+                                      config=dataclasses.replace(scene.config),
                                       session_meta=meta, fit_voxel=True, notes=notes)
 
         self._hand_over(event, "that frame", "learned model from a folder's frame", make)
@@ -316,9 +318,9 @@ class ExportPanel:
 
         def run(scene: Scene) -> list[str]:
             # at the voxel size fitted to the world (a room's recording: finer than a walk outdoors)
-            opened = make_scene(world_spec_in_root(self.root, spec), seed, size=None,
-                                kinematics=self.kinematics, config=dataclasses.replace(scene.config),
-                                fit_voxel=True)
+            spec_in_root = world_spec_in_root(self.root, spec)
+            opened = make_scene(spec_in_root, seed, size=None, kinematics=self.steps.for_world(spec_in_root),
+                                config=dataclasses.replace(scene.config), fit_voxel=True)
             self.replace_scene(opened)
             return recording_notes(opened)  # what its reader noticed (frames skipped, intrinsics...): said
 

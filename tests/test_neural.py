@@ -82,7 +82,7 @@ def test_worlds_opened_in_the_studio_walk_the_command_lines_steps_or_their_own(t
     """*Open world* and *learned model from a folder's frame* give the new world the steps asked for on the command
     line, and none when none were: a learned model then walks its trained steps (it got the previous world's
     0.5 m / 10 degrees, which became the weights' own only because they equal the default)."""
-    from scenes.factory import make_scene
+    from scenes.factory import StepsAsked, make_scene
     from studio.app import Studio
     from tests.test_replay import small_tum_copy
     from worldmodel.actions import Kinematics
@@ -91,8 +91,11 @@ def test_worlds_opened_in_the_studio_walk_the_command_lines_steps_or_their_own(t
     (root / "tum").mkdir(parents=True)
     small_tum_copy(REPO.parent / "shared" / "data" / "tum_fr1_rpy", root / "tum", n=4)
     save_pretrained(root / "long_steps", {**TINY, "step_m": 1.0, "yaw_deg": 20.0}, build_net(TINY), half=False)
-    for asked, walked in ((None, Kinematics(1.0, 20.0)), (Kinematics(), Kinematics())):
-        studio = Studio(make_scene("procedural", 0, size=(64, 64)), port=free_port(), root=root, kinematics=asked)
+    # one step size asked: the other is each world's own (it was the command line's world's: 10 degrees)
+    for asked, walked, shipped in ((StepsAsked(), Kinematics(1.0, 20.0), Kinematics()),
+                                   (StepsAsked(0.5, 10.0), Kinematics(), Kinematics()),
+                                   (StepsAsked(yaw_deg=5.0), Kinematics(1.0, 5.0), Kinematics(0.5, 5.0))):
+        studio = Studio(make_scene("procedural", 0, size=(64, 64)), port=free_port(), root=root, steps=asked)
         try:
             assert studio.worker.wait_idle(60)
             studio.exports.world.value = "neural:long_steps"
@@ -102,7 +105,7 @@ def test_worlds_opened_in_the_studio_walk_the_command_lines_steps_or_their_own(t
             studio.exports.start_from.value, studio.exports.start_frame.value = "tum", 2
             studio.exports._learned_from_folder(SimpleNamespace(client=None))
             assert studio.worker.wait_idle(60) and studio.worker.scene.length == 3
-            assert studio.worker.scene.model.kinematics == (asked or Kinematics())  # None: the shipped weights'
+            assert studio.worker.scene.model.kinematics == shipped  # the shipped weights' own where not asked
         finally:
             studio.close()
 

@@ -255,11 +255,13 @@ def create_world(spec: str, seed: int = 0, width: int | None = None, height: int
         raise
     except Exception as e:  # noqa: BLE001 - a fault inside a factory (a plugin's missing dependency): one line, not
         # a traceback of the studio's or run's internals
-        origin = "a built-in world" if entry.origin == "built-in" else f"the plugin {entry.origin}"
+        todo = ("unless the machine is short of something (memory, a library), report it with this line"
+                if entry.origin == "built-in"
+                else f"fix or reinstall the plugin {entry.origin}")
         where = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
         raise WorldSpecError(f"world {entry.name!r} could not be made: its factory {where} raised "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else '(no message)'}; fix or "
-                             f"reinstall {origin}, or choose another world (launch.py worlds)") from e
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else '(no message)'}; {todo}, "
+                             "or choose another world (launch.py worlds)") from e
     if isinstance(model, BaseWorldModel) and entry.from_description is None:
         model.created_with = {"kind": entry.name, "arg": arg.strip(), "seed": int(seed), "width": width,
                               "height": height, "kinematics": dataclasses.asdict(kinematics or model.kinematics)}

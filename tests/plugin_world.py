@@ -68,3 +68,11 @@ def tinted_wall_from(desc: dict) -> TintedWall:
 
 
 TINTED_WALL = WorldPlugin(make_tinted_wall, tinted_wall_from)
+
+
+def make_long_step_wall(arg: str, seed: int, width: int, height: int, kinematics: Kinematics | None) -> WallWorld:
+    """A grey wall 3 m ahead, walked in 2 m / 45 degree steps unless others are asked for."""
+    return WallWorld("", width or 32, height or 24, kinematics or Kinematics(step_m=2.0, yaw_deg=45.0))
+
+
+LONG_STEP_WALL = WorldPlugin(make_long_step_wall, own_kinematics=True)  # (None: the world's own steps)

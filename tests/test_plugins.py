@@ -29,6 +29,7 @@ def plugin_site(tmp_path: Path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wall-world\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[worldstudio.worlds]\nwall = tests.plugin_world:make_wall_world\n"
                                            "tinted = tests.plugin_world:TINTED_WALL\n"
+                                           "longstep = tests.plugin_world:LONG_STEP_WALL\n"
                                            "procedural = tests.plugin_world:make_wall_world\n")  # hidden: a built-in
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
@@ -54,6 +55,25 @@ def test_a_plugin_world_is_found_built_stepped_and_saved(plugin_site, tmp_path):
     assert np.all(loaded.current.rgb == (30, 200, 60))
     with pytest.raises(WorldSpecError, match="red or green"):
         create_world("wall:blue")
+
+
+def test_a_plugin_world_with_steps_of_its_own_is_told_when_none_are_asked(plugin_site, tmp_path):
+    """A plugin whose WorldPlugin says own_kinematics gets None when no steps are asked (its own 2 m / 45 degrees)
+    and keeps an explicit 0.5 m / 10 degrees; a plain plugin still gets the default when none are asked; a
+    session of it reopens at the steps it walked."""
+    from launch import main
+
+    for asked, walked in ((None, Kinematics(2.0, 45.0)), (Kinematics(), Kinematics()),
+                          (Kinematics(1.0), Kinematics(1.0))):
+        assert create_world("longstep", kinematics=asked).kinematics == walked
+    assert create_world("wall:red", width=8, height=8).kinematics == Kinematics()
+    scene = make_scene("longstep", 0, size=(16, 12))
+    scene.run(parse_actions("(FN)"))
+    assert np.allclose(scene.current.position, [0.0, 0.0, 2.0])
+    assert load_session(save_session(scene, tmp_path / "s")).model.kinematics == Kinematics(2.0, 45.0)
+    assert main(["run", "--world", "longstep", "--step-m", "0.5", "--yaw-deg", "10", "--actions", "(FN)",
+                 "--size", "16", "16", "--no-video", "--out", str(tmp_path / "run")]) == 0
+    assert load_session(tmp_path / "run" / "session").model.kinematics == Kinematics()
 
 
 def test_a_plugin_world_that_describes_itself_is_rebuilt_by_its_plugin(plugin_site, tmp_path):

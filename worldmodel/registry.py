@@ -9,13 +9,13 @@ anything else is looked up among the plugins.
 
     def factory(arg: str, seed: int, width: int, height: int, kinematics: Kinematics) -> WorldModel
 
-``arg`` is what follows the first ``:`` of the spec ("" when none); width/height are the frame size asked
-for, or None for the world's own default (256x256 procedural, the trained size of a learned model);
-``kinematics`` is what was asked for, or the default 0.5 m / 10 degrees when nothing was, unless the world
-is registered with ``own_kinematics=True``: its factory then gets None for "the world's own" (a learned
-model's trained steps), so that an explicit 0.5 m / 10 degrees is told apart. The world is returned not yet
-reset. The first line of the factory's docstring is its one-line description in ``launch.py worlds``. Raise
-:class:`WorldSpecError` (one line, says what is accepted) on a bad ``arg``.
+``arg`` is what follows the first ``:`` of the spec ("" when none); width/height are the frame size asked for, or
+None for the world's own default (256x256 procedural, the trained size of a learned model); ``kinematics`` is
+what was asked for, or the default 0.5 m / 10 degrees when nothing was, unless the world is registered with
+``own_kinematics=True`` (a plugin: ``WorldPlugin(factory, own_kinematics=True)``): its factory then gets None for
+"the world's own" (a learned model's trained steps), so that an explicit 0.5 m / 10 degrees is told apart. The
+world is returned not yet reset. The first line of the factory's docstring is its one-line description in
+``launch.py worlds``. Raise :class:`WorldSpecError` (one line, says what is accepted) on a bad ``arg``.
 
 **Built-ins** are registered with ``register(name, factory, from_description=None, own_kinematics=False)``;
 a backend that imports heavy packages registers a small factory that imports them inside.
@@ -59,11 +59,14 @@ class WorldSpecError(ValueError):
 
 @dataclass(frozen=True)
 class WorldPlugin:
-    """What a plugin's entry point may name instead of a bare factory: its factory, and ``from_description(desc)``
-    rebuilding a world from its own ``describe()`` (one that holds more than the spec it was made from)."""
+    """What a plugin's entry point may name instead of a bare factory: its factory; ``from_description(desc)``
+    rebuilding a world from its own ``describe()`` (one that holds more than the spec it was made from), or None;
+    ``own_kinematics``: the factory takes kinematics=None for "the world's own" (a learned model's trained steps),
+    as :func:`register`'s."""
 
     factory: WorldFactory
-    from_description: Callable[[dict], WorldModel]
+    from_description: Callable[[dict], WorldModel] | None = None
+    own_kinematics: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,11 @@ class _LazyFactory:
         loaded = self._load()
         return loaded.from_description if isinstance(loaded, WorldPlugin) else None
 
+    def own_kinematics(self) -> bool:
+        """Whether the plugin's factory takes kinematics=None for the world's own (a :class:`WorldPlugin`'s say)."""
+        loaded = self._load()
+        return isinstance(loaded, WorldPlugin) and loaded.own_kinematics
+
     def _load(self) -> WorldFactory | WorldPlugin:
         try:
             return self.ep.load()
@@ -238,7 +246,8 @@ def create_world(spec: str, seed: int = 0, width: int | None = None, height: int
     """``"procedural"``, ``"procedural:fly"``, ``"replay:PATH"``, ``"PLUGIN[:ARGS]"`` -> a world (not yet reset)."""
     kind, _, arg = spec.partition(":")
     entry = _entry(kind)
-    if kinematics is None and not entry.own_kinematics:
+    own = entry.own_kinematics or isinstance(entry.factory, _LazyFactory) and entry.factory.own_kinematics()
+    if kinematics is None and not own:
         kinematics = Kinematics()
     width, height = (None if v is None else int(v) for v in (width, height))
     factory = entry.factory.load() if isinstance(entry.factory, _LazyFactory) else entry.factory

@@ -315,10 +315,21 @@ def recording_notes(scene: Scene) -> list[str]:
 
 def own_kinematics(world: str, start_from: str | None = None) -> Kinematics:
     """The kinematics a world walks when none are asked for: learned weights' (``neural[:FOLDER]``, or any
-    ``--start-from``: the learned model goes on) as their config.json says they were trained, else the default
-    0.5 m / 10 degrees. Weights that cannot be read give the default (opening them says what is wrong)."""
+    ``--start-from``: the learned model goes on) as their config.json says they were trained; a plugin world with
+    steps of its own (``WorldPlugin(own_kinematics=True)``) as it picks them (it is built to ask); else the default
+    0.5 m / 10 degrees. What cannot be read or built gives the default (opening it says what is wrong)."""
+    from worldmodel.registry import has_own_kinematics
+
     if start_from is None and world.partition(":")[0].strip().lower() != "neural":
-        return Kinematics()
+        try:
+            if not has_own_kinematics(world):
+                return Kinematics()
+            built = create_world(world, kinematics=None)
+        except (ValueError, OSError):  # (WorldSpecError is a ValueError)
+            return Kinematics()
+        if isinstance(built, ClosableWorld):
+            built.close()
+        return built.kinematics
     from worldmodel.neural.weights import load_config
     from worldmodel.neural.world import SHIPPED_WEIGHTS
 

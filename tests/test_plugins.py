@@ -74,6 +74,9 @@ def test_a_plugin_world_with_steps_of_its_own_is_told_when_none_are_asked(plugin
     assert main(["run", "--world", "longstep", "--step-m", "0.5", "--yaw-deg", "10", "--actions", "(FN)",
                  "--size", "16", "16", "--no-video", "--out", str(tmp_path / "run")]) == 0
     assert load_session(tmp_path / "run" / "session").model.kinematics == Kinematics()
+    assert main(["run", "--world", "longstep", "--yaw-deg", "10", "--actions", "(FN)", "--size", "16", "16",
+                 "--no-video", "--out", str(tmp_path / "one_flag")]) == 0  # the other: its own (it was 0.5 m)
+    assert load_session(tmp_path / "one_flag" / "session").model.kinematics == Kinematics(2.0, 10.0)
 
 
 def test_a_plugin_world_that_describes_itself_is_rebuilt_by_its_plugin(plugin_site, tmp_path):

@@ -246,8 +246,7 @@ def create_world(spec: str, seed: int = 0, width: int | None = None, height: int
     """``"procedural"``, ``"procedural:fly"``, ``"replay:PATH"``, ``"PLUGIN[:ARGS]"`` -> a world (not yet reset)."""
     kind, _, arg = spec.partition(":")
     entry = _entry(kind)
-    own = entry.own_kinematics or isinstance(entry.factory, _LazyFactory) and entry.factory.own_kinematics()
-    if kinematics is None and not own:
+    if kinematics is None and not _has_own_kinematics(entry):
         kinematics = Kinematics()
     width, height = (None if v is None else int(v) for v in (width, height))
     factory = entry.factory.load() if isinstance(entry.factory, _LazyFactory) else entry.factory
@@ -275,6 +274,16 @@ def create_world(spec: str, seed: int = 0, width: int | None = None, height: int
         model.created_with = {"kind": entry.name, "arg": arg.strip(), "seed": int(seed), "width": width,
                               "height": height, "kinematics": dataclasses.asdict(kinematics or model.kinematics)}
     return model
+
+
+def has_own_kinematics(spec: str) -> bool:
+    """Whether the world ``spec`` names walks steps of its own when none are asked for (registered or declared with
+    ``own_kinematics``); WorldSpecError for an unknown world."""
+    return _has_own_kinematics(_entry(spec.partition(":")[0]))
+
+
+def _has_own_kinematics(entry: WorldEntry) -> bool:
+    return entry.own_kinematics or isinstance(entry.factory, _LazyFactory) and entry.factory.own_kinematics()
 
 
 def world_from_description(desc: dict) -> WorldModel:

@@ -71,6 +71,23 @@ def test_colorize_depth_invalid_black_and_monotone_range():
     assert TURBO_LUT.shape == (256, 3) and TURBO_LUT.dtype == np.uint8
 
 
+def test_colorize_depth_default_range_is_the_2nd_to_98th_percentile_and_near_is_blue():
+    """Without near/far the colour range is the 2nd..98th percentile of the valid depth (values beyond it
+    saturate, values inside it do not); a near given alone is kept (far from the percentile); near is blue and
+    far red (turbo), not the other way round."""
+    d = np.linspace(1.0, 100.0, 1000, dtype=np.float32).reshape(10, 100)
+    lo, hi = np.percentile(d, [2.0, 98.0])
+    idx = np.clip(np.rint((d - lo) * 255.0 / (hi - lo)), 0, 255).astype(int)
+    img = colorize_depth(d)
+    assert np.array_equal(img, TURBO_LUT[idx])
+    assert (img[d >= hi] == TURBO_LUT[255]).all() and not (img[(d > lo + 1) & (d < hi - 1)] == TURBO_LUT[255]).all(-1).any()
+    kept = colorize_depth(d, near=50.0)
+    assert (kept[d <= 50.0] == TURBO_LUT[0]).all() and (kept[d >= hi] == TURBO_LUT[255]).all()
+    blue, red = TURBO_LUT[:64].astype(int).mean(0), TURBO_LUT[192:].astype(int).mean(0)  # nearest / farthest quarter
+    assert blue[2] > blue[0] + 100 and red[0] > red[2] + 100
+    assert colorize_depth(np.full((2, 2), 3.0, np.float32)).shape == (2, 2, 3)  # a flat image: no division by 0
+
+
 def test_colorize_scalar():
     c = colorize_scalar(np.array([0.0, 5.0, 10.0, np.nan]), lo=0.0, hi=10.0)
     assert c.shape == (4, 3) and c.dtype == np.uint8
@@ -740,3 +757,29 @@ def test_tsdf_honours_the_weight_threshold_and_keeps_the_images_colours():
     fusion = TSDFFusion(voxel_size=0.05, depth_max=10.0)
     fusion.integrate(f)
     assert len(fusion.mesh().faces) == len(once.faces)
+
+
+def test_check_mp4_accepts_boxes_that_tile_the_file_and_refuses_a_cut_or_unindexed_one(tmp_path):
+    """scenes.atomic.check_mp4 on hand-made box layouts (ground truth by construction): boxes that end exactly at
+    the end of the file pass (32-bit sizes, a 64-bit size, a last box of size 0 = 'to the end'); a last box cut
+    short, or a file without moov (the index ffmpeg writes last), is refused."""
+    from scenes.atomic import WriteError, check_mp4
+
+    def box(kind: bytes, payload: int, large: bool = False) -> bytes:
+        if large:
+            return (1).to_bytes(4, "big") + kind + (16 + payload).to_bytes(8, "big") + bytes(payload)
+        return (8 + payload).to_bytes(4, "big") + kind + bytes(payload)
+
+    good = {"plain": box(b"ftyp", 12) + box(b"mdat", 100) + box(b"moov", 40),
+            "large": box(b"ftyp", 12) + box(b"mdat", 100, large=True) + box(b"moov", 40),
+            "to_end": box(b"ftyp", 12) + box(b"moov", 40) + (0).to_bytes(4, "big") + b"mdat" + bytes(64)}
+    bad = {"cut": (box(b"ftyp", 12) + box(b"mdat", 100) + box(b"moov", 40))[:-1],
+           "no_moov": box(b"ftyp", 12) + box(b"mdat", 100) + box(b"free", 8)}
+    for name, data in {**good, **bad}.items():
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(data)
+        if name in good:
+            check_mp4(path)
+        else:
+            with pytest.raises(WriteError, match="incomplete"):
+                check_mp4(path)

@@ -198,6 +198,34 @@ def test_agreement_metrics():
     assert agreement(big_rgb, big_depth, cache) == a
 
 
+def test_agreement_samples_a_smaller_non_square_cache_at_the_frame_pixel_nearest_each_centre():
+    """A cache 4x smaller in height and 8x in width is compared at its pixel centres: on a depth ramp (analytic:
+    frame pixel (r, c) holds r or c), the nearest frame pixel to a cache centre is within half a pixel of it, so the
+    error is 0.5 px, not the 1.5 px of the cell's corner pixel nor the rows' factor applied to columns."""
+    h, w, ch, cw = 16, 24, 4, 3
+    r, c = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.zeros((h, w, 3), np.uint8)
+    centre_r, centre_c = (np.arange(ch) + 0.5) * h / ch - 0.5, (np.arange(cw) + 0.5) * w / cw - 0.5  # continuous
+    for ramp, truth in ((1.0 + r, 1.0 + np.repeat(centre_r[:, None], cw, 1)),
+                        (1.0 + c, 1.0 + np.repeat(centre_c[None, :], ch, 0))):
+        cache = CacheView(np.zeros((ch, cw, 3), np.uint8), truth.astype(np.float32), np.ones((ch, cw), bool),
+                          np.eye(3), np.eye(4))
+        a = agreement(rgb, ramp, cache)
+        assert a["depth_abs_err_m"] == pytest.approx(0.5, abs=1e-6) and a["coverage"] == 1.0
+
+
+def test_agreement_depth_error_is_the_median_over_pixels_both_images_measured():
+    """depth_abs_err_m leaves out frame pixels with no depth (0) and is a median: three unmeasured pixels and one
+    10 m outlier among exact ones give 0, not the cache's depth nor the outlier's mean."""
+    rgb = np.zeros((2, 4, 3), np.uint8)
+    cache = CacheView(rgb.copy(), np.full((2, 4), 5.0, np.float32), np.ones((2, 4), bool), np.eye(3), np.eye(4))
+    depth = np.full((2, 4), 5.0, np.float32)
+    depth[0, :3] = 0.0          # not measured by the frame
+    depth[1, 3] = 15.0          # one outlier among four measured pixels
+    a = agreement(rgb, depth, cache)
+    assert a["depth_abs_err_m"] == 0.0 and a["coverage"] == 1.0
+
+
 def test_empty_tiny_bank_and_degenerate_poses(walk_frames):
     f0 = walk_frames[0]
     pmap = VoxelPointMap(0.1, 60.0)
@@ -849,3 +877,61 @@ def test_the_far_field_is_rendered_in_the_directions_it_was_seen():
     clear = valid & (d.min(axis=-1) > 0.05)  # away from an octant's border (a panorama cell is 0.7 degrees)
     assert valid.mean() > 0.5 and clear.sum() > 500
     assert (got[clear] == want[clear]).all()
+
+
+def test_the_recent_window_boundary_is_exact_and_survives_a_state_round_trip():
+    """exclude_recent=2 after frames 0..5: keyframes of frames 0..3 may be retrieved, 4 and 5 are in the recent
+    context (idx <= last - exclude_recent). A restored bank keeps the last frame index (not its keyframe count),
+    so the same keyframes stay eligible."""
+    world = ProceduralWorld(ProceduralConfig(width=32, height=24), seed=2)
+    frames = walk(world, "(FN)" * 5)
+    pmap = VoxelPointMap(0.2, 60.0)
+    mem = GeometricMemory(MemoryConfig(key_translation_m=0.0, exclude_recent=2, observed_layer_frames=0))
+    for i, f in enumerate(frames):
+        mem.observe(f, 10 + i, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index), pmap)
+    assert mem.frame_indices.tolist() == [0, 1, 2, 3, 4, 5]
+    assert mem.eligible().tolist() == [True, True, True, True, False, False]
+    restored = GeometricMemory(MemoryConfig(key_translation_m=0.0, exclude_recent=2, observed_layer_frames=0))
+    restored.load_state_dict(mem.state_dict())
+    assert restored.eligible().tolist() == mem.eligible().tolist()
+    target = frames[0]
+    fids, _, _ = restored.build_context(target.c2w, target.K, target.width, target.height, pmap, 8)
+    assert fids and set(fids) <= {10, 11, 12, 13}
+
+
+def test_the_cache_camera_caps_the_long_side_of_a_wide_or_tall_image():
+    """scaled_camera keeps the aspect and scales by the *long* side: a 256x64 image capped at 128 becomes 128x32
+    (and a 64x256 one 32x128) with intrinsics halved about the pixel centres; one within the cap is left as is."""
+    from memory.bank import scaled_camera
+
+    K = np.array([[200.0, 0.0, 127.5], [0.0, 100.0, 31.5], [0.0, 0.0, 1.0]])
+    cK, w, h = scaled_camera(K, 256, 64, 128)
+    assert (w, h) == (128, 32)
+    assert np.allclose(cK, [[100.0, 0.0, 63.5], [0.0, 50.0, 15.5], [0.0, 0.0, 1.0]])
+    assert scaled_camera(K.T.T, 64, 256, 128)[1:] == (32, 128)
+    same, w, h = scaled_camera(K, 120, 30, 128)
+    assert (w, h) == (120, 30) and same is K
+
+
+def test_an_observed_layer_of_exactly_its_frame_limit_is_kept():
+    """observed_layer_frames=2 with exactly 2 observed frames: the layer is kept (dropped only past the limit),
+    so after a generated frame the cache marks the observed surfaces and the ground comes from them; with a third
+    observed frame it would be all observation and the layer gone."""
+    world = ProceduralWorld(ProceduralConfig(width=32, height=24), seed=2)
+    frames = walk(world, "(FN)(FN)")
+    for limit, observed_wanted in ((2, True), (1, False)):
+        pmap = VoxelPointMap(0.2, 60.0)
+        mem = GeometricMemory(MemoryConfig(observed_layer_frames=limit))
+        for i, f in enumerate(frames[:2]):
+            mem.observe(f, i, pmap.fuse(f.depth, f.rgb, f.K, f.c2w, f.index), pmap)
+        gen = dataclasses.replace(frames[2], confidence=np.ones_like(frames[2].depth))  # a generated frame
+        mem.observe(gen, 2, pmap.fuse(gen.depth, gen.rgb, gen.K, gen.c2w, gen.index), pmap)
+        f0 = frames[0]
+        _, _, cache = mem.build_context(f0.c2w, f0.K, f0.width, f0.height, pmap, 2)
+        has_layer = cache.observed is not None and bool(cache.observed.any())
+        assert has_layer == observed_wanted, limit
+        x, y, z = f0.position + 6.0 * f0.forward  # ground the first frames saw
+        ground = mem.ground(pmap).ground_height(x, z, y - 5.0, y, 1.0)
+        assert (ground is not None) == observed_wanted, limit
+        if observed_wanted:
+            assert ground == pytest.approx(float(world.terrain_height(x, z)), abs=0.3)

@@ -344,3 +344,66 @@ def test_a_walker_says_its_eye_height_and_a_flying_camera_says_none():
     frame = walker.reset(0)
     x, y, z = frame.c2w[:3, 3]
     assert y - walker.terrain_height(x, z) == pytest.approx(walker.walker_eye_height)
+
+
+def test_chunk_of_floors_negative_coordinates_and_the_chunk_holding_a_point_is_loaded():
+    """Chunk (cx, cz) covers [cx * size, (cx + 1) * size) on each axis, negative coordinates too (floor, not
+    truncation towards zero): a camera at x = -0.5 is in chunk -1, and with radius 0 exactly that chunk loads."""
+    w = ProceduralWorld(ProceduralConfig(width=16, height=16), seed=1)
+    s = w.config.chunk_size
+    for x, z in ((-0.5, -40.0), (-s, 2 * s - 1e-6), (31.9, -64.0), (-95.0, 0.0)):
+        cx, cz = w.chunk_of(x, z)
+        assert cx * s <= x < (cx + 1) * s and cz * s <= z < (cz + 1) * s, (x, z, cx, cz)
+    w.ensure_loaded(np.array([-0.5, -40.0]), radius_chunks=0)
+    assert w.loaded_chunks == {(-1, -2)}
+
+
+def test_a_world_reset_to_another_seed_shows_that_seeds_world():
+    """Resetting a world with another seed drops the chunks of the old seed: its frames are those of a world
+    made with the new seed (not the old seed's ground under the new one's spawn)."""
+    cfg = ProceduralConfig(width=48, height=32)
+    w = ProceduralWorld(cfg, seed=1)
+    w.reset(1)
+    again = w.reset(2)
+    fresh = ProceduralWorld(cfg, seed=2).reset(2)
+    assert np.array_equal(again.c2w, fresh.c2w)
+    assert np.array_equal(again.depth, fresh.depth) and np.array_equal(again.rgb, fresh.rgb)
+
+
+def test_value_noise_is_continuous_across_lattice_lines_and_has_no_mirror_symmetry():
+    """value_noise is C1 smooth: just either side of a lattice line (x or z a multiple of the scale) it agrees to
+    first order; it is the lattice hash at lattice points, and the hash of (i, j) is not that of (j, i) (a
+    terrain mirrored about x = z would be)."""
+    rng = np.random.default_rng(4)
+    scale, eps = 13.0, 1e-7
+    lines = scale * rng.integers(-20, 20, 200).astype(np.float64)
+    free = rng.uniform(-300, 300, 200)
+    for x, z in ((lines, free), (free, lines)):
+        dx, dz = (eps, 0.0) if x is lines else (0.0, eps)
+        lo = terrain.value_noise(x - dx, z - dz, scale, 9)
+        hi = terrain.value_noise(x + dx, z + dz, scale, 9)
+        assert np.max(np.abs(hi - lo)) < 1e-5
+    i, j = rng.integers(-1000, 1000, 500), rng.integers(-1000, 1000, 500)
+    at_lattice = terrain.value_noise(i * scale, j * scale, scale, 9)
+    assert np.allclose(at_lattice, terrain.hash2(i, j, 9), atol=1e-6)
+    assert np.mean(terrain.hash2(i, j, 9) != terrain.hash2(j, i, 9)) > 0.95
+
+
+def test_paths_follow_their_centre_lines():
+    """path_distance is 0 on a path's centre line (x = 17 + 9 sin(z / 41 + phase) + k * spacing for the x
+    family) and path_weight 1 there; it is 0 where both families are farther than half-width + blend."""
+    seed = 6
+    ph = (seed % 997) * 0.37
+    z = np.linspace(-500, 500, 401)
+    for k in (-2, 0, 3):
+        x = 17.0 + 9.0 * np.sin(z / 41.0 + ph) + k * terrain.PATH_SPACING
+        assert np.max(terrain.path_distance(x, z, seed)) < 1e-6
+        assert np.allclose(terrain.path_weight(x, z, seed), 1.0)
+    rng = np.random.default_rng(1)
+    x, z = rng.uniform(-400, 400, 4000), rng.uniform(-400, 400, 4000)
+    d = terrain.path_distance(x, z, seed)
+    far = d > terrain.PATH_HALF_WIDTH + terrain.PATH_BLEND
+    assert far.mean() > 0.5 and np.all(terrain.path_weight(x[far], z[far], seed) == 0.0)
+    # 1 m off the centre line (measured along x, as the distance is): at most 1 m from a path
+    x1 = 17.0 + 9.0 * np.sin(z / 41.0 + ph) + 1.0
+    assert np.max(np.abs(terrain.path_distance(x1, z, seed) - 0.5)) <= 0.5 + 1e-9

@@ -694,3 +694,111 @@ def test_settings_a_saved_session_would_refuse_are_refused_when_made(tmp_path):
     with pytest.raises(CheckError, match="seed must be a whole number between 0 and"):
         scene.reset(-1)
     scene.close()
+
+
+def test_stepping_from_the_second_to_last_frame_forks_and_the_map_shows_exactly_the_frames_up_to_the_cursor():
+    """The boundaries of seek/fork: a cursor one before the end forks (the branch keeps its last frame), the new
+    branch shares frames 0..p with its parent and says so (fork_position p, also after a session round trip), and
+    the map shown at cursor p holds exactly the voxels that frames 0..p saw (ground truth: a map fused from them)."""
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FL)(FN)(FR)"))
+    main = list(scene.branch.fids)
+    for p in (1, 3):
+        scene.seek(p)
+        ref = VoxelPointMap(scene.config.voxel_size, scene.config.max_depth, carve=scene.map.carve)
+        for f in scene.iter_frames(upto=p):
+            fuse_frame(ref, f, scene.config.fuse_stride)
+        assert [f.index for f in scene.iter_frames(upto=p)] == list(range(p + 1))
+        assert len(scene.map_points()[0]) == len(ref), p
+    r = scene.step(Action("F", "N"))  # from position 3 of 5: a fork, not a sixth frame of main
+    assert r.forked_from == "main" and scene.branches["main"].fids == main
+    b = scene.branch
+    assert b.parent == "main" and b.fork_position == 3 and b.fids[:4] == main[:4] and len(b.fids) == 5
+    assert scene.cursor == 4 and r.frame.index == 4
+    first = scene.branch_name
+    scene.switch_branch("main")
+    scene.seek(0)
+    scene.step(Action("F", "N"))
+    assert scene.branch_name != first and scene.branch.fork_position == 0 and len(scene.branch.fids) == 2
+
+
+def test_autosave_saves_on_the_nth_step_and_a_failed_save_is_tried_again_an_interval_later(tmp_path, monkeypatch):
+    """Autosaver's boundaries: with every_steps=3 it saves on steps 3 and 6 (not 4), a failed save waits a whole
+    interval (not every step) before it is tried again, and the saved session holds the frames walked so far.
+    default_interval turns autosave on only for runs longer than AUTOSAVE_FROM_STEPS."""
+    import scenes.session
+    from scenes.autosave import AUTOSAVE_FROM_STEPS, DEFAULT_EVERY_STEPS, Autosaver, default_interval
+
+    assert default_interval(AUTOSAVE_FROM_STEPS) == 0 and default_interval(AUTOSAVE_FROM_STEPS + 1) == DEFAULT_EVERY_STEPS
+    scene = make_scene()
+    saver = Autosaver(scene, tmp_path / "auto", every_steps=3, every_s=0.0)
+    assert saver.enabled and not Autosaver(scene, tmp_path / "x", every_steps=0, every_s=0.0).enabled
+    assert Autosaver(scene, tmp_path / "x", every_steps=0, every_s=5.0).enabled
+    saved = []
+    for i in range(1, 7):
+        scene.step(Action("F", "N"))
+        if saver.step_done():
+            saved.append(i)
+    assert saved == [3, 6] and saver.saves == 2
+    loaded = load_session(tmp_path / "auto")
+    assert loaded.length == 7 and same_map(loaded.map, scene.map)
+    loaded.close()
+    real, calls = scenes.session.save_session, []
+
+    def failing_once(*a, **k):
+        calls.append(scene.length)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(scenes.session, "save_session", failing_once)
+    outcome = []
+    for _ in range(6):
+        scene.step(Action("F", "N"))
+        try:
+            outcome.append(saver.step_done())
+        except OSError:
+            outcome.append("failed")
+    assert outcome == [False, False, "failed", False, False, True] and calls == [10, 13]
+
+
+def test_the_frame_store_evicts_the_least_recently_used_frame_and_files_keep_what_depth_0_means(tmp_path):
+    """FrameStore is an LRU of ram_frames full frames: a frame read again stays in RAM and the one used longest
+    ago is written out; a frame read back from its file equals the one stored, zero_depth_is_sky included (sky
+    and no-measurement both ways). A store opened over saved frames with gaps in their ids gives new frames ids
+    after the largest, and asks for an id it never gave raise KeyError."""
+    from scenes.framestore import FrameStore
+    from worldmodel.frame import Frame
+
+    K = np.array([[20.0, 0.0, 7.5], [0.0, 20.0, 5.5], [0.0, 0.0, 1.0]])
+
+    def frame(i: int) -> Frame:
+        rgb = np.full((12, 16, 3), 10 * i, np.uint8)
+        depth = np.full((12, 16), 1.0 + i, np.float32)
+        depth[0] = 0.0
+        c2w = np.eye(4)
+        c2w[:3, 3] = [i, 0.5 * i, -i]
+        return Frame(i, rgb, depth, K, c2w, action=Action("F", "N") if i else None, zero_depth_is_sky=i % 2 == 0)
+
+    store = FrameStore(tmp_path / "store", ram_frames=2)
+    frames = [frame(i) for i in range(4)]
+    assert [store.add(f) for f in frames[:2]] == [0, 1]
+    assert not store.path_of(0).exists()  # two fit
+    store.add(frames[2])
+    assert store.path_of(0).exists() and not store.path_of(1).exists()
+    store.get(1)  # used now: frame 2 is the least recently used
+    store.add(frames[3])
+    assert store.path_of(2).exists() and not store.path_of(1).exists()
+    for fid, want in enumerate(frames):
+        got = store.get(fid)
+        assert np.array_equal(got.rgb, want.rgb) and np.array_equal(got.depth, want.depth)
+        assert np.array_equal(got.c2w, want.c2w) and got.action == want.action
+        assert got.zero_depth_is_sky == want.zero_depth_is_sky, fid
+    with pytest.raises(KeyError):
+        store.get(4)
+    store.flush()
+    opened = FrameStore.open_existing(tmp_path / "store", [0, 2, 3])
+    assert opened.add(frame(4)) == 4 and len(opened) == 5
+    assert opened.get(2).zero_depth_is_sky and not opened.get(3).zero_depth_is_sky
+    opened.close()
+    store.close()

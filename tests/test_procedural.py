@@ -3,6 +3,7 @@ camera conventions, walking, chunk streaming and view-independent colour."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -407,3 +408,23 @@ def test_paths_follow_their_centre_lines():
     # 1 m off the centre line (measured along x, as the distance is): at most 1 m from a path
     x1 = 17.0 + 9.0 * np.sin(z / 41.0 + ph) + 1.0
     assert np.max(np.abs(terrain.path_distance(x1, z, seed) - 0.5)) <= 0.5 + 1e-9
+
+
+def test_far_cuts_by_ray_length_not_by_z_depth():
+    """ProceduralConfig.far is a ray length: every pixel with depth lies within far of the camera (its
+    unprojected point), and the ones cut off are those whose ray is longer, though their z-depth is shorter (the
+    image corners of a wide view over open ground)."""
+    cfg = ProceduralConfig(width=64, height=48, fov_y_deg=90.0, far=25.0)
+    w = ProceduralWorld(cfg, seed=1)
+    f0 = w.reset(1)
+    down = look_at_c2w(f0.position, f0.position + 10.0 * f0.forward - [0.0, 1.5, 0.0])  # the ground to ~20 m
+    rgb, depth = w.render(down)
+    pts, _ = unproject_depth(depth, w.K, down)
+    assert len(pts) > 100 and np.max(np.linalg.norm(pts - down[:3, 3], axis=1)) <= cfg.far + 1e-3
+    full = ProceduralWorld(dataclasses.replace(cfg, far=1000.0), seed=1)
+    far_depth = full.render(down)[1]
+    rays = np.linalg.norm(np.linalg.inv(w.K) @ np.stack([*np.meshgrid(np.arange(64.0), np.arange(48.0)),
+                                                         np.ones((48, 64))]).reshape(3, -1), axis=0).reshape(48, 64)
+    cut = (far_depth > 0) & (far_depth * rays > cfg.far)
+    assert cut.any() and (depth[cut] == 0).all() and (far_depth[cut] < cfg.far).any()
+    assert np.array_equal(depth[~cut], far_depth[~cut])

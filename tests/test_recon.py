@@ -43,6 +43,22 @@ def test_hash_table_matches_a_dict():
         table.insert(np.array([2**43]), np.array([2**31]))
 
 
+def test_hash_table_finds_every_key_while_it_grows():
+    """Int64HashTable grows incrementally (an old table is moved across a few slots per insert): after every
+    insert, whether or not a move is under way, every key inserted so far is found with its value, and absent
+    keys are not."""
+    rng = np.random.default_rng(7)
+    keys = np.unique(rng.integers(0, 2**50, 60000))
+    rng.shuffle(keys)
+    table, n = Int64HashTable(8), 0
+    for size in (3000, 5000, 9000, 20000, 1, 7, 15000):
+        table.insert(keys[n: n + size], np.arange(n, n + size))
+        n += size
+        assert np.array_equal(table.find(keys[:n]), np.arange(n)), n
+        assert (table.find(keys[n: n + 500]) == -1).all()
+    assert len(table) == n
+
+
 def test_fused_points_lie_on_the_true_surface(walk_world, walk_frames):
     voxel = 0.1
     pmap = VoxelPointMap(voxel_size=voxel, max_depth=60.0)

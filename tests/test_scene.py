@@ -802,3 +802,40 @@ def test_the_frame_store_evicts_the_least_recently_used_frame_and_files_keep_wha
     assert opened.get(2).zero_depth_is_sky and not opened.get(3).zero_depth_is_sky
     opened.close()
     store.close()
+
+
+def test_a_frame_file_from_before_zero_depth_metadata_takes_what_its_world_says(tmp_path):
+    """A frame file written before files said what depth 0 means has no zero_depth_is_sky metadata: it is read
+    as the world that made it says (zero_depth_is_sky_when_unsaid), both ways, directly and through a store."""
+    from safetensors.numpy import save_file
+
+    from scenes.framestore import FrameStore, frame_file_name, read_frame
+
+    (tmp_path / "frames").mkdir()
+    path = tmp_path / "frames" / frame_file_name(0)
+    c2w = np.eye(4)
+    save_file({"rgb": np.zeros((4, 6, 3), np.uint8), "depth": np.zeros((4, 6), np.float32),
+               "K": np.array([[5.0, 0.0, 2.5], [0.0, 5.0, 1.5], [0.0, 0.0, 1.0]]), "c2w": c2w},
+              str(path), metadata={"index": "0", "action": ""})
+    for sky in (True, False):
+        assert read_frame(path, zero_depth_is_sky_when_unsaid=sky).zero_depth_is_sky is sky
+        store = FrameStore.open_existing(tmp_path, [0], zero_depth_is_sky_when_unsaid=sky)
+        assert store.get(0).zero_depth_is_sky is sky
+        store.close()
+
+
+def test_export_all_without_video_writes_the_rest_and_they_read_back_as_the_scene():
+    """export_all(video=False) writes no frames.mp4 and returns the other entries; what it wrote reads back as the
+    scene at the cursor: the trajectory's poses and the PLY's points."""
+    import tempfile
+
+    scene = make_scene()
+    scene.run(parse_actions("(FN)(FL)"))
+    with tempfile.TemporaryDirectory() as tmp:
+        written = scene.export_all(Path(tmp) / "out", video=False)
+        assert set(written) == {"session", "ply", "glb", "trajectory", "transforms"}
+        assert not (Path(tmp) / "out" / "frames.mp4").exists()
+        _, poses = read_tum_trajectory(written["trajectory"])
+        assert np.allclose(poses, scene.poses(), atol=1e-5)
+        pts, _ = read_ply(written["ply"])
+        assert len(pts) == len(scene.map_points()[0])

@@ -935,3 +935,41 @@ def test_an_observed_layer_of_exactly_its_frame_limit_is_kept():
         assert (ground is not None) == observed_wanted, limit
         if observed_wanted:
             assert ground == pytest.approx(float(world.terrain_height(x, z)), abs=0.3)
+
+
+class GroundRidingWorld(RecordingWorld):
+    """A procedural world posing as a learned one: its frames are generated (a confidence) and it asks the map for
+    the ground (GroundFollowingWorld), recording the ground probes it is handed."""
+
+    def __init__(self, world: ProceduralWorld):
+        super().__init__(world)
+        self.grounds = []
+
+    def step(self, action, context):
+        frame = super().step(action, context)
+        return dataclasses.replace(frame, confidence=np.ones_like(frame.depth))
+
+    def predict_c2w_on_ground(self, last, action, ground):
+        self.grounds.append(ground)
+        return self.world.predict_c2w(last, action)
+
+
+def test_a_fork_after_a_long_handover_keeps_the_ground_copy_of_every_handed_frame():
+    """A learned world handed more observed frames than the layer takes rides a copy of the map made just before
+    its first generated frame (all handed frames, the one it went on from included). A fork rebuilds the memory
+    and asks for the ground at that same moment, so the fork's copy is the original's, not one frame short."""
+    world = GroundRidingWorld(ProceduralWorld(ProceduralConfig(width=48, height=36), seed=4))
+    walked = Scene(ProceduralWorld(ProceduralConfig(width=48, height=36), seed=4), SceneConfig(voxel_size=0.2))
+    walked.reset(4)
+    walked.run(parse_actions("(FN)(FL)(FL)(FN)"))
+    scene = Scene(world, SceneConfig(voxel_size=0.2, memory_k=2),
+                  memory=GeometricMemory(MemoryConfig(observed_layer_frames=2)))
+    scene.reset(4, start=walked.current.c2w, prelude=walked.iter_frames(upto=walked.cursor - 1))
+    assert scene.branch.handed == 4
+    scene.run(parse_actions("(FR)(FR)"))
+    copy = {k: v.copy() for k, v in scene.memory.state_dict().items() if k.startswith("observed.")}
+    assert copy and len(copy["observed.keys"]) > 0
+    scene.seek(5)
+    scene.step(Action("F", "N"))  # a fork: the map and memory are rebuilt from frames 0..5
+    forked = {k: v for k, v in scene.memory.state_dict().items() if k.startswith("observed.")}
+    assert forked.keys() == copy.keys() and all(np.array_equal(forked[k], copy[k]) for k in copy)

@@ -57,6 +57,12 @@ def test_hash_table_finds_every_key_while_it_grows():
         assert np.array_equal(table.find(keys[:n]), np.arange(n)), n
         assert (table.find(keys[n: n + 500]) == -1).all()
     assert len(table) == n
+    # a table exactly half full after a doubling doubles again at the next key, while the first move is under way
+    table = Int64HashTable(16384)  # 32768 slots
+    table.insert(keys[:16384], np.arange(16384))  # half full
+    table.insert(keys[16384:32768], np.arange(16384, 32768))  # -> 65536 slots, 8192 of the old 32768 moved
+    table.insert(keys[32768:32769], [32768])  # another doubling: the rest of the old table must come along
+    assert np.array_equal(table.find(keys[:32769]), np.arange(32769))
 
 
 def test_fused_points_lie_on_the_true_surface(walk_world, walk_frames):

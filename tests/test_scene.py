@@ -766,7 +766,7 @@ def test_the_frame_store_evicts_the_least_recently_used_frame_and_files_keep_wha
     """FrameStore is an LRU of ram_frames full frames: a frame read again stays in RAM and the one used longest
     ago is written out; a frame read back from its file equals the one stored, zero_depth_is_sky included (sky
     and no-measurement both ways). A store opened over saved frames with gaps in their ids gives new frames ids
-    after the largest, and asks for an id it never gave raise KeyError."""
+    after the largest, and asking for an id it never gave raises KeyError."""
     from scenes.framestore import FrameStore
     from worldmodel.frame import Frame
 

@@ -80,7 +80,8 @@ def test_colorize_depth_default_range_is_the_2nd_to_98th_percentile_and_near_is_
     idx = np.clip(np.rint((d - lo) * 255.0 / (hi - lo)), 0, 255).astype(int)
     img = colorize_depth(d)
     assert np.array_equal(img, TURBO_LUT[idx])
-    assert (img[d >= hi] == TURBO_LUT[255]).all() and not (img[(d > lo + 1) & (d < hi - 1)] == TURBO_LUT[255]).all(-1).any()
+    inside = (d > lo + 1) & (d < hi - 1)
+    assert (img[d >= hi] == TURBO_LUT[255]).all() and not (img[inside] == TURBO_LUT[255]).all(-1).any()
     kept = colorize_depth(d, near=50.0)
     assert (kept[d <= 50.0] == TURBO_LUT[0]).all() and (kept[d >= hi] == TURBO_LUT[255]).all()
     blue, red = TURBO_LUT[:64].astype(int).mean(0), TURBO_LUT[192:].astype(int).mean(0)  # nearest / farthest quarter

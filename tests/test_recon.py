@@ -513,7 +513,6 @@ def test_ground_height_on_a_slope_is_the_height_under_the_column():
         assert got is not None and abs(got - 0.25 * x) < 0.05, (x, got)
 
 
-
 def test_a_frame_never_carves_the_surfaces_it_saw():
     """Carving counts a free frame only for voxels the frame did not itself observe: on noisy depth (a sensor's
     +-0.1 m), rays of deeper pixels pass through voxels their shallower neighbours observed; one frame alone must

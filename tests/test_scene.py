@@ -729,7 +729,8 @@ def test_autosave_saves_on_the_nth_step_and_a_failed_save_is_tried_again_an_inte
     import scenes.session
     from scenes.autosave import AUTOSAVE_FROM_STEPS, DEFAULT_EVERY_STEPS, Autosaver, default_interval
 
-    assert default_interval(AUTOSAVE_FROM_STEPS) == 0 and default_interval(AUTOSAVE_FROM_STEPS + 1) == DEFAULT_EVERY_STEPS
+    assert default_interval(AUTOSAVE_FROM_STEPS) == 0
+    assert default_interval(AUTOSAVE_FROM_STEPS + 1) == DEFAULT_EVERY_STEPS
     scene = make_scene()
     saver = Autosaver(scene, tmp_path / "auto", every_steps=3, every_s=0.0)
     assert saver.enabled and not Autosaver(scene, tmp_path / "x", every_steps=0, every_s=0.0).enabled

@@ -225,6 +225,7 @@ def test_a_factory_that_fails_inside_is_one_line_naming_it(tmp_path, capsys):
     assert main(["run", "--world", "mistake_missing_dependency", "--steps", "2", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "_factory_missing_a_dependency raised ModuleNotFoundError" in err[0], err
+    assert "report it with this line" in err[0]  # (registered here, a built-in: not "reinstall a built-in world")
     assert not (out / "session").exists()
 
 

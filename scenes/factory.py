@@ -411,13 +411,13 @@ def _builds_the_same_world(spec: str, scene: Scene) -> bool:
     the world's own default size (as a world made without --size was, and its description says), describes itself
     as the scene's world does, in every key it describes (the scene's may say more: a learned world handed a
     frame records that frame's camera); False when it cannot be built."""
+    described = scene.model.describe()
     for width, height in ((scene.current.width, scene.current.height), (None, None)):
         try:
             world = create_world(spec, scene.seed, width, height, scene.model.kinematics)
         except (ValueError, OSError):
             continue
         try:
-            described = scene.model.describe()
             if all(key in described and described[key] == value for key, value in world.describe().items()):
                 return True
         finally:

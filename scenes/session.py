@@ -29,6 +29,7 @@ from safetensors.numpy import load_file, save_file
 
 from recon.pointmap import VoxelPointMap
 from scenes.atomic import SwapNotUndone, move_entry, replacing, signals_deferred, swap_in, write_error
+from scenes.export import TRANSFORMS_NAMES
 from scenes.framestore import FrameFileError, FrameStore
 from scenes.scene import Branch, MemoryProvider, Scene, SceneError, scene_config_from_dict
 from scenes.session_schema import MAX_JSON_BYTES, check_session_meta
@@ -252,7 +253,8 @@ def is_session_folder(folder: str | os.PathLike) -> bool:
     return (folder / "session.json").is_file() or _interrupted_save(folder) is not None
 
 
-RUN_EXPORTS = ("scene.ply", "scene.glb", "trajectory.txt", "frames.mp4")  # what only a run writes beside session/
+# what only a run writes beside its session/ (its bundle, less the nerfstudio export a recording may hold too)
+RUN_EXPORTS = tuple(name for name in Scene.BUNDLE_NAMES if name not in ("session", *TRANSFORMS_NAMES))
 
 
 def session_meant_by(path: str | os.PathLike) -> tuple[Path, str] | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -235,44 +236,42 @@ def test_a_resumed_run_autosaves_and_one_failed_autosave_does_not_stop_it(tmp_pa
     assert "could not be saved either" in err and f"{out / 'session'} holds the 35 frames of an earlier save" in err
 
 
+def _disk_full(*args, **kwargs):
+    """A write that meets a full disk (patched over a save's writes)."""
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_a_run_whose_last_save_meets_a_full_disk_says_what_its_folder_holds(tmp_path, capsys, monkeypatch):
     """The session at the end of a resumed run fails (disk full) while the other exports are written: the line
     names the run's folder to free space in (it named the save's work folder, already removed) and says that the
     session holds the earlier save's frames, not those the trajectory now holds, and how to go on."""
-    import errno
-
     from launch import main
 
     out = tmp_path / "walk"
-    assert main(["run", *SMALL, "--steps", "3", "--no-video", "--out", str(out)]) == 0
+    assert main(["run", *SMALL, "--steps", "3", "--out", str(out)]) == 0
 
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("scenes.session.save_file", disk_full)
+    monkeypatch.setattr("scenes.session.save_file", _disk_full)
     capsys.readouterr()
-    assert main(["run", *SMALL, "--steps", "6", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 2
+    assert main(["run", *SMALL, "--steps", "6", "--out", str(out), "--resume", str(out / "session")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"disk full: free space in {out} (or" in err and ".saving-" not in err, err
     assert f"{out / 'session'} holds the 4 frames of an earlier save, not the 7 made" in err, err
     assert "--resume" in err and "trajectory" in err
     assert len((out / "trajectory.txt").read_text().strip().splitlines()) == 2 + 7  # (two header lines)
     monkeypatch.undo()
-    assert main(["run", *SMALL, "--steps", "6", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 0
+    assert main(["run", *SMALL, "--steps", "6", "--out", str(out), "--resume", str(out / "session")]) == 0
 
 
 def test_a_full_disk_at_the_last_save_of_a_session_with_branches_says_what_it_holds(tmp_path, capsys, monkeypatch):
     """The session resumed has a second branch: what the earlier save holds is said by its current branch's frames
     (the one the run goes on with), as the frames made are; every branch's were counted, 10 held >= 9 made, and the
     line said nothing of the earlier save."""
-    import errno
-
     from launch import main
     from scenes.factory import make_scene
     from worldmodel.actions import parse_actions
 
     out = tmp_path / "walk"
-    assert main(["run", *SMALL, "--steps", "6", "--no-video", "--out", str(out)]) == 0
+    assert main(["run", *SMALL, "--steps", "6", "--out", str(out)]) == 0
     scene = make_scene(session=out / "session")
     scene.seek(2)
     scene.run(parse_actions("(FN)(FN)(FN)"))  # a branch of 3 new frames
@@ -281,12 +280,9 @@ def test_a_full_disk_at_the_last_save_of_a_session_with_branches_says_what_it_ho
     assert (len(scene.branches), scene.length) == (2, 7)
     scene.close()
 
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("scenes.session.save_file", disk_full)
+    monkeypatch.setattr("scenes.session.save_file", _disk_full)
     capsys.readouterr()
-    assert main(["run", *SMALL, "--steps", "8", "--no-video", "--out", str(out), "--resume", str(out / "session")]) == 2
+    assert main(["run", *SMALL, "--steps", "8", "--out", str(out), "--resume", str(out / "session")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{out / 'session'} holds the 7 frames of an earlier save, not the 9 made" in err, err
 

@@ -44,6 +44,17 @@ def tiny_shards(tmp_path_factory) -> Path:
 
 
 
+def page_tab() -> tuple[SimpleNamespace, list]:
+    """A browser tab stand-in whose notifications are kept, newest last -> (tab, notes)."""
+    notes = []
+
+    def add_notification(title, body, **kwargs):
+        notes.append(SimpleNamespace(title=title, body=body, **kwargs))
+        return notes[-1]
+
+    return SimpleNamespace(client=SimpleNamespace(add_notification=add_notification)), notes
+
+
 def test_a_learned_world_opened_by_name_walks_with_its_weights_kinematics(tmp_path):
     """`neural:FOLDER` walks the steps its config.json says it was trained with (make_scene, run and view passed
     the default 0.5 m / 10 degrees over them), unless other kinematics are asked for."""
@@ -1407,13 +1418,7 @@ def test_the_studio_starts_the_learned_model_from_a_frame_of_a_recording_folder_
     studio = Studio(make_scene("procedural", 0, size=(64, 64)), port=free_port(), root=root)
     try:
         assert studio.worker.wait_idle(60)
-        notes = []
-
-        def add_notification(title, body, **kwargs):
-            notes.append(SimpleNamespace(title=title, body=body, **kwargs))
-            return notes[-1]
-
-        tab = SimpleNamespace(client=SimpleNamespace(add_notification=add_notification))
+        tab, notes = page_tab()
         studio.exports.start_from.value, studio.exports.start_frame.value = str(outside), 5
         studio.exports._learned_from_folder(tab)
         assert studio.worker.wait_idle(60) and notes[-1].color == "red" and "outside the workspace" in notes[-1].body
@@ -1471,13 +1476,7 @@ def test_the_studio_refuses_a_run_folder_whose_session_lies_outside_its_root(tmp
     studio = Studio(make_scene("procedural", 0, size=(64, 64)), port=free_port(), root=root)
     try:
         assert studio.worker.wait_idle(60)
-        notes = []
-
-        def add_notification(title, body, **kwargs):
-            notes.append(SimpleNamespace(title=title, body=body, **kwargs))
-            return notes[-1]
-
-        tab = SimpleNamespace(client=SimpleNamespace(add_notification=add_notification))
+        tab, notes = page_tab()
         for typed in ("run/session", "run"):
             studio.exports.start_from.value, studio.exports.start_frame.value = typed, 1
             studio.exports._learned_from_folder(tab)
@@ -1507,13 +1506,8 @@ def test_continuing_with_the_learned_model_keeps_the_frames_before_the_cursor_as
     studio = Studio(walked, port=free_port())  # which closes it when it opens the learned world
     try:
         assert studio.worker.wait_idle(60)
-        notes = []  # the tab that asked is told it is under way, then what came along
-
-        def add_notification(title, body, **kwargs):
-            notes.append(SimpleNamespace(title=title, body=body, **kwargs))
-            return notes[-1]
-
-        studio.exports._learned_from_frame(SimpleNamespace(client=SimpleNamespace(add_notification=add_notification)))
+        tab, notes = page_tab()  # the tab that asked is told it is under way, then what came along
+        studio.exports._learned_from_frame(tab)
         assert notes[0].loading
         assert studio.worker.wait_idle(120)
         learned = studio.worker.scene

@@ -266,7 +266,7 @@ class GroundProbe(Protocol):
     """The ground (and the obstacles on it) the map's *observed* frames show (a camera's real views; the Scene
     hands one to a :class:`GroundFollowingWorld`). Generated frames are left out: their depth can be off by a
     scale that shifts their ground by (scale - 1) x the camera's height, and a camera put on it makes its next
-    frames from there (measured in the README, "The learned world model", item 1)."""
+    frames from there (measured in docs/learned-model.md, item 1)."""
 
     def ground_height(self, x: float, z: float, bottom: float, top: float, radius: float) -> float | None:
         """Height (world +Y, metres) of the observed ground under (x, z), looked for between heights ``bottom``

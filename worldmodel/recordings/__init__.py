@@ -2,7 +2,7 @@
 
 Every reader converts to the project's conventions at the edge: metres, right-handed **+Y-up** world,
 OpenCV cameras (x right, y down, z forward), ``c2w`` float64 (4, 4), float32 z-depth with 0 = invalid,
-uint8 (H, W, 3) RGB. Formats (see the README section "Real data: replay and eval-recon"):
+uint8 (H, W, 3) RGB. Formats (see docs/real-data.md):
 
 - ``tum``: TUM RGB-D (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``). Colour and depth are associated by
   nearest timestamp (at most 0.02 s apart, one-to-one), or by associate.py's ``associations.txt`` when there is

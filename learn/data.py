@@ -4,7 +4,9 @@ A *walk* is one seeded episode driven through the real engine (a :class:`scenes.
 geometric memory), so the cache renders the model learns from are exactly the ones it gets live. Walk kinds:
 
 - ``loop``: out along a wandering path, turn round, and come back along it (A -> B -> A), looking the other
-  way: the return half sees the far side of what the way out passed;
+  way: the return half sees the far side of what the way out passed (it walks back over the wandering path's
+  poses, not over the turn's: walks made before :data:`WALKS_VERSION` 2 spun in place for the turn's steps
+  again, and came back a third of the way);
 - ``retrace``: out along a wandering path (with turns), then back along the same poses with the same headings
   (stepping backwards, turns undone): every return frame revisits a view of the way out, its cache built from
   frames far older than any recent-frame context — where memory matters most;
@@ -18,7 +20,8 @@ Each walk is written as one safetensors shard (``walk-SEED.safetensors``), T = s
 ``cache_rgb`` / ``cache_depth`` (T, H, W, ...) the fused map rendered at the true target pose before the frame
 was fused (row 0 empty), ``far_rgb`` / ``far_valid`` the far-field panorama seen from there, ``K`` (3, 3).
 Shards are written to a temporary name and renamed (:func:`scenes.atomic.replacing`), so an interrupted run
-leaves only whole shards.
+leaves only whole shards. Their metadata holds ``seed``, ``kind``, ``return_from`` and ``walks_version``
+(:data:`WALKS_VERSION`; absent = 1).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from worldmodel.actions import Action, Kinematics, TargetPose, yaw_rotation
 
 SHARD_KEYS = ("rgb", "depth", "c2w", "kin_c2w", "is_action", "cache_rgb", "cache_depth", "far_rgb", "far_valid", "K")
 WALK_KINDS = ("loop", "retrace", "loop", "wander", "continuous", "retrace")
+# How walks are made; a shard records the version that made it. Bumped when a kind's walks change: shards of that
+# kind made before (STALE_BEFORE) are refused, not reused (2: a loop's return walks back over its way out).
+WALKS_VERSION = 2
+STALE_BEFORE = {"loop": 2}
 
 
 @dataclass
@@ -78,16 +85,18 @@ class Pilot:
             out = max(4, (steps - turn_steps) // 2)
             self.plan: list = _wander_actions(self.rng, out, 0.8) + [Action("S", "L")] * turn_steps
             self.return_from = len(self.plan)
+            # the return comes back over the wandering path's poses, not over the turn's (a turn in place again)
+            self.outbound = out
         elif spec.kind == "retrace":
             self.plan = _wander_actions(self.rng, max(4, steps // 2), 0.8)
-            self.return_from = len(self.plan)
+            self.return_from = self.outbound = len(self.plan)
         elif spec.kind == "wander":
             self.plan = _wander_actions(self.rng, steps)
-            self.return_from = steps
+            self.return_from = self.outbound = steps
         else:
             self.plan = []
-            self.return_from = steps
-        self.out_poses: list[np.ndarray] = []
+            self.return_from = self.outbound = steps
+        self.out_poses: list[np.ndarray] = []  # the poses of the way out the return aims at, in reverse order
         self.pitch = 0.0
 
     def next(self, t: int, c2w: np.ndarray) -> Action | TargetPose:
@@ -95,7 +104,7 @@ class Pilot:
         if self.spec.kind == "continuous":
             return self._continuous(c2w)
         if t < len(self.plan):
-            if t < self.return_from:
+            if t < self.outbound:
                 self.out_poses.append(c2w.copy())
             return self.plan[t]
         # come back: aim at the outbound poses in reverse order (a loop turned round, a retrace as they were)
@@ -174,7 +183,8 @@ def generate_walk(spec: WalkSpec, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in rows.items()}, str(tmp),
-                  metadata={"seed": str(spec.seed), "kind": spec.kind, "return_from": str(pilot.return_from)})
+                  metadata={"seed": str(spec.seed), "kind": spec.kind, "return_from": str(pilot.return_from),
+                            "walks_version": str(WALKS_VERSION)})
     return path
 
 
@@ -195,8 +205,8 @@ def _generate_one(args: tuple[WalkSpec, str]) -> str:
 
 def check_shards_fit(folder: str | Path, seeds: range | list[int], steps: int, size: int) -> None:
     """ValueError (one line naming the folder) when a shard ``folder`` already holds for one of ``seeds`` was made
-    with another walk length or frame size than ``steps`` and ``size``: it would be reused as it is. Reads the
-    shards' headers only."""
+    with another walk length or frame size than ``steps`` and ``size``, or by an older way of making walks of its
+    kind (:data:`STALE_BEFORE`): it would be reused as it is. Reads the shards' headers only."""
     from safetensors import safe_open
 
     for seed in seeds:
@@ -206,8 +216,14 @@ def check_shards_fit(folder: str | Path, seeds: range | list[int], steps: int, s
         try:
             with safe_open(str(path), framework="numpy") as f:
                 shape = tuple(f.get_slice("rgb").get_shape())
+                meta = f.metadata() or {}
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"{path} is not a readable walk shard ({str(e)[:60]}); delete it and run again") from None
+        kind, version = meta.get("kind"), meta.get("walks_version", "1")
+        if kind in STALE_BEFORE and (not version.isdigit() or int(version) < STALE_BEFORE[kind]):
+            raise ValueError(f"{folder} holds {kind} walks made by an older version of the walks ({path.name}: their "
+                             "return turned in place again instead of coming back); delete its walk shards (or "
+                             "pass another --data folder) and run again")
         if shape[:3] != (steps + 1, size, size):
             raise ValueError(f"{folder} holds walks of {shape[0] - 1} steps at {shape[2]}x{shape[1]} (e.g. "
                              f"{path.name}), made by another run; this one asks for {steps} steps at {size}x{size}: "

@@ -133,6 +133,41 @@ def test_shard_holds_true_poses_and_a_cache_rendered_there(tiny_shards):
     assert np.median(err) < 0.1
 
 
+def test_a_loop_walk_comes_back_to_where_it_started_looking_the_other_way():
+    """A loop's return aimed at the turn's poses too: it spun in place another 18 steps, and of its 31 return steps
+    13 walked, ending 8 m from the start (the pilot's plan alone, on the kinematics: no obstacles)."""
+    from learn.data import Pilot
+    from worldmodel.actions import Kinematics, heading_axes
+
+    kin = Kinematics()
+    pilot = Pilot(WalkSpec(0, "loop", 80), kin)
+    poses = [np.eye(4)]
+    for t in range(80):
+        poses.append(kin.apply(poses[-1], pilot.next(t, poses[-1])))
+
+    def walking(path):  # steps that move the camera (not a turn in place)
+        return sum(np.linalg.norm(b[:3, 3] - a[:3, 3]) > 0.1 for a, b in zip(path, path[1:]))
+
+    assert walking(poses[pilot.return_from:]) >= 0.9 * (80 - pilot.return_from)  # it was 13 of 31
+    assert np.linalg.norm(poses[-1][:3, 3] - poses[0][:3, 3]) < kin.step_m  # A -> B -> A
+    assert np.dot(heading_axes(poses[-1])[0], heading_axes(poses[0])[0]) < -0.9  # looking the other way
+
+
+def test_loop_walks_made_before_they_came_back_are_refused_not_reused(tmp_path):
+    from safetensors.numpy import save_file as save_numpy
+
+    from learn.data import check_shards_fit, shard_path
+
+    old = {"rgb": np.zeros((7, 16, 16, 3), np.uint8)}
+    save_numpy(old, str(shard_path(tmp_path, 1001)), metadata={"kind": "retrace"})  # retrace walks are unchanged
+    check_shards_fit(tmp_path, [1001], 6, 16)
+    save_numpy(old, str(shard_path(tmp_path, 1000)), metadata={"kind": "loop", "return_from": "22"})
+    with pytest.raises(ValueError, match=f"{tmp_path} holds loop walks made by an older version .* delete"):
+        check_shards_fit(tmp_path, [1000, 1001], 6, 16)
+    save_numpy(old, str(shard_path(tmp_path, 1000)), metadata={"kind": "loop", "walks_version": "2"})
+    check_shards_fit(tmp_path, [1000, 1001], 6, 16)
+
+
 def test_forward_warp_reproduces_a_view_of_the_same_pose():
     rng = np.random.default_rng(0)
     rgb = torch.rand(1, 3, 32, 32)

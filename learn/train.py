@@ -256,6 +256,7 @@ class Trainer:
         # a second Ctrl-C while a checkpoint is written waits for the write (a cut-off one mixes two steps)
         self.writing_checkpoint = self.quit_after_checkpoint = False
         self.started, self.elapsed_before = time.time(), 0.0  # seconds trained by earlier (resumed) runs
+        self.clock: float | None = None  # seconds trained as all ranks agreed before this step (the LR reads it)
 
     # ---------------------------------------------------------------- data
     def load_data(self, progress: bool = True) -> None:
@@ -336,8 +337,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def progress(self) -> float:
-        """Share of the run done: by steps or by time, whichever is further (the LR follows a cosine of it)."""
-        return min(1.0, max(self.step / self.cfg.steps, self.elapsed() / (60 * self.cfg.minutes)))
+        """Share of the run done: by steps or by time, whichever is further (the LR follows a cosine of it). The
+        time is the clock every rank agreed on before the step (:attr:`clock`), else this process's own."""
+        elapsed = self.elapsed() if self.clock is None else self.clock
+        return min(1.0, max(self.step / self.cfg.steps, elapsed / (60 * self.cfg.minutes)))
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -576,11 +579,13 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank)
         stats: dict[str, float] = {}
         while self.step < cfg.steps:
-            stop = torch.tensor([float(self.elapsed() >= 60 * cfg.minutes or bool(stop_requested))],
-                                device=self.device)  # NCCL reduces only GPU tensors
-            if self.world > 1:  # every rank stops at the same step
-                torch.distributed.all_reduce(stop)
-            if stop.item() > 0:
+            # (a stop asked for, the clock the LR schedule reads); NCCL reduces only GPU tensors
+            now = torch.tensor([float(bool(stop_requested)), self.elapsed()], dtype=torch.float64, device=self.device)
+            if self.world > 1:  # every rank stops at the same step, and reads the same clock (the slowest rank's):
+                # each its own made the replicas' LRs differ by their start times, and their weights parted
+                torch.distributed.all_reduce(now, op=torch.distributed.ReduceOp.MAX)
+            stop, self.clock = now.tolist()
+            if stop > 0 or self.clock >= 60 * cfg.minutes:
                 break
             stats = self.train_step()
             if not math.isfinite(stats["loss"]):  # the weights are poisoned: keep the last checkpoint as it is

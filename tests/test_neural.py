@@ -636,7 +636,8 @@ def test_eval_checks_its_paths_and_the_weights_geometry_first_and_keeps_results_
 
 
 def test_ddp_replicas_hold_identical_weights(tiny_shards, tmp_path):
-    """Two CPU processes (gloo) under torchrun: after a few steps both replicas hold the same weights."""
+    """Two CPU processes (gloo) under torchrun: after a few steps both replicas hold the same weights. The run
+    stops on its time budget, so the LR follows the clock (each rank read its own, and the replicas parted)."""
 
     out = tmp_path / "ddp"
     port = str(free_port())  # a fixed port can be held by another run on the machine
@@ -645,14 +646,14 @@ def test_ddp_replicas_hold_identical_weights(tiny_shards, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", port,
            str(REPO / "launch.py"), "train", "--data", str(tiny_shards), "--out", str(out), "--walks", "2",
-           "--val-walks", "1", "--walk-steps", "6", "--steps", "3", "--batch", "2", "--widths", "8", "16",
-           "--workers", "1"]
+           "--val-walks", "1", "--walk-steps", "6", "--steps", "100000", "--minutes", "0.05", "--batch", "2",
+           "--widths", "8", "16", "--workers", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     clues = [line for line in proc.stderr.splitlines() if any(w in line for w in ("Error", "terminate", "what()"))]
     assert proc.returncode == 0, "\n".join(clues[:20]) + "\n" + proc.stderr[-2000:]
     state = json.loads((out / "train_state.json").read_text())
-    assert state["world_size"] == 2 and state["step"] == 3
+    assert state["world_size"] == 2 and state["step"] >= 1
     prints = state["replica_fingerprints"]
     assert len(prints) == 2 and prints[0] == prints[1]  # bit-identical replicas
     saved = build_net(TINY)

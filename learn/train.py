@@ -234,6 +234,7 @@ class Trainer:
             self.model_config = check_config(self.model_config, "--widths", fix="pass 2 to 6 widths, each a "
                                              "multiple of 8, e.g. --widths 48 96 144 192")
             self.net = build_net(self.model_config).to(self.device)
+        check_walk_camera(self.model_config, cfg.init or cfg.out)
         self.module = self.net
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
@@ -697,6 +698,24 @@ def describe_hardware(bf16: bool) -> str:
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}, {precision}"
     return (f"CPU ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, {torch.get_num_threads()} "
             f"torch threads, {precision}")
+
+
+def check_walk_camera(model_config: dict, where: str) -> None:
+    """OptionError when a model's frame size, field of view or steps are not those of the walks ``train`` makes
+    (:func:`learn.data.generate_walk`: DEFAULT_CONFIG's size, the simulator's camera, default kinematics): its
+    config would go on saying the one while it learned the other (weights of another camera given to ``--init``)."""
+    from worldmodel.actions import Kinematics
+    from worldmodel.procedural import ProceduralConfig
+
+    walks = {"size": list(DEFAULT_CONFIG["size"]), "fov_y_deg": ProceduralConfig().fov_y_deg,
+             "step_m": Kinematics().step_m, "yaw_deg": Kinematics().yaw_deg}
+    model = {key: model_config[key] for key in walks}
+    if model != walks:
+        def said(c: dict) -> str:
+            return f"{c['size'][0]}x{c['size'][1]} frames at {c['fov_y_deg']:g} degrees, {c['step_m']:g} m / " \
+                   f"{c['yaw_deg']:g} degree steps"
+        raise OptionError(f"{where}: the model makes {said(model)}, but train's walks are {said(walks)}; fine-tune "
+                          "weights of that camera and those steps (their config would not say what they learned)")
 
 
 def check_out_folder(out: Path, resume: bool) -> None:

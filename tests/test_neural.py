@@ -432,6 +432,21 @@ def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_s
     assert "2 walks; CPU, test; 80.3 minutes." in card
 
 
+@pytest.mark.parametrize("other", [{"size": [64, 64]}, {"fov_y_deg": 50.0}, {"step_m": 0.25}, {"yaw_deg": 5.0}],
+                         ids=["size", "fov", "step", "yaw"])
+def test_weights_of_another_camera_or_steps_are_not_fine_tuned_on_walks_of_the_default_ones(tmp_path, other):
+    """``--init`` weights of another frame size, field of view or kinematics were trained on train's 128x128,
+    70 degree, 0.5 m / 10 degree walks, and their config went on saying the others (a world then ran them so)."""
+    from learn.train import OptionError
+
+    start = save_pretrained(tmp_path / "start", {**TINY, **other}, build_net(TINY), half=False)
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(tmp_path / "data"), steps=1, widths=[8, 16],
+                      init=str(start))
+    with pytest.raises(OptionError, match=f"{start}: the model makes .* but train's walks are 128x128 frames at "
+                                          "70 degrees, 0.5 m / 10 degree steps"):
+        Trainer(cfg)
+
+
 def test_the_lineage_names_every_start_and_marks_what_was_not_recorded(tmp_path):
     from learn.ship import describe_lineage
     from learn.train import base_training_record

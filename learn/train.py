@@ -240,6 +240,7 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
         self.disc = self.disc_module = self.disc_opt = None
+        self.disc_from = 0  # the step the discriminator started training at (its warm-up counts from there)
         if cfg.adversarial > 0:
             condition = IN_CHANNELS if cfg.adversarial_context else 0
             self.disc = self.disc_module = PatchDiscriminator(condition_channels=condition).to(self.device)
@@ -369,7 +370,7 @@ class Trainer:
         if self.disc is not None:
             fake_rgb, fake_logd, generated = out["rgb"], out["logd"] * (1 - out["sky"]), out["weights"][:, :1].detach()
             condition = x.detach().float() if cfg.adversarial_context else None
-            if self.step >= cfg.adversarial_warmup:
+            if self.step - self.disc_from >= cfg.adversarial_warmup:
                 parts["adv_g"] = self.adversarial_generator_loss(fake_rgb, fake_logd, generated, condition)
                 loss = loss + cfg.adversarial * parts["adv_g"]
         self.opt.zero_grad(set_to_none=True)
@@ -461,6 +462,8 @@ class Trainer:
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "rng": self.rng.bit_generator.state,
                 "history": json_safe(self.history), "world_size": self.world,
                 "replica_fingerprints": self.replica_fingerprints}
+        if self.disc is not None:
+            meta["disc_from"] = self.disc_from
         with replacing(out / "train_state.json") as tmp:
             tmp.write_text(json.dumps(meta))
 
@@ -503,7 +506,10 @@ class Trainer:
                                   "with") from None
         if self.disc is not None:
             disc = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")}
-            if disc:  # a run that trained without the discriminator resumes with a fresh one
+            # a fresh discriminator (a run that trained without one) warms up from this step, as a new run's does
+            # from step 0: its untrained judgement reached the model at once
+            self.disc_from = step
+            if disc:
                 try:
                     saved = PatchDiscriminator.condition_channels_of(disc)
                 except KeyError:
@@ -518,6 +524,8 @@ class Trainer:
                 except (RuntimeError, ValueError, KeyError) as e:
                     raise CheckpointError(f"{out}: its discriminator is of another size ({type(e).__name__}); "
                                           "resume with the options the run started with") from None
+                since = meta.get("disc_from", 0)  # (none in checkpoints written before it was kept: warm)
+                self.disc_from = since if isinstance(since, int) and 0 <= since <= step else 0
         self.step = step
         self.elapsed_before, self.started = elapsed, time.time()
         self.history = history

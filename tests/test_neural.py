@@ -378,6 +378,29 @@ def test_an_adversarial_run_keeps_its_discriminator_across_resume(tiny_shards, t
     assert "A patch-adversarial loss (weight 0.1;" in card
 
 
+def test_a_discriminator_first_given_at_resume_warms_up_before_the_model_gets_its_loss(tiny_shards, tmp_path):
+    """``--adversarial`` given to a run resumed past the warm-up: its fresh discriminator's judgement reached the
+    model at once; now it trains alone for ``adversarial_warmup`` steps, as a new run's does, and a resumed warm
+    one goes on as it was."""
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(tiny_shards), train_seeds=[1000], val_seeds=[100],
+                      steps=10, batch=1, warmup=1, rollout_after=10 ** 9, widths=[8, 16], adversarial_warmup=2)
+    plain = Trainer(cfg)
+    plain.step = 5
+    plain.checkpoint()
+    adversarial = replace(cfg, adversarial=0.1)
+    bank = WalkBank([tiny_shards / "walk-001000.safetensors"])
+    fresh = Trainer(adversarial)
+    assert fresh.resume()
+    fresh.train_bank = bank
+    stats = [fresh.train_step() for _ in range(3)]
+    assert ["adv_g" in s for s in stats] == [False, False, True]
+    fresh.checkpoint()
+    warm = Trainer(adversarial)
+    assert warm.resume()
+    warm.train_bank = bank
+    assert "adv_g" in warm.train_step()
+
+
 def test_a_conditioned_discriminator_sees_the_models_inputs_and_resumes_only_as_such(tiny_shards, tmp_path):
     """``--adversarial-context``: the discriminator is given the model's inputs beside the frame (a conditional
     GAN), trains with the model, and a resume that drops the option stops with one line saying so."""

@@ -539,9 +539,15 @@ class Trainer:
             self.rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, self.rank, self.step]))
         self.seed_generators()
         if self.rank == 0 and {"gen.choice", "gen.noise"} <= set(tensors):
+            noise = tensors["gen.noise"]
+            # the noise is drawn where the batch is: a run checkpointed on another kind of device (a CUDA generator's
+            # state is 16 bytes, a CPU one's 5056) draws it from a stream seeded from the step here, as other ranks
+            # do (it was refused as damaged: such a run could not be resumed on the other machine)
+            same_kind = noise.numel() == self.noise_gen.get_state().numel()
             try:  # (a checkpoint written before they were kept: seeded from the step, as other ranks are)
                 self.choice_gen.set_state(tensors["gen.choice"])
-                self.noise_gen.set_state(tensors["gen.noise"].to(self.noise_gen.get_state().device))
+                if same_kind:
+                    self.noise_gen.set_state(noise.to(self.noise_gen.get_state().device))
             except (RuntimeError, TypeError):
                 raise CheckpointError(f"{out}: its random generator state is damaged; restore the checkpoint or start "
                                       "over without --resume") from None

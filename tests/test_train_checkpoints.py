@@ -203,6 +203,33 @@ def test_a_one_process_run_resumed_trains_exactly_as_the_run_not_stopped(tmp_pat
     assert weights_fingerprint(second.module) == weights_fingerprint(straight.module)
 
 
+def test_a_run_checkpointed_on_a_gpu_resumes_on_a_cpu_and_keeps_its_sampling(tmp_path):
+    """The context noise is drawn on the batch's device: a GPU run's checkpoint holds a CUDA generator's state (16
+    bytes: seed and offset), which a CPU generator refused, and the run could not be resumed there ("its random
+    generator state is damaged"). It resumes, its batches' choices as they would have gone on; a CPU state cut
+    short is still refused."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    cfg = tiny_config(tmp_path / "run")
+    trainer = Trainer(cfg)
+    trainer.step = 2
+    trainer.checkpoint()
+    expected = torch.rand(4, generator=trainer.choice_gen)
+    path = Path(cfg.out) / "train_state.safetensors"
+    state = load_file(str(path))
+    cpu_noise = state["gen.noise"]
+    state["gen.noise"] = torch.tensor([7, 0], dtype=torch.int64).view(torch.uint8)  # a CUDA generator's state
+    save_file(state, str(path), metadata={"step": "2"})
+    resumed = Trainer(cfg)
+    assert resumed.resume() and resumed.step == 2
+    assert torch.equal(torch.rand(4, generator=resumed.choice_gen), expected)
+    state["gen.noise"], state["gen.choice"] = cpu_noise, state["gen.choice"][:100].contiguous()
+    save_file(state, str(path), metadata={"step": "2"})
+    with pytest.raises(CheckpointError, match="random generator state is damaged"):
+        Trainer(cfg).resume()
+
+
 @pytest.mark.parametrize("damage", ["step -5", "step 2.7", "optimiser tensor of another shape",
                                     "optimiser state of a parameter the model lacks"])
 def test_a_damaged_training_state_is_one_line_at_resume_not_a_traceback_later(tmp_path, damage):

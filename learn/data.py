@@ -65,7 +65,7 @@ def _wander_actions(rng: np.random.Generator, n: int, forward_share: float = 0.6
 
 
 def _pitched(c2w: np.ndarray, pitch_rad: float) -> np.ndarray:
-    """c2w turned about its own x axis (positive = look down)."""
+    """c2w turned about its own x axis (positive = look up: the OpenCV camera's y axis points down)."""
     c, s = math.cos(pitch_rad), math.sin(pitch_rad)
     rx = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
     out = c2w.copy()

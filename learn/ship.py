@@ -44,7 +44,7 @@ a 2-core laptop CPU inside WorldStudio (`python launch.py`).
   the model's own 1-{max_rollout} step rollouts as context ({rollout_cache}), against drift.{adversarial}
   Hardware: {hardware}; {minutes} minutes.{lineage}
 
-## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, 128x128)
+## Evaluation (`python launch.py eval`, {eval_walks} held-out loop walks of {eval_steps} steps, {eval_frames})
 
 Each loop goes out along a wandering path and comes back over the same poses with the same headings; the
 revisit rows cover the return steps whose true pose matches one of the way out. `revisit_outbound_psnr` scores
@@ -114,6 +114,7 @@ def ship(checkpoint: str | Path, dest: str | Path, eval_json: str | Path | None 
         rollout_cache=("their frames fused into the later caches" if tcfg.get("rollout_into_cache", False)
                        else "the caches stayed the simulator's"),
         eval_walks=summary["walks"] if summary else "-", eval_steps=summary["steps"] if summary else "-",
+        eval_frames=f"{summary['size']}x{summary['size']}" if summary else "-",  # (the eval walks square frames)
         table=format_table(summary) if summary else "(not evaluated)",
         start_seen=(f"{100 * summary['revisit_start_seen']:.0f} %"
                     if summary and summary.get("revisit_start_seen") is not None else "(not measured)"))

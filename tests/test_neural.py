@@ -507,6 +507,9 @@ def test_ship_writes_fp16_weights_a_card_with_the_eval_and_reships_unchanged(tmp
 
     (tmp_path / "nulls.json").write_text(json.dumps({**summary, "revisit_start_seen": None}))  # not measured
     assert "(not measured)" in (ship(run, tmp_path / "nulls", tmp_path / "nulls.json") / "README.md").read_text()
+    assert "1 held-out loop walks of 8 steps, 128x128)" in card  # the eval's frames, not always 128x128
+    (tmp_path / "small.json").write_text(json.dumps({**summary, "size": 64}))
+    assert "of 8 steps, 64x64)" in (ship(run, tmp_path / "small", tmp_path / "small.json") / "README.md").read_text()
 
     again = ship(shipped, tmp_path / "again", tmp_path / "eval.json")  # no train_state.json there
     assert (again / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()

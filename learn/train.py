@@ -228,6 +228,7 @@ class Trainer:
         if cfg.init:  # fine-tune: the architecture and the weights of a trained model (a fresh optimiser)
             init_config, init_net = load_pretrained(cfg.init)
             self.model_config = {k: v for k, v in init_config.items() if k not in ("training", "eval")}
+            self.cfg = cfg = replace(cfg, widths=list(self.model_config["widths"]))  # recorded as trained
             self.init_record = base_training_record(cfg.init, resolve(cfg.init), init_config.get("training", {}))
             self.net = init_net.train().to(self.device)
         else:  # the same check the saved weights get, before any data or training (not at the first save)

@@ -446,6 +446,7 @@ def test_fine_tuning_starts_from_the_given_weights_and_their_architecture(tiny_s
     trainer.run(progress=False)
     config, tuned = load_pretrained(tmp_path / "run")
     assert config["widths"] == [8, 16] and config["context_noise"] == 0.05 and config["training"]["steps"] == 3
+    assert config["training"]["config"]["widths"] == [8, 16]  # the model's, not the options' [48, 96]
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), expected.state_dict().values()))
     assert "eval" not in config
     assert config["training"]["init"] == {"from": str(start), "steps": 11, "hardware": "CPU, test",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import http
+import ipaddress
 import secrets
 import threading
 from dataclasses import dataclass
@@ -27,7 +28,14 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    """``host`` names this machine's loopback: a loopback name, or an address in 127/8 or ::1. A DNS name is not,
+    even one spelled like an address ('127.0.0.1.evil.example' may resolve to 127.0.0.1: DNS rebinding)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return False
 
 
 class PathOutsideRoot(ValueError):

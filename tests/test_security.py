@@ -79,6 +79,16 @@ def test_websocket_from_another_origin_is_refused(studio):
     assert connect(port, None) == "refused 403"
     # DNS rebinding: a foreign name resolving to 127.0.0.1 is same-origin to the browser, not to the studio
     assert connect(port, f"http://evil.example:{port}", host=f"evil.example:{port}") == "refused 403"
+    # ... also a name spelled like a loopback address (it passed as one: the check read any '127.' prefix)
+    rebound = f"127.0.0.1.evil.example:{port}"
+    assert connect(port, f"http://{rebound}", host=rebound) == "refused 403"
+
+
+def test_loopback_is_an_address_in_127_8_or_a_loopback_name_never_a_dns_name():
+    from studio.security import is_loopback
+
+    assert all(map(is_loopback, ("127.0.0.1", "127.0.0.2", "127.255.0.9", "localhost", "::1", "[::1]")))
+    assert not any(map(is_loopback, ("127.0.0.1.evil.example", "127.evil.example", "128.0.0.1", "0.0.0.0", "")))
 
 
 def test_token_is_needed_off_loopback():

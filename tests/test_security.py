@@ -104,6 +104,7 @@ def test_token_is_needed_off_loopback():
             assert r.status == 200 and b"<html" in r.read(2000).lower()
             cookie = r.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert cookie.startswith(f"worldstudio-token-{port}=")  # two studios on one host keep their cookies apart
         own = f"http://127.0.0.1:{port}"
         assert connect(port, own) == "refused 403"
         assert connect(port, own, cookie=f"worldstudio-token-{port}=wrong") == "refused 403"
@@ -115,9 +116,37 @@ def test_token_is_needed_off_loopback():
     assert AccessPolicy.for_host("127.0.0.1").token is None
 
 
+def test_the_access_policy_reads_the_handshake_as_browsers_send_it():
+    """The rules without a server: the studio's own page on any loopback address (IPv6 in brackets, a Host in
+    capitals, https behind a proxy) passes; an upgrade spelled 'WebSocket' is checked all the same; a wrong token
+    in the URL is no token; the cookie of another studio on this host (another port) is not this one's."""
+    own = AccessPolicy(loopback=True)
+
+    def ok(host: str, origin: str) -> bool:
+        return own.origin_ok({"Host": host, "Origin": origin})
+
+    assert ok("127.0.0.2:8080", "http://127.0.0.2:8080") and ok("[::1]:8080", "http://[::1]:8080")
+    assert ok("LOCALHOST:8080", "http://localhost:8080") and ok("127.0.0.1:8080", "https://127.0.0.1:8080")
+    assert not ok("127.0.0.1:8080", "ftp://127.0.0.1:8080") and not ok("[::1]:8080", "http://[::1]:8081")
+    connection = SimpleNamespace(respond=lambda status, text: int(status))
+    upgrade = {"Host": "127.0.0.1:8080", "Origin": "http://evil.example", "Upgrade": "WebSocket"}
+    assert own.check(connection, SimpleNamespace(path="/", headers=upgrade)) == 403
+    upgrade["Origin"] = "http://127.0.0.1:8080"
+    assert own.check(connection, SimpleNamespace(path="/", headers=upgrade)) is None
+    remote = AccessPolicy(loopback=False, token="s3cret", port=8080)
+    assert remote.token_ok("/?token=wrong", {}) == (False, False)
+    assert remote.token_ok("/?token=s3cret", {}) == (True, True)
+    assert remote.token_ok("/", {"Cookie": "worldstudio-token-8080=s3cret"}) == (True, False)
+    assert remote.token_ok("/", {"Cookie": "worldstudio-token-8081=s3cret"}) == (False, False)
+
+
 def test_browser_paths_stay_inside_the_workspace_root(studio, tmp_path):
     (tmp_path / "inside").mkdir()
     assert path_in_root(tmp_path, "inside") == (tmp_path / "inside").resolve()
+    # the root itself is inside (a session saved at the root is opened with "."); an empty box names nothing
+    assert path_in_root(tmp_path, ".") == path_in_root(tmp_path, str(tmp_path)) == tmp_path.resolve()
+    with pytest.raises(PathOutsideRoot, match="type a folder path"):
+        path_in_root(tmp_path, "  ")
     for bad in ("/etc", "../", "inside/../../etc", str(tmp_path.parent)):
         with pytest.raises(PathOutsideRoot, match="outside the workspace root"):
             path_in_root(tmp_path, bad)
@@ -129,9 +158,13 @@ def test_browser_paths_stay_inside_the_workspace_root(studio, tmp_path):
     assert world_spec_in_root(tmp_path, "replay:inside?stride=2") == f"replay:{tmp_path.resolve()}/inside?stride=2"
     with pytest.raises(PathOutsideRoot):
         world_spec_in_root(tmp_path, "neural:/etc")
+    for typed in ("Replay:/etc", " NEURAL:/etc"):  # the registry reads world names in any case
+        with pytest.raises(PathOutsideRoot):
+            world_spec_in_root(tmp_path, typed)
     # a hub id typed in the page is a folder under the root, never a download
     assert world_spec_in_root(tmp_path, "neural:owner/name") == f"neural:{tmp_path.resolve()}/owner/name"
     assert world_spec_in_root(tmp_path, "neural") == "neural"
+    assert world_spec_in_root(tmp_path, "procedural:fly") == "procedural:fly"  # no path in it: as typed
     # through the studio's own handlers: each refusal is reported, nothing is written or opened
     errors = []
     studio.notify = lambda client, title, body, error=False: errors.append(body) if error else None

@@ -81,6 +81,47 @@ def test_streamed_points_match_the_map_including_the_past():
     assert sink.points == len(scene.map.points()[0])
 
 
+def test_the_browser_holds_the_map_after_scrubbing_forward_again_and_after_a_map_swap_with_deltas_pending():
+    """Scrubbing back and then to the newest frame shows the whole map again; another map (a session opened, a
+    branch switched) while step deltas are pending leaves none of the old map's chunks or deltas behind. Step
+    deltas go as float32 (they span chunks: float16 offsets would lose centimetres)."""
+    def shown_is(sink, pmap, upto=None) -> bool:
+        return sink.voxel_keys(pmap.voxel_size) == set(pmap.keys_of_points(pmap.points(upto_frame=upto)[0]).tolist())
+
+    scene = small_scene()
+    streamer, sink = MapStreamer(chunk_m=4.0), CountingSink()
+    sink.apply(streamer.update(scene.map))
+    for a in parse_actions("(FN)(FL)(FN)"):
+        scene.step(a)
+        payloads = streamer.update(scene.map)
+        assert all(p.precision == "float32" for p in payloads if "/d_" in p.name) and payloads
+        sink.apply(payloads)
+    sink.apply(streamer.update(scene.map, upto_frame=1))
+    assert shown_is(sink, scene.map, upto=1)
+    sink.apply(streamer.update(scene.map))
+    assert shown_is(sink, scene.map)
+    scene.step(parse_actions("(FN)")[0])
+    sink.apply(streamer.update(scene.map))
+    assert any("/d_" in name for name in sink.nodes)  # a delta pending
+    other = small_scene(seed=5)
+    sink.apply(streamer.update(other.map))
+    assert shown_is(sink, other.map) and sink.points == len(other.map.points()[0])
+    scene.close()
+    other.close()
+
+
+def _a_ghost_wall_then_carved() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(depth, c2w) of frames that see a wall 5 m ahead, then a ghost 0.75 m before it, then the wall again from
+    nine poses about the first: free-space carving removes the ghost."""
+    frames = [(5.0, 0.0, 0.0), (4.25, 0.0, 0.0)] + [(5.0, dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
+    out = []
+    for depth, dx, dy in frames:
+        c2w = np.eye(4)
+        c2w[:2, 3] = dx, dy
+        out.append((np.full((48, 64), depth, np.float32), c2w))
+    return out
+
+
 def test_carved_voxels_leave_the_browser_without_a_full_resync():
     from recon.pointmap import VoxelPointMap
     from worldmodel.camera import intrinsics_from_fov
@@ -88,11 +129,8 @@ def test_carved_voxels_leave_the_browser_without_a_full_resync():
     K, rgb = intrinsics_from_fov(64, 48, 60.0), np.full((48, 64, 3), 90, np.uint8)
     pmap = VoxelPointMap(voxel_size=0.1, carve=True)
     streamer, sink = MapStreamer(max_deltas=1), CountingSink()
-    frames = [(np.full((48, 64), 5.0, np.float32), 0.0, 0.0), (np.full((48, 64), 4.25, np.float32), 0.0, 0.0)]
-    frames += [(np.full((48, 64), 5.0, np.float32), dx, dy) for dx in (-0.1, 0.0, 0.1) for dy in (-0.1, 0.0, 0.1)]
-    for i, (depth, dx, dy) in enumerate(frames):
-        c2w = np.eye(4)
-        c2w[:2, 3] = dx, dy
+    frames = _a_ghost_wall_then_carved()
+    for i, (depth, c2w) in enumerate(frames):
         pmap.fuse(depth, rgb, K, c2w, i)
         sink.apply(streamer.update(pmap))
     for _ in range(2):  # retire the pending deltas (nothing new arrives)
@@ -101,6 +139,39 @@ def test_carved_voxels_leave_the_browser_without_a_full_resync():
     visible = pmap.points()[0]
     assert len(visible) < len(pmap)  # the ghost was carved away ...
     assert sink.voxel_keys(0.1) == set(pmap.keys_of_points(visible).tolist())  # ... in the browser too
+
+
+def test_a_delta_node_that_shows_a_carved_voxel_retires_at_once():
+    """Whatever the budget of pending deltas (here more than the walk's steps), no delta node goes on showing a
+    voxel carved away (a chunk node may, until the step's delta retires and re-sends it)."""
+    from recon.pointmap import VoxelPointMap, voxel_keys
+    from worldmodel.camera import intrinsics_from_fov
+
+    K, rgb = intrinsics_from_fov(64, 48, 60.0), np.full((48, 64, 3), 90, np.uint8)
+    pmap = VoxelPointMap(voxel_size=0.1, carve=True)
+    streamer, sink = MapStreamer(max_deltas=20), CountingSink()
+    for i, (depth, c2w) in enumerate(_a_ghost_wall_then_carved()):
+        pmap.fuse(depth, rgb, K, c2w, i)
+        sink.apply(streamer.update(pmap))
+        visible = set(pmap.keys_of_points(pmap.points()[0]).tolist())
+        deltas = [points for name, points in sink.nodes.items() if "/d_" in name]
+        assert all(set(voxel_keys(np.floor(p / 0.1).astype(np.int64)).tolist()) <= visible for p in deltas), i
+    assert len(visible) < len(pmap) and len(deltas) > 1
+
+
+def test_age_colours_run_from_the_first_frame_to_the_newest_when_picked():
+    from recon.visual import colorize_scalar
+    from studio.stream import point_colours
+
+    scene = small_scene()
+    scene.run(parse_actions("(FN)(FN)(FN)"))
+    rows = np.arange(len(scene.map))
+    pts, rgb = scene.map.rows_points(rows)
+    colours = point_colours(scene.map, rows, pts, rgb, ColourContext("age", frame_count=scene.length))
+    first_seen = scene.map.first_seen[rows]
+    ends = colorize_scalar(np.array([0.0, 1.0], np.float32), lo=0.0, hi=1.0)
+    assert (colours[first_seen == 0] == ends[0]).all() and (colours[first_seen == 3] == ends[1]).all()
+    scene.close()
 
 
 def test_bytes_per_step_do_not_grow_with_the_map():
@@ -151,6 +222,39 @@ def test_worker_runs_in_order_and_coalesces_camera_targets():
     refused = []  # a click while the studio stops is refused, with a line (its working note settles)
     worker.submit(Command("export PLY", lambda s: None, on_error=refused.append))
     assert refused == ["the studio is stopping; start it again and retry"] and done == ["export MP4"]
+
+
+def test_the_worker_says_a_failures_first_line_autoplays_while_idle_and_names_only_real_work_not_done():
+    scene = small_scene()
+    done, errors = [], []
+    worker = SceneWorker(scene, after=lambda c, r: done.append(c.label), on_error=lambda l, m: errors.append(m))
+    worker.start()
+
+    def fails(error: Exception):
+        def run(scene):
+            raise error
+        return run
+
+    worker.submit(Command("two lines", fails(ValueError("position 99 is outside\n(a second line)"))))
+    worker.submit(Command("no message", fails(RuntimeError())))
+    assert worker.wait_idle(10) and errors == ["position 99 is outside", "RuntimeError"]
+    three = threading.Event()  # autoplay: steps come while nothing is queued, and the queue still works after
+    worker.autoplay = lambda: None if three.is_set() else Command("auto", lambda s: len(done) >= 2 and three.set())
+    worker.autoplay_hz = 100.0
+    worker.wake()
+    assert three.wait(10)
+    worker.autoplay = None
+    worker.submit(Command("after autoplay", lambda s: None))
+    assert worker.wait_idle(10) and done[-1] == "after autoplay" and done.count("auto") >= 2
+    gate, holding = threading.Event(), threading.Event()
+    worker.submit(Command("hold", lambda s: (holding.set(), gate.wait(10))))
+    assert holding.wait(10)
+    worker.wake()  # (a settings change: not a command of the user's)
+    worker.submit(Command("save session", lambda s: None))
+    assert worker.stop(wait_s=0) == ["save session"]
+    gate.set()
+    worker.stop()
+    scene.close()
 
 
 @pytest.fixture()
@@ -613,3 +717,139 @@ def test_stopping_waits_for_the_running_export_and_its_download(studio, capsys):
     assert "waiting for 'export MP4 (RGB | depth)' to finish" in err and "for the last download" in err
     assert "'export PLY point cloud' was queued and not done" in err
     assert waited >= 1.2 and not studio.worker._thread.is_alive()
+
+
+def test_the_trail_is_one_unbroken_path_across_blocks_and_follows_a_branch_switch():
+    """Each step redraws only the trail's last block, yet the drawn segments are always exactly the path's
+    (none missing where two blocks meet); another branch redraws it whole; hiding it removes every node."""
+    from studio.view3d import TRAIL_BLOCK, SceneView
+
+    frame = small_scene().current
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
+    try:
+        view = SceneView(server)
+        view.settings.thumbnail_every = 10**6  # one thumbnail (frame 0)
+
+        def walk(branch: str, height: float, length: int):
+            return SimpleNamespace(branch_name=branch, length=length, frame_at=lambda i: frame,
+                                   position_at=lambda i: np.array([float(i), height, 0.0]))
+
+        def drawn() -> set[tuple[float, float, float]]:
+            segments = np.concatenate([h.points for h in view._trail_blocks.values()])
+            return {(a[0], b[0], a[1]) for a, b in segments.tolist()}
+
+        for n in (2, 3, 40, TRAIL_BLOCK, TRAIL_BLOCK + 1, TRAIL_BLOCK + 2, TRAIL_BLOCK + 3, 2 * TRAIL_BLOCK + 1,
+                  2 * TRAIL_BLOCK + 2, 2 * TRAIL_BLOCK + 3):  # steps across the blocks' ends
+            view._sync_trail(walk("main", 0.0, n))
+            assert drawn() == {(i, i + 1, 0.0) for i in range(n - 1)}, n
+        view._sync_trail(walk("b1", 1.0, 2 * TRAIL_BLOCK + 5))
+        assert drawn() == {(i, i + 1, 1.0) for i in range(2 * TRAIL_BLOCK + 4)}
+        view.set_trail_visible(walk("b1", 1.0, 2 * TRAIL_BLOCK + 5), False)
+        assert not view._trail_blocks and not view._thumbs
+    finally:
+        server.stop()
+
+
+def test_steps_stream_only_what_they_add_and_the_inspect_panel_restyles_every_node(studio):
+    """At the newest frame a step sends one delta node (not the whole map again); the timeline's last position is
+    the newest frame and the live panel says when the past is shown; a new colour mode re-sends every node in it,
+    a point size reaches every node, and hiding the trail removes it."""
+    scene = studio.worker.scene
+    for a in parse_actions("(FN)(FN)(FL)"):
+        studio.submit_step(a, None)
+        assert studio.worker.wait_idle(30)
+        assert studio.view.streamer.last_nodes == 1 and "viewing the past" not in studio.live.status.content
+    assert studio.controls.timeline.max == 3 == scene.length - 1
+    studio.submit("seek", lambda s: s.seek(1), None)
+    assert studio.worker.wait_idle(30) and "(of 3, viewing the past)" in studio.live.status.content
+    studio.submit("seek", lambda s: s.seek(3), None)
+    assert studio.worker.wait_idle(30)
+    studio.inspect.point_size.value = 0.2
+    assert studio.worker.wait_idle(30)
+    handles = studio.view.sink.handles
+    assert handles and all(h.point_size == pytest.approx(0.2) for h in handles.values())
+    before = {name: h.colors.copy() for name, h in handles.items()}
+    studio.inspect.colour.value = "depth"  # from the camera where it was picked
+    studio.inspect.trail.value = False
+    assert studio.worker.wait_idle(30)
+    assert handles.keys() == before.keys()
+    assert all(not np.array_equal(h.colors, before[name]) for name, h in handles.items())
+    assert np.array_equal(studio.view.colour.camera_position, scene.current.position)
+    assert not studio.view._trail_blocks and not studio.view._thumbs
+
+
+def test_the_live_panel_rate_is_that_of_the_current_run_even_a_slow_one():
+    """Steps 2 s apart (autoplay at its slowest) read 0.5 frames/s, and still do 5.5 s after the last one (a pause
+    is 3 gaps, at least IDLE_AFTER_S); depth is coloured over the valid depth only (0 = invalid)."""
+    import studio.live_panel as live_panel
+
+    assert live_panel.depth_range(np.array([[0.0, 0.0, 2.0, 3.0, 4.0]] * 4, np.float32))[0] >= 2.0
+    app = Studio(small_scene(), port=free_port())
+    try:
+        assert app.worker.wait_idle(30)
+        scene, step = app.worker.scene, app.worker.scene.step(parse_actions("(FN)")[0])
+        for t in (100.0, 102.0, 104.0):
+            with mock.patch.object(live_panel.time, "monotonic", lambda: t):
+                app.live.update(scene, step, 0.0, 0, 0, None)
+        assert "0.5 frames/s" in app.live.status.content, app.live.status.content
+        with mock.patch.object(live_panel.time, "monotonic", lambda: 109.5):
+            app.live.refresh_rate()
+        assert "0.5 frames/s" in app.live.status.content, app.live.status.content
+    finally:
+        app.close()
+
+
+def test_an_export_reaches_the_tab_that_asked_with_its_outcome(studio, tmp_path, monkeypatch):
+    """The export buttons' path: the file is sent to the tab that clicked (the studio's stop then gives it time to
+    arrive, at most DOWNLOAD_WAIT_MAX_S), its note says what was exported and closes; a failed export's note stays,
+    in red. The GLB + mesh button's file holds the TSDF mesh."""
+    import trimesh
+
+    from studio import export_panel
+
+    sent, notes = [], []
+
+    def note(title, body, **kw):
+        notes.append(SimpleNamespace(title=title, body=body, color=None, auto_close_seconds=None, **kw))
+        return notes[-1]
+
+    tab = SimpleNamespace(add_notification=note, send_file_download=lambda name, data, **kw: sent.append((name, data)))
+    studio.worker.scene.run(parse_actions("(FN)(FN)"))
+    studio.exports._export_clicked("PLY point cloud", ExportPanel._ply)(SimpleNamespace(client=tab))
+    assert studio.worker.wait_idle(30)
+    assert [name for name, _ in sent] == ["scene.ply"] and sent[0][1].startswith(b"ply\n")
+    assert notes[0].title == "Exported PLY point cloud" and notes[0].auto_close_seconds == 5.0 and not notes[0].color
+    assert studio.exports.download_seconds_left() > 1.0  # (DOWNLOAD_GRACE_S: 2 s for a small file)
+    studio.exports._sending_until = export_panel.time.monotonic() + 1e6
+    assert studio.exports.download_seconds_left() == export_panel.DOWNLOAD_WAIT_MAX_S
+
+    def broken(scene, tmp):
+        raise OSError("disk full")
+
+    studio.exports._export_clicked("MP4 (RGB | depth)", broken)(SimpleNamespace(client=tab))
+    assert studio.worker.wait_idle(30) and len(sent) == 1
+    assert (notes[1].title, notes[1].body, notes[1].color) == ("Export failed: MP4 (RGB | depth)", "disk full", "red")
+    glb = ExportPanel._glb(True)(studio.worker.scene, tmp_path)
+    meshes = [g for g in trimesh.load(glb).geometry.values() if isinstance(g, trimesh.Trimesh)]
+    assert glb.name == "scene_mesh.glb" and meshes and len(meshes[0].faces) > 0
+
+
+def test_an_upload_of_exactly_the_limit_is_taken_and_a_zip_bomb_is_not(tmp_path, monkeypatch):
+    from studio import export_panel
+
+    assert export_panel.upload_too_large(export_panel.MAX_UPLOAD_BYTES) is None
+    assert "limit" in export_panel.upload_too_large(export_panel.MAX_UPLOAD_BYTES + 1)
+    monkeypatch.setattr(export_panel, "MAX_UPLOAD_BYTES", 1000)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("s/session.json", "{}")
+        z.writestr("s/frames/0.bin", bytes(5000))  # 5 kB unpacked from a few bytes
+    assert len(buf.getvalue()) < 1000
+    with pytest.raises(SessionError, match="unpacks to more than"):
+        unzip_session(buf.getvalue(), tmp_path / "bomb")
+    assert not (tmp_path / "bomb").exists()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # the outermost session.json is the session (a saved one may hold more)
+        z.writestr("s/session.json", "{}")
+        z.writestr("s/exports/old/session.json", "{}")
+    assert unzip_session(buf.getvalue(), tmp_path / "two") == tmp_path / "two" / "s"

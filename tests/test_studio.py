@@ -647,7 +647,6 @@ def test_the_studio_stops_cleanly_on_ctrl_c_and_on_sigterm():
         assert studio.returncode == 0 and "Server stopped" in out, (sig, studio.returncode, out[-400:])
 
 
-
 _STARTING_STUDIO = """
 import sys, time
 import launch, studio.app
@@ -692,6 +691,7 @@ def test_ctrl_c_while_the_studio_starts_stops_it_in_one_line():
             studio.kill()
         assert studio.returncode == status and said in out and "Traceback" not in out, (world, out[-600:])
         assert "WorldStudio is running" not in out
+
 
 def test_stopping_waits_for_the_running_export_and_its_download(studio, capsys):
     """The studio's stop (Ctrl-C, SIGTERM) waits for the command running (here an export of 0.6 s), names the

@@ -853,3 +853,33 @@ def test_an_upload_of_exactly_the_limit_is_taken_and_a_zip_bomb_is_not(tmp_path,
         z.writestr("s/session.json", "{}")
         z.writestr("s/exports/old/session.json", "{}")
     assert unzip_session(buf.getvalue(), tmp_path / "two") == tmp_path / "two" / "s"
+
+
+def test_the_learned_model_from_frame_0_of_a_folder_starts_at_frame_0(studio, tmp_path, monkeypatch):
+    """*Learned model from that frame*: frame 0 typed is frame 0 (-1 is the session's cursor or the recording's
+    last), and the note says it went on from that frame alone (no frames before it). The learned world itself is
+    stood in for: tests/test_neural.py opens it."""
+    from studio import export_panel
+
+    asked = []
+
+    def start_learned_from(source, frame, **kwargs):
+        asked.append(frame)
+        return small_scene()
+
+    monkeypatch.setattr(export_panel, "start_learned_from", start_learned_from)
+    studio.exports.root = tmp_path
+    (tmp_path / "recording").mkdir()
+    notes = []
+
+    def note(title, body, **kw):
+        notes.append(SimpleNamespace(title=title, body=body, color=None))
+        return notes[-1]
+
+    tab = SimpleNamespace(client=SimpleNamespace(add_notification=note))
+    for typed in (0, -1):
+        studio.exports.start_from.value, studio.exports.start_frame.value = "recording", typed
+        studio.exports._learned_from_folder(tab)
+        assert studio.worker.wait_idle(30)
+    assert asked == [0, None]
+    assert notes[0].body == "from that frame alone" and notes[0].color is None

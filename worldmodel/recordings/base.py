@@ -12,6 +12,7 @@ import difflib
 import io
 import json
 import re
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,7 +126,9 @@ def _open_image(path: Path, data: bytes | None = None):
     it) when it claims more than MAX_PIXELS."""
     from PIL import Image
 
-    im = Image.open(path if data is None else io.BytesIO(data))
+    with warnings.catch_warnings():  # PIL's bomb warning would be a second line beside this one's refusal
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path if data is None else io.BytesIO(data))
     if im.width * im.height > MAX_PIXELS:
         im.close()
         raise SequenceError(f"{path} claims {im.width}x{im.height} pixels, more than this tool reads; "

@@ -165,13 +165,17 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
     show). Raises SessionError / WorldSpecError / ValueError with a one-line message."""
     from scenes.session import is_session_folder, session_meant_by
 
+    def say(*lines: str) -> None:  # a note for the user: on stderr with progress, and into ``notes``
+        for line in lines:
+            if progress:
+                print(f"note: {line}", file=sys.stderr)
+            if notes is not None:
+                notes.append(line)
+
     meant = None if session_meta is not None else session_meant_by(source)
     if meant is not None:  # a run's folder: its session, not its exports read as a recording (lossy, no truth)
-        source, note = meant[0], f"{source} is {meant[1]}: the learned model goes on from that session"
-        if progress:
-            print(f"note: {note}", file=sys.stderr)
-        if notes is not None:
-            notes.append(note)
+        say(f"{source} is {meant[1]}: the learned model goes on from that session")
+        source = meant[0]
     if session_meta is not None or is_session_folder(source):
         from scenes.session import read_session_meta
 
@@ -201,12 +205,8 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
         raise ValueError(f"{folder} is {'a saved session' if run is None else run[1]}: the options {options} are a "
                          "recording's; drop them to go on from the session (the frame given picks where)")
     if run is not None:  # with options the folder is read as a recording, as asked: said (it was without a word)
-        note = (f"{folder} is {run[1]}: with the options {options} its files are read as a recording (a run's "
-                "exports: depth rounded to mm, no ground truth); drop them to go on from the session")
-        if progress:
-            print(f"note: {note}", file=sys.stderr)
-        if notes is not None:
-            notes.append(note)
+        say(f"{folder} is {run[1]}: with the options {options} its files are read as a recording (a run's "
+            "exports: depth rounded to mm, no ground truth); drop them to go on from the session")
     try:
         detect_format(folder)
     except ValueError as e:  # neither a session nor a recording: say that both are taken
@@ -217,10 +217,7 @@ def start_learned_from(source: str | os.PathLike, frame: int | None = None, *,
         position = len(frames) - 1 if frame is None else _frame_in(frame, len(frames), f"the recording {source}")
         if _fits_voxel(fit_voxel, config):
             config = dataclasses.replace(config or SceneConfig(), voxel_size=voxel_fitted_to(recording))
-        for note in frames.notes if progress else ():  # what the reader assumed (a command line's user reads it)
-            print(f"note: {note}", file=sys.stderr)
-        if notes is not None:
-            notes.extend(frames.notes)
+        say(*frames.notes)  # what the reader assumed
         return hand_over_to_learned_model(frames[position], (frames[i] for i in range(position)), seed=seed,
                                           kinematics=kinematics, config=config, memory=memory, weights=weights,
                                           spill_near=spill_near, progress=position if progress else None)
